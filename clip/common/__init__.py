@@ -1,0 +1,1 @@
+"""Framework-neutral core: configs, tokenizers, image processor, processor, checkpoint I/O."""

@@ -1,0 +1,262 @@
+"""CLIP configurations, field for field compatible with transformers' `config.json`.
+
+Every backend builds its modules from these objects. Unknown keys found in a `config.json`
+(transformers writes many generic ones) are kept as attributes and written back unchanged, so a
+load/save round trip loses nothing.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+
+from clip.common import hub
+from clip.common.io import atomic_write_text
+
+# Activations every backend implements; the names are transformers' ACT2FN keys.
+SUPPORTED_ACTIVATIONS = ("quick_gelu", "gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
+
+CONFIG_NAME = "config.json"
+
+
+class _TowerConfig:
+    """Shared machinery: known fields with defaults, extra keys kept, validation."""
+
+    model_type: str = ""
+    # field -> default, in the order transformers writes them
+    defaults: dict = {}
+
+    def __init__(self, **kwargs):
+        for name, default in self.defaults.items():
+            setattr(self, name, kwargs.pop(name, copy.deepcopy(default)))
+        kwargs.pop("model_type", None)
+        self._extra_keys = list(kwargs)
+        for name, value in kwargs.items():
+            setattr(self, name, value)
+        self.validate()
+
+    # -- validation -------------------------------------------------------------------------------
+    def _positive_ints(self):
+        return ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
+
+    def validate(self):
+        where = type(self).__name__
+        for name in self._positive_ints():
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{where}.{name} must be a positive integer, got {value!r}")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"{where}.hidden_size ({self.hidden_size}) must be divisible by "
+                f"{where}.num_attention_heads ({self.num_attention_heads})"
+            )
+        if self.hidden_act not in SUPPORTED_ACTIVATIONS:
+            raise ValueError(
+                f"{where}.hidden_act {self.hidden_act!r} is not supported; "
+                f"choose one of {', '.join(SUPPORTED_ACTIVATIONS)}"
+            )
+        if not 0.0 <= float(self.attention_dropout) < 1.0:
+            raise ValueError(f"{where}.attention_dropout must be in [0, 1), got {self.attention_dropout!r}")
+        if float(self.layer_norm_eps) <= 0:
+            raise ValueError(f"{where}.layer_norm_eps must be positive, got {self.layer_norm_eps!r}")
+
+    # -- serialization ----------------------------------------------------------------------------
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    def to_dict(self) -> dict:
+        out = {name: copy.deepcopy(getattr(self, name)) for name in self.defaults}
+        out.update({name: copy.deepcopy(getattr(self, name)) for name in self._extra_keys})
+        out["model_type"] = self.model_type
+        return out
+
+    def to_json_string(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        return cls(**copy.deepcopy(data))
+
+    def __eq__(self, other):
+        return type(self) is type(other) and self.to_dict() == other.to_dict()
+
+    def __repr__(self):
+        return f"{type(self).__name__} {self.to_json_string()}"
+
+    def save_pretrained(self, save_directory):
+        os.makedirs(save_directory, exist_ok=True)
+        atomic_write_text(os.path.join(save_directory, CONFIG_NAME), self.to_json_string())
+
+    @classmethod
+    def from_pretrained(cls, name_or_path, **hub_kwargs):
+        """Read `config.json` of a tower, or the matching tower out of a full CLIP config."""
+        data = _read_config_json(name_or_path, **hub_kwargs)
+        if data.get("model_type") == "clip" or "text_config" in data or "vision_config" in data:
+            return getattr(CLIPConfig.from_dict(data), cls._sub_attr)
+        return cls.from_dict(data)
+
+
+class CLIPTextConfig(_TowerConfig):
+    model_type = "clip_text_model"
+    _sub_attr = "text_config"
+    defaults = {
+        "vocab_size": 49408,
+        "hidden_size": 512,
+        "intermediate_size": 2048,
+        "projection_dim": 512,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 8,
+        "max_position_embeddings": 77,
+        "hidden_act": "quick_gelu",
+        "layer_norm_eps": 1e-5,
+        "attention_dropout": 0.0,
+        "initializer_range": 0.02,
+        "initializer_factor": 1.0,
+        "pad_token_id": 1,
+        "bos_token_id": 49406,
+        "eos_token_id": 49407,
+    }
+
+    def _positive_ints(self):
+        return super()._positive_ints() + ("vocab_size", "max_position_embeddings", "projection_dim")
+
+
+class CLIPVisionConfig(_TowerConfig):
+    model_type = "clip_vision_model"
+    _sub_attr = "vision_config"
+    defaults = {
+        "hidden_size": 768,
+        "intermediate_size": 3072,
+        "projection_dim": 512,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "num_channels": 3,
+        "image_size": 224,
+        "patch_size": 32,
+        "hidden_act": "quick_gelu",
+        "layer_norm_eps": 1e-5,
+        "attention_dropout": 0.0,
+        "initializer_range": 0.02,
+        "initializer_factor": 1.0,
+    }
+
+    def _positive_ints(self):
+        return super()._positive_ints() + ("num_channels", "image_size", "patch_size", "projection_dim")
+
+    def validate(self):
+        super().validate()
+        if self.image_size % self.patch_size:
+            raise ValueError(
+                f"CLIPVisionConfig.image_size ({self.image_size}) must be divisible by "
+                f"CLIPVisionConfig.patch_size ({self.patch_size})"
+            )
+
+    @property
+    def num_patches(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+
+class CLIPConfig:
+    """The two tower configs plus the joint-space fields (projection_dim, logit_scale_init_value)."""
+
+    model_type = "clip"
+    defaults = {
+        "projection_dim": 512,
+        "logit_scale_init_value": 2.6592,
+        "initializer_factor": 1.0,
+    }
+
+    def __init__(self, text_config=None, vision_config=None, **kwargs):
+        # transformers <4.22 wrote `text_config_dict`/`vision_config_dict`; when both forms are
+        # present the *_dict values win, as transformers resolves it.
+        text_dict = _as_dict(text_config)
+        vision_dict = _as_dict(vision_config)
+        text_dict.update(_as_dict(kwargs.pop("text_config_dict", None)))
+        vision_dict.update(_as_dict(kwargs.pop("vision_config_dict", None)))
+        text_dict.pop("model_type", None)
+        vision_dict.pop("model_type", None)
+        self.text_config = CLIPTextConfig(**text_dict)
+        self.vision_config = CLIPVisionConfig(**vision_dict)
+        for name, default in self.defaults.items():
+            setattr(self, name, kwargs.pop(name, default))
+        kwargs.pop("model_type", None)
+        self._extra_keys = list(kwargs)
+        for name, value in kwargs.items():
+            setattr(self, name, value)
+        if not isinstance(self.projection_dim, int) or self.projection_dim <= 0:
+            raise ValueError(f"CLIPConfig.projection_dim must be a positive integer, got {self.projection_dim!r}")
+
+    @classmethod
+    def from_text_vision_configs(cls, text_config: CLIPTextConfig, vision_config: CLIPVisionConfig, **kwargs):
+        return cls(text_config=text_config.to_dict(), vision_config=vision_config.to_dict(), **kwargs)
+
+    # -- labels (used by CLIPForImageClassification, as in transformers' PretrainedConfig) ----------
+    @property
+    def num_labels(self) -> int:
+        id2label = getattr(self, "id2label", None)
+        return len(id2label) if id2label else 2
+
+    def to_dict(self) -> dict:
+        out = {
+            "text_config": self.text_config.to_dict(),
+            "vision_config": self.vision_config.to_dict(),
+        }
+        out.update({name: copy.deepcopy(getattr(self, name)) for name in self.defaults})
+        out.update({name: copy.deepcopy(getattr(self, name)) for name in self._extra_keys})
+        out["model_type"] = self.model_type
+        return out
+
+    def to_json_string(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        data = copy.deepcopy(data)
+        if "id2label" in data and data["id2label"] is not None:
+            # JSON object keys are strings; transformers turns them back into ints.
+            data["id2label"] = {int(k): v for k, v in data["id2label"].items()}
+        return cls(**data)
+
+    def __eq__(self, other):
+        return type(self) is type(other) and self.to_dict() == other.to_dict()
+
+    def __repr__(self):
+        return f"CLIPConfig {self.to_json_string()}"
+
+    def save_pretrained(self, save_directory):
+        os.makedirs(save_directory, exist_ok=True)
+        atomic_write_text(os.path.join(save_directory, CONFIG_NAME), self.to_json_string())
+
+    @classmethod
+    def from_pretrained(cls, name_or_path, **hub_kwargs):
+        data = _read_config_json(name_or_path, **hub_kwargs)
+        if data.get("model_type") in ("clip_text_model", "clip_vision_model"):
+            raise ValueError(
+                f"{name_or_path}: config.json describes a single {data['model_type']}, "
+                "not a full CLIP model; load it with CLIPTextConfig/CLIPVisionConfig"
+            )
+        return cls.from_dict(data)
+
+
+def _as_dict(value) -> dict:
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        return copy.deepcopy(value)
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    raise TypeError(f"expected a dict or a config object, got {type(value).__name__}")
+
+
+def _read_config_json(name_or_path, **hub_kwargs) -> dict:
+    path = hub.resolve_file(name_or_path, CONFIG_NAME, **hub_kwargs)
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a JSON object, found {type(data).__name__}")
+    return data
