@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Creates .venv and installs the package with the extras named in $CLIP_EXTRAS (default: torch,test),
+# Creates .venv and installs the package with the extras named in $CLIP_EXTRAS (default: all,test),
 # pinned by constraints.txt. Re-running is cheap: a stamp records what was installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-extras="${CLIP_EXTRAS:-torch,test}"
+extras="${CLIP_EXTRAS:-all,test}"
 stamp=".venv/.clip-setup-stamp"
 want="$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1) $extras"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
