@@ -1,0 +1,93 @@
+"""The `clip` command: zero-shot classification end to end, and its errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+IMAGES = os.path.join(os.path.dirname(__file__), "data", "images")
+CAT = os.path.join(IMAGES, "chelsea.png")
+
+
+def _clip(*args):
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    return subprocess.run([sys.executable, "-m", "clip", *args], capture_output=True, text=True, env=env)
+
+
+def test_zero_shot_without_model_stops_after_preprocessing():
+    proc = _clip("zero-shot", CAT, "--labels", "a cat,a dog", "--json")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["pixel_values"] == [1, 3, 224, 224]
+    assert summary["input_ids"][0] == 2
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from clip.common.image_processor import CLIPImageProcessor
+    from clip.common.processor import CLIPProcessor
+    from clip.common.tokenizer import CLIPTokenizerFast
+
+    torch.manual_seed(0)
+    config = transformers.CLIPConfig(
+        text_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2},
+        vision_config={
+            "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+            "image_size": 32, "patch_size": 8,
+        },
+        projection_dim=16,
+    )
+    path = tmp_path_factory.mktemp("tiny")
+    reference = transformers.CLIPModel(config).eval()
+    reference.save_pretrained(path)
+    CLIPProcessor(CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}), CLIPTokenizerFast()).save_pretrained(path)
+    return path, reference
+
+
+def test_zero_shot_with_a_model_gives_transformers_probabilities(tiny_model_dir):
+    import torch
+    import transformers
+
+    path, reference = tiny_model_dir
+    labels = ["a photo of a cat", "a photo of a dog", "a rocket"]
+    proc = _clip("zero-shot", CAT, os.path.join(IMAGES, "rocket.jpg"), "--labels", ",".join(labels), "--model", str(path), "--json")
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(proc.stdout)
+
+    processor = transformers.CLIPProcessor.from_pretrained(path)
+    from PIL import Image
+
+    images = [Image.open(CAT), Image.open(os.path.join(IMAGES, "rocket.jpg"))]
+    with torch.no_grad():
+        inputs = processor(text=labels, images=images, padding=True, return_tensors="pt")
+        probs = reference(**inputs).logits_per_image.softmax(-1).numpy()
+    for result, row in zip(results, probs):
+        got = {item["label"]: item["probability"] for item in result["labels"]}
+        np.testing.assert_allclose([got[label] for label in labels], row, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--labels", " , "], "--labels is empty"),
+        (["--labels", "a,b", "--model", "/no/such/dir"], "no such directory"),
+    ],
+)
+def test_bad_input_is_one_clear_line(args, message):
+    proc = _clip("zero-shot", CAT, *args)
+    assert proc.returncode != 0
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_unreadable_image_is_one_clear_line(tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    proc = _clip("zero-shot", str(bad), "--labels", "a,b")
+    assert proc.returncode != 0
+    assert "broken.png" in proc.stderr and "Traceback" not in proc.stderr
