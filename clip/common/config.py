@@ -198,6 +198,14 @@ class CLIPConfig:
         id2label = getattr(self, "id2label", None)
         return len(id2label) if id2label else 2
 
+    @num_labels.setter
+    def num_labels(self, value: int):
+        # CLIPConfig(num_labels=n), as transformers: default labels LABEL_0..LABEL_{n-1}
+        if len(getattr(self, "id2label", None) or {}) != value:
+            self.id2label = {i: f"LABEL_{i}" for i in range(value)}
+            self.label2id = {label: i for i, label in self.id2label.items()}
+            self._extra_keys += [key for key in ("id2label", "label2id") if key not in self._extra_keys]
+
     def to_dict(self) -> dict:
         out = {
             "text_config": self.text_config.to_dict(),

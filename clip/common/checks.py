@@ -1,0 +1,186 @@
+"""Rules every backend shares: argument checks, the pooled text token, initialization.
+
+Everything here works on plain Python values (shapes as tuples, dtypes as names such as
+"int64" or "float32"), so PyTorch, TensorFlow and Flax call the same code and raise the same
+errors. Nothing here imports a deep-learning framework.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+INTEGER_DTYPES = ("int64", "int32", "int16", "int8", "uint8", "uint16", "uint32", "uint64")
+FLOAT_DTYPES = ("float64", "float32", "float16", "bfloat16")
+
+# The id that marked end-of-text before transformers PR #24773: configs that still carry it
+# pool the token with the highest id (the EOT id is the largest in CLIP's vocabulary).
+LEGACY_EOS_TOKEN_ID = 2
+
+
+def dtype_name(dtype) -> str:
+    """'torch.float32', tf.float32, np.dtype('float32'), jnp.float32 -> 'float32'."""
+    name = getattr(dtype, "name", None)
+    if not isinstance(name, str):
+        name = str(dtype)
+    return name.rsplit(".", 1)[-1]
+
+
+# -- inputs ---------------------------------------------------------------------------------------
+def check_input_ids(shape, dtype, config):
+    """input_ids: (batch, seq_len) integers, 1 <= seq_len <= max_position_embeddings."""
+    shape, dtype = tuple(shape), dtype_name(dtype)
+    if len(shape) != 2:
+        raise ValueError(f"input_ids must have shape (batch_size, sequence_length), got a {len(shape)}-D shape {shape}")
+    if dtype not in INTEGER_DTYPES:
+        raise ValueError(f"input_ids must hold integer token ids (e.g. int64), got dtype {dtype}")
+    if shape[1] < 1:
+        raise ValueError(f"input_ids must hold at least one token per sequence, got shape {shape}")
+    if shape[1] > config.max_position_embeddings:
+        raise ValueError(
+            f"input_ids has {shape[1]} tokens per sequence, more than max_position_embeddings "
+            f"({config.max_position_embeddings}); truncate the text (tokenizer truncation=True)"
+        )
+
+
+def check_attention_mask(shape, input_ids_shape):
+    """attention_mask: the shape of input_ids (1 = attend, 0 = padding)."""
+    if tuple(shape) != tuple(input_ids_shape):
+        raise ValueError(
+            f"attention_mask must have the shape of input_ids {tuple(input_ids_shape)}, got {tuple(shape)}"
+        )
+
+
+def check_position_ids(shape, dtype, input_ids_shape, config):
+    """position_ids: (batch or 1, seq_len) integers below max_position_embeddings."""
+    shape, dtype = tuple(shape), dtype_name(dtype)
+    batch, length = input_ids_shape
+    if len(shape) != 2 or shape[1] != length or shape[0] not in (1, batch):
+        raise ValueError(f"position_ids must have shape ({batch}, {length}) or (1, {length}), got {shape}")
+    if dtype not in INTEGER_DTYPES:
+        raise ValueError(f"position_ids must hold integers, got dtype {dtype}")
+
+
+def check_pixel_values(shape, config, interpolate_pos_encoding=False, dtype=None):
+    """pixel_values: (batch, channels, height, width) floats, the model's size unless interpolating."""
+    shape = tuple(shape)
+    if len(shape) != 4:
+        raise ValueError(
+            f"pixel_values must have shape (batch_size, {config.num_channels}, height, width) (NCHW), "
+            f"got a {len(shape)}-D shape {shape}"
+        )
+    if dtype is not None and dtype_name(dtype) not in FLOAT_DTYPES:
+        raise ValueError(f"pixel_values must be floating point (e.g. float32), got dtype {dtype_name(dtype)}")
+    _, channels, height, width = shape
+    if channels != config.num_channels:
+        raise ValueError(
+            f"pixel_values must have {config.num_channels} channels in dimension 1 (NCHW), got shape {shape}"
+        )
+    size = config.image_size
+    if interpolate_pos_encoding:
+        if height < config.patch_size or width < config.patch_size:
+            raise ValueError(
+                f"pixel_values of {height}x{width} are smaller than one {config.patch_size}x{config.patch_size} patch"
+            )
+    elif (height, width) != (size, size):
+        raise ValueError(
+            f"pixel_values must be {size}x{size} (height x width) for this model, got {height}x{width}; "
+            "resize them, or pass interpolate_pos_encoding=True to use another size"
+        )
+
+
+def check_batch_sizes(text_batch: int, image_batch: int):
+    """The contrastive loss pairs text i with image i, so both batches must have the same size."""
+    if text_batch != image_batch:
+        raise ValueError(
+            f"return_loss needs as many texts as images (pair i is text i and image i), "
+            f"got {text_batch} texts and {image_batch} images"
+        )
+
+
+# -- pooling --------------------------------------------------------------------------------------
+def text_pooling_rule(config) -> str:
+    """How the text tower picks the token whose state is pooled.
+
+    "argmax": the position of the highest token id (legacy configs with eos_token_id == 2);
+    "first_eos": the first position holding config.eos_token_id (pad may equal eos).
+    """
+    return "argmax" if config.eos_token_id == LEGACY_EOS_TOKEN_ID else "first_eos"
+
+
+def pooled_token_positions(input_ids, config) -> np.ndarray:
+    """Reference (numpy) implementation of the pooling rule: one position per sequence."""
+    ids = np.asarray(input_ids)
+    if text_pooling_rule(config) == "argmax":
+        return ids.argmax(axis=-1)
+    return (ids == config.eos_token_id).argmax(axis=-1)
+
+
+# -- classification -------------------------------------------------------------------------------
+def classification_problem_type(config, num_labels: int, labels_are_integers: bool) -> str:
+    """transformers' rule: config.problem_type, else regression / single- / multi-label."""
+    problem = getattr(config, "problem_type", None)
+    if problem is not None:
+        if problem not in ("regression", "single_label_classification", "multi_label_classification"):
+            raise ValueError(f"config.problem_type {problem!r} is not supported")
+        return problem
+    if num_labels == 1:
+        return "regression"
+    if num_labels > 1 and labels_are_integers:
+        return "single_label_classification"
+    return "multi_label_classification"
+
+
+# -- initialization -------------------------------------------------------------------------------
+def init_spec(name: str, config) -> tuple:
+    """How transformers' CLIP `_init_weights` initializes the canonical parameter `name`.
+
+    `config` is the model's own config (CLIPConfig for CLIPModel and CLIPForImageClassification,
+    the tower config otherwise). Returns ("normal", std), ("zeros",), ("ones",) or ("constant", v).
+
+    Each tower is initialized with its own config's initializer_factor (transformers builds the
+    towers as sub-models first); only the heads use the model's factor. (transformers' CLIPConfig
+    resets its own initializer_factor to 1.0 whatever it is given; ours keeps the value, so the two
+    agree for every config transformers can express.)
+    """
+    parts = name.split(".")
+    leaf = parts[-1]
+    tower = _tower_config(parts[0], config)
+    if name == "logit_scale":
+        return ("constant", float(config.logit_scale_init_value))
+    if leaf == "bias":
+        return ("zeros",)
+    if _is_layer_norm(parts):
+        return ("ones",)
+    if parts[0] in ("visual_projection", "text_projection", "classifier"):
+        # the head's input width: the tower's hidden size
+        return ("normal", tower.hidden_size**-0.5 * config.initializer_factor)
+    factor = tower.initializer_factor
+    width = tower.hidden_size
+    depth_std = width**-0.5 * (2 * tower.num_hidden_layers) ** -0.5 * factor
+    module = parts[-2]
+    if module in ("token_embedding",) or (parts[0] == "text_model" and module == "position_embedding"):
+        return ("normal", 0.02 * factor)  # fixed 0.02, not initializer_range, as transformers
+    if module in ("patch_embedding", "position_embedding"):
+        return ("normal", tower.initializer_range * factor)
+    if leaf == "class_embedding":
+        return ("normal", width**-0.5 * factor)
+    if module in ("q_proj", "k_proj", "v_proj", "fc2"):
+        return ("normal", depth_std)
+    if module == "out_proj":
+        return ("normal", width**-0.5 * factor)
+    if module == "fc1":
+        return ("normal", (2 * width) ** -0.5 * factor)
+    raise KeyError(f"no initialization rule for parameter {name!r}")
+
+
+def _tower_config(head: str, config):
+    if hasattr(config, "text_config"):  # a full CLIPConfig
+        if head in ("text_model", "text_projection"):
+            return config.text_config
+        return config.vision_config
+    return config
+
+
+def _is_layer_norm(parts) -> bool:
+    module = parts[-2] if len(parts) > 1 else ""
+    return "layer_norm" in module or module in ("pre_layrnorm", "post_layernorm")

@@ -1,0 +1,175 @@
+"""The canonical weight layout: transformers' PyTorch state-dict names, as data.
+
+`expected_parameters(config, model_class)` lists every canonical name with its shape and leaf
+kind, so a loader can check a whole checkpoint before it assigns anything. The leaf kinds carry
+the per-backend naming and layout rules (`LEAF_RULES`): the TF and Flax backends keep the same
+attribute paths and differ only in the last name component and a transpose.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+MODEL_CLASSES = (
+    "CLIPModel",
+    "CLIPTextModel",
+    "CLIPTextModelWithProjection",
+    "CLIPVisionModel",
+    "CLIPVisionModelWithProjection",
+    "CLIPForImageClassification",
+)
+
+# Which parts (top-level name prefixes) each model class owns. All classes use the same prefixes,
+# so a full CLIPModel checkpoint loads into any sub-model (its other parts are reported as
+# unexpected) and a sub-model checkpoint into CLIPModel (the absent parts reported missing).
+PARTS = {
+    "CLIPModel": ("text_model", "vision_model", "visual_projection", "text_projection", "logit_scale"),
+    "CLIPTextModel": ("text_model",),
+    "CLIPTextModelWithProjection": ("text_model", "text_projection"),
+    "CLIPVisionModel": ("vision_model",),
+    "CLIPVisionModelWithProjection": ("vision_model", "visual_projection"),
+    "CLIPForImageClassification": ("vision_model", "classifier"),
+}
+
+# transformers' base_model_prefix: checkpoints of wrapping models may nest CLIP under it.
+BASE_MODEL_PREFIX = "clip."
+
+# Buffers that older checkpoints carry (transformers < 4.31 saved them) but that are not
+# parameters; loaders drop them silently, as transformers does for non-persistent buffers.
+IGNORED_SUFFIXES = ("embeddings.position_ids",)
+
+# Per-leaf rules. "names" gives the last name component per backend, "transpose" the axis order
+# that turns the canonical (PyTorch) array into the backend's layout (None: unchanged).
+LEAF_RULES = {
+    "linear_weight": {"names": {"pt": "weight", "tf": "kernel", "flax": "kernel"}, "transpose": {"tf": (1, 0), "flax": (1, 0)}},
+    "linear_bias": {"names": {"pt": "bias", "tf": "bias", "flax": "bias"}, "transpose": {}},
+    "conv_weight": {"names": {"pt": "weight", "tf": "kernel", "flax": "kernel"}, "transpose": {"tf": (2, 3, 1, 0), "flax": (2, 3, 1, 0)}},  # OIHW -> HWIO
+    "layer_norm_weight": {"names": {"pt": "weight", "tf": "gamma", "flax": "scale"}, "transpose": {}},
+    "layer_norm_bias": {"names": {"pt": "bias", "tf": "beta", "flax": "bias"}, "transpose": {}},
+    "embedding": {"names": {"pt": "weight", "tf": "embeddings", "flax": "embedding"}, "transpose": {}},
+    "variable": {"names": {}, "transpose": {}},  # class_embedding, logit_scale: kept as they are
+}
+BACKENDS = ("pt", "tf", "flax")
+
+
+def _layer_norm(prefix, width):
+    return {f"{prefix}.weight": ((width,), "layer_norm_weight"), f"{prefix}.bias": ((width,), "layer_norm_bias")}
+
+
+def _linear(prefix, out_dim, in_dim, bias=True):
+    out = {f"{prefix}.weight": ((out_dim, in_dim), "linear_weight")}
+    if bias:
+        out[f"{prefix}.bias"] = ((out_dim,), "linear_bias")
+    return out
+
+
+def _encoder(prefix, config) -> dict:
+    width, inner = config.hidden_size, config.intermediate_size
+    out = {}
+    for i in range(config.num_hidden_layers):
+        layer = f"{prefix}.encoder.layers.{i}"
+        for proj in ("k_proj", "v_proj", "q_proj", "out_proj"):
+            out.update(_linear(f"{layer}.self_attn.{proj}", width, width))
+        out.update(_layer_norm(f"{layer}.layer_norm1", width))
+        out.update(_linear(f"{layer}.mlp.fc1", inner, width))
+        out.update(_linear(f"{layer}.mlp.fc2", width, inner))
+        out.update(_layer_norm(f"{layer}.layer_norm2", width))
+    return out
+
+
+def text_tower(config) -> dict:
+    width = config.hidden_size
+    out = {
+        "text_model.embeddings.token_embedding.weight": ((config.vocab_size, width), "embedding"),
+        "text_model.embeddings.position_embedding.weight": ((config.max_position_embeddings, width), "embedding"),
+    }
+    out.update(_encoder("text_model", config))
+    out.update(_layer_norm("text_model.final_layer_norm", width))
+    return out
+
+
+def vision_tower(config) -> dict:
+    width, patch = config.hidden_size, config.patch_size
+    out = {
+        "vision_model.embeddings.class_embedding": ((width,), "variable"),
+        "vision_model.embeddings.patch_embedding.weight": ((width, config.num_channels, patch, patch), "conv_weight"),
+        "vision_model.embeddings.position_embedding.weight": ((config.num_patches + 1, width), "embedding"),
+    }
+    out.update(_layer_norm("vision_model.pre_layrnorm", width))
+    out.update(_encoder("vision_model", config))
+    out.update(_layer_norm("vision_model.post_layernorm", width))
+    return out
+
+
+def expected_parameters(config, model_class: str) -> dict[str, tuple[tuple[int, ...], str]]:
+    """{canonical name: (shape, leaf kind)} for `model_class` (a name from MODEL_CLASSES).
+
+    `config` is the class's config: CLIPConfig for CLIPModel and CLIPForImageClassification, the
+    tower config for the others. The order is the order of PyTorch's state_dict().
+    """
+    if model_class == "CLIPModel":
+        text, vision = config.text_config, config.vision_config
+        out = {"logit_scale": ((), "variable")}  # a module's own parameters come first in state_dict()
+        out.update(text_tower(text))
+        out.update(vision_tower(vision))
+        out.update(_linear("visual_projection", config.projection_dim, vision.hidden_size, bias=False))
+        out.update(_linear("text_projection", config.projection_dim, text.hidden_size, bias=False))
+        return out
+    if model_class == "CLIPTextModel":
+        return text_tower(config)
+    if model_class == "CLIPTextModelWithProjection":
+        return {**text_tower(config), **_linear("text_projection", config.projection_dim, config.hidden_size, bias=False)}
+    if model_class == "CLIPVisionModel":
+        return vision_tower(config)
+    if model_class == "CLIPVisionModelWithProjection":
+        return {**vision_tower(config), **_linear("visual_projection", config.projection_dim, config.hidden_size, bias=False)}
+    if model_class == "CLIPForImageClassification":
+        out = vision_tower(config.vision_config)
+        if config.num_labels > 0:
+            out.update(_linear("classifier", config.num_labels, config.vision_config.hidden_size))
+        return out
+    raise ValueError(f"unknown model class {model_class!r}; expected one of {', '.join(MODEL_CLASSES)}")
+
+
+# -- checkpoint keys ------------------------------------------------------------------------------
+def normalize_checkpoint_keys(names) -> dict[str, str]:
+    """{checkpoint name: canonical name} after the checkpoint-boundary rules.
+
+    Drops the buffers in IGNORED_SUFFIXES and strips BASE_MODEL_PREFIX when every key has it.
+    """
+    names = [n for n in names if not n.endswith(IGNORED_SUFFIXES)]
+    strip = bool(names) and all(n.startswith(BASE_MODEL_PREFIX) for n in names)
+    return {n: n[len(BASE_MODEL_PREFIX) :] if strip else n for n in names}
+
+
+def match_checkpoint(expected: dict, found: dict) -> dict:
+    """Compare the expected {name: (shape, kind)} with a checkpoint's {name: shape}.
+
+    Returns {"missing_keys", "unexpected_keys", "mismatched_keys": [(name, expected, found)]}.
+    """
+    missing = [n for n in expected if n not in found]
+    unexpected = sorted(n for n in found if n not in expected)
+    mismatched = [
+        (n, tuple(expected[n][0]), tuple(found[n])) for n in expected if n in found and tuple(found[n]) != tuple(expected[n][0])
+    ]
+    return {"missing_keys": missing, "unexpected_keys": unexpected, "mismatched_keys": mismatched}
+
+
+# -- per-backend names and layouts ----------------------------------------------------------------
+def backend_name(name: str, kind: str, backend: str) -> str:
+    """The backend's name of a canonical parameter: same path, the backend's leaf name."""
+    leaf = LEAF_RULES[kind]["names"].get(backend)
+    if leaf is None:
+        return name
+    head, _, _ = name.rpartition(".")
+    return f"{head}.{leaf}"
+
+
+def to_backend_layout(array, kind: str, backend: str) -> np.ndarray:
+    perm = LEAF_RULES[kind]["transpose"].get(backend)
+    return np.asarray(array) if perm is None else np.transpose(array, perm)
+
+
+def from_backend_layout(array, kind: str, backend: str) -> np.ndarray:
+    perm = LEAF_RULES[kind]["transpose"].get(backend)
+    return np.asarray(array) if perm is None else np.transpose(array, np.argsort(perm))

@@ -1,0 +1,218 @@
+"""from_pretrained / save_pretrained for the PyTorch models.
+
+Loading builds the model on the `meta` device (no memory, no random init), checks every key and
+shape of the checkpoint against clip.common.weights before touching the model, then copies each
+tensor out of the memory-mapped file into its final dtype and device, releasing the file's pages
+as it goes: peak memory stays near one copy of the weights.
+"""
+
+from __future__ import annotations
+
+import logging
+import mmap
+import os
+import warnings
+
+import numpy as np
+import torch
+
+from clip.common import hub, io, weights
+
+logger = logging.getLogger(__name__)
+
+WEIGHT_CANDIDATES = (hub.SAFETENSORS_NAME, hub.SAFETENSORS_INDEX_NAME, hub.PYTORCH_NAME, hub.PYTORCH_INDEX_NAME)
+
+# transformers' generic config flags that the models read with a default when absent
+RUNTIME_CONFIG_KEYS = ("output_attentions", "output_hidden_states", "return_dict", "problem_type")
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
+
+
+def resolve_dtype(dtype):
+    """None, "auto", a name ("float16", "torch.bfloat16") or a torch.dtype -> torch.dtype, "auto" or None."""
+    if dtype is None or dtype == "auto" or isinstance(dtype, torch.dtype):
+        return dtype
+    name = str(dtype).removeprefix("torch.")
+    if name not in _DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(_DTYPES)}, 'auto' or a torch.dtype, got {dtype!r}")
+    return _DTYPES[name]
+
+
+def from_pretrained(
+    cls,
+    name_or_path,
+    *,
+    config=None,
+    dtype=None,
+    torch_dtype=None,
+    device=None,
+    output_loading_info=False,
+    ignore_mismatched_sizes=False,
+    **kwargs,
+):
+    hub_kwargs = hub.split_hub_kwargs(kwargs)
+    if config is None:
+        config = cls.config_class.from_pretrained(name_or_path, **hub_kwargs)
+    for key, value in kwargs.items():  # config overrides, e.g. output_hidden_states=True
+        if not hasattr(config, key) and key not in RUNTIME_CONFIG_KEYS:
+            raise TypeError(f"{cls.__name__}.from_pretrained got an unexpected argument {key!r}")
+        setattr(config, key, value)
+    if dtype is not None and torch_dtype is not None and resolve_dtype(dtype) != resolve_dtype(torch_dtype):
+        raise ValueError(f"dtype={dtype!r} and torch_dtype={torch_dtype!r} disagree; pass one of them")
+    target_dtype = resolve_dtype(dtype if dtype is not None else torch_dtype) or torch.get_default_dtype()
+    device = torch.device(device) if device is not None else torch.device("cpu")
+
+    found = hub.resolve_weight_files(name_or_path, WEIGHT_CANDIDATES, **hub_kwargs)
+    if found is None:
+        raise hub.CheckpointNotFoundError(f"{name_or_path}: no weights found (looked for {', '.join(WEIGHT_CANDIDATES)})")
+    kind, paths = found
+    tensors = read_weights(kind, paths)  # checkpoint name -> numpy array or CPU tensor (no copies yet)
+
+    canonical = weights.normalize_checkpoint_keys(tensors)  # checkpoint name -> canonical name
+    by_canonical = {canon: tensors[name] for name, canon in canonical.items()}
+    expected = weights.expected_parameters(config, _canonical_class(cls))
+    report = weights.match_checkpoint(expected, {n: tuple(t.shape) for n, t in by_canonical.items()})
+    if report["mismatched_keys"] and not ignore_mismatched_sizes:
+        lines = [f"  {n}: the model expects {e}, the checkpoint has {f}" for n, e, f in report["mismatched_keys"]]
+        raise ValueError(
+            f"{name_or_path}: {len(lines)} tensor(s) of the checkpoint do not fit {cls.__name__} "
+            "(pass ignore_mismatched_sizes=True to initialize them instead):\n" + "\n".join(lines)
+        )
+    mismatched = {n for n, _, _ in report["mismatched_keys"]}
+
+    with torch.device("meta"):
+        model = cls(config)
+    if target_dtype == "auto":
+        first = next((t for n, t in by_canonical.items() if n in expected), None)
+        target_dtype = _torch_dtype(first.dtype) if first is not None else torch.get_default_dtype()
+
+    state, fresh = {}, []
+    for name, (shape, _) in expected.items():
+        if name in by_canonical and name not in mismatched:
+            state[name] = _copy_out(by_canonical[name], target_dtype, device)
+        else:
+            state[name] = torch.empty(shape, dtype=target_dtype, device=device)
+            fresh.append(name)
+    del tensors, by_canonical
+    model.load_state_dict(state, strict=True, assign=True)
+    model.init_weights(fresh)  # only what the checkpoint did not provide
+    model.eval()
+
+    missing = report["missing_keys"]
+    if missing:
+        logger.warning("Some weights of %s were not in %s and are newly initialized: %s", cls.__name__, name_or_path, missing)
+    if report["unexpected_keys"]:
+        logger.warning("Some weights of %s were not used by %s: %s", name_or_path, cls.__name__, report["unexpected_keys"])
+    if mismatched:
+        logger.warning("Some weights of %s had other shapes and are newly initialized: %s", cls.__name__, report["mismatched_keys"])
+    if output_loading_info:
+        info = {
+            "missing_keys": missing,
+            "unexpected_keys": report["unexpected_keys"],
+            "mismatched_keys": report["mismatched_keys"],
+            "error_msgs": [],
+        }
+        return model, info
+    return model
+
+
+def _canonical_class(cls):
+    for base in cls.__mro__:
+        if base.__name__ in weights.MODEL_CLASSES:
+            return base.__name__
+    raise TypeError(f"{cls.__name__} is not one of {', '.join(weights.MODEL_CLASSES)} nor a subclass of one")
+
+
+# -- reading --------------------------------------------------------------------------------------
+def read_weights(kind, paths) -> dict:
+    if kind in (hub.SAFETENSORS_NAME, hub.SAFETENSORS_INDEX_NAME):
+        return io.read_checkpoint(paths)
+    merged = {}
+    for path in paths:
+        # weights_only: a pickle can run code; this loader only accepts tensors
+        try:
+            shard = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # legacy (pre-zip) format cannot be memory-mapped
+            shard = torch.load(path, map_location="cpu", weights_only=True)
+        for name, tensor in shard.items():
+            if name in merged:
+                raise ValueError(f"{path}: tensor {name!r} also appears in another shard")
+            merged[name] = tensor
+    return merged
+
+
+def _torch_dtype(dtype):
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    return torch.bfloat16 if dtype.name == "bfloat16" else torch.from_numpy(np.empty(0, dtype)).dtype
+
+
+def _as_tensor(array) -> torch.Tensor:
+    """A numpy array (possibly a read-only memory map) as a tensor sharing its memory."""
+    if isinstance(array, torch.Tensor):
+        return array
+    if array.dtype.name == "bfloat16":  # ml_dtypes' bfloat16: reinterpret the bits
+        return torch.from_numpy(np.asarray(array).view(np.uint16)).view(torch.bfloat16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "not writable": it is only read, then copied
+        return torch.from_numpy(np.asarray(array))
+
+
+def _copy_out(array, dtype, device) -> torch.Tensor:
+    """A fresh, writable, contiguous copy in `dtype` on `device`; the source pages are released."""
+    out = torch.empty(tuple(array.shape), dtype=dtype, device=device)
+    out.copy_(_as_tensor(array))
+    _release_pages(array)
+    return out
+
+
+def _release_pages(array):
+    """Drop a memory-mapped array's pages from this process (the page cache keeps them).
+
+    Resident file pages count in RSS; releasing each tensor's pages after its copy keeps the
+    peak near one copy of the weights instead of two. A no-op where madvise is unavailable.
+    """
+    mapping = getattr(array, "_mmap", None)
+    if mapping is None or not hasattr(mapping, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    try:
+        begin = array.ctypes.data - np.frombuffer(mapping, dtype=np.uint8).ctypes.data
+        start = begin - begin % mmap.PAGESIZE
+        mapping.madvise(mmap.MADV_DONTNEED, start, begin + array.nbytes - start)
+    except (ValueError, OSError):
+        pass
+
+
+# -- writing --------------------------------------------------------------------------------------
+def save_pretrained(model, save_directory, safe_serialization=True, state_dict=None):
+    """config.json + model.safetensors ({"format": "pt"}), or pytorch_model.bin; each written atomically."""
+    save_directory = os.fspath(save_directory)
+    if os.path.isfile(save_directory):
+        raise ValueError(f"{save_directory} is a file; save_pretrained needs a directory")
+    os.makedirs(save_directory, exist_ok=True)
+    config = model.config
+    config = type(config).from_dict({**config.to_dict(), "architectures": [_canonical_class(type(model))]})
+    config.save_pretrained(save_directory)
+    state = model.state_dict() if state_dict is None else state_dict
+    # contiguous, detached CPU copies: views or tied tensors would not serialize as themselves
+    state = {name: t.detach().to("cpu").contiguous() for name, t in state.items()}
+    if safe_serialization:
+        arrays = {name: _to_numpy(t) for name, t in state.items()}
+        io.write_safetensors(arrays, os.path.join(save_directory, hub.SAFETENSORS_NAME), metadata={"format": "pt"})
+        written = hub.SAFETENSORS_NAME
+    else:
+        with io.atomic_path(os.path.join(save_directory, hub.PYTORCH_NAME)) as tmp:
+            torch.save({name: t.clone() for name, t in state.items()}, tmp)
+        written = hub.PYTORCH_NAME
+    # a stale weight file of another format would be picked up by the next load
+    for name in WEIGHT_CANDIDATES:
+        path = os.path.join(save_directory, name)
+        if name != written and os.path.isfile(path):
+            os.unlink(path)
+
+
+def _to_numpy(tensor) -> np.ndarray:
+    if tensor.dtype == torch.bfloat16:
+        return tensor.view(torch.int16).numpy().view(io.numpy_dtype("bfloat16"))
+    return tensor.numpy()
+
