@@ -84,6 +84,16 @@ class CLIPAttention(nn.Module):
         out = out.transpose(1, 2).reshape(B, L, D)  # BHLd -> BLHd -> BLD
         return self.out_proj(out), weights
 
+    def forward_query(self, x, query, mask=None):
+        """Attention output for one query per sequence: x (B,L,D), query (B,D) -> (B,D)."""
+        B, L, D = x.shape
+        q = self.q_proj(query).view(B, 1, self.num_heads, self.head_dim).transpose(1, 2)  # B,H,1,d
+        k = self.k_proj(x).view(B, L, self.num_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(B, L, self.num_heads, self.head_dim).transpose(1, 2)
+        dropout = self.dropout if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, mask, dropout, scale=self.scale)  # B,H,1,d
+        return self.out_proj(out.reshape(B, D))
+
 
 class CLIPMLP(nn.Module):
     def __init__(self, config):
@@ -110,6 +120,17 @@ class CLIPEncoderLayer(nn.Module):
         x = x + self.mlp(self.layer_norm2(x))
         return x, weights
 
+    def forward_at(self, x, index, mask=None):
+        """The layer's output at position index[b] of each sequence, (B,L,D) -> (B,D).
+
+        Pooling reads one token of the last layer, so only that token needs its query, its
+        residual and its MLP: about 1/num_layers of the tower's work saved, exactly.
+        """
+        h = self.layer_norm1(x)
+        rows = torch.arange(x.shape[0], device=x.device)
+        y = x[rows, index] + self.self_attn.forward_query(h, h[rows, index], mask)  # BD
+        return y + self.mlp(self.layer_norm2(y))
+
 
 class CLIPEncoder(nn.Module):
     def __init__(self, config):
@@ -121,16 +142,24 @@ class CLIPEncoder(nn.Module):
         states = (x,) if output_hidden_states else None
         attentions = () if output_attentions else None
         for layer in self.layers:
-            if self.gradient_checkpointing and self.training:
-                # recompute the layer in backward instead of keeping its activations
-                x, weights = checkpoint(layer, x, mask, is_causal, output_attentions, use_reentrant=False)
-            else:
-                x, weights = layer(x, mask, is_causal, output_attentions)
+            x, weights = self._run(layer, x, mask, is_causal, output_attentions)
             if output_hidden_states:
                 states += (x,)
             if output_attentions:
                 attentions += (weights,)
         return BaseModelOutput(last_hidden_state=x, hidden_states=states, attentions=attentions)
+
+    def forward_pooled(self, x, index, mask=None, is_causal=False, row_mask=None):
+        """Only the last layer's output at `index` (B,), for callers that need nothing else."""
+        for layer in self.layers[:-1]:
+            x, _ = self._run(layer, x, mask, is_causal)
+        return self.layers[-1].forward_at(x, index, row_mask)
+
+    def _run(self, layer, x, mask, is_causal, output_attentions=False):
+        if self.gradient_checkpointing and self.training:
+            # recompute the layer in backward instead of keeping its activations
+            return checkpoint(layer, x, mask, is_causal, output_attentions, use_reentrant=False)
+        return layer(x, mask, is_causal, output_attentions)
 
 
 class CLIPTextEmbeddings(nn.Module):
@@ -197,7 +226,7 @@ class CLIPTextTransformer(nn.Module):
         self.encoder = CLIPEncoder(config)
         self.final_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
-    def forward(self, input_ids=None, attention_mask=None, position_ids=None, output_attentions=False, output_hidden_states=False):
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None, output_attentions=False, output_hidden_states=False, pooled_only=False):
         if input_ids is None:
             raise ValueError("input_ids are required (integer token ids of shape (batch_size, sequence_length))")
         checks.check_input_ids(input_ids.shape, input_ids.dtype, self.config)
@@ -207,11 +236,17 @@ class CLIPTextTransformer(nn.Module):
             checks.check_position_ids(position_ids.shape, position_ids.dtype, input_ids.shape, self.config)
         x = self.embeddings(input_ids, position_ids)
         mask, is_causal = text_attention_mask(attention_mask, x.dtype)
+        index = self.pooled_positions(input_ids).to(x.device)
+        rows = torch.arange(x.shape[0], device=x.device)
+        if pooled_only and not (output_attentions or output_hidden_states):
+            # the mask rows of the pooled queries: B,1,1,L
+            full = mask if mask is not None else causal_mask(x.shape[1], x.dtype, x.device).expand(x.shape[0], 1, -1, -1)
+            row_mask = full[rows, :, index].unsqueeze(2)
+            pooled = self.final_layer_norm(self.encoder.forward_pooled(x, index, mask, is_causal, row_mask))
+            return BaseModelOutputWithPooling(None, pooled)
         encoded = self.encoder(x, mask, is_causal, output_attentions, output_hidden_states)
         last = self.final_layer_norm(encoded.last_hidden_state)
-        rows = torch.arange(last.shape[0], device=last.device)
-        pooled = last[rows, self.pooled_positions(input_ids).to(last.device)]  # BD
-        return BaseModelOutputWithPooling(last, pooled, encoded.hidden_states, encoded.attentions)
+        return BaseModelOutputWithPooling(last, last[rows, index], encoded.hidden_states, encoded.attentions)
 
     def pooled_positions(self, input_ids):
         # int32 as transformers (ONNX argmax); argmax returns the first maximum
@@ -229,11 +264,14 @@ class CLIPVisionTransformer(nn.Module):
         self.encoder = CLIPEncoder(config)
         self.post_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
-    def forward(self, pixel_values=None, output_attentions=False, output_hidden_states=False, interpolate_pos_encoding=False):
+    def forward(self, pixel_values=None, output_attentions=False, output_hidden_states=False, interpolate_pos_encoding=False, pooled_only=False):
         if pixel_values is None:
             raise ValueError("pixel_values are required (float images of shape (batch_size, channels, height, width))")
         checks.check_pixel_values(pixel_values.shape, self.config, interpolate_pos_encoding, pixel_values.dtype)
         x = self.pre_layrnorm(self.embeddings(pixel_values, interpolate_pos_encoding))
+        if pooled_only and not (output_attentions or output_hidden_states):
+            index = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)  # the class token
+            return BaseModelOutputWithPooling(None, self.post_layernorm(self.encoder.forward_pooled(x, index)))
         encoded = self.encoder(x, None, False, output_attentions, output_hidden_states)
         last = encoded.last_hidden_state
         pooled = self.post_layernorm(last[:, 0])  # the class token, BD
@@ -413,11 +451,11 @@ class CLIPModel(CLIPPreTrainedModel):
 
     def get_text_features(self, input_ids=None, attention_mask=None, position_ids=None):
         """Projected (not normalized) text embeddings, (B, projection_dim)."""
-        return self.text_projection(self.text_model(input_ids, attention_mask, position_ids).pooler_output)
+        return self.text_projection(self.text_model(input_ids, attention_mask, position_ids, pooled_only=True).pooler_output)
 
     def get_image_features(self, pixel_values=None, interpolate_pos_encoding=False):
         """Projected (not normalized) image embeddings, (B, projection_dim)."""
-        pooled = self.vision_model(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding).pooler_output
+        pooled = self.vision_model(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, pooled_only=True).pooler_output
         return self.visual_projection(pooled)
 
     def forward(

@@ -103,13 +103,39 @@ def test_interpolate_pos_encoding(model_class, image_size):
     )
 
 
-def test_get_features_match_transformers():
-    model, ref = make_pair("gelu", "CLIPModel")
-    inputs = make_inputs("gelu")
-    text = model.get_text_features(inputs["input_ids"], inputs["attention_mask"])
+@pytest.mark.parametrize("name", ["quick_gelu", "gelu", "legacy_eos"])
+@pytest.mark.parametrize("padding", ["padded", "unpadded", "no_mask", "left_padded"])
+def test_get_features_match_transformers(name, padding):
+    # get_*_features run only the pooled token through the last layer: check that shortcut
+    # against transformers' full computation, for every pooling rule and padding form.
+    model, ref = make_pair(name, "CLIPModel")
+    inputs = make_inputs(name, padded=padding != "unpadded")
+    ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    if padding == "left_padded":
+        order = torch.argsort(mask, dim=1, stable=True)  # pads first, tokens after
+        ids, mask = ids.gather(1, order), mask.gather(1, order)
+    if padding == "no_mask":
+        mask = None
+    text = model.get_text_features(ids, mask)
     image = model.get_image_features(inputs["pixel_values"])
-    assert (text - ref.get_text_features(inputs["input_ids"], inputs["attention_mask"])).abs().max() <= 1e-5
+    assert (text - ref.get_text_features(ids, mask)).abs().max() <= 1e-5
     assert (image - ref.get_image_features(inputs["pixel_values"])).abs().max() <= 1e-5
+
+
+def test_get_features_gradients_match_transformers():
+    model, ref = make_pair("quick_gelu", "CLIPModel")
+    inputs = make_inputs("quick_gelu")
+    for m in (model, ref):
+        text = m.get_text_features(inputs["input_ids"], inputs["attention_mask"])
+        image = m.get_image_features(inputs["pixel_values"])
+        (text.square().mean() + image.sin().mean()).backward()
+    ref_grads = dict(ref.named_parameters())
+    for pname, p in model.named_parameters():
+        expected = ref_grads[pname].grad
+        if expected is None:
+            assert p.grad is None or not p.grad.any(), pname
+        else:
+            assert (p.grad - expected).abs().max() <= 1e-5, pname
 
 
 def test_position_ids_and_unpadded_batches():
