@@ -104,6 +104,13 @@ def test_atomic_write_keeps_old_file_when_writer_fails(tmp_path):
     assert os.listdir(tmp_path) == ["config.json"]
 
 
+def test_atomic_write_gives_the_usual_file_mode(tmp_path):
+    path = tmp_path / "plain.txt"
+    path.write_text("x")
+    io.atomic_write_text(tmp_path / "atomic.txt", "x")
+    assert os.stat(tmp_path / "atomic.txt").st_mode == os.stat(path).st_mode
+
+
 def test_unstorable_dtype_is_rejected_before_writing(tmp_path):
     path = tmp_path / "x.safetensors"
     with pytest.raises(ValueError, match="'s'"):
