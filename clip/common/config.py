@@ -12,7 +12,7 @@ import json
 import os
 
 from clip.common import hub
-from clip.common.io import atomic_write_text
+from clip.common.io import atomic_write_text, read_json_object
 
 # Activations every backend implements; the names are transformers' ACT2FN keys.
 SUPPORTED_ACTIVATIONS = ("quick_gelu", "gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
@@ -259,12 +259,4 @@ def _as_dict(value) -> dict:
 
 
 def _read_config_json(name_or_path, **hub_kwargs) -> dict:
-    path = hub.resolve_file(name_or_path, CONFIG_NAME, **hub_kwargs)
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON: {err}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path} must hold a JSON object, found {type(data).__name__}")
-    return data
+    return read_json_object(hub.resolve_file(name_or_path, CONFIG_NAME, **hub_kwargs))

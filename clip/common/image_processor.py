@@ -24,7 +24,7 @@ from PIL import Image
 
 from clip.common import hub
 from clip.common.batch import BatchFeature, check_tensor_type, to_numpy, to_tensor
-from clip.common.io import atomic_write_json
+from clip.common.io import atomic_write_json, read_json_object
 
 IMAGE_PROCESSOR_NAME = "preprocessor_config.json"
 OPENAI_CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
@@ -196,7 +196,7 @@ class CLIPImageProcessor:
 
     @classmethod
     def from_json_file(cls, path, **kwargs):
-        return cls.from_dict(_read_json(path), **kwargs)
+        return cls.from_dict(read_json_object(path), **kwargs)
 
     def save_pretrained(self, save_directory) -> list[str]:
         save_directory = os.fspath(save_directory)
@@ -546,12 +546,3 @@ def _array_to_pil(array: np.ndarray) -> Image.Image:
     return Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)
 
 
-def _read_json(path) -> dict:
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON: {err}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path} must hold a JSON object, found {type(data).__name__}")
-    return data

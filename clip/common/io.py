@@ -78,6 +78,18 @@ def atomic_write_json(path, data):
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
 
 
+def read_json_object(path) -> dict:
+    """A JSON file that must hold an object (config.json and friends), with errors naming the file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a JSON object, found {type(data).__name__}")
+    return data
+
+
 def read_safetensors_header(path) -> tuple[dict, int]:
     """(header dict, byte offset where tensor data starts)."""
     path = os.fspath(path)
