@@ -173,3 +173,30 @@ def to_backend_layout(array, kind: str, backend: str) -> np.ndarray:
 def from_backend_layout(array, kind: str, backend: str) -> np.ndarray:
     perm = LEAF_RULES[kind]["transpose"].get(backend)
     return np.asarray(array) if perm is None else np.transpose(array, np.argsort(perm))
+
+
+# -- position-embedding resampling (interpolate_pos_encoding) ---------------------------------------
+def bicubic_resize_matrix(size_in: int, size_out: int) -> np.ndarray:
+    """(size_out, size_in) float32 matrix M with M @ x = torch's bicubic resize of x along one axis.
+
+    torch.nn.functional.interpolate(mode="bicubic", align_corners=False): cubic convolution with
+    a = -0.75, source coordinate (i + 0.5) * size_in / size_out - 0.5 left unclamped, taps clamped
+    to the border. TF's and JAX's bicubic resizes use a = -0.5, so backends apply this instead
+    (static sizes: the matrix is built in numpy once per shape).
+    """
+    a = -0.75
+
+    def cubic(t):  # the kernel at distance |t|
+        t = abs(t)
+        if t <= 1:
+            return ((a + 2) * t - (a + 3)) * t * t + 1
+        return (((t - 5) * t + 8) * t - 4) * a if t < 2 else 0.0
+
+    scale = np.float32(size_in) / np.float32(size_out)  # torch computes the scale in float32
+    out = np.zeros((size_out, size_in), np.float64)
+    for i in range(size_out):
+        src = float(scale * np.float32(i + 0.5) - np.float32(0.5))
+        base = int(np.floor(src))
+        for tap in range(base - 1, base + 3):
+            out[i, min(max(tap, 0), size_in - 1)] += cubic(src - tap)
+    return out.astype(np.float32)

@@ -1,0 +1,145 @@
+"""from_pretrained / save_pretrained for the Keras models.
+
+Reads `model.safetensors` (canonical names, no torch needed) or transformers' `tf_model.h5`
+(h5py, names mapped by clip.common.formats.transformers_tf), checks every key and shape against
+clip.common.weights before touching the model, then assigns each array in the Keras layout
+(LEAF_RULES' "tf" column). Saving writes config.json + model.safetensors in the canonical names, so
+clip.pt and transformers' CLIPModel read it unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+
+from clip.common import hub, io, weights
+from clip.common.formats import transformers_tf
+
+logger = logging.getLogger(__name__)
+
+WEIGHT_CANDIDATES = (hub.SAFETENSORS_NAME, hub.SAFETENSORS_INDEX_NAME, hub.TF_NAME)
+STALE = (hub.SAFETENSORS_INDEX_NAME, hub.PYTORCH_NAME, hub.PYTORCH_INDEX_NAME, hub.TF_NAME)
+
+# transformers' generic config flags that the models read with a default when absent
+RUNTIME_CONFIG_KEYS = ("output_attentions", "output_hidden_states", "return_dict")
+
+
+def from_pretrained(cls, name_or_path, *, config=None, dtype=None, output_loading_info=False, ignore_mismatched_sizes=False, **kwargs):
+    """`dtype`: a Keras dtype policy ("float32", "bfloat16", "mixed_float16", ...); default: the global one."""
+    hub_kwargs = hub.split_hub_kwargs(kwargs)
+    if config is None:
+        config = cls.config_class.from_pretrained(name_or_path, **hub_kwargs)
+    for key, value in kwargs.items():  # config overrides, e.g. output_hidden_states=True
+        if not hasattr(config, key) and key not in RUNTIME_CONFIG_KEYS:
+            raise TypeError(f"{cls.__name__}.from_pretrained got an unexpected argument {key!r}")
+        setattr(config, key, value)
+
+    found = hub.resolve_weight_files(name_or_path, WEIGHT_CANDIDATES, **hub_kwargs)
+    if found is None:
+        raise hub.CheckpointNotFoundError(
+            f"{name_or_path}: no weights found (looked for {', '.join(WEIGHT_CANDIDATES)}; "
+            "pytorch_model.bin needs clip.pt: load it there and save_pretrained to get model.safetensors)"
+        )
+    kind, paths = found
+    if kind == hub.TF_NAME:
+        by_canonical = transformers_tf.to_canonical(read_h5(paths[0]))
+    else:
+        tensors = io.read_checkpoint(paths)
+        by_canonical = {canon: tensors[name] for name, canon in weights.normalize_checkpoint_keys(tensors).items()}
+
+    expected = weights.expected_parameters(config, cls.canonical_class)
+    report = weights.match_checkpoint(expected, {n: tuple(np.shape(a)) for n, a in by_canonical.items()})
+    if report["mismatched_keys"] and not ignore_mismatched_sizes:
+        lines = [f"  {n}: the model expects {e}, the checkpoint has {f}" for n, e, f in report["mismatched_keys"]]
+        raise ValueError(
+            f"{name_or_path}: {len(lines)} tensor(s) of the checkpoint do not fit {cls.__name__} "
+            "(pass ignore_mismatched_sizes=True to initialize them instead):\n" + "\n".join(lines)
+        )
+    mismatched = {n for n, _, _ in report["mismatched_keys"]}
+
+    model = cls(config, **({"dtype": dtype} if dtype is not None else {}))
+    fresh = assign_canonical(model, {n: a for n, a in by_canonical.items() if n in expected and n not in mismatched})
+    model.init_weights(fresh) if fresh else None  # only what the checkpoint did not provide (random so far)
+
+    missing = report["missing_keys"]
+    if missing:
+        logger.warning("Some weights of %s were not in %s and are newly initialized: %s", cls.__name__, name_or_path, missing)
+    if report["unexpected_keys"]:
+        logger.warning("Some weights of %s were not used by %s: %s", name_or_path, cls.__name__, report["unexpected_keys"])
+    if mismatched:
+        logger.warning("Some weights of %s had other shapes and are newly initialized: %s", cls.__name__, report["mismatched_keys"])
+    if output_loading_info:
+        info = {"missing_keys": missing, "unexpected_keys": report["unexpected_keys"], "mismatched_keys": report["mismatched_keys"], "error_msgs": []}
+        return model, info
+    return model
+
+
+def assign_canonical(model, arrays: dict) -> list:
+    """Assign {canonical name: array (canonical layout)} to the model; returns the names not given.
+
+    Every shape is checked before the first assignment; a mismatch names the tensor.
+    """
+    variables = model.canonical_variables()
+    unknown = sorted(set(arrays) - set(variables))
+    if unknown:
+        raise KeyError(f"{type(model).__name__} has no weights named {unknown}")
+    converted = {}
+    for name, array in arrays.items():
+        variable, kind = variables[name]
+        value = weights.to_backend_layout(array, kind, "tf")
+        if tuple(value.shape) != tuple(variable.shape):
+            raise ValueError(f"{name}: the model's variable has shape {tuple(variable.shape)}, the checkpoint gives {tuple(value.shape)} (Keras layout)")
+        converted[name] = value
+    for name, value in converted.items():
+        variable = variables[name][0]
+        variable.assign(np.asarray(value, dtype=np.dtype(variable.dtype) if variable.dtype != "bfloat16" else np.float32))
+    return [name for name in variables if name not in converted]
+
+
+def canonical_state(model) -> dict[str, np.ndarray]:
+    """{canonical name: numpy array in the canonical (PyTorch) layout}, in state_dict order."""
+    return {
+        name: weights.from_backend_layout(variable.numpy(), kind, "tf").copy(order="C")  # (ascontiguousarray makes 0-d 1-d)
+        for name, (variable, kind) in model.canonical_variables().items()
+    }
+
+
+def read_h5(path) -> dict[str, np.ndarray]:
+    """{weight name: array} of a Keras 2 (tf_keras) weights file, as transformers' save_pretrained writes it."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        if "layer_names" not in f.attrs:
+            raise ValueError(f"{path}: not a Keras weights file (no 'layer_names' attribute)")
+        out = {}
+        for layer in f.attrs["layer_names"]:
+            group = f[_text(layer)]
+            for name in group.attrs.get("weight_names", []):
+                name = _text(name)
+                out[name] = np.asarray(group[name])
+    return out
+
+
+def _text(value) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def save_pretrained(model, save_directory, **kwargs):
+    """config.json + model.safetensors ({"format": "pt"}, canonical names), each written atomically."""
+    if kwargs:
+        raise TypeError(f"save_pretrained got unexpected arguments {sorted(kwargs)}")
+    save_directory = os.fspath(save_directory)
+    if os.path.isfile(save_directory):
+        raise ValueError(f"{save_directory} is a file; save_pretrained needs a directory")
+    os.makedirs(save_directory, exist_ok=True)
+    config = model.config
+    config = type(config).from_dict({**config.to_dict(), "architectures": [model.canonical_class]})
+    config.save_pretrained(save_directory)
+    io.write_safetensors(canonical_state(model), os.path.join(save_directory, hub.SAFETENSORS_NAME), metadata={"format": "pt"})
+    # a stale weight file of another format would be picked up by the next load (here or in transformers)
+    for name in STALE:
+        path = os.path.join(save_directory, name)
+        if os.path.isfile(path):
+            os.unlink(path)

@@ -1,0 +1,137 @@
+"""Helpers for the TF backend tests: tiny configs, a clip.pt twin with the same weights, comparisons.
+
+A uniquely named module (not conftest) so that it imports the same way from every test file.
+The twin goes through the canonical checkpoint: clip.pt's save_pretrained, then our from_pretrained.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+tf = pytest.importorskip("tensorflow")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+import clip.pt as pt  # noqa: E402
+import clip.tf as ours  # noqa: E402
+from clip.common.config import CLIPConfig, CLIPTextConfig, CLIPVisionConfig  # noqa: E402
+
+CLASSES = ("CLIPModel", "CLIPTextModel", "CLIPTextModelWithProjection", "CLIPVisionModel", "CLIPVisionModelWithProjection")
+TEXT_CLASSES = ("CLIPTextModel", "CLIPTextModelWithProjection")
+VISION_CLASSES = ("CLIPVisionModel", "CLIPVisionModelWithProjection")
+
+# The axes that change the computation: activation, depth, heads, patch/image size, projection
+# width != hidden width, pad == eos, the legacy pooling rule.
+CONFIGS = {
+    "quick_gelu": dict(
+        text=dict(vocab_size=99, hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+                  max_position_embeddings=16, projection_dim=24, eos_token_id=98, pad_token_id=0, hidden_act="quick_gelu"),
+        vision=dict(hidden_size=48, intermediate_size=40, num_hidden_layers=2, num_attention_heads=4,
+                    image_size=16, patch_size=4, projection_dim=24, hidden_act="quick_gelu"),
+        projection_dim=24,
+    ),
+    "gelu": dict(
+        text=dict(vocab_size=80, hidden_size=64, intermediate_size=96, num_hidden_layers=1, num_attention_heads=2,
+                  max_position_embeddings=12, projection_dim=40, eos_token_id=79, pad_token_id=79, hidden_act="gelu"),
+        vision=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                    image_size=32, patch_size=8, projection_dim=40, hidden_act="gelu"),
+        projection_dim=40,
+        logit_scale_init_value=3.0,
+    ),
+    "legacy_eos": dict(
+        text=dict(vocab_size=50, hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=2,
+                  max_position_embeddings=10, projection_dim=16, eos_token_id=2, hidden_act="gelu_new"),
+        vision=dict(hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=8,
+                    image_size=24, patch_size=8, projection_dim=16, hidden_act="relu"),
+        projection_dim=16,
+    ),
+}
+
+
+def make_config(name, model_class, **top):
+    spec = dict(CONFIGS[name])
+    text, vision = spec.pop("text"), spec.pop("vision")
+    if model_class in TEXT_CLASSES:
+        return CLIPTextConfig(**text)
+    if model_class in VISION_CLASSES:
+        return CLIPVisionConfig(**vision)
+    return CLIPConfig(text_config=text, vision_config=vision, **{**spec, **top})
+
+
+def make_pair(name, model_class, tmp_path, seed=0, **top):
+    """(our model, clip.pt's model) with the same random weights, through a canonical checkpoint."""
+    config = make_config(name, model_class, **top)
+    torch.manual_seed(seed)
+    ref = getattr(pt, model_class)(config).eval()
+    with torch.no_grad():  # make LayerNorm/bias/logit_scale values non-trivial
+        for p in ref.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    ref.save_pretrained(tmp_path)
+    return getattr(ours, "TF" + model_class).from_pretrained(tmp_path), ref
+
+
+def make_inputs(name, batch=3, seed=1, image_size=None, padded=True):
+    """numpy inputs: int64 ids and mask (padded batch), float32 NCHW pixels."""
+    spec = CONFIGS[name]
+    text, vision = spec["text"], spec["vision"]
+    rng = np.random.default_rng(seed)
+    length = min(7, text["max_position_embeddings"])
+    eos = text["eos_token_id"]
+    end = eos if eos != 2 else text["vocab_size"] - 1  # legacy configs pool the highest id
+    ids = rng.integers(3, end, (batch, length))
+    mask = np.ones((batch, length), np.int64)
+    for i in range(batch):
+        n = length - (i % 3) if padded else length
+        ids[i, n - 1] = end
+        ids[i, n:] = text.get("pad_token_id", 1)
+        mask[i, n:] = 0
+    size = image_size or vision["image_size"]
+    sizes = size if isinstance(size, tuple) else (size, size)
+    pixels = rng.standard_normal((batch, 3, *sizes)).astype(np.float32)
+    return {"input_ids": ids, "attention_mask": mask, "pixel_values": pixels}
+
+
+def inputs_for(model_class, inputs):
+    if model_class in TEXT_CLASSES:
+        return {k: inputs[k] for k in ("input_ids", "attention_mask") if k in inputs}
+    if model_class in VISION_CLASSES:
+        return {"pixel_values": inputs["pixel_values"]}
+    return dict(inputs)
+
+
+def as_tf(inputs):
+    return {k: tf.constant(v) for k, v in inputs.items()}
+
+
+def as_torch(inputs):
+    return {k: torch.from_numpy(np.asarray(v)) for k, v in inputs.items()}
+
+
+def flatten(value, prefix="out"):
+    """Nested outputs/tuples -> {path: numpy array or None}, comparing structure by path."""
+    if value is None:
+        return {prefix: None}
+    if isinstance(value, torch.Tensor):
+        return {prefix: value.detach().double().numpy()}
+    if isinstance(value, (tf.Tensor, tf.Variable, np.ndarray)):
+        return {prefix: np.asarray(value, np.float64)}
+    if hasattr(value, "keys") and not isinstance(value, (tuple, list)):
+        items = [(k, value[k]) for k in value.keys()]
+    else:
+        items = list(enumerate(value))
+    out = {}
+    for key, item in items:
+        out.update(flatten(item, f"{prefix}.{key}"))
+    return out
+
+
+def assert_close_outputs(ours_out, ref_out, atol=1e-5):
+    a, b = flatten(ours_out), flatten(ref_out)
+    assert list(a) == list(b), f"output structure differs:\nours {list(a)}\nref  {list(b)}"
+    for path in a:
+        x, y = a[path], b[path]
+        assert x.shape == y.shape, f"{path}: {x.shape} vs {y.shape}"
+        diff = float(np.abs(x - y).max()) if x.size else 0.0
+        assert diff <= atol, f"{path}: max abs diff {diff:.3g} > {atol}"
+    return len(a)
