@@ -27,9 +27,7 @@ def _zero_shot_parser(sub):
 
 
 def _run_zero_shot(args) -> int:
-    from clip.common.image_processor import CLIPImageProcessor
     from clip.common.processor import CLIPProcessor
-    from clip.common.tokenizer import CLIPTokenizerFast
 
     labels = [label.strip() for label in args.labels.split(",") if label.strip()]
     if not labels:
@@ -37,21 +35,11 @@ def _run_zero_shot(args) -> int:
     if args.top_k < 1:
         raise SystemExit("clip zero-shot: --top-k must be at least 1")
     if args.model is None:
-        processor = CLIPProcessor(CLIPImageProcessor(), CLIPTokenizerFast())
-    else:
-        processor = CLIPProcessor.from_pretrained(args.model)
-    inputs = processor(text=labels, images=list(args.images), padding=True, return_tensors="np")
+        from clip.models import default_model_path
 
-    if args.model is None:
-        # The embedded default model arrives with the training task (issue 7); until then the
-        # command shows the preprocessed inputs it would feed the model.
-        summary = {
-            "pixel_values": list(inputs["pixel_values"].shape),
-            "input_ids": list(inputs["input_ids"].shape),
-            "note": "no embedded default model ships yet; pass --model DIR_OR_HUB_ID to classify",
-        }
-        print(json.dumps(summary) if args.json else "\n".join(f"{k}: {v}" for k, v in summary.items()))
-        return 0
+        args.model = default_model_path()  # the embedded model (clip/models/default)
+    processor = CLIPProcessor.from_pretrained(args.model)
+    inputs = processor(text=labels, images=list(args.images), padding=True, return_tensors="np")
 
     import numpy as np
     import torch
@@ -80,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clip", description="CLIP in PyTorch, TensorFlow and JAX")
     sub = parser.add_subparsers(dest="command", required=True)
     _zero_shot_parser(sub)
+    from clip.train.cli import add_parser as add_train_parser
+
+    add_train_parser(sub)
     return parser
 
 

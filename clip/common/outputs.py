@@ -46,6 +46,14 @@ class ModelOutput:
     def to_tuple(self) -> tuple:
         return tuple(v.to_tuple() if isinstance(v, ModelOutput) else v for v in self.values())
 
+    # TensorFlow's nest protocol, so tf.function can return outputs; plain methods, no TF import.
+    def __tf_flatten__(self):
+        return (), tuple(getattr(self, f.name) for f in dataclasses.fields(self))
+
+    @classmethod
+    def __tf_unflatten__(cls, metadata, components):
+        return cls(*components)
+
 
 @dataclasses.dataclass
 class BaseModelOutput(ModelOutput):

@@ -23,7 +23,6 @@ from clip.common.outputs import (
     CLIPOutput,
     CLIPTextModelOutput,
     CLIPVisionModelOutput,
-    ModelOutput,
 )
 from clip.tf.loss import clip_loss
 
@@ -624,16 +623,3 @@ class TFCLIPModel(TFCLIPPreTrainedModel):
 
 
 # -- tf.nest support for the output containers --------------------------------------------------------
-# tf.function returns only tensors and nests of them; TF's nest protocol (__tf_flatten__) makes
-# clip.common.outputs' dataclasses nests. Plain Python methods: the other backends never call them.
-def _tf_flatten(self):
-    return (), tuple(getattr(self, f) for f in self.__dataclass_fields__)
-
-
-def _tf_unflatten(cls, metadata, components):
-    return cls(*components)
-
-
-if not hasattr(ModelOutput, "__tf_flatten__"):
-    ModelOutput.__tf_flatten__ = _tf_flatten
-    ModelOutput.__tf_unflatten__ = classmethod(_tf_unflatten)

@@ -1,0 +1,165 @@
+"""Training throughput (pairs/s) of clip.train.pt, random data, ViT-B/32-size config.
+
+Rows:
+- one optimizer step (forward, backward, AdamW, logit_scale clamp) of our trainer's objective vs
+  transformers' CLIPModel(return_loss=True) with the same AdamW, same weights, same batch;
+- data-parallel scaling: the same global batch in 1 process vs 2 gloo processes (local-loss
+  formulation with all_gather-with-grad), step time ratio.
+
+`--quick` uses 2-layer towers and small batches.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+TEXT_LEN = 77
+
+
+def _config(quick):
+    from clip.common.config import CLIPConfig
+
+    if quick:
+        return CLIPConfig(text_config={"num_hidden_layers": 2}, vision_config={"num_hidden_layers": 2})
+    return CLIPConfig()  # ViT-B/32
+
+
+def _batch(config, n, seed=0):
+    import torch
+
+    rng = np.random.default_rng(seed)
+    tc, vc = config.text_config, config.vision_config
+    ids = torch.from_numpy(rng.integers(0, tc.vocab_size - 2, (n, TEXT_LEN)))
+    ids[:, -1] = tc.eos_token_id
+    mask = torch.ones_like(ids)
+    pixels = torch.from_numpy(rng.standard_normal((n, 3, vc.image_size, vc.image_size), dtype=np.float32))
+    return ids, mask, pixels
+
+
+def _time_steps(step, repeats):
+    step()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def _step_rows(quick):
+    import torch
+    import transformers
+
+    from clip.pt import CLIPModel
+    from clip.train import pt
+
+    torch.manual_seed(0)
+    config = _config(quick)
+    batch = 8 if quick else 32
+    ours = CLIPModel(config).train()
+    theirs = transformers.CLIPModel(transformers.CLIPConfig(**config.to_dict())).train()
+    theirs.load_state_dict(ours.state_dict(), strict=False)
+    ids, mask, pixels = _batch(config, batch)
+    objective = pt.ContrastiveObjective(ours)
+    opt_ours = pt.build_optimizer(ours, 1e-5, 0.1)
+    opt_theirs = pt.build_optimizer(theirs, 1e-5, 0.1)
+
+    def step_ours():
+        objective(ids, mask, pixels).backward()
+        opt_ours.step()
+        opt_ours.zero_grad(set_to_none=True)
+        pt.clamp_logit_scale(ours)
+
+    def step_theirs():
+        theirs(input_ids=ids, attention_mask=mask, pixel_values=pixels, return_loss=True).loss.backward()
+        opt_theirs.step()
+        opt_theirs.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            theirs.logit_scale.clamp_(0, np.log(100))
+
+    repeats = 2 if quick else 3
+    t_ours, t_theirs = _time_steps(step_ours, repeats), _time_steps(step_theirs, repeats)
+    size = "2-layer" if quick else "ViT-B/32"
+    return [{
+        "name": f"pt train step, {size}, batch {batch}, fp32",
+        "ours_s": t_ours,
+        "baseline_s": t_theirs,
+        "ratio": t_theirs / t_ours,
+        "target": ">= 1.0x",
+        "ours_pairs_per_s": batch / t_ours,
+        "baseline_pairs_per_s": batch / t_theirs,
+        "note": f"{batch / t_ours:.1f} pairs/s (transformers {batch / t_theirs:.1f})",
+    }]
+
+
+def _ddp_worker(rank, world, port, quick, batch, result_path):
+    import torch
+    import torch.distributed as dist
+
+    from clip.pt import CLIPModel
+    from clip.train import pt
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(max(1, (os.cpu_count() or 2) // world))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.manual_seed(0)
+    config = _config(quick)
+    model = CLIPModel(config).train()
+    ids, mask, pixels = _batch(config, batch)
+    part = slice(rank * batch // world, (rank + 1) * batch // world)
+    objective = torch.nn.parallel.DistributedDataParallel(pt.ContrastiveObjective(model, rank, world))
+    optimizer = pt.build_optimizer(model, 1e-5, 0.1)
+
+    def step():
+        objective(ids[part], mask[part], pixels[part]).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        dist.barrier()
+
+    seconds = _time_steps(step, 2 if quick else 3)
+    if rank == 0:
+        with open(result_path, "w") as f:
+            json.dump({"seconds": seconds}, f)
+    dist.destroy_process_group()
+
+
+def _scaling_rows(quick):
+    import torch.multiprocessing as mp
+
+    batch = 8 if quick else 32
+    seconds = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for world in (1, 2):
+            path = os.path.join(tmp, f"{world}.json")
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            mp.spawn(_ddp_worker, args=(world, port, quick, batch, path), nprocs=world, join=True)
+            with open(path) as f:
+                seconds[world] = json.load(f)["seconds"]
+    cpus = os.cpu_count()
+    return [{
+        "name": f"pt DDP (gloo) 2 vs 1 process, global batch {batch}" + (" (2-layer)" if quick else ""),
+        "ours_s": seconds[2],
+        "baseline_s": seconds[1],
+        "ratio": seconds[1] / seconds[2],
+        "target": "~2x with 2x cores",
+        "note": f"step time, same global batch; {cpus} CPU cores shared by both runs, threads split between processes",
+    }]
+
+
+def rows(quick: bool = False) -> list[dict]:
+    return _step_rows(quick) + _scaling_rows(quick)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    for row in rows(quick="--quick" in sys.argv):
+        print(json.dumps(row))

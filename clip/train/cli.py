@@ -1,0 +1,87 @@
+"""The `clip train` subcommand: argument definitions and dispatch to a backend's trainer."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from clip.train.common import SIZES
+
+TRAIN_BACKENDS = ("pt", "tf", "flax")
+AVAILABLE = ("pt",)
+
+EPILOG = """examples:
+  clip train --synthetic 20000 --steps 500 --out runs/shapes
+  clip train --digits --config tiny --epochs 5 --out runs/digits
+  clip train --train captions.csv --init openai/clip-vit-base-patch32 --lr 1e-5 --steps 1000 --out runs/ft
+  torchrun --nproc-per-node 2 -m clip train --synthetic 20000 --steps 500 --out runs/ddp
+  clip train ... --out runs/shapes --resume          (continue from the latest checkpoint)
+"""
+
+
+def add_parser(subparsers):
+    p = subparsers.add_parser(
+        "train",
+        help="train or fine-tune a CLIP model on captioned images",
+        description="Train CLIP from scratch (--config) or from a checkpoint (--init) with the contrastive loss. "
+        "The output directory loads with CLIPModel.from_pretrained and CLIPProcessor.from_pretrained (ours or transformers').",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--backend", choices=TRAIN_BACKENDS, default="pt", help="framework to train in (only pt for now)")
+    model = p.add_argument_group("model")
+    start = model.add_mutually_exclusive_group()
+    start.add_argument("--config", default=None, help=f"from scratch: a size ({', '.join(SIZES)}) or a config JSON file (default: small)")
+    start.add_argument("--init", default=None, metavar="DIR_OR_HUB_ID", help="start from this checkpoint (and its processor)")
+    data = p.add_argument_group("data")
+    data.add_argument("--train", default=None, metavar="FILE_OR_DIR", help="CSV/JSONL of (image, caption) rows or a folder of images with .txt captions")
+    data.add_argument("--synthetic", type=int, default=None, metavar="N", help="N generated captioned shape images")
+    data.add_argument("--digits", action="store_true", help="scikit-learn's handwritten digits (needs scikit-learn)")
+    data.add_argument("--val-fraction", type=float, default=0.05, help="held-out share for evaluation (default 0.05)")
+    data.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default 0)")
+    opt = p.add_argument_group("optimization")
+    opt.add_argument("--batch-size", type=int, default=128, help="global contrastive batch per micro-step, over all processes (default 128)")
+    opt.add_argument("--accum-steps", type=int, default=1, help="micro-batches per optimizer step (each its own contrastive batch)")
+    opt.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (default 5e-4)")
+    opt.add_argument("--min-lr-ratio", type=float, default=0.0, help="final lr as a fraction of --lr (default 0)")
+    opt.add_argument("--warmup-steps", type=int, default=100, help="linear warmup steps (default 100)")
+    length = opt.add_mutually_exclusive_group()
+    length.add_argument("--steps", type=int, default=None, help="optimizer steps")
+    length.add_argument("--epochs", type=float, default=None, help="passes over the training set (default 1 when --steps is absent)")
+    opt.add_argument("--weight-decay", type=float, default=0.1, help="AdamW decay on matrix weights (default 0.1)")
+    opt.add_argument("--grad-clip", type=float, default=1.0, help="max global gradient norm, 0 for none (default 1.0)")
+    opt.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="bf16: autocast mixed precision")
+    opt.add_argument("--seed", type=int, default=0)
+    run = p.add_argument_group("output")
+    run.add_argument("--out", required=True, help="output directory (model, checkpoints, metrics.json)")
+    run.add_argument("--save-every", type=int, default=500, help="checkpoint every N steps, 0 for only the final model (default 500)")
+    run.add_argument("--save-dtype", choices=("float32", "float16"), default="float32", help="dtype of the saved model (checkpoints stay float32)")
+    run.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out, bit for bit")
+    run.add_argument("--eval-every", type=int, default=0, help="evaluate every N steps (always at the end)")
+    run.add_argument("--eval-max", type=int, default=2000, help="at most this many held-out pairs for retrieval metrics")
+    run.add_argument("--log-every", type=int, default=10, help="plain progress line every N steps (without tqdm)")
+    run.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    run.add_argument("--quiet", action="store_true", help="no progress output")
+    run.add_argument("--stop-after", type=int, default=0, help=argparse.SUPPRESS)  # tests: simulate an interruption
+    p.set_defaults(run=run_train)
+    return p
+
+
+def run_train(args) -> int:
+    if args.backend not in AVAILABLE:
+        raise SystemExit(f"clip train: --backend {args.backend} is not available yet; training runs in pt (PyTorch) for now")
+    if args.steps is None and args.epochs is None:
+        args.epochs = 1.0
+    for name in ("batch_size", "accum_steps"):
+        if getattr(args, name) < 1:
+            raise SystemExit(f"clip train: --{name.replace('_', '-')} must be at least 1")
+    if args.synthetic is not None and args.synthetic < 1:
+        raise SystemExit("clip train: --synthetic needs a positive number of images")
+    if args.resume and not os.path.isdir(args.out):
+        raise SystemExit(f"clip train: --resume: {args.out} does not exist")
+    try:
+        from clip.train import pt
+    except ImportError as err:
+        raise SystemExit(f"clip train: the pt backend needs PyTorch ({err})") from None
+    pt.train(args)
+    return 0

@@ -1,0 +1,356 @@
+"""The PyTorch trainer behind `clip train --backend pt`.
+
+One process, or several launched by torchrun (DDP; gloo on CPU, nccl on GPU). Each rank encodes
+its slice of the global batch, gathers every rank's features with `gather_with_grad` and takes
+the contrastive loss of its own rows against the global batch (`local_clip_loss`): the mean of
+the ranks' losses is the single-process loss on the global batch, and DDP's gradient average is
+its gradient.
+
+The framework-neutral parts (schedule, decay rule, data order, checkpoint layout, metrics,
+progress) come from clip.train.common; this file holds the model, optimizer and step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from clip.common.io import atomic_path, atomic_write_json, read_safetensors, write_safetensors
+from clip.train import common
+
+# -- distributed -----------------------------------------------------------------------------------
+
+
+class _AllGather(torch.autograd.Function):
+    """all_gather whose backward hands each rank the summed gradient of its own slice.
+
+    Every rank's loss reads every rank's features; the gradient of rank r's features is the sum,
+    over all ranks, of the gradient flowing into the r-th slice of their gathered copy.
+    """
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.rank, ctx.world, ctx.rows = dist.get_rank(), dist.get_world_size(), x.shape[0]
+        parts = [torch.empty_like(x) for _ in range(ctx.world)]
+        dist.all_gather(parts, x.contiguous())
+        return torch.cat(parts, dim=0)  # (world * rows, ...)
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.contiguous()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)  # gloo has no reduce_scatter; all_reduce + slice
+        return grad[ctx.rank * ctx.rows : (ctx.rank + 1) * ctx.rows]
+
+
+def gather_with_grad(x):
+    """Concatenate `x` from every rank along dim 0 (rank order), keeping the autograd graph."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    return _AllGather.apply(x)
+
+
+def local_clip_loss(image_embeds, text_embeds, logit_scale, rank: int = 0, world: int = 1):
+    """This rank's share of the global contrastive loss, from its (b, E) unit-norm features.
+
+    The rows are the local pairs, the columns the global batch (b * world). Local pair i is global
+    pair rank * b + i. Averaging this over ranks gives CLIP's symmetric loss on the global batch.
+    Taken in float32 whatever the autocast dtype.
+    """
+    image_embeds, text_embeds = image_embeds.float(), text_embeds.float()
+    all_images, all_texts = gather_with_grad(image_embeds), gather_with_grad(text_embeds)
+    scale = logit_scale.float().exp()
+    targets = torch.arange(image_embeds.shape[0], device=image_embeds.device) + rank * image_embeds.shape[0]
+    per_image = scale * image_embeds @ all_texts.t()  # b, B
+    per_text = scale * text_embeds @ all_images.t()  # b, B
+    return (F.cross_entropy(per_image, targets) + F.cross_entropy(per_text, targets)) / 2.0
+
+
+def init_distributed():
+    """(rank, world size, device) from torchrun's environment; a single process otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    if torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return rank, world, torch.device("cuda", local)
+    return rank, world, torch.device("cpu")
+
+
+# -- model -----------------------------------------------------------------------------------------
+def _normalize(x):
+    return x / x.norm(dim=-1, keepdim=True)
+
+
+class ContrastiveObjective(nn.Module):
+    """CLIPModel -> this rank's loss; the module DDP wraps, so that its hooks see the forward."""
+
+    def __init__(self, model, rank: int = 0, world: int = 1):
+        super().__init__()
+        self.model, self.rank, self.world = model, rank, world
+
+    def forward(self, input_ids, attention_mask, pixel_values):
+        image = _normalize(self.model.get_image_features(pixel_values))
+        text = _normalize(self.model.get_text_features(input_ids, attention_mask))
+        return local_clip_loss(image, text, self.model.logit_scale, self.rank, self.world)
+
+
+def build_optimizer(model, lr: float, weight_decay: float, betas=(0.9, 0.98), eps=1e-6):
+    """AdamW with decay on matrix weights only (common.applies_weight_decay); CLIP's betas and eps."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    decay = [p for n, p in named if common.applies_weight_decay(n)]
+    no_decay = [p for n, p in named if not common.applies_weight_decay(n)]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps)
+
+
+def clamp_logit_scale(model):
+    with torch.no_grad():
+        model.logit_scale.clamp_(0.0, common.LOGIT_SCALE_MAX)
+
+
+class Collate:
+    """[(image, caption), ...] -> dict of tensors; picklable for DataLoader worker processes."""
+
+    def __init__(self, processor, max_length: int):
+        self.processor, self.max_length = processor, max_length
+
+    def __call__(self, items):
+        images, captions = zip(*items)
+        pixels = self.processor.image_processor(list(images), return_tensors="np")["pixel_values"]
+        text = self.processor.tokenizer(list(captions), padding="max_length", truncation=True,
+                                        max_length=self.max_length, return_tensors="np")
+        return {
+            "input_ids": torch.from_numpy(np.asarray(text["input_ids"], dtype=np.int64)),
+            "attention_mask": torch.from_numpy(np.asarray(text["attention_mask"], dtype=np.int64)),
+            "pixel_values": torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32)),
+        }
+
+
+class _Batches:
+    """Micro-steps start..stop-1 of a common.DataOrder, as a DataLoader batch_sampler."""
+
+    def __init__(self, order, start, stop):
+        self.order, self.start, self.stop = order, start, stop
+
+    def __iter__(self):
+        return self.order.batches(self.start, self.stop)
+
+    def __len__(self):
+        return self.stop - self.start
+
+
+def make_loader(dataset, order, start, stop, collate, workers: int):
+    """A DataLoader over micro-steps start..stop-1, in the order fixed by common.DataOrder."""
+    return torch.utils.data.DataLoader(dataset, batch_sampler=_Batches(order, start, stop), collate_fn=collate,
+                                       num_workers=workers, prefetch_factor=4 if workers else None)
+
+
+# -- evaluation ------------------------------------------------------------------------------------
+@torch.no_grad()
+def encode_images(model, images, processor, device, batch_size=256):
+    out = []
+    for i in range(0, len(images), batch_size):
+        pixels = processor.image_processor(list(images[i : i + batch_size]), return_tensors="np")["pixel_values"]
+        out.append(model.get_image_features(torch.from_numpy(np.asarray(pixels, dtype=np.float32)).to(device)).float().cpu())
+    return torch.cat(out).numpy()
+
+
+@torch.no_grad()
+def encode_texts(model, texts, processor, device, max_length, batch_size=256):
+    out = []
+    for i in range(0, len(texts), batch_size):
+        tok = processor.tokenizer(list(texts[i : i + batch_size]), padding="max_length", truncation=True,
+                                  max_length=max_length, return_tensors="np")
+        ids = torch.from_numpy(np.asarray(tok["input_ids"], dtype=np.int64)).to(device)
+        mask = torch.from_numpy(np.asarray(tok["attention_mask"], dtype=np.int64)).to(device)
+        out.append(model.get_text_features(ids, mask).float().cpu())
+    return torch.cat(out).numpy()
+
+
+def evaluate(model, processor, val, tasks, device, max_length, max_items: int = 2000) -> dict:
+    """Retrieval Recall@1/5/10 on (up to max_items of) the held-out set, plus zero-shot accuracies."""
+    was_training = model.training
+    model.eval()
+    metrics = {}
+    if val is not None and len(val):
+        items = [val[i] for i in range(min(len(val), max_items))]
+        images, captions = [im for im, _ in items], [c for _, c in items]
+        metrics.update(common.retrieval_metrics(encode_images(model, images, processor, device),
+                                                encode_texts(model, captions, processor, device, max_length)))
+        metrics["val_pairs"] = len(items)
+    for name, (images, labels, targets) in tasks.items():
+        metrics[name] = common.zero_shot_accuracy(encode_images(model, images, processor, device),
+                                                  encode_texts(model, labels, processor, device, max_length), targets)
+    model.train(was_training)
+    return metrics
+
+
+# -- checkpoints -----------------------------------------------------------------------------------
+def save_checkpoint(out, step, micro_step, model, optimizer, run_info, history):
+    """Write checkpoints/step-N atomically (staged, then renamed; `latest` updated last)."""
+    staged = common.staging_dir(out, step)
+    os.makedirs(staged, exist_ok=True)
+    state = {n: t.detach().cpu().contiguous().numpy() for n, t in model.state_dict().items()}
+    write_safetensors(state, os.path.join(staged, "model.safetensors"))
+    with atomic_path(os.path.join(staged, "optimizer.pt")) as tmp:
+        torch.save(optimizer.state_dict(), tmp)
+    rng = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    with atomic_path(os.path.join(staged, "rng.pt")) as tmp:
+        torch.save(rng, tmp)
+    common.write_trainer_state(staged, {"step": step, "micro_step": micro_step, "run": run_info, "history": history,
+                                        "rng": common.python_numpy_rng_state(), "backend": "pt"})
+    return common.commit_checkpoint(out, step)
+
+
+def load_checkpoint(directory, model, optimizer):
+    """Restore model, optimizer and RNG states; returns the trainer state dict."""
+    state = common.read_trainer_state(directory)
+    tensors = read_safetensors(os.path.join(directory, "model.safetensors"))
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            tensor.copy_(torch.from_numpy(np.array(tensors[name])))
+    optimizer.load_state_dict(torch.load(os.path.join(directory, "optimizer.pt"), map_location="cpu", weights_only=True))
+    rng = torch.load(os.path.join(directory, "rng.pt"), weights_only=False)
+    torch.set_rng_state(rng["torch"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    common.set_python_numpy_rng_state(state["rng"])
+    return state
+
+
+def save_model(model, processor, out, dtype=None):
+    """The loadable model: config.json + model.safetensors + processor files in `out`."""
+    state = model.state_dict()
+    if dtype is not None:
+        state = {n: t.to(dtype) for n, t in state.items()}
+    model.save_pretrained(out, state_dict=state)
+    processor.save_pretrained(out)
+
+
+# -- the run ---------------------------------------------------------------------------------------
+def build_model_and_processor(args):
+    from clip.common.config import CLIPConfig
+    from clip.common.image_processor import CLIPImageProcessor
+    from clip.common.processor import CLIPProcessor
+    from clip.common.tokenizer import CLIPTokenizerFast
+    from clip.pt import CLIPModel
+
+    if args.init:
+        model = CLIPModel.from_pretrained(args.init, dtype=torch.float32)
+        processor = CLIPProcessor.from_pretrained(args.init)
+        return model, processor
+    config = CLIPConfig.from_dict(common.build_config_dict(args.config or "small"))
+    model = CLIPModel(config)
+    size = config.vision_config.image_size
+    image_processor = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+    tokenizer = CLIPTokenizerFast(model_max_length=config.text_config.max_position_embeddings)
+    return model, CLIPProcessor(image_processor, tokenizer)
+
+
+def train(args) -> dict:
+    """Run `clip train --backend pt`; returns the final metrics (rank 0) or {}."""
+    rank, world, device = init_distributed()
+    torch.manual_seed(args.seed)
+    np.random.seed(args.seed % 2**32)
+    import random
+
+    random.seed(args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    model, processor = build_model_and_processor(args)
+    model.to(device).train()
+    image_size = model.config.vision_config.image_size
+    max_length = model.config.text_config.max_position_embeddings
+    train_set, val_set, tasks = common.build_datasets(args, image_size)
+
+    order = common.DataOrder(len(train_set), args.batch_size, args.seed, world, rank)
+    steps = common.total_steps(args.steps, args.epochs, len(train_set), args.batch_size, args.accum_steps)
+    warmup = min(args.warmup_steps, steps)
+    optimizer = build_optimizer(model, args.lr, args.weight_decay)
+    run_info = {"batch_size": args.batch_size, "accum_steps": args.accum_steps, "lr": args.lr, "warmup_steps": warmup,
+                "weight_decay": args.weight_decay, "grad_clip": args.grad_clip, "precision": args.precision,
+                "seed": args.seed, "total_steps": steps, "dataset_size": len(train_set), "world_size": world}
+
+    start, history = 0, []
+    if args.resume:
+        found = common.latest_checkpoint(args.out)
+        if found is None:
+            raise ValueError(f"--resume: no checkpoint in {args.out}/{common.CHECKPOINTS}")
+        state = load_checkpoint(found, model, optimizer)
+        common.check_resume_compatible(state["run"], run_info)
+        start, history = state["step"], state["history"]
+
+    objective = ContrastiveObjective(model, rank, world)
+    if world > 1:
+        objective = nn.parallel.DistributedDataParallel(objective, device_ids=[device.index] if device.type == "cuda" else None)
+    collate = Collate(processor, max_length)
+    loader = make_loader(train_set, order, start * args.accum_steps, steps * args.accum_steps, collate, args.workers)
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if args.precision == "bf16" else nullcontext
+    progress = common.Progress(steps, start, every=args.log_every, enabled=rank == 0 and not args.quiet)
+    if rank == 0 and not args.quiet:
+        n_params = sum(p.numel() for p in model.parameters())
+        progress.log(f"clip train: {n_params / 1e6:.2f}M parameters, {len(train_set)} training pairs, {steps} steps of "
+                     f"{args.batch_size} x {args.accum_steps} pairs on {world} process(es), {device.type}, {args.precision}")
+
+    step, t_start = start, time.perf_counter()
+    batches = iter(loader)
+    while step < steps:
+        lr = common.learning_rate(step, args.lr, warmup, steps, args.min_lr_ratio)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        total = 0.0
+        for micro in range(args.accum_steps):
+            batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
+            sync = micro == args.accum_steps - 1 or world == 1
+            with (nullcontext() if sync else objective.no_sync()), autocast():
+                loss = objective(batch["input_ids"], batch["attention_mask"], batch["pixel_values"])
+            (loss / args.accum_steps).backward()
+            total += loss.detach().float().item() / args.accum_steps
+        if args.grad_clip and args.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        clamp_logit_scale(model)
+        step += 1
+        history.append([step, round(total, 6)])
+        progress.update(step, total, lr, args.batch_size * args.accum_steps)
+
+        last = step == steps
+        if args.save_every and (step % args.save_every == 0 or last) and rank == 0:
+            save_checkpoint(args.out, step, step * args.accum_steps, model, optimizer, run_info, history)
+        if args.eval_every and step % args.eval_every == 0 and not last and rank == 0:
+            metrics = evaluate(model, processor, val_set, tasks, device, max_length, args.eval_max)
+            progress.log(f"step {step}: " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
+        if args.stop_after and step >= args.stop_after and not last:
+            break  # simulated interruption (tests): leave the checkpoint, skip the final save
+    progress.close()
+    elapsed = time.perf_counter() - t_start
+
+    result = {}
+    if rank == 0 and step == steps:
+        metrics = evaluate(model, processor, val_set, tasks, device, max_length, args.eval_max)
+        save_model(model, processor, args.out, dtype=torch.float16 if args.save_dtype == "float16" else None)
+        result = {"steps": steps, "final_loss": history[-1][1] if history else None, "train_seconds_this_run": round(elapsed, 1),
+                  "pairs_per_second": round((step - start) * args.batch_size * args.accum_steps / max(elapsed, 1e-9), 1),
+                  **metrics, "run": run_info}
+        atomic_write_json(os.path.join(args.out, "metrics.json"), result)
+        if not args.quiet:
+            print(json.dumps({k: v for k, v in result.items() if k != "run"}, indent=2))
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+    return result
