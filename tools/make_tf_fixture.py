@@ -4,7 +4,7 @@
 
 config.json + tf_model.h5 exactly as transformers 4.x `TFCLIPModel.save_pretrained` writes them (tf_keras
 variable names), plus reference.npz: fixed inputs and the outputs transformers' TF model computes on
-them. tests/tf/test_loading.py checks that clip.tf loads the h5 file and reproduces those outputs.
+them. tests/tf/test_tf_loading.py checks that clip.tf loads the h5 file and reproduces those outputs.
 Needs transformers < 5 with tf-keras installed.
 """
 
