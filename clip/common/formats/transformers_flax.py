@@ -1,0 +1,73 @@
+"""transformers' Flax CLIP checkpoints (`flax_model.msgpack`) <-> canonical names, as data.
+
+transformers' FlaxCLIP modules keep the PyTorch attribute paths (encoder layers named "0", "1",
+...), so its param tree is the canonical name split at the dots, with the Flax leaf name of
+clip.common.weights.LEAF_RULES in place of the PyTorch one, and the Flax layouts (kernels
+transposed). The tree root is the model's own parts for every class ("text_model", "vision_model",
+"text_projection", "visual_projection", "logit_scale"), as in the canonical names.
+
+Only numpy and the shared rules here: the msgpack (de)serialization itself is flax's, done by the
+Flax backend at the checkpoint boundary.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from clip.common import weights
+
+FILE_NAME = "flax_model.msgpack"
+INDEX_NAME = "flax_model.msgpack.index.json"  # transformers' sharded msgpack
+BACKEND = "flax"  # the LEAF_RULES column this layout follows
+
+# Flax leaf name -> {array rank: leaf kind}; the kind gives the canonical leaf name and transpose.
+# Leaves not listed (class_embedding, logit_scale) are kept as they are ("variable").
+LEAVES = {
+    "kernel": {2: "linear_weight", 4: "conv_weight"},
+    "bias": {1: "linear_bias"},  # LayerNorm's bias has the same name and layout
+    "scale": {1: "layer_norm_weight"},
+    "embedding": {2: "embedding"},
+}
+
+
+def flatten(tree, prefix=()) -> dict[tuple, object]:
+    """A nested {name: {...: array}} dict -> {path tuple: array}."""
+    out = {}
+    for key, value in tree.items():
+        path = prefix + (str(key),)
+        if isinstance(value, dict):
+            out.update(flatten(value, path))
+        else:
+            out[path] = value
+    return out
+
+
+def leaf_kind(path: tuple, ndim: int) -> str:
+    return LEAVES.get(path[-1], {}).get(ndim, "variable")
+
+
+def to_canonical(tree) -> dict[str, np.ndarray]:
+    """transformers' Flax param tree -> {canonical name: array in the canonical (PyTorch) layout}."""
+    out = {}
+    for path, array in flatten(tree).items():
+        array = np.asarray(array)
+        kind = leaf_kind(path, array.ndim)
+        leaf = weights.LEAF_RULES[kind]["names"].get("pt", path[-1])
+        name = ".".join(path[:-1] + (leaf,))
+        if name in out:
+            raise ValueError(f"two entries of the Flax checkpoint map to {name!r}")
+        out[name] = weights.from_backend_layout(array, kind, BACKEND)
+    return out
+
+
+def from_canonical(arrays: dict, kinds: dict) -> dict:
+    """{canonical name: array}, {canonical name: leaf kind} -> transformers' nested Flax param tree."""
+    tree = {}
+    for name, array in arrays.items():
+        kind = kinds[name]
+        node = tree
+        *parents, leaf = weights.backend_name(name, kind, BACKEND).split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = weights.to_backend_layout(array, kind, BACKEND)
+    return tree

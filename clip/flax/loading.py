@@ -1,0 +1,210 @@
+"""from_pretrained / save_pretrained and initialization for the Flax models.
+
+The params tree is the canonical name split at the dots, with the Flax leaf names and layouts of
+clip.common.weights.LEAF_RULES. Loading reads model.safetensors (memory-mapped, no torch) or
+transformers' flax_model.msgpack (mapped through clip.common.formats.transformers_flax), checks
+every key and shape against clip.common.weights before anything is assigned, and initializes only
+what the checkpoint lacks. Saving writes config.json + model.safetensors in canonical names, and
+transformers' flax_model.msgpack on request.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import serialization
+
+from clip.common import checks, hub, io, weights
+from clip.common.formats import transformers_flax
+
+logger = logging.getLogger(__name__)
+
+WEIGHT_CANDIDATES = (hub.SAFETENSORS_NAME, hub.SAFETENSORS_INDEX_NAME, transformers_flax.FILE_NAME, transformers_flax.INDEX_NAME)
+STALE_CANDIDATES = (hub.SAFETENSORS_INDEX_NAME, hub.PYTORCH_NAME, hub.PYTORCH_INDEX_NAME, transformers_flax.FILE_NAME, transformers_flax.INDEX_NAME)
+
+# transformers' generic config flags that the models read with a default when absent
+RUNTIME_CONFIG_KEYS = ("output_attentions", "output_hidden_states", "return_dict")
+
+
+def canonical_class(cls) -> str:
+    """FlaxCLIPModel (or a subclass) -> "CLIPModel", the name clip.common.weights knows."""
+    for base in cls.__mro__:
+        name = base.__name__.removeprefix("Flax")
+        if name in weights.MODEL_CLASSES:
+            return name
+    raise TypeError(f"{cls.__name__} is not a Flax{' / Flax'.join(weights.MODEL_CLASSES)} nor a subclass of one")
+
+
+def expected_parameters(model) -> dict:
+    return weights.expected_parameters(model.config, canonical_class(type(model)))
+
+
+# -- canonical arrays <-> params tree -------------------------------------------------------------
+def _transpose(array, kind, inverse=False):
+    perm = weights.LEAF_RULES[kind]["transpose"].get("flax")
+    if perm is None:
+        return array
+    perm = tuple(np.argsort(perm)) if inverse else perm
+    return jnp.transpose(array, perm) if isinstance(array, jax.Array) else np.transpose(array, perm)
+
+
+def to_params(arrays: dict, expected: dict) -> dict:
+    """{canonical name: array (PyTorch layout)} -> the nested params tree (Flax names and layouts)."""
+    tree = {}
+    for name, array in arrays.items():
+        kind = expected[name][1]
+        *parents, leaf = weights.backend_name(name, kind, "flax").split(".")
+        node = tree
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = _transpose(array, kind)
+    return tree
+
+
+def from_params(params: dict, expected: dict) -> dict:
+    """The params tree (or a gradient of it) -> {canonical name: array in the PyTorch layout}."""
+    out = {}
+    for name, (_, kind) in expected.items():
+        node = params
+        for part in weights.backend_name(name, kind, "flax").split("."):
+            node = node[part]
+        out[name] = _transpose(node, kind, inverse=True)
+    return out
+
+
+def init_arrays(config, model_class: str, rng, names, dtype) -> dict:
+    """transformers' CLIP initialization (clip.common.checks.init_spec) of `names`, PyTorch layout.
+
+    Drawn with numpy on the host (seeded by `rng`, an int or a jax key): no per-shape compilations.
+    """
+    if not isinstance(rng, (int, np.integer)):
+        rng = int(jax.random.randint(rng, (), 0, 2**31 - 1))
+    generator = np.random.default_rng(rng)
+    expected = weights.expected_parameters(config, model_class)
+    out = {}
+    for name in names:
+        shape = expected[name][0]
+        spec = checks.init_spec(name, config)
+        if spec[0] == "normal":
+            array = generator.standard_normal(shape, dtype=np.float32) * np.float32(spec[1])
+        else:
+            array = np.full(shape, {"zeros": 0.0, "ones": 1.0}.get(spec[0], spec[-1]), np.float32)
+        out[name] = jnp.asarray(array, dtype=dtype)
+    return out
+
+
+def init_params(model, rng, names=None) -> dict:
+    """A full params tree: `names` (default all) freshly initialized, the rest from model.params."""
+    expected = expected_parameters(model)
+    names = list(expected) if names is None else list(names)
+    fresh = init_arrays(model.config, canonical_class(type(model)), rng, names, model.param_dtype)
+    if len(names) < len(expected):
+        fresh = {**from_params(model.params, expected), **fresh}
+    return to_params(fresh, expected)
+
+
+# -- loading --------------------------------------------------------------------------------------
+def read_weights(kind, paths) -> dict:
+    """{canonical name: numpy array in the PyTorch layout} of a checkpoint."""
+    if kind in (transformers_flax.FILE_NAME, transformers_flax.INDEX_NAME):
+        merged = {}
+        for path in paths:
+            with open(path, "rb") as f:
+                tree = serialization.msgpack_restore(f.read())
+            for name, array in transformers_flax.to_canonical(tree).items():
+                if name in merged:
+                    raise ValueError(f"{path}: tensor {name!r} also appears in another shard")
+                merged[name] = array
+        return merged
+    tensors = io.read_checkpoint(paths)
+    return {canon: tensors[name] for name, canon in weights.normalize_checkpoint_keys(tensors).items()}
+
+
+def from_pretrained(
+    cls,
+    name_or_path,
+    *,
+    config=None,
+    dtype=jnp.float32,
+    param_dtype=jnp.float32,
+    seed: int = 0,
+    output_loading_info=False,
+    ignore_mismatched_sizes=False,
+    **kwargs,
+):
+    hub_kwargs = hub.split_hub_kwargs(kwargs)
+    if config is None:
+        config = cls.config_class.from_pretrained(name_or_path, **hub_kwargs)
+    for key, value in kwargs.items():  # config overrides, e.g. output_hidden_states=True
+        if not hasattr(config, key) and key not in RUNTIME_CONFIG_KEYS:
+            raise TypeError(f"{cls.__name__}.from_pretrained got an unexpected argument {key!r}")
+        setattr(config, key, value)
+
+    found = hub.resolve_weight_files(name_or_path, WEIGHT_CANDIDATES, **hub_kwargs)
+    if found is None:
+        raise hub.CheckpointNotFoundError(
+            f"{name_or_path}: no weights found (looked for {', '.join(WEIGHT_CANDIDATES)}; "
+            "convert PyTorch .bin checkpoints with clip.pt first)"
+        )
+    kind, paths = found
+    arrays = read_weights(kind, paths)  # canonical name -> numpy array, no copies yet
+
+    model = cls(config, seed=seed, dtype=dtype, param_dtype=param_dtype, _do_init=False)
+    expected = expected_parameters(model)
+    report = weights.match_checkpoint(expected, {n: tuple(a.shape) for n, a in arrays.items()})
+    if report["mismatched_keys"] and not ignore_mismatched_sizes:
+        lines = [f"  {n}: the model expects {e}, the checkpoint has {f}" for n, e, f in report["mismatched_keys"]]
+        raise ValueError(
+            f"{name_or_path}: {len(lines)} tensor(s) of the checkpoint do not fit {cls.__name__} "
+            "(pass ignore_mismatched_sizes=True to initialize them instead):\n" + "\n".join(lines)
+        )
+    mismatched = {n for n, _, _ in report["mismatched_keys"]}
+    fresh = [n for n in expected if n not in arrays or n in mismatched]
+    loaded = {n: arrays[n] for n in expected if n not in fresh}  # numpy views: transposed without copies
+    loaded.update(init_arrays(config, canonical_class(cls), seed, fresh, param_dtype))
+    tree = to_params({n: loaded[n] for n in expected}, expected)
+    model.params = jax.tree.map(lambda a: jnp.asarray(a, dtype=param_dtype), tree)  # one copy each
+    del arrays, loaded, tree
+
+    if report["missing_keys"]:
+        logger.warning("Some weights of %s were not in %s and are newly initialized: %s", cls.__name__, name_or_path, report["missing_keys"])
+    if report["unexpected_keys"]:
+        logger.warning("Some weights of %s were not used by %s: %s", name_or_path, cls.__name__, report["unexpected_keys"])
+    if mismatched:
+        logger.warning("Some weights of %s had other shapes and are newly initialized: %s", cls.__name__, report["mismatched_keys"])
+    if output_loading_info:
+        info = {k: report[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
+        return model, {**info, "error_msgs": []}
+    return model
+
+
+# -- saving ---------------------------------------------------------------------------------------
+def save_pretrained(model, save_directory, params=None, flax_msgpack=False):
+    """config.json + model.safetensors (canonical names, {"format": "pt"}); with `flax_msgpack`
+    also transformers' flax_model.msgpack. Each file is written atomically."""
+    save_directory = os.fspath(save_directory)
+    if os.path.isfile(save_directory):
+        raise ValueError(f"{save_directory} is a file; save_pretrained needs a directory")
+    os.makedirs(save_directory, exist_ok=True)
+    config = model.config
+    config = type(config).from_dict({**config.to_dict(), "architectures": [canonical_class(type(model))]})
+    config.save_pretrained(save_directory)
+    expected = expected_parameters(model)
+    arrays = {n: np.asarray(jax.device_get(a)) for n, a in from_params(model.params if params is None else params, expected).items()}
+    io.write_safetensors(arrays, os.path.join(save_directory, hub.SAFETENSORS_NAME), metadata={"format": "pt"})
+    written = {hub.SAFETENSORS_NAME}
+    if flax_msgpack:
+        tree = transformers_flax.from_canonical(arrays, {n: kind for n, (_, kind) in expected.items()})
+        with io.atomic_path(os.path.join(save_directory, transformers_flax.FILE_NAME)) as tmp:
+            with open(tmp, "wb") as f:
+                f.write(serialization.msgpack_serialize(tree))
+        written.add(transformers_flax.FILE_NAME)
+    # a stale weight file of another format would be picked up by the next load
+    for name in STALE_CANDIDATES:
+        path = os.path.join(save_directory, name)
+        if name not in written and os.path.isfile(path):
+            os.unlink(path)

@@ -1,0 +1,153 @@
+"""Helpers for the Flax backend tests: tiny configs, clip.pt twins with the same weights, inputs.
+
+A uniquely named module (not conftest) so that it imports the same way from every test file."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+jax = pytest.importorskip("jax")
+torch = pytest.importorskip("torch")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+import jax.numpy as jnp  # noqa: E402
+
+import clip.flax as ours  # noqa: E402
+import clip.pt as pt  # noqa: E402
+from clip.common.config import CLIPConfig, CLIPTextConfig, CLIPVisionConfig  # noqa: E402
+from clip.flax import loading  # noqa: E402
+
+CLASSES = ("CLIPModel", "CLIPTextModel", "CLIPTextModelWithProjection", "CLIPVisionModel", "CLIPVisionModelWithProjection")
+TEXT_CLASSES = ("CLIPTextModel", "CLIPTextModelWithProjection")
+VISION_CLASSES = ("CLIPVisionModel", "CLIPVisionModelWithProjection")
+
+# Small configs covering what changes the computation: activation, depth, heads, patch/image size,
+# projection width != hidden width, pad == eos, the legacy pooling rule.
+CONFIGS = {
+    "quick_gelu": dict(
+        text=dict(vocab_size=99, hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+                  max_position_embeddings=16, projection_dim=24, eos_token_id=98, pad_token_id=0, hidden_act="quick_gelu"),
+        vision=dict(hidden_size=48, intermediate_size=40, num_hidden_layers=2, num_attention_heads=4,
+                    image_size=16, patch_size=4, projection_dim=24, hidden_act="quick_gelu"),
+        projection_dim=24,
+    ),
+    "gelu": dict(
+        text=dict(vocab_size=80, hidden_size=64, intermediate_size=96, num_hidden_layers=1, num_attention_heads=2,
+                  max_position_embeddings=12, projection_dim=40, eos_token_id=79, pad_token_id=79, hidden_act="gelu"),
+        vision=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                    image_size=32, patch_size=8, projection_dim=40, hidden_act="gelu"),
+        projection_dim=40,
+        logit_scale_init_value=3.0,
+    ),
+    "legacy_eos": dict(
+        text=dict(vocab_size=50, hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=2,
+                  max_position_embeddings=10, projection_dim=16, eos_token_id=2, hidden_act="gelu_new"),
+        vision=dict(hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=8,
+                    image_size=24, patch_size=8, projection_dim=16, hidden_act="relu"),
+        projection_dim=16,
+    ),
+}
+
+
+def make_config(name, model_class, **top):
+    spec = dict(CONFIGS[name])
+    text, vision = spec.pop("text"), spec.pop("vision")
+    if model_class in TEXT_CLASSES:
+        return CLIPTextConfig(**text)
+    if model_class in VISION_CLASSES:
+        return CLIPVisionConfig(**vision)
+    return CLIPConfig(text_config=text, vision_config=vision, **{**spec, **top})
+
+
+def make_pair(name, model_class, seed=0, **top):
+    """(our model, clip.pt's model) with the same random weights; the pt model in eval mode."""
+    config = make_config(name, model_class, **top)
+    torch.manual_seed(seed)
+    ref = getattr(pt, model_class)(config).eval()
+    with torch.no_grad():  # make LayerNorm/bias/logit_scale values non-trivial
+        for p in ref.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    model = getattr(ours, "Flax" + model_class)(config, _do_init=False)
+    model.params = params_from_torch(model, ref)
+    return model, ref
+
+
+def params_from_torch(model, ref):
+    expected = loading.expected_parameters(model)
+    state = {k: jnp.asarray(v.detach().numpy()) for k, v in ref.state_dict().items()}
+    return loading.to_params(state, expected)
+
+
+def make_inputs(name, batch=3, seed=1, image_size=None, padded=True):
+    """numpy inputs: ids padded after the end token (lengths L, L-1, L-2, ...), mask, NCHW pixels."""
+    spec = CONFIGS[name]
+    text, vision = spec["text"], spec["vision"]
+    rng = np.random.default_rng(seed)
+    length = min(7, text["max_position_embeddings"])
+    eos = text["eos_token_id"]
+    end = eos if eos != 2 else text["vocab_size"] - 1  # legacy configs pool the highest id
+    ids = rng.integers(3, end, (batch, length)).astype(np.int64)
+    mask = np.ones((batch, length), np.int64)
+    for i in range(batch):
+        n = length - (i % 3) if padded else length
+        ids[i, n - 1] = end
+        ids[i, n:] = text.get("pad_token_id", 1)
+        mask[i, n:] = 0
+    size = image_size or vision["image_size"]
+    sizes = size if isinstance(size, tuple) else (size, size)
+    pixels = rng.standard_normal((batch, 3, *sizes)).astype(np.float32)
+    return {"input_ids": ids, "attention_mask": mask, "pixel_values": pixels}
+
+
+def inputs_for(model_class, inputs):
+    if model_class in TEXT_CLASSES:
+        return {k: inputs[k] for k in ("input_ids", "attention_mask")}
+    if model_class in VISION_CLASSES:
+        return {"pixel_values": inputs["pixel_values"]}
+    return dict(inputs)
+
+
+def torch_inputs(inputs):
+    return {k: torch.from_numpy(np.asarray(v)) for k, v in inputs.items()}
+
+
+def flatten(value, prefix="out"):
+    """Nested outputs/tuples -> {path: array}, comparing structure by path."""
+    if value is None or hasattr(value, "shape"):
+        return {prefix: value}
+    if hasattr(value, "keys") and not isinstance(value, (tuple, list)):
+        items = [(k, value[k]) for k in value.keys()]
+    else:
+        items = list(enumerate(value))
+    out = {}
+    for key, item in items:
+        out.update(flatten(item, f"{prefix}.{key}"))
+    return out
+
+
+def scalar_of(out):
+    """One scalar that depends on every float output (sin keeps each contribution of order one)."""
+    total = 0.0
+    for v in flatten(out).values():
+        if isinstance(v, torch.Tensor) and v.is_floating_point():
+            total = total + v.float().sin().mean()
+        elif v is not None and not isinstance(v, torch.Tensor) and jnp.issubdtype(v.dtype, jnp.floating):
+            total = total + jnp.sin(v.astype(jnp.float32)).mean()
+    return total
+
+
+def assert_close(ours_out, ref_out, atol=1e-5):
+    a, b = flatten(ours_out), flatten(ref_out)
+    assert list(a) == list(b), f"output structure differs:\nours {list(a)}\nref  {list(b)}"
+    for path in a:
+        x, y = a[path], b[path]
+        if x is None or y is None:
+            assert x is None and y is None, path
+            continue
+        x = np.asarray(x, np.float64)
+        y = y.detach().double().numpy() if isinstance(y, torch.Tensor) else np.asarray(y, np.float64)
+        assert x.shape == y.shape, f"{path}: {x.shape} vs {y.shape}"
+        diff = np.abs(x - y).max() if x.size else 0.0
+        assert diff <= atol, f"{path}: max abs diff {diff:.3g} > {atol}"
+    return len(a)
