@@ -1,6 +1,6 @@
 """Benchmark entry point: ours vs transformers side by side, one table, one JSON file.
 
-    .venv/bin/python bench/run.py [--quick] [--only tokenizer,image_processor,pt,tf,flax,train] [--out FILE]
+    .venv/bin/python bench/run.py [--quick] [--only tokenizer,image_processor,pt,tf,flax,train,tasks] [--out FILE]
 
 Each bench_*.py module exposes `rows(quick: bool) -> list[dict]` with at least
 name / ours_s / baseline_s / ratio / target. CI never runs this: speed is reported, not asserted.
@@ -16,7 +16,7 @@ import platform
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SUITES = ("tokenizer", "image_processor", "pt", "tf", "flax", "train")
+SUITES = ("tokenizer", "image_processor", "pt", "tf", "flax", "train", "tasks")
 
 
 def _fmt(value, spec):

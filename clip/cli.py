@@ -1,73 +1,376 @@
-"""The `clip` command line (`clip ...` or `python -m clip ...`)."""
+"""The `clip` command line (`clip ...` or `python -m clip ...`).
+
+Each task subcommand parses its arguments here and calls clip.tasks; nothing here imports a
+deep-learning framework (the encoder does, for the chosen --backend). Output is a table by
+default and JSON with --json; a bad argument or input prints one line and exits with status 2.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import textwrap
 
-BACKENDS = ("pt",)  # tf and flax join as their backends land
+BACKENDS = ("pt", "tf", "flax")
+
+
+def _command(sub, name, help, description, examples):
+    return sub.add_parser(
+        name, help=help, description=textwrap.fill(description, 100), epilog="examples:\n  " + "\n  ".join(examples),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def _model_options(p, model_help="local directory or hub id, e.g. openai/clip-vit-base-patch32 (default: the embedded model)"):
+    p.add_argument("--model", default=None, metavar="DIR_OR_HUB_ID", help=model_help)
+    p.add_argument("--backend", choices=BACKENDS, default="pt", help="framework to run the model in (default pt)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def _batch_options(p, default=64):
+    p.add_argument("--batch-size", type=_positive, default=default, help=f"images per model call (default {default})")
+    p.add_argument("--workers", type=_positive, default=None, help="image decoding threads (default: one per core, at most 8)")
+
+
+def _positive(value):
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return number
+
+
+def _progress(args) -> bool:
+    return not args.json and sys.stderr.isatty()
+
+
+def _print_json(data):
+    print(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def _report_skipped(skipped, where=None):
+    where = where or sys.stderr
+    if skipped:
+        print(f"skipped {len(skipped)} unreadable input(s):", file=where)
+        for entry in skipped:
+            print(f"  {entry['source']}: {entry['reason']}", file=where)
+
+
+def _split_labels(text):
+    return [label.strip() for label in text.split(",") if label.strip()]
+
+
+def _expand_images(paths):
+    """(sources, explicit): directories expand to their files; explicit = the files named directly."""
+    from clip.tasks.backends import TaskError
+    from clip.tasks.embed import list_images
+
+    sources, explicit = [], set()
+    for path in paths:
+        if os.path.isdir(path):
+            found = [os.path.join(path, *key.split("/")) for key in list_images(path)]
+            if not found:
+                raise TaskError(f"{path}: the directory holds no files")
+            sources += found
+        elif os.path.isfile(path):
+            sources.append(path)
+            explicit.add(path)
+        else:
+            raise TaskError(f"{path}: no such file or directory")
+    return sources, explicit
+
+
+def _fail_on_explicit(skipped, explicit):
+    """A file named on the command line that cannot be read is an error (one found in a folder is skipped)."""
+    from clip.tasks.backends import TaskError
+
+    for entry in skipped:
+        if entry["source"] in explicit:
+            raise TaskError(f"{entry['source']}: {entry['reason']}")
+
+
+# --------------------------------------------------------------------- zero-shot
 
 
 def _zero_shot_parser(sub):
-    p = sub.add_parser(
-        "zero-shot",
-        help="zero-shot classification of images against text labels",
-        description="Classify images against free-text labels by image-text similarity.",
-        epilog='example: clip zero-shot cat.jpg --labels "a photo of a cat,a photo of a dog" --model openai/clip-vit-base-patch32',
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = _command(
+        sub, "zero-shot", "zero-shot classification of images against text labels",
+        "Classify images against free-text labels by image-text similarity, with optional prompt "
+        "ensembling (--templates). Folders are searched recursively; unreadable files in them are skipped.",
+        [
+            'clip zero-shot cat.jpg --labels "cat,dog,car" --templates imagenet --model openai/clip-vit-base-patch32',
+            'clip zero-shot photos/ --labels "a red circle,a blue square" --top-k 1 --json',
+        ],
     )
-    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders")
     p.add_argument("--labels", required=True, help="comma-separated labels")
-    p.add_argument("--model", default=None, help="local directory or hub id (default: the embedded model)")
-    p.add_argument("--backend", choices=BACKENDS, default="pt", help="framework to run the model in")
-    p.add_argument("--top-k", type=int, default=5, help="how many labels to print per image")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--templates", default="label", metavar="NAME_OR_FILE",
+                   help="prompt templates: label (the label as is; default), simple ('a photo of a {}.'), "
+                        "imagenet (the CLIP paper's 80), a file with one template per line, or one template with {}")
+    _model_options(p)
+    p.add_argument("--top-k", type=int, default=5, help="how many labels to print per image (default 5)")
+    _batch_options(p)
     p.set_defaults(run=_run_zero_shot)
 
 
 def _run_zero_shot(args) -> int:
-    from clip.common.processor import CLIPProcessor
+    from clip.tasks.backends import TaskError, load_encoder
+    from clip.tasks.zero_shot import ZeroShotClassifier
 
-    labels = [label.strip() for label in args.labels.split(",") if label.strip()]
+    labels = _split_labels(args.labels)
     if not labels:
-        raise SystemExit("clip zero-shot: --labels is empty; give at least one comma-separated label")
+        raise TaskError("--labels is empty; give at least one comma-separated label")
     if args.top_k < 1:
-        raise SystemExit("clip zero-shot: --top-k must be at least 1")
-    if args.model is None:
-        from clip.models import default_model_path
-
-        args.model = default_model_path()  # the embedded model (clip/models/default)
-    processor = CLIPProcessor.from_pretrained(args.model)
-    inputs = processor(text=labels, images=list(args.images), padding=True, return_tensors="np")
-
-    import numpy as np
-    import torch
-
-    from clip.pt import CLIPModel
-
-    model = CLIPModel.from_pretrained(args.model).eval()
-    with torch.inference_mode():
-        out = model(**{k: torch.from_numpy(np.asarray(v)) for k, v in inputs.items()})
-    probs = out.logits_per_image.softmax(dim=-1).numpy()
-    results = []
-    for path, row in zip(args.images, probs):
-        order = np.argsort(-row)[: args.top_k]
-        results.append({"image": path, "labels": [{"label": labels[i], "probability": float(row[i])} for i in order]})
+        raise TaskError("--top-k must be at least 1")
+    sources, explicit = _expand_images(args.images)
+    encoder = load_encoder(args.model, args.backend)  # model None: the embedded model (clip/models/default)
+    classifier = ZeroShotClassifier(encoder, labels, args.templates)
+    result = classifier.classify(sources, batch_size=args.batch_size, progress=_progress(args))
+    _fail_on_explicit(result.skipped, explicit)
     if args.json:
-        print(json.dumps(results, indent=2))
+        _print_json(result.to_json(args.top_k))
     else:
-        for result in results:
-            print(result["image"])
-            for item in result["labels"]:
-                print(f"  {item['probability']:7.2%}  {item['label']}")
+        for source, top in zip(result.sources, result.top(args.top_k)):
+            print(source)
+            for label, probability in top:
+                print(f"  {probability:7.2%}  {label}")
+    _report_skipped(result.skipped)
     return 0
+
+
+# --------------------------------------------------------------------- embed
+
+
+def _embed_parser(sub):
+    p = _command(
+        sub, "embed", "embed a folder of images or a text file of lines, resumably",
+        "Embed every image under a folder (or one image, or each line of a .txt file) into an embedding "
+        "directory: float32 unit vectors in chunks (safetensors or .npy) and a JSON manifest of what is "
+        "done and what was skipped. Run the same command again to resume an interrupted run or to add "
+        "new files; finished chunks are never recomputed.",
+        [
+            "clip embed photos/ --out photos.emb",
+            "clip embed captions.txt --out captions.emb --model openai/clip-vit-base-patch32 --backend flax",
+            "clip embed photos/ --out photos.emb --format npy --chunk-size 4096 --overwrite",
+        ],
+    )
+    p.add_argument("source", metavar="DIR_OR_FILE", help="a folder of images, an image, or a .txt file (one text per line)")
+    p.add_argument("--out", required=True, metavar="EMB", help="output embedding directory (created; resumed if it exists)")
+    p.add_argument("--texts", action="store_true", help="read DIR_OR_FILE as a text file of lines whatever its name")
+    p.add_argument("--format", choices=("safetensors", "npy"), default="safetensors", help="chunk file format (default safetensors)")
+    p.add_argument("--chunk-size", type=_positive, default=1024, help="vectors per chunk file (default 1024)")
+    p.add_argument("--overwrite", action="store_true", help="discard what --out holds and start again")
+    _model_options(p)
+    _batch_options(p)
+    p.set_defaults(run=_run_embed)
+
+
+def _run_embed(args) -> int:
+    from clip.tasks.backends import TaskError, load_encoder
+    from clip.tasks.embed import detect_kind, embed_to_dir, list_images
+
+    kind = "text" if args.texts else detect_kind(args.source)  # check the input before loading a model
+    if os.path.isdir(args.source) and not list_images(args.source):
+        raise TaskError(f"{args.source}: the directory holds no files to embed")
+    encoder = load_encoder(args.model, args.backend)
+    summary = embed_to_dir(
+        encoder, args.source, args.out, kind=kind, batch_size=args.batch_size, chunk_size=args.chunk_size,
+        storage=args.format, overwrite=args.overwrite, workers=args.workers, progress=_progress(args),
+    )
+    if args.json:
+        _print_json(summary)
+        return 0
+    reused = f" ({summary['reused']} from an earlier run)" if summary["reused"] else ""
+    print(f"{summary['count']} {summary['kind']} vectors of {encoder.dim} dimensions in {summary['out']}{reused}; "
+          f"embedded now: {summary['embedded']}, skipped now: {len(summary['skipped'])}")
+    _report_skipped(summary["skipped"], sys.stdout)
+    return 0
+
+
+# --------------------------------------------------------------------- search
+
+
+def _search_parser(sub):
+    p = _command(
+        sub, "search", "search an embedding directory by text or by image, or list near duplicates",
+        "Find the entries of an embedding directory (from `clip embed`) closest to a text or an image "
+        "by cosine similarity: text -> image, image -> image, image -> text, text -> text. Queries are "
+        "embedded with the model the directory was made with unless --model says otherwise.",
+        [
+            'clip search photos.emb --text "a dog on a beach" --top-k 10',
+            "clip search photos.emb --image query.jpg --json",
+            "clip search captions.emb --image photo.jpg          (image -> text)",
+            "clip search photos.emb --duplicates 0.95             (near-duplicate pairs)",
+        ],
+    )
+    p.add_argument("index", metavar="EMB", help="an embedding directory written by `clip embed`")
+    query = p.add_mutually_exclusive_group(required=True)
+    query.add_argument("--text", action="append", metavar="TEXT", help="a text query (repeat for several)")
+    query.add_argument("--image", action="append", metavar="PATH", help="an image query (repeat for several)")
+    query.add_argument("--duplicates", type=float, metavar="THRESHOLD", help="list pairs with cosine >= THRESHOLD")
+    p.add_argument("--top-k", type=_positive, default=5, help="results per query (default 5)")
+    p.add_argument("--faiss", choices=("auto", "on", "off"), default="auto",
+                   help="use a FAISS index (auto: when faiss is installed and the index is large)")
+    _model_options(p, "model for the queries (default: the one the embeddings were made with)")
+    p.set_defaults(run=_run_search)
+
+
+def _run_search(args) -> int:
+    from clip.tasks.backends import load_encoder
+    from clip.tasks.embed import embed_images
+    from clip.tasks.search import EmbeddingIndex, near_duplicates
+
+    use_faiss = {"auto": "auto", "on": True, "off": False}[args.faiss]
+    index = EmbeddingIndex.load(args.index, use_faiss=use_faiss)
+    if args.duplicates is not None:
+        pairs = near_duplicates(index.vectors, args.duplicates)
+        rows = [{"a": index.sources[i], "b": index.sources[j], "score": s} for i, j, s in pairs]
+        if args.json:
+            _print_json(rows)
+        else:
+            print(f"{len(rows)} pair(s) with cosine >= {args.duplicates}")
+            for row in rows:
+                print(f"  {row['score']:.4f}  {row['a']}  ~  {row['b']}")
+        return 0
+    model = args.model if args.model is not None else index.manifest.get("model")
+    encoder = load_encoder(model, args.backend)
+    if args.text:
+        queries, vectors = args.text, encoder.embed_texts(args.text)
+    else:
+        embedded = embed_images(encoder, args.image)
+        _fail_on_explicit(embedded.skipped, set(args.image))
+        queries, vectors = args.image, embedded.vectors
+    results = []
+    for query, hits in zip(queries, index.search(vectors, args.top_k)):
+        results.append({"query": query, "results": [{"rank": r, "score": h.score, "index": h.index, "source": h.source}
+                                                     for r, h in enumerate(hits, start=1)]})
+    if args.json:
+        _print_json(results)
+        return 0
+    for result in results:
+        print(f"query: {result['query']}")
+        print(f"  {'rank':>4}  {'score':>7}  {index.kind or 'source'}")
+        for hit in result["results"]:
+            print(f"  {hit['rank']:>4}  {hit['score']:7.4f}  {hit['source']}")
+    return 0
+
+
+# --------------------------------------------------------------------- eval-retrieval
+
+
+def _retrieval_parser(sub):
+    p = _command(
+        sub, "eval-retrieval", "image-text retrieval metrics (Recall@K, MRR) on a captions file",
+        "Embed the images and captions of a CSV/JSONL file of (image, caption) rows, or of a folder of "
+        "images with .txt captions, and report Recall@1/5/10 and mean reciprocal rank for text -> image "
+        "and image -> text. An image may have several captions. Unusable rows are skipped and listed.",
+        [
+            "clip eval-retrieval captions.csv --model openai/clip-vit-base-patch32",
+            "clip eval-retrieval val.jsonl --backend tf --json",
+        ],
+    )
+    p.add_argument("captions", metavar="CAPTIONS", help="a .csv/.tsv/.jsonl of image,caption rows, or a folder")
+    p.add_argument("--ks", default="1,5,10", help="comma-separated K for Recall@K (default 1,5,10)")
+    _model_options(p)
+    _batch_options(p)
+    p.set_defaults(run=_run_retrieval)
+
+
+def _run_retrieval(args) -> int:
+    from clip.tasks.backends import TaskError, load_encoder
+    from clip.tasks.retrieval import evaluate_captions
+
+    try:
+        ks = tuple(int(k) for k in args.ks.split(",") if k.strip())
+    except ValueError:
+        raise TaskError(f"--ks must be comma-separated integers, got {args.ks!r}") from None
+    if not ks or min(ks) < 1:
+        raise TaskError(f"--ks must list positive integers, got {args.ks!r}")
+    if not os.path.exists(args.captions):
+        raise TaskError(f"{args.captions}: no such file or directory")
+    encoder = load_encoder(args.model, args.backend)
+    result = evaluate_captions(encoder, args.captions, ks, args.batch_size, args.workers, _progress(args))
+    if args.json:
+        _print_json(result)
+        return 0
+    names = [f"R@{k}" for k in ks] + ["MRR"]
+    print(f"{result['images']} images, {result['texts']} captions")
+    print(f"{'direction':<14}" + "".join(f"{name:>8}" for name in names))
+    for key, title in (("text_to_image", "text->image"), ("image_to_text", "image->text")):
+        print(f"{title:<14}" + "".join(f"{result[key][name]:8.4f}" for name in names))
+    _report_skipped(result["skipped"])
+    return 0
+
+
+# --------------------------------------------------------------------- similarity
+
+
+def _similarity_parser(sub):
+    p = _command(
+        sub, "similarity", "image x text cosine similarity matrix as a PNG heatmap",
+        "Embed images and texts, print their cosine similarity matrix and draw it as a heatmap with the "
+        "images as thumbnails and the texts as row labels (the figure of the CLIP notebook).",
+        [
+            'clip similarity cat.jpg dog.jpg --texts "a cat" "a dog" --out map.png',
+            "clip similarity photos/ --texts-file captions.txt --out map.png --cell 128 --json",
+        ],
+    )
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders")
+    texts = p.add_mutually_exclusive_group(required=True)
+    texts.add_argument("--texts", nargs="+", metavar="TEXT", help="the texts (rows of the map)")
+    texts.add_argument("--texts-file", metavar="FILE", help="a text file, one text per line")
+    p.add_argument("--out", required=True, metavar="PNG", help="where to write the heatmap")
+    p.add_argument("--cell", type=_positive, default=96, help="pixels per cell and thumbnail (default 96)")
+    _model_options(p)
+    p.set_defaults(run=_run_similarity)
+
+
+def _run_similarity(args) -> int:
+    from clip.tasks.backends import TaskError, load_encoder
+    from clip.tasks.embed import read_lines
+    from clip.tasks.similarity import plot_similarity, similarity_matrix
+
+    if args.texts_file is not None:
+        if not os.path.isfile(args.texts_file):
+            raise TaskError(f"{args.texts_file}: no such file")
+        texts = [text for _, text in read_lines(args.texts_file)]
+    else:
+        texts = [t.strip() for t in args.texts if t.strip()]
+    if not texts:
+        raise TaskError("no texts given; pass --texts or a non-empty --texts-file")
+    sources, explicit = _expand_images(args.images)
+    encoder = load_encoder(args.model, args.backend)
+    similarity, kept, skipped = similarity_matrix(encoder, sources, texts)
+    _fail_on_explicit(skipped, explicit)
+    if not kept:
+        raise TaskError("none of the images could be read")
+    plot_similarity(similarity, kept, texts, args.out, cell=args.cell)
+    if args.json:
+        _print_json({"images": kept, "texts": texts, "similarity": similarity.tolist(), "out": args.out, "skipped": skipped})
+        return 0
+    width = max(len(os.path.basename(s)) for s in kept)
+    print(f"{'':<{width}}  " + "  ".join(f"T{j + 1:<5}" for j in range(len(texts))))
+    for source, row in zip(kept, similarity):
+        print(f"{os.path.basename(source):<{width}}  " + "  ".join(f"{v:6.3f}" for v in row))
+    for j, text in enumerate(texts):
+        print(f"T{j + 1}: {text}")
+    print(f"wrote {args.out}")
+    _report_skipped(skipped)
+    return 0
+
+
+# --------------------------------------------------------------------- entry point
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clip", description="CLIP in PyTorch, TensorFlow and JAX")
     sub = parser.add_subparsers(dest="command", required=True)
     _zero_shot_parser(sub)
+    _embed_parser(sub)
+    _search_parser(sub)
+    _retrieval_parser(sub)
+    _similarity_parser(sub)
     from clip.train.cli import add_parser as add_train_parser
 
     add_train_parser(sub)
@@ -76,8 +379,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    from clip.tasks.backends import TaskError
+
     try:
         return args.run(args)
-    except (ValueError, OSError) as err:
+    except (TaskError, ValueError, OSError, ImportError) as err:
         print(f"clip {args.command}: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"clip {args.command}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,179 @@
+"""One small encoder over the three backends: the only module of clip.tasks that imports a framework.
+
+    encoder = load_encoder("openai/clip-vit-base-patch32", backend="flax")
+    image_embeds = encoder.encode_images(pixel_values)              # (N, D) float32, unit length
+    text_embeds = encoder.encode_texts(input_ids, attention_mask)   # (M, D) float32, unit length
+    logits = encoder.scale * image_embeds @ text_embeds.T
+
+Arrays in and out are numpy; the framework (torch, TensorFlow or JAX) is imported when the
+encoder is loaded, never before.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+BACKENDS = ("pt", "tf", "flax")
+_INSTALL = {"pt": "torch", "tf": "tf", "flax": "flax"}
+
+
+class TaskError(Exception):
+    """A user-facing problem (bad argument, bad input): the CLI prints it as one line."""
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length, in float32; all-zero rows stay zero."""
+    x = np.asarray(x, dtype=np.float32)
+    norm = np.linalg.norm(x, axis=-1, keepdims=True)
+    return x / np.maximum(norm, np.finfo(np.float32).tiny)
+
+
+class Encoder:
+    """A loaded CLIP model and its processor behind numpy-in, numpy-out calls.
+
+    model: the name it was loaded from (None for the embedded default); backend: "pt", "tf" or
+    "flax"; logit_scale: the model's (log) temperature parameter, `scale` = exp(logit_scale);
+    dim: the embedding width; max_text_length: the longest token sequence the text tower takes.
+    """
+
+    def __init__(self, processor, model, backend, image_fn, text_fn, logit_scale, dim, max_text_length):
+        self.processor = processor
+        self.model = model
+        self.backend = backend
+        self._image_fn, self._text_fn = image_fn, text_fn
+        self.logit_scale = float(logit_scale)
+        self.dim = int(dim)
+        self.max_text_length = int(max_text_length)
+
+    @property
+    def scale(self) -> float:
+        return float(np.exp(self.logit_scale))
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        crop = self.processor.image_processor.crop_size
+        return crop["height"], crop["width"]
+
+    def encode_images(self, pixel_values) -> np.ndarray:
+        """(N, 3, H, W) float32 pixels (as the processor returns them) -> (N, D) unit vectors."""
+        pixel_values = np.ascontiguousarray(pixel_values, dtype=np.float32)
+        if len(pixel_values) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        return l2_normalize(self._image_fn(pixel_values))
+
+    def encode_texts(self, input_ids, attention_mask=None) -> np.ndarray:
+        """(M, L) token ids (+ mask) -> (M, D) unit vectors."""
+        input_ids = np.asarray(input_ids, dtype=np.int64)
+        if attention_mask is None:
+            attention_mask = np.ones_like(input_ids)
+        if len(input_ids) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        return l2_normalize(self._text_fn(input_ids, np.asarray(attention_mask, dtype=np.int64)))
+
+    def tokenize(self, texts) -> dict:
+        """Texts -> {"input_ids", "attention_mask"} padded to the longest, cut to max_text_length."""
+        return dict(self.processor(text=list(texts), padding=True, truncation=True,
+                                   max_length=self.max_text_length, return_tensors="np"))
+
+    def embed_texts(self, texts, batch_size: int = 256) -> np.ndarray:
+        """A list of strings -> (M, D) unit vectors, in batches."""
+        texts = list(texts)
+        out = np.zeros((len(texts), self.dim), np.float32)
+        for start in range(0, len(texts), batch_size):
+            tokens = self.tokenize(texts[start : start + batch_size])
+            out[start : start + batch_size] = self.encode_texts(tokens["input_ids"], tokens["attention_mask"])
+        return out
+
+    def preprocess(self, images) -> np.ndarray:
+        """PIL images or paths -> (N, 3, H, W) float32 pixels."""
+        return np.asarray(self.processor.image_processor(list(images), return_tensors="np")["pixel_values"])
+
+    def __repr__(self):
+        return f"Encoder(model={self.model!r}, backend={self.backend!r}, dim={self.dim})"
+
+
+def load_encoder(model=None, backend: str = "pt", processor=None) -> Encoder:
+    """Load `model` (a local directory or hub id; None: the embedded default) in `backend`."""
+    if backend not in BACKENDS:
+        raise TaskError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    from clip.common.processor import CLIPProcessor
+
+    path = model
+    if model is None:
+        from clip.models import default_model_path
+
+        path = default_model_path()
+    path = os.fspath(path)
+    if processor is None:
+        processor = CLIPProcessor.from_pretrained(path)
+    try:
+        loader = {"pt": _load_pt, "tf": _load_tf, "flax": _load_flax}[backend]
+        image_fn, text_fn, logit_scale, config = loader(path)
+    except ImportError as err:
+        raise TaskError(
+            f"backend {backend!r} needs a framework that is not installed ({err}); "
+            f"install it with: pip install 'clip[{_INSTALL[backend]}]'"
+        ) from None
+    max_len = min(config.text_config.max_position_embeddings, processor.tokenizer.model_max_length)
+    return Encoder(processor, model, backend, image_fn, text_fn, logit_scale, config.projection_dim, max_len)
+
+
+def _load_pt(path):
+    import torch
+
+    from clip.pt import CLIPModel
+
+    net = CLIPModel.from_pretrained(path, dtype="float32").eval()
+
+    def image_fn(pixels):
+        with torch.inference_mode():
+            return net.get_image_features(pixel_values=torch.from_numpy(pixels)).float().numpy()
+
+    def text_fn(ids, mask):
+        with torch.inference_mode():
+            return net.get_text_features(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).float().numpy()
+
+    return image_fn, text_fn, net.logit_scale.item(), net.config
+
+
+def _load_tf(path):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off stderr
+    from clip.tf import TFCLIPModel
+
+    net = TFCLIPModel.from_pretrained(path)
+
+    def image_fn(pixels):
+        return np.asarray(net.get_image_features(pixel_values=pixels), dtype=np.float32)
+
+    def text_fn(ids, mask):
+        return np.asarray(net.get_text_features(input_ids=ids, attention_mask=mask), dtype=np.float32)
+
+    return image_fn, text_fn, float(np.asarray(net.logit_scale)), net.config
+
+
+def _load_flax(path):
+    import jax
+
+    from clip.flax import FlaxCLIPModel
+
+    net = FlaxCLIPModel.from_pretrained(path)
+    params = net.params
+    image_jit = jax.jit(lambda p, x: net.get_image_features(x, params=p))
+    text_jit = jax.jit(lambda p, ids, mask: net.get_text_features(ids, mask, params=p))
+    pad_id = net.config.text_config.pad_token_id
+
+    def image_fn(pixels):
+        return np.asarray(image_jit(params, pixels), dtype=np.float32)
+
+    def text_fn(ids, mask):
+        # pad the length to a multiple of 8 so that a few compiled shapes serve every batch; the
+        # added positions are masked out and lie after the end token, so the result is unchanged
+        extra = -ids.shape[1] % 8
+        if extra and ids.shape[1] + extra <= net.config.text_config.max_position_embeddings:
+            ids = np.pad(ids, ((0, 0), (0, extra)), constant_values=pad_id)
+            mask = np.pad(mask, ((0, 0), (0, extra)))
+        return np.asarray(text_jit(params, ids, mask), dtype=np.float32)
+
+    return image_fn, text_fn, float(np.asarray(params["logit_scale"])), net.config

@@ -1,0 +1,147 @@
+"""Cosine top-k search over unit vectors: exact in numpy, or through FAISS when it is installed.
+
+    index = EmbeddingIndex(vectors, sources)          # or EmbeddingIndex.load("photos.emb")
+    hits = index.search(encoder.embed_texts(["a red car"]), k=5)   # [[Hit(score, index, source), ...]]
+
+The numpy path multiplies the queries with the database a chunk of rows at a time (so the
+(queries x rows) score block stays small), keeps each chunk's best k with argpartition and
+merges: exact results for a few million vectors with memory bounded by the chunk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from clip.tasks.backends import TaskError, l2_normalize
+
+SCORE_BLOCK = 1 << 22  # floats in one (queries x rows) score block: 16 MB
+
+
+@dataclasses.dataclass(frozen=True)
+class Hit:
+    score: float
+    index: int
+    source: object = None
+
+
+def topk_cosine(queries, vectors, k: int = 10, chunk_rows: int | None = None):
+    """(scores, indices), each (Q, min(k, N)): the k rows of `vectors` with the largest dot
+    product with each query, best first (ties: lower index first). Rows are assumed unit length.
+
+    chunk_rows: database rows per matmul (default: as many as keep the score block at 16 MB).
+    """
+    queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+    vectors = np.asarray(vectors)
+    if k < 1:
+        raise TaskError(f"top-k must be at least 1, got {k}")
+    if queries.shape[1] != vectors.shape[1]:
+        raise TaskError(f"queries have {queries.shape[1]} dimensions but the index has {vectors.shape[1]}")
+    n, k = len(vectors), min(k, len(vectors))
+    chunk_rows = chunk_rows or max(4096, SCORE_BLOCK // max(1, len(queries)))
+    best_scores = np.full((len(queries), 0), -np.inf, np.float32)
+    best_indices = np.zeros((len(queries), 0), np.int64)
+    for start in range(0, n, chunk_rows):
+        block = vectors[start : start + chunk_rows]
+        scores = np.ascontiguousarray((block.astype(np.float32, copy=False) @ queries.T).T)  # C x Q -> Q x C
+        if scores.shape[1] > k:
+            part = np.argpartition(scores, -k, axis=1)[:, -k:]
+            scores = np.take_along_axis(scores, part, axis=1)
+        else:
+            part = np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
+        best_scores = np.concatenate([best_scores, scores], axis=1)
+        best_indices = np.concatenate([best_indices, part + start], axis=1)
+        if best_scores.shape[1] > 4 * k:  # keep the running candidate set small
+            best_scores, best_indices = _sorted_topk(best_scores, best_indices, k)
+    return _sorted_topk(best_scores, best_indices, k)
+
+
+def _sorted_topk(scores, indices, k):
+    order = np.lexsort((indices, -scores), axis=1)[:, :k]  # by score descending, then index
+    return np.take_along_axis(scores, order, axis=1), np.take_along_axis(indices, order, axis=1)
+
+
+def faiss_available() -> bool:
+    try:
+        import faiss  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class EmbeddingIndex:
+    """Unit vectors plus what each one embeds, searchable by cosine similarity.
+
+    use_faiss: "auto" (FAISS's exact inner-product index when faiss is installed and the index
+    holds at least `faiss_min_rows` vectors), True or False.
+    """
+
+    def __init__(self, vectors, sources=None, normalize: bool = True, use_faiss="auto", faiss_min_rows: int = 100_000,
+                 kind: str | None = None):
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2:
+            raise TaskError(f"an index needs a 2-d array of vectors, got shape {vectors.shape}")
+        self.vectors = l2_normalize(vectors) if normalize else vectors
+        self.sources = list(sources) if sources is not None else list(range(len(vectors)))
+        if len(self.sources) != len(self.vectors):
+            raise TaskError(f"{len(self.vectors)} vectors but {len(self.sources)} sources")
+        self.kind = kind
+        if use_faiss == "auto":
+            use_faiss = faiss_available() and len(vectors) >= faiss_min_rows
+        elif use_faiss and not faiss_available():
+            raise TaskError("use_faiss=True but faiss is not installed (pip install faiss-cpu)")
+        self._faiss = None
+        if use_faiss:
+            import faiss
+
+            self._faiss = faiss.IndexFlatIP(self.vectors.shape[1])
+            self._faiss.add(self.vectors)
+
+    @classmethod
+    def load(cls, path, **kwargs) -> EmbeddingIndex:
+        """An index over an embedding directory written by `clip embed`."""
+        from clip.tasks.embed import load_embeddings
+
+        embeddings = load_embeddings(path)
+        if not len(embeddings):
+            raise TaskError(f"{path}: the embedding directory holds no vectors")
+        index = cls(embeddings.vectors, embeddings.sources, normalize=False, kind=embeddings.kind, **kwargs)
+        index.manifest = embeddings.manifest
+        return index
+
+    def __len__(self):
+        return len(self.vectors)
+
+    @property
+    def dim(self) -> int:
+        return self.vectors.shape[1]
+
+    def topk(self, queries, k: int = 10):
+        """(scores, indices) arrays, (Q, k), best first."""
+        queries = l2_normalize(np.atleast_2d(queries))
+        if self._faiss is not None:
+            scores, indices = self._faiss.search(queries, min(k, len(self)))
+            return scores, indices.astype(np.int64)
+        return topk_cosine(queries, self.vectors, k)
+
+    def search(self, queries, k: int = 10) -> list[list[Hit]]:
+        """For each query vector, its k nearest entries as Hit(score, index, source)."""
+        scores, indices = self.topk(queries, k)
+        return [
+            [Hit(float(s), int(i), self.sources[int(i)]) for s, i in zip(row_scores, row_indices)]
+            for row_scores, row_indices in zip(scores, indices)
+        ]
+
+
+def near_duplicates(vectors, threshold: float = 0.95, chunk_rows: int = 4096) -> list[tuple[int, int, float]]:
+    """Pairs (i, j, cosine) with i < j whose cosine is at least `threshold`, highest first."""
+    vectors = l2_normalize(vectors)
+    pairs = []
+    for start in range(0, len(vectors), chunk_rows):
+        block = vectors[start : start + chunk_rows] @ vectors.T  # C x N
+        rows, cols = np.nonzero(block >= threshold)
+        rows = rows + start
+        keep = cols > rows
+        pairs += [(int(i), int(j), float(block[i - start, j])) for i, j in zip(rows[keep], cols[keep])]
+    return sorted(pairs, key=lambda p: (-p[2], p[0], p[1]))

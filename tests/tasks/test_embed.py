@@ -1,0 +1,153 @@
+"""`clip embed` end to end: chunks and manifest, skipped files, resume after a kill, search round trip."""
+
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+
+from clip.tasks.embed import KILL_AFTER_CHUNKS_ENV, embed_images, load_embeddings
+from task_helpers import PHOTOS, run_clip, run_json
+
+
+def test_embed_folder_writes_chunks_manifest_and_lists_skipped_files(photos_with_junk, tmp_path, encoder):
+    out = tmp_path / "photos.emb"
+    summary = run_json("embed", photos_with_junk, "--out", out, "--chunk-size", "4", "--batch-size", "3", subprocess_=True)
+    assert summary["count"] == 6 and summary["embedded"] == 6 and summary["reused"] == 0
+    assert sorted(e["source"] for e in summary["skipped"]) == ["notes.txt", "sub/empty.png", "sub/truncated.jpg"]
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["complete"] and manifest["kind"] == "image" and manifest["dim"] == encoder.dim
+    assert [c["count"] for c in manifest["chunks"]] == [4, 2]
+    assert sorted(e["source"] for e in manifest["skipped"]) == ["notes.txt", "sub/empty.png", "sub/truncated.jpg"]
+    assert all(e["reason"] for e in manifest["skipped"])
+
+    loaded = load_embeddings(out)
+    names = sorted(os.listdir(PHOTOS))
+    assert [os.path.basename(s) for s in loaded.sources] == names
+    direct = encoder.encode_images(encoder.preprocess([os.path.join(PHOTOS, n) for n in names]))
+    np.testing.assert_allclose(loaded.vectors, direct, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(loaded.vectors, axis=1), 1, atol=1e-5)
+
+
+def test_embed_texts_to_npy(tmp_path, encoder):
+    lines = tmp_path / "captions.txt"
+    lines.write_text("a red circle\n\na blue square\na green star\n")
+    out = tmp_path / "captions.emb"
+    table = run_clip("embed", lines, "--out", out, "--format", "npy", "--chunk-size", "2").stdout
+    assert "3 text vectors" in table
+    assert sorted(os.listdir(out / "chunks")) == ["000000.json", "000000.npy", "000001.json", "000001.npy"]
+    loaded = load_embeddings(out)
+    assert loaded.kind == "text" and loaded.sources == ["a red circle", "a blue square", "a green star"]
+    np.testing.assert_allclose(loaded.vectors, encoder.embed_texts(loaded.sources), atol=1e-5)
+
+    lines.write_text("a red circle\na yellow square\na green star\n")  # line 3 is now line 2, changed
+    proc = run_clip("embed", lines, "--out", out, "--format", "npy", check=False)
+    assert proc.returncode == 2 and "changed since" in proc.stderr
+
+
+def _chunk_stats(out):
+    return {name: (os.stat(out / "chunks" / name).st_mtime_ns, os.stat(out / "chunks" / name).st_ino)
+            for name in os.listdir(out / "chunks")}
+
+
+def test_resume_after_a_kill_recomputes_nothing(tmp_path):
+    from clip.data import SyntheticShapes
+
+    folder = tmp_path / "many"
+    folder.mkdir()
+    shapes = SyntheticShapes(11, seed=7, image_size=48)
+    for i in range(len(shapes)):
+        shapes[i][0].save(folder / f"{i:03d}.png")
+    args = ("--chunk-size", "3", "--batch-size", "2", "--workers", "2")
+
+    full = tmp_path / "full.emb"
+    run_json("embed", folder, "--out", full, *args)
+
+    out = tmp_path / "killed.emb"
+    killed = run_clip("embed", folder, "--out", out, *args, env={KILL_AFTER_CHUNKS_ENV: "2"}, check=False, subprocess_=True)
+    assert killed.returncode == -signal.SIGKILL
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert not manifest["complete"] and manifest["count"] == 6 and len(manifest["chunks"]) == 2
+    assert len(load_embeddings(out)) == 6  # the finished part is usable as it is
+    before = _chunk_stats(out)
+
+    summary = run_json("embed", folder, "--out", out, *args)
+    assert summary["reused"] == 6 and summary["embedded"] == 5 and summary["count"] == 11
+    after = _chunk_stats(out)
+    assert {name: after[name] for name in before} == before  # finished chunks were not rewritten
+
+    resumed, reference = load_embeddings(out), load_embeddings(full)
+    assert resumed.sources == reference.sources
+    np.testing.assert_allclose(resumed.vectors, reference.vectors, atol=1e-6)
+
+    # a complete directory is up to date; a new file is added without touching the rest
+    assert run_json("embed", folder, "--out", out, *args)["embedded"] == 0
+    shapes[0][0].save(folder / "new.png")
+    summary = run_json("embed", folder, "--out", out, *args)
+    assert summary["embedded"] == 1 and summary["count"] == 12
+    assert load_embeddings(out).sources[-1].endswith("new.png")
+
+
+def test_resume_refuses_a_different_input_kind_or_format(tmp_path, shapes_dir):
+    out = tmp_path / "e.emb"
+    run_json("embed", shapes_dir, "--out", out)
+    proc = run_clip("embed", shapes_dir, "--out", out, "--format", "npy", check=False)
+    assert proc.returncode == 2 and "--overwrite" in proc.stderr and "Traceback" not in proc.stderr
+    assert run_json("embed", shapes_dir, "--out", out, "--format", "npy", "--overwrite")["embedded"] == 4
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p.mkdir(), "holds no files"),
+    (lambda p: None, "no such file or directory"),
+])
+def test_empty_or_missing_input_is_one_line(tmp_path, make, message):
+    source = tmp_path / "input"
+    make(source)
+    proc = run_clip("embed", source, "--out", tmp_path / "out", check=False, subprocess_=True)
+    assert proc.returncode == 2 and message in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_missing_model_is_one_line(tmp_path, shapes_dir):
+    proc = run_clip("embed", shapes_dir, "--out", tmp_path / "out", "--model", "/no/such/model", check=False, subprocess_=True)
+    assert proc.returncode == 2 and "no such directory" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_in_memory_embedding_keeps_order_and_lists_failures(encoder, photos_with_junk):
+    paths = [photos_with_junk / "rocket.jpg", photos_with_junk / "notes.txt", photos_with_junk / "chelsea.png"]
+    result = embed_images(encoder, paths, batch_size=1, workers=3)
+    assert result.sources == [str(paths[0]), str(paths[2])]
+    assert [e["source"] for e in result.skipped] == [str(paths[1])]
+    np.testing.assert_allclose(result.vectors, encoder.encode_images(encoder.preprocess([paths[0], paths[2]])), atol=1e-5)
+
+
+def test_embed_then_search_round_trip(tmp_path, shapes_dir, encoder):
+    out = tmp_path / "shapes.emb"
+    run_json("embed", shapes_dir, "--out", out)
+
+    text = run_json("search", out, "--text", "a red circle", "--top-k", "4", subprocess_=True)[0]
+    assert os.path.basename(text["results"][0]["source"]) == "red_circle.png"
+    names = sorted(os.listdir(shapes_dir))
+    images = encoder.encode_images(encoder.preprocess([shapes_dir / n for n in names]))
+    expected = images @ encoder.embed_texts(["a red circle"])[0]
+    for hit in text["results"]:
+        assert hit["score"] == pytest.approx(expected[names.index(os.path.basename(hit["source"]))], abs=1e-5)
+    np.testing.assert_allclose([h["score"] for h in text["results"]], sorted(expected, reverse=True), atol=1e-5)
+
+    image = run_json("search", out, "--image", shapes_dir / "blue_circle.png", "--top-k", "2")[0]
+    assert os.path.basename(image["results"][0]["source"]) == "blue_circle.png"
+    assert image["results"][0]["score"] == pytest.approx(1.0, abs=1e-5)
+
+    table = run_clip("search", out, "--text", "a yellow circle", "--top-k", "1").stdout
+    assert "yellow_circle.png" in table and "rank" in table
+
+
+def test_search_image_to_text(tmp_path, shapes_dir):
+    lines = tmp_path / "labels.txt"
+    lines.write_text("".join(f"a {c} circle\n" for c in ("green", "red", "blue", "yellow")))
+    out = tmp_path / "labels.emb"
+    run_json("embed", lines, "--out", out)
+    hits = run_json("search", out, "--image", shapes_dir / "red_circle.png", "--top-k", "1")[0]["results"]
+    assert hits[0]["source"] == "a red circle"
