@@ -10,7 +10,6 @@ transformers' flax_model.msgpack on request.
 
 from __future__ import annotations
 
-import logging
 import os
 
 import jax
@@ -18,16 +17,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
-from clip.common import checks, hub, io, weights
+from clip.common import checks, hub, io, loading, weights
 from clip.common.formats import transformers_flax
 
-logger = logging.getLogger(__name__)
 
 WEIGHT_CANDIDATES = (hub.SAFETENSORS_NAME, hub.SAFETENSORS_INDEX_NAME, transformers_flax.FILE_NAME, transformers_flax.INDEX_NAME)
 STALE_CANDIDATES = (hub.SAFETENSORS_INDEX_NAME, hub.PYTORCH_NAME, hub.PYTORCH_INDEX_NAME, transformers_flax.FILE_NAME, transformers_flax.INDEX_NAME)
-
-# transformers' generic config flags that the models read with a default when absent
-RUNTIME_CONFIG_KEYS = ("output_attentions", "output_hidden_states", "return_dict")
 
 
 def canonical_class(cls) -> str:
@@ -137,12 +132,7 @@ def from_pretrained(
     **kwargs,
 ):
     hub_kwargs = hub.split_hub_kwargs(kwargs)
-    if config is None:
-        config = cls.config_class.from_pretrained(name_or_path, **hub_kwargs)
-    for key, value in kwargs.items():  # config overrides, e.g. output_hidden_states=True
-        if not hasattr(config, key) and key not in RUNTIME_CONFIG_KEYS:
-            raise TypeError(f"{cls.__name__}.from_pretrained got an unexpected argument {key!r}")
-        setattr(config, key, value)
+    config = loading.resolve_config(cls, name_or_path, config, kwargs, hub_kwargs)
 
     found = hub.resolve_weight_files(name_or_path, WEIGHT_CANDIDATES, **hub_kwargs)
     if found is None:
@@ -155,14 +145,9 @@ def from_pretrained(
 
     model = cls(config, seed=seed, dtype=dtype, param_dtype=param_dtype, _do_init=False)
     expected = expected_parameters(model)
-    report = weights.match_checkpoint(expected, {n: tuple(a.shape) for n, a in arrays.items()})
-    if report["mismatched_keys"] and not ignore_mismatched_sizes:
-        lines = [f"  {n}: the model expects {e}, the checkpoint has {f}" for n, e, f in report["mismatched_keys"]]
-        raise ValueError(
-            f"{name_or_path}: {len(lines)} tensor(s) of the checkpoint do not fit {cls.__name__} "
-            "(pass ignore_mismatched_sizes=True to initialize them instead):\n" + "\n".join(lines)
-        )
-    mismatched = {n for n, _, _ in report["mismatched_keys"]}
+    shapes = {n: tuple(a.shape) for n, a in arrays.items()}
+    report = loading.check_checkpoint(cls, name_or_path, expected, shapes, ignore_mismatched_sizes)
+    mismatched = report["mismatched"]
     fresh = [n for n in expected if n not in arrays or n in mismatched]
     loaded = {n: arrays[n] for n in expected if n not in fresh}  # numpy views: transposed without copies
     loaded.update(init_arrays(config, canonical_class(cls), seed, fresh, param_dtype))
@@ -170,16 +155,8 @@ def from_pretrained(
     model.params = jax.tree.map(lambda a: jnp.asarray(a, dtype=param_dtype), tree)  # one copy each
     del arrays, loaded, tree
 
-    if report["missing_keys"]:
-        logger.warning("Some weights of %s were not in %s and are newly initialized: %s", cls.__name__, name_or_path, report["missing_keys"])
-    if report["unexpected_keys"]:
-        logger.warning("Some weights of %s were not used by %s: %s", name_or_path, cls.__name__, report["unexpected_keys"])
-    if mismatched:
-        logger.warning("Some weights of %s had other shapes and are newly initialized: %s", cls.__name__, report["mismatched_keys"])
-    if output_loading_info:
-        info = {k: report[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
-        return model, {**info, "error_msgs": []}
-    return model
+    info = loading.loading_info(cls, name_or_path, report)
+    return (model, info) if output_loading_info else model
 
 
 # -- saving ---------------------------------------------------------------------------------------

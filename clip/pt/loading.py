@@ -8,7 +8,6 @@ as it goes: peak memory stays near one copy of the weights.
 
 from __future__ import annotations
 
-import logging
 import mmap
 import os
 import warnings
@@ -16,14 +15,10 @@ import warnings
 import numpy as np
 import torch
 
-from clip.common import hub, io, weights
+from clip.common import hub, io, loading, weights
 
-logger = logging.getLogger(__name__)
 
 WEIGHT_CANDIDATES = (hub.SAFETENSORS_NAME, hub.SAFETENSORS_INDEX_NAME, hub.PYTORCH_NAME, hub.PYTORCH_INDEX_NAME)
-
-# transformers' generic config flags that the models read with a default when absent
-RUNTIME_CONFIG_KEYS = ("output_attentions", "output_hidden_states", "return_dict", "problem_type")
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 
@@ -51,12 +46,7 @@ def from_pretrained(
     **kwargs,
 ):
     hub_kwargs = hub.split_hub_kwargs(kwargs)
-    if config is None:
-        config = cls.config_class.from_pretrained(name_or_path, **hub_kwargs)
-    for key, value in kwargs.items():  # config overrides, e.g. output_hidden_states=True
-        if not hasattr(config, key) and key not in RUNTIME_CONFIG_KEYS:
-            raise TypeError(f"{cls.__name__}.from_pretrained got an unexpected argument {key!r}")
-        setattr(config, key, value)
+    config = loading.resolve_config(cls, name_or_path, config, kwargs, hub_kwargs)
     if dtype is not None and torch_dtype is not None and resolve_dtype(dtype) != resolve_dtype(torch_dtype):
         raise ValueError(f"dtype={dtype!r} and torch_dtype={torch_dtype!r} disagree; pass one of them")
     target_dtype = resolve_dtype(dtype if dtype is not None else torch_dtype) or torch.get_default_dtype()
@@ -71,14 +61,9 @@ def from_pretrained(
     canonical = weights.normalize_checkpoint_keys(tensors)  # checkpoint name -> canonical name
     by_canonical = {canon: tensors[name] for name, canon in canonical.items()}
     expected = weights.expected_parameters(config, _canonical_class(cls))
-    report = weights.match_checkpoint(expected, {n: tuple(t.shape) for n, t in by_canonical.items()})
-    if report["mismatched_keys"] and not ignore_mismatched_sizes:
-        lines = [f"  {n}: the model expects {e}, the checkpoint has {f}" for n, e, f in report["mismatched_keys"]]
-        raise ValueError(
-            f"{name_or_path}: {len(lines)} tensor(s) of the checkpoint do not fit {cls.__name__} "
-            "(pass ignore_mismatched_sizes=True to initialize them instead):\n" + "\n".join(lines)
-        )
-    mismatched = {n for n, _, _ in report["mismatched_keys"]}
+    shapes = {n: tuple(t.shape) for n, t in by_canonical.items()}
+    report = loading.check_checkpoint(cls, name_or_path, expected, shapes, ignore_mismatched_sizes)
+    mismatched = report["mismatched"]
 
     with torch.device("meta"):
         model = cls(config)
@@ -98,22 +83,8 @@ def from_pretrained(
     model.init_weights(fresh)  # only what the checkpoint did not provide
     model.eval()
 
-    missing = report["missing_keys"]
-    if missing:
-        logger.warning("Some weights of %s were not in %s and are newly initialized: %s", cls.__name__, name_or_path, missing)
-    if report["unexpected_keys"]:
-        logger.warning("Some weights of %s were not used by %s: %s", name_or_path, cls.__name__, report["unexpected_keys"])
-    if mismatched:
-        logger.warning("Some weights of %s had other shapes and are newly initialized: %s", cls.__name__, report["mismatched_keys"])
-    if output_loading_info:
-        info = {
-            "missing_keys": missing,
-            "unexpected_keys": report["unexpected_keys"],
-            "mismatched_keys": report["mismatched_keys"],
-            "error_msgs": [],
-        }
-        return model, info
-    return model
+    info = loading.loading_info(cls, name_or_path, report)
+    return (model, info) if output_loading_info else model
 
 
 def _canonical_class(cls):

@@ -9,32 +9,22 @@ clip.pt and transformers' CLIPModel read it unchanged.
 
 from __future__ import annotations
 
-import logging
 import os
 
 import numpy as np
 
-from clip.common import hub, io, weights
+from clip.common import hub, io, loading, weights
 from clip.common.formats import transformers_tf
 
-logger = logging.getLogger(__name__)
 
 WEIGHT_CANDIDATES = (hub.SAFETENSORS_NAME, hub.SAFETENSORS_INDEX_NAME, hub.TF_NAME)
 STALE = (hub.SAFETENSORS_INDEX_NAME, hub.PYTORCH_NAME, hub.PYTORCH_INDEX_NAME, hub.TF_NAME)
-
-# transformers' generic config flags that the models read with a default when absent
-RUNTIME_CONFIG_KEYS = ("output_attentions", "output_hidden_states", "return_dict")
 
 
 def from_pretrained(cls, name_or_path, *, config=None, dtype=None, output_loading_info=False, ignore_mismatched_sizes=False, **kwargs):
     """`dtype`: a Keras dtype policy ("float32", "bfloat16", "mixed_float16", ...); default: the global one."""
     hub_kwargs = hub.split_hub_kwargs(kwargs)
-    if config is None:
-        config = cls.config_class.from_pretrained(name_or_path, **hub_kwargs)
-    for key, value in kwargs.items():  # config overrides, e.g. output_hidden_states=True
-        if not hasattr(config, key) and key not in RUNTIME_CONFIG_KEYS:
-            raise TypeError(f"{cls.__name__}.from_pretrained got an unexpected argument {key!r}")
-        setattr(config, key, value)
+    config = loading.resolve_config(cls, name_or_path, config, kwargs, hub_kwargs)
 
     found = hub.resolve_weight_files(name_or_path, WEIGHT_CANDIDATES, **hub_kwargs)
     if found is None:
@@ -50,30 +40,16 @@ def from_pretrained(cls, name_or_path, *, config=None, dtype=None, output_loadin
         by_canonical = {canon: tensors[name] for name, canon in weights.normalize_checkpoint_keys(tensors).items()}
 
     expected = weights.expected_parameters(config, cls.canonical_class)
-    report = weights.match_checkpoint(expected, {n: tuple(np.shape(a)) for n, a in by_canonical.items()})
-    if report["mismatched_keys"] and not ignore_mismatched_sizes:
-        lines = [f"  {n}: the model expects {e}, the checkpoint has {f}" for n, e, f in report["mismatched_keys"]]
-        raise ValueError(
-            f"{name_or_path}: {len(lines)} tensor(s) of the checkpoint do not fit {cls.__name__} "
-            "(pass ignore_mismatched_sizes=True to initialize them instead):\n" + "\n".join(lines)
-        )
-    mismatched = {n for n, _, _ in report["mismatched_keys"]}
+    shapes = {n: tuple(np.shape(a)) for n, a in by_canonical.items()}
+    report = loading.check_checkpoint(cls, name_or_path, expected, shapes, ignore_mismatched_sizes)
+    mismatched = report["mismatched"]
 
     model = cls(config, **({"dtype": dtype} if dtype is not None else {}))
     fresh = assign_canonical(model, {n: a for n, a in by_canonical.items() if n in expected and n not in mismatched})
     model.init_weights(fresh) if fresh else None  # only what the checkpoint did not provide (random so far)
 
-    missing = report["missing_keys"]
-    if missing:
-        logger.warning("Some weights of %s were not in %s and are newly initialized: %s", cls.__name__, name_or_path, missing)
-    if report["unexpected_keys"]:
-        logger.warning("Some weights of %s were not used by %s: %s", name_or_path, cls.__name__, report["unexpected_keys"])
-    if mismatched:
-        logger.warning("Some weights of %s had other shapes and are newly initialized: %s", cls.__name__, report["mismatched_keys"])
-    if output_loading_info:
-        info = {"missing_keys": missing, "unexpected_keys": report["unexpected_keys"], "mismatched_keys": report["mismatched_keys"], "error_msgs": []}
-        return model, info
-    return model
+    info = loading.loading_info(cls, name_or_path, report)
+    return (model, info) if output_loading_info else model
 
 
 def assign_canonical(model, arrays: dict) -> list:

@@ -107,7 +107,7 @@ def test_sub_model_checkpoints(tmp_path, saved, loaded):
 
 
 def test_missing_and_unexpected_keys_are_logged(full_checkpoint, caplog):
-    with caplog.at_level(logging.WARNING, logger="clip.pt.loading"):
+    with caplog.at_level(logging.WARNING, logger="clip"):
         ours.CLIPForImageClassification.from_pretrained(full_checkpoint)
     text = caplog.text
     assert "classifier.weight" in text and "newly initialized" in text

@@ -1,0 +1,57 @@
+"""The framework-neutral steps of every backend's from_pretrained.
+
+Each backend reads its files and assigns arrays its own way; what comes before (the config and
+its overrides) and after (the shape check, the report of missing, unexpected and mismatched
+keys) is the same everywhere and lives here.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from clip.common import weights
+
+logger = logging.getLogger("clip")
+
+# transformers' generic config flags that the models read with a default when absent
+RUNTIME_CONFIG_KEYS = ("output_attentions", "output_hidden_states", "return_dict", "problem_type")
+
+
+def resolve_config(cls, name_or_path, config, overrides: dict, hub_kwargs: dict):
+    """The model's config: given, or read from name_or_path; then keyword overrides applied."""
+    if config is None:
+        config = cls.config_class.from_pretrained(name_or_path, **hub_kwargs)
+    for key, value in overrides.items():  # e.g. output_hidden_states=True
+        if not hasattr(config, key) and key not in RUNTIME_CONFIG_KEYS:
+            raise TypeError(f"{cls.__name__}.from_pretrained got an unexpected argument {key!r}")
+        setattr(config, key, value)
+    return config
+
+
+def check_checkpoint(cls, name_or_path, expected: dict, shapes: dict, ignore_mismatched_sizes: bool) -> dict:
+    """Compare a checkpoint's {canonical name: shape} with the model's before anything is assigned.
+
+    Returns weights.match_checkpoint's report plus "mismatched" (the set of mismatched names);
+    raises one ValueError listing every mismatched tensor unless ignore_mismatched_sizes.
+    """
+    report = weights.match_checkpoint(expected, shapes)
+    if report["mismatched_keys"] and not ignore_mismatched_sizes:
+        lines = [f"  {n}: the model expects {e}, the checkpoint has {f}" for n, e, f in report["mismatched_keys"]]
+        raise ValueError(
+            f"{name_or_path}: {len(lines)} tensor(s) of the checkpoint do not fit {cls.__name__} "
+            "(pass ignore_mismatched_sizes=True to initialize them instead):\n" + "\n".join(lines)
+        )
+    report["mismatched"] = {n for n, _, _ in report["mismatched_keys"]}
+    return report
+
+
+def loading_info(cls, name_or_path, report: dict) -> dict:
+    """Log what was not loaded, as transformers does, and return its output_loading_info dict."""
+    if report["missing_keys"]:
+        logger.warning("Some weights of %s were not in %s and are newly initialized: %s", cls.__name__, name_or_path, report["missing_keys"])
+    if report["unexpected_keys"]:
+        logger.warning("Some weights of %s were not used by %s: %s", name_or_path, cls.__name__, report["unexpected_keys"])
+    if report["mismatched_keys"]:
+        logger.warning("Some weights of %s had other shapes and are newly initialized: %s", cls.__name__, report["mismatched_keys"])
+    info = {k: report[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
+    return {**info, "error_msgs": []}
