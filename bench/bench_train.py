@@ -4,7 +4,9 @@ Rows:
 - one optimizer step (forward, backward, AdamW, logit_scale clamp) of our trainer's objective vs
   transformers' CLIPModel(return_loss=True) with the same AdamW, same weights, same batch;
 - data-parallel scaling: the same global batch in 1 process vs 2 gloo processes (local-loss
-  formulation with all_gather-with-grad), step time ratio.
+  formulation with all_gather-with-grad), step time ratio;
+- the tf and flax trainers' step (clip.train.tf / clip.train.flax: AdamW, clipping, clamp) on the
+  same config and batch size, pairs/s, with our pt step as the baseline.
 
 `--quick` uses 2-layer towers and small batches.
 """
@@ -155,8 +157,73 @@ def _scaling_rows(quick):
     }]
 
 
+def _numpy_batch(config, n, seed=0):
+    ids, mask, pixels = _batch(config, n, seed)
+    return {"input_ids": ids.numpy().astype(np.int32), "attention_mask": mask.numpy().astype(np.int32), "pixel_values": pixels.numpy()}
+
+
+def _flax_step_seconds(config, batch, repeats):
+    import jax
+
+    from clip.flax import FlaxCLIPModel
+    from clip.train import flax as trainer
+
+    model = FlaxCLIPModel(config, seed=0)
+    tx = trainer.build_optimizer(config, steps=100, base_lr=1e-5, warmup=10, weight_decay=0.1, grad_clip=1.0)
+    step = trainer.make_train_step(model, tx, seed=0, dropout=False)
+    inputs = {k: jax.device_put(v[None]) for k, v in _numpy_batch(config, batch).items()}
+    state = {"params": model.params}
+    state["opt"] = tx.init(state["params"])
+
+    def run():
+        state["params"], state["opt"], loss = step(state["params"], state["opt"], inputs, 0)
+        loss.block_until_ready()
+
+    return _time_steps(run, repeats)
+
+
+def _tf_step_seconds(config, batch, repeats):
+    import tensorflow as tf
+
+    from clip.tf import TFCLIPModel
+    from clip.train import tf as trainer
+
+    strategy = tf.distribute.get_strategy()
+    model = TFCLIPModel(config)
+    optimizer, variables = trainer.build_optimizer(model, steps=100, base_lr=1e-5, warmup=10, weight_decay=0.1, grad_clip=1.0)
+    step = trainer.make_train_step(strategy, model, optimizer, variables)
+    inputs = {k: tf.constant(v[None]) for k, v in _numpy_batch(config, batch).items()}
+    return _time_steps(lambda: float(step(inputs)), repeats)
+
+
+def _backend_rows(quick, pt_seconds):
+    config = _config(quick)
+    batch = 8 if quick else 32
+    repeats = 2 if quick else 3
+    size = "2-layer" if quick else "ViT-B/32"
+    out = []
+    for name, measure in (("tf", _tf_step_seconds), ("flax", _flax_step_seconds)):
+        try:
+            seconds = measure(config, batch, repeats)
+        except ImportError as err:
+            out.append({"name": f"{name} train step, {size}, batch {batch}, fp32", "note": f"skipped: {err}"})
+            continue
+        out.append({
+            "name": f"{name} train step, {size}, batch {batch}, fp32",
+            "ours_s": seconds,
+            "baseline_s": pt_seconds,
+            "ratio": pt_seconds / seconds,
+            "target": "informative (baseline: our pt step)",
+            "ours_pairs_per_s": batch / seconds,
+            "baseline_pairs_per_s": batch / pt_seconds,
+            "note": f"{batch / seconds:.1f} pairs/s ({name}) vs {batch / pt_seconds:.1f} pairs/s (pt)",
+        })
+    return out
+
+
 def rows(quick: bool = False) -> list[dict]:
-    return _step_rows(quick) + _scaling_rows(quick)
+    step_rows = _step_rows(quick)
+    return step_rows + _backend_rows(quick, step_rows[0]["ours_s"]) + _scaling_rows(quick)
 
 
 if __name__ == "__main__":

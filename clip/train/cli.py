@@ -8,13 +8,16 @@ import os
 from clip.train.common import SIZES
 
 TRAIN_BACKENDS = ("pt", "tf", "flax")
-AVAILABLE = ("pt",)
+AVAILABLE = TRAIN_BACKENDS
+REQUIREMENTS = {"pt": "PyTorch", "tf": "TensorFlow and Keras 3", "flax": "JAX, Flax and optax"}
 
 EPILOG = """examples:
   clip train --synthetic 20000 --steps 500 --out runs/shapes
   clip train --digits --config tiny --epochs 5 --out runs/digits
   clip train --train captions.csv --init openai/clip-vit-base-patch32 --lr 1e-5 --steps 1000 --out runs/ft
   torchrun --nproc-per-node 2 -m clip train --synthetic 20000 --steps 500 --out runs/ddp
+  clip train --backend flax --synthetic 20000 --steps 500 --out runs/jax     (all JAX devices, data parallel)
+  clip train --backend tf --synthetic 20000 --steps 500 --out runs/tf        (MirroredStrategy over all GPUs)
   clip train ... --out runs/shapes --resume          (continue from the latest checkpoint)
 """
 
@@ -28,7 +31,7 @@ def add_parser(subparsers):
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--backend", choices=TRAIN_BACKENDS, default="pt", help="framework to train in (only pt for now)")
+    p.add_argument("--backend", choices=TRAIN_BACKENDS, default="pt", help="framework to train in: pt (PyTorch, default), tf (TensorFlow/Keras 3) or flax (JAX)")
     model = p.add_argument_group("model")
     start = model.add_mutually_exclusive_group()
     start.add_argument("--config", default=None, help=f"from scratch: a size ({', '.join(SIZES)}) or a config JSON file (default: small)")
@@ -38,7 +41,7 @@ def add_parser(subparsers):
     data.add_argument("--synthetic", type=int, default=None, metavar="N", help="N generated captioned shape images")
     data.add_argument("--digits", action="store_true", help="scikit-learn's handwritten digits (needs scikit-learn)")
     data.add_argument("--val-fraction", type=float, default=0.05, help="held-out share for evaluation (default 0.05)")
-    data.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default 0)")
+    data.add_argument("--workers", type=int, default=0, help="data loading workers: DataLoader processes (pt), decoding threads (flax), tf.data parallel calls (tf; 0: AUTOTUNE)")
     opt = p.add_argument_group("optimization")
     opt.add_argument("--batch-size", type=int, default=128, help="global contrastive batch per micro-step, over all processes (default 128)")
     opt.add_argument("--accum-steps", type=int, default=1, help="micro-batches per optimizer step (each its own contrastive batch)")
@@ -50,7 +53,7 @@ def add_parser(subparsers):
     length.add_argument("--epochs", type=float, default=None, help="passes over the training set (default 1 when --steps is absent)")
     opt.add_argument("--weight-decay", type=float, default=0.1, help="AdamW decay on matrix weights (default 0.1)")
     opt.add_argument("--grad-clip", type=float, default=1.0, help="max global gradient norm, 0 for none (default 1.0)")
-    opt.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="bf16: autocast mixed precision")
+    opt.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="bf16: mixed precision (bfloat16 compute, float32 weights and loss)")
     opt.add_argument("--seed", type=int, default=0)
     run = p.add_argument_group("output")
     run.add_argument("--out", required=True, help="output directory (model, checkpoints, metrics.json)")
@@ -69,7 +72,7 @@ def add_parser(subparsers):
 
 def run_train(args) -> int:
     if args.backend not in AVAILABLE:
-        raise SystemExit(f"clip train: --backend {args.backend} is not available yet; training runs in pt (PyTorch) for now")
+        raise SystemExit(f"clip train: --backend {args.backend} is not available; choose one of {', '.join(AVAILABLE)}")
     if args.steps is None and args.epochs is None:
         args.epochs = 1.0
     for name in ("batch_size", "accum_steps"):
@@ -80,8 +83,13 @@ def run_train(args) -> int:
     if args.resume and not os.path.isdir(args.out):
         raise SystemExit(f"clip train: --resume: {args.out} does not exist")
     try:
-        from clip.train import pt
+        if args.backend == "tf":
+            from clip.train import tf as trainer
+        elif args.backend == "flax":
+            from clip.train import flax as trainer
+        else:
+            from clip.train import pt as trainer
     except ImportError as err:
-        raise SystemExit(f"clip train: the pt backend needs PyTorch ({err})") from None
-    pt.train(args)
+        raise SystemExit(f"clip train: the {args.backend} backend needs {REQUIREMENTS[args.backend]} ({err})") from None
+    trainer.train(args)
     return 0

@@ -10,7 +10,7 @@
 - `Progress`: a tqdm bar when tqdm is installed, plain lines otherwise.
 - `SIZES` / `build_config`: named small model sizes for training from scratch.
 
-A backend trainer (train/pt.py; train/tf.py and train/flax.py to follow) owns only the model,
+A backend trainer (train/pt.py, train/tf.py, train/flax.py) owns only the model,
 the optimizer, the step and the saving of its own optimizer state.
 """
 
@@ -40,6 +40,13 @@ SIZES = {
     },
     "small": {
         "text": {"hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4, "max_position_embeddings": 24},
+        "vision": {"hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 3, "num_attention_heads": 4, "image_size": 48, "patch_size": 8},
+        "projection_dim": 64,
+    },
+    # the embedded default model (clip/models/default): "small" with 16 text positions (the synthetic
+    # captions need at most 13 tokens), which cuts the text tower's work by a third
+    "shapes": {
+        "text": {"hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4, "max_position_embeddings": 16},
         "vision": {"hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 3, "num_attention_heads": 4, "image_size": 48, "patch_size": 8},
         "projection_dim": 64,
     },
@@ -363,3 +370,92 @@ def build_datasets(args, image_size: int) -> tuple:
         images = [val[i][0] for i in range(len(val))]
         tasks["zero_shot_digits"] = (images, full.zero_shot_labels(), full.labels[val_idx])
     return data.Subset(full, train_idx), val, tasks
+
+
+# -- shared by the tf and flax trainers ------------------------------------------------------------
+def build_processor(config):
+    """The processor of a model trained from scratch: images at the config's size, CLIP's tokenizer."""
+    from clip.common.image_processor import CLIPImageProcessor
+    from clip.common.processor import CLIPProcessor
+    from clip.common.tokenizer import CLIPTokenizerFast
+
+    size = config.vision_config.image_size
+    image_processor = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+    return CLIPProcessor(image_processor, CLIPTokenizerFast(model_max_length=config.text_config.max_position_embeddings))
+
+
+class BatchReader:
+    """Dataset indices -> a numpy batch {"input_ids", "attention_mask" (int32), "pixel_values" (float32 NCHW)}.
+
+    An item that cannot be read (a file gone or corrupted since the dataset was listed) is reported
+    once and replaced by the next readable item, deterministically, so that a run goes on and a
+    resumed run reads exactly what an uninterrupted one did. Safe to call from several threads.
+    """
+
+    def __init__(self, dataset, processor, max_length: int, report=None):
+        import threading
+        import warnings
+
+        self.dataset, self.processor, self.max_length = dataset, processor, max_length
+        self._tokenizer_lock = threading.Lock()  # a fast tokenizer is not reentrant across threads
+        self.report = report or (lambda message: warnings.warn(message, stacklevel=2))
+        self.problems: dict[int, str] = {}
+
+    def item(self, index: int):
+        size = len(self.dataset)
+        for offset in range(size):
+            j = (index + offset) % size
+            try:
+                return self.dataset[j]
+            except Exception as err:  # noqa: BLE001 - any unreadable row is skipped, whatever the reason
+                if j not in self.problems:
+                    self.problems[j] = f"{type(err).__name__}: {err}"
+                    self.report(f"clip train: item {j} is unreadable ({self.problems[j]}); using the next readable item")
+        raise ValueError("clip train: no item of the training set can be read")
+
+    def __call__(self, indices) -> dict:
+        images, captions = zip(*(self.item(int(i)) for i in indices))
+        return self.encode(list(images), list(captions))
+
+    def encode(self, images, captions) -> dict:
+        pixels = self.processor.image_processor(images, return_tensors="np")["pixel_values"]
+        with self._tokenizer_lock:
+            text = self.processor.tokenizer(captions, padding="max_length", truncation=True, max_length=self.max_length, return_tensors="np")
+        return {
+            "input_ids": np.asarray(text["input_ids"], dtype=np.int32),
+            "attention_mask": np.asarray(text["attention_mask"], dtype=np.int32),
+            "pixel_values": np.ascontiguousarray(pixels, dtype=np.float32),
+        }
+
+
+def run_settings(args, steps: int, warmup: int, dataset_size: int, world: int) -> dict:
+    """The settings stored in checkpoints and compared by check_resume_compatible (pt's run_info)."""
+    return {"batch_size": args.batch_size, "accum_steps": args.accum_steps, "lr": args.lr, "warmup_steps": warmup,
+            "weight_decay": args.weight_decay, "grad_clip": args.grad_clip, "precision": args.precision,
+            "seed": args.seed, "total_steps": steps, "dataset_size": dataset_size, "world_size": world}
+
+
+def evaluate_with(encode_images, encode_texts, val, tasks, max_items: int = 2000) -> dict:
+    """Retrieval Recall@1/5/10 on (up to max_items of) the held-out set plus zero-shot accuracies,
+    given a backend's encoders: list of images -> (n, E) array, list of texts -> (n, E) array."""
+    metrics = {}
+    if val is not None and len(val):
+        items = [val[i] for i in range(min(len(val), max_items))]
+        metrics.update(retrieval_metrics(encode_images([im for im, _ in items]), encode_texts([c for _, c in items])))
+        metrics["val_pairs"] = len(items)
+    for name, (images, labels, targets) in tasks.items():
+        metrics[name] = zero_shot_accuracy(encode_images(list(images)), encode_texts(list(labels)), targets)
+    return metrics
+
+
+def finish_run(args, out_metrics: dict, history, steps: int, start: int, step: int, elapsed: float, run_info: dict) -> dict:
+    """metrics.json and the printed summary at the end of a run, as the pt trainer writes them."""
+    from clip.common.io import atomic_write_json
+
+    result = {"steps": steps, "final_loss": history[-1][1] if history else None, "train_seconds_this_run": round(elapsed, 1),
+              "pairs_per_second": round((step - start) * args.batch_size * args.accum_steps / max(elapsed, 1e-9), 1),
+              **out_metrics, "run": run_info}
+    atomic_write_json(os.path.join(args.out, "metrics.json"), result)
+    if not args.quiet:
+        print(json.dumps({k: v for k, v in result.items() if k != "run"}, indent=2))
+    return result

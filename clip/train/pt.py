@@ -105,13 +105,17 @@ class ContrastiveObjective(nn.Module):
         return local_clip_loss(image, text, self.model.logit_scale, self.rank, self.world)
 
 
-def build_optimizer(model, lr: float, weight_decay: float, betas=(0.9, 0.98), eps=1e-6):
-    """AdamW with decay on matrix weights only (common.applies_weight_decay); CLIP's betas and eps."""
+def build_optimizer(model, lr: float, weight_decay: float, betas=(0.9, 0.98), eps=1e-6, fused: bool = False):
+    """AdamW with decay on matrix weights only (common.applies_weight_decay); CLIP's betas and eps.
+
+    fused: torch's fused AdamW kernel (the same update, several times faster on CPU for the large
+    token embedding of small models); set by the environment variable CLIP_TRAIN_FUSED_ADAMW=1.
+    """
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     decay = [p for n, p in named if common.applies_weight_decay(n)]
     no_decay = [p for n, p in named if not common.applies_weight_decay(n)]
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps)
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, **({"fused": True} if fused else {}))
 
 
 def clamp_logit_scale(model):
@@ -280,7 +284,7 @@ def train(args) -> dict:
     order = common.DataOrder(len(train_set), args.batch_size, args.seed, world, rank)
     steps = common.total_steps(args.steps, args.epochs, len(train_set), args.batch_size, args.accum_steps)
     warmup = min(args.warmup_steps, steps)
-    optimizer = build_optimizer(model, args.lr, args.weight_decay)
+    optimizer = build_optimizer(model, args.lr, args.weight_decay, fused=os.environ.get("CLIP_TRAIN_FUSED_ADAMW") == "1")
     run_info = {"batch_size": args.batch_size, "accum_steps": args.accum_steps, "lr": args.lr, "warmup_steps": warmup,
                 "weight_decay": args.weight_decay, "grad_clip": args.grad_clip, "precision": args.precision,
                 "seed": args.seed, "total_steps": steps, "dataset_size": len(train_set), "world_size": world}
