@@ -371,9 +371,11 @@ def build_parser() -> argparse.ArgumentParser:
     _search_parser(sub)
     _retrieval_parser(sub)
     _similarity_parser(sub)
+    from clip.convert_cli import add_parser as add_convert_parser
     from clip.train.cli import add_parser as add_train_parser
 
     add_train_parser(sub)
+    add_convert_parser(sub)
     return parser
 
 
