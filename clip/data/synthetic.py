@@ -35,6 +35,13 @@ BACKGROUNDS = ("noise", "stripes", "checks", "plain")
 
 _SUPERSAMPLE = 2  # draw at twice the size and downsample: smooth edges at small image sizes
 
+# Shape radii as a fraction of the image side, per size word (each drawn x uniform(0.9, 1.1)):
+# single-shape scenes (and zero_shot_set) and two-shape scenes.
+SINGLE_RADIUS = {"small": 0.2, "large": 0.34}
+PAIR_RADIUS = {"small": 0.11, "large": 0.19}
+# Single shapes are centred within this distance of the middle of the image (and kept inside it).
+SINGLE_SPREAD = 0.5
+
 
 def zero_shot_labels(colours=tuple(COLOURS), shapes=SHAPES) -> tuple[list[str], list[tuple[str, str]]]:
     """The colour x shape label texts ("a red circle", ...) and their (colour, shape) pairs."""
@@ -48,7 +55,7 @@ class SyntheticShapes:
     two_shape_fraction: share of two-shape scenes; exclude: (colour, shape) pairs never drawn.
     """
 
-    def __init__(self, size: int = 10000, seed: int = 0, image_size: int = 64, two_shape_fraction: float = 0.5,
+    def __init__(self, size: int = 10000, seed: int = 0, image_size: int = 64, two_shape_fraction: float = 0.3,
                  exclude=HELD_OUT_COMBOS):
         if size <= 0:
             raise ValueError(f"SyntheticShapes needs a positive size, got {size}")
@@ -77,15 +84,13 @@ class SyntheticShapes:
         if rng.random() >= self.two_shape_fraction:
             colour, shape = self.combos[rng.integers(len(self.combos))]
             size = SIZES[rng.integers(2)]
-            radius = (0.14 if size == "small" else 0.27) * rng.uniform(0.9, 1.1)
-            margin = radius + 0.03
-            item = _shape(rng, colour, shape, size, radius, rng.uniform(margin, 1 - margin), rng.uniform(margin, 1 - margin))
+            item = _single_shape(rng, colour, shape, size)
             caption = f"a {size} {colour} {shape}" if rng.random() < 0.5 else f"a {colour} {shape}"
             return {"shapes": [item], "background": background, "caption": caption}
         relation = RELATIONS[rng.integers(len(RELATIONS))]
         first, second = (self.combos[j] for j in rng.choice(len(self.combos), 2, replace=False))
         sizes = [SIZES[rng.integers(2)] for _ in range(2)]
-        radii = [(0.11 if s == "small" else 0.19) * rng.uniform(0.9, 1.1) for s in sizes]
+        radii = [PAIR_RADIUS[s] * rng.uniform(0.9, 1.1) for s in sizes]
         along = [0.27 + rng.uniform(-0.03, 0.03), 0.73 + rng.uniform(-0.03, 0.03)]  # first shape, second shape
         if relation in ("right of", "below"):
             along.reverse()
@@ -109,15 +114,19 @@ def zero_shot_set(count: int, seed: int = 12345, image_size: int = 64, combos=No
         colour, shape = combos[i % len(combos)]
         rng = np.random.default_rng([seed, i])
         size = SIZES[rng.integers(2)]
-        radius = (0.14 if size == "small" else 0.27) * rng.uniform(0.9, 1.1)
-        margin = radius + 0.03
-        item = _shape(rng, colour, shape, size, radius, rng.uniform(margin, 1 - margin), rng.uniform(margin, 1 - margin))
+        item = _single_shape(rng, colour, shape, size)
         images.append(render({"shapes": [item], "background": _background_spec(rng)}, image_size))
         targets.append(all_combos.index((colour, shape)))
     return images, labels, np.asarray(targets)
 
 
 # -- scene parts --------------------------------------------------------------------------------
+def _single_shape(rng, colour, shape, size) -> dict:
+    radius = SINGLE_RADIUS[size] * rng.uniform(0.9, 1.1)
+    low, high = max(radius + 0.03, 0.5 - SINGLE_SPREAD), min(1 - radius - 0.03, 0.5 + SINGLE_SPREAD)
+    return _shape(rng, colour, shape, size, radius, rng.uniform(low, high), rng.uniform(low, high))
+
+
 def _shape(rng, colour, shape, size, radius, x, y) -> dict:
     jitter = rng.integers(-18, 19, size=3)
     rgb = tuple(int(v) for v in np.clip(np.asarray(COLOURS[colour]) + jitter, 0, 255))
