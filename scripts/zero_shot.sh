@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 if [ "$#" -eq 0 ]; then
-  set -- tests/data/images/chelsea.png --labels "a photo of a cat,a photo of a dog,a photo of a rocket,a cup of coffee"
+  # The embedded default model knows coloured shapes (clip/models/default/MODEL_CARD.md):
+  # classify the sample shapes in examples/ against every colour x shape label.
+  set -- examples/*.png --top-k 3 --labels "a red circle,a red square,a red triangle,a red star,a red cross,a green circle,a green square,a green triangle,a green star,a green cross,a blue circle,a blue square,a blue triangle,a blue star,a blue cross,a yellow circle,a yellow square,a yellow triangle,a yellow star,a yellow cross,a purple circle,a purple square,a purple triangle,a purple star,a purple cross,a orange circle,a orange square,a orange triangle,a orange star,a orange cross"
 fi
 exec .venv/bin/python -m clip zero-shot "$@"
