@@ -40,6 +40,28 @@ def gelu_tanh(x):
 ACTIVATIONS = {"quick_gelu": quick_gelu, "gelu": F.gelu, "gelu_new": gelu_tanh, "gelu_pytorch_tanh": gelu_tanh, "relu": F.relu}
 
 
+def quick_gelu_(x):
+    return x.mul_(torch.sigmoid_(x * 1.702))
+
+
+# In-place forms for inference, where the input is a fresh activation nobody else reads: on CPU
+# every new multi-MB buffer costs page faults, about as much as the arithmetic on it.
+INPLACE_ACTIVATIONS = {"quick_gelu": quick_gelu_, "relu": torch.relu_}
+
+
+def can_work_in_place(module) -> bool:
+    """Whether intermediate results inside `module` may be overwritten: not when autograd needs
+    them, nor when a forward hook may have kept a reference to one."""
+    if torch.is_grad_enabled() or nn.modules.module._global_forward_hooks:
+        return False
+    return not any(m._forward_hooks for m in module.modules())
+
+
+def residual(x, update, inplace):
+    """x + update; with `inplace`, written into the fresh `update` (same values, no new buffer)."""
+    return update.add_(x) if inplace else x + update
+
+
 def explicit_attention(q, k, v, mask, is_causal, scale, dropout):
     """softmax(q k^T * scale + mask) v, also returning the weights: (B,H,L,d) -> (B,H,L,d), (B,H,L,L)."""
     weights = torch.matmul(q, k.transpose(-1, -2)) * scale
@@ -99,11 +121,13 @@ class CLIPMLP(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.activation_fn = ACTIVATIONS[config.hidden_act]
+        self.activation_inplace = INPLACE_ACTIVATIONS.get(config.hidden_act, self.activation_fn)
         self.fc1 = nn.Linear(config.hidden_size, config.intermediate_size)
         self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size)
 
     def forward(self, x):
-        return self.fc2(self.activation_fn(self.fc1(x)))
+        activation = self.activation_inplace if can_work_in_place(self) else self.activation_fn
+        return self.fc2(activation(self.fc1(x)))
 
 
 class CLIPEncoderLayer(nn.Module):
@@ -115,9 +139,10 @@ class CLIPEncoderLayer(nn.Module):
         self.layer_norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
     def forward(self, x, mask=None, is_causal=False, output_attentions=False):
+        inplace = can_work_in_place(self)
         attn, weights = self.self_attn(self.layer_norm1(x), mask, is_causal, output_attentions)
-        x = x + attn
-        x = x + self.mlp(self.layer_norm2(x))
+        x = residual(x, attn, inplace)
+        x = residual(x, self.mlp(self.layer_norm2(x)), inplace)
         return x, weights
 
     def forward_at(self, x, index, mask=None):
@@ -126,10 +151,11 @@ class CLIPEncoderLayer(nn.Module):
         Pooling reads one token of the last layer, so only that token needs its query, its
         residual and its MLP: about 1/num_layers of the tower's work saved, exactly.
         """
+        inplace = can_work_in_place(self)
         h = self.layer_norm1(x)
         rows = torch.arange(x.shape[0], device=x.device)
-        y = x[rows, index] + self.self_attn.forward_query(h, h[rows, index], mask)  # BD
-        return y + self.mlp(self.layer_norm2(y))
+        y = residual(x[rows, index], self.self_attn.forward_query(h, h[rows, index], mask), inplace)  # BD
+        return residual(y, self.mlp(self.layer_norm2(y)), inplace)
 
 
 class CLIPEncoder(nn.Module):

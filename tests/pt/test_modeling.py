@@ -327,3 +327,34 @@ def test_text_and_vision_configs_accept_full_config_only_where_expected():
     text, vision = config.text_config, config.vision_config
     assert isinstance(ours.CLIPTextModelWithProjection(text).config, CLIPTextConfig)
     assert ours.CLIPVisionModelWithProjection(vision).visual_projection.weight.shape == (40, 32)
+
+
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
+def test_inference_matches_autograd_and_keeps_hooked_outputs(mode):
+    # Without autograd the layers reuse their fresh buffers in place; results must not change,
+    # and a forward hook's captured output must not be overwritten afterwards.
+    model, ref = make_pair("quick_gelu", "CLIPModel")
+    inputs = make_inputs("quick_gelu")
+    context = torch.no_grad if mode == "no_grad" else torch.inference_mode
+    with context():
+        out = model(**inputs, output_hidden_states=True)
+    expected = ref(**inputs, output_hidden_states=True)
+    assert_close_outputs(out, expected)
+
+    captured = {}
+    layer = model.vision_model.encoder.layers[0]
+    handles = [
+        layer.self_attn.register_forward_hook(lambda m, i, o: captured.__setitem__("attn", o[0])),
+        layer.mlp.fc1.register_forward_hook(lambda m, i, o: captured.__setitem__("fc1", o)),
+    ]
+    with context():
+        model(**inputs)
+    for h in handles:
+        h.remove()
+    ref_layer = ref.vision_model.encoder.layers[0]
+    x = ref.vision_model.pre_layrnorm(ref.vision_model.embeddings(inputs["pixel_values"]))
+    with torch.no_grad():
+        attn = ref_layer.self_attn(ref_layer.layer_norm1(x))[0]
+        fc1 = ref_layer.mlp.fc1(ref_layer.layer_norm2(x + attn))
+    assert (captured["attn"] - attn).abs().max() <= 1e-5
+    assert (captured["fc1"] - fc1).abs().max() <= 1e-5
