@@ -129,6 +129,8 @@ def _ddp_worker(rank, world, port, quick, batch, result_path):
     if rank == 0:
         with open(result_path, "w") as f:
             json.dump({"seconds": seconds}, f)
+    # every rank reaches teardown together: a rank that leaves early aborts gloo on its peer
+    dist.barrier()
     dist.destroy_process_group()
 
 

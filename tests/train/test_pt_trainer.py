@@ -101,6 +101,8 @@ def _ddp_worker(rank, world, port, out_path):
     mean_loss /= world
     if rank == 0:
         torch.save({"loss": mean_loss, "params": {n: p.detach().clone() for n, p in model.named_parameters()}}, out_path)
+    # every rank reaches teardown together: a rank that leaves early aborts gloo on its peer
+    dist.barrier()
     dist.destroy_process_group()
 
 
