@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from clip.common import weights
+from clip.common import hub, weights
 
 logger = logging.getLogger("clip")
 
@@ -26,6 +26,14 @@ def resolve_config(cls, name_or_path, config, overrides: dict, hub_kwargs: dict)
             raise TypeError(f"{cls.__name__}.from_pretrained got an unexpected argument {key!r}")
         setattr(config, key, value)
     return config
+
+
+def find_weights(name_or_path, candidates, hub_kwargs: dict, hint: str = "") -> tuple[str, list[str]]:
+    """(the weight file name that matched, [local paths]); a clear error when none is there."""
+    found = hub.resolve_weight_files(name_or_path, candidates, **hub_kwargs)
+    if found is None:
+        raise hub.CheckpointNotFoundError(f"{name_or_path}: no weights found (looked for {', '.join(candidates)}{hint})")
+    return found
 
 
 def check_checkpoint(cls, name_or_path, expected: dict, shapes: dict, ignore_mismatched_sizes: bool) -> dict:

@@ -134,13 +134,8 @@ def from_pretrained(
     hub_kwargs = hub.split_hub_kwargs(kwargs)
     config = loading.resolve_config(cls, name_or_path, config, kwargs, hub_kwargs)
 
-    found = hub.resolve_weight_files(name_or_path, WEIGHT_CANDIDATES, **hub_kwargs)
-    if found is None:
-        raise hub.CheckpointNotFoundError(
-            f"{name_or_path}: no weights found (looked for {', '.join(WEIGHT_CANDIDATES)}; "
-            "convert PyTorch .bin checkpoints with clip.pt first)"
-        )
-    kind, paths = found
+    hint = "; convert PyTorch .bin checkpoints with clip.pt first"
+    kind, paths = loading.find_weights(name_or_path, WEIGHT_CANDIDATES, hub_kwargs, hint)
     arrays = read_weights(kind, paths)  # canonical name -> numpy array, no copies yet
 
     model = cls(config, seed=seed, dtype=dtype, param_dtype=param_dtype, _do_init=False)

@@ -52,10 +52,7 @@ def from_pretrained(
     target_dtype = resolve_dtype(dtype if dtype is not None else torch_dtype) or torch.get_default_dtype()
     device = torch.device(device) if device is not None else torch.device("cpu")
 
-    found = hub.resolve_weight_files(name_or_path, WEIGHT_CANDIDATES, **hub_kwargs)
-    if found is None:
-        raise hub.CheckpointNotFoundError(f"{name_or_path}: no weights found (looked for {', '.join(WEIGHT_CANDIDATES)})")
-    kind, paths = found
+    kind, paths = loading.find_weights(name_or_path, WEIGHT_CANDIDATES, hub_kwargs)
     tensors = read_weights(kind, paths)  # checkpoint name -> numpy array or CPU tensor (no copies yet)
 
     canonical = weights.normalize_checkpoint_keys(tensors)  # checkpoint name -> canonical name

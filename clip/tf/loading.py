@@ -26,13 +26,8 @@ def from_pretrained(cls, name_or_path, *, config=None, dtype=None, output_loadin
     hub_kwargs = hub.split_hub_kwargs(kwargs)
     config = loading.resolve_config(cls, name_or_path, config, kwargs, hub_kwargs)
 
-    found = hub.resolve_weight_files(name_or_path, WEIGHT_CANDIDATES, **hub_kwargs)
-    if found is None:
-        raise hub.CheckpointNotFoundError(
-            f"{name_or_path}: no weights found (looked for {', '.join(WEIGHT_CANDIDATES)}; "
-            "pytorch_model.bin needs clip.pt: load it there and save_pretrained to get model.safetensors)"
-        )
-    kind, paths = found
+    hint = "; pytorch_model.bin needs clip.pt: load it there and save_pretrained to get model.safetensors"
+    kind, paths = loading.find_weights(name_or_path, WEIGHT_CANDIDATES, hub_kwargs, hint)
     if kind == hub.TF_NAME:
         by_canonical = transformers_tf.to_canonical(read_h5(paths[0]))
     else:

@@ -241,3 +241,10 @@ def test_peak_memory_of_loading_stays_near_one_copy(tmp_path):
     growth = int(result.stdout.strip().splitlines()[-1])
     assert size > 20e6
     assert growth <= 1.3 * size, f"RSS grew by {growth / 1e6:.1f} MB for a {size / 1e6:.1f} MB checkpoint"
+
+
+def test_directory_without_weights_names_the_files_looked_for(tmp_path):
+    model, _ = make_pair("quick_gelu", "CLIPModel")
+    model.config.save_pretrained(tmp_path)
+    with pytest.raises(OSError, match="no weights found.*model.safetensors.*pytorch_model.bin"):
+        ours.CLIPModel.from_pretrained(tmp_path)
