@@ -26,6 +26,7 @@ from clip.common.outputs import (
     CLIPVisionModelOutput,
     ImageClassifierOutput,
 )
+from clip.pt.kernels import Linear, PatchConv, patch_tokens
 from clip.pt.loss import classification_loss, clip_loss
 
 
@@ -86,10 +87,10 @@ class CLIPAttention(nn.Module):
         self.scale = self.head_dim**-0.5
         self.dropout = config.attention_dropout
         width = config.hidden_size
-        self.k_proj = nn.Linear(width, width)
-        self.v_proj = nn.Linear(width, width)
-        self.q_proj = nn.Linear(width, width)
-        self.out_proj = nn.Linear(width, width)
+        self.k_proj = Linear(width, width)
+        self.v_proj = Linear(width, width)
+        self.q_proj = Linear(width, width)
+        self.out_proj = Linear(width, width)
 
     def forward(self, x, mask=None, is_causal=False, output_attentions=False):
         B, L, D = x.shape
@@ -122,8 +123,8 @@ class CLIPMLP(nn.Module):
         super().__init__()
         self.activation_fn = ACTIVATIONS[config.hidden_act]
         self.activation_inplace = INPLACE_ACTIVATIONS.get(config.hidden_act, self.activation_fn)
-        self.fc1 = nn.Linear(config.hidden_size, config.intermediate_size)
-        self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.fc1 = Linear(config.hidden_size, config.intermediate_size)
+        self.fc2 = Linear(config.intermediate_size, config.hidden_size)
 
     def forward(self, x):
         activation = self.activation_inplace if can_work_in_place(self) else self.activation_fn
@@ -208,13 +209,12 @@ class CLIPVisionEmbeddings(nn.Module):
         super().__init__()
         self.image_size, self.patch_size = config.image_size, config.patch_size
         self.class_embedding = nn.Parameter(torch.empty(config.hidden_size))
-        self.patch_embedding = nn.Conv2d(config.num_channels, config.hidden_size, config.patch_size, config.patch_size, bias=False)
+        self.patch_embedding = PatchConv(config.num_channels, config.hidden_size, config.patch_size, config.patch_size, bias=False)
         self.position_embedding = nn.Embedding(config.num_patches + 1, config.hidden_size)
 
     def forward(self, pixel_values, interpolate_pos_encoding=False):
         B, _, height, width = pixel_values.shape
-        patches = self.patch_embedding(pixel_values.to(self.patch_embedding.weight.dtype))  # B,D,h,w
-        patches = patches.flatten(2).transpose(1, 2)  # BD(hw) -> BND
+        patches = patch_tokens(pixel_values.to(self.patch_embedding.weight.dtype), self.patch_embedding)  # BND
         x = torch.cat([self.class_embedding.expand(B, 1, -1), patches], dim=1)  # B,1+N,D
         if interpolate_pos_encoding:
             return x + self.resized_positions(x.shape[1] - 1, height, width)
@@ -413,7 +413,7 @@ class CLIPTextModelWithProjection(CLIPPreTrainedModel):
     def __init__(self, config: CLIPTextConfig):
         super().__init__(config)
         self.text_model = CLIPTextTransformer(config)
-        self.text_projection = nn.Linear(config.hidden_size, config.projection_dim, bias=False)
+        self.text_projection = Linear(config.hidden_size, config.projection_dim, bias=False)
         self.init_weights()
 
     def get_input_embeddings(self):
@@ -450,7 +450,7 @@ class CLIPVisionModelWithProjection(CLIPPreTrainedModel):
     def __init__(self, config: CLIPVisionConfig):
         super().__init__(config)
         self.vision_model = CLIPVisionTransformer(config)
-        self.visual_projection = nn.Linear(config.hidden_size, config.projection_dim, bias=False)
+        self.visual_projection = Linear(config.hidden_size, config.projection_dim, bias=False)
         self.init_weights()
 
     def get_input_embeddings(self):
@@ -471,8 +471,8 @@ class CLIPModel(CLIPPreTrainedModel):
         self.logit_scale = nn.Parameter(torch.empty(()))
         self.text_model = CLIPTextTransformer(config.text_config)
         self.vision_model = CLIPVisionTransformer(config.vision_config)
-        self.visual_projection = nn.Linear(config.vision_config.hidden_size, config.projection_dim, bias=False)
-        self.text_projection = nn.Linear(config.text_config.hidden_size, config.projection_dim, bias=False)
+        self.visual_projection = Linear(config.vision_config.hidden_size, config.projection_dim, bias=False)
+        self.text_projection = Linear(config.text_config.hidden_size, config.projection_dim, bias=False)
         self.init_weights()
 
     def get_text_features(self, input_ids=None, attention_mask=None, position_ids=None):
@@ -518,7 +518,7 @@ class CLIPForImageClassification(CLIPPreTrainedModel):
         self.num_labels = config.num_labels
         self.vision_model = CLIPVisionTransformer(config.vision_config)
         width = config.vision_config.hidden_size
-        self.classifier = nn.Linear(width, self.num_labels) if self.num_labels > 0 else nn.Identity()
+        self.classifier = Linear(width, self.num_labels) if self.num_labels > 0 else nn.Identity()
         self.init_weights()
 
     def forward(self, pixel_values=None, labels=None, output_attentions=None, output_hidden_states=None, return_dict=None, interpolate_pos_encoding=False):

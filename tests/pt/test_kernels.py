@@ -1,0 +1,119 @@
+"""The CPU inference kernels (clip.pt.kernels): same numbers as PyTorch's own ops and as
+transformers, and a bfloat16 weight cache that never serves stale weights."""
+
+from __future__ import annotations
+
+import copy
+import io
+import pickle
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from clip.pt import kernels
+
+from pt_helpers import CONFIGS, assert_close_outputs, make_inputs, make_pair
+
+needs_onednn = pytest.mark.skipif(not kernels.ONEDNN, reason="this PyTorch build has no oneDNN linear")
+needs_onednn_bf16 = pytest.mark.skipif(not kernels.ONEDNN_BF16, reason="no oneDNN bfloat16 on this CPU")
+
+
+@needs_onednn
+def test_inference_path_is_the_onednn_one_only_without_autograd():
+    x, w = torch.randn(3, 8), torch.randn(4, 8)
+    assert kernels.uses_onednn(x, w) is False  # autograd on: PyTorch's differentiable linear
+    with torch.no_grad():
+        assert kernels.uses_onednn(x, w)
+        assert not kernels.uses_onednn(x.half(), w.half())  # no oneDNN float16 on CPU: PyTorch's
+        assert not kernels.uses_onednn(x, w.double())
+
+
+@needs_onednn
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_inference_features_match_transformers(name):
+    model, ref = make_pair(name, "CLIPModel")
+    inputs = make_inputs(name)
+    with torch.inference_mode():
+        for ours_call, ref_call in (
+            (model.get_image_features, ref.get_image_features),
+            (model.get_text_features, ref.get_text_features),
+        ):
+            keys = ("pixel_values",) if ours_call == model.get_image_features else ("input_ids", "attention_mask")
+            args = {k: inputs[k] for k in keys}
+            assert (ours_call(**args) - ref_call(**args)).abs().max() <= 1e-5
+        assert_close_outputs(model(**inputs, output_hidden_states=True), ref(**inputs, output_hidden_states=True))
+
+
+@pytest.mark.parametrize("size", [(24, 24), (26, 30), (33, 17)])
+def test_patch_matmul_equals_the_conv_including_remainders(size):
+    # sizes that are not multiples of the patch: the conv drops the remainder, so must we
+    conv = kernels.PatchConv(3, 16, 8, 8, bias=False)
+    pixels = torch.randn(2, 3, *size)
+    expected = F.conv2d(pixels, conv.weight, stride=8).flatten(2).transpose(1, 2)
+    with torch.no_grad():
+        got = kernels.patch_tokens(pixels, conv)
+    assert got.shape == expected.shape == (2, (size[0] // 8) * (size[1] // 8), 16)
+    assert (got - expected).abs().max() <= 1e-5
+    assert torch.equal(kernels.patch_tokens(pixels, conv).detach(), expected.detach())  # autograd: the conv itself
+
+
+def test_interpolated_positions_at_uneven_sizes_match_transformers():
+    model, ref = make_pair("gelu", "CLIPVisionModelWithProjection")
+    pixels = torch.randn(2, 3, 44, 52)
+    with torch.inference_mode():
+        ours_out = model(pixel_values=pixels, interpolate_pos_encoding=True)
+        ref_out = ref(pixel_values=pixels, interpolate_pos_encoding=True)
+    assert_close_outputs(ours_out, ref_out)
+
+
+@needs_onednn_bf16
+def test_bfloat16_packed_weight_follows_every_kind_of_weight_change():
+    torch.manual_seed(0)
+    layer = kernels.Linear(64, 48).to(torch.bfloat16)
+    x = torch.randn(5, 64, dtype=torch.bfloat16)
+
+    def check(what):
+        with torch.no_grad():
+            got = layer(x)
+            want = F.linear(x, layer.weight, layer.bias)
+        assert (got.float() - want.float()).abs().max() <= 1e-2, f"stale weights after {what}"
+
+    check("first call")
+    assert "_onednn_packed" in layer.__dict__
+    with torch.no_grad():
+        layer.weight.mul_(2)  # in-place, version counter bumps
+    check("in-place update")
+    layer.weight.data.mul_(-0.5)  # .data bypasses the version counter; the value sample sees it
+    check("in-place update through .data")
+    layer.load_state_dict({"weight": torch.randn(48, 64), "bias": torch.randn(48)})
+    check("load_state_dict")
+    layer.float().to(torch.bfloat16)  # new storage, maybe at a recycled address
+    check("dtype round trip")
+    assert "_onednn_packed" in layer.__dict__
+    opt = torch.optim.SGD(layer.parameters(), lr=0.5)
+    layer.float()(x.float()).square().sum().backward()
+    opt.step()
+    layer.to(torch.bfloat16)
+    check("optimizer step")
+
+
+@needs_onednn_bf16
+def test_model_with_packed_weights_copies_and_pickles_without_the_pack():
+    model, _ = make_pair("quick_gelu", "CLIPModel")
+    model.to(torch.bfloat16)
+    inputs = make_inputs("quick_gelu")
+    pixels = inputs["pixel_values"].to(torch.bfloat16)
+    with torch.inference_mode():
+        before = model.get_image_features(pixel_values=pixels)
+    packed = [m for m in model.modules() if "_onednn_packed" in m.__dict__]
+    assert packed, "bfloat16 inference packs the weights"
+    clone = copy.deepcopy(model)
+    buffer = io.BytesIO()
+    torch.save(model, buffer, pickle_module=pickle)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=False)
+    for other in (clone, loaded):
+        assert not any("_onednn_packed" in m.__dict__ for m in other.modules())
+        with torch.inference_mode():
+            assert torch.equal(other.get_image_features(pixel_values=pixels), before)
