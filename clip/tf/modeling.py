@@ -24,6 +24,7 @@ from clip.common.outputs import (
     CLIPTextModelOutput,
     CLIPVisionModelOutput,
 )
+from clip.tf.eager import graph_when_eager
 from clip.tf.loss import clip_loss
 
 PACKAGE = "clip"  # register_keras_serializable package: "clip>TFCLIPModel" in .keras files
@@ -223,12 +224,13 @@ class CLIPVisionEmbeddings(keras.layers.Layer):
         B = tf.shape(pixel_values)[0]
         height, width = pixel_values.shape[2], pixel_values.shape[3]
         patches = self.patch_embedding(tf.transpose(pixel_values, (0, 2, 3, 1)))  # BCHW -> BHWC -> B,h,w,D
-        patches = tf.reshape(patches, (B, -1, self.width))  # B,h,w,D -> BND
+        num_patches = (height // self.patch_size) * (width // self.patch_size)  # static, also with the batch open
+        patches = tf.reshape(patches, (B, num_patches, self.width))  # B,h,w,D -> BND
         cls = tf.broadcast_to(tf.cast(self.class_embedding, patches.dtype), (B, 1, self.width))
         x = tf.concat([cls, patches], axis=1)  # B,1+N,D
         positions = self.position_embedding.embeddings
         if interpolate_pos_encoding:
-            positions = self.resized_positions(x.shape[1] - 1, height, width)
+            positions = self.resized_positions(num_patches, height, width)
         return x + tf.cast(positions, x.dtype)
 
     def resized_positions(self, num_patches, height, width):
@@ -272,14 +274,7 @@ class CLIPTextTransformer(keras.layers.Layer):
             sub.build((None, self.config.hidden_size))
 
     def call(self, input_ids=None, attention_mask=None, position_ids=None, output_attentions=False, output_hidden_states=False, pooled_only=False, training=False):
-        if input_ids is None:
-            raise ValueError("input_ids are required (integer token ids of shape (batch_size, sequence_length))")
-        ids_shape = _static_shape(input_ids, (1, 1))
-        checks.check_input_ids(ids_shape, input_ids.dtype, self.config)
-        if attention_mask is not None:
-            checks.check_attention_mask(_static_shape(attention_mask, ids_shape), ids_shape)
-        if position_ids is not None:
-            checks.check_position_ids(_static_shape(position_ids, ids_shape), position_ids.dtype, ids_shape, self.config)
+        self.check_inputs(input_ids, attention_mask, position_ids)
         x = self.embeddings(input_ids, position_ids=position_ids)
         length = tf.shape(input_ids)[1]
         bias = text_attention_bias(attention_mask, length)
@@ -293,6 +288,17 @@ class CLIPTextTransformer(keras.layers.Layer):
         last = self.final_layer_norm(encoded.last_hidden_state)
         pooled = tf.gather(last, index, batch_dims=1)  # BD
         return BaseModelOutputWithPooling(last, pooled, encoded.hidden_states, encoded.attentions)
+
+    def check_inputs(self, input_ids, attention_mask=None, position_ids=None):
+        """ValueError naming the input unless the shapes and dtypes are what the tower takes."""
+        if input_ids is None:
+            raise ValueError("input_ids are required (integer token ids of shape (batch_size, sequence_length))")
+        ids_shape = _static_shape(input_ids, (1, 1))
+        checks.check_input_ids(ids_shape, input_ids.dtype, self.config)
+        if attention_mask is not None:
+            checks.check_attention_mask(_static_shape(attention_mask, ids_shape), ids_shape)
+        if position_ids is not None:
+            checks.check_position_ids(_static_shape(position_ids, ids_shape), position_ids.dtype, ids_shape, self.config)
 
     def pooled_positions(self, input_ids):
         # the first position that holds the pooled token (clip.common.checks.text_pooling_rule)
@@ -319,11 +325,7 @@ class CLIPVisionTransformer(keras.layers.Layer):
             sub.build((None, self.config.hidden_size))
 
     def call(self, pixel_values=None, output_attentions=False, output_hidden_states=False, interpolate_pos_encoding=False, pooled_only=False, training=False):
-        if pixel_values is None:
-            raise ValueError("pixel_values are required (float images of shape (batch_size, channels, height, width))")
-        size = self.config.image_size
-        shape = _static_shape(pixel_values, (1, self.config.num_channels, size, size))
-        checks.check_pixel_values(shape, self.config, interpolate_pos_encoding, pixel_values.dtype)
+        self.check_inputs(pixel_values, interpolate_pos_encoding)
         x = self.pre_layrnorm(self.embeddings(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding))
         if pooled_only and not (output_attentions or output_hidden_states):
             index = tf.zeros(tf.shape(x)[:1], tf.int32)  # the class token
@@ -332,6 +334,14 @@ class CLIPVisionTransformer(keras.layers.Layer):
         last = encoded.last_hidden_state
         pooled = self.post_layernorm(last[:, 0])  # the class token, BD
         return BaseModelOutputWithPooling(last, pooled, encoded.hidden_states, encoded.attentions)
+
+    def check_inputs(self, pixel_values, interpolate_pos_encoding=False):
+        """ValueError naming the input unless the shape and dtype are what the tower takes."""
+        if pixel_values is None:
+            raise ValueError("pixel_values are required (float images of shape (batch_size, channels, height, width))")
+        size = self.config.image_size
+        shape = _static_shape(pixel_values, (1, self.config.num_channels, size, size))
+        checks.check_pixel_values(shape, self.config, interpolate_pos_encoding, pixel_values.dtype)
 
 
 def l2_normalize(x):
@@ -439,6 +449,7 @@ class TFCLIPTextModel(TFCLIPPreTrainedModel):
     def get_input_embeddings(self):
         return self.text_model.embeddings.token_embedding
 
+    @graph_when_eager
     def call(self, input_ids=None, attention_mask=None, position_ids=None, output_attentions=None, output_hidden_states=None, return_dict=None, training=False):
         attn, hidden, return_dict = self._output_flags(output_attentions, output_hidden_states, return_dict)
         return _finish(self.text_model(input_ids, attention_mask, position_ids, output_attentions=attn, output_hidden_states=hidden, training=training), return_dict)
@@ -463,6 +474,7 @@ class TFCLIPTextModelWithProjection(TFCLIPPreTrainedModel):
     def get_input_embeddings(self):
         return self.text_model.embeddings.token_embedding
 
+    @graph_when_eager
     def call(self, input_ids=None, attention_mask=None, position_ids=None, output_attentions=None, output_hidden_states=None, return_dict=None, training=False):
         attn, hidden, return_dict = self._output_flags(output_attentions, output_hidden_states, return_dict)
         out = self.text_model(input_ids, attention_mask, position_ids, output_attentions=attn, output_hidden_states=hidden, training=training)
@@ -484,6 +496,7 @@ class TFCLIPVisionModel(TFCLIPPreTrainedModel):
     def get_input_embeddings(self):
         return self.vision_model.embeddings.patch_embedding
 
+    @graph_when_eager
     def call(self, pixel_values=None, output_attentions=None, output_hidden_states=None, interpolate_pos_encoding=False, return_dict=None, training=False):
         attn, hidden, return_dict = self._output_flags(output_attentions, output_hidden_states, return_dict)
         out = self.vision_model(pixel_values, output_attentions=attn, output_hidden_states=hidden, interpolate_pos_encoding=interpolate_pos_encoding, training=training)
@@ -510,6 +523,7 @@ class TFCLIPVisionModelWithProjection(TFCLIPPreTrainedModel):
     def get_input_embeddings(self):
         return self.vision_model.embeddings.patch_embedding
 
+    @graph_when_eager
     def call(self, pixel_values=None, output_attentions=None, output_hidden_states=None, interpolate_pos_encoding=False, return_dict=None, training=False):
         attn, hidden, return_dict = self._output_flags(output_attentions, output_hidden_states, return_dict)
         out = self.vision_model(pixel_values, output_attentions=attn, output_hidden_states=hidden, interpolate_pos_encoding=interpolate_pos_encoding, training=training)
@@ -547,15 +561,18 @@ class TFCLIPModel(TFCLIPPreTrainedModel):
         self.text_projection.build((None, self.config.text_config.hidden_size))
         self.built = True
 
+    @graph_when_eager
     def get_text_features(self, input_ids=None, attention_mask=None, position_ids=None, training=False):
         """Projected (not normalized) text embeddings, (B, projection_dim)."""
         return self.text_projection(self.text_model(input_ids, attention_mask, position_ids, pooled_only=True, training=training).pooler_output)
 
+    @graph_when_eager
     def get_image_features(self, pixel_values=None, interpolate_pos_encoding=False, training=False):
         """Projected (not normalized) image embeddings, (B, projection_dim)."""
         out = self.vision_model(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, pooled_only=True, training=training)
         return self.visual_projection(out.pooler_output)
 
+    @graph_when_eager
     def call(
         self,
         input_ids=None,
