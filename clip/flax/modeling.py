@@ -54,6 +54,7 @@ from clip.common.outputs import (
     CLIPTextModelOutput,
     CLIPVisionModelOutput,
 )
+from clip.flax.kernels import Linear, patch_tokens
 from clip.flax.loss import clip_loss
 
 
@@ -109,10 +110,10 @@ class CLIPAttention(nnx.Module):
         self.dropout = config.attention_dropout
         width = config.hidden_size
         dense = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        self.k_proj = nnx.Linear(width, width, **dense)
-        self.v_proj = nnx.Linear(width, width, **dense)
-        self.q_proj = nnx.Linear(width, width, **dense)
-        self.out_proj = nnx.Linear(width, width, **dense)
+        self.k_proj = Linear(width, width, **dense)
+        self.v_proj = Linear(width, width, **dense)
+        self.q_proj = Linear(width, width, **dense)
+        self.out_proj = Linear(width, width, **dense)
 
     def __call__(self, x, bias=None, is_causal=False, output_attentions=False, dropout_rng=None):
         B, L, D = x.shape
@@ -146,8 +147,8 @@ class CLIPMLP(nnx.Module):
     def __init__(self, config, *, dtype=jnp.float32, param_dtype=jnp.float32, rngs: nnx.Rngs):
         self.activation_fn = ACTIVATIONS[config.hidden_act]
         dense = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        self.fc1 = nnx.Linear(config.hidden_size, config.intermediate_size, **dense)
-        self.fc2 = nnx.Linear(config.intermediate_size, config.hidden_size, **dense)
+        self.fc1 = Linear(config.hidden_size, config.intermediate_size, **dense)
+        self.fc2 = Linear(config.intermediate_size, config.hidden_size, **dense)
 
     def __call__(self, x):
         return self.fc2(self.activation_fn(self.fc1(x)))
@@ -249,8 +250,7 @@ class CLIPVisionEmbeddings(nnx.Module):
 
     def __call__(self, pixel_values, interpolate_pos_encoding=False):
         B, height, width, _ = pixel_values.shape  # NHWC
-        patches = self.patch_embedding(pixel_values.astype(self.dtype))  # B,h,w,D
-        patches = patches.reshape(B, -1, patches.shape[-1])  # BhwD -> BND
+        patches = patch_tokens(pixel_values, self.patch_embedding, self.dtype)  # BND
         cls = jnp.broadcast_to(self.class_embedding[...].astype(self.dtype), (B, 1, patches.shape[-1]))
         x = jnp.concatenate([cls, patches], axis=1)  # B,1+N,D
         if interpolate_pos_encoding:
@@ -373,7 +373,7 @@ def scaled_similarity(text_embeds, image_embeds, logit_scale):
 
 
 def _projection(in_dim, out_dim, dtype, param_dtype, rngs):
-    return nnx.Linear(in_dim, out_dim, use_bias=False, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    return Linear(in_dim, out_dim, use_bias=False, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
 
 def _split_rng(rng, n):
