@@ -25,6 +25,7 @@ from clip.common.outputs import (
     CLIPVisionModelOutput,
 )
 from clip.tf.eager import graph_when_eager
+from clip.tf.kernels import linear, patch_tokens
 from clip.tf.loss import clip_loss
 
 PACKAGE = "clip"  # register_keras_serializable package: "clip>TFCLIPModel" in .keras files
@@ -109,12 +110,6 @@ class CLIPMLP(keras.layers.Layer):
 
     def call(self, x):
         return linear(self.fc2, self.activation_fn(linear(self.fc1, x)))
-
-
-def linear(dense, x):
-    """dense(x) on its own variables, without Keras' per-call overhead (about 1 ms per call eagerly)."""
-    y = tf.matmul(x, dense.kernel)  # variables read in the caller's autocast scope: compute dtype
-    return y if dense.bias is None else y + dense.bias
 
 
 def normalize(norm, x):
@@ -223,9 +218,8 @@ class CLIPVisionEmbeddings(keras.layers.Layer):
     def call(self, pixel_values, interpolate_pos_encoding=False):
         B = tf.shape(pixel_values)[0]
         height, width = pixel_values.shape[2], pixel_values.shape[3]
-        patches = self.patch_embedding(tf.transpose(pixel_values, (0, 2, 3, 1)))  # BCHW -> BHWC -> B,h,w,D
         num_patches = (height // self.patch_size) * (width // self.patch_size)  # static, also with the batch open
-        patches = tf.reshape(patches, (B, num_patches, self.width))  # B,h,w,D -> BND
+        patches = patch_tokens(pixel_values, self.patch_embedding)  # BND
         cls = tf.broadcast_to(tf.cast(self.class_embedding, patches.dtype), (B, 1, self.width))
         x = tf.concat([cls, patches], axis=1)  # B,1+N,D
         positions = self.position_embedding.embeddings
