@@ -1,6 +1,7 @@
 """Benchmark entry point: ours vs transformers side by side, one table, one JSON file.
 
     .venv/bin/python bench/run.py [--quick] [--only tokenizer,image_processor,pt,tf,flax,train,tasks] [--out FILE]
+    PYTHONPATH=. python bench/run.py --only gpu     # on a machine with a CUDA GPU (bench_gpu.py)
 
 Each bench_*.py module exposes `rows(quick: bool) -> list[dict]` with at least
 name / ours_s / baseline_s / ratio / target. CI never runs this: speed is reported, not asserted.
@@ -17,6 +18,7 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SUITES = ("tokenizer", "image_processor", "pt", "tf", "flax", "train", "tasks")
+EXTRA_SUITES = ("gpu",)  # only when asked for by --only: needs a CUDA device
 
 
 def _fmt(value, spec):
@@ -36,15 +38,15 @@ def print_table(rows):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small inputs, for a smoke run")
-    parser.add_argument("--only", default=",".join(SUITES), help=f"comma-separated subset of {SUITES}")
+    parser.add_argument("--only", default=",".join(SUITES), help=f"comma-separated subset of {SUITES + EXTRA_SUITES}")
     parser.add_argument("--out", default=None, help="JSON output (default bench/results/<time>.json)")
     args = parser.parse_args(argv)
 
     sys.path.insert(0, HERE)
     rows = []
     for suite in [s.strip() for s in args.only.split(",") if s.strip()]:
-        if suite not in SUITES:
-            parser.error(f"unknown suite {suite!r}; choose from {SUITES}")
+        if suite not in SUITES + EXTRA_SUITES:
+            parser.error(f"unknown suite {suite!r}; choose from {SUITES + EXTRA_SUITES}")
         module = importlib.import_module(f"bench_{suite}")
         for row in module.rows(quick=args.quick):
             rows.append({"suite": suite, **row})
