@@ -4,7 +4,8 @@ PyTorch's own CPU `linear` hands float32 to MKL and reorders a bfloat16 weight i
 blocked layout on every call; at CLIP's shapes (tens of rows per weight at batch 1) both leave
 a third of the machine idle. Measured on a 2-core AVX-512 machine, ViT-B/32 weights streamed
 from memory: float32 at 50 rows 120 -> 160 GFLOP/s through oneDNN's matmul, bfloat16 259 -> 355
-GFLOP/s with the weight reordered once and kept (bench/bench_pt.py has the whole-model rows).
+GFLOP/s with the weight reordered once and kept (bench/bench_pt.py has the whole-model rows);
+below 512x512 float32 weights PyTorch's own call is the faster one and stays.
 
 Only inference takes these paths (autograd off, CPU, float32/bfloat16): training keeps PyTorch's
 differentiable kernels. The reordered bfloat16 weight is a cache, and a cache of weights must
@@ -36,10 +37,16 @@ ONEDNN_BF16 = ONEDNN and bool(getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_support
 _SAMPLE_POINTS = 16
 
 
+# oneDNN's float32 call costs ~15 us more than PyTorch's on small weights: it wins from 512x512 up
+_ONEDNN_FP32_MIN_WEIGHT = 512 * 512
+
+
 def uses_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
     if not ONEDNN or torch.is_grad_enabled() or x.device.type != "cpu" or x.dtype != weight.dtype:
         return False
-    return x.dtype == torch.float32 or (x.dtype == torch.bfloat16 and ONEDNN_BF16)
+    if x.dtype == torch.float32:
+        return weight.numel() >= _ONEDNN_FP32_MIN_WEIGHT
+    return x.dtype == torch.bfloat16 and ONEDNN_BF16
 
 
 def linear(x, weight, bias, owner):

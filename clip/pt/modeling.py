@@ -126,8 +126,10 @@ class CLIPMLP(nn.Module):
         self.fc1 = Linear(config.hidden_size, config.intermediate_size)
         self.fc2 = Linear(config.intermediate_size, config.hidden_size)
 
-    def forward(self, x):
-        activation = self.activation_inplace if can_work_in_place(self) else self.activation_fn
+    def forward(self, x, inplace=None):
+        if inplace is None:
+            inplace = can_work_in_place(self)
+        activation = self.activation_inplace if inplace else self.activation_fn
         return self.fc2(activation(self.fc1(x)))
 
 
@@ -139,24 +141,26 @@ class CLIPEncoderLayer(nn.Module):
         self.mlp = CLIPMLP(config)
         self.layer_norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
-    def forward(self, x, mask=None, is_causal=False, output_attentions=False):
-        inplace = can_work_in_place(self)
+    def forward(self, x, mask=None, is_causal=False, output_attentions=False, inplace=None):
+        if inplace is None:  # callers running many layers ask once for all of them
+            inplace = can_work_in_place(self)
         attn, weights = self.self_attn(self.layer_norm1(x), mask, is_causal, output_attentions)
         x = residual(x, attn, inplace)
-        x = residual(x, self.mlp(self.layer_norm2(x)), inplace)
+        x = residual(x, self.mlp(self.layer_norm2(x), inplace), inplace)
         return x, weights
 
-    def forward_at(self, x, index, mask=None):
+    def forward_at(self, x, index, mask=None, inplace=None):
         """The layer's output at position index[b] of each sequence, (B,L,D) -> (B,D).
 
         Pooling reads one token of the last layer, so only that token needs its query, its
         residual and its MLP: about 1/num_layers of the tower's work saved, exactly.
         """
-        inplace = can_work_in_place(self)
+        if inplace is None:
+            inplace = can_work_in_place(self)
         h = self.layer_norm1(x)
         rows = torch.arange(x.shape[0], device=x.device)
         y = residual(x[rows, index], self.self_attn.forward_query(h, h[rows, index], mask), inplace)  # BD
-        return residual(y, self.mlp(self.layer_norm2(y)), inplace)
+        return residual(y, self.mlp(self.layer_norm2(y), inplace), inplace)
 
 
 class CLIPEncoder(nn.Module):
@@ -168,8 +172,9 @@ class CLIPEncoder(nn.Module):
     def forward(self, x, mask=None, is_causal=False, output_attentions=False, output_hidden_states=False):
         states = (x,) if output_hidden_states else None
         attentions = () if output_attentions else None
+        inplace = can_work_in_place(self)
         for layer in self.layers:
-            x, weights = self._run(layer, x, mask, is_causal, output_attentions)
+            x, weights = self._run(layer, x, mask, is_causal, output_attentions, inplace)
             if output_hidden_states:
                 states += (x,)
             if output_attentions:
@@ -178,15 +183,16 @@ class CLIPEncoder(nn.Module):
 
     def forward_pooled(self, x, index, mask=None, is_causal=False, row_mask=None):
         """Only the last layer's output at `index` (B,), for callers that need nothing else."""
+        inplace = can_work_in_place(self)
         for layer in self.layers[:-1]:
-            x, _ = self._run(layer, x, mask, is_causal)
-        return self.layers[-1].forward_at(x, index, row_mask)
+            x, _ = self._run(layer, x, mask, is_causal, False, inplace)
+        return self.layers[-1].forward_at(x, index, row_mask, inplace)
 
-    def _run(self, layer, x, mask, is_causal, output_attentions=False):
+    def _run(self, layer, x, mask, is_causal, output_attentions, inplace):
         if self.gradient_checkpointing and self.training:
             # recompute the layer in backward instead of keeping its activations
-            return checkpoint(layer, x, mask, is_causal, output_attentions, use_reentrant=False)
-        return layer(x, mask, is_causal, output_attentions)
+            return checkpoint(layer, x, mask, is_causal, output_attentions, inplace, use_reentrant=False)
+        return layer(x, mask, is_causal, output_attentions, inplace)
 
 
 class CLIPTextEmbeddings(nn.Module):

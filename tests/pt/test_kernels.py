@@ -21,10 +21,12 @@ needs_onednn_bf16 = pytest.mark.skipif(not kernels.ONEDNN_BF16, reason="no oneDN
 
 @needs_onednn
 def test_inference_path_is_the_onednn_one_only_without_autograd():
-    x, w = torch.randn(3, 8), torch.randn(4, 8)
+    x, w = torch.randn(3, 512), torch.randn(512, 512)
     assert kernels.uses_onednn(x, w) is False  # autograd on: PyTorch's differentiable linear
     with torch.no_grad():
         assert kernels.uses_onednn(x, w)
+        assert not kernels.uses_onednn(x[:, :8], w[:8, :8])  # small float32 weights: PyTorch's is faster
+        assert kernels.uses_onednn(x[:, :8].bfloat16(), w[:8, :8].bfloat16()) == kernels.ONEDNN_BF16
         assert not kernels.uses_onednn(x.half(), w.half())  # no oneDNN float16 on CPU: PyTorch's
         assert not kernels.uses_onednn(x, w.double())
 
@@ -43,6 +45,36 @@ def test_inference_features_match_transformers(name):
             args = {k: inputs[k] for k in keys}
             assert (ours_call(**args) - ref_call(**args)).abs().max() <= 1e-5
         assert_close_outputs(model(**inputs, output_hidden_states=True), ref(**inputs, output_hidden_states=True))
+
+
+@needs_onednn
+def test_inference_at_onednn_widths_matches_transformers():
+    # widths of 512 and up take oneDNN's float32 path (the small test configs stay on PyTorch's)
+    import transformers
+
+    from clip.common.config import CLIPConfig
+    import clip.pt as ours
+
+    tower = {"hidden_size": 512, "intermediate_size": 1024, "num_hidden_layers": 2, "num_attention_heads": 8}
+    config = CLIPConfig(text_config={**tower, "max_position_embeddings": 20}, vision_config={**tower, "image_size": 64, "patch_size": 16}, projection_dim=512)
+    torch.manual_seed(0)
+    model = ours.CLIPModel(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    ref = transformers.CLIPModel(transformers.CLIPConfig(**config.to_dict())).eval()
+    ref.load_state_dict(model.state_dict(), strict=False)
+    pixels = torch.randn(3, 3, 64, 64)
+    ids = torch.randint(0, 1000, (3, 12))
+    ids[:, -1] = config.text_config.eos_token_id
+    mask = torch.ones_like(ids)
+    mask[0, 9:] = 0
+    with torch.inference_mode():
+        assert kernels.uses_onednn(pixels, model.visual_projection.weight)
+        assert (model.get_image_features(pixel_values=pixels) - ref.get_image_features(pixel_values=pixels)).abs().max() <= 1e-5
+        assert (model.get_text_features(input_ids=ids, attention_mask=mask) - ref.get_text_features(input_ids=ids, attention_mask=mask)).abs().max() <= 1e-5
+        out, expected = model(input_ids=ids, attention_mask=mask, pixel_values=pixels), ref(input_ids=ids, attention_mask=mask, pixel_values=pixels)
+        assert (out.logits_per_image - expected.logits_per_image).abs().max() <= 1e-5
 
 
 @pytest.mark.parametrize("size", [(24, 24), (26, 30), (33, 17)])
