@@ -239,6 +239,12 @@ class CLIPVisionEmbeddings(nn.Module):
         return torch.cat([weight[:1], grid])
 
 
+def _tracing() -> bool:
+    """Under jit tracing, export or torch.compile, shapes must not depend on values."""
+    compiling = getattr(getattr(torch, "compiler", None), "is_compiling", lambda: False)
+    return torch.jit.is_tracing() or compiling()
+
+
 def text_attention_mask(attention_mask, dtype):
     """(mask, is_causal) for the text encoder: the causal kernel alone when nothing is padded."""
     if attention_mask is None or bool(attention_mask.all()):
@@ -266,19 +272,35 @@ class CLIPTextTransformer(nn.Module):
             checks.check_attention_mask(attention_mask.shape, input_ids.shape)
         if position_ids is not None:
             checks.check_position_ids(position_ids.shape, position_ids.dtype, input_ids.shape, self.config)
+        index = self.pooled_positions(input_ids)
+        if pooled_only and not (output_attentions or output_hidden_states):
+            return BaseModelOutputWithPooling(None, self.pooled_only(input_ids, attention_mask, position_ids, index))
         x = self.embeddings(input_ids, position_ids)
         mask, is_causal = text_attention_mask(attention_mask, x.dtype)
-        index = self.pooled_positions(input_ids).to(x.device)
-        rows = torch.arange(x.shape[0], device=x.device)
-        if pooled_only and not (output_attentions or output_hidden_states):
-            # the mask rows of the pooled queries: B,1,1,L
-            full = mask if mask is not None else causal_mask(x.shape[1], x.dtype, x.device).expand(x.shape[0], 1, -1, -1)
-            row_mask = full[rows, :, index].unsqueeze(2)
-            pooled = self.final_layer_norm(self.encoder.forward_pooled(x, index, mask, is_causal, row_mask))
-            return BaseModelOutputWithPooling(None, pooled)
         encoded = self.encoder(x, mask, is_causal, output_attentions, output_hidden_states)
         last = self.final_layer_norm(encoded.last_hidden_state)
-        return BaseModelOutputWithPooling(last, last[rows, index], encoded.hidden_states, encoded.attentions)
+        rows = torch.arange(x.shape[0], device=x.device)
+        return BaseModelOutputWithPooling(last, last[rows, index.to(x.device)], encoded.hidden_states, encoded.attentions)
+
+    def pooled_only(self, input_ids, attention_mask, position_ids, index):
+        """The pooled output alone, (B,D).
+
+        Attention is causal, so no token after the last pooled one can change it: the batch runs
+        only up to there (texts padded to 77 tokens, the longest 12 long, run 12: ~6x less work).
+        """
+        keep = int(index.max()) + 1 if index.numel() and not _tracing() else input_ids.shape[1]
+        if keep < input_ids.shape[1]:
+            input_ids = input_ids[:, :keep]
+            attention_mask = None if attention_mask is None else attention_mask[:, :keep]
+            position_ids = None if position_ids is None else position_ids[..., :keep]
+        x = self.embeddings(input_ids, position_ids)
+        mask, is_causal = text_attention_mask(attention_mask, x.dtype)
+        index = index.to(x.device)
+        rows = torch.arange(x.shape[0], device=x.device)
+        # the mask rows of the pooled queries: B,1,1,L
+        full = mask if mask is not None else causal_mask(x.shape[1], x.dtype, x.device).expand(x.shape[0], 1, -1, -1)
+        row_mask = full[rows, :, index].unsqueeze(2)
+        return self.final_layer_norm(self.encoder.forward_pooled(x, index, mask, is_causal, row_mask))
 
     def pooled_positions(self, input_ids):
         # int32 as transformers (ONNX argmax); argmax returns the first maximum

@@ -358,3 +358,33 @@ def test_inference_matches_autograd_and_keeps_hooked_outputs(mode):
         fc1 = ref_layer.mlp.fc1(ref_layer.layer_norm2(x + attn))
     assert (captured["attn"] - attn).abs().max() <= 1e-5
     assert (captured["fc1"] - fc1).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("name", ["quick_gelu", "legacy_eos"])
+@pytest.mark.parametrize("with_mask", [True, False])
+@pytest.mark.parametrize("with_positions", [False, True])
+def test_text_features_run_only_up_to_the_last_pooled_token(name, with_mask, with_positions):
+    # texts padded to every position (as OpenAI's tokenizer pads to 77): the tokens after the last
+    # end token cannot reach the pooled one through causal attention, so they are not computed
+    model, ref = make_pair(name, "CLIPModel")
+    text = model.config.text_config
+    length, ends = text.max_position_embeddings, [4, 6, 9]
+    inputs = make_inputs(name, batch=3)
+    end = text.eos_token_id if text.eos_token_id != 2 else text.vocab_size - 1
+    ids = torch.full((3, length), 1)
+    mask = torch.zeros(3, length, dtype=torch.long)
+    for i, n in enumerate(ends):
+        ids[i, :n] = inputs["input_ids"][i, 0]
+        ids[i, n] = end
+        mask[i, : n + 1] = 1
+    kwargs = {"input_ids": ids, "attention_mask": mask if with_mask else None}
+    if with_positions:
+        kwargs["position_ids"] = torch.arange(length)[None].flip(-1)  # any positions: sliced alike
+    seen = []
+    handle = model.text_model.embeddings.register_forward_hook(lambda m, i, o: seen.append(o.shape[1]))
+    with torch.no_grad():
+        got = model.get_text_features(**kwargs)
+        expected = ref.get_text_features(**kwargs)
+    handle.remove()
+    assert seen == [max(ends) + 1]
+    assert (got - expected).abs().max() <= 1e-5
