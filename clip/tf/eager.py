@@ -2,9 +2,10 @@
 
 Called eagerly, a Keras model pays Python and op-dispatch overhead for each of its ~500 ops:
 a ViT-B/32 image at batch 1 spends 60% of its eager time there. The model's public methods
-(`call`, `get_text_features`, `get_image_features`) are wrapped so that an eager, inference call
-runs a `tf.function` of the same method instead: traced once per set of Python arguments, with
-the batch size (and, for text, the length) left open, so new batch sizes and paddings reuse it.
+(`call`, `get_text_features`, `get_image_features`) are wrapped so that eager, inference calls
+run a `tf.function` of the same method instead, from the second call of a kind on (a trace costs
+a few eager calls): traced once per set of Python arguments, with the batch size (and, for text,
+the length) left open, so new batch sizes and paddings reuse it.
 Inputs are checked eagerly first (inside the graph the open dimensions pass every check).
 
 Not wrapped: calls inside a tf.function / fit / predict (already a graph), `training=True`
@@ -51,11 +52,17 @@ def graph_when_eager(method):
             graphs = {}
             object.__setattr__(self, "_eager_graphs", graphs)  # outside Keras' attribute tracking
         fn = graphs.get(key)
-        if fn is None:
+        if fn is None:  # the first call of a kind runs op by op: one-off calls never pay for a trace
+            graphs[key] = _SEEN_ONCE
+            return method(self, *args, **kwargs)
+        if fn is _SEEN_ONCE:
             fn = graphs[key] = _graph(method, weakref.ref(self), static, names, specs)
         return fn(*(tensors[n] for n in names))
 
     return wrapper
+
+
+_SEEN_ONCE = object()
 
 
 def _graph(method, model_ref, static, names, specs):
