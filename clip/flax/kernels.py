@@ -19,6 +19,14 @@ def _accumulates_wider(dtype) -> bool:
     return dtype is not None and jnp.dtype(dtype).itemsize < 4 and jnp.issubdtype(dtype, jnp.floating)
 
 
+def matmul(a, b, dtype):
+    """a @ b (batched over leading axes) in `dtype`, with a float32 accumulator when `dtype` is narrower."""
+    a, b = a.astype(dtype), b.astype(dtype)
+    if not _accumulates_wider(dtype):
+        return jnp.matmul(a, b)
+    return jnp.matmul(a, b, preferred_element_type=jnp.float32).astype(dtype)
+
+
 def linear(x, kernel, bias, dtype):
     """x @ kernel + bias in `dtype`, with a float32 accumulator when `dtype` is narrower."""
     x, kernel = x.astype(dtype), kernel.astype(dtype)
@@ -26,7 +34,7 @@ def linear(x, kernel, bias, dtype):
         y = jnp.dot(x, kernel)
         return y if bias is None else y + bias.astype(dtype)
     y = jax.lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())), preferred_element_type=jnp.float32)
-    return (y if bias is None else y + bias.astype(jnp.float32)).astype(dtype)
+    return (y if bias is None else y + bias.astype(jnp.float32)).astype(dtype)  # the bias too, before the one rounding
 
 
 class Linear(nnx.Linear):
