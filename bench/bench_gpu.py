@@ -119,6 +119,7 @@ def _speed_rows(torch, transformers, name, config, quick):
         theirs.to(dtype)
         for batch in (1, 256) if not quick else (1, 16):
             pixels, ids, _ = _inputs(torch, config, batch, dtype)
+            ids[:, -1] = config.text_config.eos_token_id  # full-length texts: the tower's whole work in both
             cases = [
                 ("image", lambda m: m.get_image_features(pixel_values=pixels), image_flops),
                 ("text", lambda m: m.get_text_features(input_ids=ids), text_flops),
