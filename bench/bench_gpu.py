@@ -118,7 +118,8 @@ def _speed_rows(torch, transformers, name, config, quick):
         ours.to(dtype)
         theirs.to(dtype)
         for batch in (1, 256) if not quick else (1, 16):
-            pixels, ids, _ = _inputs(torch, config, batch, dtype)
+            pixels, _, _ = _inputs(torch, config, batch, dtype)
+            ids = torch.randint(0, config.text_config.vocab_size - 2, (batch, TEXT_LEN), device="cuda")
             ids[:, -1] = config.text_config.eos_token_id  # full-length texts: the tower's whole work in both
             cases = [
                 ("image", lambda m: m.get_image_features(pixel_values=pixels), image_flops),
