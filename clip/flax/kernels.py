@@ -46,11 +46,12 @@ class Linear(nnx.Linear):
 
 
 def patch_tokens(pixel_values, conv: nnx.Conv, dtype):
-    """The patch embedding conv (kernel = stride, VALID, no bias) as one matmul:
-    (B,H,W,C) -> (B,N,D), N = (H//p)*(W//p) patches in row-major order, as conv + reshape gives."""
+    """The patch embedding conv (kernel = stride, VALID, no bias) as one matmul, straight from NCHW:
+    (B,C,H,W) -> (B,N,D), N = (H//p)*(W//p) patches in row-major order, as conv + reshape gives."""
     kernel = conv.kernel[...]  # p,p,C,D
     p, _, C, D = kernel.shape
-    B, H, W, _ = pixel_values.shape
+    B, _, H, W = pixel_values.shape
     h, w = H // p, W // p
-    x = pixel_values[:, : h * p, : w * p].reshape(B, h, p, w, p, C).transpose(0, 1, 3, 2, 4, 5)  # B,h,w,p,p,C
+    x = pixel_values[:, :, : h * p, : w * p]  # the conv drops a remainder that fills no patch
+    x = x.reshape(B, C, h, p, w, p).transpose(0, 2, 4, 3, 5, 1)  # B,h,w,p,p,C
     return linear(x.reshape(B, h * w, p * p * C), kernel.reshape(p * p * C, D), None, dtype)

@@ -248,7 +248,7 @@ class CLIPVisionEmbeddings(nnx.Module):
         self.position_embedding = nnx.Embed(config.num_patches + 1, config.hidden_size, **kw)
 
     def __call__(self, pixel_values, interpolate_pos_encoding=False):
-        B, height, width, _ = pixel_values.shape  # NHWC
+        B, _, height, width = pixel_values.shape  # NCHW, as the processor gives
         patches = patch_tokens(pixel_values, self.patch_embedding, self.dtype)  # BND
         cls = jnp.broadcast_to(self.class_embedding[...].astype(self.dtype), (B, 1, patches.shape[-1]))
         x = jnp.concatenate([cls, patches], axis=1)  # B,1+N,D
@@ -340,7 +340,6 @@ class CLIPVisionTransformer(nnx.Module):
     def __call__(self, pixel_values=None, output_attentions=False, output_hidden_states=False,
                  interpolate_pos_encoding=False, dropout_rng=None, pooled_only=False):
         self.check_inputs(pixel_values, interpolate_pos_encoding)
-        pixel_values = jnp.transpose(pixel_values, (0, 2, 3, 1))  # NCHW -> NHWC, once
         x = self.pre_layrnorm(self.embeddings(pixel_values, interpolate_pos_encoding))
         if pooled_only and not (output_attentions or output_hidden_states):
             index = jnp.zeros((x.shape[0],), jnp.int32)  # the class token

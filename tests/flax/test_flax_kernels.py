@@ -19,8 +19,8 @@ from flax_helpers import assert_close, make_pair
 def test_patch_matmul_equals_the_conv_including_remainders(size):
     # sizes that are not multiples of the patch: the conv drops the remainder, so must we
     conv = nnx.Conv(3, 16, (8, 8), strides=(8, 8), padding="VALID", use_bias=False, rngs=nnx.Rngs(0))
-    pixels = jax.random.normal(jax.random.key(1), (2, *size, 3))
-    expected = conv(pixels).reshape(2, -1, 16)
+    pixels = jax.random.normal(jax.random.key(1), (2, 3, *size))  # NCHW, as the processor gives
+    expected = conv(pixels.transpose(0, 2, 3, 1)).reshape(2, -1, 16)
     got = jax.jit(lambda x: kernels.patch_tokens(x, conv, jnp.float32))(pixels)
     assert got.shape == expected.shape == (2, (size[0] // 8) * (size[1] // 8), 16)
     np.testing.assert_allclose(got, expected, atol=1e-5)
