@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import threading
 import weakref
 
 import numpy as np
@@ -63,11 +64,22 @@ def graph_when_eager(method):
 
 
 _SEEN_ONCE = object()
+_tracing_own_graph = threading.local()
+
+
+def values_may_set_shapes() -> bool:
+    """True eagerly and while tracing one of these graphs (never compiled by XLA), where a
+    tensor's shape may depend on values; False in any other tf.function, which may be XLA's."""
+    return tf.executing_eagerly() or getattr(_tracing_own_graph, "active", False)
 
 
 def _graph(method, model_ref, static, names, specs):
     def run(*tensors):
-        return method(model_ref(), **static, **dict(zip(names, tensors)))
+        _tracing_own_graph.active = True
+        try:
+            return method(model_ref(), **static, **dict(zip(names, tensors)))
+        finally:
+            _tracing_own_graph.active = False
 
     return tf.function(run, input_signature=list(specs))
 

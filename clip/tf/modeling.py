@@ -24,7 +24,7 @@ from clip.common.outputs import (
     CLIPTextModelOutput,
     CLIPVisionModelOutput,
 )
-from clip.tf.eager import graph_when_eager
+from clip.tf.eager import graph_when_eager, values_may_set_shapes
 from clip.tf.kernels import linear, patch_tokens
 from clip.tf.loss import clip_loss
 
@@ -269,19 +269,34 @@ class CLIPTextTransformer(keras.layers.Layer):
 
     def call(self, input_ids=None, attention_mask=None, position_ids=None, output_attentions=False, output_hidden_states=False, pooled_only=False, training=False):
         self.check_inputs(input_ids, attention_mask, position_ids)
-        x = self.embeddings(input_ids, position_ids=position_ids)
-        length = tf.shape(input_ids)[1]
-        bias = text_attention_bias(attention_mask, length)
         index = self.pooled_positions(input_ids)
         if pooled_only and not (output_attentions or output_hidden_states):
-            full = tf.broadcast_to(bias, (tf.shape(input_ids)[0], 1, length, length))
-            row_bias = tf.gather(full[:, 0], index, batch_dims=1)[:, None, None, :]  # the pooled queries' rows: B,1,1,L
-            pooled = normalize(self.final_layer_norm, self.encoder.call_pooled(x, index, bias, row_bias, training))
-            return BaseModelOutputWithPooling(None, pooled)
+            return BaseModelOutputWithPooling(None, self.pooled_only(input_ids, attention_mask, position_ids, index, training))
+        x = self.embeddings(input_ids, position_ids=position_ids)
+        bias = text_attention_bias(attention_mask, tf.shape(input_ids)[1])
         encoded = self.encoder(x, bias=bias, output_attentions=output_attentions, output_hidden_states=output_hidden_states, training=training)
         last = self.final_layer_norm(encoded.last_hidden_state)
         pooled = tf.gather(last, index, batch_dims=1)  # BD
         return BaseModelOutputWithPooling(last, pooled, encoded.hidden_states, encoded.attentions)
+
+    def pooled_only(self, input_ids, attention_mask, position_ids, index, training=False):
+        """The pooled output alone, (B,D).
+
+        Attention is causal, so no token after the last pooled one can change it: where shapes may
+        depend on values (eagerly, and in clip.tf.eager's graphs; not under XLA) the batch runs only
+        up to there (texts padded to 77 tokens, the longest 12 long, run 12).
+        """
+        if values_may_set_shapes():
+            keep = tf.maximum(tf.reduce_max(index) + 1, 1)  # an empty batch keeps one column
+            input_ids = input_ids[:, :keep]
+            attention_mask = None if attention_mask is None else attention_mask[:, :keep]
+            position_ids = None if position_ids is None else position_ids[..., :keep]
+        x = self.embeddings(input_ids, position_ids=position_ids)
+        length = tf.shape(input_ids)[1]
+        bias = text_attention_bias(attention_mask, length)
+        full = tf.broadcast_to(bias, (tf.shape(input_ids)[0], 1, length, length))
+        row_bias = tf.gather(full[:, 0], index, batch_dims=1)[:, None, None, :]  # the pooled queries' rows: B,1,1,L
+        return normalize(self.final_layer_norm, self.encoder.call_pooled(x, index, bias, row_bias, training))
 
     def check_inputs(self, input_ids, attention_mask=None, position_ids=None):
         """ValueError naming the input unless the shapes and dtypes are what the tower takes."""

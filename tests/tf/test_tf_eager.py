@@ -101,3 +101,46 @@ def test_run_functions_eagerly_switches_it_off(tmp_path):
     finally:
         tf.config.run_functions_eagerly(False)
     assert_close_outputs(out, op_by_op(model, lambda: model(input_ids=inputs["input_ids"])), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["quick_gelu", "legacy_eos"])
+def test_text_features_run_only_up_to_the_last_pooled_token(tmp_path, name):
+    # texts padded to every position: eagerly and in the cached graph the tokens after the last end
+    # token are not computed; under XLA (static shapes) they are; the features are the same
+    import torch
+
+    from clip.tf.modeling import CLIPTextEmbeddings
+    from tf_helpers import CONFIGS, as_torch
+
+    model, ref = make_pair(name, "CLIPModel", tmp_path)
+    text = CONFIGS[name]["text"]
+    length, ends = text["max_position_embeddings"], [4, 6, 9]
+    end = text["eos_token_id"] if text["eos_token_id"] != 2 else text["vocab_size"] - 1
+    ids = np.full((3, length), 1, np.int64)
+    mask = np.zeros((3, length), np.int64)
+    for i, n in enumerate(ends):
+        ids[i, :n] = 5 + i
+        ids[i, n] = end
+        mask[i, : n + 1] = 1
+    with torch.no_grad():
+        expected = ref.get_text_features(**as_torch({"input_ids": ids, "attention_mask": mask})).numpy()
+
+    seen = []
+    original = CLIPTextEmbeddings.call
+
+    def spy(self, input_ids, position_ids=None):
+        if tf.executing_eagerly():
+            seen.append(int(input_ids.shape[1]))
+        return original(self, input_ids, position_ids)
+
+    CLIPTextEmbeddings.call = spy
+    try:
+        eager = model.get_text_features(input_ids=ids, attention_mask=mask)  # first call: op by op
+    finally:
+        CLIPTextEmbeddings.call = original
+    assert seen == [max(ends) + 1]
+    graph = model.get_text_features(input_ids=ids, attention_mask=mask)  # second: the cached graph
+    assert graphs(model)
+    xla = tf.function(lambda i, m: model.get_text_features(input_ids=i, attention_mask=m), jit_compile=True)(ids, mask)
+    for got in (eager, graph, xla):
+        np.testing.assert_allclose(got, expected, atol=1e-5)
