@@ -52,8 +52,8 @@ def uses_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
 def linear(x, weight, bias, owner):
     """x @ weight.T + bias; on the CPU inference path through oneDNN, with `owner` keeping the
     reordered bfloat16 weight."""
-    if not uses_onednn(x, weight):
-        return F.linear(x, weight, bias)
+    if not uses_onednn(x, weight) or x.shape[-1] != weight.shape[-1]:
+        return F.linear(x, weight, bias)  # (a width mismatch gets PyTorch's error, not oneDNN's)
     if x.dtype == torch.bfloat16:
         weight = _packed_weight(owner, weight)
     return torch.ops.mkldnn._linear_pointwise(x.contiguous(), weight, bias, "none", [], "")

@@ -32,6 +32,21 @@ def test_inference_path_is_the_onednn_one_only_without_autograd():
 
 
 @needs_onednn
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_any_input_rank_strided_weights_and_the_width_error(dtype):
+    layer = kernels.Linear(512, 512).to(dtype)
+    with torch.no_grad():
+        layer.weight = torch.nn.Parameter(torch.randn(512, 1024).to(dtype)[:, ::2])  # a strided weight
+        for shape in ((512,), (3, 512), (2, 3, 4, 512)):
+            x = torch.randn(shape).to(dtype)
+            got, want = layer(x), F.linear(x, layer.weight, layer.bias)
+            assert got.shape == want.shape
+            assert (got.float() - want.float()).abs().max() <= 1e-4 * want.float().abs().max()
+        with pytest.raises(RuntimeError, match="cannot be multiplied"):
+            layer(torch.randn(3, 500).to(dtype))
+
+
+@needs_onednn
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_inference_features_match_transformers(name):
     model, ref = make_pair(name, "CLIPModel")
