@@ -23,8 +23,9 @@ import weakref
 import numpy as np
 import tensorflow as tf
 
-_TEXT_INPUTS = ("input_ids", "attention_mask", "position_ids")
-_OPEN_LENGTH = {"input_ids", "attention_mask", "position_ids"}  # (batch, length): both dims open
+_TEXT_INPUTS = ("input_ids", "attention_mask", "position_ids")  # (batch, length): both dims open
+# config fields the methods read at trace time: a graph is only reused while they are unchanged
+_CONFIG_FLAGS = ("output_attentions", "output_hidden_states", "return_dict")
 
 
 def graph_when_eager(method):
@@ -47,7 +48,8 @@ def graph_when_eager(method):
         check_eager_inputs(self, signature, tensors, static)
         names = tuple(sorted(tensors))
         specs = tuple(tf.TensorSpec(_open_shape(n, tensors[n]), tensors[n].dtype) for n in names)
-        key = (method.__name__, tuple(sorted(static.items())), names, specs)
+        flags = tuple(getattr(self.config, f, None) for f in _CONFIG_FLAGS)
+        key = (method.__name__, tuple(sorted(static.items())), flags, names, specs)
         graphs = self.__dict__.get("_eager_graphs")
         if graphs is None:
             graphs = {}
@@ -96,7 +98,7 @@ def _open_shape(name, tensor):
     shape = list(tensor.shape)
     if shape:
         shape[0] = None  # batch
-    if name in _OPEN_LENGTH and len(shape) > 1:
+    if name in _TEXT_INPUTS and len(shape) > 1:
         shape[1] = None
     return shape
 

@@ -144,3 +144,12 @@ def test_text_features_run_only_up_to_the_last_pooled_token(tmp_path, name):
     xla = tf.function(lambda i, m: model.get_text_features(input_ids=i, attention_mask=m), jit_compile=True)(ids, mask)
     for got in (eager, graph, xla):
         np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_config_flags_changed_after_tracing_are_honoured(tmp_path):
+    model, _ = make_pair("quick_gelu", "CLIPTextModel", tmp_path)
+    ids = make_inputs("quick_gelu")["input_ids"]
+    model(input_ids=ids)
+    assert model(input_ids=ids).hidden_states is None  # traced with output_hidden_states off
+    model.config.output_hidden_states = True
+    assert len(model(input_ids=ids).hidden_states) == model.config.num_hidden_layers + 1
