@@ -218,7 +218,7 @@ def _search_parser(sub):
 
 def _run_search(args) -> int:
     from clip.tasks.backends import load_encoder
-    from clip.tasks.embed import embed_images
+    from clip.tasks.embed import check_same_weights, embed_images
     from clip.tasks.search import EmbeddingIndex, near_duplicates
 
     use_faiss = {"auto": "auto", "on": True, "off": False}[args.faiss]
@@ -235,6 +235,8 @@ def _run_search(args) -> int:
         return 0
     model = args.model if args.model is not None else index.manifest.get("model")
     encoder = load_encoder(model, args.backend)
+    check_same_weights(index.manifest, encoder.fingerprint, args.index, "pass --model with the model the directory was made with",
+                       unrecorded_ok=True)
     if args.text:
         queries, vectors = args.text, encoder.embed_texts(args.text)
     else:

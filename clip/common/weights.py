@@ -175,6 +175,33 @@ def from_backend_layout(array, kind: str, backend: str) -> np.ndarray:
     return np.asarray(array) if perm is None else np.transpose(array, np.argsort(perm))
 
 
+# -- identity of a set of weights -------------------------------------------------------------------
+FINGERPRINT_SAMPLES = 4096
+
+
+def fingerprint(tensors) -> str:
+    """A short hex digest that tells one set of weights from another, whatever backend holds them.
+
+    `tensors`: (canonical name, array in the canonical layout) pairs, in any order; transposed
+    views are fine (nothing is copied whole). Each tensor contributes its name, shape and up to
+    FINGERPRINT_SAMPLES values spread evenly over it, as float32: any training step or other
+    checkpoint changes it, reading the same checkpoint into another backend or path does not.
+    """
+    import hashlib
+
+    parts = {}
+    for name, array in tensors:  # one tensor at a time: only its sample is kept
+        array = np.asarray(array)
+        count = min(FINGERPRINT_SAMPLES, array.size)
+        flat = np.linspace(0, array.size - 1, count).round().astype(np.int64)
+        sample = array[np.unravel_index(flat, array.shape)] if array.ndim else array.reshape(1)
+        parts[name] = f"{name}:{tuple(array.shape)};".encode() + np.ascontiguousarray(sample, dtype=np.float32).tobytes()
+    digest = hashlib.sha256()
+    for name in sorted(parts):
+        digest.update(parts[name])
+    return digest.hexdigest()[:16]
+
+
 # -- position-embedding resampling (interpolate_pos_encoding) ---------------------------------------
 def bicubic_resize_matrix(size_in: int, size_out: int) -> np.ndarray:
     """(size_out, size_in) float32 matrix M with M @ x = torch's bicubic resize of x along one axis.

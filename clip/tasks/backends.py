@@ -15,6 +15,8 @@ import os
 
 import numpy as np
 
+from clip.common import weights
+
 BACKENDS = ("pt", "tf", "flax")
 _INSTALL = {"pt": "torch", "tf": "tf", "flax": "flax"}
 
@@ -35,13 +37,15 @@ class Encoder:
 
     model: the name it was loaded from (None for the embedded default); backend: "pt", "tf" or
     "flax"; logit_scale: the model's (log) temperature parameter, `scale` = exp(logit_scale);
-    dim: the embedding width; max_text_length: the longest token sequence the text tower takes.
+    dim: the embedding width; max_text_length: the longest token sequence the text tower takes;
+    fingerprint: clip.common.weights.fingerprint of the loaded weights (the same in every backend).
     """
 
-    def __init__(self, processor, model, backend, image_fn, text_fn, logit_scale, dim, max_text_length):
+    def __init__(self, processor, model, backend, image_fn, text_fn, logit_scale, dim, max_text_length, fingerprint=None):
         self.processor = processor
         self.model = model
         self.backend = backend
+        self.fingerprint = fingerprint
         self._image_fn, self._text_fn = image_fn, text_fn
         self.logit_scale = float(logit_scale)
         self.dim = int(dim)
@@ -110,14 +114,15 @@ def load_encoder(model=None, backend: str = "pt", processor=None) -> Encoder:
         processor = CLIPProcessor.from_pretrained(path)
     try:
         loader = {"pt": _load_pt, "tf": _load_tf, "flax": _load_flax}[backend]
-        image_fn, text_fn, logit_scale, config = loader(path)
+        image_fn, text_fn, logit_scale, config, tensors = loader(path)
     except ImportError as err:
         raise TaskError(
             f"backend {backend!r} needs a framework that is not installed ({err}); "
             f"install it with: pip install 'clip[{_INSTALL[backend]}]'"
         ) from None
     max_len = min(config.text_config.max_position_embeddings, processor.tokenizer.model_max_length)
-    return Encoder(processor, model, backend, image_fn, text_fn, logit_scale, config.projection_dim, max_len)
+    fingerprint = weights.fingerprint(tensors)
+    return Encoder(processor, model, backend, image_fn, text_fn, logit_scale, config.projection_dim, max_len, fingerprint)
 
 
 def _load_pt(path):
@@ -135,7 +140,8 @@ def _load_pt(path):
         with torch.inference_mode():
             return net.get_text_features(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).float().numpy()
 
-    return image_fn, text_fn, net.logit_scale.item(), net.config
+    tensors = ((name, t.detach().float().numpy()) for name, t in net.state_dict().items())
+    return image_fn, text_fn, net.logit_scale.item(), net.config, tensors
 
 
 def _load_tf(path):
@@ -150,13 +156,14 @@ def _load_tf(path):
     def text_fn(ids, mask):
         return np.asarray(net.get_text_features(input_ids=ids, attention_mask=mask), dtype=np.float32)
 
-    return image_fn, text_fn, float(np.asarray(net.logit_scale)), net.config
+    tensors = ((name, weights.from_backend_layout(v.numpy(), kind, "tf")) for name, (v, kind) in net.canonical_variables().items())
+    return image_fn, text_fn, float(np.asarray(net.logit_scale)), net.config, tensors
 
 
 def _load_flax(path):
     import jax
 
-    from clip.flax import FlaxCLIPModel
+    from clip.flax import FlaxCLIPModel, loading
 
     net = FlaxCLIPModel.from_pretrained(path)
     params = net.params
@@ -176,4 +183,5 @@ def _load_flax(path):
             mask = np.pad(mask, ((0, 0), (0, extra)))
         return np.asarray(text_jit(params, ids, mask), dtype=np.float32)
 
-    return image_fn, text_fn, float(np.asarray(params["logit_scale"])), net.config
+    tensors = loading.from_params(jax.tree.map(np.asarray, params), loading.expected_parameters(net)).items()
+    return image_fn, text_fn, float(np.asarray(params["logit_scale"])), net.config, tensors

@@ -7,7 +7,7 @@ In memory:
 
 To disk (`clip embed`): `embed_to_dir(encoder, "photos/", "photos.emb")` writes
 
-    photos.emb/manifest.json          settings, the finished chunks, the skipped inputs
+    photos.emb/manifest.json          settings (model, weights fingerprint), the finished chunks, the skipped inputs
     photos.emb/chunks/000000.safetensors (or .npy)   (n, D) float32 unit vectors
     photos.emb/chunks/000000.json     the keys (relative paths, or line numbers and texts)
 
@@ -15,7 +15,8 @@ Images are decoded and preprocessed on a thread pool while the model runs on the
 batch; at most `prefetch` images are in flight and at most one chunk of vectors is held, so
 memory stays flat however many images there are. Every chunk is written atomically before the
 manifest names it, so an interrupted run loses at most the unfinished chunk; running again
-continues with the inputs no chunk holds yet (new files added to the folder included).
+continues with the inputs no chunk holds yet (new files added to the folder included), and
+refuses a model whose weights are not the ones the manifest records.
 An input that cannot be read is skipped and listed, never fatal.
 """
 
@@ -259,6 +260,7 @@ def _settings(encoder, kind, root, storage):
         "kind": kind,
         "root": root,
         "model": None if encoder.model is None else os.fspath(encoder.model),
+        "weights": encoder.fingerprint,
         "backend": encoder.backend,
         "dim": encoder.dim,
         "dtype": "float32",
@@ -267,11 +269,28 @@ def _settings(encoder, kind, root, storage):
     }
 
 
+def check_same_weights(manifest: dict, fingerprint, out, advice: str, unrecorded_ok: bool = False):
+    """Refuse to mix vectors of two models: embeddings of different weights live in different spaces.
+
+    unrecorded_ok: let a manifest written before fingerprints were recorded pass (reading only).
+    """
+    if unrecorded_ok and manifest.get("weights") is None:
+        return
+    if fingerprint is not None and manifest.get("weights") != fingerprint:
+        made_with = manifest.get("weights") or "unrecorded weights"
+        raise TaskError(
+            f"{out} holds embeddings made with other weights (model {manifest.get('model')!r}, fingerprint "
+            f"{made_with}) than the model loaded now (fingerprint {fingerprint}); {advice}"
+        )
+
+
 def _open_manifest(out, settings, overwrite):
     path = os.path.join(out, MANIFEST)
     if os.path.isfile(path) and not overwrite:
         manifest = read_json_object(path)
-        for key in ("format_version", "kind", "model", "dim", "storage", "root"):
+        check_same_weights(manifest, settings["weights"], out, "pass --overwrite to start again, or choose another --out")
+        # not the model's name: the same weights under another path or hub id may go on
+        for key in ("format_version", "kind", "dim", "storage", "root"):
             if manifest.get(key) != settings[key]:
                 raise TaskError(
                     f"{out} holds embeddings made with {key}={manifest.get(key)!r}, not {settings[key]!r}; "

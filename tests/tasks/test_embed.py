@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 
 import numpy as np
@@ -151,3 +152,47 @@ def test_search_image_to_text(tmp_path, shapes_dir):
     run_json("embed", lines, "--out", out)
     hits = run_json("search", out, "--image", shapes_dir / "red_circle.png", "--top-k", "1")[0]["results"]
     assert hits[0]["source"] == "a red circle"
+
+
+@pytest.fixture(scope="module")
+def model_copies(tmp_path_factory):
+    """The embedded default model saved again under another path, and a copy with one tensor changed."""
+    torch = pytest.importorskip("torch")
+    from clip.models import default_model_path
+    from clip.pt import CLIPModel
+
+    folder = tmp_path_factory.mktemp("models")
+    model = CLIPModel.from_pretrained(default_model_path())
+    for name in ("same", "tuned"):
+        shutil.copytree(default_model_path(), folder / name)  # the tokenizer and processor files
+    model.save_pretrained(folder / "same")
+    with torch.no_grad():
+        model.visual_projection.weight.mul_(1.001)  # what a fine-tuning step does to a tensor
+    model.save_pretrained(folder / "tuned")
+    return folder / "same", folder / "tuned"
+
+
+def test_resume_and_search_refuse_vectors_of_other_weights(tmp_path, shapes_dir, model_copies):
+    same, tuned = model_copies
+    out = tmp_path / "e.emb"
+    first = run_json("embed", shapes_dir, "--out", out)
+    assert json.loads((out / "manifest.json").read_text())["weights"]
+
+    # the same weights under another path (a moved or re-saved checkpoint) go on
+    assert run_json("embed", shapes_dir, "--out", out, "--model", same)["reused"] == first["count"]
+    assert run_json("search", out, "--text", "a red circle", "--model", same)[0]["results"]
+
+    for command in (("embed", shapes_dir, "--out", out), ("search", out, "--text", "a red circle")):
+        proc = run_clip(*command, "--model", tuned, check=False)
+        assert proc.returncode == 2 and "other weights" in proc.stderr and "Traceback" not in proc.stderr
+    assert len(load_embeddings(out)) == first["count"]  # nothing was appended
+
+
+def test_weights_fingerprint_is_the_same_in_every_backend(encoder):
+    pytest.importorskip("tensorflow")
+    pytest.importorskip("clip.flax")
+    from clip.tasks import load_encoder
+
+    assert encoder.fingerprint
+    assert load_encoder(None, "tf").fingerprint == encoder.fingerprint
+    assert load_encoder(None, "flax").fingerprint == encoder.fingerprint
