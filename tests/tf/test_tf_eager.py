@@ -109,7 +109,7 @@ def test_text_features_run_only_up_to_the_last_pooled_token(tmp_path, name):
     # token are not computed; under XLA (static shapes) they are; the features are the same
     import torch
 
-    from clip.tf.modeling import CLIPTextEmbeddings
+    from clip.tf.towers import CLIPTextEmbeddings
     from tf_helpers import CONFIGS, as_torch
 
     model, ref = make_pair(name, "CLIPModel", tmp_path)
