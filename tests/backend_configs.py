@@ -1,4 +1,4 @@
-"""Tiny configs shared by the TF and Flax backend tests (each compares against a clip.pt twin).
+"""Tiny configs shared by the PyTorch, TF and Flax backend tests (each compares against a twin).
 
 Importable from any test directory: tests/conftest.py puts tests/ on sys.path."""
 
@@ -8,8 +8,8 @@ CLASSES = ("CLIPModel", "CLIPTextModel", "CLIPTextModelWithProjection", "CLIPVis
 TEXT_CLASSES = ("CLIPTextModel", "CLIPTextModelWithProjection")
 VISION_CLASSES = ("CLIPVisionModel", "CLIPVisionModelWithProjection")
 
-# Small configs covering what changes the computation: activation, depth, heads, patch/image size,
-# projection width != hidden width, pad == eos, the legacy pooling rule.
+# Small configs covering the axes that change the computation: activation, depth, heads,
+# patch/image size, projection width != hidden width, the legacy pooling rule.
 CONFIGS = {
     "quick_gelu": dict(
         text=dict(vocab_size=99, hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
@@ -21,24 +21,31 @@ CONFIGS = {
     "gelu": dict(
         text=dict(vocab_size=80, hidden_size=64, intermediate_size=96, num_hidden_layers=1, num_attention_heads=2,
                   max_position_embeddings=12, projection_dim=40, eos_token_id=79, pad_token_id=79, hidden_act="gelu"),
-        vision=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+        vision=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=2,
                     image_size=32, patch_size=8, projection_dim=40, hidden_act="gelu"),
         projection_dim=40,
         logit_scale_init_value=3.0,
     ),
     "legacy_eos": dict(
-        text=dict(vocab_size=50, hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=2,
+        text=dict(vocab_size=50, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=2,
                   max_position_embeddings=10, projection_dim=16, eos_token_id=2, hidden_act="gelu_new"),
         vision=dict(hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=8,
                     image_size=24, patch_size=8, projection_dim=16, hidden_act="relu"),
         projection_dim=16,
+        id2label={0: "cat", 1: "dog", 2: "bird"},
     ),
 }
 
 
-def make_config(name, model_class, **top):
+def config_dicts(name):
+    """(text, vision, top-level) keyword dicts of CONFIGS[name]."""
     spec = dict(CONFIGS[name])
-    text, vision = spec.pop("text"), spec.pop("vision")
+    return spec.pop("text"), spec.pop("vision"), spec
+
+
+def make_config(name, model_class, **top):
+    """Our config for `model_class` built from CONFIGS[name]."""
+    text, vision, spec = config_dicts(name)
     if model_class in TEXT_CLASSES:
         return CLIPTextConfig(**text)
     if model_class in VISION_CLASSES:
