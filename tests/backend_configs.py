@@ -1,6 +1,8 @@
-"""Tiny configs shared by the PyTorch, TF and Flax backend tests (each compares against a twin).
+"""Tiny configs (and numpy inputs for them) shared by the backend tests (each compares against a twin).
 
 Importable from any test directory: tests/conftest.py puts tests/ on sys.path."""
+
+import numpy as np
 
 from clip.common.config import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
 
@@ -51,3 +53,33 @@ def make_config(name, model_class, **top):
     if model_class in VISION_CLASSES:
         return CLIPVisionConfig(**vision)
     return CLIPConfig(text_config=text, vision_config=vision, **{**spec, **top})
+
+
+def make_inputs(name, batch=3, seed=1, image_size=None, padded=True):
+    """numpy inputs: ids padded after the end token (lengths L, L-1, L-2, ...), mask, NCHW pixels."""
+    spec = CONFIGS[name]
+    text, vision = spec["text"], spec["vision"]
+    rng = np.random.default_rng(seed)
+    length = min(7, text["max_position_embeddings"])
+    eos = text["eos_token_id"]
+    end = eos if eos != 2 else text["vocab_size"] - 1  # legacy configs pool the highest id
+    ids = rng.integers(3, end, (batch, length)).astype(np.int64)
+    mask = np.ones((batch, length), np.int64)
+    for i in range(batch):
+        n = length - (i % 3) if padded else length
+        ids[i, n - 1] = end
+        ids[i, n:] = text.get("pad_token_id", 1)
+        mask[i, n:] = 0
+    size = image_size or vision["image_size"]
+    sizes = size if isinstance(size, tuple) else (size, size)
+    pixels = rng.standard_normal((batch, 3, *sizes)).astype(np.float32)
+    return {"input_ids": ids, "attention_mask": mask, "pixel_values": pixels}
+
+
+def inputs_for(model_class, inputs):
+    """The inputs `model_class` takes."""
+    if model_class in TEXT_CLASSES:
+        return {k: inputs[k] for k in ("input_ids", "attention_mask") if k in inputs}
+    if model_class in VISION_CLASSES:
+        return {"pixel_values": inputs["pixel_values"]}
+    return dict(inputs)

@@ -16,7 +16,7 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 import clip.pt as pt  # noqa: E402
 import clip.tf as ours  # noqa: E402
 
-from backend_configs import CLASSES, CONFIGS, TEXT_CLASSES, VISION_CLASSES, make_config  # noqa: E402,F401
+from backend_configs import CLASSES, CONFIGS, TEXT_CLASSES, VISION_CLASSES, inputs_for, make_config, make_inputs  # noqa: E402,F401
 
 
 def make_pair(name, model_class, tmp_path, seed=0, **top):
@@ -29,35 +29,6 @@ def make_pair(name, model_class, tmp_path, seed=0, **top):
             p.add_(torch.randn_like(p) * 0.05)
     ref.save_pretrained(tmp_path)
     return getattr(ours, "TF" + model_class).from_pretrained(tmp_path), ref
-
-
-def make_inputs(name, batch=3, seed=1, image_size=None, padded=True):
-    """numpy inputs: int64 ids and mask (padded batch), float32 NCHW pixels."""
-    spec = CONFIGS[name]
-    text, vision = spec["text"], spec["vision"]
-    rng = np.random.default_rng(seed)
-    length = min(7, text["max_position_embeddings"])
-    eos = text["eos_token_id"]
-    end = eos if eos != 2 else text["vocab_size"] - 1  # legacy configs pool the highest id
-    ids = rng.integers(3, end, (batch, length))
-    mask = np.ones((batch, length), np.int64)
-    for i in range(batch):
-        n = length - (i % 3) if padded else length
-        ids[i, n - 1] = end
-        ids[i, n:] = text.get("pad_token_id", 1)
-        mask[i, n:] = 0
-    size = image_size or vision["image_size"]
-    sizes = size if isinstance(size, tuple) else (size, size)
-    pixels = rng.standard_normal((batch, 3, *sizes)).astype(np.float32)
-    return {"input_ids": ids, "attention_mask": mask, "pixel_values": pixels}
-
-
-def inputs_for(model_class, inputs):
-    if model_class in TEXT_CLASSES:
-        return {k: inputs[k] for k in ("input_ids", "attention_mask") if k in inputs}
-    if model_class in VISION_CLASSES:
-        return {"pixel_values": inputs["pixel_values"]}
-    return dict(inputs)
 
 
 def as_tf(inputs):
