@@ -17,6 +17,34 @@ logger = logging.getLogger("clip")
 RUNTIME_CONFIG_KEYS = ("output_attentions", "output_hidden_states", "return_dict", "problem_type")
 
 
+# transformers' from_pretrained keywords that change nothing here, accepted (and checked) so its
+# calls run unchanged: CLIP needs no remote code; loading always streams from the memory-mapped
+# file (low memory); the TF and Flax backends read PyTorch-named safetensors natively (from_pt).
+NO_OP_KWARGS = {"pt": ("trust_remote_code", "low_cpu_mem_usage"), "tf": ("trust_remote_code", "from_pt"),
+                "flax": ("trust_remote_code", "from_pt")}
+SAFETENSORS_FILES = (hub.SAFETENSORS_NAME, hub.SAFETENSORS_INDEX_NAME)
+
+
+def pop_no_op_kwargs(kwargs: dict, backend: str):
+    """Remove the NO_OP_KWARGS of `backend` from a from_pretrained(**kwargs) call, checking their type."""
+    for key in NO_OP_KWARGS[backend]:
+        value = kwargs.pop(key, None)
+        if value is not None and not isinstance(value, bool):
+            raise TypeError(f"{key} must be True, False or None, got {value!r}")
+
+
+def weight_candidates(candidates: tuple, use_safetensors) -> tuple:
+    """transformers' use_safetensors: None prefers safetensors, True takes nothing else, False never takes it."""
+    if use_safetensors is None:
+        return candidates
+    if not isinstance(use_safetensors, bool):
+        raise TypeError(f"use_safetensors must be True, False or None, got {use_safetensors!r}")
+    kept = tuple(name for name in candidates if (name in SAFETENSORS_FILES) == use_safetensors)
+    if not kept:
+        raise ValueError(f"use_safetensors={use_safetensors}: this backend reads only {', '.join(candidates)}")
+    return kept
+
+
 def resolve_config(cls, name_or_path, config, overrides: dict, hub_kwargs: dict):
     """The model's config: given, or read from name_or_path; then keyword overrides applied."""
     if config is None:

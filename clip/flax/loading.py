@@ -127,15 +127,21 @@ def from_pretrained(
     dtype=jnp.float32,
     param_dtype=jnp.float32,
     seed: int = 0,
+    use_safetensors=None,
     output_loading_info=False,
     ignore_mismatched_sizes=False,
+    _do_init=True,
     **kwargs,
 ):
+    """transformers' arguments, from_pt and trust_remote_code included (they change nothing here);
+    with _do_init=False returns (model, params), as transformers' Flax models do."""
+    loading.pop_no_op_kwargs(kwargs, "flax")
     hub_kwargs = hub.split_hub_kwargs(kwargs)
     config = loading.resolve_config(cls, name_or_path, config, kwargs, hub_kwargs)
 
     hint = "; convert PyTorch .bin checkpoints with clip.pt first"
-    kind, paths = loading.find_weights(name_or_path, WEIGHT_CANDIDATES, hub_kwargs, hint)
+    candidates = loading.weight_candidates(WEIGHT_CANDIDATES, use_safetensors)
+    kind, paths = loading.find_weights(name_or_path, candidates, hub_kwargs, hint)
     arrays = read_weights(kind, paths)  # canonical name -> numpy array, no copies yet
 
     model = cls(config, seed=seed, dtype=dtype, param_dtype=param_dtype, _do_init=False)
@@ -151,7 +157,9 @@ def from_pretrained(
     del arrays, loaded, tree
 
     info = loading.loading_info(cls, name_or_path, report)
-    return (model, info) if output_loading_info else model
+    result = (model,) if _do_init else (model, model.params)
+    result += (info,) if output_loading_info else ()
+    return result if len(result) > 1 else model
 
 
 # -- saving ---------------------------------------------------------------------------------------

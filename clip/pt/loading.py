@@ -41,18 +41,27 @@ def from_pretrained(
     dtype=None,
     torch_dtype=None,
     device=None,
+    device_map=None,
+    attn_implementation=None,
+    use_safetensors=None,
     output_loading_info=False,
     ignore_mismatched_sizes=False,
     **kwargs,
 ):
+    """transformers' arguments: dtype/torch_dtype, device_map (one device), attn_implementation,
+    use_safetensors, output_loading_info, ignore_mismatched_sizes, the hub's (revision, token, ...),
+    config overrides; trust_remote_code and low_cpu_mem_usage are accepted and change nothing."""
+    loading.pop_no_op_kwargs(kwargs, "pt")
     hub_kwargs = hub.split_hub_kwargs(kwargs)
     config = loading.resolve_config(cls, name_or_path, config, kwargs, hub_kwargs)
     if dtype is not None and torch_dtype is not None and resolve_dtype(dtype) != resolve_dtype(torch_dtype):
         raise ValueError(f"dtype={dtype!r} and torch_dtype={torch_dtype!r} disagree; pass one of them")
     target_dtype = resolve_dtype(dtype if dtype is not None else torch_dtype) or torch.get_default_dtype()
-    device = torch.device(device) if device is not None else torch.device("cpu")
+    device = resolve_device(device, device_map)
+    check_attn_implementation(attn_implementation)
 
-    kind, paths = loading.find_weights(name_or_path, WEIGHT_CANDIDATES, hub_kwargs)
+    candidates = loading.weight_candidates(WEIGHT_CANDIDATES, use_safetensors)
+    kind, paths = loading.find_weights(name_or_path, candidates, hub_kwargs)
     tensors = read_weights(kind, paths)  # checkpoint name -> numpy array or CPU tensor (no copies yet)
 
     canonical = weights.normalize_checkpoint_keys(tensors)  # checkpoint name -> canonical name
@@ -82,6 +91,38 @@ def from_pretrained(
 
     info = loading.loading_info(cls, name_or_path, report)
     return (model, info) if output_loading_info else model
+
+
+# Every one runs torch's scaled_dot_product_attention, which picks the flash, memory-efficient or
+# plain kernel itself; attention weights, when asked for, are computed explicitly whatever the choice.
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
+
+
+def check_attn_implementation(name):
+    if name is not None and name not in ATTN_IMPLEMENTATIONS:
+        raise ValueError(f"attn_implementation must be one of {', '.join(ATTN_IMPLEMENTATIONS)} or None, got {name!r}")
+
+
+def resolve_device(device, device_map) -> torch.device:
+    """device= or transformers' device_map (a device, a GPU index, "auto", or {"": device}): one device.
+
+    CLIP fits on one device, so a map that splits the model over several is refused, not approximated.
+    """
+    if device_map is not None:
+        if isinstance(device_map, dict):
+            targets = set(device_map.values())
+            if len(targets) != 1:
+                raise ValueError(f"device_map puts parts of the model on {sorted(map(str, targets))}; clip.pt "
+                                 "loads the whole model onto one device (pass device= or a one-device map)")
+            device_map = targets.pop()
+        if device_map in ("auto", "balanced", "balanced_low_0", "sequential"):
+            device_map = "cuda" if torch.cuda.is_available() else "cpu"
+        mapped = torch.device(f"cuda:{device_map}" if isinstance(device_map, int) else device_map)
+        given = torch.device(device) if device is not None else mapped
+        if given.type != mapped.type or None not in (given.index, mapped.index) and given.index != mapped.index:
+            raise ValueError(f"device={device!r} and device_map={device_map!r} disagree; pass one of them")
+        return mapped
+    return torch.device(device) if device is not None else torch.device("cpu")
 
 
 def _canonical_class(cls):

@@ -149,3 +149,15 @@ def test_load_errors(tmp_path):
         ours.FlaxCLIPTextModel.from_pretrained(FIXTURE, not_a_field=1)
     with pytest.raises(TypeError, match="needs a CLIPConfig"):
         ours.FlaxCLIPModel(model.config)
+
+
+def test_do_init_false_returns_model_and_params_as_transformers(reference):
+    model, params = ours.FlaxCLIPModel.from_pretrained(FIXTURE, _do_init=False, from_pt=False, trust_remote_code=False)
+    theirs, their_params = transformers.FlaxCLIPModel.from_pretrained(FIXTURE, _do_init=False)
+    assert jax.tree.structure(params) == jax.tree.structure(their_params)
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(their_params)))
+    model, params, info = ours.FlaxCLIPModel.from_pretrained(FIXTURE, _do_init=False, output_loading_info=True)
+    assert info["missing_keys"] == []
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(model.params)))
+    with pytest.raises(OSError, match="model.safetensors"):
+        ours.FlaxCLIPModel.from_pretrained(FIXTURE, use_safetensors=True)

@@ -248,3 +248,47 @@ def test_directory_without_weights_names_the_files_looked_for(tmp_path):
     model.config.save_pretrained(tmp_path)
     with pytest.raises(OSError, match="no weights found.*model.safetensors.*pytorch_model.bin"):
         ours.CLIPModel.from_pretrained(tmp_path)
+
+
+def test_transformers_loading_arguments_work_unchanged(tmp_path):
+    _, ref = make_pair("quick_gelu", "CLIPModel")
+    ref.save_pretrained(tmp_path)
+    # a call as written for transformers (device_map there needs accelerate: checked on ours below)
+    kwargs = dict(low_cpu_mem_usage=True, trust_remote_code=False, attn_implementation="eager", use_safetensors=True,
+                  torch_dtype=torch.float32)
+    theirs = transformers.CLIPModel.from_pretrained(tmp_path, **kwargs).eval()
+    for device_map in (None, "cpu", {"": "cpu"}, "auto" if not torch.cuda.is_available() else "cpu"):
+        model = ours.CLIPModel.from_pretrained(tmp_path, device_map=device_map, **kwargs)
+        assert model.device == torch.device("cpu")
+        reference_outputs_equal(model, theirs, "CLIPModel")
+
+
+def test_use_safetensors_takes_the_file_transformers_takes(tmp_path):
+    a, _ = make_pair("quick_gelu", "CLIPTextModel", seed=0)
+    b, _ = make_pair("quick_gelu", "CLIPTextModel", seed=1)
+    b.save_pretrained(tmp_path, safe_serialization=False)  # pytorch_model.bin
+    io.write_safetensors({n: t.numpy() for n, t in a.state_dict().items()}, tmp_path / "model.safetensors")
+
+    def embedding(m):
+        return m.text_model.embeddings.token_embedding.weight
+
+    for flag, expected in ((None, a), (True, a), (False, b)):
+        assert torch.equal(embedding(ours.CLIPTextModel.from_pretrained(tmp_path, use_safetensors=flag)), embedding(expected)), flag
+        assert torch.equal(embedding(transformers.CLIPTextModel.from_pretrained(tmp_path, use_safetensors=flag)), embedding(expected)), flag
+    os.unlink(tmp_path / "pytorch_model.bin")
+    with pytest.raises(OSError, match="pytorch_model.bin"):
+        ours.CLIPTextModel.from_pretrained(tmp_path, use_safetensors=False)
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(attn_implementation="flash"), ValueError, "attn_implementation must be one of"),
+    (dict(device_map={"text_model": "cpu", "vision_model": "cuda:0"}), ValueError, "onto one device"),
+    (dict(device="cpu", device_map="cuda:1"), ValueError, "disagree"),
+    (dict(use_safetensors="yes"), TypeError, "use_safetensors must be"),
+    (dict(trust_remote_code="yes"), TypeError, "trust_remote_code must be"),
+])
+def test_bad_loading_arguments_name_themselves(tmp_path, kwargs, error, match):
+    model, _ = make_pair("quick_gelu", "CLIPTextModel")
+    model.save_pretrained(tmp_path)
+    with pytest.raises(error, match=match):
+        ours.CLIPTextModel.from_pretrained(tmp_path, **kwargs)

@@ -124,3 +124,16 @@ def test_no_weights_and_bad_arguments(tmp_path):
         ours.TFCLIPTextModel.from_pretrained(tmp_path, bogus=1)
     model = ours.TFCLIPTextModel.from_pretrained(tmp_path, output_hidden_states=True)
     assert len(model(tf.constant([[5, 6, 49407]])).hidden_states) == 2
+
+
+def test_transformers_loading_arguments_pick_the_file(tmp_path):
+    # the fixture holds tf_model.h5 only: use_safetensors=False (and transformers' from_pt) read it
+    model = ours.TFCLIPModel.from_pretrained(FIXTURE, use_safetensors=False, from_pt=False, trust_remote_code=False)
+    reference = ours.TFCLIPModel.from_pretrained(FIXTURE)
+    assert all(np.array_equal(a, b) for a, b in zip(loading.canonical_state(model).values(), loading.canonical_state(reference).values()))
+    with pytest.raises(OSError, match="model.safetensors"):
+        ours.TFCLIPModel.from_pretrained(FIXTURE, use_safetensors=True)
+    model.save_pretrained(tmp_path)
+    assert ours.TFCLIPModel.from_pretrained(tmp_path, from_pt=True, use_safetensors=True) is not None
+    with pytest.raises(TypeError, match="from_pt must be"):
+        ours.TFCLIPModel.from_pretrained(tmp_path, from_pt="yes")
