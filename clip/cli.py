@@ -26,6 +26,8 @@ def _command(sub, name, help, description, examples):
 def _model_options(p, model_help="local directory or hub id, e.g. openai/clip-vit-base-patch32 (default: the embedded model)"):
     p.add_argument("--model", default=None, metavar="DIR_OR_HUB_ID", help=model_help)
     p.add_argument("--backend", choices=BACKENDS, default="pt", help="framework to run the model in (default pt)")
+    p.add_argument("--device", default="auto", metavar="DEVICE",
+                   help="auto (a GPU when the framework sees one, else the CPU; default), cpu, cuda or cuda:N")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
@@ -124,7 +126,7 @@ def _run_zero_shot(args) -> int:
     if args.top_k < 1:
         raise TaskError("--top-k must be at least 1")
     sources, explicit = _expand_images(args.images)
-    encoder = load_encoder(args.model, args.backend)  # model None: the embedded model (clip/models/default)
+    encoder = load_encoder(args.model, args.backend, device=args.device)  # model None: the embedded model (clip/models/default)
     classifier = ZeroShotClassifier(encoder, labels, args.templates)
     result = classifier.classify(sources, batch_size=args.batch_size, progress=_progress(args))
     _fail_on_explicit(result.skipped, explicit)
@@ -173,7 +175,7 @@ def _run_embed(args) -> int:
     kind = "text" if args.texts else detect_kind(args.source)  # check the input before loading a model
     if os.path.isdir(args.source) and not list_images(args.source):
         raise TaskError(f"{args.source}: the directory holds no files to embed")
-    encoder = load_encoder(args.model, args.backend)
+    encoder = load_encoder(args.model, args.backend, device=args.device)
     summary = embed_to_dir(
         encoder, args.source, args.out, kind=kind, batch_size=args.batch_size, chunk_size=args.chunk_size,
         storage=args.format, overwrite=args.overwrite, workers=args.workers, progress=_progress(args),
@@ -234,7 +236,7 @@ def _run_search(args) -> int:
                 print(f"  {row['score']:.4f}  {row['a']}  ~  {row['b']}")
         return 0
     model = args.model if args.model is not None else index.manifest.get("model")
-    encoder = load_encoder(model, args.backend)
+    encoder = load_encoder(model, args.backend, device=args.device)
     check_same_weights(index.manifest, encoder.fingerprint, args.index, "pass --model with the model the directory was made with",
                        unrecorded_ok=True)
     if args.text:
@@ -291,7 +293,7 @@ def _run_retrieval(args) -> int:
         raise TaskError(f"--ks must list positive integers, got {args.ks!r}")
     if not os.path.exists(args.captions):
         raise TaskError(f"{args.captions}: no such file or directory")
-    encoder = load_encoder(args.model, args.backend)
+    encoder = load_encoder(args.model, args.backend, device=args.device)
     result = evaluate_captions(encoder, args.captions, ks, args.batch_size, args.workers, _progress(args))
     if args.json:
         _print_json(result)
@@ -342,7 +344,7 @@ def _run_similarity(args) -> int:
     if not texts:
         raise TaskError("no texts given; pass --texts or a non-empty --texts-file")
     sources, explicit = _expand_images(args.images)
-    encoder = load_encoder(args.model, args.backend)
+    encoder = load_encoder(args.model, args.backend, device=args.device)
     similarity, kept, skipped = similarity_matrix(encoder, sources, texts)
     _fail_on_explicit(skipped, explicit)
     if not kept:

@@ -38,13 +38,16 @@ class Encoder:
     model: the name it was loaded from (None for the embedded default); backend: "pt", "tf" or
     "flax"; logit_scale: the model's (log) temperature parameter, `scale` = exp(logit_scale);
     dim: the embedding width; max_text_length: the longest token sequence the text tower takes;
-    fingerprint: clip.common.weights.fingerprint of the loaded weights (the same in every backend).
+    fingerprint: clip.common.weights.fingerprint of the loaded weights (the same in every backend);
+    device: where the model runs, in the framework's words.
     """
 
-    def __init__(self, processor, model, backend, image_fn, text_fn, logit_scale, dim, max_text_length, fingerprint=None):
+    def __init__(self, processor, model, backend, image_fn, text_fn, logit_scale, dim, max_text_length, fingerprint=None,
+                 device=None):
         self.processor = processor
         self.model = model
         self.backend = backend
+        self.device = device
         self.fingerprint = fingerprint
         self._image_fn, self._text_fn = image_fn, text_fn
         self.logit_scale = float(logit_scale)
@@ -95,13 +98,18 @@ class Encoder:
         return np.asarray(self.processor.image_processor(list(images), return_tensors="np")["pixel_values"])
 
     def __repr__(self):
-        return f"Encoder(model={self.model!r}, backend={self.backend!r}, dim={self.dim})"
+        return f"Encoder(model={self.model!r}, backend={self.backend!r}, device={self.device!r}, dim={self.dim})"
 
 
-def load_encoder(model=None, backend: str = "pt", processor=None) -> Encoder:
-    """Load `model` (a local directory or hub id; None: the embedded default) in `backend`."""
+def load_encoder(model=None, backend: str = "pt", processor=None, device: str = "auto") -> Encoder:
+    """Load `model` (a local directory or hub id; None: the embedded default) in `backend`.
+
+    device: "auto" (the framework's first GPU when it sees one, else the CPU), "cpu", "cuda" (or
+    "gpu") or "cuda:N"; a GPU the framework does not see is an error, never a silent CPU run.
+    """
     if backend not in BACKENDS:
         raise TaskError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    place = parse_device(device)
     from clip.common.processor import CLIPProcessor
 
     path = model
@@ -114,7 +122,7 @@ def load_encoder(model=None, backend: str = "pt", processor=None) -> Encoder:
         processor = CLIPProcessor.from_pretrained(path)
     try:
         loader = {"pt": _load_pt, "tf": _load_tf, "flax": _load_flax}[backend]
-        image_fn, text_fn, logit_scale, config, tensors = loader(path)
+        image_fn, text_fn, logit_scale, config, tensors, where = loader(path, place)
     except ImportError as err:
         raise TaskError(
             f"backend {backend!r} needs a framework that is not installed ({err}); "
@@ -122,51 +130,98 @@ def load_encoder(model=None, backend: str = "pt", processor=None) -> Encoder:
         ) from None
     max_len = min(config.text_config.max_position_embeddings, processor.tokenizer.model_max_length)
     fingerprint = weights.fingerprint(tensors)
-    return Encoder(processor, model, backend, image_fn, text_fn, logit_scale, config.projection_dim, max_len, fingerprint)
+    return Encoder(processor, model, backend, image_fn, text_fn, logit_scale, config.projection_dim, max_len, fingerprint, where)
 
 
-def _load_pt(path):
+def parse_device(device) -> tuple[str, int] | None:
+    """"auto" -> None; "cpu" -> ("cpu", 0); "cuda", "gpu", "cuda:N", "gpu:N" -> ("gpu", N)."""
+    text = str(device).strip().lower()
+    if text == "auto":
+        return None
+    kind, _, index = text.partition(":")
+    if kind in ("cpu", "cuda", "gpu") and (not index or index.isdigit()) and not (kind == "cpu" and index not in ("", "0")):
+        return ("cpu" if kind == "cpu" else "gpu", int(index or 0))
+    raise TaskError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
+
+
+def _no_gpu(backend, index, seen):
+    return TaskError(f"device cuda:{index} asked for, but {backend} sees {seen} GPU(s); use --device cpu or auto")
+
+
+def _load_pt(path, place):
     import torch
 
     from clip.pt import CLIPModel
 
-    net = CLIPModel.from_pretrained(path, dtype="float32").eval()
+    if place is None:
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    elif place[0] == "gpu":
+        if place[1] >= torch.cuda.device_count():
+            raise _no_gpu("torch", place[1], torch.cuda.device_count())
+        device = torch.device("cuda", place[1])
+    else:
+        device = torch.device("cpu")
+    net = CLIPModel.from_pretrained(path, dtype="float32", device=device).eval()
 
     def image_fn(pixels):
         with torch.inference_mode():
-            return net.get_image_features(pixel_values=torch.from_numpy(pixels)).float().numpy()
+            return net.get_image_features(pixel_values=torch.from_numpy(pixels).to(device)).float().cpu().numpy()
 
     def text_fn(ids, mask):
         with torch.inference_mode():
-            return net.get_text_features(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).float().numpy()
+            ids, mask = torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device)
+            return net.get_text_features(input_ids=ids, attention_mask=mask).float().cpu().numpy()
 
-    tensors = ((name, t.detach().float().numpy()) for name, t in net.state_dict().items())
-    return image_fn, text_fn, net.logit_scale.item(), net.config, tensors
+    tensors = ((name, t.detach().float().cpu().numpy()) for name, t in net.state_dict().items())
+    return image_fn, text_fn, net.logit_scale.item(), net.config, tensors, str(device)
 
 
-def _load_tf(path):
+def _load_tf(path, place):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off stderr
+    import contextlib
+
+    import tensorflow as tf
+
     from clip.tf import TFCLIPModel
 
-    net = TFCLIPModel.from_pretrained(path)
+    gpus = tf.config.list_physical_devices("GPU")
+    if place is not None and place[0] == "gpu" and place[1] >= len(gpus):
+        raise _no_gpu("TensorFlow", place[1], len(gpus))
+    tf_device = None if place is None else f"/{place[0].upper()}:{place[1]}"
+    where = (lambda: tf.device(tf_device)) if tf_device else contextlib.nullcontext  # None: TensorFlow's own placement
+    with where():
+        net = TFCLIPModel.from_pretrained(path)
 
     def image_fn(pixels):
-        return np.asarray(net.get_image_features(pixel_values=pixels), dtype=np.float32)
+        with where():
+            return np.asarray(net.get_image_features(pixel_values=pixels), dtype=np.float32)
 
     def text_fn(ids, mask):
-        return np.asarray(net.get_text_features(input_ids=ids, attention_mask=mask), dtype=np.float32)
+        with where():
+            return np.asarray(net.get_text_features(input_ids=ids, attention_mask=mask), dtype=np.float32)
 
     tensors = ((name, weights.from_backend_layout(v.numpy(), kind, "tf")) for name, (v, kind) in net.canonical_variables().items())
-    return image_fn, text_fn, float(np.asarray(net.logit_scale)), net.config, tensors
+    device = tf_device or ("/GPU:0" if gpus else "/CPU:0")
+    return image_fn, text_fn, float(np.asarray(net.logit_scale)), net.config, tensors, device
 
 
-def _load_flax(path):
+def _load_flax(path, place):
     import jax
 
     from clip.flax import FlaxCLIPModel, loading
 
+    if place is None:
+        device = jax.devices()[0]  # JAX's default: its accelerator when it has one
+    else:
+        try:
+            found = jax.devices(place[0])
+        except RuntimeError:  # no backend of that kind
+            found = []
+        if place[1] >= len(found):
+            raise _no_gpu("JAX", place[1], len(found)) if place[0] == "gpu" else TaskError("JAX sees no CPU device")
+        device = found[place[1]]
     net = FlaxCLIPModel.from_pretrained(path)
-    params = net.params
+    net.params = params = jax.device_put(net.params, device)  # committed: the jitted calls run where the params are
     image_jit = jax.jit(lambda p, x: net.get_image_features(x, params=p))
     text_jit = jax.jit(lambda p, ids, mask: net.get_text_features(ids, mask, params=p))
     pad_id = net.config.text_config.pad_token_id
@@ -184,4 +239,4 @@ def _load_flax(path):
         return np.asarray(text_jit(params, ids, mask), dtype=np.float32)
 
     tensors = loading.from_params(jax.tree.map(np.asarray, params), loading.expected_parameters(net)).items()
-    return image_fn, text_fn, float(np.asarray(params["logit_scale"])), net.config, tensors
+    return image_fn, text_fn, float(np.asarray(params["logit_scale"])), net.config, tensors, str(device)
