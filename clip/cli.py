@@ -13,7 +13,7 @@ import os
 import sys
 import textwrap
 
-BACKENDS = ("pt", "tf", "flax")
+from clip.tasks.backends import BACKENDS, DTYPES
 
 
 def _command(sub, name, help, description, examples):
@@ -28,6 +28,8 @@ def _model_options(p, model_help="local directory or hub id, e.g. openai/clip-vi
     p.add_argument("--backend", choices=BACKENDS, default="pt", help="framework to run the model in (default pt)")
     p.add_argument("--device", default="auto", metavar="DEVICE",
                    help="auto (a GPU when the framework sees one, else the CPU; default), cpu, cuda or cuda:N")
+    p.add_argument("--dtype", choices=DTYPES, default="float32",
+                   help="what the model computes in (default float32; bfloat16: 1.6-2.2x faster on AVX-512 BF16 CPUs)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
@@ -126,7 +128,7 @@ def _run_zero_shot(args) -> int:
     if args.top_k < 1:
         raise TaskError("--top-k must be at least 1")
     sources, explicit = _expand_images(args.images)
-    encoder = load_encoder(args.model, args.backend, device=args.device)  # model None: the embedded model (clip/models/default)
+    encoder = load_encoder(args.model, args.backend, device=args.device, dtype=args.dtype)  # model None: the embedded model (clip/models/default)
     classifier = ZeroShotClassifier(encoder, labels, args.templates)
     result = classifier.classify(sources, batch_size=args.batch_size, progress=_progress(args))
     _fail_on_explicit(result.skipped, explicit)
@@ -175,7 +177,7 @@ def _run_embed(args) -> int:
     kind = "text" if args.texts else detect_kind(args.source)  # check the input before loading a model
     if os.path.isdir(args.source) and not list_images(args.source):
         raise TaskError(f"{args.source}: the directory holds no files to embed")
-    encoder = load_encoder(args.model, args.backend, device=args.device)
+    encoder = load_encoder(args.model, args.backend, device=args.device, dtype=args.dtype)
     summary = embed_to_dir(
         encoder, args.source, args.out, kind=kind, batch_size=args.batch_size, chunk_size=args.chunk_size,
         storage=args.format, overwrite=args.overwrite, workers=args.workers, progress=_progress(args),
@@ -236,7 +238,7 @@ def _run_search(args) -> int:
                 print(f"  {row['score']:.4f}  {row['a']}  ~  {row['b']}")
         return 0
     model = args.model if args.model is not None else index.manifest.get("model")
-    encoder = load_encoder(model, args.backend, device=args.device)
+    encoder = load_encoder(model, args.backend, device=args.device, dtype=args.dtype)
     check_same_weights(index.manifest, encoder.fingerprint, args.index, "pass --model with the model the directory was made with",
                        unrecorded_ok=True)
     if args.text:
@@ -293,7 +295,7 @@ def _run_retrieval(args) -> int:
         raise TaskError(f"--ks must list positive integers, got {args.ks!r}")
     if not os.path.exists(args.captions):
         raise TaskError(f"{args.captions}: no such file or directory")
-    encoder = load_encoder(args.model, args.backend, device=args.device)
+    encoder = load_encoder(args.model, args.backend, device=args.device, dtype=args.dtype)
     result = evaluate_captions(encoder, args.captions, ks, args.batch_size, args.workers, _progress(args))
     if args.json:
         _print_json(result)
@@ -344,7 +346,7 @@ def _run_similarity(args) -> int:
     if not texts:
         raise TaskError("no texts given; pass --texts or a non-empty --texts-file")
     sources, explicit = _expand_images(args.images)
-    encoder = load_encoder(args.model, args.backend, device=args.device)
+    encoder = load_encoder(args.model, args.backend, device=args.device, dtype=args.dtype)
     similarity, kept, skipped = similarity_matrix(encoder, sources, texts)
     _fail_on_explicit(skipped, explicit)
     if not kept:

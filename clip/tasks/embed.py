@@ -264,6 +264,7 @@ def _settings(encoder, kind, root, storage):
         "backend": encoder.backend,
         "dim": encoder.dim,
         "dtype": "float32",
+        "compute_dtype": encoder.dtype,
         "normalized": True,
         "storage": storage,
     }
@@ -290,7 +291,8 @@ def _open_manifest(out, settings, overwrite):
         manifest = read_json_object(path)
         check_same_weights(manifest, settings["weights"], out, "pass --overwrite to start again, or choose another --out")
         # not the model's name: the same weights under another path or hub id may go on
-        for key in ("format_version", "kind", "dim", "storage", "root"):
+        manifest.setdefault("compute_dtype", "float32")  # written before the option existed
+        for key in ("format_version", "kind", "dim", "storage", "root", "compute_dtype"):
             if manifest.get(key) != settings[key]:
                 raise TaskError(
                     f"{out} holds embeddings made with {key}={manifest.get(key)!r}, not {settings[key]!r}; "

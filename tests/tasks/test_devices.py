@@ -71,3 +71,25 @@ def test_command_line_device_errors_are_one_line():
     assert proc.returncode == 2 and "unknown device 'tpu'" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     ok = run_clip("zero-shot", PHOTOS, "--labels", "a,b", "--device", "cpu", "--json")
     assert ok.returncode == 0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bfloat16_vectors_are_float32_near_float32s_and_keep_the_fingerprint(backend, encoder):
+    narrow = load_encoder(None, backend, dtype="bfloat16", device="cpu")
+    texts = ["a red circle", "a blue square", "a green star"]
+    vectors = narrow.embed_texts(texts)
+    assert vectors.dtype == np.float32 and narrow.dtype == "bfloat16"
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    # bfloat16 keeps 8 mantissa bits: each component within a few 2^-8 of float32's
+    np.testing.assert_allclose(vectors, encoder.embed_texts(texts), atol=0.03)
+    assert narrow.fingerprint == encoder.fingerprint  # the same checkpoint, whatever it computes in
+    assert narrow.logit_scale == pytest.approx(encoder.logit_scale, abs=1e-6)  # kept in float32
+
+
+def test_unknown_dtype_and_a_resume_in_another_dtype_are_refused(tmp_path, shapes_dir):
+    with pytest.raises(TaskError, match="unknown dtype 'float8'"):
+        load_encoder(None, "pt", dtype="float8")
+    out = tmp_path / "e.emb"
+    run_clip("embed", shapes_dir, "--out", out, "--json")
+    proc = run_clip("embed", shapes_dir, "--out", out, "--dtype", "bfloat16", check=False)
+    assert proc.returncode == 2 and "compute_dtype" in proc.stderr and "--overwrite" in proc.stderr
