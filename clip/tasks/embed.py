@@ -290,8 +290,8 @@ def _open_manifest(out, settings, overwrite):
     if os.path.isfile(path) and not overwrite:
         manifest = read_json_object(path)
         check_same_weights(manifest, settings["weights"], out, "pass --overwrite to start again, or choose another --out")
-        # not the model's name: the same weights under another path or hub id may go on
         manifest.setdefault("compute_dtype", "float32")  # written before the option existed
+        # not the model's name: the same weights under another path or hub id may go on
         for key in ("format_version", "kind", "dim", "storage", "root", "compute_dtype"):
             if manifest.get(key) != settings[key]:
                 raise TaskError(
