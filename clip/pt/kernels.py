@@ -41,8 +41,19 @@ _SAMPLE_POINTS = 16
 _ONEDNN_FP32_MIN_WEIGHT = 512 * 512
 
 
+_is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", lambda: False)
+
+
+def tracing() -> bool:
+    """Under jit tracing, torch.compile or torch.export (ONNX's dynamo exporter included): the graph
+    must hold portable ops whose output shapes do not depend on values."""
+    return torch.jit.is_tracing() or _is_compiling()
+
+
 def uses_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    if not ONEDNN or torch.is_grad_enabled() or x.device.type != "cpu" or x.dtype != weight.dtype:
+    # not when tracing: oneDNN's op is neither exportable nor traceable by dynamo, and inductor
+    # does its own weight packing
+    if not ONEDNN or torch.is_grad_enabled() or x.device.type != "cpu" or x.dtype != weight.dtype or tracing():
         return False
     if x.dtype == torch.float32:
         return weight.numel() >= _ONEDNN_FP32_MIN_WEIGHT

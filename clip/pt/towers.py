@@ -16,7 +16,7 @@ from torch import nn
 from clip.common import checks
 from clip.common.config import CLIPTextConfig, CLIPVisionConfig
 from clip.common.outputs import BaseModelOutputWithPooling
-from clip.pt.kernels import PatchConv, patch_tokens
+from clip.pt.kernels import PatchConv, patch_tokens, tracing
 from clip.pt.layers import CLIPEncoder, causal_mask
 
 
@@ -64,15 +64,12 @@ class CLIPVisionEmbeddings(nn.Module):
         return torch.cat([weight[:1], grid])
 
 
-def _tracing() -> bool:
-    """Under jit tracing, export or torch.compile, shapes must not depend on values."""
-    compiling = getattr(getattr(torch, "compiler", None), "is_compiling", lambda: False)
-    return torch.jit.is_tracing() or compiling()
-
-
 def text_attention_mask(attention_mask, dtype):
-    """(mask, is_causal) for the text encoder: the causal kernel alone when nothing is padded."""
-    if attention_mask is None or bool(attention_mask.all()):
+    """(mask, is_causal) for the text encoder: the causal kernel alone when nothing is padded.
+
+    Traced (jit.trace, export, compile), always the mask: a branch on its values would be baked in.
+    """
+    if attention_mask is None or (not tracing() and bool(attention_mask.all())):
         return None, True
     length = attention_mask.shape[1]
     padding = torch.zeros(attention_mask.shape, dtype=dtype, device=attention_mask.device)
@@ -113,7 +110,7 @@ class CLIPTextTransformer(nn.Module):
         Attention is causal, so no token after the last pooled one can change it: the batch runs
         only up to there (texts padded to 77 tokens, the longest 12 long, run 12: ~6x less work).
         """
-        keep = int(index.max()) + 1 if index.numel() and not _tracing() else input_ids.shape[1]
+        keep = int(index.max()) + 1 if index.numel() and not tracing() else input_ids.shape[1]
         if keep < input_ids.shape[1]:
             input_ids = input_ids[:, :keep]
             attention_mask = None if attention_mask is None else attention_mask[:, :keep]

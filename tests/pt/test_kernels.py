@@ -62,15 +62,15 @@ def test_inference_features_match_transformers(name):
         assert_close_outputs(model(**inputs, output_hidden_states=True), ref(**inputs, output_hidden_states=True))
 
 
-@needs_onednn
-def test_inference_at_onednn_widths_matches_transformers():
-    # widths of 512 and up take oneDNN's float32 path (the small test configs stay on PyTorch's)
+def onednn_width_pair(layers=2):
+    """(ours, transformers') CLIPModel, same weights, at widths of 512: oneDNN's float32 path (the
+    small test configs stay on PyTorch's)."""
     import transformers
 
     from clip.common.config import CLIPConfig
     import clip.pt as ours
 
-    tower = {"hidden_size": 512, "intermediate_size": 1024, "num_hidden_layers": 2, "num_attention_heads": 8}
+    tower = {"hidden_size": 512, "intermediate_size": 1024, "num_hidden_layers": layers, "num_attention_heads": 8}
     config = CLIPConfig(text_config={**tower, "max_position_embeddings": 20}, vision_config={**tower, "image_size": 64, "patch_size": 16}, projection_dim=512)
     torch.manual_seed(0)
     model = ours.CLIPModel(config).eval()
@@ -79,17 +79,78 @@ def test_inference_at_onednn_widths_matches_transformers():
             p.add_(torch.randn_like(p) * 0.02)
     ref = transformers.CLIPModel(transformers.CLIPConfig(**config.to_dict())).eval()
     ref.load_state_dict(model.state_dict(), strict=False)
-    pixels = torch.randn(3, 3, 64, 64)
-    ids = torch.randint(0, 1000, (3, 12))
-    ids[:, -1] = config.text_config.eos_token_id
+    return model, ref
+
+
+def text_batch(eos, ends, length=12, seed=0):
+    """Token ids ending (then padded) at `ends`, and their mask."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, 1000, (len(ends), length), generator=g)
     mask = torch.ones_like(ids)
-    mask[0, 9:] = 0
+    for row, end in enumerate(ends):
+        ids[row, end - 1] = eos
+        mask[row, end:] = 0
+    return ids, mask
+
+
+@needs_onednn
+def test_inference_at_onednn_widths_matches_transformers():
+    model, ref = onednn_width_pair()
+    pixels = torch.randn(3, 3, 64, 64)
+    ids, mask = text_batch(model.config.text_config.eos_token_id, [9, 12, 12])
     with torch.inference_mode():
         assert kernels.uses_onednn(pixels, model.visual_projection.weight)
         assert (model.get_image_features(pixel_values=pixels) - ref.get_image_features(pixel_values=pixels)).abs().max() <= 1e-5
         assert (model.get_text_features(input_ids=ids, attention_mask=mask) - ref.get_text_features(input_ids=ids, attention_mask=mask)).abs().max() <= 1e-5
         out, expected = model(input_ids=ids, attention_mask=mask, pixel_values=pixels), ref(input_ids=ids, attention_mask=mask, pixel_values=pixels)
         assert (out.logits_per_image - expected.logits_per_image).abs().max() <= 1e-5
+
+
+class _ImageFeatures(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values):
+        return self.model.get_image_features(pixel_values=pixel_values)
+
+
+class _TextFeatures(_ImageFeatures):
+    def forward(self, input_ids, attention_mask):
+        return self.model.get_text_features(input_ids=input_ids, attention_mask=attention_mask)
+
+
+_FEATURES = {"image": _ImageFeatures, "text": _TextFeatures}
+
+
+@pytest.mark.parametrize("tower", ["image", "text"])
+@pytest.mark.parametrize("how", ["jit.trace", "export", "compile"])
+def test_traced_exported_and_compiled_graphs_are_portable_and_general(tower, how):
+    """Traced on one input, the graph must hold no oneDNN op (export, ONNX and dynamo cannot take
+    it) and must not bake in the example's values: another batch (padded texts after an unpadded
+    example) still gives transformers' answer."""
+    model, ref = onednn_width_pair(layers=1)
+    eos = model.config.text_config.eos_token_id
+    if tower == "image":
+        example, other = (torch.randn(2, 3, 64, 64),), (torch.randn(3, 3, 64, 64),)
+    else:
+        example, other = text_batch(eos, [12, 12], seed=1), text_batch(eos, [5, 12, 8], seed=2)
+    module = _FEATURES[tower](model)
+    with torch.no_grad():
+        if how == "jit.trace":
+            graph = torch.jit.trace(module, example)
+            assert "mkldnn" not in str(graph.inlined_graph)
+        elif how == "export":
+            batch = torch.export.Dim("batch")
+            exported = torch.export.export(module, example, dynamic_shapes=tuple({0: batch} for _ in example))
+            assert not [n for n in exported.graph.nodes if "mkldnn" in str(n.target)]
+            graph = exported.module()
+        else:
+            graph = torch.compile(module, dynamic=False)
+            graph(*example)
+        got = graph(*other)
+        expected = _FEATURES[tower](ref)(*other)
+    assert (got - expected).abs().max() <= 1e-5
 
 
 @pytest.mark.parametrize("size", [(24, 24), (26, 30), (33, 17)])
