@@ -50,10 +50,19 @@ def tracing() -> bool:
     return torch.jit.is_tracing() or _is_compiling()
 
 
+def _cpu_autocast() -> bool:
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:  # torch < 2.4
+        return torch.is_autocast_cpu_enabled()
+
+
 def uses_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
     # not when tracing: oneDNN's op is neither exportable nor traceable by dynamo, and inductor
-    # does its own weight packing
+    # does its own weight packing; not under autocast, which only casts the ops it knows
     if not ONEDNN or torch.is_grad_enabled() or x.device.type != "cpu" or x.dtype != weight.dtype or tracing():
+        return False
+    if _cpu_autocast():
         return False
     if x.dtype == torch.float32:
         return weight.numel() >= _ONEDNN_FP32_MIN_WEIGHT

@@ -31,6 +31,15 @@ def test_inference_path_is_the_onednn_one_only_without_autograd():
         assert not kernels.uses_onednn(x, w.double())
 
 
+def test_autocast_is_honoured_in_inference():
+    layer = kernels.Linear(512, 512)
+    x = torch.randn(3, 512)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        got, expected = layer(x), F.linear(x, layer.weight, layer.bias)
+    assert got.dtype == expected.dtype == torch.bfloat16  # not a float32 oneDNN product autocast cannot see
+    assert torch.equal(got, expected)
+
+
 @needs_onednn
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_any_input_rank_strided_weights_and_the_width_error(dtype):
