@@ -255,3 +255,29 @@ def test_pooled_only_features_and_gradients_on_padded_batches(name):
     (ref_text.sin().mean() + ref_image.sin().mean()).backward()
     assert_close((text, image), (ref_text, ref_image))
     assert_grads_close(model, grads, {n: p.grad for n, p in ref.named_parameters()})
+
+
+def test_jax_export_serializes_with_a_symbolic_batch():
+    """jax.export: the jitted features as StableHLO with an open batch size, serialized, reloaded,
+    and run at a batch size it was not traced with."""
+    from jax import export
+
+    model, ref = make_pair("gelu", "CLIPModel")
+    inputs = make_inputs("gelu", batch=5, seed=3)
+    text, vision = model.config.text_config, model.config.vision_config
+    batch = export.symbolic_shape("b")[0]
+    image_fn = jax.jit(lambda p, x: model.get_image_features(x, params=p))
+    text_fn = jax.jit(lambda p, ids, mask: model.get_text_features(ids, mask, params=p))
+    params_spec = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), model.params)
+    length = inputs["input_ids"].shape[1]
+    exported_image = export.export(image_fn)(params_spec, jax.ShapeDtypeStruct((batch, 3, vision.image_size, vision.image_size), jnp.float32))
+    exported_text = export.export(text_fn)(params_spec, *[jax.ShapeDtypeStruct((batch, length), jnp.int32)] * 2)
+    image_back = export.deserialize(exported_image.serialize())
+    text_back = export.deserialize(exported_text.serialize())
+    with torch.no_grad():
+        expected_image = ref.get_image_features(pixel_values=torch.from_numpy(inputs["pixel_values"])).numpy()
+        expected_text = ref.get_text_features(**torch_inputs(inputs_for("CLIPTextModel", inputs))).numpy()
+    got_image = image_back.call(model.params, inputs["pixel_values"])
+    got_text = text_back.call(model.params, *(inputs[k].astype(np.int32) for k in ("input_ids", "attention_mask")))
+    assert np.abs(np.asarray(got_image) - expected_image).max() <= 1e-5
+    assert np.abs(np.asarray(got_text) - expected_text).max() <= 1e-5

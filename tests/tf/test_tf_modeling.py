@@ -135,6 +135,34 @@ def test_keras_serialization_round_trip(tmp_path):
     np.testing.assert_array_equal(loaded(**inputs).logits_per_image.numpy(), expected)
 
 
+def test_saved_model_serving_signatures_match_pt(tmp_path):
+    """TF Serving's format: a SavedModel with open batch and text length, reloaded without clip."""
+    model, ref = make_pair("gelu", "CLIPModel", tmp_path / "ckpt")
+    text, vision = model.config.text_config, model.config.vision_config
+    size = vision.image_size
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 3, size, size], tf.float32)])
+    def image_embeds(pixel_values):
+        return {"image_embeds": model.get_image_features(pixel_values=pixel_values)}
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int64), tf.TensorSpec([None, None], tf.int64)])
+    def text_embeds(input_ids, attention_mask):
+        return {"text_embeds": model.get_text_features(input_ids=input_ids, attention_mask=attention_mask)}
+
+    path = str(tmp_path / "saved_model")
+    tf.saved_model.save(model, path, signatures={"image": image_embeds, "text": text_embeds})
+    served = tf.saved_model.load(path)
+    inputs = make_inputs("gelu", batch=5, seed=3)  # a batch size the functions were not traced with
+    with torch.no_grad():
+        expected_image = ref.get_image_features(pixel_values=torch.from_numpy(inputs["pixel_values"])).numpy()
+        expected_text = ref.get_text_features(**as_torch(inputs_for("CLIPTextModel", inputs))).numpy()
+    got_image = served.signatures["image"](pixel_values=tf.constant(inputs["pixel_values"]))["image_embeds"].numpy()
+    got_text = served.signatures["text"](**as_tf(inputs_for("CLIPTextModel", inputs)))["text_embeds"].numpy()
+    assert np.abs(got_image - expected_image).max() <= 1e-5
+    assert np.abs(got_text - expected_text).max() <= 1e-5
+    assert text.max_position_embeddings >= inputs["input_ids"].shape[1]
+
+
 @pytest.mark.parametrize("model_class", ["CLIPTextModelWithProjection", "CLIPVisionModel"])
 def test_sub_models_keras_round_trip(tmp_path, model_class):
     model = getattr(ours, "TF" + model_class)(make_config("quick_gelu", model_class))
