@@ -264,7 +264,7 @@ def test_jax_export_serializes_with_a_symbolic_batch():
 
     model, ref = make_pair("gelu", "CLIPModel")
     inputs = make_inputs("gelu", batch=5, seed=3)
-    text, vision = model.config.text_config, model.config.vision_config
+    vision = model.config.vision_config
     batch = export.symbolic_shape("b")[0]
     image_fn = jax.jit(lambda p, x: model.get_image_features(x, params=p))
     text_fn = jax.jit(lambda p, ids, mask: model.get_text_features(ids, mask, params=p))
