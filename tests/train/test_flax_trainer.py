@@ -2,7 +2,6 @@
 4 devices equals one device, --resume is bitwise, the output loads elsewhere, bad rows are skipped."""
 
 import json
-import os
 
 import numpy as np
 import pytest
@@ -13,7 +12,7 @@ optax = pytest.importorskip("optax")
 from clip.train import common  # noqa: E402
 from clip.train import flax as trainer  # noqa: E402
 
-from train_backends_helpers import TINY_CONFIG, config, initial_weights, random_batch, run_script  # noqa: E402
+from train_backends_helpers import assert_resume_is_exact, config, initial_weights, random_batch, run_script  # noqa: E402
 
 
 def _model_and_params():
@@ -100,36 +99,8 @@ def test_prefetcher_reports_unreadable_items_and_keeps_the_order():
     assert len(reports) == 1 and "item 5 is unreadable" in reports[0] and "truncated file" in reports[0]
 
 
-def _train(tmp_path, out, *extra):
-    from clip.cli import main
-
-    cfg = tmp_path / "tiny.json"
-    cfg.write_text(json.dumps(TINY_CONFIG))
-    args = ["train", "--backend", "flax", "--config", str(cfg), "--synthetic", "96", "--val-fraction", "0.25",
-            "--batch-size", "8", "--accum-steps", "2", "--steps", "4", "--warmup-steps", "2", "--lr", "1e-3",
-            "--save-every", "2", "--out", str(out), "--quiet", *extra]
-    assert main(args) == 0
-
-
-def _tensors(path):
-    from clip.common.io import read_safetensors
-
-    return {k: np.array(v) for k, v in read_safetensors(path).items()}
-
-
 def test_resume_reproduces_an_uninterrupted_run_bitwise_and_loads_in_pt(tmp_path):
-    _train(tmp_path, tmp_path / "full")
-    _train(tmp_path, tmp_path / "split", "--stop-after", "2")
-    assert not os.path.exists(tmp_path / "split" / "model.safetensors")
-    _train(tmp_path, tmp_path / "split", "--resume", "--workers", "2")
-    for name in ("model.safetensors", trainer.OPTIMIZER_FILE):
-        full = _tensors(tmp_path / "full" / "checkpoints" / "step-00000004" / name)
-        split = _tensors(tmp_path / "split" / "checkpoints" / "step-00000004" / name)
-        assert full.keys() == split.keys()
-        for key in full:
-            assert full[key].shape == split[key].shape and np.array_equal(full[key], split[key]), (name, key)
-    states = [common.read_trainer_state(tmp_path / d / "checkpoints" / "step-00000004") for d in ("full", "split")]
-    assert states[0]["history"] == states[1]["history"]
+    assert_resume_is_exact(tmp_path, "flax", trainer.OPTIMIZER_FILE)
     metrics = json.loads((tmp_path / "full" / "metrics.json").read_text())
     assert {"image_to_text_R@1", "text_to_image_R@10", "zero_shot_held_out_combos"} <= metrics.keys()
 

@@ -135,3 +135,36 @@ def run_script(code: str, env: dict, timeout=240) -> dict:
     done = subprocess.run([sys.executable, "-c", code], env=full_env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-4000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def train_tiny(tmp_path, out, backend, *extra):
+    """`clip train` of TINY_CONFIG on 96 synthetic pairs: 4 steps of 2 micro-batches, a checkpoint every 2."""
+    from clip.cli import main
+
+    cfg = tmp_path / "tiny.json"
+    cfg.write_text(json.dumps(TINY_CONFIG))
+    args = ["train", "--backend", backend, "--config", str(cfg), "--synthetic", "96", "--val-fraction", "0.25",
+            "--batch-size", "8", "--accum-steps", "2", "--steps", "4", "--warmup-steps", "2", "--lr", "1e-3",
+            "--save-every", "2", "--out", str(out), "--quiet", *extra]
+    assert main(args) == 0
+
+
+def assert_resume_is_exact(tmp_path, backend, optimizer_file):
+    """A run stopped after step 2 and resumed equals an uninterrupted one bit for bit at step 4:
+    weights, optimizer state and the loss history. Leaves both runs in tmp_path/full and /split."""
+    from clip.common.io import read_safetensors
+    from clip.train import common
+
+    train_tiny(tmp_path, tmp_path / "full", backend)
+    train_tiny(tmp_path, tmp_path / "split", backend, "--stop-after", "2")
+    assert not os.path.exists(tmp_path / "split" / "model.safetensors")
+    train_tiny(tmp_path, tmp_path / "split", backend, "--resume", "--workers", "2")
+    step = os.path.join("checkpoints", "step-00000004")
+    for name in ("model.safetensors", optimizer_file):
+        full, split = ({k: np.array(v) for k, v in read_safetensors(tmp_path / d / step / name).items()} for d in ("full", "split"))
+        assert full.keys() == split.keys()
+        for key in full:
+            assert full[key].shape == split[key].shape and np.array_equal(full[key], split[key]), (name, key)
+    states = [common.read_trainer_state(tmp_path / d / step) for d in ("full", "split")]
+    assert states[0]["history"] == states[1]["history"]
+
