@@ -29,7 +29,7 @@ def _model_options(p, model_help="local directory or hub id, e.g. openai/clip-vi
     p.add_argument("--device", default="auto", metavar="DEVICE",
                    help="auto (a GPU when the framework sees one, else the CPU; default), cpu, cuda or cuda:N")
     p.add_argument("--dtype", choices=DTYPES, default="float32",
-                   help="what the model computes in (default float32; bfloat16: 1.6-2.2x faster on AVX-512 BF16 CPUs)")
+                   help="what the model computes in (default float32; bfloat16: 1.5-1.9x faster on AVX-512 BF16 CPUs)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
