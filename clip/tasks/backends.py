@@ -110,7 +110,7 @@ def load_encoder(model=None, backend: str = "pt", processor=None, device: str = 
     device: "auto" (the framework's first GPU when it sees one, else the CPU), "cpu", "cuda" (or
     "gpu") or "cuda:N"; a GPU the framework does not see is an error, never a silent CPU run.
     dtype: "float32" (default), "bfloat16" (1.5-1.9x faster than float32 on an AVX-512 BF16 CPU,
-    ViT-B/32 images in batches of 32, in every backend; unit vectors within ~1e-2 of float32's) or
+    ViT-B/32 in batches of 32, in every backend; unit vectors within ~1e-2 of float32's) or
     "float16" (for GPUs). The checkpoint's fingerprint and the temperature stay float32's.
     """
     if backend not in BACKENDS:
