@@ -11,7 +11,7 @@ TEXT_CLASSES = ("CLIPTextModel", "CLIPTextModelWithProjection")
 VISION_CLASSES = ("CLIPVisionModel", "CLIPVisionModelWithProjection")
 
 # Small configs covering the axes that change the computation: activation, depth, heads,
-# patch/image size, projection width != hidden width, the legacy pooling rule.
+# patch/image size, projection width != hidden width, pad == eos, the legacy pooling rule.
 CONFIGS = {
     "quick_gelu": dict(
         text=dict(vocab_size=99, hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
