@@ -16,13 +16,15 @@ batch; at most `prefetch` images are in flight and at most one chunk of vectors 
 memory stays flat however many images there are. Every chunk is written atomically before the
 manifest names it, so an interrupted run loses at most the unfinished chunk; running again
 continues with the inputs no chunk holds yet (new files added to the folder included), and
-refuses a model whose weights are not the ones the manifest records.
+refuses a model whose weights are not the ones the manifest records. One run writes a directory
+at a time (photos.emb/.lock, dropped by the system with the process).
 An input that cannot be read is skipped and listed, never fatal.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -36,6 +38,7 @@ from clip.common.io import atomic_path, atomic_write_json, read_json_object, rea
 from clip.tasks.backends import TaskError
 
 MANIFEST = "manifest.json"
+LOCK = ".lock"  # held while a run writes the directory
 FORMAT_VERSION = 1
 STORAGES = ("safetensors", "npy")
 TEXT_SUFFIXES = (".txt", ".text", ".lines")
@@ -285,6 +288,44 @@ def check_same_weights(manifest: dict, fingerprint, out, advice: str, unrecorded
         )
 
 
+def _check_out(out, overwrite):
+    """Before anything is written into `out`: a directory of ours, an empty one, or a new one."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise TaskError(f"{out} is a file; --out needs a directory (it is created if missing)")
+    ours = os.path.isfile(os.path.join(out, MANIFEST))
+    if os.path.isdir(out) and not ours and not overwrite and set(os.listdir(out)) - {LOCK}:
+        raise TaskError(f"{out} is a non-empty directory without {MANIFEST}; choose an empty or new --out")
+
+
+@contextlib.contextmanager
+def _exclusive(out):
+    """Hold out/.lock for the whole run: two `clip embed` runs into one directory would write
+    their chunks under the same names. The kernel drops the lock with the process, so a killed
+    run leaves nothing to clean up."""
+    os.makedirs(out, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # not POSIX (Windows): no advisory lock to take
+        yield
+        return
+    with open(os.path.join(out, LOCK), "a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise TaskError(f"{out} is being written by another `clip embed` ({holder}); "
+                            "wait for it to finish or choose another --out") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _open_manifest(out, settings, overwrite):
     path = os.path.join(out, MANIFEST)
     if os.path.isfile(path) and not overwrite:
@@ -300,10 +341,6 @@ def _open_manifest(out, settings, overwrite):
                 )
         manifest["complete"] = False
         return manifest
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise TaskError(f"{out} is a file; --out needs a directory (it is created if missing)")
-    if os.path.isdir(out) and not overwrite and os.listdir(out):
-        raise TaskError(f"{out} is a non-empty directory without {MANIFEST}; choose an empty or new --out")
     if overwrite:
         shutil.rmtree(os.path.join(out, "chunks"), ignore_errors=True)
         if os.path.isfile(path):
@@ -348,42 +385,44 @@ def embed_to_dir(encoder, source, out, kind: str = "auto", batch_size: int = 64,
     else:
         raise TaskError(f"unknown kind {kind!r}; choose auto, image or text")
 
-    manifest = _open_manifest(out, _settings(encoder, kind, root, storage), overwrite)
-    text_of = dict(zip(keys, texts)) if texts is not None else None
-    done = {entry["source"] for entry in manifest["skipped"]}
-    for chunk in manifest["chunks"]:
-        side = read_json_object(os.path.join(out, chunk["keys"]))
-        if text_of is not None and any(text_of.get(k) != t for k, t in zip(side["keys"], side["texts"])):
-            raise TaskError(f"{source} changed since {out} was started; pass --overwrite to embed it again")
-        done.update(side["keys"])
-    reused = manifest["count"]
-    todo = [key for key in keys if key not in done]
-    writer = _ChunkWriter(out, manifest)
-    buffer = _Buffer()
-    embedded, skipped_now = 0, []
-    with _progress(len(keys), progress, f"embedding {kind}s", initial=len(keys) - len(todo)) as bar:
-        if kind == "image":
-            paths = [os.path.join(root, key) for key in todo]
-            for positions, pixels, failures in image_batches(encoder, paths, batch_size, workers):
-                skipped = [{"source": todo[p], "reason": reason} for p, reason in failures]
-                buffer.add(encoder.encode_images(pixels), [todo[p] for p in positions], skipped)
-                skipped_now += skipped
-                embedded += len(positions)
-                bar.update(len(positions) + len(failures))
-                while len(buffer) >= chunk_size:
-                    writer.write(*buffer.take(chunk_size), text_of)
-        else:
-            for start in range(0, len(todo), batch_size):
-                part = todo[start : start + batch_size]
-                buffer.add(encoder.embed_texts([text_of[k] for k in part], batch_size), part, [])
-                embedded += len(part)
-                bar.update(len(part))
-                while len(buffer) >= chunk_size:
-                    writer.write(*buffer.take(chunk_size), text_of)
-        manifest["complete"] = True
-        writer.write(*buffer.take(len(buffer)), text_of)  # the last, partial chunk and the final manifest
-    return {"out": out, "kind": kind, "count": manifest["count"], "embedded": embedded, "reused": reused,
-            "skipped": skipped_now, "manifest": os.path.join(out, MANIFEST)}
+    _check_out(out, overwrite)
+    with _exclusive(out):  # one writer per directory
+        manifest = _open_manifest(out, _settings(encoder, kind, root, storage), overwrite)
+        text_of = dict(zip(keys, texts)) if texts is not None else None
+        done = {entry["source"] for entry in manifest["skipped"]}
+        for chunk in manifest["chunks"]:
+            side = read_json_object(os.path.join(out, chunk["keys"]))
+            if text_of is not None and any(text_of.get(k) != t for k, t in zip(side["keys"], side["texts"])):
+                raise TaskError(f"{source} changed since {out} was started; pass --overwrite to embed it again")
+            done.update(side["keys"])
+        reused = manifest["count"]
+        todo = [key for key in keys if key not in done]
+        writer = _ChunkWriter(out, manifest)
+        buffer = _Buffer()
+        embedded, skipped_now = 0, []
+        with _progress(len(keys), progress, f"embedding {kind}s", initial=len(keys) - len(todo)) as bar:
+            if kind == "image":
+                paths = [os.path.join(root, key) for key in todo]
+                for positions, pixels, failures in image_batches(encoder, paths, batch_size, workers):
+                    skipped = [{"source": todo[p], "reason": reason} for p, reason in failures]
+                    buffer.add(encoder.encode_images(pixels), [todo[p] for p in positions], skipped)
+                    skipped_now += skipped
+                    embedded += len(positions)
+                    bar.update(len(positions) + len(failures))
+                    while len(buffer) >= chunk_size:
+                        writer.write(*buffer.take(chunk_size), text_of)
+            else:
+                for start in range(0, len(todo), batch_size):
+                    part = todo[start : start + batch_size]
+                    buffer.add(encoder.embed_texts([text_of[k] for k in part], batch_size), part, [])
+                    embedded += len(part)
+                    bar.update(len(part))
+                    while len(buffer) >= chunk_size:
+                        writer.write(*buffer.take(chunk_size), text_of)
+            manifest["complete"] = True
+            writer.write(*buffer.take(len(buffer)), text_of)  # the last, partial chunk and the final manifest
+        return {"out": out, "kind": kind, "count": manifest["count"], "embedded": embedded, "reused": reused,
+                "skipped": skipped_now, "manifest": os.path.join(out, MANIFEST)}
 
 
 class _Buffer:

@@ -196,3 +196,30 @@ def test_weights_fingerprint_is_the_same_in_every_backend(encoder):
     assert encoder.fingerprint
     assert load_encoder(None, "tf").fingerprint == encoder.fingerprint
     assert load_encoder(None, "flax").fingerprint == encoder.fingerprint
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="advisory locks are POSIX")
+def test_a_second_writer_is_refused_while_the_first_runs(tmp_path, shapes_dir):
+    import fcntl
+
+    from clip.tasks.embed import LOCK
+
+    out = tmp_path / "e.emb"
+    out.mkdir()
+    with open(out / LOCK, "a+") as holder:  # what a running `clip embed` holds
+        fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        holder.write("pid 4242")
+        holder.flush()
+        proc = run_clip("embed", shapes_dir, "--out", out, check=False)
+        assert proc.returncode == 2 and "being written by another `clip embed` (pid 4242)" in proc.stderr
+        assert not (out / "manifest.json").exists() and not (out / "chunks").exists()
+    assert run_json("embed", shapes_dir, "--out", out)["embedded"] == 4  # free again
+
+
+def test_a_foreign_directory_is_refused_untouched(tmp_path, shapes_dir):
+    out = tmp_path / "notes"
+    out.mkdir()
+    (out / "todo.txt").write_text("mine")
+    proc = run_clip("embed", shapes_dir, "--out", out, check=False)
+    assert proc.returncode == 2 and "non-empty directory" in proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["todo.txt"]  # no lock file, no chunks left behind
