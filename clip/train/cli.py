@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 
-from clip.train.common import SIZES
+from clip.train.common import CHECKPOINTS, SIZES
 
 TRAIN_BACKENDS = ("pt", "tf", "flax")
 AVAILABLE = TRAIN_BACKENDS
@@ -60,6 +61,8 @@ def add_parser(subparsers):
     run.add_argument("--save-every", type=int, default=500, help="checkpoint every N steps, 0 for only the final model (default 500)")
     run.add_argument("--save-dtype", choices=("float32", "float16"), default="float32", help="dtype of the saved model (checkpoints stay float32)")
     run.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out, bit for bit")
+    run.add_argument("--overwrite", action="store_true",
+                     help="start afresh in an --out that holds an earlier run (its checkpoints are deleted)")
     run.add_argument("--eval-every", type=int, default=0, help="evaluate every N steps (always at the end)")
     run.add_argument("--eval-max", type=int, default=2000, help="at most this many held-out pairs for retrieval metrics")
     run.add_argument("--log-every", type=int, default=10, help="plain progress line every N steps (without tqdm)")
@@ -82,6 +85,15 @@ def run_train(args) -> int:
         raise SystemExit("clip train: --synthetic needs a positive number of images")
     if args.resume and not os.path.isdir(args.out):
         raise SystemExit(f"clip train: --resume: {args.out} does not exist")
+    if args.resume and args.overwrite:
+        raise ValueError("--resume continues the run in --out and --overwrite replaces it; pass one")
+    earlier = [name for name in (CHECKPOINTS, "model.safetensors") if os.path.exists(os.path.join(args.out, name))]
+    if earlier and not (args.resume or args.overwrite):
+        # a fresh run would replace the trained model at its end and leave the old checkpoints beside its own
+        raise ValueError(f"{args.out} holds an earlier run ({', '.join(earlier)}); pass --resume to continue it, "
+                         "--overwrite to replace it, or choose another --out")
+    if args.overwrite:
+        shutil.rmtree(os.path.join(args.out, CHECKPOINTS), ignore_errors=True)
     try:
         if args.backend == "tf":
             from clip.train import tf as trainer

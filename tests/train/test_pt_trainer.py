@@ -194,6 +194,19 @@ def test_resume_refuses_changed_settings(tmp_path, capsys):
     assert "lr: 0.001 -> 0.0005" in capsys.readouterr().err
 
 
+def test_a_fresh_run_never_replaces_an_earlier_one_unasked(tmp_path, capsys):
+    out = tmp_path / "run"
+    _train(tmp_path, out, "--steps", "3")
+    trained = (out / "model.safetensors").read_bytes()
+    _train(tmp_path, out, "--steps", "3", "--seed", "1", expect=2)
+    assert "holds an earlier run (checkpoints, model.safetensors)" in capsys.readouterr().err
+    assert (out / "model.safetensors").read_bytes() == trained  # the trained model is still there
+    _train(tmp_path, out, "--resume", "--overwrite", expect=2)
+    _train(tmp_path, out, "--steps", "3", "--seed", "1", "--overwrite")
+    assert (out / "model.safetensors").read_bytes() != trained
+    assert sorted(os.listdir(out / "checkpoints")) == ["latest", "step-00000003"]  # only the new run's
+
+
 def test_training_on_a_csv_with_bad_rows_reports_and_continues(tmp_path):
     from PIL import Image
 
