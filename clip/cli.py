@@ -157,6 +157,7 @@ def _embed_parser(sub):
             "clip embed photos/ --out photos.emb",
             "clip embed captions.txt --out captions.emb --model openai/clip-vit-base-patch32 --backend flax",
             "clip embed photos/ --out photos.emb --format npy --chunk-size 4096 --overwrite",
+            "clip embed photos/ --out photos.emb/1 --shard 1/4 --device cuda:1   (one of 4 processes)",
         ],
     )
     p.add_argument("source", metavar="DIR_OR_FILE", help="a folder of images, an image, or a .txt file (one text per line)")
@@ -165,6 +166,8 @@ def _embed_parser(sub):
     p.add_argument("--format", choices=("safetensors", "npy"), default="safetensors", help="chunk file format (default safetensors)")
     p.add_argument("--chunk-size", type=_positive, default=1024, help="vectors per chunk file (default 1024)")
     p.add_argument("--overwrite", action="store_true", help="discard what --out holds and start again")
+    p.add_argument("--shard", default="0/1", metavar="K/N",
+                   help="embed only the K-th of N disjoint parts of the input, into its own --out (default 0/1: all)")
     _model_options(p)
     _batch_options(p)
     p.set_defaults(run=_run_embed)
@@ -172,15 +175,16 @@ def _embed_parser(sub):
 
 def _run_embed(args) -> int:
     from clip.tasks.backends import TaskError, load_encoder
-    from clip.tasks.embed import detect_kind, embed_to_dir, list_images
+    from clip.tasks.embed import detect_kind, embed_to_dir, list_images, parse_shard
 
     kind = "text" if args.texts else detect_kind(args.source)  # check the input before loading a model
+    shard = parse_shard(args.shard)
     if os.path.isdir(args.source) and not list_images(args.source):
         raise TaskError(f"{args.source}: the directory holds no files to embed")
     encoder = load_encoder(args.model, args.backend, device=args.device, dtype=args.dtype)
     summary = embed_to_dir(
         encoder, args.source, args.out, kind=kind, batch_size=args.batch_size, chunk_size=args.chunk_size,
-        storage=args.format, overwrite=args.overwrite, workers=args.workers, progress=_progress(args),
+        storage=args.format, overwrite=args.overwrite, workers=args.workers, progress=_progress(args), shard=shard,
     )
     if args.json:
         _print_json(summary)
@@ -206,9 +210,11 @@ def _search_parser(sub):
             "clip search photos.emb --image query.jpg --json",
             "clip search captions.emb --image photo.jpg          (image -> text)",
             "clip search photos.emb --duplicates 0.95             (near-duplicate pairs)",
+            'clip search photos.emb/0 photos.emb/1 --text "a cat"  (the shards of one input)',
         ],
     )
-    p.add_argument("index", metavar="EMB", help="an embedding directory written by `clip embed`")
+    p.add_argument("index", metavar="EMB", nargs="+",
+                   help="an embedding directory written by `clip embed`, or several (the shards of one input)")
     query = p.add_mutually_exclusive_group(required=True)
     query.add_argument("--text", action="append", metavar="TEXT", help="a text query (repeat for several)")
     query.add_argument("--image", action="append", metavar="PATH", help="an image query (repeat for several)")
@@ -226,7 +232,7 @@ def _run_search(args) -> int:
     from clip.tasks.search import EmbeddingIndex, near_duplicates
 
     use_faiss = {"auto": "auto", "on": True, "off": False}[args.faiss]
-    index = EmbeddingIndex.load(args.index, use_faiss=use_faiss)
+    index = EmbeddingIndex.load(args.index if len(args.index) > 1 else args.index[0], use_faiss=use_faiss)
     if args.duplicates is not None:
         pairs = near_duplicates(index.vectors, args.duplicates)
         rows = [{"a": index.sources[i], "b": index.sources[j], "score": s} for i, j, s in pairs]
@@ -239,7 +245,7 @@ def _run_search(args) -> int:
         return 0
     model = args.model if args.model is not None else index.manifest.get("model")
     encoder = load_encoder(model, args.backend, device=args.device, dtype=args.dtype)
-    check_same_weights(index.manifest, encoder.fingerprint, args.index, "pass --model with the model the directory was made with",
+    check_same_weights(index.manifest, encoder.fingerprint, " ".join(args.index), "pass --model with the model the directory was made with",
                        unrecorded_ok=True)
     if args.text:
         queries, vectors = args.text, encoder.embed_texts(args.text)

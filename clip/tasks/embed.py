@@ -26,6 +26,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import hashlib
 import os
 import shutil
 import signal
@@ -257,7 +258,7 @@ class _ChunkWriter:
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _settings(encoder, kind, root, storage):
+def _settings(encoder, kind, root, storage, shard):
     return {
         "format_version": FORMAT_VERSION,
         "kind": kind,
@@ -270,6 +271,7 @@ def _settings(encoder, kind, root, storage):
         "compute_dtype": encoder.dtype,
         "normalized": True,
         "storage": storage,
+        "shard": list(shard),
     }
 
 
@@ -331,9 +333,10 @@ def _open_manifest(out, settings, overwrite):
     if os.path.isfile(path) and not overwrite:
         manifest = read_json_object(path)
         check_same_weights(manifest, settings["weights"], out, "pass --overwrite to start again, or choose another --out")
-        manifest.setdefault("compute_dtype", "float32")  # written before the option existed
+        manifest.setdefault("compute_dtype", "float32")  # written before these options existed
+        manifest.setdefault("shard", [0, 1])
         # not the model's name: the same weights under another path or hub id may go on
-        for key in ("format_version", "kind", "dim", "storage", "root", "compute_dtype"):
+        for key in ("format_version", "kind", "dim", "storage", "root", "compute_dtype", "shard"):
             if manifest.get(key) != settings[key]:
                 raise TaskError(
                     f"{out} holds embeddings made with {key}={manifest.get(key)!r}, not {settings[key]!r}; "
@@ -349,12 +352,38 @@ def _open_manifest(out, settings, overwrite):
     return {**settings, "complete": False, "count": 0, "chunks": [], "skipped": []}
 
 
+def parse_shard(text) -> tuple[int, int]:
+    """"K/N" -> (K, N), 0 <= K < N: the K-th of N disjoint parts of the input."""
+    k, sep, n = str(text).partition("/")
+    if sep and k.strip().isdigit() and n.strip().isdigit() and int(k) < int(n):
+        return int(k), int(n)
+    raise TaskError(f"--shard takes K/N with 0 <= K < N (e.g. 0/4), got {text!r}")
+
+
+def _shard_of(keys, texts, shard):
+    """The keys (and texts) of shard K of N: each key by a hash of its name, so a key keeps its shard
+    when files are added or removed and N runs cover the input exactly once between them (a shard
+    of a small input may be empty: its directory then holds no vectors)."""
+    k, n = shard
+    if not 0 <= k < n:
+        raise TaskError(f"shard {k}/{n}: K must be in 0..N-1")
+    if n == 1:
+        return keys, texts
+    # a cryptographic digest: CRC-like hashes of names that differ in a digit or two share residues
+    keep = [i for i, key in enumerate(keys)
+            if int.from_bytes(hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest(), "big") % n == k]
+    return [keys[i] for i in keep], (None if texts is None else [texts[i] for i in keep])
+
+
 def embed_to_dir(encoder, source, out, kind: str = "auto", batch_size: int = 64, chunk_size: int = 1024,
                  storage: str = "safetensors", overwrite: bool = False, workers: int | None = None,
-                 progress: bool = False) -> dict:
+                 progress: bool = False, shard: tuple[int, int] = (0, 1)) -> dict:
     """Embed a folder of images, one image, or a text file of lines into the directory `out`.
 
-    Resumes when `out` already holds a manifest for the same input and model. Returns a summary:
+    Resumes when `out` already holds a manifest for the same input and model. shard=(K, N) embeds
+    only the K-th of N disjoint parts of the input (by a hash of each file name or line number,
+    stable when files are added), so N processes or machines can share one input, each into its own
+    `out`; load_embeddings / `clip search` take the N directories together. Returns a summary:
     {"out", "kind", "count" (vectors stored), "embedded" (this run), "reused" (from earlier
     runs), "skipped" (this run's unreadable inputs), "manifest"}.
     """
@@ -384,10 +413,11 @@ def embed_to_dir(encoder, source, out, kind: str = "auto", batch_size: int = 64,
         keys, texts = [str(number) for number, _ in lines], [text for _, text in lines]
     else:
         raise TaskError(f"unknown kind {kind!r}; choose auto, image or text")
+    keys, texts = _shard_of(keys, texts, shard)
 
     _check_out(out, overwrite)
     with _exclusive(out):  # one writer per directory
-        manifest = _open_manifest(out, _settings(encoder, kind, root, storage), overwrite)
+        manifest = _open_manifest(out, _settings(encoder, kind, root, storage, shard), overwrite)
         text_of = dict(zip(keys, texts)) if texts is not None else None
         done = {entry["source"] for entry in manifest["skipped"]}
         for chunk in manifest["chunks"]:
@@ -450,11 +480,15 @@ class _Buffer:
 
 
 def load_embeddings(path) -> Embeddings:
-    """The vectors and sources of an embedding directory written by `embed_to_dir` / `clip embed`.
+    """The vectors and sources of an embedding directory written by `embed_to_dir` / `clip embed`,
+    or of several (a list: the shards of one input, say), in the order given.
 
     Sources are absolute image paths, or the texts for a text file; a partial (interrupted)
-    directory loads what is finished.
+    directory loads what is finished. Several directories must hold vectors of the same weights,
+    kind and width, and no input twice.
     """
+    if isinstance(path, (list, tuple)):
+        return _load_several([os.fspath(p) for p in path])
     path = os.fspath(path)
     if os.path.basename(path) == MANIFEST:
         path = os.path.dirname(path) or "."
@@ -477,3 +511,26 @@ def load_embeddings(path) -> Embeddings:
         else:
             sources.extend(os.path.join(manifest["root"], *key.split("/")) for key in side["keys"])
     return Embeddings(vectors, sources, list(manifest["skipped"]), manifest["kind"], manifest)
+
+
+def _load_several(paths) -> Embeddings:
+    if not paths:
+        raise TaskError("no embedding directories given")
+    parts = [load_embeddings(p) for p in paths]
+    first = parts[0].manifest
+    seen = {}
+    for path, part in zip(paths, parts):
+        manifest = part.manifest
+        for key in ("kind", "dim", "weights"):
+            if manifest.get(key) != first.get(key):
+                raise TaskError(f"{path} holds {key}={manifest.get(key)!r} but {paths[0]} {first.get(key)!r}; "
+                                "search directories of one model and kind together")
+        root, (k, n) = manifest["root"], manifest.get("shard", [0, 1])
+        for other_k, other_n, other_path in seen.get(root, []):
+            if other_n != n or other_k == k:  # the same part twice, or parts of two different splits
+                raise TaskError(f"{path} (shard {k}/{n}) and {other_path} (shard {other_k}/{other_n}) overlap: "
+                                f"both hold inputs of {root}")
+        seen.setdefault(root, []).append((k, n, path))
+    return Embeddings(np.concatenate([p.vectors for p in parts]), [s for p in parts for s in p.sources],
+                      [e for p in parts for e in p.skipped], parts[0].kind, first)
+

@@ -223,3 +223,59 @@ def test_a_foreign_directory_is_refused_untouched(tmp_path, shapes_dir):
     proc = run_clip("embed", shapes_dir, "--out", out, check=False)
     assert proc.returncode == 2 and "non-empty directory" in proc.stderr
     assert sorted(p.name for p in out.iterdir()) == ["todo.txt"]  # no lock file, no chunks left behind
+
+
+@pytest.fixture
+def eleven_shapes(tmp_path):
+    from clip.data import SyntheticShapes
+
+    folder = tmp_path / "shapes"
+    folder.mkdir()
+    shapes = SyntheticShapes(12, seed=7, image_size=48)
+    for i in range(11):
+        shapes[i][0].save(folder / f"{i:03d}.png")
+    return folder, shapes[11][0]
+
+
+def test_shards_cover_the_input_once_and_search_together(tmp_path, eleven_shapes):
+    folder, spare = eleven_shapes
+    full = load_embeddings(run_json("embed", folder, "--out", tmp_path / "full")["out"])
+    parts = [tmp_path / f"part{k}" for k in range(3)]
+    counts = [run_json("embed", folder, "--out", part, "--shard", f"{k}/3")["count"] for k, part in enumerate(parts)]
+    assert sum(counts) == 11 and all(counts)  # disjoint, and none empty at this size
+    together = load_embeddings(parts)
+    assert sorted(together.sources) == sorted(full.sources)  # each input exactly once
+    by_source = dict(zip(full.sources, full.vectors))
+    np.testing.assert_allclose(together.vectors, np.stack([by_source[s] for s in together.sources]), atol=1e-6)
+    hits = run_json("search", *parts, "--text", "a red circle", "--top-k", "11")[0]["results"]
+    assert sorted(h["source"] for h in hits) == sorted(full.sources)
+
+    # a new file lands in one shard only: the others have nothing to add
+    spare.save(folder / "new.png")
+    assert sum(run_json("embed", folder, "--out", part, "--shard", f"{k}/3")["embedded"] for k, part in enumerate(parts)) == 1
+
+
+def test_overlapping_or_mismatched_shards_are_refused(tmp_path, eleven_shapes):
+    from clip.tasks.backends import TaskError
+    from clip.tasks.embed import parse_shard
+
+    folder, _ = eleven_shapes
+    for spec in ("0/3", "0/2"):
+        run_json("embed", folder, "--out", tmp_path / spec.replace("/", "of"), "--shard", spec)
+    with pytest.raises(TaskError, match="overlap"):
+        load_embeddings([tmp_path / "0of3", tmp_path / "0of3"])
+    with pytest.raises(TaskError, match="overlap"):
+        load_embeddings([tmp_path / "0of3", tmp_path / "0of2"])
+    proc = run_clip("embed", folder, "--out", tmp_path / "0of3", "--shard", "1/3", check=False)
+    assert proc.returncode == 2 and "shard=[0, 3]" in proc.stderr
+    for bad in ("3/3", "a/b", "1", "-1/2"):
+        with pytest.raises(TaskError, match="--shard takes K/N"):
+            parse_shard(bad)
+
+
+def test_an_empty_shard_is_an_empty_directory_not_an_error(tmp_path, shapes_dir):
+    parts = [tmp_path / f"p{k}" for k in range(8)]
+    summaries = [run_json("embed", shapes_dir, "--out", part, "--shard", f"{k}/8") for k, part in enumerate(parts)]
+    assert sum(s["count"] for s in summaries) == 4 and min(s["count"] for s in summaries) == 0
+    assert all(json.loads((part / "manifest.json").read_text())["complete"] for part in parts)
+    assert len(load_embeddings(parts)) == 4
