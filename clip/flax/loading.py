@@ -60,15 +60,18 @@ def to_params(arrays: dict, expected: dict) -> dict:
     return tree
 
 
-def from_params(params: dict, expected: dict) -> dict:
-    """The params tree (or a gradient of it) -> {canonical name: array in the PyTorch layout}."""
-    out = {}
+def leaves(params: dict, expected: dict):
+    """(canonical name, leaf of the params tree as it is, leaf kind) for every expected parameter."""
     for name, (_, kind) in expected.items():
         node = params
         for part in weights.backend_name(name, kind, "flax").split("."):
             node = node[part]
-        out[name] = _transpose(node, kind, inverse=True)
-    return out
+        yield name, node, kind
+
+
+def from_params(params: dict, expected: dict) -> dict:
+    """The params tree (or a gradient of it) -> {canonical name: array in the PyTorch layout}."""
+    return {name: _transpose(leaf, kind, inverse=True) for name, leaf, kind in leaves(params, expected)}
 
 
 def init_arrays(config, model_class: str, rng, names, dtype) -> dict:

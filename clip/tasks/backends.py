@@ -232,7 +232,9 @@ def _load_flax(path, place, dtype):
             raise _no_gpu("JAX", place[1], len(found)) if place[0] == "gpu" else TaskError("JAX sees no CPU device")
         device = found[place[1]]
     net = FlaxCLIPModel.from_pretrained(path, dtype=getattr(jax.numpy, dtype))
-    fingerprint = weights.fingerprint(loading.from_params(jax.tree.map(np.asarray, net.params), loading.expected_parameters(net)).items())
+    # one leaf at a time on the host, seen in the canonical layout through a transposed view
+    fingerprint = weights.fingerprint((name, weights.from_backend_layout(np.asarray(leaf), kind, "flax"))
+                                      for name, leaf, kind in loading.leaves(net.params, loading.expected_parameters(net)))
     logit_scale = float(np.asarray(net.params["logit_scale"]))  # in float32, before the cast
     # the params in the compute dtype, committed to the device: the jitted calls run where they are
     net.params = params = jax.device_put(jax.tree.map(lambda a: a.astype(dtype), net.params), device)
