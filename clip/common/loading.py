@@ -56,6 +56,17 @@ def resolve_config(cls, name_or_path, config, overrides: dict, hub_kwargs: dict)
     return config
 
 
+def locate(cls, name_or_path, config, kwargs: dict, backend: str, candidates: tuple, use_safetensors=None, hint: str = ""):
+    """The steps of every backend's from_pretrained before it reads weights: transformers' no-op
+    keywords dropped, the hub's arguments split off, the config resolved with the remaining keyword
+    overrides, the weight files found. Returns (config, the file name that matched, [local paths])."""
+    pop_no_op_kwargs(kwargs, backend)
+    hub_kwargs = hub.split_hub_kwargs(kwargs)
+    config = resolve_config(cls, name_or_path, config, kwargs, hub_kwargs)
+    kind, paths = find_weights(name_or_path, weight_candidates(candidates, use_safetensors), hub_kwargs, hint)
+    return config, kind, paths
+
+
 def find_weights(name_or_path, candidates, hub_kwargs: dict, hint: str = "") -> tuple[str, list[str]]:
     """(the weight file name that matched, [local paths]); a clear error when none is there."""
     found = hub.resolve_weight_files(name_or_path, candidates, **hub_kwargs)

@@ -138,13 +138,8 @@ def from_pretrained(
 ):
     """transformers' arguments, from_pt and trust_remote_code included (they change nothing here);
     with _do_init=False returns (model, params), as transformers' Flax models do."""
-    loading.pop_no_op_kwargs(kwargs, "flax")
-    hub_kwargs = hub.split_hub_kwargs(kwargs)
-    config = loading.resolve_config(cls, name_or_path, config, kwargs, hub_kwargs)
-
     hint = "; convert PyTorch .bin checkpoints with clip.pt first"
-    candidates = loading.weight_candidates(WEIGHT_CANDIDATES, use_safetensors)
-    kind, paths = loading.find_weights(name_or_path, candidates, hub_kwargs, hint)
+    config, kind, paths = loading.locate(cls, name_or_path, config, kwargs, "flax", WEIGHT_CANDIDATES, use_safetensors, hint)
     arrays = read_weights(kind, paths)  # canonical name -> numpy array, no copies yet
 
     model = cls(config, seed=seed, dtype=dtype, param_dtype=param_dtype, _do_init=False)

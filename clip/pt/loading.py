@@ -51,17 +51,12 @@ def from_pretrained(
     """transformers' arguments: dtype/torch_dtype, device_map (one device), attn_implementation,
     use_safetensors, output_loading_info, ignore_mismatched_sizes, the hub's (revision, token, ...),
     config overrides; trust_remote_code and low_cpu_mem_usage are accepted and change nothing."""
-    loading.pop_no_op_kwargs(kwargs, "pt")
-    hub_kwargs = hub.split_hub_kwargs(kwargs)
-    config = loading.resolve_config(cls, name_or_path, config, kwargs, hub_kwargs)
     if dtype is not None and torch_dtype is not None and resolve_dtype(dtype) != resolve_dtype(torch_dtype):
         raise ValueError(f"dtype={dtype!r} and torch_dtype={torch_dtype!r} disagree; pass one of them")
     target_dtype = resolve_dtype(dtype if dtype is not None else torch_dtype) or torch.get_default_dtype()
     device = resolve_device(device, device_map)
     check_attn_implementation(attn_implementation)
-
-    candidates = loading.weight_candidates(WEIGHT_CANDIDATES, use_safetensors)
-    kind, paths = loading.find_weights(name_or_path, candidates, hub_kwargs)
+    config, kind, paths = loading.locate(cls, name_or_path, config, kwargs, "pt", WEIGHT_CANDIDATES, use_safetensors)
     tensors = read_weights(kind, paths)  # checkpoint name -> numpy array or CPU tensor (no copies yet)
 
     canonical = weights.normalize_checkpoint_keys(tensors)  # checkpoint name -> canonical name

@@ -25,13 +25,8 @@ def from_pretrained(cls, name_or_path, *, config=None, dtype=None, use_safetenso
                     ignore_mismatched_sizes=False, **kwargs):
     """`dtype`: a Keras dtype policy ("float32", "bfloat16", "mixed_float16", ...); default: the global one.
     transformers' from_pt and trust_remote_code are accepted and change nothing."""
-    loading.pop_no_op_kwargs(kwargs, "tf")
-    hub_kwargs = hub.split_hub_kwargs(kwargs)
-    config = loading.resolve_config(cls, name_or_path, config, kwargs, hub_kwargs)
-
     hint = "; pytorch_model.bin needs clip.pt: load it there and save_pretrained to get model.safetensors"
-    candidates = loading.weight_candidates(WEIGHT_CANDIDATES, use_safetensors)
-    kind, paths = loading.find_weights(name_or_path, candidates, hub_kwargs, hint)
+    config, kind, paths = loading.locate(cls, name_or_path, config, kwargs, "tf", WEIGHT_CANDIDATES, use_safetensors, hint)
     if kind == hub.TF_NAME:
         by_canonical = transformers_tf.to_canonical(read_h5(paths[0]))
     else:
