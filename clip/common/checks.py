@@ -88,6 +88,35 @@ def check_pixel_values(shape, config, interpolate_pos_encoding=False, dtype=None
         )
 
 
+def _shape(array, like):
+    return tuple(array.shape)
+
+
+def check_text_inputs(config, input_ids, attention_mask=None, position_ids=None, shape_of=_shape):
+    """Every argument check of a text tower, on shapes and dtypes only (static under jit).
+
+    shape_of(array, like): the array's shape as a tuple; a backend whose shapes may be partly
+    unknown (TensorFlow graphs) fills the unknown dimensions from `like`.
+    """
+    if input_ids is None:
+        raise ValueError("input_ids are required (integer token ids of shape (batch_size, sequence_length))")
+    ids_shape = shape_of(input_ids, (1, 1))
+    check_input_ids(ids_shape, input_ids.dtype, config)
+    if attention_mask is not None:
+        check_attention_mask(shape_of(attention_mask, ids_shape), ids_shape)
+    if position_ids is not None:
+        check_position_ids(shape_of(position_ids, ids_shape), position_ids.dtype, ids_shape, config)
+
+
+def check_image_inputs(config, pixel_values, interpolate_pos_encoding=False, shape_of=_shape):
+    """Every argument check of a vision tower (shape_of as in check_text_inputs)."""
+    if pixel_values is None:
+        raise ValueError("pixel_values are required (float images of shape (batch_size, channels, height, width))")
+    size = config.image_size
+    shape = shape_of(pixel_values, (1, config.num_channels, size, size))
+    check_pixel_values(shape, config, interpolate_pos_encoding, pixel_values.dtype)
+
+
 def check_batch_sizes(text_batch: int, image_batch: int):
     """The contrastive loss pairs text i with image i, so both batches must have the same size."""
     if text_batch != image_batch:

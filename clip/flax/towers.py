@@ -113,13 +113,7 @@ class CLIPTextTransformer(nnx.Module):
 
     def check_inputs(self, input_ids, attention_mask=None, position_ids=None):
         """clip.common.checks on shapes and dtypes only: static under jit, run before any tracing."""
-        if input_ids is None:
-            raise ValueError("input_ids are required (integer token ids of shape (batch_size, sequence_length))")
-        checks.check_input_ids(input_ids.shape, input_ids.dtype, self.config)
-        if attention_mask is not None:
-            checks.check_attention_mask(attention_mask.shape, input_ids.shape)
-        if position_ids is not None:
-            checks.check_position_ids(position_ids.shape, position_ids.dtype, input_ids.shape, self.config)
+        checks.check_text_inputs(self.config, input_ids, attention_mask, position_ids)
 
     def pooled_positions(self, input_ids):
         # argmax returns the first maximum (clip.common.checks.text_pooling_rule)
@@ -150,6 +144,4 @@ class CLIPVisionTransformer(nnx.Module):
         return BaseModelOutputWithPooling(last, pooled, encoded.hidden_states, encoded.attentions)
 
     def check_inputs(self, pixel_values, interpolate_pos_encoding=False):
-        if pixel_values is None:
-            raise ValueError("pixel_values are required (float images of shape (batch_size, channels, height, width))")
-        checks.check_pixel_values(pixel_values.shape, self.config, interpolate_pos_encoding, pixel_values.dtype)
+        checks.check_image_inputs(self.config, pixel_values, interpolate_pos_encoding)

@@ -87,13 +87,7 @@ class CLIPTextTransformer(nn.Module):
         self.final_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, output_attentions=False, output_hidden_states=False, pooled_only=False):
-        if input_ids is None:
-            raise ValueError("input_ids are required (integer token ids of shape (batch_size, sequence_length))")
-        checks.check_input_ids(input_ids.shape, input_ids.dtype, self.config)
-        if attention_mask is not None:
-            checks.check_attention_mask(attention_mask.shape, input_ids.shape)
-        if position_ids is not None:
-            checks.check_position_ids(position_ids.shape, position_ids.dtype, input_ids.shape, self.config)
+        checks.check_text_inputs(self.config, input_ids, attention_mask, position_ids)
         index = self.pooled_positions(input_ids)
         if pooled_only and not (output_attentions or output_hidden_states):
             return BaseModelOutputWithPooling(None, self.pooled_only(input_ids, attention_mask, position_ids, index))
@@ -141,9 +135,7 @@ class CLIPVisionTransformer(nn.Module):
         self.post_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
     def forward(self, pixel_values=None, output_attentions=False, output_hidden_states=False, interpolate_pos_encoding=False, pooled_only=False):
-        if pixel_values is None:
-            raise ValueError("pixel_values are required (float images of shape (batch_size, channels, height, width))")
-        checks.check_pixel_values(pixel_values.shape, self.config, interpolate_pos_encoding, pixel_values.dtype)
+        checks.check_image_inputs(self.config, pixel_values, interpolate_pos_encoding)
         x = self.pre_layrnorm(self.embeddings(pixel_values, interpolate_pos_encoding))
         if pooled_only and not (output_attentions or output_hidden_states):
             index = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)  # the class token

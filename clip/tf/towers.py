@@ -135,14 +135,7 @@ class CLIPTextTransformer(keras.layers.Layer):
 
     def check_inputs(self, input_ids, attention_mask=None, position_ids=None):
         """ValueError naming the input unless the shapes and dtypes are what the tower takes."""
-        if input_ids is None:
-            raise ValueError("input_ids are required (integer token ids of shape (batch_size, sequence_length))")
-        ids_shape = _static_shape(input_ids, (1, 1))
-        checks.check_input_ids(ids_shape, input_ids.dtype, self.config)
-        if attention_mask is not None:
-            checks.check_attention_mask(_static_shape(attention_mask, ids_shape), ids_shape)
-        if position_ids is not None:
-            checks.check_position_ids(_static_shape(position_ids, ids_shape), position_ids.dtype, ids_shape, self.config)
+        checks.check_text_inputs(self.config, input_ids, attention_mask, position_ids, shape_of=_static_shape)
 
     def pooled_positions(self, input_ids):
         # the first position that holds the pooled token (clip.common.checks.text_pooling_rule)
@@ -181,8 +174,4 @@ class CLIPVisionTransformer(keras.layers.Layer):
 
     def check_inputs(self, pixel_values, interpolate_pos_encoding=False):
         """ValueError naming the input unless the shape and dtype are what the tower takes."""
-        if pixel_values is None:
-            raise ValueError("pixel_values are required (float images of shape (batch_size, channels, height, width))")
-        size = self.config.image_size
-        shape = _static_shape(pixel_values, (1, self.config.num_channels, size, size))
-        checks.check_pixel_values(shape, self.config, interpolate_pos_encoding, pixel_values.dtype)
+        checks.check_image_inputs(self.config, pixel_values, interpolate_pos_encoding, shape_of=_static_shape)
