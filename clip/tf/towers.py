@@ -86,8 +86,9 @@ def text_attention_bias(attention_mask, length):
 
 
 def _static_shape(tensor, fill):
-    """The static shape with unknown dims (inside tf.function) replaced by `fill`'s, which pass the checks."""
-    return tuple(d if d is not None else f for d, f in zip(tensor.shape, fill))
+    """The static shape with unknown dims (inside tf.function) replaced by `fill`'s, which pass the
+    checks; every dimension kept, so a wrong rank is still seen as one."""
+    return tuple(d if d is not None else (fill[i] if i < len(fill) else 1) for i, d in enumerate(tensor.shape))
 
 
 class CLIPTextTransformer(keras.layers.Layer):

@@ -211,6 +211,8 @@ def tiny():
         (lambda i: i.update(input_ids=i["input_ids"].astype(np.float32)), "integer"),
         (lambda i: i.update(input_ids=np.ones((3, 17), np.int64), attention_mask=None), "max_position_embeddings"),
         (lambda i: i.update(input_ids=i["input_ids"][0]), "batch_size, sequence_length"),
+        (lambda i: i.update(input_ids=i["input_ids"][:, :, None]), "3-D shape"),  # more dims than expected: seen too
+        (lambda i: i.update(pixel_values=i["pixel_values"][..., None]), "5-D shape"),
         (lambda i: i.update(attention_mask=i["attention_mask"][:, :5]), "attention_mask"),
         (lambda i: i.update(pixel_values=i["pixel_values"][:2]), "2 images"),
         (lambda i: i.update(input_ids=None), "input_ids are required"),
