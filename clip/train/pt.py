@@ -209,14 +209,40 @@ def save_checkpoint(out, step, micro_step, model, optimizer, run_info, history):
     write_safetensors(state, os.path.join(staged, "model.safetensors"))
     with atomic_path(os.path.join(staged, "optimizer.pt")) as tmp:
         torch.save(optimizer.state_dict(), tmp)
-    rng = {"torch": torch.get_rng_state()}
+    # RNG states are byte tensors: stored as safetensors, so resuming a run never unpickles anything
+    rng = {"torch": torch.get_rng_state().numpy()}
     if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state_all()
-    with atomic_path(os.path.join(staged, "rng.pt")) as tmp:
-        torch.save(rng, tmp)
+        rng.update({f"cuda.{i}": s.numpy() for i, s in enumerate(torch.cuda.get_rng_state_all())})
+    write_safetensors(rng, os.path.join(staged, RNG_FILE))
     common.write_trainer_state(staged, {"step": step, "micro_step": micro_step, "run": run_info, "history": history,
                                         "rng": common.python_numpy_rng_state(), "backend": "pt"})
     return common.commit_checkpoint(out, step)
+
+
+RNG_FILE = "rng.safetensors"
+
+
+def _load_tensors_only(path):
+    """torch.load restricted to tensors and containers (weights_only): a pickle that would run code, or any
+    damage, is a ValueError naming the file."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - the unpickler raises many types; the user needs the file's name
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{path}: not a checkpoint file that loads without running code ({reason})") from None
+
+
+def _read_rng_states(directory):
+    """{"torch": ByteTensor, "cuda": [ByteTensor, ...]} from rng.safetensors, or from an older run's rng.pt
+    read with weights_only=True (a byte tensor needs no pickle; a payload in the file is refused)."""
+    path = os.path.join(directory, RNG_FILE)
+    if os.path.exists(path):
+        arrays = read_safetensors(path, mmap=False)
+        cuda = [torch.from_numpy(np.array(arrays[k])) for k in sorted((k for k in arrays if k.startswith("cuda.")),
+                                                                     key=lambda k: int(k.split(".")[1]))]
+        return {"torch": torch.from_numpy(np.array(arrays["torch"])), "cuda": cuda}
+    legacy = _load_tensors_only(os.path.join(directory, "rng.pt"))
+    return {"torch": legacy["torch"], "cuda": list(legacy.get("cuda", []))}
 
 
 def load_checkpoint(directory, model, optimizer):
@@ -226,10 +252,10 @@ def load_checkpoint(directory, model, optimizer):
     with torch.no_grad():
         for name, tensor in model.state_dict().items():
             tensor.copy_(torch.from_numpy(np.array(tensors[name])))
-    optimizer.load_state_dict(torch.load(os.path.join(directory, "optimizer.pt"), map_location="cpu", weights_only=True))
-    rng = torch.load(os.path.join(directory, "rng.pt"), weights_only=False)
+    optimizer.load_state_dict(_load_tensors_only(os.path.join(directory, "optimizer.pt")))
+    rng = _read_rng_states(directory)
     torch.set_rng_state(rng["torch"])
-    if "cuda" in rng and torch.cuda.is_available():
+    if rng["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng["cuda"])
     common.set_python_numpy_rng_state(state["rng"])
     return state

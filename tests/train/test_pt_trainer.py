@@ -231,3 +231,37 @@ def test_unknown_backend_is_refused_clearly(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["train", "--backend", "mxnet", "--synthetic", "10", "--out", str(tmp_path)])
     assert "invalid choice: 'mxnet'" in capsys.readouterr().err
+
+
+class _Payload:
+    """Unpickling this runs `touch MARKER`: what a poisoned file in a shared run directory would do."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_resume_never_runs_code_from_any_file_of_a_checkpoint(tmp_path):
+    import pickle
+    import shutil
+
+    from clip.cli import main
+
+    stopped = tmp_path / "stopped"
+    _train(tmp_path, stopped, "--stop-after", "3")
+    names = sorted(p.name for p in (stopped / "checkpoints" / "step-00000003").iterdir())
+    assert "rng.safetensors" in names and "rng.pt" not in names  # no pickle is written
+    marker = tmp_path / "PWNED"
+    # every file of the checkpoint in turn, and an older run's rng.pt, replaced by a pickle payload
+    for name in [*names, "rng.pt"]:
+        run = tmp_path / f"poisoned-{name}"
+        shutil.copytree(stopped, run)
+        step = run / "checkpoints" / "step-00000003"
+        if name == "rng.pt":
+            (step / "rng.safetensors").unlink()
+        with open(step / name, "wb") as f:
+            pickle.dump({"torch": _Payload(marker), "state": {}, "param_groups": []}, f)
+        _train(tmp_path, run, "--resume", expect=2)  # refused with a message, not a traceback
+        assert not marker.exists(), f"a pickle in {name} ran code on resume"
