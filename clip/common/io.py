@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import struct
 import tempfile
 
@@ -78,16 +79,67 @@ def atomic_write_json(path, data):
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
 
 
+# No file we read (configs, manifests, safetensors headers, trainer state) nests deeper than a few
+# levels; a hostile file nesting thousands deep would otherwise end in RecursionError.
+MAX_JSON_DEPTH = 64
+
+
+_JSON_STRUCTURE = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def _json_depth_ok(text: str | bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether brackets outside strings nest at most `limit` deep (checked before json parses it)."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="replace")
+    depth = 0
+    for match in _JSON_STRUCTURE.finditer(text):
+        ch = match.group()
+        if ch in "[{":
+            depth += 1
+            if depth > limit:
+                return False
+        elif ch in "]}":
+            depth -= 1
+    return True
+
+
+def loads_json(text: str | bytes, what) -> object:
+    """json.loads with a nesting limit; every failure is a ValueError naming `what` (a path or a label)."""
+    if not _json_depth_ok(text):
+        raise ValueError(f"{what} is not valid JSON: nested deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
+        raise ValueError(f"{what} is not valid JSON: {err}") from None
+
+
+def read_json(path) -> object:
+    """Any JSON file, depth-limited, with errors naming the file."""
+    with open(path, "rb") as f:
+        return loads_json(f.read(), path)
+
+
 def read_json_object(path) -> dict:
     """A JSON file that must hold an object (config.json and friends), with errors naming the file."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} is not valid JSON: {err}") from None
+    data = read_json(path)
     if not isinstance(data, dict):
         raise ValueError(f"{path} must hold a JSON object, found {type(data).__name__}")
     return data
+
+
+def path_inside(directory, name, what: str = "file") -> str:
+    """`directory/name` for a relative `name` read from a manifest or index, refused (ValueError) when it
+    is absolute or resolves outside `directory` (`../../etc/passwd`, a symlink out): a damaged or hostile
+    manifest must never make us open another file."""
+    if not isinstance(name, str) or not name or "\x00" in name:
+        raise ValueError(f"{directory}: {what} entry {name!r} is not a relative file name")
+    if os.path.isabs(name):
+        raise ValueError(f"{directory}: {what} entry {name!r} is an absolute path; only names inside the directory are allowed")
+    root = os.path.realpath(directory)
+    full = os.path.realpath(os.path.join(root, name))
+    if os.path.commonpath([root, full]) != root:
+        raise ValueError(f"{directory}: {what} entry {name!r} points outside the directory")
+    return full
 
 
 def read_safetensors_header(path) -> tuple[dict, int]:
