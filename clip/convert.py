@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from clip.common import config as config_module
-from clip.common import hub, io, weights
+from clip.common import hub, io, weight_files, weights
 from clip.common.formats import open_clip, openai, transformers_flax, transformers_tf
 
 SOURCE_FORMATS = ("transformers-pt", "transformers-tf", "transformers-flax", "keras", "flax-params", "openai", "open_clip")
@@ -570,25 +570,10 @@ def _open_clip_config(src) -> dict | None:
 
 def read_h5(path) -> dict:
     """{weight name: array} of a Keras 2 (tf_keras) HDF5 weights file, as transformers writes it."""
-    import h5py
-
     try:
-        f = h5py.File(path, "r")
-    except OSError as err:
-        raise ConversionError(f"{path}: not an HDF5 file ({err})") from None
-    with f:
-        if "layer_names" not in f.attrs:
-            raise ConversionError(f"{path}: not a Keras weights file (no 'layer_names' attribute)")
-        out = {}
-        for layer in f.attrs["layer_names"]:
-            group = f[_text(layer)]
-            for name in group.attrs.get("weight_names", []):
-                out[_text(name)] = np.asarray(group[_text(name)])
-    return out
-
-
-def _text(value) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+        return weight_files.read_h5(path)
+    except (OSError, ValueError) as err:
+        raise ConversionError(str(err)) from None
 
 
 def _tf_keras_version() -> str:
@@ -601,18 +586,10 @@ def _tf_keras_version() -> str:
 
 
 def _read_msgpack(path) -> dict:
-    from flax import serialization
-
-    with open(path, "rb") as f:
-        try:
-            tree = serialization.msgpack_restore(f.read())
-        except Exception as err:
-            raise ConversionError(f"{path}: not a msgpack params file ({type(err).__name__}: {err})") from None
-    if not isinstance(tree, dict):
-        raise ConversionError(f"{path}: the msgpack file holds a {type(tree).__name__}, not a params tree")
-    if set(tree) == {"params"}:
-        tree = tree["params"]
-    return tree
+    try:
+        return weight_files.read_msgpack(path)
+    except (OSError, ValueError) as err:
+        raise ConversionError(str(err)) from None
 
 
 def _map_tree(tree, fn):
@@ -628,15 +605,10 @@ def _is_torchscript(path) -> bool:
 
 
 def _torch_load(path):
-    import pickle
-
-    import torch
-
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConversionError(f"{path}: not a PyTorch weights file that loads with weights_only=True ({first})") from None
+        return weight_files.torch_load(path)  # weights_only=True: a pickle runs nothing
+    except OSError as err:
+        raise ConversionError(str(err)) from None
 
 
 def _torchscript_state(path) -> dict:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import struct
@@ -103,14 +104,26 @@ def _json_depth_ok(text: str | bytes, limit: int = MAX_JSON_DEPTH) -> bool:
     return True
 
 
-def loads_json(text: str | bytes, what) -> object:
-    """json.loads with a nesting limit; every failure is a ValueError naming `what` (a path or a label)."""
+def loads_json(text: str | bytes, what, unique_keys: bool = False) -> object:
+    """json.loads with a nesting limit; every failure is a ValueError naming `what` (a path or a label).
+
+    unique_keys: a name given twice in one object is an error (json keeps the last silently; in a
+    safetensors header the two entries would disagree on where a tensor is)."""
     if not _json_depth_ok(text):
         raise ValueError(f"{what} is not valid JSON: nested deeper than {MAX_JSON_DEPTH} levels")
     try:
-        return json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
+        return json.loads(text, object_pairs_hook=_unique_object if unique_keys else None)
+    except (ValueError, RecursionError) as err:  # JSONDecodeError, UnicodeDecodeError, a name given twice
         raise ValueError(f"{what} is not valid JSON: {err}") from None
+
+
+def _unique_object(pairs) -> dict:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen = set()
+        twice = next(key for key, _ in pairs if key in seen or seen.add(key))
+        raise ValueError(f"the name {twice!r} appears twice in one object")
+    return out
 
 
 def read_json(path) -> object:
@@ -143,7 +156,8 @@ def path_inside(directory, name, what: str = "file") -> str:
 
 
 def read_safetensors_header(path) -> tuple[dict, int]:
-    """(header dict, byte offset where tensor data starts)."""
+    """(header dict, byte offset where tensor data starts), the header checked entry by entry
+    (check_safetensors_header) before any tensor is read."""
     path = os.fspath(path)
     size = os.path.getsize(path)
     with open(path, "rb") as f:
@@ -153,38 +167,88 @@ def read_safetensors_header(path) -> tuple[dict, int]:
         (n,) = struct.unpack("<Q", raw)
         if n > min(_MAX_HEADER, size - 8):
             raise ValueError(f"{path}: not a safetensors file (header length {n} exceeds the file)")
-        try:
-            header = json.loads(f.read(n))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ValueError(f"{path}: not a safetensors file (header is not JSON: {err})") from None
+        text = f.read(n)
+    try:
+        header = loads_json(text, "header", unique_keys=True)
+    except ValueError as err:
+        raise ValueError(f"{path}: not a safetensors file ({err})") from None
     if not isinstance(header, dict):
         raise ValueError(f"{path}: not a safetensors file (header is not a JSON object)")
+    check_safetensors_header(path, header, size - 8 - n)
     return header, 8 + n
 
 
-def read_safetensors(path, mmap: bool = True) -> dict[str, np.ndarray]:
-    """All tensors of a safetensors file as numpy arrays (read-only views when `mmap`)."""
-    path = os.fspath(path)
-    header, start = read_safetensors_header(path)
-    size = os.path.getsize(path)
-    buffer = np.memmap(path, dtype=np.uint8, mode="r") if mmap else np.fromfile(path, dtype=np.uint8)
-    tensors = {}
+_ENTRY_KEYS = {"dtype", "shape", "data_offsets"}
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # JSON true is no offset
+
+
+def check_safetensors_header(path, header: dict, data_size: int):
+    """The safetensors library's rules, so that a hostile header can neither point a tensor at
+    the header's own bytes or past the file (negative or overlapping offsets) nor make two
+    tensors share bytes: every entry an object with exactly dtype, shape and data_offsets; a known
+    dtype; non-negative integer dimensions and offsets; each tensor's byte range its shape times
+    its item size; the ranges, in order, tiling the data section exactly (no overlap, no gap, no
+    byte after the last). A ValueError names the file and the tensor."""
+    metadata = header.get("__metadata__")
+    if metadata is not None and not (isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())):
+        raise ValueError(f"{path}: corrupt safetensors header (__metadata__ must map names to strings)")
+    ranges = []
     for name, info in header.items():
         if name == "__metadata__":
             continue
-        tag = info.get("dtype")
-        if tag not in _DTYPES:
-            raise ValueError(f"{path}: tensor {name!r} has unsupported dtype {tag!r}")
-        dtype = numpy_dtype(_DTYPES[tag])
-        shape = tuple(int(d) for d in info["shape"])
-        begin, end = (int(o) for o in info["data_offsets"])
-        count = int(np.prod(shape, dtype=np.int64))
-        if end - begin != count * dtype.itemsize or start + end > size:
-            raise ValueError(
-                f"{path}: tensor {name!r} of shape {shape} and dtype {tag} does not fit its "
-                f"byte range {begin}..{end} (file truncated or corrupt)"
-            )
-        tensors[name] = buffer[start + begin : start + end].view(dtype).reshape(shape)
+        where = f"{path}: tensor {name!r}"
+        if not isinstance(info, dict):
+            raise ValueError(f"{where}: its header entry is a {type(info).__name__}, not an object")
+        if set(info) != _ENTRY_KEYS:
+            missing, extra = sorted(_ENTRY_KEYS - set(info)), sorted(set(info) - _ENTRY_KEYS)
+            detail = "; ".join(part for part in (missing and f"missing {', '.join(missing)}", extra and f"unknown {', '.join(extra)}") if part)
+            raise ValueError(f"{where}: its header entry must have exactly dtype, shape and data_offsets ({detail})")
+        tag, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+        if not isinstance(tag, str) or tag not in _DTYPES:
+            raise ValueError(f"{where} has unsupported dtype {tag!r} (supported: {', '.join(_DTYPES)})")
+        if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
+            raise ValueError(f"{where}: shape {shape!r} is not a list of non-negative integers")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_int(o) and o >= 0 for o in offsets)):
+            raise ValueError(f"{where}: data_offsets {offsets!r} are not two non-negative integers")
+        begin, end = offsets
+        nbytes = math.prod(shape) * numpy_dtype(_DTYPES[tag]).itemsize  # Python ints: no overflow
+        if end < begin or end - begin != nbytes:
+            raise ValueError(f"{where} of shape {tuple(shape)} and dtype {tag} needs {nbytes} bytes, "
+                             f"its data_offsets {offsets} give {end - begin}")
+        if end > data_size:
+            raise ValueError(f"{where}: its bytes {begin}..{end} run past the {data_size} bytes of data "
+                             "(file truncated or corrupt)")
+        ranges.append((begin, end, name))
+    cursor = 0
+    for begin, end, name in sorted(ranges):
+        if begin != cursor:
+            problem = "overlap the tensor before them" if begin < cursor else f"leave a gap of {begin - cursor} bytes before them"
+            raise ValueError(f"{path}: tensor {name!r}: its bytes {begin}..{end} {problem} (corrupt safetensors header)")
+        cursor = end
+    if cursor != data_size:
+        raise ValueError(f"{path}: {data_size - cursor} bytes after the last tensor belong to none (corrupt safetensors header)")
+
+
+def read_safetensors(path, mmap: bool = True) -> dict[str, np.ndarray]:
+    """All tensors of a safetensors file as numpy arrays (read-only views when `mmap`).
+
+    Any dtype the format stores is returned (training state keeps uint8 RNG state, embedding
+    directories integer keys); what a model takes as weights is checked by its loader."""
+    path = os.fspath(path)
+    header, start = read_safetensors_header(path)
+    tensors = {}
+    if not any(name != "__metadata__" for name in header):
+        return tensors
+    buffer = np.memmap(path, dtype=np.uint8, mode="r") if mmap else np.fromfile(path, dtype=np.uint8)
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        dtype = numpy_dtype(_DTYPES[info["dtype"]])
+        begin, end = info["data_offsets"]
+        tensors[name] = buffer[start + begin : start + end].view(dtype).reshape(info["shape"])
     return tensors
 
 
@@ -221,12 +285,16 @@ def write_safetensors(tensors: dict, path, metadata: dict | None = None):
                 f.write(np.ascontiguousarray(array).tobytes())
 
 
-def read_checkpoint(paths) -> dict[str, np.ndarray]:
-    """Merge the tensors of one or more safetensors shards; a name in two shards is an error."""
+def read_checkpoint(paths, origins: dict | None = None) -> dict[str, np.ndarray]:
+    """Merge the tensors of one or more safetensors shards; a name in two shards is an error.
+
+    origins: when given, filled with {tensor name: the file it came from} (for messages)."""
     merged = {}
     for path in paths:
         for name, array in read_safetensors(path).items():
             if name in merged:
                 raise ValueError(f"{path}: tensor {name!r} also appears in another shard")
             merged[name] = array
+            if origins is not None:
+                origins[name] = os.fspath(path)
     return merged

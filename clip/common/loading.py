@@ -8,6 +8,7 @@ keys) is the same everywhere and lives here.
 from __future__ import annotations
 
 import logging
+import warnings
 
 from clip.common import hub, weights
 
@@ -89,13 +90,46 @@ def check_checkpoint(cls, name_or_path, expected: dict, shapes: dict, ignore_mis
             "(pass ignore_mismatched_sizes=True to initialize them instead):\n" + "\n".join(lines)
         )
     report["mismatched"] = {n for n, _, _ in report["mismatched_keys"]}
+    report["expected_count"] = len(expected)
     return report
+
+
+def is_float_dtype(dtype) -> bool:
+    """A numpy (ml_dtypes' bfloat16 included) or torch dtype of floating-point numbers."""
+    if hasattr(dtype, "is_floating_point"):  # torch.dtype
+        return bool(dtype.is_floating_point)
+    return dtype.kind == "f" or dtype.name == "bfloat16"
+
+
+def check_float_weights(arrays: dict, expected: dict, files: dict, default_file):
+    """Every tensor the model takes (a name of `expected`) holds floating-point numbers.
+
+    A bool or integer "weight" would be cast silently (int64 gave -inf logits), so it is refused,
+    naming the file (`files`: {canonical name: file}, else `default_file`) and the tensor. Tensors
+    the model does not take (older checkpoints' int64 position_ids buffers) are not looked at."""
+    for name in expected:
+        if name in arrays and not is_float_dtype(arrays[name].dtype):
+            raise ValueError(f"{files.get(name, default_file)}: tensor {name!r} has dtype {arrays[name].dtype}; "
+                             "model weights must be floating point (float16, bfloat16, float32 or float64)")
+
+
+def missing_weights_message(name_or_path, missing, total: int) -> str:
+    """'DIR lacks N of the M weights the model needs ...: a, b, c and K more' (what the tasks refuse
+    with, what from_pretrained warns with)."""
+    shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+    return (f"{name_or_path} lacks {len(missing)} of the {total} weights the model needs "
+            f"(they would be random, not trained): {shown}")
 
 
 def loading_info(cls, name_or_path, report: dict) -> dict:
     """Log what was not loaded, as transformers does, and return its output_loading_info dict."""
     if report["missing_keys"]:
         logger.warning("Some weights of %s were not in %s and are newly initialized: %s", cls.__name__, name_or_path, report["missing_keys"])
+        # a log line scrolls past; a model with untrained weights gives confident wrong answers
+        # (stacklevel: the caller of Model.from_pretrained, through the backend's loading module)
+        warnings.warn(f"{cls.__name__}.from_pretrained: {len(report['missing_keys'])} weight(s) newly initialized: "
+                      + missing_weights_message(name_or_path, report["missing_keys"], report["expected_count"]),
+                      UserWarning, stacklevel=4)
     if report["unexpected_keys"]:
         logger.warning("Some weights of %s were not used by %s: %s", name_or_path, cls.__name__, report["unexpected_keys"])
     if report["mismatched_keys"]:

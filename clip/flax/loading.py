@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
-from clip.common import checks, hub, io, loading, weights
+from clip.common import checks, hub, io, loading, weight_files, weights
 from clip.common.formats import transformers_flax
 
 
@@ -106,20 +106,29 @@ def init_params(model, rng, names=None) -> dict:
 
 
 # -- loading --------------------------------------------------------------------------------------
-def read_weights(kind, paths) -> dict:
-    """{canonical name: numpy array in the PyTorch layout} of a checkpoint."""
+def read_weights(kind, paths, files: dict | None = None) -> dict:
+    """{canonical name: numpy array in the PyTorch layout} of a checkpoint; `files`, when given, gets
+    {canonical name: its file} (for messages)."""
+    files = {} if files is None else files
     if kind in (transformers_flax.FILE_NAME, transformers_flax.INDEX_NAME):
         merged = {}
         for path in paths:
-            with open(path, "rb") as f:
-                tree = serialization.msgpack_restore(f.read())
-            for name, array in transformers_flax.to_canonical(tree).items():
+            tree = weight_files.read_msgpack(path)
+            try:
+                shard = transformers_flax.to_canonical(tree)
+            except ValueError as err:
+                raise ValueError(f"{path}: {err}") from None
+            for name, array in shard.items():
                 if name in merged:
                     raise ValueError(f"{path}: tensor {name!r} also appears in another shard")
                 merged[name] = array
+                files[name] = path
         return merged
-    tensors = io.read_checkpoint(paths)
-    return {canon: tensors[name] for name, canon in weights.normalize_checkpoint_keys(tensors).items()}
+    origins = {}
+    tensors = io.read_checkpoint(paths, origins)
+    canonical = weights.normalize_checkpoint_keys(tensors)
+    files.update({canon: origins[name] for name, canon in canonical.items()})
+    return {canon: tensors[name] for name, canon in canonical.items()}
 
 
 def from_pretrained(
@@ -140,10 +149,12 @@ def from_pretrained(
     with _do_init=False returns (model, params), as transformers' Flax models do."""
     hint = "; convert PyTorch .bin checkpoints with clip.pt first"
     config, kind, paths = loading.locate(cls, name_or_path, config, kwargs, "flax", WEIGHT_CANDIDATES, use_safetensors, hint)
-    arrays = read_weights(kind, paths)  # canonical name -> numpy array, no copies yet
+    files = {}
+    arrays = read_weights(kind, paths, files)  # canonical name -> numpy array, no copies yet
 
     model = cls(config, seed=seed, dtype=dtype, param_dtype=param_dtype, _do_init=False)
     expected = expected_parameters(model)
+    loading.check_float_weights(arrays, expected, files, paths[0])
     shapes = {n: tuple(a.shape) for n, a in arrays.items()}
     report = loading.check_checkpoint(cls, name_or_path, expected, shapes, ignore_mismatched_sizes)
     mismatched = report["mismatched"]

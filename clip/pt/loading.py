@@ -15,7 +15,7 @@ import warnings
 import numpy as np
 import torch
 
-from clip.common import hub, io, loading, weights
+from clip.common import hub, io, loading, weight_files, weights
 
 
 WEIGHT_CANDIDATES = (hub.SAFETENSORS_NAME, hub.SAFETENSORS_INDEX_NAME, hub.PYTORCH_NAME, hub.PYTORCH_INDEX_NAME)
@@ -57,11 +57,13 @@ def from_pretrained(
     device = resolve_device(device, device_map)
     check_attn_implementation(attn_implementation)
     config, kind, paths = loading.locate(cls, name_or_path, config, kwargs, "pt", WEIGHT_CANDIDATES, use_safetensors)
-    tensors = read_weights(kind, paths)  # checkpoint name -> numpy array or CPU tensor (no copies yet)
+    origins = {}  # checkpoint name -> its file, for messages
+    tensors = read_weights(kind, paths, origins)  # checkpoint name -> numpy array or CPU tensor (no copies yet)
 
     canonical = weights.normalize_checkpoint_keys(tensors)  # checkpoint name -> canonical name
     by_canonical = {canon: tensors[name] for name, canon in canonical.items()}
     expected = weights.expected_parameters(config, _canonical_class(cls))
+    loading.check_float_weights(by_canonical, expected, {c: origins[n] for n, c in canonical.items()}, paths[0])
     shapes = {n: tuple(t.shape) for n, t in by_canonical.items()}
     report = loading.check_checkpoint(cls, name_or_path, expected, shapes, ignore_mismatched_sizes)
     mismatched = report["mismatched"]
@@ -128,20 +130,19 @@ def _canonical_class(cls):
 
 
 # -- reading --------------------------------------------------------------------------------------
-def read_weights(kind, paths) -> dict:
+def read_weights(kind, paths, origins: dict | None = None) -> dict:
+    """{checkpoint name: numpy array or CPU tensor}; `origins`, when given, gets {name: its file}."""
     if kind in (hub.SAFETENSORS_NAME, hub.SAFETENSORS_INDEX_NAME):
-        return io.read_checkpoint(paths)
+        return io.read_checkpoint(paths, origins)
     merged = {}
     for path in paths:
         # weights_only: a pickle can run code; this loader only accepts tensors
-        try:
-            shard = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError:  # legacy (pre-zip) format cannot be memory-mapped
-            shard = torch.load(path, map_location="cpu", weights_only=True)
-        for name, tensor in shard.items():
+        for name, tensor in weight_files.torch_state_dict(path, mmap=True).items():
             if name in merged:
                 raise ValueError(f"{path}: tensor {name!r} also appears in another shard")
             merged[name] = tensor
+            if origins is not None:
+                origins[name] = path
     return merged
 
 

@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from clip.common import hub, io, loading, weights
+from clip.common import hub, io, loading, weight_files, weights
 from clip.common.formats import transformers_tf
 
 
@@ -27,13 +27,22 @@ def from_pretrained(cls, name_or_path, *, config=None, dtype=None, use_safetenso
     transformers' from_pt and trust_remote_code are accepted and change nothing."""
     hint = "; pytorch_model.bin needs clip.pt: load it there and save_pretrained to get model.safetensors"
     config, kind, paths = loading.locate(cls, name_or_path, config, kwargs, "tf", WEIGHT_CANDIDATES, use_safetensors, hint)
+    files = {}  # canonical name -> its file, for messages
     if kind == hub.TF_NAME:
-        by_canonical = transformers_tf.to_canonical(read_h5(paths[0]))
+        raw = read_h5(paths[0])
+        try:
+            by_canonical = transformers_tf.to_canonical(raw)
+        except ValueError as err:
+            raise ValueError(f"{paths[0]}: {err}") from None
     else:
-        tensors = io.read_checkpoint(paths)
-        by_canonical = {canon: tensors[name] for name, canon in weights.normalize_checkpoint_keys(tensors).items()}
+        origins = {}
+        tensors = io.read_checkpoint(paths, origins)
+        canonical = weights.normalize_checkpoint_keys(tensors)
+        by_canonical = {canon: tensors[name] for name, canon in canonical.items()}
+        files = {canon: origins[name] for name, canon in canonical.items()}
 
     expected = weights.expected_parameters(config, cls.canonical_class)
+    loading.check_float_weights(by_canonical, expected, files, paths[0])
     shapes = {n: tuple(np.shape(a)) for n, a in by_canonical.items()}
     report = loading.check_checkpoint(cls, name_or_path, expected, shapes, ignore_mismatched_sizes)
     mismatched = report["mismatched"]
@@ -76,24 +85,7 @@ def canonical_state(model) -> dict[str, np.ndarray]:
     }
 
 
-def read_h5(path) -> dict[str, np.ndarray]:
-    """{weight name: array} of a Keras 2 (tf_keras) weights file, as transformers' save_pretrained writes it."""
-    import h5py
-
-    with h5py.File(path, "r") as f:
-        if "layer_names" not in f.attrs:
-            raise ValueError(f"{path}: not a Keras weights file (no 'layer_names' attribute)")
-        out = {}
-        for layer in f.attrs["layer_names"]:
-            group = f[_text(layer)]
-            for name in group.attrs.get("weight_names", []):
-                name = _text(name)
-                out[name] = np.asarray(group[name])
-    return out
-
-
-def _text(value) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+read_h5 = weight_files.read_h5  # {weight name: array} of transformers' tf_model.h5
 
 
 def save_pretrained(model, save_directory, **kwargs):

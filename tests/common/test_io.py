@@ -74,7 +74,7 @@ def test_bfloat16_round_trip_through_torch(tmp_path):
     [
         (b"", "shorter than"),
         (b"\xff" * 8 + b"{}", "header length"),
-        ((8).to_bytes(8, "little") + b"not json", "not JSON"),
+        ((8).to_bytes(8, "little") + b"not json", "not valid JSON"),
     ],
 )
 def test_corrupt_files_are_clear_errors(tmp_path, content, message):

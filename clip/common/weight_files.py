@@ -1,0 +1,133 @@
+"""Readers of the foreign weight files (PyTorch .bin, transformers' tf_model.h5 and flax_model.msgpack)
+with one error per bad file, shared by the backends' from_pretrained and clip.convert.
+
+Each reader imports its library (torch, h5py, flax) when called, never at import time. A file that
+cannot be read at all (random bytes, truncated, a Git LFS pointer) is an OSError, as transformers
+raises for it; a file that reads but holds the wrong thing (a list, a dict of ints, no Keras
+layers) is a ValueError. Both name the file and what is wrong: the libraries' own errors (h5py's
+"file signature not found", msgpack's ExtraData, pickle's opcodes) name neither.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+_LFS_POINTER = b"version https://git-lfs.github.com/spec/"
+# msgpack allows deeper nesting than a params tree ever has (model/tower/encoder/layers/i/module/leaf)
+MAX_TREE_DEPTH = 32
+
+
+def _reason(err: BaseException) -> str:
+    """The first informative line of a library's error (torch's run to a page of advice)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    for line in lines:  # torch's weights_only refusal says what it refused on a later line
+        if line.startswith(("Unsupported", "WeightsUnpickler error")):
+            return line
+    return lines[0] if lines else type(err).__name__
+
+
+def unreadable(path, what: str, err: BaseException) -> OSError:
+    """The OSError for a weight file that its library cannot read, naming the file and why."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(len(_LFS_POINTER)) == _LFS_POINTER:
+                return OSError(f"{path}: a Git LFS pointer, not the {what} itself (fetch the file with `git lfs pull`)")
+    except OSError:
+        pass
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        return OSError(f"{path}: the file is empty, not a {what}")
+    return OSError(f"{path}: not a readable {what} ({type(err).__name__}: {_reason(err)})")
+
+
+# -- PyTorch ---------------------------------------------------------------------------------------
+def torch_load(path, mmap: bool = False):
+    """torch.load(weights_only=True) of `path`: no pickle opcode outside tensors and plain containers
+    runs. A file that does not load is an OSError naming it (a refused pickle says what it refused)."""
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except RuntimeError as err:
+        if mmap and "mmap" in str(err):  # the legacy (pre-zip) format cannot be memory-mapped
+            return torch_load(path, mmap=False)
+        raise unreadable(path, "PyTorch weights file that torch.load(weights_only=True) reads", err) from None
+    except Exception as err:  # UnpicklingError, EOFError, ValueError, zip errors: all mean a bad file
+        raise unreadable(path, "PyTorch weights file that torch.load(weights_only=True) reads", err) from None
+
+
+def torch_state_dict(path, mmap: bool = True) -> dict:
+    """{name: tensor} of a state-dict file; anything else in it is a ValueError naming the entry."""
+    import torch
+
+    state = torch_load(path, mmap=mmap)
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: holds a {type(state).__name__}, not a state dict of tensors")
+    for name, value in state.items():
+        if not isinstance(name, str) or not isinstance(value, torch.Tensor):
+            raise ValueError(f"{path}: entry {name!r} is a {type(value).__name__}, not a named tensor; "
+                             "not a state dict of a model")
+    return state
+
+
+# -- transformers' TensorFlow h5 -------------------------------------------------------------------
+def read_h5(path) -> dict[str, np.ndarray]:
+    """{weight name: array} of a Keras 2 (tf_keras) HDF5 weights file, as transformers' save_pretrained writes it."""
+    import h5py
+
+    try:
+        f = h5py.File(path, "r")
+    except OSError as err:
+        raise unreadable(path, "HDF5 weights file", err) from None
+    with f:
+        if "layer_names" not in f.attrs:
+            raise ValueError(f"{path}: not a Keras weights file (no 'layer_names' attribute)")
+        out = {}
+        try:
+            for layer in f.attrs["layer_names"]:
+                group = f[_text(layer)]
+                for name in group.attrs.get("weight_names", []):
+                    out[_text(name)] = np.asarray(group[_text(name)])
+        except (KeyError, TypeError, AttributeError) as err:  # a listed layer or weight that is not there
+            raise ValueError(f"{path}: a damaged Keras weights file ({type(err).__name__}: {_reason(err)})") from None
+        except OSError as err:  # truncated or corrupt data blocks
+            raise unreadable(path, "HDF5 weights file", err) from None
+    return out
+
+
+def _text(value) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+# -- transformers' Flax msgpack --------------------------------------------------------------------
+def read_msgpack(path) -> dict:
+    """The params tree of a flax .msgpack file (under "params" or not), every leaf an array."""
+    from flax import serialization
+
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        tree = serialization.msgpack_restore(data)
+    except Exception as err:  # msgpack's ExtraData, StackError, "incomplete input", UnicodeDecodeError
+        raise unreadable(path, "msgpack params file", err) from None
+    if not isinstance(tree, dict):
+        raise ValueError(f"{path}: the msgpack file holds a {type(tree).__name__}, not a params tree")
+    if set(tree) == {"params"} and isinstance(tree["params"], dict):
+        tree = tree["params"]
+    _check_tree(path, tree)
+    return tree
+
+
+def _check_tree(path, tree):
+    """Every leaf an array, nesting bounded (walked without recursion: a hostile file may nest deep)."""
+    stack = [((), tree)]
+    while stack:
+        where, node = stack.pop()
+        if len(where) > MAX_TREE_DEPTH:
+            raise ValueError(f"{path}: the params tree nests deeper than {MAX_TREE_DEPTH} levels at {'/'.join(where[:4])}/...")
+        for key, value in node.items():
+            if isinstance(value, dict):
+                stack.append((where + (str(key),), value))
+            elif not isinstance(value, np.ndarray) or value.dtype.kind not in "biuf" and value.dtype.name != "bfloat16":
+                raise ValueError(f"{path}: params entry {'/'.join(where + (str(key),))!r} is a {type(value).__name__}, not a numeric array")
