@@ -66,7 +66,7 @@ def torch_state_dict(path, mmap: bool = True) -> dict:
         raise ValueError(f"{path}: holds a {type(state).__name__}, not a state dict of tensors")
     for name, value in state.items():
         if not isinstance(name, str) or not isinstance(value, torch.Tensor):
-            raise ValueError(f"{path}: entry {name!r} is a {type(value).__name__}, not a named tensor; "
+            raise ValueError(f"{path}: entry {name!r} is not a named tensor (found {type(value).__name__}); "
                              "not a state dict of a model")
     return state
 
@@ -130,4 +130,5 @@ def _check_tree(path, tree):
             if isinstance(value, dict):
                 stack.append((where + (str(key),), value))
             elif not isinstance(value, np.ndarray) or value.dtype.kind not in "biuf" and value.dtype.name != "bfloat16":
-                raise ValueError(f"{path}: params entry {'/'.join(where + (str(key),))!r} is a {type(value).__name__}, not a numeric array")
+                raise ValueError(f"{path}: params entry {'/'.join(where + (str(key),))!r} is not a numeric array "
+                                 f"(found {type(value).__name__} {getattr(value, 'dtype', '')})".replace(" )", ")"))
