@@ -256,6 +256,10 @@ def read_keras(src, overrides) -> Checkpoint:
     from clip.tf import loading
 
     try:
+        weight_files.check_keras_archive(src)
+    except OSError as err:
+        raise ConversionError(str(err)) from None
+    try:
         model = keras.saving.load_model(src, compile=False)
     except Exception as err:  # Keras raises many types for a file that is not its own
         raise ConversionError(f"{src}: not a .keras file of a clip.tf model ({type(err).__name__}: {err})") from None
@@ -355,7 +359,8 @@ def validate(checkpoint: Checkpoint):
                               + (f"; and tensors it does not have: {', '.join(report['unexpected_keys'][:8])}" if report["unexpected_keys"] else ""))
     for name, array in checkpoint.arrays.items():
         if not np.issubdtype(np.asarray(array).dtype, np.floating) and np.asarray(array).dtype.name != "bfloat16":
-            raise ConversionError(f"{where}: tensor {label(name)} has dtype {np.asarray(array).dtype}, not a floating-point type")
+            raise ConversionError(f"{where}: tensor {label(name)} has dtype {np.asarray(array).dtype}; "
+                                  "model weights must be floating point (float16, bfloat16, float32 or float64)")
     # state_dict order, as clip.pt writes it
     checkpoint.arrays = {name: checkpoint.arrays[name] for name in spec}
 

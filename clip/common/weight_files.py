@@ -132,3 +132,27 @@ def _check_tree(path, tree):
             elif not isinstance(value, np.ndarray) or value.dtype.kind not in "biuf" and value.dtype.name != "bfloat16":
                 raise ValueError(f"{path}: params entry {'/'.join(where + (str(key),))!r} is not a numeric array "
                                  f"(found {type(value).__name__} {getattr(value, 'dtype', '')})".replace(" )", ")"))
+
+
+# -- Keras 3 .keras archives -----------------------------------------------------------------------
+KERAS_MEMBERS = ("config.json", "model.weights.h5")
+
+
+def check_keras_archive(path):
+    """A .keras file is a zip archive holding config.json and model.weights.h5; anything else is an
+    OSError saying which (Keras itself answers "File not found" for a damaged archive)."""
+    import zipfile
+
+    if os.path.getsize(path) == 0:
+        raise OSError(f"{path}: the file is empty, not a .keras file")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+            damaged = archive.testzip()  # the first member whose CRC fails
+    except (zipfile.BadZipFile, OSError, EOFError) as err:
+        raise unreadable(path, ".keras file (a zip archive)", err) from None
+    if damaged is not None:
+        raise OSError(f"{path}: a damaged .keras file (the archive member {damaged!r} fails its checksum)")
+    missing = [name for name in KERAS_MEMBERS if name not in names]
+    if missing:
+        raise OSError(f"{path}: not a .keras file (the zip archive lacks {', '.join(missing)})")
