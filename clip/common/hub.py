@@ -7,8 +7,9 @@ HF_HUB_OFFLINE behave the same everywhere.
 
 from __future__ import annotations
 
-import json
 import os
+
+from clip.common.io import read_json_object
 
 HUB_KWARGS = ("revision", "cache_dir", "token", "local_files_only", "subfolder", "force_download")
 
@@ -107,6 +108,21 @@ def resolve_file(
         ) from None
 
 
+def index_shards(path) -> list[str]:
+    """The shard file names a *.index.json lists (its weight_map's values), each a plain file name
+    beside the index: a damaged or hostile index must not make us open another file."""
+    weight_map = read_json_object(path).get("weight_map")
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise ValueError(f"{path}: 'weight_map' must map tensor names to shard file names")
+    shards = sorted(set(weight_map.values()))
+    if not shards:
+        raise ValueError(f"{path}: the index lists no shards (empty 'weight_map')")
+    for shard in shards:
+        if not shard or os.path.isabs(shard) or os.path.normpath(shard) != shard or shard.startswith(".."):
+            raise ValueError(f"{path}: shard {shard!r} is not a file name beside the index")
+    return shards
+
+
 def _looks_like_path(name: str) -> bool:
     # A hub id is "name" or "owner/name"; anything else that is not a directory is a missing path.
     return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
@@ -123,10 +139,5 @@ def resolve_weight_files(name_or_path, candidates, **hub_kwargs) -> tuple[str, l
             continue
         if not name.endswith(".index.json"):
             return name, [path]
-        with open(path, encoding="utf-8") as f:
-            index = json.load(f)
-        shards = sorted(set(index.get("weight_map", {}).values()))
-        if not shards:
-            raise ValueError(f"{path}: the index lists no shards (empty or missing 'weight_map')")
-        return name, [resolve_file(name_or_path, shard, **hub_kwargs) for shard in shards]
+        return name, [resolve_file(name_or_path, shard, **hub_kwargs) for shard in index_shards(path)]
     return None

@@ -7,14 +7,13 @@ transformers writes one only for processors with settings of their own, which CL
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 
 from clip.common import hub
 from clip.common.batch import BatchEncoding
 from clip.common.image_processor import OPTIONS, PREPROCESS_KWARGS, CLIPImageProcessor
-from clip.common.io import atomic_write_json
+from clip.common.io import atomic_write_json, read_json_object
 
 _TOKENIZER_CONFIG = "tokenizer_config.json"
 
@@ -94,8 +93,7 @@ class CLIPProcessor:
         paths += list(self.tokenizer.save_pretrained(save_directory))
         config_path = os.path.join(save_directory, _TOKENIZER_CONFIG)
         if os.path.isfile(config_path):
-            with open(config_path, encoding="utf-8") as f:
-                config = json.load(f)
+            config = read_json_object(config_path)
             config["processor_class"] = type(self).__name__
             atomic_write_json(config_path, config)
         return paths

@@ -19,7 +19,7 @@ import regex
 from . import _bpe
 from .batch import BatchEncoding, check_tensor_type, to_numpy, to_tensor
 from .hub import CheckpointNotFoundError, resolve_file, split_hub_kwargs
-from .io import atomic_write_json, atomic_write_text
+from .io import atomic_write_json, atomic_write_text, read_json_object
 
 VOCAB_FILE = "vocab.json"
 MERGES_FILE = "merges.txt"
@@ -288,8 +288,7 @@ class _CLIPTokenizerBase:
             path = resolve_file(name_or_path, filename, required=False, **hub)
             if path is None:
                 continue
-            with open(path, encoding="utf-8") as f:
-                config = json.load(f)
+            config = read_json_object(path)  # depth-limited, errors name the file
             for key in _CONFIG_KEYS:
                 if key in config:
                     value = config[key]

@@ -15,12 +15,13 @@ as one warning, never raised: a 1-in-10,000 bad row should not stop a training r
 from __future__ import annotations
 
 import csv
-import json
 import os
 import warnings
 
 import numpy as np
 from PIL import Image
+
+from clip.common.io import loads_json
 
 IMAGE_KEYS = ("image", "image_path", "filepath", "path", "file", "filename")
 CAPTION_KEYS = ("caption", "text", "title", "label")
@@ -133,9 +134,9 @@ def _jsonl_rows(path):
                 continue
             where = f"{path}:{line_number}"
             try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                problems.append(f"{where}: not valid JSON ({err.msg})")
+                record = loads_json(line, "the line")  # depth-limited: a hostile line nests no deeper than 64
+            except ValueError as err:
+                problems.append(f"{where}: {err}")
                 continue
             if not isinstance(record, dict):
                 problems.append(f"{where}: expected a JSON object")

@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-from clip.common.io import atomic_write_json
+from clip.common.io import atomic_write_json, read_json_object
 
 LOGIT_SCALE_MAX = math.log(100.0)  # CLIP clamps the learned temperature at 100
 
@@ -66,14 +66,7 @@ def build_config_dict(size_or_path: str) -> dict:
         return {"text_config": dict(spec["text"]), "vision_config": dict(spec["vision"]), "projection_dim": spec["projection_dim"]}
     if not os.path.isfile(size_or_path):
         raise ValueError(f"--config {size_or_path!r} is neither a size ({', '.join(SIZES)}) nor a JSON file")
-    with open(size_or_path, encoding="utf-8") as f:
-        try:
-            data = json.load(f)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{size_or_path} is not valid JSON: {err}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{size_or_path} must hold a JSON object")
-    return data
+    return read_json_object(size_or_path)
 
 
 # -- schedule --------------------------------------------------------------------------------------
@@ -258,8 +251,7 @@ def write_trainer_state(directory: str, state: dict):
 
 
 def read_trainer_state(directory: str) -> dict:
-    with open(os.path.join(directory, TRAINER_STATE), encoding="utf-8") as f:
-        return json.load(f)
+    return read_json_object(os.path.join(directory, TRAINER_STATE))
 
 
 # Arguments that must match for --resume to continue the same run bit for bit.
