@@ -377,6 +377,7 @@ def _run_similarity(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clip", description="CLIP in PyTorch, TensorFlow and JAX")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of any error (also: CLIP_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)
     _zero_shot_parser(sub)
     _embed_parser(sub)
@@ -392,14 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    from clip.tasks.backends import TaskError
+    """Bad input: one line on stderr, exit 2; a bug: one line saying so, exit 1 (clip.cli_errors)."""
+    from clip import cli_errors
 
-    try:
-        return args.run(args)
-    except (TaskError, ValueError, OSError, ImportError) as err:
-        print(f"clip {args.command}: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"clip {args.command}: interrupted", file=sys.stderr)
-        return 130
+    return cli_errors.run(build_parser().parse_args(argv))

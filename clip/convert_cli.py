@@ -7,8 +7,9 @@ tools/convert_weights.py. Imports no framework until a format needs one.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+
+from clip.common.io import loads_json
 
 DESCRIPTION = (
     "Convert a CLIP checkpoint: transformers PyTorch/TF/Flax directories, this library's .keras and Flax params, "
@@ -61,8 +62,8 @@ def parse_overrides(items) -> dict:
         if not sep or not key:
             raise ValueError(f"--set takes KEY=VALUE, got {item!r}")
         try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
+            out[key] = loads_json(value, "--set")  # depth-limited
+        except ValueError:
             out[key] = value  # a bare string: quick_gelu
     return out
 
@@ -84,9 +85,6 @@ def main(argv=None) -> int:
     parser = configure(argparse.ArgumentParser(prog="convert_weights.py", description=DESCRIPTION,
                                                epilog="examples:\n  " + "\n  ".join(EXAMPLES),
                                                formatter_class=argparse.RawDescriptionHelpFormatter))
-    args = parser.parse_args(argv)
-    try:
-        return args.run(args)
-    except (ValueError, OSError) as err:
-        print(f"convert: {err}", file=sys.stderr)
-        return 2
+    from clip import cli_errors
+
+    return cli_errors.run(parser.parse_args(argv))  # one line and exit 2 for bad input; CLIP_DEBUG=1: tracebacks

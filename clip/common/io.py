@@ -140,6 +140,20 @@ def read_json_object(path) -> dict:
     return data
 
 
+def read_text(path) -> str:
+    """A UTF-8 text file's contents (a BOM dropped). Bytes that are not UTF-8 are a ValueError naming
+    the file, the line and the byte, not a UnicodeDecodeError that names neither; the universal
+    newlines of text mode (\r\n, \r) read as \n."""
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise ValueError(f"{path}:{line}: not valid UTF-8 text (byte {data[err.start]:#04x}); save the file as UTF-8") from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
 def path_inside(directory, name, what: str = "file") -> str:
     """`directory/name` for a relative `name` read from a manifest or index, refused (ValueError) when it
     is absolute or resolves outside `directory` (`../../etc/passwd`, a symlink out): a damaged or hostile

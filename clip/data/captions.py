@@ -15,13 +15,14 @@ as one warning, never raised: a 1-in-10,000 bad row should not stop a training r
 from __future__ import annotations
 
 import csv
+import io
 import os
 import warnings
 
 import numpy as np
 from PIL import Image
 
-from clip.common.io import loads_json
+from clip.common.io import loads_json, read_text
 
 IMAGE_KEYS = ("image", "image_path", "filepath", "path", "file", "filename")
 CAPTION_KEYS = ("caption", "text", "title", "label")
@@ -103,7 +104,7 @@ def _pick(keys, names):
 def _csv_rows(path):
     base = os.path.dirname(os.path.abspath(path))
     rows, problems = [], []
-    with open(path, newline="", encoding="utf-8") as f:
+    with io.StringIO(read_text(path), newline="") as f:  # not UTF-8: an error naming the file and line
         reader = csv.reader(f, delimiter="\t" if path.lower().endswith(".tsv") else ",")
         header = next(reader, None)
         if header is None:
@@ -128,24 +129,23 @@ def _csv_rows(path):
 def _jsonl_rows(path):
     base = os.path.dirname(os.path.abspath(path))
     rows, problems = [], []
-    with open(path, encoding="utf-8") as f:
-        for line_number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{line_number}"
-            try:
-                record = loads_json(line, "the line")  # depth-limited: a hostile line nests no deeper than 64
-            except ValueError as err:
-                problems.append(f"{where}: {err}")
-                continue
-            if not isinstance(record, dict):
-                problems.append(f"{where}: expected a JSON object")
-                continue
-            image_key, caption_key = _pick(IMAGE_KEYS, record), _pick(CAPTION_KEYS, record)
-            if image_key is None or caption_key is None:
-                problems.append(f"{where}: needs an image key ({', '.join(IMAGE_KEYS)}) and a caption key ({', '.join(CAPTION_KEYS)})")
-                continue
-            rows.append((where, _resolve(base, str(record[image_key]).strip()), str(record[caption_key]).strip()))
+    for line_number, line in enumerate(read_text(path).split("\n"), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{line_number}"
+        try:
+            record = loads_json(line, "the line")  # depth-limited: a hostile line nests no deeper than 64
+        except ValueError as err:
+            problems.append(f"{where}: {err}")
+            continue
+        if not isinstance(record, dict):
+            problems.append(f"{where}: expected a JSON object")
+            continue
+        image_key, caption_key = _pick(IMAGE_KEYS, record), _pick(CAPTION_KEYS, record)
+        if image_key is None or caption_key is None:
+            problems.append(f"{where}: needs an image key ({', '.join(IMAGE_KEYS)}) and a caption key ({', '.join(CAPTION_KEYS)})")
+            continue
+        rows.append((where, _resolve(base, str(record[image_key]).strip()), str(record[caption_key]).strip()))
     return rows, problems
 
 

@@ -11,11 +11,13 @@ encoder is loaded, never before.
 
 from __future__ import annotations
 
+import logging
 import os
+import warnings
 
 import numpy as np
 
-from clip.common import weights
+from clip.common import loading, weights
 
 BACKENDS = ("pt", "tf", "flax")
 DTYPES = ("float32", "bfloat16", "float16")  # what the model computes in; vectors come out as float32
@@ -88,13 +90,24 @@ class Encoder:
                                    max_length=self.max_text_length, return_tensors="np"))
 
     def embed_texts(self, texts, batch_size: int = 256) -> np.ndarray:
-        """A list of strings -> (M, D) unit vectors, in batches."""
+        """A list of strings -> (M, D) unit vectors, in batches; a text whose vector is not finite
+        (NaN or inf: a float16 overflow, a damaged checkpoint) is a TaskError naming it."""
         texts = list(texts)
         out = np.zeros((len(texts), self.dim), np.float32)
         for start in range(0, len(texts), batch_size):
             tokens = self.tokenize(texts[start : start + batch_size])
             out[start : start + batch_size] = self.encode_texts(tokens["input_ids"], tokens["attention_mask"])
+        bad = nonfinite_rows(out)
+        if len(bad):
+            shown = ", ".join(repr(texts[i]) for i in bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+            raise TaskError(f"the model's vectors for {len(bad)} text(s) are {self.nonfinite_reason()}: {shown}")
         return out
+
+    def nonfinite_reason(self) -> str:
+        """Why a vector may be NaN or inf, and what to try (for messages naming the input)."""
+        hint = f"; {self.dtype} overflows where float32 does not: try --dtype float32" if self.dtype == "float16" else (
+            "; try --dtype float32" if self.dtype != "float32" else "; the checkpoint's weights may be damaged")
+        return f"not finite (NaN or inf) in {self.dtype}{hint}"
 
     def preprocess(self, images) -> np.ndarray:
         """PIL images or paths -> (N, 3, H, W) float32 pixels."""
@@ -102,6 +115,11 @@ class Encoder:
 
     def __repr__(self):
         return f"Encoder(model={self.model!r}, backend={self.backend!r}, device={self.device!r}, dtype={self.dtype!r}, dim={self.dim})"
+
+
+def nonfinite_rows(vectors) -> np.ndarray:
+    """Indices of the rows holding a NaN or an infinity."""
+    return np.flatnonzero(~np.isfinite(np.asarray(vectors)).all(axis=-1))
 
 
 def load_encoder(model=None, backend: str = "pt", processor=None, device: str = "auto", dtype: str = "float32") -> Encoder:
@@ -136,8 +154,43 @@ def load_encoder(model=None, backend: str = "pt", processor=None, device: str = 
             f"backend {backend!r} needs a framework that is not installed ({err}); "
             f"install it with: pip install 'clip[{_INSTALL[backend]}]'"
         ) from None
+    if not np.isfinite(np.exp(np.float64(logit_scale))):
+        raise TaskError(f"{path}: logit_scale is {logit_scale}, its exponential (the temperature) is not finite")
     max_len = min(config.text_config.max_position_embeddings, processor.tokenizer.model_max_length)
     return Encoder(processor, model, backend, image_fn, text_fn, logit_scale, config.projection_dim, max_len, fingerprint, where, dtype)
+
+
+class _HeldRecords(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+def from_pretrained_complete(cls, path, **kwargs):
+    """cls.from_pretrained(path, **kwargs), refused (TaskError) when the checkpoint lacks weights the
+    model needs: a library call may initialize them (transformers' behaviour, with a warning), but a
+    task would answer with confident probabilities from random weights. The loader's own warning
+    and log lines about them are held back for the one error; its other lines are passed on."""
+    logger, held = logging.getLogger("clip"), _HeldRecords()
+    propagate, logger.propagate = logger.propagate, False
+    logger.addHandler(held)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*newly initialized", category=UserWarning)
+            loaded = cls.from_pretrained(path, output_loading_info=True, **kwargs)
+    finally:
+        logger.removeHandler(held)
+        logger.propagate = propagate
+    net, info = loaded[0], loaded[-1]
+    if info["missing_keys"]:
+        total = len(weights.expected_parameters(net.config, "CLIPModel"))
+        raise TaskError(loading.missing_weights_message(path, info["missing_keys"], total) + "; the tasks need a complete checkpoint")
+    for record in held.records:
+        logger.handle(record)
+    return net
 
 
 def parse_device(device) -> tuple[str, int] | None:
@@ -168,7 +221,7 @@ def _load_pt(path, place, dtype):
         device = torch.device("cuda", place[1])
     else:
         device = torch.device("cpu")
-    net = CLIPModel.from_pretrained(path, dtype="float32", device=device).eval()
+    net = from_pretrained_complete(CLIPModel, path, dtype="float32", device=device).eval()
     # the checkpoint's identity, before any cast: the same whatever dtype the vectors are computed in
     fingerprint = weights.fingerprint((name, t.detach().cpu().numpy()) for name, t in net.state_dict().items())
     logit_scale = net.logit_scale.item()  # in float32: a bfloat16 temperature would shift every probability
@@ -200,7 +253,7 @@ def _load_tf(path, place, dtype):
     tf_device = None if place is None else f"/{place[0].upper()}:{place[1]}"
     where = (lambda: tf.device(tf_device)) if tf_device else contextlib.nullcontext  # None: TensorFlow's own placement
     with where():  # mixed precision: float32 variables (the checkpoint's values), narrow compute
-        net = TFCLIPModel.from_pretrained(path, **({} if dtype == "float32" else {"dtype": f"mixed_{dtype}"}))
+        net = from_pretrained_complete(TFCLIPModel, path, **({} if dtype == "float32" else {"dtype": f"mixed_{dtype}"}))
 
     def image_fn(pixels):
         with where():
@@ -231,7 +284,7 @@ def _load_flax(path, place, dtype):
         if place[1] >= len(found):
             raise _no_gpu("JAX", place[1], len(found)) if place[0] == "gpu" else TaskError("JAX sees no CPU device")
         device = found[place[1]]
-    net = FlaxCLIPModel.from_pretrained(path, dtype=getattr(jax.numpy, dtype))
+    net = from_pretrained_complete(FlaxCLIPModel, path, dtype=getattr(jax.numpy, dtype))
     # one leaf at a time on the host, seen in the canonical layout through a transposed view
     fingerprint = weights.fingerprint((name, weights.from_backend_layout(np.asarray(leaf), kind, "flax"))
                                       for name, leaf, kind in loading.leaves(net.params, loading.expected_parameters(net)))

@@ -35,7 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from PIL import Image
 
-from clip.common.io import atomic_path, atomic_write_json, read_json_object, read_safetensors, write_safetensors
+from clip.common.io import atomic_path, atomic_write_json, read_json_object, read_safetensors, read_text, write_safetensors
 from clip.tasks.backends import TaskError
 
 MANIFEST = "manifest.json"
@@ -99,8 +99,8 @@ def _is_embedding_dir(path) -> bool:
 
 def read_lines(path) -> list[tuple[int, str]]:
     """(1-based line number, stripped text) for each non-blank line of a UTF-8 text file."""
-    with open(path, encoding="utf-8", errors="replace") as f:
-        return [(number, line.strip()) for number, line in enumerate(f, start=1) if line.strip()]
+    lines = read_text(path).split("\n")  # bytes that are not UTF-8: an error naming the file and line
+    return [(number, line.strip()) for number, line in enumerate(lines, start=1) if line.strip()]
 
 
 def detect_kind(source) -> str:
@@ -203,12 +203,26 @@ def embed_images(encoder, images, batch_size: int = 64, workers: int | None = No
     skipped = []
     with _progress(len(images), progress, "embedding images") as bar:
         for indices, pixels, failures in image_batches(encoder, images, batch_size, workers):
+            bar_step = len(indices) + len(failures)
             if indices:
-                vectors[indices] = encoder.encode_images(pixels)
-                kept[indices] = True
+                batch = encoder.encode_images(pixels)
+                rows, failed = _finite_rows(encoder, batch, indices)
+                vectors[[indices[r] for r in rows]] = batch[rows]
+                kept[[indices[r] for r in rows]] = True
+                failures = list(failures) + failed
             skipped += [{"source": names[i], "reason": reason} for i, reason in failures]
-            bar.update(len(indices) + len(failures))
+            bar.update(bar_step)
     return Embeddings(vectors[kept], [n for n, k in zip(names, kept) if k], skipped, "image")
+
+
+def _finite_rows(encoder, batch, indices):
+    """(the rows of `batch` that are finite, [(index, reason)] for the others): a NaN or inf vector
+    (a float16 overflow, damaged weights) is skipped and named, never written or ranked."""
+    from clip.tasks.backends import nonfinite_rows
+
+    bad = set(nonfinite_rows(batch).tolist())
+    reason = f"the model's vector is {encoder.nonfinite_reason()}" if bad else ""
+    return [row for row in range(len(indices)) if row not in bad], [(indices[row], reason) for row in sorted(bad)]
 
 
 def embed_texts(encoder, texts, batch_size: int = 256, progress: bool = False) -> Embeddings:
@@ -434,10 +448,12 @@ def embed_to_dir(encoder, source, out, kind: str = "auto", batch_size: int = 64,
             if kind == "image":
                 paths = [os.path.join(root, key) for key in todo]
                 for positions, pixels, failures in image_batches(encoder, paths, batch_size, workers):
-                    skipped = [{"source": todo[p], "reason": reason} for p, reason in failures]
-                    buffer.add(encoder.encode_images(pixels), [todo[p] for p in positions], skipped)
+                    batch = encoder.encode_images(pixels) if positions else np.zeros((0, encoder.dim), np.float32)
+                    rows, failed = _finite_rows(encoder, batch, positions)
+                    skipped = [{"source": todo[p], "reason": reason} for p, reason in list(failures) + failed]
+                    buffer.add(batch[rows], [todo[positions[r]] for r in rows], skipped)
                     skipped_now += skipped
-                    embedded += len(positions)
+                    embedded += len(rows)
                     bar.update(len(positions) + len(failures))
                     while len(buffer) >= chunk_size:
                         writer.write(*buffer.take(chunk_size), text_of)

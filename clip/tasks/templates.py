@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 
+from clip.common.io import read_text
+
 LABEL_TEMPLATES = ("{}",)
 SIMPLE_TEMPLATES = ("a photo of a {}.",)
 IMAGENET_TEMPLATES = (
@@ -107,8 +109,8 @@ def get_templates(spec=None) -> tuple[str, ...]:
         if spec in NAMED:
             return NAMED[spec]
         if os.path.isfile(spec):
-            with open(spec, encoding="utf-8") as f:
-                templates = [line.strip() for line in f if line.strip() and not line.lstrip().startswith("#")]
+            lines = read_text(spec).split("\n")  # not UTF-8: an error naming the file and line
+            templates = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
             where = spec
         elif "{}" in spec:
             templates, where = [spec], "template"
