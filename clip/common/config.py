@@ -224,7 +224,10 @@ class CLIPConfig:
         data = copy.deepcopy(data)
         if "id2label" in data and data["id2label"] is not None:
             # JSON object keys are strings; transformers turns them back into ints.
-            data["id2label"] = {int(k): v for k, v in data["id2label"].items()}
+            labels = data["id2label"]
+            if not isinstance(labels, dict) or not all(isinstance(k, int) or str(k).lstrip("-").isdigit() for k in labels):
+                raise ValueError(f"CLIPConfig.id2label must map class indices to labels, got {labels!r}")
+            data["id2label"] = {int(k): v for k, v in labels.items()}
         return cls(**data)
 
     def __eq__(self, other):
