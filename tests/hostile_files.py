@@ -34,7 +34,8 @@ def tiny_checkpoint(directory, seed=0) -> dict:
 
 def split(path):
     """(header dict, header text, data bytes) of a safetensors file, read without our reader."""
-    raw = open(path, "rb").read()
+    with open(path, "rb") as f:
+        raw = f.read()
     (n,) = struct.unpack("<Q", raw[:8])
     text = raw[8 : 8 + n].decode()
     return json.loads(text), text, raw[8 + n :]
@@ -78,7 +79,7 @@ def _missing_shape(header):
 
 
 def _nested(path):
-    header, text, data = split(path)
+    _, text, data = split(path)
     join(path, text[:-1] + ', "x": ' + "[" * 5000 + "]" * 5000 + "}", data)
 
 

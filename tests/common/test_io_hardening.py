@@ -6,7 +6,6 @@ with the same names, dtypes, shapes and bytes; whatever it refuses is a ValueErr
 """
 
 import json
-import os
 import struct
 
 import numpy as np
@@ -44,7 +43,7 @@ def _file_bytes(tmp_path) -> bytes:
 
 def _library_tensors(path) -> dict:
     with safetensors.safe_open(path, framework="pt") as f:
-        return {name: f.get_tensor(name) for name in f.keys()}
+        return {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118  (safe_open is no dict)
 
 
 def _same_bytes(ours: np.ndarray, theirs) -> bool:
