@@ -250,3 +250,28 @@ def test_id2label_that_is_not_a_map_of_indices_is_a_valueerror(tmp_path, labels)
     (tmp_path / "config.json").write_text(json.dumps({**_small_config(), "id2label": labels}))
     with pytest.raises(ValueError, match=r"CLIPConfig\.id2label must map class indices to labels"):
         CLIPConfig.from_pretrained(tmp_path)
+
+
+def test_a_deeply_nested_config_json_names_the_file(tmp_path):
+    (tmp_path / "config.json").write_text('{"text_config": ' + "[" * 50_000 + "]" * 50_000 + "}")
+    with pytest.raises(ValueError, match=r"config\.json is not valid JSON: nested deeper than 64 levels"):
+        CLIPConfig.from_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text("[]")
+    with pytest.raises(ValueError, match=r"config\.json must hold a JSON object, found list"):
+        CLIPConfig.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("weight_map, message", [
+    ({"a": "../../etc/passwd"}, r"shard '\.\./\.\./etc/passwd' is not a file name beside the index"),
+    ({"a": "/dev/zero"}, r"shard '/dev/zero' is not a file name beside the index"),
+    ({"a": "./x/../model.safetensors"}, r"shard '\./x/\.\./model\.safetensors' is not a file name beside the index"),
+    ({"a": 1}, r"'weight_map' must map tensor names to shard file names"),
+    ([], r"'weight_map' must map tensor names to shard file names"),
+    ({}, r"the index lists no shards"),
+])
+def test_a_hostile_shard_index_opens_nothing_else(tmp_path, weight_map, message):
+    from clip.common import hub
+
+    (tmp_path / hub.SAFETENSORS_INDEX_NAME).write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    with pytest.raises(ValueError, match=rf"model\.safetensors\.index\.json: {message}"):
+        hub.resolve_weight_files(tmp_path, [hub.SAFETENSORS_INDEX_NAME])
