@@ -2,6 +2,7 @@
 so, exit 1), with --debug / CLIP_DEBUG=1 (the traceback), and on inputs that would give silent
 wrong answers (a checkpoint without its weights, vectors that are not finite)."""
 
+import json
 import os
 import subprocess
 import sys
@@ -172,15 +173,18 @@ def test_every_text_argument_is_checked(capsys, argv, flag):
     assert code == 2 and one_line_error(err) and f": {flag} is not valid UTF-8 text (byte 0x" in err
 
 
-@pytest.mark.parametrize("command", ["similarity", "embed", "templates"])
+@pytest.mark.parametrize("command", ["similarity", "embed", "templates", "captions.csv", "captions.jsonl"])
 def test_text_files_that_are_not_utf8_name_file_and_line(tmp_path, capsys, command):
-    bad = tmp_path / "texts.txt"
-    bad.write_bytes("first line\nsecond \u00e9\n".encode() + b"third \xff\n")
+    bad = tmp_path / ("texts.txt" if "." not in command else command)
+    lines = {"captions.csv": (b"image,caption\n", f"{CAT},a cat \u00e9\n".encode(), f"{CAT},a \xff cat\n".encode("latin-1")),
+             "captions.jsonl": (b"\n", json.dumps({"image": CAT, "caption": "a cat \u00e9"}).encode() + b"\n",
+                                b'{"image": "x.png", "caption": "a \xff cat"}\n')}
+    bad.write_bytes(b"".join(lines.get(command, ("first line\n".encode(), "second \u00e9\n".encode(), b"third \xff\n"))))
     argv = {
         "similarity": ["similarity", CAT, "--texts-file", str(bad), "--out", str(tmp_path / "m.png")],
         "embed": ["embed", str(bad), "--out", str(tmp_path / "emb")],
         "templates": ["zero-shot", CAT, "--labels", "a", "--templates", str(bad)],
-    }[command]
+    }.get(command, ["eval-retrieval", str(bad)])
     code, _, err = run(capsys, *argv)
     assert code == 2 and one_line_error(err), err
     assert f"{bad}:3: not valid UTF-8 text (byte 0xff); save the file as UTF-8" in err
