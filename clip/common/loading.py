@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import warnings
 
-from clip.common import hub, weights
+from clip.common import hub, io, weights
 
 logger = logging.getLogger("clip")
 
@@ -92,6 +92,14 @@ def check_checkpoint(cls, name_or_path, expected: dict, shapes: dict, ignore_mis
     report["mismatched"] = {n for n, _, _ in report["mismatched_keys"]}
     report["expected_count"] = len(expected)
     return report
+
+
+def read_canonical_safetensors(paths) -> tuple[dict, dict]:
+    """({canonical name: array}, {canonical name: the file it came from}) of safetensors shards."""
+    origins = {}
+    tensors = io.read_checkpoint(paths, origins)
+    canonical = weights.normalize_checkpoint_keys(tensors)  # checkpoint name -> canonical name
+    return {canon: tensors[name] for name, canon in canonical.items()}, {canon: origins[name] for name, canon in canonical.items()}
 
 
 def is_float_dtype(dtype) -> bool:

@@ -124,11 +124,9 @@ def read_weights(kind, paths, files: dict | None = None) -> dict:
                 merged[name] = array
                 files[name] = path
         return merged
-    origins = {}
-    tensors = io.read_checkpoint(paths, origins)
-    canonical = weights.normalize_checkpoint_keys(tensors)
-    files.update({canon: origins[name] for name, canon in canonical.items()})
-    return {canon: tensors[name] for name, canon in canonical.items()}
+    arrays, origins = loading.read_canonical_safetensors(paths)
+    files.update(origins)
+    return arrays
 
 
 def from_pretrained(

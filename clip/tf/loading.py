@@ -35,11 +35,7 @@ def from_pretrained(cls, name_or_path, *, config=None, dtype=None, use_safetenso
         except ValueError as err:
             raise ValueError(f"{paths[0]}: {err}") from None
     else:
-        origins = {}
-        tensors = io.read_checkpoint(paths, origins)
-        canonical = weights.normalize_checkpoint_keys(tensors)
-        by_canonical = {canon: tensors[name] for name, canon in canonical.items()}
-        files = {canon: origins[name] for name, canon in canonical.items()}
+        by_canonical, files = loading.read_canonical_safetensors(paths)
 
     expected = weights.expected_parameters(config, cls.canonical_class)
     loading.check_float_weights(by_canonical, expected, files, paths[0])
