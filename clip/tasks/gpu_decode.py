@@ -185,10 +185,18 @@ def select_decoder(device, order=DECODER_ORDER):
         return None
     for name in order:
         try:
-            return _DECODERS[name](device)
-        except (ImportError, RuntimeError, AttributeError):  # not installed, or a CPU-only build
+            decoder = _DECODERS[name](device)
+            decoder.decode([_probe_jpeg()], 8, (8, 8))  # a build without nvJPEG fails here, not per image
+            return decoder
+        except Exception:  # noqa: BLE001,S112 - not installed, a CPU-only build, no codec: the next one
             continue
     return None
+
+
+def _probe_jpeg() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (16, 12), (200, 30, 60)).save(out, "JPEG")
+    return out.getvalue()
 
 
 # --------------------------------------------------------------------- the batch

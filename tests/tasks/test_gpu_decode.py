@@ -109,3 +109,30 @@ def test_an_empty_or_unreadable_batch():
     assert crops.shape == (0, 16, 16, 3) and skipped == [(0, "not an image PIL can read")]
     crops, skipped = gpu_decode.decode_batch([], 16, device="cpu")
     assert crops.shape == (0, 16, 16, 3) and skipped == []
+
+
+def test_selection_takes_the_first_decoder_that_imports_and_decodes(monkeypatch):
+    torch = pytest.importorskip("torch")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+
+    class NotInstalled:
+        def __init__(self, device):
+            raise ImportError("No module named 'nvidia'")
+
+    class NoCodec(FakeDecoder):  # imports, but its build cannot decode (a torchvision without nvJPEG)
+        def __init__(self, device):
+            super().__init__(refused=(), refuse_batch=False)
+
+        def decode(self, datas, size, crop):
+            raise RuntimeError("nvjpeg not available")
+
+    class Works(FakeDecoder):
+        def __init__(self, device):
+            super().__init__()
+            self.device = device
+
+    monkeypatch.setattr(gpu_decode, "_DECODERS", {"a": NotInstalled, "b": NoCodec, "c": Works})
+    chosen = gpu_decode.select_decoder("gpu:1", order=("a", "b", "c"))
+    assert isinstance(chosen, Works) and chosen.device == "cuda:1" and chosen.calls == [1]  # the probe
+    assert gpu_decode.select_decoder("cuda", order=("a", "b")) is None
+    assert gpu_decode.select_decoder("cpu", order=("c",)) is None
