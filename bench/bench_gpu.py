@@ -82,7 +82,7 @@ def parity_rows(torch, ctx):
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
     config = TINY if ctx["quick"] else VIT_B_32
-    ours, theirs = make_pair(torch, transformers, config, device)
+    ours, theirs = make_pair(torch, transformers, config, device)  # float32 first, bfloat16 below
     pixels, ids, mask = _inputs(torch, config, 8, torch.float32, device, padded=True)
     out = []
     for dtype_name, dtype, target in (("float32", torch.float32, "<= 1e-5"), ("bfloat16", torch.bfloat16, "bf16 rounding")):
@@ -101,7 +101,15 @@ def parity_rows(torch, ctx):
                             note=f"max abs diff {diff:.1e}, min cosine {cosine:.6f}"))
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
+    ctx["pairs"][id(config)] = (ours, theirs)  # now in bfloat16: the towers and compile sections reuse them
     return out
+
+
+def _bf16_pair(torch, transformers, ctx, config):
+    """The (ours, transformers') bfloat16 pair of `config`, made once per run (a ViT-L/14 pair takes ~20 s)."""
+    if id(config) not in ctx["pairs"]:
+        ctx["pairs"][id(config)] = make_pair(torch, transformers, config, ctx["device"], torch.bfloat16)
+    return ctx["pairs"][id(config)]
 
 
 def _inputs(torch, config, batch, dtype, device, padded=False, seed=0):
@@ -135,8 +143,9 @@ def _tower_row(name, batch, flops, t_ours, t_theirs, peak, unit):
                      + (f" = {tflops / peak:.0%} of peak" if peak else ""))
 
 
-def _tower_pair_rows(torch, transformers, label, config, batch, device, peak):
-    ours, theirs = make_pair(torch, transformers, config, device, torch.bfloat16)
+def _tower_pair_rows(torch, transformers, ctx, label, config, batch):
+    device, peak = ctx["device"], ctx.get("peak_tflops")
+    ours, theirs = _bf16_pair(torch, transformers, ctx, config)
     pixels, ids, _ = _inputs(torch, config, batch, torch.bfloat16, device)
     calls = {"image": (lambda m: m.get_image_features(pixel_values=pixels), "img"), "text": (lambda m: m.get_text_features(input_ids=ids), "txt")}
     out = []
@@ -150,14 +159,11 @@ def _tower_pair_rows(torch, transformers, label, config, batch, device, peak):
 def tower_rows(torch, ctx):
     import transformers
 
-    device, peak = ctx["device"], ctx.get("peak_tflops")
     batch = 4 if ctx["quick"] else 256
     models = [("tiny", TINY)] if ctx["quick"] else [("ViT-B/32", VIT_B_32), ("ViT-L/14", VIT_L_14)]
     out = []
     for label, config in models:
-        out += _tower_pair_rows(torch, transformers, label, config, batch, device, peak)
-        if device.type == "cuda":  # the pair is gone: free its memory before the next shape
-            torch.cuda.empty_cache()
+        out += _tower_pair_rows(torch, transformers, ctx, label, config, batch)
     return out
 
 
@@ -172,7 +178,7 @@ def compile_rows(torch, ctx):
     device, peak, quick = ctx["device"], ctx.get("peak_tflops"), ctx["quick"]
     out = []
     config, batch = (TINY, 4) if quick else (VIT_L_14, 256)
-    ours, theirs = make_pair(torch, transformers, config, device, torch.bfloat16)
+    ours, theirs = _bf16_pair(torch, transformers, ctx, config)
     pixels, _, _ = _inputs(torch, config, batch, torch.bfloat16, device)
     backend = "eager" if quick else "inductor"  # quick: dynamo's tracing alone, no C++/Triton compile
     fast_ours = torch.compile(lambda x: ours.get_image_features(pixel_values=x), backend=backend)
@@ -182,10 +188,11 @@ def compile_rows(torch, ctx):
     label = "tiny" if quick else "ViT-L/14"
     out.append(_tower_row(f"{label} image tower, torch.compile ({backend}) on both, bf16, batch {batch}",
                           batch, _flops(config, "image"), t_ours, t_theirs, peak, "img"))
-    ours = theirs = fast_ours = fast_theirs = None  # free the ViT-L/14 pair
+    fast_ours = fast_theirs = None  # the compiled graphs' memory
+    ctx["pairs"].pop(id(config), None)  # the ViT-L/14 pair is no longer needed
 
     config = TINY if quick else VIT_B_32
-    ours, theirs = make_pair(torch, transformers, config, device, torch.bfloat16)
+    ours, theirs = _bf16_pair(torch, transformers, ctx, config)
     one, _, _ = _inputs(torch, config, 1, torch.bfloat16, device)
     with torch.inference_mode():
         t_ours, t_theirs = median_ms(torch, [lambda: ours.get_image_features(pixel_values=one),
@@ -265,7 +272,7 @@ def run(sections, quick, out_path=None):
     if quick and device.type == "cpu":
         torch.set_num_threads(1)  # tiny shapes gain nothing from threads, and a busy machine's OpenMP spin-waits
     dirs = gpu_models.ModelDirs()
-    ctx = {"quick": quick, "device": device, "model_dir": dirs.get, "workdir": dirs.root}
+    ctx = {"quick": quick, "device": device, "model_dir": dirs.get, "workdir": dirs.root, "pairs": {}}
     versions = {"torch": torch.__version__, "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
                 "cpus": os.cpu_count()}
     for name in ("transformers", "jax", "flax", "torchvision"):

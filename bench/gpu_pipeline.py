@@ -222,7 +222,8 @@ def decode_diff_rows(torch, ctx):
     from clip.models import default_model_path
 
     out = []
-    models = [("ViT-B/32 random weights", ctx["model_dir"](TINY if quick else VIT_B_32)), ("embedded default model", default_model_path())]
+    random = ("tiny", TINY) if quick else ("ViT-B/32", VIT_B_32)
+    models = [(f"{random[0]} random weights", ctx["model_dir"](random[1])), ("embedded default model", default_model_path())]
     for label, model_dir in models:
         model = CLIPModel.from_pretrained(model_dir, device=device).eval()
         side = model.config.vision_config.image_size
