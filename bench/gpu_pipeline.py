@@ -16,8 +16,6 @@ from PIL import Image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PHOTOS = os.path.join(ROOT, "tests", "data", "images")
-MEAN = np.array([0.48145466, 0.4578275, 0.40821073], np.float32)
-STD = np.array([0.26862954, 0.26130258, 0.27577711], np.float32)
 
 
 def _row(name, **fields):
@@ -68,11 +66,11 @@ def _jpeg_set(ctx, count):
 
 
 def _to_model_input(torch, crops, dtype):
-    """uint8 NHWC crops on the device -> normalized NCHW in `dtype` (the processor's arithmetic, on the device)."""
-    device = crops.device
-    x = crops.permute(0, 3, 1, 2).float() * (1 / 255)
-    x = (x - torch.from_numpy(MEAN).to(device)[:, None, None]) / torch.from_numpy(STD).to(device)[:, None, None]
-    return x.to(dtype)
+    """uint8 NHWC crops on the device -> the processor's NCHW values (OpenAI's mean and std) in `dtype`, on the device."""
+    from clip.common.image_processor import CLIPImageProcessor
+    from clip.tasks import gpu_decode
+
+    return gpu_decode.pixels_from_crops(crops, CLIPImageProcessor()).to(dtype)
 
 
 # --------------------------------------------------------------------- decode

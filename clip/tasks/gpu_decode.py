@@ -199,6 +199,32 @@ def _probe_jpeg() -> bytes:
     return out.getvalue()
 
 
+# --------------------------------------------------------------------- crops -> model input
+
+
+def value_table(image_processor) -> np.ndarray:
+    """(3, 256) float32: the model input value of each uint8 pixel value per channel, computed with
+    the processor's arithmetic (float64 rescale, float32 normalize), so a lookup is bit-exact."""
+    x = (np.arange(256, dtype=np.float64) * image_processor.rescale_factor).astype(np.float32)
+    mean = np.asarray(image_processor.image_mean, np.float32)[:, None]
+    std = np.asarray(image_processor.image_std, np.float32)[:, None]
+    return np.ascontiguousarray((x[None, :] - mean) / std, dtype=np.float32)
+
+
+def pixels_from_crops(crops, image_processor):
+    """uint8 (N, H, W, 3) crops -> float32 (N, 3, H, W) model input, the processor's values exactly.
+
+    A torch tensor stays on its device (a gather from a 768-entry table there); numpy stays numpy.
+    """
+    table = value_table(image_processor)
+    if isinstance(crops, np.ndarray):
+        return np.stack([table[c][crops[..., c]] for c in range(3)], axis=1)
+    import torch
+
+    table = torch.from_numpy(table).to(crops.device)
+    return torch.stack([table[c][crops[..., c].long()] for c in range(3)], dim=1)
+
+
 # --------------------------------------------------------------------- the batch
 
 

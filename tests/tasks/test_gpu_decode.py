@@ -58,6 +58,10 @@ def test_cpu_path_gives_the_processor_crops_exactly(size, crop):
     assert skipped == [] and crops.dtype == np.uint8 and crops.shape == (len(PATHS), *crop, 3)
     expected = processor(PATHS, return_tensors="np")["pixel_values"]
     np.testing.assert_array_equal(_normalized(crops, processor), expected)
+    # the model input from the crops, in numpy and in torch (on the device it would run on)
+    np.testing.assert_array_equal(gpu_decode.pixels_from_crops(crops, processor), expected)
+    torch = pytest.importorskip("torch")
+    np.testing.assert_array_equal(gpu_decode.pixels_from_crops(torch.from_numpy(crops), processor).numpy(), expected)
 
 
 def test_no_gpu_decoder_importable_means_the_cpu_path():
