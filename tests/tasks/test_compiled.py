@@ -73,7 +73,12 @@ def test_compiled_pt_encoder_matches_eager(encoder):
 
 @needs_flax
 @pytest.mark.parametrize("implementation", ["xla", "auto"])
-def test_flax_attention_kernels_match_the_matmul_path(implementation):
+def test_flax_attention_kernels_match_the_matmul_path(implementation, monkeypatch):
+    from clip.flax import layers
+
+    traced = []  # the fused kernel's calls while jax traces: proof that the fused path runs
+    original = layers.fused_attention
+    monkeypatch.setattr(layers, "fused_attention", lambda *args: traced.append(args[-1]) or original(*args))
     plain = load_encoder(backend="flax", device="cpu")
     fused = load_encoder(backend="flax", device="cpu", flax_attention=implementation)
     pixels = RNG.standard_normal((3, 3, 48, 48)).astype(np.float32)
@@ -81,6 +86,7 @@ def test_flax_attention_kernels_match_the_matmul_path(implementation):
     tokens = plain.tokenize(TEXTS)  # padded to the longest: a mask-ful batch
     np.testing.assert_allclose(fused.encode_texts(tokens["input_ids"], tokens["attention_mask"]),
                                plain.encode_texts(tokens["input_ids"], tokens["attention_mask"]), atol=1e-5)
+    assert traced and set(traced) == {implementation}  # every layer of both towers (the plain encoder: none)
 
 
 @pytest.mark.parametrize("kwargs, message", [
