@@ -4,7 +4,7 @@
     PYTHONPATH=. python bench/bench_gpu.py --quick --out quick.json  # tiny shapes, runs on the CPU
     PYTHONPATH=. python bench/bench_gpu.py --only decode_diff --out diff.json
 
-Sections (--only, comma-separated; all by default, in this order):
+Sections (--only, comma-separated; all by default, in the order of SECTIONS):
   peak        bf16 matmul peak (8192^3) and on the ViT-L/14 MLP shape (256*257 x 1024 x 4096)
   parity      float32 (TF32 off) and bfloat16 features, ours vs transformers, same weights
   towers      ViT-B/32 and ViT-L/14, image and text (77 tokens) towers, bf16 batch 256: items/s,
@@ -45,7 +45,8 @@ sys.path.insert(0, os.path.dirname(HERE))
 from bench_pt import TEXT_LEN, tower_flops
 from gpu_models import TINY, VIT_B_32, VIT_L_14, make_pair, median_ms, unavailable
 
-SECTIONS = ("peak", "parity", "towers", "compile", "flax", "decode", "embed", "decode_diff")
+# cheap and central first: a run cut short (a 10-minute limit) loses the inductor builds, not the rest
+SECTIONS = ("peak", "parity", "towers", "decode", "decode_diff", "embed", "flax", "compile")
 
 
 def _row(name, **fields):

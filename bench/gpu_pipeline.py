@@ -85,27 +85,40 @@ def decode_rows(torch, ctx):
     for path in paths:
         with open(path, "rb") as f:
             datas.append(f.read())
-    decoder = gpu_decode.select_decoder(str(device))
+    decoders = _each_decoder(device) or ([gpu_decode.PillowTorchDecoder(device)] if quick else [])  # quick: the loop's code runs
     out = []
     cpu_n = datas[: 24 if quick else 300]
     start = time.perf_counter()
     gpu_decode.decode_batch(cpu_n, 224, decoder=None)
     cpu_rate = len(cpu_n) / (time.perf_counter() - start)
     out.append(_row("decode + resize + crop, CPU path (PIL, one thread), 500x375 JPEGs", ours_per_s=cpu_rate, note=f"{cpu_rate:,.0f} img/s"))
-    if decoder is None:
+    if not decoders:
         out.append(unavailable("decode + resize + crop on the GPU", "no GPU decoder (torchvision with CUDA, or nvImageCodec)"))
-        return out
     batch = 256
-    gpu_decode.decode_batch(datas[:batch], 224, decoder=decoder)  # warm-up: nvJPEG handles, kernels
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    for i in range(0, len(datas), batch):
-        gpu_decode.decode_batch(datas[i : i + batch], 224, decoder=decoder)
-    torch.cuda.synchronize()
-    rate = len(datas) / (time.perf_counter() - start)
-    out.append(_row(f"decode + resize + crop on the GPU ({decoder.name}), 500x375 JPEGs, batch {batch}", ours_per_s=rate,
-                    ratio=rate / cpu_rate, note=f"{rate:,.0f} img/s ({rate / cpu_rate:.0f}x one CPU thread); bytes in memory"))
+    for decoder in decoders:
+        gpu_decode.decode_batch(datas[:batch], 224, decoder=decoder)  # warm-up: nvJPEG handles, kernels
+        _sync(torch, device)
+        start = time.perf_counter()
+        for i in range(0, len(datas), batch):
+            gpu_decode.decode_batch(datas[i : i + batch], 224, decoder=decoder)
+        _sync(torch, device)
+        rate = len(datas) / (time.perf_counter() - start)
+        out.append(_row(f"decode + resize + crop, {decoder.name} on {device.type}, 500x375 JPEGs, batch {batch}", ours_per_s=rate,
+                        ratio=rate / cpu_rate, note=f"{rate:,.0f} img/s ({rate / cpu_rate:.0f}x one CPU thread); bytes in memory"))
     return out
+
+
+def _sync(torch, device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _each_decoder(device):
+    """Every GPU decoder of gpu_decode.DECODER_ORDER that works here (each is measured)."""
+    from clip.tasks import gpu_decode
+
+    found = [gpu_decode.select_decoder(str(device), order=(name,)) for name in gpu_decode.DECODER_ORDER]
+    return [d for d in found if d is not None]
 
 
 # --------------------------------------------------------------------- clip embed
@@ -172,17 +185,16 @@ def _gpu_decode_loop_rows(torch, ctx, paths):
 
     quick, device = ctx["quick"], ctx["device"]
     config, dtype = (TINY, torch.float32) if quick else (VIT_B_32, torch.float16)
-    decoder = gpu_decode.select_decoder(str(device))
-    if decoder is None and not quick:
+    decoder = gpu_decode.select_decoder(str(device)) or (gpu_decode.PillowTorchDecoder(device) if quick else None)
+    if decoder is None:
         return [unavailable("GPU decode -> model loop", "no GPU decoder")]
     model = CLIPModel.from_pretrained(ctx["model_dir"](config), device=device, dtype=dtype).eval()
     side = config.vision_config.image_size
 
     def run(batch_paths):
         crops, _ = gpu_decode.decode_batch(batch_paths, side, decoder=decoder)
-        crops = crops if decoder is not None else torch.from_numpy(crops)
         with torch.inference_mode():
-            return model.get_image_features(pixel_values=_to_model_input(torch, crops.to(device), dtype)).float().cpu()
+            return model.get_image_features(pixel_values=_to_model_input(torch, crops, dtype)).float().cpu()
 
     batch = 256
     run(paths[:batch])
@@ -190,7 +202,7 @@ def _gpu_decode_loop_rows(torch, ctx, paths):
     for i in range(0, len(paths), batch):
         run(paths[i : i + batch])
     rate = len(paths) / (time.perf_counter() - start)
-    name = decoder.name if decoder is not None else "CPU path"
+    name = decoder.name
     label = "tiny" if quick else "ViT-B/32 fp16"
     return [_row(f"decode_batch ({name}) -> model, {label}, {len(paths)} JPEGs from disk, one thread", ours_per_s=rate,
                  target=">= 8,000 img/s" if not quick else "", note=f"{rate:,.0f} img/s (what hooking gpu_decode into embed could give)")]
@@ -204,9 +216,10 @@ def decode_diff_rows(torch, ctx):
     from clip.tasks import gpu_decode
 
     quick, device = ctx["quick"], ctx["device"]
-    decoder = gpu_decode.select_decoder(str(device))
-    if decoder is None and not quick:
+    decoders = _each_decoder(device)
+    if not decoders and not quick:
         return [unavailable("GPU vs CPU decoding difference", "no GPU decoder")]
+    decoders.append(gpu_decode.PillowTorchDecoder(device))  # the resize's share of the difference
     names, datas = [], []
     for path in _photos():  # each photograph as a JPEG (quality 95), the JPEG as it is
         name = os.path.basename(path)
@@ -226,17 +239,28 @@ def decode_diff_rows(torch, ctx):
         model = CLIPModel.from_pretrained(model_dir, device=device).eval()
         side = model.config.vision_config.image_size
         cpu, _ = gpu_decode.decode_batch(datas, side, decoder=None)
-        gpu, _ = gpu_decode.decode_batch(datas, side, decoder=decoder)
-        gpu = gpu.cpu().numpy() if decoder is not None else gpu
-        diff = np.abs(gpu.astype(np.int16) - cpu.astype(np.int16))
-        with torch.inference_mode():
-            vectors = [model.get_image_features(pixel_values=_to_model_input(torch, torch.from_numpy(c).to(device), torch.float32)) for c in (cpu, gpu)]
-        cosine = torch.nn.functional.cosine_similarity(*vectors).cpu().numpy()
-        for i, name in enumerate(names):
-            out.append(_row(f"decode diff {label} ({side}px), {name}", max_abs_pixel_diff=int(diff[i].max()), mean_abs_pixel_diff=float(diff[i].mean()),
-                            cosine=float(cosine[i]), note=f"max abs {int(diff[i].max())}, mean abs {diff[i].mean():.3f}, cosine {cosine[i]:.6f}"))
-        which = decoder.name if decoder is not None else "none (CPU vs CPU smoke run)"
-        out.append(_row(f"decode diff {label} ({side}px), all photos, GPU decoder {which}", max_abs_pixel_diff=int(diff.max()),
-                        mean_abs_pixel_diff=float(diff.mean()), min_cosine=float(cosine.min()),
-                        note=f"max abs {int(diff.max())}, mean abs {diff.mean():.3f}, min cosine {cosine.min():.6f}"))
+        for decoder in decoders:
+            out += _diff_rows(torch, model, device, label, side, names, datas, cpu, decoder)
+    return out
+
+
+def _diff_rows(torch, model, device, label, side, names, datas, cpu, decoder):
+    """Per-photo and overall rows: `decoder`'s crops against the exact CPU path's."""
+    from clip.tasks import gpu_decode
+
+    gpu, _ = gpu_decode.decode_batch(datas, side, decoder=decoder)
+    gpu = gpu.cpu().numpy()
+    diff = np.abs(gpu.astype(np.int16) - cpu.astype(np.int16))
+    with torch.inference_mode():
+        vectors = [model.get_image_features(pixel_values=_to_model_input(torch, torch.from_numpy(c).to(device), torch.float32)) for c in (cpu, gpu)]
+    cosine = torch.nn.functional.cosine_similarity(*vectors).cpu().numpy()
+    which = decoder.name
+    out = []
+    for i, name in enumerate(names):
+        out.append(_row(f"decode diff {label} ({side}px), {which}, {name}", max_abs_pixel_diff=int(diff[i].max()),
+                        mean_abs_pixel_diff=float(diff[i].mean()), cosine=float(cosine[i]),
+                        note=f"max abs {int(diff[i].max())}, mean abs {diff[i].mean():.3f}, cosine {cosine[i]:.6f}"))
+    out.append(_row(f"decode diff {label} ({side}px), all photos, GPU decoder {which}", max_abs_pixel_diff=int(diff.max()),
+                    mean_abs_pixel_diff=float(diff.mean()), min_cosine=float(cosine.min()),
+                    note=f"max abs {int(diff.max())}, mean abs {diff.mean():.3f}, min cosine {cosine.min():.6f}"))
     return out

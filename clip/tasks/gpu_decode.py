@@ -168,6 +168,26 @@ class NvImageCodecDecoder(_TorchResize):
         return self.crops(chw, size, crop)
 
 
+class PillowTorchDecoder(_TorchResize):
+    """PIL's decoding with the GPU decoders' torch resize, on any device: it separates the resize's
+    share of the GPU path's difference from the decoder's (bench/bench_gpu.py, tests)."""
+
+    name = "pil+torch-resize"
+
+    def __init__(self, device="cpu"):
+        import torch
+
+        super().__init__(torch, torch.device(device))
+
+    def decode(self, datas, size, crop):
+        images = []
+        for data in datas:
+            with Image.open(io.BytesIO(data)) as image:
+                pixels = np.array(image.convert("RGB"))  # a writable copy, HWC
+            images.append(self.torch.from_numpy(pixels).to(self.device).permute(2, 0, 1))
+        return self.crops(images, size, crop)
+
+
 _DECODERS = {"torchvision": TorchvisionDecoder, "nvimgcodec": NvImageCodecDecoder}
 
 
