@@ -22,7 +22,11 @@ pipelines bring their own scheduling, and its wheel is ~0.5 GB.
 
 A decoder is any object with `name`, `decode(datas, size, crop) -> list of (H, W, 3) rows`
 (raising when it refuses the batch) and `stack(rows, crop) -> batch`, where rows may also be numpy
-crops from the CPU path; tests inject a fake one.
+crops from the CPU path; tests inject a fake one. PillowTorchDecoder (PIL's decoding, the GPU
+path's resize) runs anywhere and isolates the resize's share of the difference.
+
+`pixels_from_crops(crops, image_processor)` turns the crops into the model's float input where
+they are (the processor's values bit for bit), so nothing returns to the host before the model.
 """
 
 from __future__ import annotations
