@@ -140,7 +140,7 @@ def load_encoder(model=None, backend: str = "pt", processor=None, device: str = 
         processor = CLIPProcessor.from_pretrained(path)
     try:
         loader = {"pt": _load_pt, "tf": _load_tf, "flax": _load_flax}[backend]
-        options = {"pt": {"compile": compile}, "tf": {}, "flax": {"attention": flax_attention}}[backend]
+        options: dict[str, object] = {"compile": compile} if backend == "pt" else {"attention": flax_attention} if backend == "flax" else {}
         image_fn, text_fn, logit_scale, config, fingerprint, where = loader(path, place, dtype, **options)
     except ImportError as err:
         raise TaskError(

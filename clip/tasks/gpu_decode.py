@@ -52,11 +52,11 @@ def cpu_crop(data: bytes, size: int, crop: tuple[int, int]) -> np.ndarray:
     RGB conversion, the shortest side to `size` with PIL's bicubic, the center crop (zeros where
     the resized image is smaller than the crop, as transformers pads).
     """
-    with Image.open(io.BytesIO(data)) as image:
-        image.load()
-        image = image if image.mode == "RGB" else image.convert("RGB")
-    height, width = resize_output_size(image.height, image.width, {"shortest_edge": size})
-    array = np.asarray(image.resize((width, height), resample=Image.Resampling.BICUBIC))
+    with Image.open(io.BytesIO(data)) as opened:
+        opened.load()
+        rgb = opened if opened.mode == "RGB" else opened.convert("RGB")
+    height, width = resize_output_size(rgb.height, rgb.width, {"shortest_edge": size})
+    array = np.asarray(rgb.resize((width, height), resample=Image.Resampling.BICUBIC))
     return center_crop(array, crop)
 
 
@@ -140,7 +140,7 @@ class TorchvisionDecoder(_TorchResize):
 
     def __init__(self, device):
         import torch
-        import torchvision.io
+        import torchvision.io  # type: ignore[import-not-found]  # optional: GPU builds of torch
 
         super().__init__(torch, torch.device(device))
         self.io = torchvision.io
@@ -156,7 +156,7 @@ class NvImageCodecDecoder(_TorchResize):
 
     def __init__(self, device):
         import torch
-        from nvidia import nvimgcodec
+        from nvidia import nvimgcodec  # type: ignore[import-not-found]  # optional
 
         super().__init__(torch, torch.device(device))
         index = self.device.index if self.device.index is not None else torch.cuda.current_device()
@@ -271,7 +271,9 @@ def decode_batch(sources, size: int, device="cuda", crop=None, decoder="auto"):
     crop = tuple(crop) if crop is not None else (size, size)
     if decoder == "auto":
         decoder = select_decoder(device)
-    rows, skipped, datas = {}, [], {}
+    rows: dict = {}
+    skipped: list[tuple[int, str]] = []
+    datas: dict[int, bytes] = {}
     for i, source in enumerate(sources):
         try:
             datas[i] = _read(source)
