@@ -83,11 +83,13 @@ def pt_calls(net, device, compile: bool = False):
         text_call = _by_batch(torch, torch.compile(text_forward), cuda and _graphed(torch, text_forward))
 
     def image_fn(pixels):
+        """numpy pixels, or a torch tensor already on the device (clip.tasks.gpu_decode.pixels_from_crops)."""
         n = len(pixels)
-        if compile and cuda and n <= CUDA_GRAPH_MAX_BATCH:
-            pixels = pad_rows(pixels, padded_batch(n))
         with torch.inference_mode():
-            return image_call(torch.from_numpy(pixels).to(device)).cpu().numpy()[:n]
+            x = (pixels if isinstance(pixels, torch.Tensor) else torch.from_numpy(pixels)).to(device)
+            if compile and cuda and n <= CUDA_GRAPH_MAX_BATCH and padded_batch(n) > n:
+                x = torch.cat([x, x.new_zeros((padded_batch(n) - n, *x.shape[1:]))])
+            return image_call(x).cpu().numpy()[:n]
 
     def text_fn(ids, mask):
         ids, mask = trim_texts(ids, mask, config)

@@ -103,3 +103,14 @@ def load_config():
     from clip.models import default_model_path
 
     return CLIPConfig.from_pretrained(default_model_path()).text_config
+
+
+def test_pt_image_call_takes_pixels_already_on_the_device(encoder):
+    """gpu_decode's crops become model input where they were decoded; the pt call takes them there."""
+    torch = pytest.importorskip("torch")
+    from clip.tasks import gpu_decode
+
+    crops = RNG.integers(0, 256, (3, 48, 48, 3), dtype=np.uint8)
+    on_device = gpu_decode.pixels_from_crops(torch.from_numpy(crops), encoder.processor.image_processor)
+    in_numpy = gpu_decode.pixels_from_crops(crops, encoder.processor.image_processor)
+    np.testing.assert_array_equal(encoder._image_fn(on_device), encoder._image_fn(in_numpy))
