@@ -50,12 +50,22 @@ def attention(q, k, v, bias, is_causal, scale, dropout=0.0, dropout_rng=None):
     return kernels.matmul(weights, v, q.dtype).transpose(0, 2, 1, 3), weights  # BHLd -> BLHd
 
 
+def fused_attention(q, k, v, bias, is_causal, scale, implementation):
+    """jax.nn.dot_product_attention in the (B,L,H,d) layout: implementation "xla", "cudnn" or "auto"
+    (JAX's choice); no weights. The same values as `attention` to float rounding."""
+    return jax.nn.dot_product_attention(q, k, v, bias=bias, scale=scale, is_causal=is_causal,
+                                        implementation=None if implementation == "auto" else implementation)
+
+
 def causal_mask(length, dtype):
     # additive: the dtype's minimum above the diagonal (not -inf, so rows stay finite), as transformers
     return jnp.triu(jnp.full((length, length), jnp.finfo(dtype).min, dtype=dtype), 1)
 
 
 class CLIPAttention(nnx.Module):
+    # "matmul": `attention`; else `fused_attention`'s implementation (clip.tasks.compiled.set_flax_attention)
+    implementation = "matmul"
+
     def __init__(self, config, *, dtype=jnp.float32, param_dtype=jnp.float32, rngs: nnx.Rngs):
         self.num_heads, self.head_dim = config.num_attention_heads, config.head_dim
         self.scale = self.head_dim**-0.5
@@ -73,7 +83,10 @@ class CLIPAttention(nnx.Module):
         k = self.k_proj(x).reshape(B, L, self.num_heads, self.head_dim)
         v = self.v_proj(x).reshape(B, L, self.num_heads, self.head_dim)
         dropout = self.dropout if dropout_rng is not None else 0.0
-        out, weights = attention(q, k, v, bias, is_causal, self.scale, dropout, dropout_rng)
+        if self.implementation != "matmul" and not output_attentions and dropout == 0:
+            out, weights = fused_attention(q, k, v, bias, is_causal, self.scale, self.implementation), None
+        else:
+            out, weights = attention(q, k, v, bias, is_causal, self.scale, dropout, dropout_rng)
         return self.out_proj(out.reshape(B, L, D)), (weights if output_attentions else None)  # BLHd -> BLD
 
     def call_query(self, x, query, bias=None, dropout_rng=None):
@@ -83,6 +96,8 @@ class CLIPAttention(nnx.Module):
         k = self.k_proj(x).reshape(B, L, self.num_heads, self.head_dim)
         v = self.v_proj(x).reshape(B, L, self.num_heads, self.head_dim)
         dropout = self.dropout if dropout_rng is not None else 0.0
+        if self.implementation != "matmul" and dropout == 0:
+            return self.out_proj(fused_attention(q, k, v, bias, False, self.scale, self.implementation).reshape(B, D))
         out, _ = attention(q, k, v, bias, False, self.scale, dropout, dropout_rng)
         return self.out_proj(out.reshape(B, D))
 

@@ -68,14 +68,22 @@ def text_attention_mask(attention_mask, dtype):
     """(mask, is_causal) for the text encoder: the causal kernel alone when nothing is padded.
 
     Traced (jit.trace, export, compile), always the mask: a branch on its values would be baked in.
+    On an accelerator also always the mask: reading its values would wait for the device (and
+    break CUDA-graph capture); an all-ones mask gives the causal kernel's values. Callers that know
+    on the host that nothing is padded pass None (clip.tasks.backends does).
     """
-    if attention_mask is None or (not tracing() and bool(attention_mask.all())):
+    if attention_mask is None or (reads_values_freely(attention_mask) and bool(attention_mask.all())):
         return None, True
     length = attention_mask.shape[1]
     padding = torch.zeros(attention_mask.shape, dtype=dtype, device=attention_mask.device)
     padding = padding.masked_fill(attention_mask == 0, torch.finfo(dtype).min)
     # B,1,1,L + L,L -> B,1,L,L; doubly masked entries become -inf, as in transformers' sum of masks
     return padding[:, None, None, :] + causal_mask(length, dtype, attention_mask.device), False
+
+
+def reads_values_freely(tensor) -> bool:
+    """Whether branching on `tensor`'s values is cheap and allowed: on the CPU and not traced."""
+    return tensor.device.type == "cpu" and not tracing()
 
 
 class CLIPTextTransformer(nn.Module):
@@ -103,8 +111,9 @@ class CLIPTextTransformer(nn.Module):
 
         Attention is causal, so no token after the last pooled one can change it: the batch runs
         only up to there (texts padded to 77 tokens, the longest 12 long, run 12: ~6x less work).
+        Not on an accelerator, where reading the index would wait for the device in every call.
         """
-        keep = int(index.max()) + 1 if index.numel() and not tracing() else input_ids.shape[1]
+        keep = int(index.max()) + 1 if index.numel() and reads_values_freely(index) else input_ids.shape[1]
         if keep < input_ids.shape[1]:
             input_ids = input_ids[:, :keep]
             attention_mask = None if attention_mask is None else attention_mask[:, :keep]

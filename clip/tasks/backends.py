@@ -18,6 +18,7 @@ import warnings
 import numpy as np
 
 from clip.common import loading, weights
+from clip.tasks import compiled
 
 BACKENDS = ("pt", "tf", "flax")
 DTYPES = ("float32", "bfloat16", "float16")  # what the model computes in; vectors come out as float32
@@ -122,7 +123,8 @@ def nonfinite_rows(vectors) -> np.ndarray:
     return np.flatnonzero(~np.isfinite(np.asarray(vectors)).all(axis=-1))
 
 
-def load_encoder(model=None, backend: str = "pt", processor=None, device: str = "auto", dtype: str = "float32") -> Encoder:
+def load_encoder(model=None, backend: str = "pt", processor=None, device: str = "auto", dtype: str = "float32",
+                 compile: bool = False, flax_attention: str = "matmul") -> Encoder:
     """Load `model` (a local directory or hub id; None: the embedded default) in `backend`.
 
     device: "auto" (the framework's first GPU when it sees one, else the CPU), "cpu", "cuda" (or
@@ -130,11 +132,19 @@ def load_encoder(model=None, backend: str = "pt", processor=None, device: str = 
     dtype: "float32" (default), "bfloat16" (1.5-1.9x faster than float32 on an AVX-512 BF16 CPU,
     ViT-B/32 in batches of 32, in every backend; unit vectors within ~1e-2 of float32's) or
     "float16" (for GPUs). The checkpoint's fingerprint and the temperature stay float32's.
+    compile: pt only, torch.compile the towers (CUDA graphs for batches up to 32 on CUDA); the
+    first call of each shape compiles. Flax is always jitted; TensorFlow has no such option.
+    flax_attention: flax only, the attention kernel (clip.tasks.compiled.set_flax_attention):
+    "matmul" (default), "xla", "cudnn" or "auto" (JAX's choice, cuDNN's fused kernel on GPUs).
     """
     if backend not in BACKENDS:
         raise TaskError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if dtype not in DTYPES:
         raise TaskError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    if compile and backend == "tf":
+        raise TaskError("compile is for the pt backend (flax is always jitted); TensorFlow has no such option")
+    if flax_attention not in compiled.FLAX_ATTENTION:
+        raise TaskError(f"unknown flax_attention {flax_attention!r}; choose one of {', '.join(compiled.FLAX_ATTENTION)}")
     place = parse_device(device)
     from clip.common.processor import CLIPProcessor
 
@@ -148,7 +158,8 @@ def load_encoder(model=None, backend: str = "pt", processor=None, device: str = 
         processor = CLIPProcessor.from_pretrained(path)
     try:
         loader = {"pt": _load_pt, "tf": _load_tf, "flax": _load_flax}[backend]
-        image_fn, text_fn, logit_scale, config, fingerprint, where = loader(path, place, dtype)
+        options: dict[str, object] = {"compile": compile} if backend == "pt" else {"attention": flax_attention} if backend == "flax" else {}
+        image_fn, text_fn, logit_scale, config, fingerprint, where = loader(path, place, dtype, **options)
     except ImportError as err:
         raise TaskError(
             f"backend {backend!r} needs a framework that is not installed ({err}); "
@@ -208,7 +219,7 @@ def _no_gpu(backend, index, seen):
     return TaskError(f"device cuda:{index} asked for, but {backend} sees {seen} GPU(s); use --device cpu or auto")
 
 
-def _load_pt(path, place, dtype):
+def _load_pt(path, place, dtype, compile=False):
     import torch
 
     from clip.pt import CLIPModel
@@ -226,16 +237,8 @@ def _load_pt(path, place, dtype):
     fingerprint = weights.fingerprint((name, t.detach().cpu().numpy()) for name, t in net.state_dict().items())
     logit_scale = net.logit_scale.item()  # in float32: a bfloat16 temperature would shift every probability
     net = net.to(getattr(torch, dtype))
-
-    def image_fn(pixels):
-        with torch.inference_mode():
-            return net.get_image_features(pixel_values=torch.from_numpy(pixels).to(device)).float().cpu().numpy()
-
-    def text_fn(ids, mask):
-        with torch.inference_mode():
-            ids, mask = torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device)
-            return net.get_text_features(input_ids=ids, attention_mask=mask).float().cpu().numpy()
-
+    # texts trimmed on the host: the tower never waits for the device to say where they end
+    image_fn, text_fn = compiled.pt_calls(net, device, compile=compile)
     return image_fn, text_fn, logit_scale, net.config, fingerprint, str(device)
 
 
@@ -269,7 +272,7 @@ def _load_tf(path, place, dtype):
     return image_fn, text_fn, float(np.asarray(net.logit_scale)), net.config, fingerprint, device
 
 
-def _load_flax(path, place, dtype):
+def _load_flax(path, place, dtype, attention="matmul"):
     import jax
 
     from clip.flax import FlaxCLIPModel, loading
@@ -285,6 +288,7 @@ def _load_flax(path, place, dtype):
             raise _no_gpu("JAX", place[1], len(found)) if place[0] == "gpu" else TaskError("JAX sees no CPU device")
         device = found[place[1]]
     net = from_pretrained_complete(FlaxCLIPModel, path, dtype=getattr(jax.numpy, dtype))
+    compiled.set_flax_attention(net, attention)  # before the calls are traced
     # one leaf at a time on the host, seen in the canonical layout through a transposed view
     fingerprint = weights.fingerprint((name, weights.from_backend_layout(np.asarray(leaf), kind, "flax"))
                                       for name, leaf, kind in loading.leaves(net.params, loading.expected_parameters(net)))
