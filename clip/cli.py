@@ -389,6 +389,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_train_parser(sub)
     add_convert_parser(sub)
+    from clip.tasks import explain_cli
+
+    explain_cli.add_parser(sub)
     return parser
 
 

@@ -22,8 +22,11 @@ def attention_gradients(encoder, pixel_values, input_ids, attention_mask):
     """(similarities (T,), vision [(A, dS/dA)] per layer, text [(A, dS/dA)] per layer), numpy float32."""
     run = {"pt": _pt, "tf": _tf, "flax": _flax}[encoder.backend]
     similarities, vision, text = run(encoder.network, pixel_values, input_ids, attention_mask)
-    as_numpy = lambda pairs: [(np.asarray(a, np.float32), np.asarray(g, np.float32)) for a, g in pairs]  # noqa: E731
-    return np.asarray(similarities, np.float32), as_numpy(vision), as_numpy(text)
+    return np.asarray(similarities, np.float32), _as_numpy(vision), _as_numpy(text)
+
+
+def _as_numpy(pairs):
+    return [(np.asarray(a, np.float32), np.asarray(g, np.float32)) for a, g in pairs]
 
 
 def _pt(net, pixel_values, input_ids, attention_mask):

@@ -76,10 +76,12 @@ def _sigmoid(x):
 
 def _one_layer(w, prefix, x, row, heads):
     """x (L, D) into the layer; returns (A (heads, L, L), the backward from the output at `row`)."""
-    p = lambda name: w[f"{prefix}.encoder.layers.0.{name}"]  # noqa: E731
+    def p(name):
+        return w[f"{prefix}.encoder.layers.0.{name}"]
+
     length, width = x.shape
     d = width // heads
-    h, ln1 = _layer_norm(x, p("layer_norm1.weight"), p("layer_norm1.bias"))
+    h, _ = _layer_norm(x, p("layer_norm1.weight"), p("layer_norm1.bias"))
     q, k, v = ((h @ p(f"self_attn.{n}_proj.weight").T + p(f"self_attn.{n}_proj.bias")).reshape(length, heads, d).transpose(1, 0, 2)
                for n in "qkv")
     scores = q @ k.transpose(0, 2, 1) / np.sqrt(d)
@@ -109,7 +111,7 @@ def _reference(w, pixels, ids, heads=2):
     """(similarity, image relevance (N,), token relevance (end+1,)) for one image and one text."""
     # vision: patches as the conv computes them, the class token, positions, pre-LN
     conv = w["vision_model.embeddings.patch_embedding.weight"]  # D,C,p,p
-    width, _, size, _ = conv.shape
+    size = conv.shape[-1]
     patches = [np.einsum("dcab,cab->d", conv, pixels[:, i:i + size, j:j + size])
                for i in range(0, pixels.shape[1], size) for j in range(0, pixels.shape[2], size)]
     x = np.vstack([w["vision_model.embeddings.class_embedding"][None], patches]) + w["vision_model.embeddings.position_embedding.weight"]
@@ -213,3 +215,47 @@ def test_bad_arguments_are_clear(encoder, photo):
         explain(encoder, photo, [])
     with pytest.raises(TaskError, match="start_layer 9"):
         explain(encoder, photo, ["a"], start_layer=9)
+
+
+def test_command_writes_the_panels_and_prints_the_maps(encoder, tmp_path):
+    from PIL import Image
+
+    from task_helpers import run_clip, run_json
+
+    image = tmp_path / "red.png"
+    _one_shape("red", 0.25, 0.25).save(image)
+    out = tmp_path / "map.png"
+    result = run_json("explain", image, "--text", "a red circle", "--text", "a blue square", "--out", out)
+    with Image.open(out) as figure:
+        assert figure.size == (600, 390)  # two panels of 3 x 3.9 inches at 100 dpi
+    expected = explain(encoder, str(image), ["a red circle", "a blue square"])
+    assert [m["text"] for m in result["explanations"]] == ["a red circle", "a blue square"]
+    for got, want in zip(result["explanations"], expected):
+        np.testing.assert_allclose(got["patch_relevance"], want.patch_relevance, atol=1e-5)
+        assert [t["token"] for t in got["tokens"]] == want.tokens
+        assert sum(w["share"] for w in got["word_scores"]) == pytest.approx(1, abs=1e-5)
+    table = run_clip("explain", image, "--text", "a red circle", "--out", out).stdout
+    assert "a red circle" in table and "red " in table and f"wrote {out}" in table
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--text", "a"], "nothing to do"),
+    (["--text", "a", "--out", "map.jpg"], "name it .png"),
+    (["--text", " ", "--json"], "--text is empty"),
+])
+def test_command_errors_are_one_line(tmp_path, args, message):
+    from task_helpers import run_clip
+
+    image = tmp_path / "red.png"
+    _one_shape("red", 0.5, 0.5).save(image)
+    proc = run_clip("explain", image, *args, check=False)
+    assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_command_on_an_unreadable_image_is_one_line(tmp_path):
+    from task_helpers import run_clip
+
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not an image")
+    proc = run_clip("explain", bad, "--text", "a", "--json", check=False)
+    assert proc.returncode == 2 and "broken.png" in proc.stderr and "Traceback" not in proc.stderr
