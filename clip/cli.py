@@ -389,9 +389,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_train_parser(sub)
     add_convert_parser(sub)
-    from clip.tasks import explain_cli
+    from clip.tasks import eval_zero_shot_cli, explain_cli
 
     explain_cli.add_parser(sub)
+    eval_zero_shot_cli.add_parser(sub)
     return parser
 
 
