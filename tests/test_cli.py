@@ -127,7 +127,7 @@ def test_default_prompt_gives_the_transformers_pipeline_probabilities(tiny_model
     assert max(abs(first[label] - ours[0][label]) for label in labels) > 1e-4
 
 
-TASK_COMMANDS = ["zero-shot", "embed", "search", "eval-retrieval", "similarity"]
+TASK_COMMANDS = ["zero-shot", "embed", "search", "eval-retrieval", "similarity", "explain", "eval-zero-shot"]
 
 
 def test_every_command_is_registered():
