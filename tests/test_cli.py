@@ -107,24 +107,24 @@ def test_unreadable_image_is_one_clear_line(tmp_path):
 
 def test_default_prompt_gives_the_transformers_pipeline_probabilities(tiny_model_dir):
     # transformers' zero-shot-image-classification pipeline fills "This is a photo of {}." by
-    # default; so does ours now, and on the same checkpoint the probabilities agree
+    # default; so does ours now (ZeroShotClassifier and `clip zero-shot`), with the same probabilities
     transformers = pytest.importorskip("transformers")
     from PIL import Image
+
+    from clip.tasks import ZeroShotClassifier, load_encoder
 
     path, _ = tiny_model_dir
     labels = ["cat", "dog", "rocket"]
     images = [CAT, os.path.join(IMAGES, "rocket.jpg")]
-    proc = _clip("zero-shot", *images, "--labels", ",".join(labels), "--model", str(path), "--json")
-    assert proc.returncode == 0, proc.stderr
-    ours = [{item["label"]: item["probability"] for item in result["labels"]} for result in json.loads(proc.stdout)]
+    encoder = load_encoder(path)
+    ours = ZeroShotClassifier(encoder, labels).classify(images).probs
     pipe = transformers.pipeline("zero-shot-image-classification", model=str(path), framework="pt")
-    for image, got in zip(images, ours):
+    for image, row in zip(images, ours):
         theirs = {item["label"]: item["score"] for item in pipe(Image.open(image), candidate_labels=labels)}
-        np.testing.assert_allclose([got[label] for label in labels], [theirs[label] for label in labels], atol=1e-5)
-    # and the bare labels give other numbers, so the comparison above does see the prompt
-    bare = _clip("zero-shot", *images, "--labels", ",".join(labels), "--model", str(path), "--templates", "label", "--json")
-    first = {item["label"]: item["probability"] for item in json.loads(bare.stdout)[0]["labels"]}
-    assert max(abs(first[label] - ours[0][label]) for label in labels) > 1e-4
+        np.testing.assert_allclose(row, [theirs[label] for label in labels], atol=1e-5)
+    # the bare labels give other numbers, so the comparison above does see the prompt
+    bare = ZeroShotClassifier(encoder, labels, templates="label").classify(images).probs
+    assert np.abs(bare - ours).max() > 1e-4
 
 
 TASK_COMMANDS = ["zero-shot", "embed", "search", "eval-retrieval", "similarity", "explain", "eval-zero-shot"]

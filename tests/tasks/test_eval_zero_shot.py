@@ -174,3 +174,16 @@ def test_command_errors_are_one_line(small_set, tmp_path, setup, args, message):
     proc = run_clip("eval-zero-shot", *first, *rest, "--no-cache", check=False)
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_hf_directory_without_datasets_installed_is_one_clear_line(tmp_path):
+    try:
+        import datasets  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("datasets is installed")
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "dataset_info.json").write_text("{}")
+    proc = run_clip("eval-zero-shot", tmp_path / "hf", "--no-cache", check=False)
+    assert proc.returncode == 2 and "pip install datasets" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
