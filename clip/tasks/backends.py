@@ -137,10 +137,10 @@ class Encoder:
             batch = []
             for image, position in zip(images[start : start + batch_size], positions[start : start + batch_size]):
                 try:
-                    batch.append(self.preprocess([load_image(image)])[0])
+                    batch.append(load_image(image))  # decoded RGB: the processor takes every one of them
                 except ValueError as err:  # a path's error names the file; an array's gets its position
                     raise TaskError(err if isinstance(image, (str, os.PathLike)) else f"item {position}: {err}") from None
-            out[start : start + batch_size] = self.encode_images(np.stack(batch))
+            out[start : start + batch_size] = self.encode_images(self.preprocess(batch))
         return out
 
     def encode(self, items, batch_size: int = 64, return_tensors: str = "np"):
@@ -149,12 +149,12 @@ class Encoder:
         framework's tensor with return_tensors="pt", "tf" or "jax").
 
         A str naming an existing file is an image, any other str a text; a pathlib.Path is
-        always an image (a missing one is an error). One item (not in a list) gives one vector (D,).
+        always an image (a missing one is an error). One item (not in a list) gives one vector
+        (D,); an N x H x W x C array is N images.
         """
         from PIL import Image
 
-        single = isinstance(items, (str, os.PathLike, Image.Image, np.ndarray)) and not (
-            isinstance(items, np.ndarray) and items.dtype == object)
+        single = isinstance(items, (str, os.PathLike, Image.Image)) or (isinstance(items, np.ndarray) and items.ndim in (2, 3))
         items = [items] if single else list(items)
         image_at, text_at = [], []
         for position, item in enumerate(items):

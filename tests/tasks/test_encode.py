@@ -28,6 +28,8 @@ def test_encode_a_mixed_list_in_order(encoder, shapes_dir):
     np.testing.assert_allclose(got, expected, atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1, atol=1e-5)
     np.testing.assert_allclose(encoder.encode("a red circle"), texts[0], atol=1e-5)  # one item, one vector
+    np.testing.assert_allclose(encoder.encode(array), images[0], atol=1e-5)
+    np.testing.assert_allclose(encoder.encode(np.stack([array, array])), images[[0, 2]], atol=1e-5)  # NHWC: N images
 
 
 def test_float_arrays_in_zero_to_one_are_images_too(encoder, shapes_dir):
