@@ -33,12 +33,13 @@ LAYOUTS = ("auto", "folder", "table", "webdataset", "hf")
 
 @dataclasses.dataclass
 class LabelledImages:
-    """samples(): an iterable of (name, image: path or PIL image, class index); classnames[i]
-    names class i; problems: rows that could not be used ("where: why")."""
+    """samples(): a fresh iterable of (name, image: path or PIL image, class index), or of
+    (name, None, reason) for a sample that cannot be used; classnames[i] names class i; count:
+    how many samples (None when streamed); problems: table rows that could not be used ("where: why")."""
 
     name: str
     classnames: list
-    samples: object  # a callable returning a fresh iterable (webdataset streams, the others are lists)
+    samples: object  # a callable: webdataset and datasets stream, the others return a list
     count: int | None = None
     problems: list = dataclasses.field(default_factory=list)
 
@@ -224,8 +225,9 @@ def _webdataset(source, names, image_key, label_key):
             except (OSError, ValueError, SyntaxError) as err:
                 yield name, None, f"not an image PIL can read ({err})"
 
-    return LabelledImages(os.path.basename(os.path.normpath(shards[0] if len(shards) == 1 else os.path.dirname(shards[0]) or source)),
-                          names, samples)
+    # the dataset's name: the folder, or the shards' common stem ("val" for val-{000000..000009}.tar)
+    stem = os.path.basename(os.path.normpath(source)).split("{")[0].split("*")[0].removesuffix(".tar").rstrip("-_.")
+    return LabelledImages(stem or "webdataset", names, samples)
 
 
 def _hf_dataset(path, names, image_key, label_key):

@@ -89,6 +89,7 @@ def test_every_layout_gives_the_same_numbers(encoder, small_set, tmp_path):
         evaluate_zero_shot(encoder, str(shards / "val-{000000..000001}.tar"), templates="label",
                            classnames=root / "classes.txt", cache=None),
     ]
+    assert [r.dataset for r in (folder, *results)] == ["shapes", "labels", "labels", "shards", "val"]
     for result in results:
         assert result.count == folder.count == 24 and result.classnames == folder.classnames
         assert result.metrics == pytest.approx(folder.metrics)
