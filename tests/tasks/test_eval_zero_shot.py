@@ -68,7 +68,7 @@ def test_the_embedded_model_scores_its_model_card_accuracy(encoder, tmp_path):
 def test_every_layout_gives_the_same_numbers(encoder, small_set, tmp_path):
     import webdataset as wds
 
-    root, labels, targets = small_set
+    root, _, _ = small_set
     folder = evaluate_zero_shot(encoder, root, templates="label", cache=None)
     files = sorted((os.path.relpath(os.path.join(d, f), root), os.path.basename(d)) for d, _, fs in os.walk(root) for f in fs)
     classes = sorted({name for _, name in files})
