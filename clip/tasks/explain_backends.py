@@ -78,15 +78,18 @@ def _flax(net, pixel_values, input_ids, attention_mask):
     shapes += [(pairs, text.num_attention_heads, length, length)] * text.num_hidden_layers
     probes = [jnp.zeros(shape, net.dtype) for shape in shapes]
 
-    def summed_similarity(probes, params, pixel_values, input_ids, attention_mask):
-        with attention_probes(probes):
-            out = net(input_ids, pixel_values, attention_mask, params=params, output_attentions=True, return_dict=True)
-        similarities = jnp.diagonal(out.logits_per_image)
-        weights = [*out.vision_model_output.attentions, *out.text_model_output.attentions]
-        return similarities.astype(jnp.float32).sum(), (similarities, weights)
+    gradient = net.__dict__.get("_explain_gradient")
+    if gradient is None:
+        def summed_similarity(probes, params, pixel_values, input_ids, attention_mask):
+            with attention_probes(probes):
+                out = net(input_ids, pixel_values, attention_mask, params=params, output_attentions=True, return_dict=True)
+            similarities = jnp.diagonal(out.logits_per_image)
+            weights = [*out.vision_model_output.attentions, *out.text_model_output.attentions]
+            return similarities.astype(jnp.float32).sum(), (similarities, weights)
 
-    # compiled: traced op by op, the backward pass of even a tiny model takes tens of seconds
-    gradient = jax.jit(jax.grad(summed_similarity, has_aux=True))
+        # compiled (op by op, the backward pass of even a tiny model takes tens of seconds), and kept
+        # with the network so that later calls of the same shapes reuse the compilation
+        gradient = net.__dict__["_explain_gradient"] = jax.jit(jax.grad(summed_similarity, has_aux=True))
     grads, (similarities, weights) = gradient(probes, net.params, pixel_values, input_ids, attention_mask)
     found = [(np.asarray(a), np.asarray(g)) for a, g in zip(weights, grads)]
     return np.asarray(similarities), found[: vision.num_hidden_layers], found[vision.num_hidden_layers :]
