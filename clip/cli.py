@@ -109,9 +109,10 @@ def _zero_shot_parser(sub):
     )
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders")
     p.add_argument("--labels", required=True, help="comma-separated labels")
-    p.add_argument("--templates", default="label", metavar="NAME_OR_FILE",
-                   help="prompt templates: label (the label as is; default), simple ('a photo of a {}.'), "
-                        "imagenet (the CLIP paper's 80), a file with one template per line, or one template with {}")
+    p.add_argument("--templates", "--template", default="default", metavar="NAME_OR_FILE",
+                   help="prompt templates: default ('This is a photo of {}.', as transformers' pipeline), label "
+                        "(the label as is), simple ('a photo of a {}.'), imagenet (the CLIP paper's 80), a file "
+                        "with one template per line, or one template with {}")
     _model_options(p)
     p.add_argument("--top-k", type=int, default=5, help="how many labels to print per image (default 5)")
     _batch_options(p)
@@ -389,6 +390,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_train_parser(sub)
     add_convert_parser(sub)
+    from clip.tasks import eval_zero_shot_cli, explain_cli
+
+    explain_cli.add_parser(sub)
+    eval_zero_shot_cli.add_parser(sub)
     return parser
 
 

@@ -29,7 +29,8 @@ def test_zero_shot_defaults_to_the_embedded_model(tmp_path):
     for i, image in enumerate(images):
         paths.append(str(tmp_path / f"{i}.png"))
         image.save(paths[-1])
-    proc = _clip("zero-shot", *paths, "--labels", ",".join(all_labels), "--top-k", "1", "--json")
+    # labels as they are: the model was trained on bare captions (the default prompt costs it ~50 points)
+    proc = _clip("zero-shot", *paths, "--labels", ",".join(all_labels), "--templates", "label", "--top-k", "1", "--json")
     assert proc.returncode == 0, proc.stderr
     results = json.loads(proc.stdout)
     assert [r["labels"][0]["label"] for r in results] == [all_labels[t] for t in targets]
@@ -65,7 +66,8 @@ def test_zero_shot_with_a_model_gives_transformers_probabilities(tiny_model_dir)
 
     path, reference = tiny_model_dir
     labels = ["a photo of a cat", "a photo of a dog", "a rocket"]
-    proc = _clip("zero-shot", CAT, os.path.join(IMAGES, "rocket.jpg"), "--labels", ",".join(labels), "--model", str(path), "--json")
+    proc = _clip("zero-shot", CAT, os.path.join(IMAGES, "rocket.jpg"), "--labels", ",".join(labels), "--model", str(path),
+                 "--templates", "label", "--json")
     assert proc.returncode == 0, proc.stderr
     results = json.loads(proc.stdout)
 
@@ -103,7 +105,29 @@ def test_unreadable_image_is_one_clear_line(tmp_path):
     assert "broken.png" in proc.stderr and "Traceback" not in proc.stderr
 
 
-TASK_COMMANDS = ["zero-shot", "embed", "search", "eval-retrieval", "similarity"]
+def test_default_prompt_gives_the_transformers_pipeline_probabilities(tiny_model_dir):
+    # transformers' zero-shot-image-classification pipeline fills "This is a photo of {}." by
+    # default; so does ours now (ZeroShotClassifier and `clip zero-shot`), with the same probabilities
+    transformers = pytest.importorskip("transformers")
+    from PIL import Image
+
+    from clip.tasks import ZeroShotClassifier, load_encoder
+
+    path, _ = tiny_model_dir
+    labels = ["cat", "dog", "rocket"]
+    images = [CAT, os.path.join(IMAGES, "rocket.jpg")]
+    encoder = load_encoder(path)
+    ours = ZeroShotClassifier(encoder, labels).classify(images).probs
+    pipe = transformers.pipeline("zero-shot-image-classification", model=str(path), framework="pt")
+    for image, row in zip(images, ours):
+        theirs = {item["label"]: item["score"] for item in pipe(Image.open(image), candidate_labels=labels)}
+        np.testing.assert_allclose(row, [theirs[label] for label in labels], atol=1e-5)
+    # the bare labels give other numbers, so the comparison above does see the prompt
+    bare = ZeroShotClassifier(encoder, labels, templates="label").classify(images).probs
+    assert np.abs(bare - ours).max() > 1e-4
+
+
+TASK_COMMANDS = ["zero-shot", "embed", "search", "eval-retrieval", "similarity", "explain", "eval-zero-shot"]
 
 
 def test_every_command_is_registered():

@@ -8,6 +8,9 @@ Shapes: B batch, L tokens, D width, H heads, d head width (D = H * d).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -44,6 +47,9 @@ def attention(q, k, v, bias, is_causal, scale, dropout=0.0, dropout_rng=None):
     if bias is not None:
         weights = weights + bias
     weights = jax.nn.softmax(weights.astype(jnp.float32), axis=-1).astype(q.dtype)
+    probes = _ATTENTION_PROBES.get()
+    if probes is not None:  # zeros: the values are unchanged, the gradient w.r.t. the probe is the weights'
+        weights = weights + next(probes)
     if dropout > 0 and dropout_rng is not None:
         keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout, weights.shape)
         weights = jnp.where(keep, weights / (1.0 - dropout), 0).astype(q.dtype)
@@ -55,6 +61,24 @@ def fused_attention(q, k, v, bias, is_causal, scale, implementation):
     (JAX's choice); no weights. The same values as `attention` to float rounding."""
     return jax.nn.dot_product_attention(q, k, v, bias=bias, scale=scale, is_causal=is_causal,
                                         implementation=None if implementation == "auto" else implementation)
+
+
+_ATTENTION_PROBES = contextvars.ContextVar("clip_flax_attention_probes", default=None)
+
+
+@contextlib.contextmanager
+def attention_probes(probes):
+    """Inside, the i-th attention computed adds probes[i] to its weights (the softmax) before they
+    weight the values, in call order (a CLIPModel: the vision layers, then the text layers).
+
+    jax.grad differentiates with respect to inputs only; with zero probes passed in, the gradient
+    with respect to them is the gradient with respect to the attention weights (clip.tasks.explain).
+    """
+    token = _ATTENTION_PROBES.set(iter(probes))
+    try:
+        yield
+    finally:
+        _ATTENTION_PROBES.reset(token)
 
 
 def causal_mask(length, dtype):

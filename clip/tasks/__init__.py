@@ -1,5 +1,6 @@
-"""What people do with CLIP, over any backend: zero-shot classification, batch embedding,
-search, retrieval evaluation and similarity maps (the `clip` command runs each of them).
+"""What people do with CLIP, over any backend: zero-shot classification and its evaluation on
+labelled images, batch embedding, search, retrieval evaluation, similarity maps and relevance maps
+(explain) (the `clip` command runs each of them).
 
     from clip.tasks import load_encoder, ZeroShotClassifier, EmbeddingIndex, embed_images
     encoder = load_encoder()                      # the embedded default model, PyTorch backend
@@ -31,6 +32,11 @@ _LAZY = {
     "retrieval_metrics": "clip.tasks.retrieval",
     "plot_similarity": "clip.tasks.similarity",
     "similarity_matrix": "clip.tasks.similarity",
+    "Explanation": "clip.tasks.explain",
+    "explain": "clip.tasks.explain",
+    "ZeroShotEvaluation": "clip.tasks.eval_zero_shot",
+    "evaluate_zero_shot": "clip.tasks.eval_zero_shot",
+    "DEFAULT_TEMPLATES": "clip.tasks.templates",
     "IMAGENET_TEMPLATES": "clip.tasks.templates",
     "SIMPLE_TEMPLATES": "clip.tasks.templates",
     "get_templates": "clip.tasks.templates",

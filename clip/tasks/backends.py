@@ -4,6 +4,7 @@
     image_embeds = encoder.encode_images(pixel_values)              # (N, D) float32, unit length
     text_embeds = encoder.encode_texts(input_ids, attention_mask)   # (M, D) float32, unit length
     logits = encoder.scale * image_embeds @ text_embeds.T
+    vectors = encoder.encode(["cat.jpg", pil_image, hwc_array, "a photo of a cat"])  # mixed, in order
 
 Arrays in and out are numpy; the framework (torch, TensorFlow or JAX) is imported when the
 encoder is loaded, never before.
@@ -29,6 +30,29 @@ class TaskError(Exception):
     """A user-facing problem (bad argument, bad input): the CLI prints it as one line."""
 
 
+TENSOR_KINDS = ("np", "pt", "tf", "jax")
+
+
+def as_tensors(vectors: np.ndarray, return_tensors: str | None = "np"):
+    """`vectors` as numpy ("np" or None), a torch tensor ("pt"), a TensorFlow tensor ("tf") or a
+    JAX array ("jax"), on the framework's default device."""
+    if return_tensors in (None, "np"):
+        return vectors
+    if return_tensors == "pt":
+        import torch
+
+        return torch.from_numpy(vectors)
+    if return_tensors == "tf":
+        import tensorflow as tf
+
+        return tf.convert_to_tensor(vectors)
+    if return_tensors in ("jax", "flax"):
+        import jax.numpy as jnp
+
+        return jnp.asarray(vectors)
+    raise TaskError(f"return_tensors={return_tensors!r}: choose one of {', '.join(TENSOR_KINDS)}")
+
+
 def l2_normalize(x: np.ndarray) -> np.ndarray:
     """Rows scaled to unit length, in float32; all-zero rows stay zero."""
     x = np.asarray(x, dtype=np.float32)
@@ -44,13 +68,16 @@ class Encoder:
     dim: the embedding width; max_text_length: the longest token sequence the text tower takes;
     fingerprint: clip.common.weights.fingerprint of the checkpoint's weights (the same in every
     backend and dtype); device: where the model runs, in the framework's words; dtype: what it
-    computes in.
+    computes in; network: the framework's CLIPModel behind the calls (clip.pt.CLIPModel,
+    clip.tf.TFCLIPModel or clip.flax.FlaxCLIPModel), for tasks that need more than embeddings
+    (clip.tasks.explain differentiates through it).
     """
 
     def __init__(self, processor, model, backend, image_fn, text_fn, logit_scale, dim, max_text_length, fingerprint=None,
-                 device=None, dtype="float32"):
+                 device=None, dtype="float32", network=None):
         self.processor = processor
         self.model = model
+        self.network = network
         self.backend = backend
         self.device = device
         self.dtype = dtype
@@ -90,9 +117,9 @@ class Encoder:
         return dict(self.processor(text=list(texts), padding=True, truncation=True,
                                    max_length=self.max_text_length, return_tensors="np"))
 
-    def embed_texts(self, texts, batch_size: int = 256) -> np.ndarray:
-        """A list of strings -> (M, D) unit vectors, in batches; a text whose vector is not finite
-        (NaN or inf: a float16 overflow, a damaged checkpoint) is a TaskError naming it."""
+    def embed_texts(self, texts, batch_size: int = 256, return_tensors: str = "np"):
+        """A list of strings -> (M, D) unit vectors, in batches (numpy, or see as_tensors); a text whose
+        vector is not finite (NaN or inf: a float16 overflow, a damaged checkpoint) is a TaskError naming it."""
         texts = list(texts)
         out = np.zeros((len(texts), self.dim), np.float32)
         for start in range(0, len(texts), batch_size):
@@ -102,7 +129,7 @@ class Encoder:
         if len(bad):
             shown = ", ".join(repr(texts[i]) for i in bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
             raise TaskError(f"the model's vectors for {len(bad)} text(s) are {self.nonfinite_reason()}: {shown}")
-        return out
+        return as_tensors(out, return_tensors)
 
     def nonfinite_reason(self) -> str:
         """Why a vector may be NaN or inf, and what to try (for messages naming the input)."""
@@ -110,8 +137,58 @@ class Encoder:
             "; try --dtype float32" if self.dtype != "float32" else "; the checkpoint's weights may be damaged")
         return f"not finite (NaN or inf) in {self.dtype}{hint}"
 
+    def embed_images(self, images, batch_size: int = 64, return_tensors: str = "np"):
+        """PIL images, numpy HxWxC arrays or paths -> (N, D) unit vectors, in batches; an image
+        that cannot be read is an error naming it."""
+        images = list(images)
+        return as_tensors(self._image_vectors(images, range(len(images)), batch_size), return_tensors)
+
+    def _image_vectors(self, images, positions, batch_size):
+        from clip.tasks.embed import load_image
+
+        out = np.zeros((len(images), self.dim), np.float32)
+        for start in range(0, len(images), batch_size):
+            batch = []
+            for image, position in zip(images[start : start + batch_size], positions[start : start + batch_size]):
+                try:
+                    batch.append(load_image(image))  # decoded RGB: the processor takes every one of them
+                except ValueError as err:  # a path's error names the file; an array's gets its position
+                    raise TaskError(err if isinstance(image, (str, os.PathLike)) else f"item {position}: {err}") from None
+            out[start : start + batch_size] = self.encode_images(self.preprocess(batch))
+        return out
+
+    def encode(self, items, batch_size: int = 64, return_tensors: str = "np"):
+        """A list mixing PIL images, numpy HxWxC arrays, paths and texts -> (N, D) unit float32
+        vectors in the same order, as sentence-transformers' model.encode (numpy, or the
+        framework's tensor with return_tensors="pt", "tf" or "jax").
+
+        A str naming an existing file is an image, any other str a text; a pathlib.Path is
+        always an image (a missing one is an error). One item (not in a list) gives one vector
+        (D,); an N x H x W x C array is N images.
+        """
+        from PIL import Image
+
+        single = isinstance(items, (str, os.PathLike, Image.Image)) or (isinstance(items, np.ndarray) and items.ndim in (2, 3))
+        items = [items] if single else list(items)
+        image_at, text_at = [], []
+        for position, item in enumerate(items):
+            if isinstance(item, str) and not os.path.isfile(item):
+                text_at.append(position)
+            elif isinstance(item, (str, os.PathLike, Image.Image)) or (isinstance(item, np.ndarray) and item.ndim in (2, 3)):
+                image_at.append(position)
+            else:
+                shape = f" of shape {item.shape}" if isinstance(item, np.ndarray) else ""
+                raise TaskError(f"item {position}: {type(item).__name__}{shape} is neither a text, an image path, "
+                                "a PIL image nor an HxWxC array")
+        out = np.zeros((len(items), self.dim), np.float32)
+        if image_at:
+            out[image_at] = self._image_vectors([items[i] for i in image_at], image_at, batch_size)
+        if text_at:
+            out[text_at] = self.embed_texts([items[i] for i in text_at], max(batch_size, 256))
+        return as_tensors(out[0] if single else out, return_tensors)
+
     def preprocess(self, images) -> np.ndarray:
-        """PIL images or paths -> (N, 3, H, W) float32 pixels."""
+        """PIL images, numpy HxWxC (or CHW) arrays or paths -> (N, 3, H, W) float32 pixels."""
         return np.asarray(self.processor.image_processor(list(images), return_tensors="np")["pixel_values"])
 
     def __repr__(self):
@@ -159,7 +236,7 @@ def load_encoder(model=None, backend: str = "pt", processor=None, device: str = 
     try:
         loader = {"pt": _load_pt, "tf": _load_tf, "flax": _load_flax}[backend]
         options: dict[str, object] = {"compile": compile} if backend == "pt" else {"attention": flax_attention} if backend == "flax" else {}
-        image_fn, text_fn, logit_scale, config, fingerprint, where = loader(path, place, dtype, **options)
+        image_fn, text_fn, logit_scale, config, fingerprint, where, network = loader(path, place, dtype, **options)
     except ImportError as err:
         raise TaskError(
             f"backend {backend!r} needs a framework that is not installed ({err}); "
@@ -168,7 +245,8 @@ def load_encoder(model=None, backend: str = "pt", processor=None, device: str = 
     if not np.isfinite(np.exp(np.float64(logit_scale))):
         raise TaskError(f"{path}: logit_scale is {logit_scale}, its exponential (the temperature) is not finite")
     max_len = min(config.text_config.max_position_embeddings, processor.tokenizer.model_max_length)
-    return Encoder(processor, model, backend, image_fn, text_fn, logit_scale, config.projection_dim, max_len, fingerprint, where, dtype)
+    return Encoder(processor, model, backend, image_fn, text_fn, logit_scale, config.projection_dim, max_len, fingerprint, where, dtype,
+                   network)
 
 
 class _HeldRecords(logging.Handler):
@@ -239,7 +317,7 @@ def _load_pt(path, place, dtype, compile=False):
     net = net.to(getattr(torch, dtype))
     # texts trimmed on the host: the tower never waits for the device to say where they end
     image_fn, text_fn = compiled.pt_calls(net, device, compile=compile)
-    return image_fn, text_fn, logit_scale, net.config, fingerprint, str(device)
+    return image_fn, text_fn, logit_scale, net.config, fingerprint, str(device), net
 
 
 def _load_tf(path, place, dtype):
@@ -269,7 +347,7 @@ def _load_tf(path, place, dtype):
     fingerprint = weights.fingerprint((name, weights.from_backend_layout(v.numpy(), kind, "tf"))
                                       for name, (v, kind) in net.canonical_variables().items())
     device = tf_device or ("/GPU:0" if gpus else "/CPU:0")
-    return image_fn, text_fn, float(np.asarray(net.logit_scale)), net.config, fingerprint, device
+    return image_fn, text_fn, float(np.asarray(net.logit_scale)), net.config, fingerprint, device, net
 
 
 def _load_flax(path, place, dtype, attention="matmul"):
@@ -311,4 +389,4 @@ def _load_flax(path, place, dtype, attention="matmul"):
             mask = np.pad(mask, ((0, 0), (0, extra)))
         return np.asarray(text_jit(params, ids, mask), dtype=np.float32)
 
-    return image_fn, text_fn, logit_scale, net.config, fingerprint, str(device)
+    return image_fn, text_fn, logit_scale, net.config, fingerprint, str(device), net

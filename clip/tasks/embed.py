@@ -3,7 +3,7 @@
 In memory:
 
     result = embed_images(encoder, ["a.jpg", "b.png"])   # Embeddings(vectors, sources, skipped)
-    result = embed_texts(encoder, ["a dog", "a cat"])
+    vectors = embed_texts(encoder, ["a dog", "a cat"])      # (2, D) numpy, as encoder.embed_texts
 
 To disk (`clip embed`): `embed_to_dir(encoder, "photos/", "photos.emb")` writes
 
@@ -36,7 +36,7 @@ import numpy as np
 from PIL import Image
 
 from clip.common.io import atomic_path, atomic_write_json, read_json_object, read_safetensors, read_text, write_safetensors
-from clip.tasks.backends import TaskError
+from clip.tasks.backends import TaskError, as_tensors
 
 MANIFEST = "manifest.json"
 LOCK = ".lock"  # held while a run writes the directory
@@ -65,9 +65,12 @@ class Embeddings:
 
 
 def load_image(source):
-    """A decoded RGB PIL image from a path or a PIL image; errors say what is wrong with the file."""
+    """A decoded RGB PIL image from a path, a PIL image or a numpy HxW / HxWxC array; errors say
+    what is wrong with the file."""
     if isinstance(source, Image.Image):
         return source.convert("RGB")
+    if isinstance(source, np.ndarray):
+        return image_from_array(source)
     try:
         with Image.open(source) as image:
             image.load()  # decode now: truncated files fail here, not later
@@ -77,6 +80,33 @@ def load_image(source):
         if isinstance(err, Image.UnidentifiedImageError):
             message = "not an image PIL can read"
         raise ValueError(f"{os.fspath(source)}: {message}") from None
+
+
+def image_from_array(array, name: str = "image array") -> Image.Image:
+    """An RGB PIL image from a numpy HxW or HxWxC (C = 1, 3 or 4) array: uint8 as it is, other
+    numbers as transformers' to_pil_image reads them (integral values in [0, 255] as they are,
+    fractions in [0, 1] times 255, here rounded rather than cut, so k / 255 gives k back)."""
+    array = np.asarray(array)
+    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (1, 3, 4))) or array.size == 0:
+        raise ValueError(f"{name}: an image array must be HxW or HxWxC with C = 1, 3 or 4, got shape {array.shape}")
+    if array.dtype != np.uint8:
+        if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array) or not np.all(np.isfinite(array)):
+            raise ValueError(f"{name}: pixel values must be finite real numbers, got dtype {array.dtype}")
+        low, high = float(array.min()), float(array.max())
+        if np.allclose(array, np.round(array)) and low >= 0 and high <= 255:
+            array = np.round(array).astype(np.uint8)
+        elif low >= 0 and high <= 1:
+            array = np.round(array * 255).astype(np.uint8)
+        else:
+            raise ValueError(f"{name}: pixel values must be integers in [0, 255] or fractions in [0, 1], got [{low}, {high}]")
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    return Image.fromarray(np.ascontiguousarray(array)).convert("RGB")
+
+
+def source_name(source, position: int) -> str:
+    """What to call an input image in results: its path, or "image <position>" for an image object or array."""
+    return os.fspath(source) if isinstance(source, (str, os.PathLike)) else f"image {position}"
 
 
 def list_images(directory) -> list[str]:
@@ -136,7 +166,7 @@ def image_batches(encoder, sources, batch_size: int = 64, workers: int | None = 
             image = load_image(source)
             return processor.preprocess([image], return_tensors="np", num_threads=1)["pixel_values"][0], None
         except ValueError as err:  # the reason, without the path that load_image puts first
-            name = os.fspath(source) if not isinstance(source, Image.Image) else ""
+            name = os.fspath(source) if isinstance(source, (str, os.PathLike)) else ""
             return None, str(err).removeprefix(f"{name}: ")
 
     with ThreadPoolExecutor(max_workers=workers or _default_workers(), thread_name_prefix="clip-decode") as pool:
@@ -190,14 +220,12 @@ def _progress(total, enabled, description, initial=0):
 
 def embed_images(encoder, images, batch_size: int = 64, workers: int | None = None, progress: bool = False,
                  names=None) -> Embeddings:
-    """Embed image paths or PIL images; unreadable ones are skipped and listed, never raised.
+    """Embed image paths, PIL images or numpy HxWxC arrays; unreadable ones are skipped and listed, never raised.
 
-    names: what to call each image in `sources` (default: the path, or "image <i>" for PIL images).
+    names: what to call each image in `sources` (default: the path, or "image <i>" for images and arrays).
     """
     images = list(images)
-    names = list(names) if names is not None else [
-        os.fspath(image) if not isinstance(image, Image.Image) else f"image {i}" for i, image in enumerate(images)
-    ]
+    names = list(names) if names is not None else [source_name(image, i) for i, image in enumerate(images)]
     vectors = np.zeros((len(images), encoder.dim), np.float32)
     kept = np.zeros(len(images), bool)
     skipped = []
@@ -225,15 +253,16 @@ def _finite_rows(encoder, batch, indices):
     return [row for row in range(len(indices)) if row not in bad], [(indices[row], reason) for row in sorted(bad)]
 
 
-def embed_texts(encoder, texts, batch_size: int = 256, progress: bool = False) -> Embeddings:
-    """Embed a list of strings (each cut to the model's text length)."""
+def embed_texts(encoder, texts, batch_size: int = 256, progress: bool = False, return_tensors: str = "np"):
+    """Embed a list of strings (each cut to the model's text length): (M, D) unit float32 vectors,
+    the same type as encoder.embed_texts returns (numpy, or the framework's tensor on request)."""
     texts = [str(t) for t in texts]
     vectors = np.zeros((len(texts), encoder.dim), np.float32)
     with _progress(len(texts), progress, "embedding texts") as bar:
         for start in range(0, len(texts), batch_size):
             vectors[start : start + batch_size] = encoder.embed_texts(texts[start : start + batch_size], batch_size)
             bar.update(min(batch_size, len(texts) - start))
-    return Embeddings(vectors, texts, [], "text")
+    return as_tensors(vectors, return_tensors)
 
 
 # --------------------------------------------------------------------- streaming to disk

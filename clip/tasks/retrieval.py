@@ -94,6 +94,6 @@ def evaluate_captions(encoder, captions, ks=DEFAULT_KS, batch_size: int = 64, wo
     if not pairs:
         raise TaskError(f"{captions}: no readable image with a caption")
     texts = embed_texts(encoder, [caption for _, caption in pairs], batch_size=max(batch_size, 256), progress=progress)
-    result = retrieval_metrics(images.vectors, texts.vectors, [i for i, _ in pairs], ks)
+    result = retrieval_metrics(images.vectors, texts, [i for i, _ in pairs], ks)
     result["skipped"] = skipped
     return result

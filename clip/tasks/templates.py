@@ -3,7 +3,9 @@
 A template is a string with one `{}` where the label goes: "a photo of a {}." + "dog" ->
 "a photo of a dog.". `IMAGENET_TEMPLATES` is the 80-prompt ensemble the CLIP paper used for
 ImageNet (Radford et al. 2021, section 3.1.4 and its prompt-engineering notebook);
-`SIMPLE_TEMPLATES` is the paper's single default prompt; `LABEL_TEMPLATES` uses the label as is.
+`SIMPLE_TEMPLATES` is the paper's single default prompt; `LABEL_TEMPLATES` uses the label as is;
+`DEFAULT_TEMPLATES` is the default of transformers' zero-shot-image-classification pipeline
+("This is a photo of {}."), and ours, so that both give the same probabilities on the same model.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 from clip.common.io import read_text
 
 LABEL_TEMPLATES = ("{}",)
+DEFAULT_TEMPLATES = ("This is a photo of {}.",)
 SIMPLE_TEMPLATES = ("a photo of a {}.",)
 IMAGENET_TEMPLATES = (
     "a bad photo of a {}.",
@@ -97,14 +100,15 @@ IMAGENET_TEMPLATES = (
     "a tattoo of the {}.",
 )
 
-NAMED = {"label": LABEL_TEMPLATES, "simple": SIMPLE_TEMPLATES, "imagenet": IMAGENET_TEMPLATES}
+NAMED = {"default": DEFAULT_TEMPLATES, "label": LABEL_TEMPLATES, "simple": SIMPLE_TEMPLATES, "imagenet": IMAGENET_TEMPLATES}
 
 
 def get_templates(spec=None) -> tuple[str, ...]:
-    """Templates from a name ("label", "simple", "imagenet"), a file (one per line), one template
-    string containing "{}", or a list of templates. None means "label" (labels used verbatim)."""
+    """Templates from a name ("default", "label", "simple", "imagenet"), a file (one per line), one
+    template string containing "{}", or a list of templates. None means "default" (transformers'
+    pipeline prompt); "label" uses the labels verbatim (for models trained on bare labels)."""
     if spec is None:
-        return LABEL_TEMPLATES
+        return DEFAULT_TEMPLATES
     if isinstance(spec, str):
         if spec in NAMED:
             return NAMED[spec]

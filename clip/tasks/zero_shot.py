@@ -54,7 +54,8 @@ class ZeroShotResult:
 
 class ZeroShotClassifier:
     """Classify images among `labels`, each label described by `templates` (see get_templates:
-    "label" (default: the label text as is), "simple", "imagenet", a file, or a list)."""
+    "default" ("This is a photo of {}.", transformers' pipeline default), "label" (the label text as
+    is), "simple", "imagenet", a file, or a list)."""
 
     def __init__(self, encoder, labels, templates=None, batch_size: int = 256):
         labels = [str(label).strip() for label in labels]

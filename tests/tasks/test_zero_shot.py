@@ -23,7 +23,8 @@ def test_the_paper_templates_ship():
     assert len(IMAGENET_TEMPLATES) == 80 and len(set(IMAGENET_TEMPLATES)) == 80
     assert all(t.count("{}") == 1 for t in IMAGENET_TEMPLATES)
     assert "itap of a {}." in IMAGENET_TEMPLATES and SIMPLE_TEMPLATES == ("a photo of a {}.",)
-    assert get_templates("imagenet") == IMAGENET_TEMPLATES and get_templates(None) == ("{}",)
+    assert get_templates("imagenet") == IMAGENET_TEMPLATES and get_templates(None) == ("This is a photo of {}.",)
+    assert get_templates("label") == ("{}",)
 
 
 def test_templates_from_a_file_or_a_string(tmp_path):
@@ -64,7 +65,7 @@ def test_classifier_matches_a_hand_computation(encoder, shapes_dir):
 def test_command_table_and_templates(shapes_dir):
     labels = [f"a {colour} circle" for colour, _ in COLOUR_COMBOS]
     red = str(shapes_dir / "red_circle.png")
-    table = run_clip("zero-shot", red, "--labels", ",".join(labels), "--top-k", "2", subprocess_=True).stdout
+    table = run_clip("zero-shot", red, "--labels", ",".join(labels), "--templates", "label", "--top-k", "2", subprocess_=True).stdout
     lines = table.splitlines()
     assert lines[0] == red and lines[1].strip().endswith("a red circle") and "%" in lines[1] and len(lines) == 3
     # colour words, ensembled over the paper's templates: the red one still comes first
