@@ -16,15 +16,17 @@ def test_embed_folder_writes_chunks_manifest_and_lists_skipped_files(photos_with
     out = tmp_path / "photos.emb"
     summary = run_json("embed", photos_with_junk, "--out", out, "--chunk-size", "4", "--batch-size", "3", subprocess_=True)
     assert summary["count"] == 6 and summary["embedded"] == 6 and summary["reused"] == 0
-    assert sorted(e["source"] for e in summary["skipped"]) == ["notes.txt", "sub/empty.png", "sub/truncated.jpg"]
+    # notes.txt is not an image name: not an input, not listed
+    assert sorted(e["source"] for e in summary["skipped"]) == ["sub/empty.png", "sub/truncated.jpg"]
 
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["complete"] and manifest["kind"] == "image" and manifest["dim"] == encoder.dim
     assert [c["count"] for c in manifest["chunks"]] == [4, 2]
-    assert sorted(e["source"] for e in manifest["skipped"]) == ["notes.txt", "sub/empty.png", "sub/truncated.jpg"]
-    assert all(e["reason"] for e in manifest["skipped"])
+    assert manifest["skipped"] == [] and manifest["skipped_count"] == 2  # the list lives in the chunk files
 
     loaded = load_embeddings(out)
+    assert sorted(e["source"] for e in loaded.skipped) == ["sub/empty.png", "sub/truncated.jpg"]
+    assert all(e["reason"] for e in loaded.skipped)
     names = sorted(os.listdir(PHOTOS))
     assert [os.path.basename(s) for s in loaded.sources] == names
     direct = encoder.encode_images(encoder.preprocess([os.path.join(PHOTOS, n) for n in names]))
@@ -100,7 +102,7 @@ def test_resume_refuses_a_different_input_kind_or_format(tmp_path, shapes_dir):
 
 
 @pytest.mark.parametrize("make, message", [
-    (lambda p: p.mkdir(), "holds no files"),
+    (lambda p: p.mkdir(), "holds no image files"),
     (lambda p: None, "no such file or directory"),
 ])
 def test_empty_or_missing_input_is_one_line(tmp_path, make, message):
