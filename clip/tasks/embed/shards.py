@@ -30,12 +30,15 @@ def check_local_shard(path: str):
         raise TaskError(f"{path}: no such file")
     if not os.path.isfile(path):
         raise TaskError(f"{path}: not a regular file")
+    if os.path.getsize(path) == 0:
+        raise TaskError(f"{path}: the tar file is empty (0 bytes)")
     try:
         with tarfile.open(path, "r:*") as tar:
             if tar.next() is None:
                 raise TaskError(f"{path}: the tar file is empty (no samples)")
     except (tarfile.TarError, EOFError, OSError) as err:
-        raise TaskError(f"{path}: not a readable tar file ({err or type(err).__name__})") from None
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise TaskError(f"{path}: not a readable tar file ({reason})") from None
 
 
 def shard_collection(spec: str) -> Collection:
