@@ -84,6 +84,84 @@ def _done_keys(out, manifest, collection):
     return done
 
 
+class Job:
+    """One run into an embedding directory, whatever computes the vectors (this process or Ray):
+    checks the input and the directory, holds the lock, knows what is done, buffers vectors into
+    chunks and commits them. Use as a context manager; feed it with add(), then finish()."""
+
+    def __init__(self, encoder, source, out, kind="auto", chunk_size=1024, storage="safetensors", overwrite=False,
+                 shard=(0, 1), image_column=None, caption_column=None, texts_too=False, emb_dtype="float16"):
+        if isinstance(source, (list, tuple)):
+            source = "::".join(os.fspath(s) for s in source)
+        self.source, self.out = os.fspath(source), os.fspath(out)
+        if storage not in STORAGES:
+            raise TaskError(f"unknown storage {storage!r}; choose {' or '.join(STORAGES)}")
+        if emb_dtype not in EMB_DTYPES:
+            raise TaskError(f"unknown embedding dtype {emb_dtype!r}; choose {' or '.join(EMB_DTYPES)}")
+        if chunk_size < 1:
+            raise TaskError(f"chunk size must be at least 1, got {chunk_size}")
+        if not 0 <= shard[0] < shard[1]:
+            raise TaskError(f"shard {shard[0]}/{shard[1]}: K must be in 0..N-1")
+        self.collection = open_collection(self.source, kind, self.out, image_column, caption_column)
+        if texts_too and (self.collection.kind != "image" or not self.collection.has_captions):
+            raise TaskError(f"{self.source}: --texts-too needs captions (webdataset .txt members or a table's caption column)")
+        self.encoder, self.chunk_size, self.shard, self.texts_too = encoder, chunk_size, tuple(shard), texts_too
+        self.wanted = settings(encoder, self.collection.kind, self.collection.input, self.collection.root, storage, shard,
+                               emb_dtype, texts_too)
+        self.overwrite = overwrite
+        check_out(self.out, overwrite)
+        self.embedded, self.skipped = 0, []
+
+    def __enter__(self):
+        self._lock = exclusive(self.out)
+        self._lock.__enter__()  # one writer per directory
+        try:
+            self.manifest, self.repairs = open_manifest(self.out, self.wanted, self.overwrite)
+            self.done = _done_keys(self.out, self.manifest, self.collection)
+        except BaseException:
+            self._lock.__exit__(None, None, None)
+            raise
+        self.reused = self.manifest["count"]
+        self.writer, self.buffer = ChunkWriter(self.out, self.manifest), _Buffer()
+        return self
+
+    def __exit__(self, *exc):
+        return self._lock.__exit__(*exc)
+
+    def todo(self):
+        """The items of this shard that no chunk holds yet."""
+        return (item for item in self.collection.iterate() if item.key not in self.done and in_shard(item.key, self.shard))
+
+    def add_images(self, finished, vectors, failures, captions=None):
+        """finished: [(item, (width, height))] with their vectors; failures: [(item, reason)]."""
+        skipped = [{"key": item.key, "source": item.source, "reason": reason} for item, reason in failures]
+        rows = [_image_row(item, size, self.collection) for item, size in finished]
+        self.buffer.add(vectors, rows, skipped, captions)
+        self.skipped += skipped
+        self.embedded += len(finished)
+        self._flush(self.chunk_size)
+
+    def add_texts(self, items, vectors):
+        self.buffer.add(vectors, [{"key": item.key, "caption": item.caption} for item in items], [])
+        self.embedded += len(items)
+        self._flush(self.chunk_size)
+
+    def _flush(self, size):
+        while len(self.buffer) >= size:
+            _write(self.writer, self.buffer, size, self.collection)
+
+    def finish(self) -> dict:
+        self.manifest["complete"] = True
+        _write(self.writer, self.buffer, len(self.buffer), self.collection)  # the last, partial chunk and the final manifest
+        if self.manifest["count"] == 0 and self.skipped:
+            first = self.skipped[0]
+            raise TaskError(f"{self.source}: nothing could be embedded; {len(self.skipped)} input(s) skipped "
+                            f"(first: {first['source']}: {first['reason']})")
+        return {"out": self.out, "kind": self.collection.kind, "count": self.manifest["count"], "embedded": self.embedded,
+                "reused": self.reused, "skipped": self.skipped, "repaired": self.repairs,
+                "manifest": os.path.join(self.out, MANIFEST)}
+
+
 def embed_to_dir(encoder, source, out, kind: str = "auto", batch_size: int = 64, chunk_size: int = 1024,
                  storage: str = "safetensors", overwrite: bool = False, workers: int | None = None,
                  progress: bool = False, shard: tuple[int, int] = (0, 1), image_column: str | None = None,
@@ -102,63 +180,25 @@ def embed_to_dir(encoder, source, out, kind: str = "auto", batch_size: int = 64,
     (vectors stored), "embedded" (this run), "reused" (from earlier runs), "skipped" (this run's
     unreadable inputs), "repaired" (what a resume fixed), "manifest"}.
     """
-    if isinstance(source, (list, tuple)):
-        source = "::".join(os.fspath(s) for s in source)
-    source, out = os.fspath(source), os.fspath(out)
-    if storage not in STORAGES:
-        raise TaskError(f"unknown storage {storage!r}; choose {' or '.join(STORAGES)}")
-    if emb_dtype not in EMB_DTYPES:
-        raise TaskError(f"unknown embedding dtype {emb_dtype!r}; choose {' or '.join(EMB_DTYPES)}")
-    if chunk_size < 1:
-        raise TaskError(f"chunk size must be at least 1, got {chunk_size}")
-    if not 0 <= shard[0] < shard[1]:
-        raise TaskError(f"shard {shard[0]}/{shard[1]}: K must be in 0..N-1")
-    collection = open_collection(source, kind, out, image_column, caption_column)
-    if texts_too and (collection.kind != "image" or not collection.has_captions):
-        raise TaskError(f"{source}: --texts-too needs captions (webdataset .txt members or a table's caption column)")
-
-    check_out(out, overwrite)
-    with exclusive(out):  # one writer per directory
-        wanted = settings(encoder, collection.kind, collection.input, collection.root, storage, shard, emb_dtype, texts_too)
-        manifest, repairs = open_manifest(out, wanted, overwrite)
-        done = _done_keys(out, manifest, collection)
-        reused = manifest["count"]
-        todo = (item for item in collection.iterate() if item.key not in done and in_shard(item.key, shard))
-        writer = ChunkWriter(out, manifest)
-        buffer = _Buffer()
-        embedded, skipped_now = 0, []
-        total = None if collection.total is None else collection.total
-        with progress_bar(total, progress, f"embedding {collection.kind}s", initial=min(len(done), total or 0)) as bar:
+    job = Job(encoder, source, out, kind, chunk_size, storage, overwrite, shard, image_column, caption_column,
+              texts_too, emb_dtype)
+    with job:
+        collection = job.collection
+        total = collection.total
+        with progress_bar(total, progress, f"embedding {collection.kind}s", initial=min(len(job.done), total or 0)) as bar:
             if collection.kind == "image":
-                batches = image_batches(encoder, todo, batch_size, workers, prefetch, decode, draft, collection.total)
-                for finished, pixels, failures in batches:
-                    skipped = [{"key": item.key, "source": item.source, "reason": reason} for item, reason in failures]
+                for finished, pixels, failures in image_batches(encoder, job.todo(), batch_size, workers, prefetch,
+                                                                decode, draft, total):
                     captions = encoder.embed_texts([item.caption or "" for item, _ in finished]) if texts_too else None
-                    rows = [_image_row(item, size, collection) for item, size in finished]
-                    buffer.add(encoder.encode_images(pixels), rows, skipped, captions)
-                    skipped_now += skipped
-                    embedded += len(finished)
+                    job.add_images(finished, encoder.encode_images(pixels), failures, captions)
                     bar.update(len(finished) + len(failures))
-                    while len(buffer) >= chunk_size:
-                        _write(writer, buffer, chunk_size, collection)
             else:
-                todo = list(todo)
+                todo = list(job.todo())
                 for start in range(0, len(todo), batch_size):
                     part = todo[start : start + batch_size]
-                    rows = [{"key": item.key, "caption": item.caption} for item in part]
-                    buffer.add(encoder.embed_texts([item.caption for item in part], batch_size), rows, [])
-                    embedded += len(part)
+                    job.add_texts(part, encoder.embed_texts([item.caption for item in part], batch_size))
                     bar.update(len(part))
-                    while len(buffer) >= chunk_size:
-                        _write(writer, buffer, chunk_size, collection)
-            manifest["complete"] = True
-            _write(writer, buffer, len(buffer), collection)  # the last, partial chunk and the final manifest
-        if manifest["count"] == 0 and skipped_now:
-            first = skipped_now[0]
-            raise TaskError(f"{source}: nothing could be embedded; {len(skipped_now)} input(s) skipped "
-                            f"(first: {first['source']}: {first['reason']})")
-        return {"out": out, "kind": collection.kind, "count": manifest["count"], "embedded": embedded, "reused": reused,
-                "skipped": skipped_now, "repaired": repairs, "manifest": os.path.join(out, MANIFEST)}
+        return job.finish()
 
 
 def _image_row(item, size, collection) -> dict:
