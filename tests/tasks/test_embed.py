@@ -21,7 +21,8 @@ def test_embed_folder_writes_chunks_manifest_and_lists_skipped_files(photos_with
 
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["complete"] and manifest["kind"] == "image" and manifest["dim"] == encoder.dim
-    assert [c["count"] for c in manifest["chunks"]] == [4, 2]
+    assert manifest["chunk_ranges"] == [[0, 2]] and manifest["count"] == 6
+    assert [len(json.loads((out / "chunks" / f"00000{i}.json").read_text())["keys"]) for i in (0, 1)] == [4, 2]
     assert manifest["skipped"] == [] and manifest["skipped_count"] == 2  # the list lives in the chunk files
 
     loaded = load_embeddings(out)
@@ -72,7 +73,7 @@ def test_resume_after_a_kill_recomputes_nothing(tmp_path):
     killed = run_clip("embed", folder, "--out", out, *args, env={KILL_AFTER_CHUNKS_ENV: "2"}, check=False, subprocess_=True)
     assert killed.returncode == -signal.SIGKILL
     manifest = json.loads((out / "manifest.json").read_text())
-    assert not manifest["complete"] and manifest["count"] == 6 and len(manifest["chunks"]) == 2
+    assert not manifest["complete"] and manifest["count"] == 6 and manifest["chunk_ranges"] == [[0, 2]]
     assert len(load_embeddings(out)) == 6  # the finished part is usable as it is
     before = _chunk_stats(out)
 

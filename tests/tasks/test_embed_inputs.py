@@ -192,13 +192,15 @@ def test_a_damaged_directory_is_verified_and_repaired_on_resume(tmp_path, encode
     out = tmp_path / "e.emb"
     embed_to_dir(encoder, folder, out, chunk_size=3, storage="npy")
     manifest = json.loads((out / "manifest.json").read_text())
-    files = [c["file"] for c in manifest["chunks"]]
-    os.unlink(out / files[0])                                    # a chunk deleted
-    data = (out / files[1]).read_bytes()
-    (out / files[1]).write_bytes(data[: len(data) // 2])        # a chunk truncated
-    (out / files[2]).write_bytes(b"")                           # a chunk emptied
-    keys = json.loads((out / manifest["chunks"][3]["keys"]).read_text())
-    (out / manifest["chunks"][3]["keys"]).write_text(json.dumps({**keys, "keys": keys["keys"][:1]}))  # shortened keys
+    assert manifest["chunk_ranges"] == [[0, 4]]
+    files = [out / "chunks" / f"{i:06d}.npy" for i in range(4)]
+    os.unlink(files[0])                                          # a chunk deleted
+    data = files[1].read_bytes()
+    files[2].write_bytes(data[: len(data) // 2])                 # a chunk truncated
+    (out / "img_emb" / "img_emb_000001.npy").write_bytes(b"")    # a chunk emptied
+    keys_file = out / "chunks" / "000003.json"
+    keys = json.loads(keys_file.read_text())
+    keys_file.write_text(json.dumps({**keys, "keys": keys["keys"][:1]}))  # a shortened keys file
     manifest["count"] = 99                                       # a count edited
     (out / "manifest.json").write_text(json.dumps(manifest))
     (out / "chunks" / ".000009.npy.abc.tmp").write_bytes(b"left by a killed run")
@@ -212,12 +214,17 @@ def test_a_damaged_directory_is_verified_and_repaired_on_resume(tmp_path, encode
     np.testing.assert_allclose(repaired.vectors[order], fresh.vectors, atol=1e-6)
     leftovers = [n for d in ("", "chunks", "img_emb", "metadata") for n in os.listdir(out / d) if n.endswith(".tmp")]
     assert leftovers == []
-    named = {f for c in json.loads((out / "manifest.json").read_text())["chunks"] for f in (c["file"], c["keys"], c["img_emb"])}
-    assert {f"chunks/{n}" for n in os.listdir(out / "chunks")} | {f"img_emb/{n}" for n in os.listdir(out / "img_emb")} == named
+    numbers = [n for a, b in json.loads((out / "manifest.json").read_text())["chunk_ranges"] for n in range(a, b)]
+    assert len(numbers) == 4 and sorted(os.listdir(out / "img_emb")) == [f"img_emb_{n:06d}.npy" for n in numbers]
+    assert sorted(os.listdir(out / "chunks")) == sorted(f"{n:06d}.{e}" for n in numbers for e in ("json", "npy"))
 
-    # a manifest naming a file outside the directory is refused, and the file is never opened
-    manifest = json.loads((out / "manifest.json").read_text())
-    manifest["chunks"][0]["file"] = "../../../../etc/passwd"
-    (out / "manifest.json").write_text(json.dumps(manifest))
+    # a chunk file that is a link to a file outside the directory is refused, and never read
+    (out / "chunks" / f"{numbers[0]:06d}.npy").unlink()
+    (out / "chunks" / f"{numbers[0]:06d}.npy").symlink_to("/etc/passwd")
     proc = run_clip("embed", folder, "--out", out, "--format", "npy", "--chunk-size", "3", check=False)
     assert proc.returncode == 2 and "outside the directory" in proc.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["chunk_ranges"] = [[0, 10**12]]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    proc = run_clip("embed", folder, "--out", out, "--format", "npy", "--chunk-size", "3", check=False)
+    assert proc.returncode == 2 and "chunk_ranges" in proc.stderr and "--overwrite" in proc.stderr

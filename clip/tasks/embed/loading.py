@@ -9,7 +9,7 @@ import numpy as np
 from clip.common.io import path_inside, read_json_object, read_safetensors
 from clip.tasks.backends import TaskError
 from clip.tasks.embed.pipeline import Embeddings
-from clip.tasks.embed.store import MANIFEST
+from clip.tasks.embed.store import MANIFEST, chunk_entry, chunk_numbers
 
 
 def load_embeddings(path) -> Embeddings:
@@ -32,14 +32,14 @@ def load_embeddings(path) -> Embeddings:
     vectors = np.zeros((manifest["count"], manifest["dim"]), np.float32)
     sources, start = [], 0
     skipped = list(manifest.get("skipped", []))  # directories written before skipped inputs moved to the chunks
-    for chunk in manifest["chunks"]:
+    for chunk in _chunks(path, manifest):
         file = path_inside(path, chunk["file"], "chunk")
         array = read_safetensors(file)["embeddings"] if file.endswith(".safetensors") else np.load(file, mmap_mode="r")
         if array.shape != (chunk["count"], manifest["dim"]):
             raise TaskError(f"{file}: expected {chunk['count']} x {manifest['dim']} vectors, found {array.shape}")
         vectors[start : start + len(array)] = array
         start += len(array)
-        side = read_json_object(path_inside(path, chunk["keys"], "keys"))
+        side = chunk.get("side") or read_json_object(path_inside(path, chunk["keys"], "keys"))
         skipped += side.get("skipped", [])
         if manifest["kind"] == "text":
             sources.extend(side["texts"])
@@ -48,6 +48,24 @@ def load_embeddings(path) -> Embeddings:
         else:
             sources.extend(os.path.join(manifest["root"], *key.split("/")) for key in side["keys"])
     return Embeddings(vectors, sources, skipped, manifest["kind"], manifest)
+
+
+def _chunks(path, manifest) -> list[dict]:
+    """The chunk entries: listed in a format-1 manifest, derived from chunk_ranges in format 2."""
+    if "chunk_ranges" not in manifest:
+        return manifest["chunks"]
+    try:
+        numbers = chunk_numbers(manifest)
+    except ValueError as err:
+        raise TaskError(f"{path}: {err}") from None
+    entries = []
+    for number in numbers:
+        side = read_json_object(path_inside(path, f"chunks/{number:06d}.json", "keys"))
+        keys = side.get("keys")
+        if not isinstance(keys, list):
+            raise TaskError(f"{path}/chunks/{number:06d}.json: no list of keys")
+        entries.append({**chunk_entry(manifest, number, len(keys)), "side": side})
+    return entries
 
 
 def _load_several(paths) -> Embeddings:

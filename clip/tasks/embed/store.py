@@ -1,12 +1,14 @@
 """Writers: the embedding directory, its manifest, and clip-retrieval's layout beside it.
 
-    EMB/manifest.json                   settings (model, weights fingerprint), the finished chunks; small at any scale
+    EMB/manifest.json                   settings (model, weights fingerprint), the numbers of the finished chunks as
+                                        ranges ([[0, 120]]): a few hundred bytes however many chunks there are
     EMB/chunks/000000.safetensors|.npy  (n, D) float32 unit vectors
     EMB/chunks/000000.json              the chunk's keys (and texts or sources) and the inputs skipped meanwhile
     EMB/img_emb/img_emb_000000.npy      clip-retrieval's layout, read unchanged by embedding-reader,
     EMB/text_emb/text_emb_000000.npy    autofaiss and clip-retrieval's back-end (float16 by default)
     EMB/metadata/metadata_000000.parquet  key, image_path, caption, width, height, sidecar json fields
 
+Chunk N's file names follow from N, so neither the manifest nor a keys file holds a path to open.
 Every file is written atomically before the manifest names it; the manifest is the commit point.
 A resumed run first verifies what the manifest names (shapes and sizes, keys, paths inside the
 directory), drops and re-embeds what is broken, and deletes what a killed run left unnamed.
@@ -16,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shutil
 
 import numpy as np
@@ -26,7 +27,7 @@ from clip.tasks.backends import TaskError
 from clip.tasks.embed.inputs import MANIFEST
 
 LOCK = ".lock"  # held while a run writes the directory
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 1: the manifest listed every chunk (and every skipped input); still read
 STORAGES = ("safetensors", "npy")
 EMB_DTYPES = ("float16", "float32")
 LAYOUT_DIRS = ("chunks", "img_emb", "text_emb", "metadata")
@@ -130,17 +131,77 @@ def open_manifest(out, wanted: dict, overwrite: bool) -> tuple[dict, list[str]]:
     for key in RESUME_KEYS:
         if manifest.get(key) != wanted[key]:
             raise TaskError(f"{out} holds embeddings made with {key}={manifest.get(key)!r}, not {wanted[key]!r}; {advice}")
-    if not isinstance(manifest.get("chunks"), list) or not isinstance(manifest.get("skipped", []), list):
-        raise TaskError(f"{out}: the manifest's chunks or skipped entry is not a list; {advice}")
+    if not isinstance(manifest.get("skipped", []), list):
+        raise TaskError(f"{out}: the manifest's skipped entry is not a list; {advice}")
+    try:
+        manifest["chunks"] = [chunk_entry(manifest, index, _count_or_none(out, index)) for index in chunk_numbers(manifest)]
+    except ValueError as err:
+        raise TaskError(f"{out}: {err}; {advice}") from None
     repairs = _verify(out, manifest)
     _delete_unnamed(out, manifest)
     manifest["complete"] = False
     return manifest, repairs
 
 
-def chunk_index(entry_keys: str) -> int | None:
-    match = re.fullmatch(r"chunks/(\d+)\.json", entry_keys)
-    return int(match.group(1)) if match else None
+MAX_CHUNKS = 10**9  # chunk numbers are six digits or more; a range beyond this is a damaged manifest
+
+
+def chunk_numbers(manifest: dict) -> list[int]:
+    """The finished chunks' numbers from the manifest's chunk_ranges ([[start, stop), ...], ascending,
+    disjoint); a malformed value is a ValueError."""
+    ranges = manifest.get("chunk_ranges")
+    if not isinstance(ranges, list):
+        raise ValueError(f"the manifest's chunk_ranges is {type(ranges).__name__}, not a list of [start, stop] pairs")
+    numbers, last = [], 0
+    for pair in ranges:
+        if (not isinstance(pair, list) or len(pair) != 2 or not all(type(v) is int for v in pair)
+                or not last <= pair[0] < pair[1] <= MAX_CHUNKS):
+            raise ValueError(f"the manifest's chunk_ranges entry {pair!r} is not an ascending [start, stop] pair")
+        numbers.extend(range(*pair))
+        last = pair[1]
+    return numbers
+
+
+def chunk_ranges(numbers) -> list[list[int]]:
+    """[0, 1, 2, 5, 6] -> [[0, 3], [5, 7]]."""
+    ranges = []
+    for number in numbers:
+        if ranges and ranges[-1][1] == number:
+            ranges[-1][1] += 1
+        else:
+            ranges.append([number, number + 1])
+    return ranges
+
+
+def chunk_entry(manifest: dict, index: int, count) -> dict:
+    """Chunk `index`'s files, named after its number; the clip-retrieval files exist when it holds vectors."""
+    name = f"chunks/{index:06d}"
+    entry = {"index": index, "file": f"{name}.{manifest['storage']}", "keys": f"{name}.json", "count": count}
+    if count:
+        if manifest["kind"] == "image":
+            entry["img_emb"] = f"img_emb/img_emb_{index:06d}.npy"
+        if manifest["kind"] == "text" or manifest.get("texts_too"):
+            entry["text_emb"] = f"text_emb/text_emb_{index:06d}.npy"
+        if manifest.get("texts_too"):
+            entry["text_file"] = f"{name}.text.{manifest['storage']}"
+        entry["metadata"] = f"metadata/metadata_{index:06d}.parquet"
+    return entry
+
+
+def _count_or_none(out, index) -> int | None:
+    """How many keys chunk `index`'s keys file holds (None when it cannot be read: the chunk is then dropped)."""
+    try:
+        keys = read_json_object(os.path.join(out, "chunks", f"{index:06d}.json")).get("keys")
+    except (ValueError, OSError):
+        return None
+    return len(keys) if isinstance(keys, list) else None
+
+
+def manifest_on_disk(manifest: dict) -> dict:
+    """What the manifest file holds: the chunks as ranges of numbers, not as a list."""
+    data = {k: v for k, v in manifest.items() if k != "chunks"}
+    data["chunk_ranges"] = chunk_ranges(entry["index"] for entry in manifest["chunks"])
+    return data
 
 
 def _verify(out, manifest) -> list[str]:
@@ -154,25 +215,23 @@ def _verify(out, manifest) -> list[str]:
     count = sum(entry["count"] for entry in kept)
     if manifest.get("count") != count:
         repairs.append(f"the manifest's count {manifest.get('count')!r} is corrected to {count}")
-    indices = [chunk_index(entry["keys"]) for entry in kept]
+    next_chunk = manifest.get("next_chunk") if type(manifest.get("next_chunk")) is int else 0
     manifest.update(chunks=kept, count=count,
-                    next_chunk=max([manifest.get("next_chunk") or 0, *[i + 1 for i in indices if i is not None]])
-                    if isinstance(manifest.get("next_chunk"), int) else len(manifest["chunks"]))
+                    next_chunk=max([next_chunk, *[entry["index"] + 1 for entry in manifest["chunks"]]]))
     manifest["skipped_count"] = manifest.get("skipped_count") if isinstance(manifest.get("skipped_count"), int) else 0
     return repairs
 
 
 def chunk_files(entry: dict) -> list[str]:
+    """The files of a chunk entry, relative to the directory."""
     return [entry[name] for name in ("file", "keys", "img_emb", "text_emb", "metadata", "text_file") if entry.get(name)]
 
 
 def _chunk_problem(out, manifest, entry, seen_keys, seen_files) -> str | None:
     """Why a chunk named by the manifest cannot be kept (None: it is sound). A name pointing outside
     the directory is refused outright: the manifest is hostile, not merely damaged."""
-    if not isinstance(entry, dict) or not isinstance(entry.get("count"), int) or entry["count"] < 0:
-        return "the manifest entry is malformed"
-    if not isinstance(entry.get("file"), str) or not isinstance(entry.get("keys"), str):
-        return "the manifest entry names no vectors or keys file"
+    if entry["count"] is None:
+        return "its keys file is missing or unreadable"
     try:
         paths = {name: path_inside(out, name, "chunk") for name in chunk_files(entry)}
     except ValueError as err:
@@ -259,23 +318,19 @@ class ChunkWriter:
             side["texts"] = list(texts)
         if sources is not None:
             side["sources"] = list(sources)
-        entry = {"file": f"{name}.{manifest['storage']}", "keys": f"{name}.json", "count": len(keys)}
+        entry = chunk_entry(manifest, index, len(keys))
         atomic_write_json(os.path.join(out, entry["keys"]), side)
         vectors = np.asarray(vectors, np.float32).reshape(len(keys), manifest["dim"])
         self._save(entry["file"], vectors)
-        if text_vectors is not None:
-            entry["text_file"] = f"{name}.text.{manifest['storage']}"
+        emb_dtype = np.dtype(manifest["emb_dtype"])
+        if "text_file" in entry:
             self._save(entry["text_file"], np.asarray(text_vectors, np.float32))
-        if len(keys):
-            emb_dtype = np.dtype(manifest["emb_dtype"])
-            if manifest["kind"] == "image":
-                entry["img_emb"] = f"img_emb/img_emb_{index:06d}.npy"
-                _save_npy(os.path.join(out, entry["img_emb"]), vectors.astype(emb_dtype))
+        if "img_emb" in entry:
+            _save_npy(os.path.join(out, entry["img_emb"]), vectors.astype(emb_dtype))
+        if "text_emb" in entry:
             text_emb = vectors if manifest["kind"] == "text" else text_vectors
-            if text_emb is not None:
-                entry["text_emb"] = f"text_emb/text_emb_{index:06d}.npy"
-                _save_npy(os.path.join(out, entry["text_emb"]), np.asarray(text_emb).astype(emb_dtype))
-            entry["metadata"] = f"metadata/metadata_{index:06d}.parquet"
+            _save_npy(os.path.join(out, entry["text_emb"]), np.asarray(text_emb).astype(emb_dtype))
+        if "metadata" in entry:
             write_parquet(os.path.join(out, entry["metadata"]), rows)
         manifest["chunks"].append(entry)
         manifest["count"] += len(keys)
@@ -291,7 +346,7 @@ class ChunkWriter:
             _save_npy(path, vectors)
 
     def _commit(self):
-        atomic_write_json(os.path.join(self.out, MANIFEST), self.manifest)  # the commit point
+        atomic_write_json(os.path.join(self.out, MANIFEST), manifest_on_disk(self.manifest))  # the commit point
         self.written += 1
         if self.kill_after and self.written >= self.kill_after:
             import signal
