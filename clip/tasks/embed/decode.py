@@ -15,6 +15,7 @@ import dataclasses
 import io
 import multiprocessing
 import os
+import sys
 
 import numpy as np
 from PIL import Image
@@ -123,18 +124,40 @@ def decode_crop(path, data, spec: CropSpec, out: np.ndarray) -> tuple[int, int]:
 _worker = {}  # per worker process: the shared ring and the spec
 
 
-def _start_worker(shm_name: str, slots: int, spec: CropSpec):
+def _die_with_parent(parent: int):
+    """A worker must not outlive a killed parent: a forked one holds the parent's files, the lock of the
+    embedding directory among them, and would keep a resumed run out. Linux: PR_SET_PDEATHSIG."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            return
+        if os.getppid() != parent:  # the parent died before the line above
+            os._exit(1)
+
+
+def _start_worker(shm_name: str, slots: int, spec: CropSpec, parent: int):
     from multiprocessing import shared_memory
+
+    _die_with_parent(parent)
 
     memory = shared_memory.SharedMemory(name=shm_name)
     _worker.update(memory=memory, ring=np.ndarray((slots, *spec.shape), np.uint8, buffer=memory.buf), spec=spec)
 
 
-def _decode_in_worker(slot: int, path, data):
-    try:
-        return decode_crop(path, data, _worker["spec"], _worker["ring"][slot]), None
-    except ValueError as err:
-        return None, str(err)
+def _decode_in_worker(jobs):
+    """[(slot, path, data)] -> [((width, height), None) or (None, reason)]: several per call, as one
+    message each way costs more than decoding a thumbnail."""
+    results = []
+    for slot, path, data in jobs:
+        try:
+            results.append((decode_crop(path, data, _worker["spec"], _worker["ring"][slot]), None))
+        except ValueError as err:
+            results.append((None, str(err)))
+    return results
 
 
 def default_workers() -> int:
@@ -142,10 +165,18 @@ def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def _start_method() -> str:
+    """fork where there is one (Linux, as torch's DataLoader): the workers start at once and a script
+    needs no `if __name__ == "__main__"` guard; they only run PIL and numpy, never the parent's
+    framework threads. spawn elsewhere."""
+    return "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+
+
 class Decoder:
     """Decodes items into a ring of `slots` crops, by worker processes ("process", the default) or
-    threads ("thread"; PIL releases the GIL for part of the work). submit() returns a future of
-    ((width, height), None) or (None, reason); the crop is then in ring[slot] until that slot is reused."""
+    threads ("thread"; PIL releases the GIL for part of the work). submit() takes a group of
+    (slot, path, data) and returns a future of one ((width, height), None) or (None, reason) per
+    member; a crop is then in ring[slot] until that slot is reused."""
 
     def __init__(self, spec: CropSpec, slots: int, workers: int | None = None, mode: str = "process"):
         self.spec, self.slots, self.mode = spec, slots, mode
@@ -156,9 +187,8 @@ class Decoder:
 
             self.memory = shared_memory.SharedMemory(create=True, size=max(1, slots * int(np.prod(spec.shape))))
             self.ring = np.ndarray((slots, *spec.shape), np.uint8, buffer=self.memory.buf)
-            # spawn, not fork: the parent holds framework threads that a fork would copy mid-state
-            self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                            initializer=_start_worker, initargs=(self.memory.name, slots, spec))
+            self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(_start_method()),
+                                            initializer=_start_worker, initargs=(self.memory.name, slots, spec, os.getpid()))
         elif mode == "thread":
             from concurrent.futures import ThreadPoolExecutor
 
@@ -168,16 +198,19 @@ class Decoder:
         else:
             raise ValueError(f"unknown decode mode {mode!r}; choose process or thread")
 
-    def submit(self, slot: int, path, data):
+    def submit(self, jobs: list):
         if self.mode == "process":
-            return self.pool.submit(_decode_in_worker, slot, path, data)
-        return self.pool.submit(self._decode_here, slot, path, data)
+            return self.pool.submit(_decode_in_worker, jobs)
+        return self.pool.submit(self._decode_here, jobs)
 
-    def _decode_here(self, slot, path, data):
-        try:
-            return decode_crop(path, data, self.spec, self.ring[slot]), None
-        except ValueError as err:
-            return None, str(err)
+    def _decode_here(self, jobs):
+        results = []
+        for slot, path, data in jobs:
+            try:
+                results.append((decode_crop(path, data, self.spec, self.ring[slot]), None))
+            except ValueError as err:
+                results.append((None, str(err)))
+        return results
 
     def close(self):
         self.pool.shutdown(wait=True, cancel_futures=True)

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from clip.tasks.backends import TaskError
-from clip.tasks.embed.decode import Decoder, crop_spec, normalize, pixel_table
+from clip.tasks.embed.decode import Decoder, crop_spec, default_workers, normalize, pixel_table
 from clip.tasks.embed.inputs import Item, regular_file_error
 
 DECODE_MODES = ("auto", "process", "thread")
@@ -79,31 +79,40 @@ def image_batches(encoder, items, batch_size: int = 64, workers: int | None = No
         return
     table = pixel_table(processor)
     slots = max(prefetch or 4 * batch_size, batch_size)
-    with Decoder(spec, slots, workers, choose_mode(decode, count, batch_size)) as decoder:
+    mode = choose_mode(decode, count, batch_size)
+    with Decoder(spec, slots, workers, mode) as decoder:
+        # a few images per message to a worker: enough to hide its cost, few enough to keep all busy
+        group = max(1, min(16, batch_size // (2 * (workers or default_workers()))))
         source = iter(items)
-        pending = collections.deque()
+        pending = collections.deque()  # (item, slot, future, position in the future's group)
         free = collections.deque(range(slots))
 
         def top_up():
-            while free and len(pending) < slots:
+            jobs, members = [], []
+            while free and len(pending) + len(members) < slots:
                 item = next(source, None)
                 if item is None:
-                    return
+                    break
                 if item.error is not None:
-                    pending.append((item, None, None))
-                else:
-                    slot = free.popleft()
-                    pending.append((item, slot, decoder.submit(slot, item.path, item.data)))
+                    members.append((item, None))
+                    continue
+                slot = free.popleft()
+                jobs.append((slot, item.path, item.data))
+                members.append((item, slot))
+                if len(jobs) == group:
+                    _submit(decoder, jobs, members, pending)
+                    jobs, members = [], []
+            _submit(decoder, jobs, members, pending)
 
         top_up()
         while pending:
             done, slots_done, failures, used = [], [], [], []
             while pending and len(done) + len(failures) < batch_size:
-                item, slot, future = pending.popleft()
+                item, slot, future, position = pending.popleft()
                 if future is None:
                     failures.append((item, item.error))
                     continue
-                size, reason = future.result()
+                size, reason = future.result()[position]
                 used.append(slot)
                 if reason is None:
                     done.append((item, size))
@@ -114,6 +123,17 @@ def image_batches(encoder, items, batch_size: int = 64, workers: int | None = No
             free.extend(used)
             top_up()  # the next batches decode while the caller runs the model on this one
             yield done, pixels, failures
+
+
+def _submit(decoder, jobs, members, pending):
+    future = decoder.submit(jobs) if jobs else None
+    position = 0
+    for item, slot in members:
+        if slot is None:
+            pending.append((item, None, None, 0))
+        else:
+            pending.append((item, slot, future, position))
+            position += 1
 
 
 def _processor_batches(processor, items, batch_size, image_size):
