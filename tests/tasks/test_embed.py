@@ -7,9 +7,9 @@ import signal
 
 import numpy as np
 import pytest
+from task_helpers import PHOTOS, run_clip, run_json
 
 from clip.tasks.embed import KILL_AFTER_CHUNKS_ENV, embed_images, load_embeddings
-from task_helpers import PHOTOS, run_clip, run_json
 
 
 def test_embed_folder_writes_chunks_manifest_and_lists_skipped_files(photos_with_junk, tmp_path, encoder):

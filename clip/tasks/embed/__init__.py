@@ -15,16 +15,56 @@ shards of the input); ray_job runs the same job on a Ray cluster; loading reads 
 An input that cannot be read is skipped and listed, never fatal.
 """
 
-from clip.tasks.embed.inputs import (MANIFEST, TEXT_SUFFIXES, Collection, Item, detect_kind, list_images,
-                                     open_collection, read_lines, scan_folder)
+from clip.tasks.embed.inputs import (
+                                     MANIFEST,
+                                     TEXT_SUFFIXES,
+                                     Collection,
+                                     Item,
+                                     detect_kind,
+                                     list_images,
+                                     open_collection,
+                                     read_lines,
+                                     scan_folder,
+)
 from clip.tasks.embed.job import embed_to_dir, in_shard, parse_shard
 from clip.tasks.embed.loading import load_embeddings
-from clip.tasks.embed.pipeline import Embeddings, embed_images, embed_texts, image_batches, load_image
-from clip.tasks.embed.store import (FORMAT_VERSION, KILL_AFTER_CHUNKS_ENV, LOCK, STORAGES, check_same_weights)
+from clip.tasks.embed.pipeline import (
+                                     Embeddings,
+                                     embed_images,
+                                     embed_texts,
+                                     image_batches,
+                                     load_image,
+)
+from clip.tasks.embed.store import (
+                                     FORMAT_VERSION,
+                                     KILL_AFTER_CHUNKS_ENV,
+                                     LOCK,
+                                     STORAGES,
+                                     check_same_weights,
+)
 
 __all__ = [
-    "Collection", "Embeddings", "FORMAT_VERSION", "Item", "KILL_AFTER_CHUNKS_ENV", "LOCK", "MANIFEST", "STORAGES",
-    "TEXT_SUFFIXES", "check_same_weights", "detect_kind", "embed_images", "embed_texts", "embed_to_dir",
-    "image_batches", "in_shard", "list_images", "load_embeddings", "load_image", "open_collection", "parse_shard",
-    "read_lines", "scan_folder",
+                                     "FORMAT_VERSION",
+                                     "KILL_AFTER_CHUNKS_ENV",
+                                     "LOCK",
+                                     "MANIFEST",
+                                     "STORAGES",
+                                     "TEXT_SUFFIXES",
+                                     "Collection",
+                                     "Embeddings",
+                                     "Item",
+                                     "check_same_weights",
+                                     "detect_kind",
+                                     "embed_images",
+                                     "embed_texts",
+                                     "embed_to_dir",
+                                     "image_batches",
+                                     "in_shard",
+                                     "list_images",
+                                     "load_embeddings",
+                                     "load_image",
+                                     "open_collection",
+                                     "parse_shard",
+                                     "read_lines",
+                                     "scan_folder",
 ]

@@ -166,8 +166,8 @@ def detect_kind(source) -> str:
 
 def open_collection(source, kind: str = "auto", out=None, image_column=None, caption_column=None) -> Collection:
     """Resolve `source` (see the module docstring) into a Collection; a bad input is a TaskError."""
-    from clip.tasks.embed.tables import table_collection
     from clip.tasks.embed.shards import shard_collection
+    from clip.tasks.embed.tables import table_collection
 
     source = os.fspath(source)
     kind = detect_kind(source) if kind == "auto" else kind

@@ -20,7 +20,16 @@ from clip.common.io import read_json_object
 from clip.tasks.backends import TaskError
 from clip.tasks.embed.inputs import open_collection
 from clip.tasks.embed.pipeline import image_batches, progress_bar
-from clip.tasks.embed.store import EMB_DTYPES, MANIFEST, STORAGES, ChunkWriter, check_out, exclusive, open_manifest, settings
+from clip.tasks.embed.store import (
+    EMB_DTYPES,
+    MANIFEST,
+    STORAGES,
+    ChunkWriter,
+    check_out,
+    exclusive,
+    open_manifest,
+    settings,
+)
 
 
 def parse_shard(text) -> tuple[int, int]:

@@ -14,7 +14,13 @@ import numpy as np
 from PIL import Image
 
 from clip.tasks.backends import TaskError
-from clip.tasks.embed.decode import Decoder, crop_spec, default_workers, normalize, pixel_table
+from clip.tasks.embed.decode import (
+    Decoder,
+    crop_spec,
+    default_workers,
+    normalize,
+    pixel_table,
+)
 from clip.tasks.embed.inputs import Item, regular_file_error
 
 DECODE_MODES = ("auto", "process", "thread")

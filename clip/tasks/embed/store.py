@@ -22,7 +22,14 @@ import shutil
 
 import numpy as np
 
-from clip.common.io import atomic_path, atomic_write_json, path_inside, read_json_object, read_safetensors, write_safetensors
+from clip.common.io import (
+    atomic_path,
+    atomic_write_json,
+    path_inside,
+    read_json_object,
+    read_safetensors,
+    write_safetensors,
+)
 from clip.tasks.backends import TaskError
 from clip.tasks.embed.inputs import MANIFEST
 
@@ -312,7 +319,6 @@ class ChunkWriter:
             self._commit()
             return
         index = manifest["next_chunk"]
-        name = f"chunks/{index:06d}"
         side = {"keys": list(keys), "skipped": list(skipped)}
         if texts is not None:
             side["texts"] = list(texts)
@@ -355,9 +361,8 @@ class ChunkWriter:
 
 
 def _save_npy(path, array):
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.save(f, array, allow_pickle=False)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, array, allow_pickle=False)
 
 
 def write_parquet(path, rows: list[dict]):

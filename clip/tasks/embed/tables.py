@@ -11,7 +11,13 @@ from __future__ import annotations
 import os
 
 from clip.tasks.backends import TaskError
-from clip.tasks.embed.inputs import CAPTION_COLUMNS, IMAGE_COLUMNS, Collection, Item, regular_file_error
+from clip.tasks.embed.inputs import (
+    CAPTION_COLUMNS,
+    IMAGE_COLUMNS,
+    Collection,
+    Item,
+    regular_file_error,
+)
 
 
 def read_table(path: str):
