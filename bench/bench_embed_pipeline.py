@@ -90,13 +90,17 @@ def pipeline_rate(encoder, folder, out, batch_size, draft=False, workers=None):
     return summary["embedded"] / elapsed, load_embeddings(out)
 
 
-def decode_rate(encoder, folder, mode, workers, batch_size):
+def decode_rate(encoder, folder, mode, workers, batch_size, draft=False, rounds=3):
+    """Images/s per worker of the decode stage alone, timed from the first batch on (the workers'
+    start-up left out), over the folder read `rounds` times."""
     from clip.tasks.embed import image_batches, open_collection
 
-    collection = open_collection(folder)
-    start = time.perf_counter()
-    count = 0
-    for done, _, _ in image_batches(encoder, collection.iterate(), batch_size, workers, decode=mode):
+    items = list(open_collection(folder).iterate()) * rounds
+    start, count = None, 0
+    for done, _, _ in image_batches(encoder, items, batch_size, workers, decode=mode, draft=draft):
+        if start is None:
+            start = time.perf_counter()
+            continue
         count += len(done)
     return count / (time.perf_counter() - start) / workers
 
@@ -107,11 +111,10 @@ def main():
     parser.add_argument("--small", type=int, default=128, help="500x375 JPEGs (default 128)")
     parser.add_argument("--big", type=int, default=16, help="4000x3000 JPEGs (default 16)")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--decode-only", action="store_true", help="only the decode table")
     args = parser.parse_args()
     if args.quick:
         args.small, args.big = 32, 4
-    from clip.tasks import load_encoder
-
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(f"CPU: {cpu_model()}, {cores} cores usable, load average {os.getloadavg()[0]:.1f}")
     root = tempfile.mkdtemp(prefix="bench_embed_")
@@ -121,29 +124,43 @@ def main():
                 "4000x3000": (os.path.join(root, "big"), args.big, (4000, 3000))}
         for folder, count, size in sets.values():
             make_jpegs(folder, count, size)
-        print("\n| dtype | images | model only (img/s) | pipeline (img/s) | ratio | --draft pipeline (img/s) | --draft worst cosine |")
-        print("|---|---|---|---|---|---|---|")
-        for dtype in ("float32", "bfloat16"):
-            encoder = load_encoder(os.path.join(root, "model"), "pt", device="cpu", dtype=dtype)
-            for label, (folder, _, _) in sets.items():
-                alone = model_rate(encoder, folder, args.batch_size)
-                rate, exact = pipeline_rate(encoder, folder, os.path.join(root, "out"), args.batch_size)
-                draft_cells = ["", ""]
-                if label == "4000x3000":
-                    draft_rate, drafted = pipeline_rate(encoder, folder, os.path.join(root, "out"), args.batch_size, draft=True)
-                    cosine = np.sum(exact.vectors * drafted.vectors, axis=1).min()
-                    draft_cells = [f"{draft_rate:.1f}", f"{cosine:.4f}"]
-                print(f"| {dtype} | {label} | {alone:.1f} | {rate:.1f} | {rate / alone:.2f} | {draft_cells[0]} | {draft_cells[1]} |", flush=True)
-        encoder = load_encoder(os.path.join(root, "model"), "pt", device="cpu")
-        print("\n| images | workers | threads (img/s per worker) | processes (img/s per worker) |")
-        print("|---|---|---|---|")
-        for label, (folder, _, _) in sets.items():
-            for workers in sorted({1, cores}):
-                threads = decode_rate(encoder, folder, "thread", workers, args.batch_size)
-                processes = decode_rate(encoder, folder, "process", workers, args.batch_size)
-                print(f"| {label} | {workers} | {threads:.1f} | {processes:.1f} |", flush=True)
+        if not args.decode_only:
+            pipeline_table(args, root, sets)
+        decode_table(args, root, sets, cores)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def pipeline_table(args, root, sets):
+    from clip.tasks import load_encoder
+
+    print("\n| dtype | images | model only (img/s) | pipeline (img/s) | ratio | --draft pipeline (img/s) | --draft worst cosine |")
+    print("|---|---|---|---|---|---|---|")
+    for dtype in ("float32", "bfloat16"):
+        encoder = load_encoder(os.path.join(root, "model"), "pt", device="cpu", dtype=dtype)
+        for label, (folder, _, _) in sets.items():
+            alone = model_rate(encoder, folder, args.batch_size)
+            rate, exact = pipeline_rate(encoder, folder, os.path.join(root, "out"), args.batch_size)
+            draft_cells = ["", ""]
+            if label == "4000x3000":
+                draft_rate, drafted = pipeline_rate(encoder, folder, os.path.join(root, "out"), args.batch_size, draft=True)
+                cosine = np.sum(exact.vectors * drafted.vectors, axis=1).min()
+                draft_cells = [f"{draft_rate:.1f}", f"{cosine:.4f}"]
+            print(f"| {dtype} | {label} | {alone:.1f} | {rate:.1f} | {rate / alone:.2f} | {draft_cells[0]} | {draft_cells[1]} |", flush=True)
+
+
+def decode_table(args, root, sets, cores):
+    from clip.tasks import load_encoder
+
+    encoder = load_encoder(os.path.join(root, "model"), "pt", device="cpu")
+    print("\n| images | workers | threads (img/s per worker) | processes (img/s per worker) | processes --draft (img/s per worker) |")
+    print("|---|---|---|---|---|")
+    for label, (folder, _, _) in sets.items():
+        for workers in sorted({1, cores}):
+            threads = decode_rate(encoder, folder, "thread", workers, args.batch_size)
+            processes = decode_rate(encoder, folder, "process", workers, args.batch_size)
+            drafted = decode_rate(encoder, folder, "process", workers, args.batch_size, draft=True)
+            print(f"| {label} | {workers} | {threads:.1f} | {processes:.1f} | {drafted:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

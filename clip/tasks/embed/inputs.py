@@ -84,7 +84,7 @@ def scan_folder(directory, exclude=None) -> tuple[list[str], list[dict]]:
             if entry.name.startswith("."):
                 continue
             try:
-                is_dir = entry.is_dir()
+                is_dir = entry.is_dir(follow_symlinks=False)  # as os.walk: a link loop must not recurse forever
             except OSError:
                 is_dir = False
             if is_dir:
