@@ -168,7 +168,8 @@ def default_workers() -> int:
 def _start_method() -> str:
     """fork where there is one (Linux, as torch's DataLoader): the workers start at once and a script
     needs no `if __name__ == "__main__"` guard; they only run PIL and numpy, never the parent's
-    framework threads. spawn elsewhere."""
+    framework threads (JAX warns about any fork all the same; "auto" decoding uses threads under
+    JAX for that reason). spawn elsewhere."""
     return "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import os
+import sys
 
 import numpy as np
 from PIL import Image
@@ -65,6 +66,8 @@ def choose_mode(decode: str, count: int | None, batch_size: int) -> str:
         raise TaskError(f"unknown decode mode {decode!r}; choose {', '.join(DECODE_MODES)}")
     if decode != "auto":
         return decode
+    if "jax" in sys.modules:  # JAX warns on every fork (its threads); threads decode without that noise
+        return "thread"
     return "process" if count is None or count > max(PROCESS_THRESHOLD, 2 * batch_size) else "thread"
 
 
