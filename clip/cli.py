@@ -150,15 +150,19 @@ def _run_zero_shot(args) -> int:
 def _embed_parser(sub):
     p = _command(
         sub, "embed", "embed a folder of images or a text file of lines, resumably",
-        "Embed every image under a folder (or one image, or each line of a .txt file) into an embedding "
-        "directory: float32 unit vectors in chunks (safetensors or .npy) and a JSON manifest of what is "
-        "done and what was skipped. Run the same command again to resume an interrupted run or to add "
-        "new files; finished chunks are never recomputed.",
+        "Embed every image under a folder (or one image, each line of a .txt file, webdataset shards, or "
+        "the images a parquet/CSV/JSONL table names) into an embedding directory: float32 unit vectors in "
+        "chunks (safetensors or .npy) with a small JSON manifest, and clip-retrieval's img_emb/, text_emb/ "
+        "and metadata/ files beside them. Run the same command again to resume an interrupted run, repair "
+        "a damaged directory or add new files; finished chunks are never recomputed.",
         [
             "clip embed photos/ --out photos.emb",
             "clip embed captions.txt --out captions.emb --model openai/clip-vit-base-patch32 --backend flax",
             "clip embed photos/ --out photos.emb --format npy --chunk-size 4096 --overwrite",
             "clip embed photos/ --out photos.emb/1 --shard 1/4 --device cuda:1   (one of 4 processes)",
+            "clip embed 'laion/{00000..00099}.tar' --out laion.emb --texts-too",
+            "clip embed images.parquet --out images.emb --image-column filepath --caption-column caption",
+            "clip embed photos/ --out photos.emb --ray auto   (on the Ray cluster this machine belongs to)",
         ],
     )
     p.add_argument("source", metavar="INPUT",
