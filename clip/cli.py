@@ -189,7 +189,7 @@ def _embed_parser(sub):
     p.add_argument("--draft", action="store_true",
                    help="decode big JPEGs at a reduced DCT scale (PIL draft): several times faster on photos "
                         "far larger than the model's input, vectors within ~1e-2 cosine (see README)")
-    p.add_argument("--ray", nargs="?", const="auto", default=None, metavar="ADDRESS",
+    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
                    help="run on a Ray cluster (ADDRESS, or a local one when omitted); needs clip[ray]")
     _model_options(p)
     _batch_options(p)

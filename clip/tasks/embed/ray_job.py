@@ -90,8 +90,11 @@ def embed_to_dir_ray(encoder, source, out, address: str | None = "local", kind: 
         raise TaskError("--ray needs a processor that resizes, center-crops and converts to RGB (every CLIP checkpoint's)")
     started = not ray.is_initialized()
     if started:
-        ray.init(address=None if address in (None, "local") else address, log_to_driver=False,
-                 include_dashboard=False, configure_logging=False)
+        try:
+            ray.init(address=None if address in (None, "local") else address, log_to_driver=False,
+                     include_dashboard=False, configure_logging=False)
+        except (ConnectionError, ValueError, RuntimeError) as err:
+            raise TaskError(f"cannot reach the Ray cluster at {address!r}: {str(err).splitlines()[0]}") from None
     try:
         job = Job(encoder, source, out, kind, chunk_size, storage, overwrite, shard, image_column, caption_column,
                   texts_too, emb_dtype)
