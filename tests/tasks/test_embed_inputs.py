@@ -234,3 +234,19 @@ def test_a_damaged_directory_is_verified_and_repaired_on_resume(tmp_path, encode
     (out / "manifest.json").write_text(json.dumps(manifest))
     proc = run_clip("embed", folder, "--out", out, "--format", "npy", "--chunk-size", "3", check=False)
     assert proc.returncode == 2 and "chunk_ranges" in proc.stderr and "--overwrite" in proc.stderr
+
+
+def test_without_pyarrow_the_npy_layout_is_still_written_and_resumes(tmp_path, encoder, monkeypatch):
+    import clip.tasks.embed.store as store
+
+    monkeypatch.setattr(store, "_have_pyarrow", lambda: False)
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # any import of it now fails
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("rocket.jpg", "chelsea.png"):
+        (folder / name).write_bytes(_read(os.path.join(PHOTOS, name)))
+    out = tmp_path / "e.emb"
+    assert embed_to_dir(encoder, folder, out)["count"] == 2
+    assert os.listdir(out / "metadata") == [] and os.listdir(out / "img_emb") == ["img_emb_000000.npy"]
+    summary = embed_to_dir(encoder, folder, out)
+    assert summary["reused"] == 2 and summary["embedded"] == 0 and not summary["repaired"]

@@ -15,8 +15,10 @@ from clip.tasks.embed.inputs import TAR_IMAGE_FIELDS, Collection, Item, parse_me
 
 def expand_shards(spec: str) -> list[str]:
     """`a.tar`, `shards-{00000..00009}.tar` or `a.tar::b.tar` -> the shard paths or URLs."""
-    from webdataset.shardlists import expand_urls
-
+    try:
+        from webdataset.shardlists import expand_urls
+    except ImportError:
+        raise TaskError(f"{spec}: reading webdataset shards needs the webdataset package: pip install 'clip[data]'") from None
     return list(expand_urls(spec))
 
 

@@ -51,7 +51,15 @@ def settings(encoder, kind, input_type, root, storage, shard, emb_dtype="float16
         "model": None if encoder.model is None else os.fspath(encoder.model), "weights": encoder.fingerprint,
         "backend": encoder.backend, "dim": encoder.dim, "dtype": "float32", "compute_dtype": encoder.dtype,
         "normalized": True, "storage": storage, "shard": list(shard), "emb_dtype": emb_dtype, "texts_too": bool(texts_too),
+        # clip-retrieval's metadata parquet needs pyarrow (clip[data]); without it the npy files are still written
+        "parquet": _have_pyarrow(),
     }
+
+
+def _have_pyarrow() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("pyarrow") is not None
 
 
 def check_same_weights(manifest: dict, fingerprint, out, advice: str, unrecorded_ok: bool = False):
@@ -191,7 +199,8 @@ def chunk_entry(manifest: dict, index: int, count) -> dict:
             entry["text_emb"] = f"text_emb/text_emb_{index:06d}.npy"
         if manifest.get("texts_too"):
             entry["text_file"] = f"{name}.text.{manifest['storage']}"
-        entry["metadata"] = f"metadata/metadata_{index:06d}.parquet"
+        if manifest.get("parquet", True):  # fixed when the directory is created
+            entry["metadata"] = f"metadata/metadata_{index:06d}.parquet"
     return entry
 
 

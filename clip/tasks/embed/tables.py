@@ -22,7 +22,10 @@ from clip.tasks.embed.inputs import (
 
 def read_table(path: str):
     """The table as a pyarrow Table; a file that is not one is a TaskError naming it."""
-    import pyarrow as pa
+    try:
+        import pyarrow as pa
+    except ImportError:
+        raise TaskError(f"{path}: reading tables needs pyarrow: pip install 'clip[data]'") from None
 
     lower = path.lower()
     try:
