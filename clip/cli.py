@@ -35,7 +35,7 @@ def _model_options(p, model_help="local directory or hub id, e.g. openai/clip-vi
 
 def _batch_options(p, default=64):
     p.add_argument("--batch-size", type=_positive, default=default, help=f"images per model call (default {default})")
-    p.add_argument("--workers", type=_positive, default=None, help="image decoding threads (default: one per core, at most 8)")
+    p.add_argument("--workers", type=_positive, default=None, help="image decoding workers (default: one per core)")
 
 
 def _positive(value):
@@ -68,12 +68,13 @@ def _split_labels(text):
 def _expand_images(paths):
     """(sources, explicit): directories expand to their files; explicit = the files named directly."""
     from clip.tasks.backends import TaskError
-    from clip.tasks.embed import list_images
+    from clip.tasks.embed import scan_folder
 
     sources, explicit = [], set()
     for path in paths:
         if os.path.isdir(path):
-            found = [os.path.join(path, *key.split("/")) for key in list_images(path)]
+            images, unreadable = scan_folder(path)  # a named pipe is listed (then skipped with its reason), never opened
+            found = [os.path.join(path, *key.split("/")) for key in images + [e["source"] for e in unreadable]]
             if not found:
                 raise TaskError(f"{path}: the directory holds no files")
             sources += found
@@ -150,49 +151,79 @@ def _run_zero_shot(args) -> int:
 def _embed_parser(sub):
     p = _command(
         sub, "embed", "embed a folder of images or a text file of lines, resumably",
-        "Embed every image under a folder (or one image, or each line of a .txt file) into an embedding "
-        "directory: float32 unit vectors in chunks (safetensors or .npy) and a JSON manifest of what is "
-        "done and what was skipped. Run the same command again to resume an interrupted run or to add "
-        "new files; finished chunks are never recomputed.",
+        "Embed every image under a folder (or one image, each line of a .txt file, webdataset shards, or "
+        "the images a parquet/CSV/JSONL table names) into an embedding directory: float32 unit vectors in "
+        "chunks (safetensors or .npy) with a small JSON manifest, and clip-retrieval's img_emb/, text_emb/ "
+        "and metadata/ files beside them. Run the same command again to resume an interrupted run, repair "
+        "a damaged directory or add new files; finished chunks are never recomputed.",
         [
             "clip embed photos/ --out photos.emb",
             "clip embed captions.txt --out captions.emb --model openai/clip-vit-base-patch32 --backend flax",
             "clip embed photos/ --out photos.emb --format npy --chunk-size 4096 --overwrite",
             "clip embed photos/ --out photos.emb/1 --shard 1/4 --device cuda:1   (one of 4 processes)",
+            "clip embed 'laion/{00000..00099}.tar' --out laion.emb --texts-too",
+            "clip embed images.parquet --out images.emb --image-column filepath --caption-column caption",
+            "clip embed photos/ --out photos.emb --ray auto   (on the Ray cluster this machine belongs to)",
         ],
     )
-    p.add_argument("source", metavar="DIR_OR_FILE", help="a folder of images, an image, or a .txt file (one text per line)")
+    p.add_argument("source", metavar="INPUT",
+                   help="a folder of images, an image, a .txt file (one text per line), webdataset shards "
+                        "(a.tar, 'shards-{00000..00009}.tar', 'a.tar::b.tar', s3:// or https:// URLs), "
+                        "or a parquet/CSV/JSONL table of image paths")
     p.add_argument("--out", required=True, metavar="EMB", help="output embedding directory (created; resumed if it exists)")
-    p.add_argument("--texts", action="store_true", help="read DIR_OR_FILE as a text file of lines whatever its name")
+    p.add_argument("--texts", action="store_true", help="read INPUT as a text file of lines whatever its name")
     p.add_argument("--format", choices=("safetensors", "npy"), default="safetensors", help="chunk file format (default safetensors)")
     p.add_argument("--chunk-size", type=_positive, default=1024, help="vectors per chunk file (default 1024)")
     p.add_argument("--overwrite", action="store_true", help="discard what --out holds and start again")
     p.add_argument("--shard", default="0/1", metavar="K/N",
                    help="embed only the K-th of N disjoint parts of the input, into its own --out (default 0/1: all)")
+    p.add_argument("--image-column", default=None, metavar="NAME",
+                   help="a table's image path column (default: the first of image_path, filepath, path, url, image)")
+    p.add_argument("--caption-column", default=None, metavar="NAME",
+                   help="a table's caption column (default: the first of caption, text, title, if any)")
+    p.add_argument("--texts-too", action="store_true",
+                   help="also embed the captions (webdataset .txt, a table's caption column) into text_emb/")
+    p.add_argument("--emb-dtype", choices=("float16", "float32"), default="float16",
+                   help="dtype of clip-retrieval's img_emb/text_emb files (default float16, as clip-retrieval)")
+    p.add_argument("--decode", choices=("auto", "process", "thread"), default="auto",
+                   help="decode images in worker processes (shared memory) or threads (default auto: processes beyond a few hundred images)")
+    p.add_argument("--draft", action="store_true",
+                   help="decode big JPEGs at a reduced DCT scale (PIL draft): several times faster on photos "
+                        "far larger than the model's input, vectors within ~1e-2 cosine (see README)")
+    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="run on a Ray cluster (ADDRESS, or a local one when omitted); needs clip[ray]")
     _model_options(p)
     _batch_options(p)
     p.set_defaults(run=_run_embed)
 
 
 def _run_embed(args) -> int:
-    from clip.tasks.backends import TaskError, load_encoder
-    from clip.tasks.embed import detect_kind, embed_to_dir, list_images, parse_shard
+    from clip.tasks.backends import load_encoder
+    from clip.tasks.embed import embed_to_dir, open_collection, parse_shard
 
-    kind = "text" if args.texts else detect_kind(args.source)  # check the input before loading a model
+    source = args.source
+    kind = "text" if args.texts else "auto"
     shard = parse_shard(args.shard)
-    if os.path.isdir(args.source) and not list_images(args.source):
-        raise TaskError(f"{args.source}: the directory holds no files to embed")
+    open_collection(source, kind, args.out, args.image_column, args.caption_column)  # check the input before loading a model
     encoder = load_encoder(args.model, args.backend, device=args.device, dtype=args.dtype)
-    summary = embed_to_dir(
-        encoder, args.source, args.out, kind=kind, batch_size=args.batch_size, chunk_size=args.chunk_size,
-        storage=args.format, overwrite=args.overwrite, workers=args.workers, progress=_progress(args), shard=shard,
-    )
+    options = dict(kind=kind, batch_size=args.batch_size, chunk_size=args.chunk_size, storage=args.format,
+                   overwrite=args.overwrite, workers=args.workers, progress=_progress(args), shard=shard,
+                   image_column=args.image_column, caption_column=args.caption_column, texts_too=args.texts_too,
+                   emb_dtype=args.emb_dtype, draft=args.draft)
+    if args.ray is not None:
+        from clip.tasks.embed.ray_job import embed_to_dir_ray
+
+        summary = embed_to_dir_ray(encoder, source, args.out, address=args.ray, **options)
+    else:
+        summary = embed_to_dir(encoder, source, args.out, decode=args.decode, **options)
     if args.json:
         _print_json(summary)
         return 0
     reused = f" ({summary['reused']} from an earlier run)" if summary["reused"] else ""
     print(f"{summary['count']} {summary['kind']} vectors of {encoder.dim} dimensions in {summary['out']}{reused}; "
           f"embedded now: {summary['embedded']}, skipped now: {len(summary['skipped'])}")
+    for repair in summary.get("repaired", []):
+        print(f"  repaired: {repair}")
     _report_skipped(summary["skipped"], sys.stdout)
     return 0
 

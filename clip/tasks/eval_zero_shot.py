@@ -132,7 +132,7 @@ def evaluate_zero_shot(encoder, source, templates=None, layout: str = "auto", cl
 
 def _embed_labelled(encoder, data, batch_size, workers, progress):
     """(vectors (N, D), targets (N,), skipped) over the dataset's samples, a chunk at a time."""
-    from clip.tasks.embed import _progress, embed_images
+    from clip.tasks.embed import embed_images, progress_bar
 
     vectors, targets, skipped = [], [], []
     chunk = []
@@ -147,7 +147,7 @@ def _embed_labelled(encoder, data, batch_size, workers, progress):
         bar.update(len(chunk))
         chunk.clear()
 
-    with _progress(data.count, progress, "zero-shot evaluation") as bar:
+    with progress_bar(data.count, progress, "zero-shot evaluation") as bar:
         for name, image, target in data.samples():
             if image is None:  # a sample the reader could not use: target holds the reason
                 skipped.append({"source": name, "reason": target})

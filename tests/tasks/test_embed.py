@@ -7,24 +7,27 @@ import signal
 
 import numpy as np
 import pytest
+from task_helpers import PHOTOS, run_clip, run_json
 
 from clip.tasks.embed import KILL_AFTER_CHUNKS_ENV, embed_images, load_embeddings
-from task_helpers import PHOTOS, run_clip, run_json
 
 
 def test_embed_folder_writes_chunks_manifest_and_lists_skipped_files(photos_with_junk, tmp_path, encoder):
     out = tmp_path / "photos.emb"
     summary = run_json("embed", photos_with_junk, "--out", out, "--chunk-size", "4", "--batch-size", "3", subprocess_=True)
     assert summary["count"] == 6 and summary["embedded"] == 6 and summary["reused"] == 0
-    assert sorted(e["source"] for e in summary["skipped"]) == ["notes.txt", "sub/empty.png", "sub/truncated.jpg"]
+    # notes.txt is not an image name: not an input, not listed
+    assert sorted(e["source"] for e in summary["skipped"]) == ["sub/empty.png", "sub/truncated.jpg"]
 
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["complete"] and manifest["kind"] == "image" and manifest["dim"] == encoder.dim
-    assert [c["count"] for c in manifest["chunks"]] == [4, 2]
-    assert sorted(e["source"] for e in manifest["skipped"]) == ["notes.txt", "sub/empty.png", "sub/truncated.jpg"]
-    assert all(e["reason"] for e in manifest["skipped"])
+    assert manifest["chunk_ranges"] == [[0, 2]] and manifest["count"] == 6
+    assert [len(json.loads((out / "chunks" / f"00000{i}.json").read_text())["keys"]) for i in (0, 1)] == [4, 2]
+    assert manifest["skipped"] == [] and manifest["skipped_count"] == 2  # the list lives in the chunk files
 
     loaded = load_embeddings(out)
+    assert sorted(e["source"] for e in loaded.skipped) == ["sub/empty.png", "sub/truncated.jpg"]
+    assert all(e["reason"] for e in loaded.skipped)
     names = sorted(os.listdir(PHOTOS))
     assert [os.path.basename(s) for s in loaded.sources] == names
     direct = encoder.encode_images(encoder.preprocess([os.path.join(PHOTOS, n) for n in names]))
@@ -70,7 +73,7 @@ def test_resume_after_a_kill_recomputes_nothing(tmp_path):
     killed = run_clip("embed", folder, "--out", out, *args, env={KILL_AFTER_CHUNKS_ENV: "2"}, check=False, subprocess_=True)
     assert killed.returncode == -signal.SIGKILL
     manifest = json.loads((out / "manifest.json").read_text())
-    assert not manifest["complete"] and manifest["count"] == 6 and len(manifest["chunks"]) == 2
+    assert not manifest["complete"] and manifest["count"] == 6 and manifest["chunk_ranges"] == [[0, 2]]
     assert len(load_embeddings(out)) == 6  # the finished part is usable as it is
     before = _chunk_stats(out)
 
@@ -100,7 +103,7 @@ def test_resume_refuses_a_different_input_kind_or_format(tmp_path, shapes_dir):
 
 
 @pytest.mark.parametrize("make, message", [
-    (lambda p: p.mkdir(), "holds no files"),
+    (lambda p: p.mkdir(), "holds no image files"),
     (lambda p: None, "no such file or directory"),
 ])
 def test_empty_or_missing_input_is_one_line(tmp_path, make, message):

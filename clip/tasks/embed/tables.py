@@ -1,0 +1,96 @@
+"""Tables of image paths (parquet, CSV/TSV, JSONL), as img2dataset and clip-retrieval users keep them.
+
+The image column is `--image-column` or the first of image_path, filepath, path, url, image; the
+caption column `--caption-column` or the first of caption, text, title (optional). Relative paths
+are relative to the table's folder; URLs (https://, s3://) are read through fsspec. The other
+columns travel into the metadata parquet.
+"""
+
+from __future__ import annotations
+
+import os
+
+from clip.tasks.backends import TaskError
+from clip.tasks.embed.inputs import (
+    CAPTION_COLUMNS,
+    IMAGE_COLUMNS,
+    Collection,
+    Item,
+    regular_file_error,
+)
+
+
+def read_table(path: str):
+    """The table as a pyarrow Table; a file that is not one is a TaskError naming it."""
+    try:
+        import pyarrow as pa
+    except ImportError:
+        raise TaskError(f"{path}: reading tables needs pyarrow: pip install 'clip[data]'") from None
+
+    lower = path.lower()
+    try:
+        if lower.endswith(".parquet"):
+            import pyarrow.parquet as pq
+
+            return pq.read_table(path)
+        if lower.endswith((".csv", ".tsv")):
+            import pyarrow.csv as pcsv
+
+            delimiter = "\t" if lower.endswith(".tsv") else ","
+            return pcsv.read_csv(path, parse_options=pcsv.ParseOptions(delimiter=delimiter))
+        import pyarrow.json as pjson
+
+        return pjson.read_json(path)
+    except (pa.ArrowException, OSError, ValueError) as err:
+        raise TaskError(f"{path}: not a readable table ({str(err).splitlines()[0] if str(err) else type(err).__name__})") from None
+
+
+def _column(table, path: str, wanted, candidates, what: str, required: bool):
+    names = table.column_names
+    if wanted is not None:
+        if wanted not in names:
+            raise TaskError(f"{path}: no column {wanted!r} (columns: {', '.join(names) or 'none'})")
+        return wanted
+    found = next((name for name in candidates if name in names), None)
+    if found is None and required:
+        raise TaskError(f"{path}: no {what} column (looked for {', '.join(candidates)}; columns: "
+                        f"{', '.join(names) or 'none'}); name it with --image-column")
+    return found
+
+
+def table_collection(path: str, image_column=None, caption_column=None) -> Collection:
+    if not os.path.isfile(path):
+        raise TaskError(f"{path}: no such file")
+    table = read_table(path)
+    image_column = _column(table, path, image_column, IMAGE_COLUMNS, "image path", True)
+    caption_column = _column(table, path, caption_column, CAPTION_COLUMNS, "caption", False)
+    if table.num_rows == 0:
+        raise TaskError(f"{path}: the table has no rows")
+    base = os.path.dirname(os.path.abspath(path))
+    rows = table.to_pylist()
+    items = []
+    for number, row in enumerate(rows):
+        value = row.get(image_column)
+        caption = row.get(caption_column) if caption_column else None
+        meta = {k: v for k, v in row.items() if k not in (image_column, caption_column)}
+        meta = {k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool)) or v is None}
+        key = str(number)
+        if not isinstance(value, str) or not value.strip():
+            items.append(Item(key, f"row {number}", caption=_text(caption), meta=meta,
+                              error=f"row {number}: no path in column {image_column!r}"))
+            continue
+        if "://" in value:
+            items.append(Item(key, value, path=value, caption=_text(caption), meta=meta))
+            continue
+        full = value if os.path.isabs(value) else os.path.join(base, value)
+        error = None
+        if not os.path.exists(full):
+            error = f"no such file: {value}"
+        elif regular_file_error(full):
+            error = regular_file_error(full)
+        items.append(Item(key, value, path=full, caption=_text(caption), meta=meta, error=error))
+    return Collection("image", "table", os.path.abspath(path), items, len(items), has_captions=caption_column is not None)
+
+
+def _text(value):
+    return None if value is None else str(value)
