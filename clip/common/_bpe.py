@@ -176,7 +176,7 @@ class BytePairEncoder:
     def tokens(self, text: str, limit: int | None = None, from_end: bool = False) -> list[str]:
         """Token strings of cleaned text; with `limit`, at least the first (or last) `limit` of them."""
         out = []
-        for word in _words(text, from_end):
+        for word in _words(text, from_end, limit):
             symbols = self.merge(_to_symbols(word))
             out.extend(reversed(symbols) if from_end else symbols)
             if limit is not None and len(out) >= limit:
@@ -188,7 +188,7 @@ class BytePairEncoder:
         found from the start (or, `from_end`, from the end): truncation keeps no more, and the
         words past it need no BPE. The ids found are those of the whole text, cut."""
         cache, out = self._cache, []
-        for word in _words(text, from_end):
+        for word in _words(text, from_end, limit):
             ids = cache.get(word)
             if ids is None:
                 get, unk = self.vocab.get, self.unk_id
@@ -203,10 +203,10 @@ class BytePairEncoder:
         return out[::-1] if from_end else out
 
 
-def _words(text: str, from_end: bool):
-    """The pre-tokenized words of `text`, in order or last first (lazily: a truncated call stops early)."""
+def _words(text: str, from_end: bool, limit):
+    """The pre-tokenized words of `text`, in order or last first (lazily when a limit may stop early)."""
     if not from_end:
-        return (m.group() for m in _WORDS.finditer(text))
+        return _WORDS.findall(text) if limit is None else (m.group() for m in _WORDS.finditer(text))
     # The word pattern has no look-around, so the words found scanning the whole text are the
     # same whatever direction they are consumed in; finditer is lazy only forwards, so collect.
     return reversed(_WORDS.findall(text))

@@ -92,6 +92,15 @@ class CLIPTokenizerBase(VocabularyMixin, FilesMixin):
         from_end = plan.truncation_side == "left"
         content = self._content(texts, limit, from_end, return_offsets_mapping)
         pair_content = self._content(pairs, None, False, return_offsets_mapping) if pairs else [None] * len(texts)
+        wanted = {
+            "token_type_ids": bool(return_token_type_ids),
+            "special_tokens_mask": return_special_tokens_mask,
+            "offset_mapping": return_offsets_mapping,
+            "overflowing_tokens": overflow and not self.is_fast,
+            "num_truncated_tokens": overflow and not self.is_fast,
+            "overflow_to_sample_mapping": return_overflowing_tokens and self.is_fast,
+            "attention_mask": return_attention_mask is None or bool(return_attention_mask),
+        }
         fields = {"input_ids": [], "token_type_ids": [], "special_tokens_mask": [], "offset_mapping": [],
                   "overflowing_tokens": [], "num_truncated_tokens": [], "overflow_to_sample_mapping": []}
         for sample, ((ids, offsets), pair) in enumerate(zip(content, pair_content)):
@@ -102,7 +111,7 @@ class CLIPTokenizerBase(VocabularyMixin, FilesMixin):
                 spans = enc.overflow_windows(ids, keep, plan.stride, plan.truncation_side) if len(ids) > keep \
                     else [(0, len(ids))]
                 for start, end in spans:
-                    self._add_row(fields, ids[start:end], None, offsets and offsets[start:end], None,
+                    self._add_row(fields, wanted, ids[start:end], None, offsets and offsets[start:end], None,
                                   add_special_tokens)
                     fields["overflow_to_sample_mapping"].append(sample)
                 continue
@@ -113,20 +122,11 @@ class CLIPTokenizerBase(VocabularyMixin, FilesMixin):
                                                            plan.truncation_side, plan.stride)
                 offsets = _keep(offsets, ids, plan.truncation_side)
                 pair_offsets = _keep(pair_offsets, pair_ids, plan.truncation_side)
-            self._add_row(fields, ids, pair_ids, offsets, pair_offsets, add_special_tokens)
+            self._add_row(fields, wanted, ids, pair_ids, offsets, pair_offsets, add_special_tokens)
             fields["overflowing_tokens"].append(dropped)
             fields["num_truncated_tokens"].append(total - (plan.truncate_to or 0))
             fields["overflow_to_sample_mapping"].append(sample)
         fields["attention_mask"] = [[1] * len(row) for row in fields["input_ids"]]
-        wanted = {
-            "token_type_ids": bool(return_token_type_ids),
-            "special_tokens_mask": return_special_tokens_mask,
-            "offset_mapping": return_offsets_mapping,
-            "overflowing_tokens": overflow and not self.is_fast,
-            "num_truncated_tokens": overflow and not self.is_fast,
-            "overflow_to_sample_mapping": return_overflowing_tokens and self.is_fast,
-            "attention_mask": return_attention_mask is None or bool(return_attention_mask),
-        }
         fields = {name: rows for name, rows in fields.items() if wanted.get(name, True)}
         if return_length and not self.is_fast:  # transformers' slow tokenizers count before padding
             fields["length"] = [len(row) for row in fields["input_ids"]]
@@ -139,17 +139,20 @@ class CLIPTokenizerBase(VocabularyMixin, FilesMixin):
             out["length"] = fields["length"]  # transformers' fast tokenizers keep it a list
         return out
 
-    def _add_row(self, fields, ids, pair_ids, offsets, pair_offsets, add_special_tokens):
+    def _add_row(self, fields, wanted, ids, pair_ids, offsets, pair_offsets, add_special_tokens):
+        """Append one encoded row to each wanted field (work on unwanted ones is skipped)."""
         if add_special_tokens:
             row = self.build_inputs_with_special_tokens(ids, pair_ids)
-            # Only the tokens added here count as special: transformers marks none inside the text.
-            specials = self.get_special_tokens_mask(ids, pair_ids)
         else:
             row = list(ids) + (list(pair_ids) if pair_ids is not None else [])
-            specials = [0] * len(row)
         fields["input_ids"].append(row)
-        fields["token_type_ids"].append([0] * len(row))
-        fields["special_tokens_mask"].append(specials)
+        if wanted["token_type_ids"]:
+            fields["token_type_ids"].append([0] * len(row))
+        if wanted["special_tokens_mask"]:
+            # Only the tokens added here count: transformers marks none found inside the text.
+            fields["special_tokens_mask"].append(
+                self.get_special_tokens_mask(ids, pair_ids) if add_special_tokens else [0] * len(row)
+            )
         if offsets is not None:
             none = (0, 0)
             if add_special_tokens:
