@@ -321,7 +321,8 @@ class CLIPTokenizerFast(CLIPTokenizerBase):
         if new_special_tokens:
             extra = [str(getattr(t, "content", t)) for t in new_special_tokens]
             settings["additional_special_tokens"] = [*settings.get("additional_special_tokens", []), *extra]
-        return type(self)(tokenizer_object=backend, model_max_length=self.model_max_length, **settings)
+        settings["model_max_length"] = self.model_max_length
+        return type(self)(tokenizer_object=backend, **settings)
 
 
 def _build_backend(vocab, merges, settings):
