@@ -31,7 +31,7 @@ from ._tokenizer_files import MERGES_FILE, TOKENIZER_FILE, VOCAB_FILE
 from .hub import CheckpointNotFoundError, resolve_file
 from .io import atomic_write_text
 
-__all__ = ["CLIPTokenizer", "CLIPTokenizerFast", "DEFAULT_MAX_LENGTH"]
+__all__ = ["DEFAULT_MAX_LENGTH", "CLIPTokenizer", "CLIPTokenizerFast"]
 
 DEFAULT_MAX_LENGTH = 77  # CLIP's text model has 77 positions
 # Settings transformers' CLIP tokenizers accept that change nothing here: CLIP always lower-cases
@@ -327,7 +327,16 @@ class CLIPTokenizerFast(CLIPTokenizerBase):
 
 def _build_backend(vocab, merges, settings):
     """The Rust pipeline equivalent to transformers' conversion of the slow CLIP tokenizer."""
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from tokenizers import (
+        AddedToken,
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+    )
 
     bos, eos = settings["bos_token"], settings["eos_token"]
     backend = Tokenizer(
