@@ -64,9 +64,9 @@ PREPROCESS_KWARGS = frozenset((*OPTIONS, *_CALL_ONLY, "num_threads"))
 _FORMATS = ("channels_first", "channels_last")
 
 
-def _size_dict(value, name: str, square: bool, allow_int: bool = True) -> dict:
+def _size_dict(value, name: str, square: bool) -> dict:
     """The size forms transformers accepts, as a dict; `square` says what a bare int means."""
-    if isinstance(value, bool) or (not allow_int and isinstance(value, (int, np.integer))):
+    if isinstance(value, bool):
         raise ValueError(f"{name} must be an int, a (height, width) pair or a dict, got {value!r}")
     if isinstance(value, (int, np.integer)):
         size = {"height": int(value), "width": int(value)} if square else {"shortest_edge": int(value)}
@@ -235,7 +235,9 @@ class CLIPImageProcessor:
     def resize(self, image, size, resample=Image.Resampling.BICUBIC, data_format=None, input_data_format=None,
                **kwargs) -> np.ndarray:
         """Resize through 8-bit PIL: uint8 and integral values give uint8, [0, 1] floats float32."""
-        size = _size_dict(size, "size", square=False, allow_int=False)
+        if not isinstance(size, dict):
+            raise TypeError(f"size must be a dict (shortest_edge, or height and width), got {size!r}")
+        size = _size_dict(size, "size", square=False)
         array, fmt = _one_image(image, input_data_format)
         pre_scaled = array.dtype != np.uint8 and needs_scaling_for_pil(array, "image")
         if pre_scaled:
