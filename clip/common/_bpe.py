@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import heapq
+import itertools
 import json
 import os
 from importlib import resources
@@ -154,7 +155,7 @@ class BytePairEncoder:
         while len(symbols) > 1:
             best = None
             best_rank = len(ranks)
-            for pair in zip(symbols, symbols[1:]):
+            for pair in itertools.pairwise(symbols):
                 rank = ranks.get(pair, best_rank)
                 if rank < best_rank:
                     best, best_rank = pair, rank
@@ -224,7 +225,7 @@ def _merge_long(symbols: list[str], ranks: dict) -> list[str]:
     n = len(symbols)
     nxt = list(range(1, n)) + [-1]
     prv = list(range(-1, n - 1))
-    heap = [(ranks[pair], i) for i, pair in enumerate(zip(symbols, symbols[1:])) if pair in ranks]
+    heap = [(ranks[pair], i) for i, pair in enumerate(itertools.pairwise(symbols)) if pair in ranks]
     heapq.heapify(heap)
     while heap:
         round_rank = heap[0][0]

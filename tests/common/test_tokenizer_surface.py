@@ -213,16 +213,16 @@ FAST_ONLY = {"train_new_from_iterator": train_new}
 # Where ours differ from transformers on purpose: kind -> call -> (reason, check of ours' result).
 DIFFERENCES = {
     "both": {
-        "tensors_ragged": ("transformers returns numpy object arrays of ragged rows (torch and TF raise); "
-                           "ours raise the clear ValueError for every tensor type",
+        "tensors_ragged": (("transformers returns numpy object arrays of ragged rows (torch and TF raise); "
+                            "ours raise the clear ValueError for every tensor type"),
                            lambda result: result == ("error", "ValueError")),
     },
     "fast": {
-        "unknown_kw": ("transformers' fast tokenizers raise TypeError on an unknown keyword, its slow ones "
-                       "warn and ignore it; ours warn and ignore it in both",
+        "unknown_kw": (("transformers' fast tokenizers raise TypeError on an unknown keyword, its slow ones "
+                        "warn and ignore it; ours warn and ignore it in both"),
                        lambda result: result[0] == "ok"),
-        "special_tokens_mask_fn": ("transformers' fast CLIP tokenizer asserts already_has_special_tokens=True; "
-                                   "ours answer as its slow one does",
+        "special_tokens_mask_fn": (("transformers' fast CLIP tokenizer asserts already_has_special_tokens=True; "
+                                    "ours answer as its slow one does"),
                                    lambda result: result == ("ok", [[1, 0, 0, 1], [1, 0, 1, 1, 0, 1], [1, 0, 1]])),
     },
 }
