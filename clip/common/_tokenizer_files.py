@@ -43,7 +43,7 @@ class FilesMixin:
         """Load from a local directory or hub id (tokenizer_config.json, special_tokens_map.json and
         chat_template.jinja are optional). Keyword arguments override the saved configuration."""
         hub = split_hub_kwargs(kwargs)
-        settings = {}
+        settings, added = {}, {}
         for filename in (CONFIG_FILE, SPECIAL_TOKENS_FILE):  # the special tokens map wins, as in transformers
             path = resolve_file(name_or_path, filename, required=False, **hub)
             if path is None:
@@ -55,6 +55,8 @@ class FilesMixin:
             for key in CONFIG_KEYS:
                 if key in config:
                     settings[key] = _token_value(config[key])
+            if isinstance(config.get("added_tokens_decoder"), dict):
+                added = config["added_tokens_decoder"]
         template = resolve_file(name_or_path, CHAT_TEMPLATE_FILE, required=False, **hub)
         if template is not None:
             with open(template, encoding="utf-8") as f:
@@ -62,7 +64,27 @@ class FilesMixin:
         if isinstance(settings.get("model_max_length"), float):
             settings["model_max_length"] = int(settings["model_max_length"])
         settings.update(kwargs)
-        return cls(**cls._resolve_vocab_files(name_or_path, hub), **settings)
+        # Saved added tokens take their ids back first; additional special tokens are among them.
+        additional = settings.pop("additional_special_tokens", None)
+        tokenizer = cls(**cls._resolve_vocab_files(name_or_path, hub), **settings)
+        tokenizer._restore_added_tokens(added)
+        if additional:
+            tokenizer.add_special_tokens({"additional_special_tokens": list(additional)})
+        return tokenizer
+
+    def _restore_added_tokens(self, saved: dict):
+        """Tokens added before saving (tokenizer_config.json's added_tokens_decoder) get their ids back."""
+        vocab = self.get_vocab()
+        for key, entry in sorted(saved.items(), key=lambda item: int(item[0]) if str(item[0]).isdigit() else -1):
+            content = entry.get("content") if isinstance(entry, dict) else None
+            if not isinstance(content, str) or not str(key).isdigit():
+                continue
+            if content in vocab and vocab[content] != int(key):
+                raise ValueError(f"added token {content!r} has id {key} in the saved config but {vocab[content]} here")
+            if content not in vocab or content not in self._added and content not in self.all_special_tokens:
+                self.add_tokens([content], special_tokens=bool(entry.get("special")))
+                if self._token_id(content) != int(key):
+                    raise ValueError(f"added token {content!r} was saved with id {key}, which is not the next free id")
 
     @classmethod
     def _resolve_vocab_files(cls, name_or_path, hub) -> dict:

@@ -34,7 +34,7 @@ def ref_files(tmp_path_factory):
     return write_reference_files(tmp_path_factory.mktemp("clip_vocab"))
 
 
-CHANGING = {"mutating", "save_and_reload", "save_jinja_false"}
+CHANGING = {"mutating", "save_and_reload", "save_added_and_reload", "save_jinja_false"}
 
 
 @pytest.fixture(scope="module")
@@ -190,6 +190,21 @@ def save_and_reload(kind):
     return fn
 
 
+def save_added_and_reload(kind):
+    """Added and additional special tokens keep their ids through save/load, in both libraries."""
+    def fn(tokenizer):
+        tokenizer.add_tokens(["newtokenx", "zzqq"])
+        tokenizer.add_special_tokens({"additional_special_tokens": ["<extra>"]})
+        text = "hello newtokenx <extra> zzqq"
+        with tempfile.TemporaryDirectory() as directory:
+            tokenizer.save_pretrained(directory)
+            loaded = [CLASSES[kind][0].from_pretrained(directory),
+                      getattr(transformers, CLASSES[kind][1]).from_pretrained(directory)]
+            return [(t(text)["input_ids"], len(t), t.all_special_tokens, t.decode(t(text)["input_ids"]))
+                    for t in loaded]
+    return fn
+
+
 def save_jinja_false(tokenizer):
     with tempfile.TemporaryDirectory() as directory:
         tokenizer.chat_template = "{{ messages[0]['content'] }}"
@@ -207,7 +222,8 @@ def train_new(tokenizer):
             trained.all_special_tokens, len(trained))
 
 
-CALLS.update({"mutating": mutating, "save_and_reload": None, "save_jinja_false": save_jinja_false})
+CALLS.update({"mutating": mutating, "save_and_reload": None, "save_added_and_reload": None,
+              "save_jinja_false": save_jinja_false})
 FAST_ONLY = {"train_new_from_iterator": train_new}
 
 # Where ours differ from transformers on purpose: kind -> call -> (reason, check of ours' result).
@@ -237,7 +253,8 @@ def _cases():
 
 @pytest.mark.parametrize(("kind", "name"), list(_cases()))
 def test_call_matches_transformers(ref_files, shared, kind, name):
-    fn = CALLS.get(name) or FAST_ONLY.get(name) or save_and_reload(kind)
+    builders = {"save_and_reload": save_and_reload, "save_added_and_reload": save_added_and_reload}
+    fn = CALLS.get(name) or FAST_ONLY.get(name) or builders[name](kind)
     # Calls that change the tokenizer get fresh ones; the rest share a pair per kind.
     ours, ref = make(kind, ref_files) if name in CHANGING else shared[kind]
     got, want = outcome(fn, ours), outcome(fn, ref)
