@@ -43,6 +43,8 @@ class CLIPTokenizerBase(VocabularyMixin, FilesMixin):
         self.clean_up_tokenization_spaces = bool(clean_up_tokenization_spaces)
         self.errors = errors
         self.init_kwargs = dict(init_kwargs or {})
+        self.name_or_path = ""  # from_pretrained sets the directory or hub id, as transformers does
+        self.split_special_tokens = False
         self.chat_template = self.init_kwargs.get("chat_template")
         if additional_special_tokens:
             self.add_special_tokens({"additional_special_tokens": list(additional_special_tokens)})
@@ -51,9 +53,37 @@ class CLIPTokenizerBase(VocabularyMixin, FilesMixin):
             if token is not None and self._token_id(token) is None:
                 self.add_tokens([token], special_tokens=True)
 
+    @property
+    def max_len_single_sentence(self) -> int:
+        return self.model_max_length - self.num_special_tokens_to_add(pair=False)
+
+    @property
+    def max_len_sentences_pair(self) -> int:
+        return self.model_max_length - self.num_special_tokens_to_add(pair=True)
+
+    def get_added_vocab(self) -> dict[str, int]:
+        return self.added_tokens_encoder
+
     # -- encoding ------------------------------------------------------------------------------
 
-    def __call__(self, text=None, text_pair=None, *, add_special_tokens: bool = True, padding=False,
+    def __call__(self, text=None, text_pair=None, text_target=None, text_pair_target=None, **kwargs) -> BatchEncoding:
+        """Tokenize a string or a list of strings (and optional pairs), as transformers' __call__ does.
+
+        Without return_tensors a single string gives flat lists and a list gives lists of lists;
+        with it, arrays or tensors of shape (batch, length). Unknown keywords are ignored with a
+        warning, as transformers' slow tokenizers do. `text_target` alone is tokenized like
+        `text`; given with `text`, its input_ids come back as `labels` (transformers' seq2seq form).
+        """
+        if text is None and text_target is None:
+            raise ValueError("You need to specify either `text` or `text_target`.")
+        if text is None:
+            return self._encode(text_target, text_pair_target, **kwargs)
+        out = self._encode(text, text_pair, **kwargs)
+        if text_target is not None:
+            out["labels"] = self._encode(text_target, text_pair_target, **kwargs)["input_ids"]
+        return out
+
+    def _encode(self, text=None, text_pair=None, *, add_special_tokens: bool = True, padding=False,
                  truncation=None, max_length: int | None = None, stride: int = 0,
                  is_split_into_words: bool = False, pad_to_multiple_of: int | None = None,
                  padding_side: str | None = None, truncation_side: str | None = None, return_tensors=None,
@@ -61,12 +91,6 @@ class CLIPTokenizerBase(VocabularyMixin, FilesMixin):
                  return_overflowing_tokens: bool = False, return_special_tokens_mask: bool = False,
                  return_offsets_mapping: bool = False, return_length: bool = False, verbose: bool = True,
                  **kwargs) -> BatchEncoding:
-        """Tokenize a string or a list of strings (and optional pairs), as transformers' __call__ does.
-
-        Without return_tensors a single string gives flat lists and a list gives lists of lists;
-        with it, arrays or tensors of shape (batch, length). Unknown keywords are ignored with a
-        warning, as transformers' slow tokenizers do.
-        """
         enc.warn_unknown(kwargs)
         texts, batched = _as_batch(text, "text", is_split_into_words)
         pairs = None

@@ -68,6 +68,7 @@ class FilesMixin:
         additional = settings.pop("additional_special_tokens", None)
         tokenizer = cls(**cls._resolve_vocab_files(name_or_path, hub), **settings)
         tokenizer._restore_added_tokens(added)
+        tokenizer.name_or_path = os.fspath(name_or_path)
         if additional:
             tokenizer.add_special_tokens({"additional_special_tokens": list(additional)})
         return tokenizer
