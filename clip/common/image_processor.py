@@ -62,6 +62,9 @@ _CALL_ONLY = ("input_data_format", "data_format")
 # Every keyword argument preprocess() takes besides images and return_tensors.
 PREPROCESS_KWARGS = frozenset((*OPTIONS, *_CALL_ONLY, "num_threads"))
 _FORMATS = ("channels_first", "channels_last")
+# Each setting and the step that needs it.
+_NEEDED_BY = {"size": "do_resize", "resample": "do_resize", "crop_size": "do_center_crop",
+              "rescale_factor": "do_rescale", "image_mean": "do_normalize", "image_std": "do_normalize"}
 
 
 def _size_dict(value, name: str, square: bool) -> dict:
@@ -145,20 +148,34 @@ class CLIPImageProcessor:
         for name in _BOOL_OPTIONS:
             if not isinstance(options[name], (bool, np.bool_)):
                 raise ValueError(f"{name} must be True or False, got {options[name]!r}")
+        # As transformers' validate_preprocess_arguments: a setting must be there when its step
+        # runs, and is not looked at when the step is off.
+        # (size and crop_size are read whatever the steps, as transformers reads them.)
+        for name, step in _NEEDED_BY.items():
+            if options[name] is None and options[step]:
+                raise ValueError(f"{name} must be specified if {step} is True")
+        for name in ("size", "crop_size"):
+            if options[name] is None:
+                raise ValueError(f"{name} must be specified (it is None)")
         options["size"] = _size_dict(options["size"], "size", square=False)
         options["crop_size"] = _size_dict(options["crop_size"], "crop_size", square=True)
         resample = options["resample"]
-        if isinstance(resample, bool) or not isinstance(resample, (int, np.integer)) or not 0 <= resample <= 5:
-            raise ValueError(f"resample must be a PIL resampling filter (an int 0..5), got {resample!r}")
-        options["resample"] = int(resample)
+        if resample is not None:
+            if isinstance(resample, bool) or not isinstance(resample, (int, np.integer)) or not 0 <= resample <= 5:
+                raise ValueError(f"resample must be a PIL resampling filter (an int 0..5), got {resample!r}")
+            options["resample"] = int(resample)
         factor = options["rescale_factor"]
-        if isinstance(factor, bool) or not isinstance(factor, (int, float, np.number)):
+        if factor is not None and (isinstance(factor, bool) or not isinstance(factor, (int, float, np.number))):
             raise ValueError(f"rescale_factor must be a number, got {factor!r}")
         for name in ("image_mean", "image_std"):
+            if options[name] is None:
+                continue
             try:
-                np.asarray(options[name], dtype=np.float64)
+                values = np.asarray(options[name], dtype=np.float64)
             except (TypeError, ValueError):
-                raise ValueError(f"{name} must be a number or a list of numbers, got {options[name]!r}") from None
+                values = None
+            if values is None or values.ndim > 1 or values.size == 0:
+                raise ValueError(f"{name} must be a number or a list of numbers, got {options[name]!r}")
         for name in _CALL_ONLY:
             if options.get(name) not in (None, *_FORMATS):
                 raise ValueError(f"{name} must be one of {_FORMATS} or None, got {options[name]!r}")

@@ -70,6 +70,16 @@ def outcome(fn, processor):
             return ("error", type(err).__name__)
 
 
+def _with(p, **attributes):
+    """A copy of the processor with attributes set after construction (as a user may)."""
+    import copy
+
+    changed = copy.deepcopy(p)
+    for name, value in attributes.items():
+        setattr(changed, name, value)
+    return changed
+
+
 def _round_trip_json(p):
     with tempfile.TemporaryDirectory() as directory:
         path = os.path.join(directory, "image_processor.json")
@@ -134,6 +144,15 @@ CALLS = {
     "return_list": lambda p: p(UNEQUAL)["pixel_values"],
     "rescale_factor_none": lambda p: type(p)(rescale_factor=None)(U8),
     "image_mean_none": lambda p: type(p)(image_mean=None, do_normalize=True)(U8, return_tensors="np")["pixel_values"],
+    "validate_mean_none_unused": lambda p: _with(p, image_mean=None)(U8, do_normalize=False, return_tensors="np"),
+    "validate_mean_none": lambda p: _with(p, image_mean=None)(U8),
+    "validate_std_none": lambda p: _with(p, image_std=None)(U8),
+    "validate_crop_none": lambda p: _with(p, crop_size=None)(U8),
+    "validate_crop_none_unused": lambda p: _with(p, crop_size=None)(U8, do_center_crop=False, return_tensors="np"),
+    "validate_size_none": lambda p: _with(p, size=None)(U8),
+    "validate_size_none_unused": lambda p: _with(p, size=None)(U8, do_resize=False, return_tensors="np"),
+    "validate_resample_none": lambda p: _with(p, resample=None)(U8),
+    "validate_factor_none_unused": lambda p: _with(p, rescale_factor=None)(U8, do_rescale=False, return_tensors="np"),
     "size_wrong_keys": lambda p: p(U8, size={"longest_edge": 5}),
     "bad_return_tensors": lambda p: p(U8, return_tensors="torch"),
     "resize_u8": lambda p: p.resize(U8, size={"shortest_edge": 30}),
