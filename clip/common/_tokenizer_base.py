@@ -115,6 +115,18 @@ class CLIPTokenizerBase(VocabularyMixin, FilesMixin):
         limit = None if plan.truncate_to is None or pairs or overflow else plan.truncate_to - num_special
         from_end = plan.truncation_side == "left"
         content = self._content(texts, limit, from_end, return_offsets_mapping)
+        plain = not (pairs or overflow or return_tensors is None or return_offsets_mapping or return_length
+                     or return_token_type_ids or return_special_tokens_mask or return_overflowing_tokens)
+        if plain:  # the common call, in numpy at once
+            rows = [ids for ids, _ in content]
+            if plan.truncate_to is not None:
+                keep = plan.truncate_to - num_special
+                rows = [(r[len(r) - keep:] if from_end else r[:keep]) if len(r) > keep else r for r in rows]
+            special = (self.bos_token_id, self.eos_token_id) if add_special_tokens else None
+            arrays = enc.id_arrays(rows, plan, special, self.pad_token_id, return_tensors)
+            if return_attention_mask is not None and not return_attention_mask:
+                del arrays["attention_mask"]
+            return BatchEncoding({k: enc.to_tensor(v, return_tensors) for k, v in arrays.items()})
         pair_content = self._content(pairs, None, False, return_offsets_mapping) if pairs else [None] * len(texts)
         wanted = {
             "token_type_ids": bool(return_token_type_ids),

@@ -202,6 +202,44 @@ def stack(name: str, rows: list, return_tensors) -> np.ndarray:
     return flat.reshape(len(rows), width)
 
 
+def id_arrays(rows: list, plan: Plan, special: tuple[int, int] | None, pad_id, return_tensors) -> dict:
+    """input_ids and attention_mask as (batch, width) arrays, built in numpy at once.
+
+    The common call (pad and/or truncate, tensors out, no optional fields) skips per-row lists:
+    `rows` are content ids already cut to fit; `special` is (bos, eos) to put around them.
+    """
+    dtype = np.int32 if return_tensors == "tf" else np.int64
+    extra = 2 if special else 0
+    lengths = np.fromiter((len(r) + extra for r in rows), dtype=np.int64, count=len(rows))
+    if plan.pad_mode is None:
+        if len(set(lengths.tolist())) > 1:
+            raise ValueError(
+                f"return_tensors={return_tensors!r} needs sequences of one length, but input_ids has lengths "
+                f"{sorted(set(lengths.tolist()))}: pass padding=True or padding='max_length' (with truncation=True "
+                "for texts longer than max_length)"
+            )
+        width = int(lengths[0]) if len(rows) else 0
+    else:
+        width = int(lengths.max(initial=0)) if plan.pad_mode == "longest" else plan.max_length
+        width = max(width, int(lengths.max(initial=0)))
+        if plan.pad_to_multiple_of and width % plan.pad_to_multiple_of:
+            width += plan.pad_to_multiple_of - width % plan.pad_to_multiple_of
+    columns = np.arange(width)
+    start = (width - lengths)[:, None] if plan.padding_side == "left" else np.zeros((len(rows), 1), np.int64)
+    end = start + lengths[:, None]
+    mask = (columns >= start) & (columns < end)
+    ids = np.full(mask.shape, 0 if pad_id is None else pad_id, dtype=dtype)
+    content = mask if not special else (columns > start) & (columns < end - 1)
+    # Boolean assignment fills row by row, left to right: exactly the tokens' order.
+    ids[content] = np.fromiter(itertools.chain.from_iterable(rows), dtype=dtype,
+                               count=int(lengths.sum()) - extra * len(rows))
+    if special and len(rows):
+        where = np.arange(len(rows))
+        ids[where, start[:, 0]] = special[0]
+        ids[where, end[:, 0] - 1] = special[1]
+    return {"input_ids": ids, "attention_mask": mask.astype(dtype)}
+
+
 def warn_unknown(kwargs: dict):
     if kwargs:
         # transformers' slow tokenizers log this and go on; so do we (its fast ones raise TypeError).
