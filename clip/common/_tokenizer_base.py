@@ -102,6 +102,12 @@ class CLIPTokenizerBase(VocabularyMixin, FilesMixin):
         plan = enc.make_plan(self, padding=padding, truncation=truncation, max_length=max_length,
                              pad_to_multiple_of=pad_to_multiple_of, padding_side=padding_side,
                              truncation_side=truncation_side, stride=stride, num_special=num_special)
+        if return_token_type_ids and not add_special_tokens and not self.is_fast:
+            # transformers' slow tokenizers refuse this pair; its fast ones return zeros
+            raise ValueError(
+                "return_token_type_ids=True with add_special_tokens=False is undefined for CLIPTokenizer; "
+                "set add_special_tokens=True or return_token_type_ids=None"
+            )
         if return_offsets_mapping and not self.is_fast:
             raise NotImplementedError(
                 "return_offsets_mapping is not available with the Python tokenizer CLIPTokenizer; "
@@ -164,10 +170,12 @@ class CLIPTokenizerBase(VocabularyMixin, FilesMixin):
             fields["overflow_to_sample_mapping"].append(sample)
         fields["attention_mask"] = [[1] * len(row) for row in fields["input_ids"]]
         fields = {name: rows for name, rows in fields.items() if wanted.get(name, True)}
-        if return_length and not self.is_fast:  # transformers' slow tokenizers count before padding
+        # transformers' slow tokenizers count a batch's lengths before padding, one text's after
+        length_before_padding = not self.is_fast and batched
+        if return_length and length_before_padding:
             fields["length"] = [len(row) for row in fields["input_ids"]]
         fields, _ = enc.pad_rows(fields, plan, self.pad_token_id)
-        if return_length and self.is_fast:
+        if return_length and not length_before_padding:
             fields["length"] = [len(row) for row in fields["input_ids"]]
         keep_batch = self.is_fast and return_overflowing_tokens
         out = enc.finish(fields, return_tensors, batched, keep_batch_axis=keep_batch)

@@ -211,19 +211,20 @@ def id_arrays(rows: list, plan: Plan, special: tuple[int, int] | None, pad_id, r
     dtype = np.int32 if return_tensors == "tf" else np.int64
     extra = 2 if special else 0
     lengths = np.fromiter((len(r) + extra for r in rows), dtype=np.int64, count=len(rows))
-    if plan.pad_mode is None:
-        if len(set(lengths.tolist())) > 1:
-            raise ValueError(
-                f"return_tensors={return_tensors!r} needs sequences of one length, but input_ids has lengths "
-                f"{sorted(set(lengths.tolist()))}: pass padding=True or padding='max_length' (with truncation=True "
-                "for texts longer than max_length)"
-            )
-        width = int(lengths[0]) if len(rows) else 0
-    else:
+    width = 0
+    if plan.pad_mode is not None:
         width = int(lengths.max(initial=0)) if plan.pad_mode == "longest" else plan.max_length
-        width = max(width, int(lengths.max(initial=0)))
         if plan.pad_to_multiple_of and width % plan.pad_to_multiple_of:
             width += plan.pad_to_multiple_of - width % plan.pad_to_multiple_of
+    # Rows longer than the padding width stay as they are (transformers'), so they may not stack.
+    padded = sorted(set(np.maximum(lengths, width).tolist()))
+    if len(padded) > 1:
+        raise ValueError(
+            f"return_tensors={return_tensors!r} needs sequences of one length, but input_ids has lengths "
+            f"{padded}: pass padding=True or padding='max_length' (with truncation=True for texts longer "
+            "than max_length)"
+        )
+    width = padded[0] if padded else 0
     columns = np.arange(width)
     start = (width - lengths)[:, None] if plan.padding_side == "left" else np.zeros((len(rows), 1), np.int64)
     end = start + lengths[:, None]
