@@ -124,15 +124,8 @@ class CLIPTokenizerBase(VocabularyMixin, FilesMixin):
         plain = not (pairs or overflow or return_tensors is None or return_offsets_mapping or return_length
                      or return_token_type_ids or return_special_tokens_mask or return_overflowing_tokens)
         if plain:  # the common call, in numpy at once
-            rows = [ids for ids, _ in content]
-            if plan.truncate_to is not None:
-                keep = plan.truncate_to - num_special
-                rows = [(r[len(r) - keep:] if from_end else r[:keep]) if len(r) > keep else r for r in rows]
-            special = (self.bos_token_id, self.eos_token_id) if add_special_tokens else None
-            arrays = enc.id_arrays(rows, plan, special, self.pad_token_id, return_tensors)
-            if return_attention_mask is not None and not return_attention_mask:
-                del arrays["attention_mask"]
-            return BatchEncoding({k: enc.to_tensor(v, return_tensors) for k, v in arrays.items()})
+            return self._plain_arrays(content, plan, num_special, add_special_tokens, return_attention_mask,
+                                      return_tensors)
         pair_content = self._content(pairs, None, False, return_offsets_mapping) if pairs else [None] * len(texts)
         wanted = {
             "token_type_ids": bool(return_token_type_ids),
@@ -143,6 +136,35 @@ class CLIPTokenizerBase(VocabularyMixin, FilesMixin):
             "overflow_to_sample_mapping": return_overflowing_tokens and self.is_fast,
             "attention_mask": return_attention_mask is None or bool(return_attention_mask),
         }
+        fields = self._fields(content, pair_content, plan, wanted, num_special, add_special_tokens, windows)
+        fields = {name: rows for name, rows in fields.items() if wanted.get(name, True)}
+        # transformers' slow tokenizers count a batch's lengths before padding, one text's after
+        length_before_padding = not self.is_fast and batched
+        if return_length and length_before_padding:
+            fields["length"] = [len(row) for row in fields["input_ids"]]
+        fields, _ = enc.pad_rows(fields, plan, self.pad_token_id)
+        if return_length and not length_before_padding:
+            fields["length"] = [len(row) for row in fields["input_ids"]]
+        keep_batch = self.is_fast and return_overflowing_tokens
+        out = enc.finish(fields, return_tensors, batched, keep_batch_axis=keep_batch)
+        if self.is_fast and not batched and return_tensors is None and "length" in out:
+            out["length"] = fields["length"]  # transformers' fast tokenizers keep it a list
+        return out
+
+    def _plain_arrays(self, content, plan, num_special, add_special_tokens, return_attention_mask, return_tensors):
+        rows = [ids for ids, _ in content]
+        if plan.truncate_to is not None:
+            keep = plan.truncate_to - num_special
+            from_end = plan.truncation_side == "left"
+            rows = [(r[len(r) - keep :] if from_end else r[:keep]) if len(r) > keep else r for r in rows]
+        special = (self.bos_token_id, self.eos_token_id) if add_special_tokens else None
+        arrays = enc.id_arrays(rows, plan, special, self.pad_token_id, return_tensors)
+        if return_attention_mask is not None and not return_attention_mask:
+            del arrays["attention_mask"]
+        return BatchEncoding({k: enc.to_tensor(v, return_tensors) for k, v in arrays.items()})
+
+    def _fields(self, content, pair_content, plan, wanted, num_special, add_special_tokens, windows) -> dict:
+        """Every field's rows, truncated (or cut into overflow windows), before padding."""
         fields = {"input_ids": [], "token_type_ids": [], "special_tokens_mask": [], "offset_mapping": [],
                   "overflowing_tokens": [], "num_truncated_tokens": [], "overflow_to_sample_mapping": []}
         for sample, ((ids, offsets), pair) in enumerate(zip(content, pair_content)):
@@ -169,19 +191,7 @@ class CLIPTokenizerBase(VocabularyMixin, FilesMixin):
             fields["num_truncated_tokens"].append(total - (plan.truncate_to or 0))
             fields["overflow_to_sample_mapping"].append(sample)
         fields["attention_mask"] = [[1] * len(row) for row in fields["input_ids"]]
-        fields = {name: rows for name, rows in fields.items() if wanted.get(name, True)}
-        # transformers' slow tokenizers count a batch's lengths before padding, one text's after
-        length_before_padding = not self.is_fast and batched
-        if return_length and length_before_padding:
-            fields["length"] = [len(row) for row in fields["input_ids"]]
-        fields, _ = enc.pad_rows(fields, plan, self.pad_token_id)
-        if return_length and not length_before_padding:
-            fields["length"] = [len(row) for row in fields["input_ids"]]
-        keep_batch = self.is_fast and return_overflowing_tokens
-        out = enc.finish(fields, return_tensors, batched, keep_batch_axis=keep_batch)
-        if self.is_fast and not batched and return_tensors is None and "length" in out:
-            out["length"] = fields["length"]  # transformers' fast tokenizers keep it a list
-        return out
+        return fields
 
     def _add_row(self, fields, wanted, ids, pair_ids, offsets, pair_offsets, add_special_tokens):
         """Append one encoded row to each wanted field (work on unwanted ones is skipped)."""
