@@ -7,6 +7,8 @@ Nothing here imports a deep-learning framework.
 from __future__ import annotations
 
 import gzip
+import heapq
+import itertools
 import json
 import os
 from importlib import resources
@@ -125,6 +127,9 @@ _WORDS = regex.compile(r"<\|startoftext\|>|<\|endoftext\|>|" + WORD_PATTERN, reg
 # A word cache that outgrows this is dropped whole: simpler and faster than an LRU, and a
 # caption corpus rarely has more distinct words.
 _CACHE_LIMIT = 500_000
+# Words longer than this (in symbols) are merged with the heap; shorter ones with the plain loop,
+# which is faster on the short words that make up almost all text.
+_LONG_WORD = 64
 
 
 class BytePairEncoder:
@@ -144,11 +149,13 @@ class BytePairEncoder:
         if word in (BOS_TOKEN, EOS_TOKEN):
             return [word]
         symbols = [*word[:-1], word[-1] + END_OF_WORD]
+        if len(symbols) > _LONG_WORD:
+            return _merge_long(symbols, self.ranks)
         ranks = self.ranks
         while len(symbols) > 1:
             best = None
             best_rank = len(ranks)
-            for pair in zip(symbols, symbols[1:]):
+            for pair in itertools.pairwise(symbols):
                 rank = ranks.get(pair, best_rank)
                 if rank < best_rank:
                     best, best_rank = pair, rank
@@ -167,24 +174,83 @@ class BytePairEncoder:
             symbols = merged
         return symbols
 
-    def tokens(self, text: str) -> list[str]:
+    def tokens(self, text: str, limit: int | None = None, from_end: bool = False) -> list[str]:
+        """Token strings of cleaned text; with `limit`, at least the first (or last) `limit` of them."""
         out = []
-        for word in _WORDS.findall(text):
-            out.extend(self.merge(_to_symbols(word)))
-        return out
+        for word in _words(text, from_end, limit):
+            symbols = self.merge(_to_symbols(word))
+            out.extend(reversed(symbols) if from_end else symbols)
+            if limit is not None and len(out) >= limit:
+                break
+        return out[::-1] if from_end else out
 
-    def ids(self, text: str) -> list[int]:
+    def ids(self, text: str, limit: int | None = None, from_end: bool = False) -> list[int]:
+        """Token ids of cleaned text. With `limit`, words are read only until `limit` ids are
+        found from the start (or, `from_end`, from the end): truncation keeps no more, and the
+        words past it need no BPE. The ids found are those of the whole text, cut."""
         cache, out = self._cache, []
-        for word in _WORDS.findall(text):
+        for word in _words(text, from_end, limit):
             ids = cache.get(word)
             if ids is None:
                 get, unk = self.vocab.get, self.unk_id
                 ids = tuple(get(token, unk) for token in self.merge(_to_symbols(word)))
                 if len(cache) >= _CACHE_LIMIT:
                     cache.clear()
-                cache[word] = ids
-            out.extend(ids)
-        return out
+                if len(word) <= _LONG_WORD:  # a huge word would pin its memory in the cache
+                    cache[word] = ids
+            out.extend(reversed(ids) if from_end else ids)
+            if limit is not None and len(out) >= limit:
+                break
+        return out[::-1] if from_end else out
+
+
+def _words(text: str, from_end: bool, limit):
+    """The pre-tokenized words of `text`, in order or last first (lazily when a limit may stop early)."""
+    if not from_end:
+        return _WORDS.findall(text) if limit is None else (m.group() for m in _WORDS.finditer(text))
+    # The word pattern has no look-around, so the words found scanning the whole text are the
+    # same whatever direction they are consumed in; finditer is lazy only forwards, so collect.
+    return reversed(_WORDS.findall(text))
+
+
+def _merge_long(symbols: list[str], ranks: dict) -> list[str]:
+    """The same merges as BytePairEncoder.merge's loop, in O(n log n) for a long word.
+
+    The loop merges, round after round, every occurrence (left to right, not overlapping) of the
+    lowest-ranked adjacent pair. Here the symbols form a linked list and candidate pairs wait in
+    a heap ordered by (rank, position): a round pops every entry of the lowest rank in position
+    order, skips entries whose symbols have changed since, and queues the pairs a merge creates
+    until the round ends, exactly as the loop only sees them in its next round.
+    """
+    n = len(symbols)
+    nxt = list(range(1, n)) + [-1]
+    prv = list(range(-1, n - 1))
+    heap = [(ranks[pair], i) for i, pair in enumerate(itertools.pairwise(symbols)) if pair in ranks]
+    heapq.heapify(heap)
+    while heap:
+        round_rank = heap[0][0]
+        created = []
+        while heap and heap[0][0] == round_rank:
+            _, left = heapq.heappop(heap)
+            right = nxt[left]
+            # Stale if `left` was merged away (symbols[left] None) or either symbol changed.
+            if right < 0 or symbols[left] is None or ranks.get((symbols[left], symbols[right])) != round_rank:
+                continue
+            symbols[left] += symbols[right]
+            symbols[right] = None
+            after = nxt[right]
+            nxt[left] = after
+            if after >= 0:
+                prv[after] = left
+            before = prv[left]
+            for a, b in ((before, left), (left, after)):
+                if a >= 0 and b >= 0:
+                    rank = ranks.get((symbols[a], symbols[b]))
+                    if rank is not None:
+                        created.append((rank, a))
+        for entry in created:
+            heapq.heappush(heap, entry)
+    return [s for s in symbols if s is not None]
 
 
 def _to_symbols(word: str) -> str:

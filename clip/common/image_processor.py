@@ -12,19 +12,33 @@ No deep-learning framework is imported here; tensors in and out go through `clip
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import os
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from PIL import Image
 
 from clip.common import hub
+from clip.common._image_inputs import (
+    array_to_pil,
+    flatten,
+    is_array,
+    load_repeated,
+    needs_scaling_for_pil,
+)
+from clip.common._image_pixels import (
+    Pool,
+    center_crop_hwc,
+    per_channel,
+    process,
+    resize_output_size,
+)
 from clip.common.batch import BatchFeature, check_tensor_type, to_numpy, to_tensor
-from clip.common.io import atomic_write_json, read_json_object
+from clip.common.io import atomic_write_json, atomic_write_text, read_json_object
+
+__all__ = ["CLIPFeatureExtractor", "CLIPImageProcessor", "convert_rgb", "resize_output_size"]
 
 IMAGE_PROCESSOR_NAME = "preprocessor_config.json"
 OPENAI_CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
@@ -48,9 +62,9 @@ _CALL_ONLY = ("input_data_format", "data_format")
 # Every keyword argument preprocess() takes besides images and return_tensors.
 PREPROCESS_KWARGS = frozenset((*OPTIONS, *_CALL_ONLY, "num_threads"))
 _FORMATS = ("channels_first", "channels_last")
-_TENSOR_MODULES = ("torch", "tensorflow", "keras", "jax", "jaxlib")
-# PIL can fail on a broken file with any of these, on open or on the deferred decode.
-_PIL_ERRORS = (OSError, SyntaxError, EOFError, Image.DecompressionBombError)
+# Each setting and the step that needs it.
+_NEEDED_BY = {"size": "do_resize", "resample": "do_resize", "crop_size": "do_center_crop",
+              "rescale_factor": "do_rescale", "image_mean": "do_normalize", "image_std": "do_normalize"}
 
 
 def _size_dict(value, name: str, square: bool) -> dict:
@@ -74,25 +88,6 @@ def _size_dict(value, name: str, square: bool) -> dict:
             raise ValueError(f"{name}[{key!r}] must be a positive int, got {edge!r}")
         size[key] = int(edge)
     return size
-
-
-def _per_channel(value, name: str, channels: int, label: str) -> np.ndarray:
-    values = np.atleast_1d(np.asarray(value, dtype=np.float64))
-    if values.size == 1:
-        values = np.repeat(values, channels)
-    if values.ndim != 1 or values.size != channels:
-        raise ValueError(f"{label}: the image has {channels} channel(s) but {name} has {values.size} values")
-    return values
-
-
-def resize_output_size(height: int, width: int, size: dict) -> tuple[int, int]:
-    """(height, width) after resizing, with transformers' rounding (int() truncation)."""
-    if "height" in size:
-        return size["height"], size["width"]
-    edge = size["shortest_edge"]
-    if width <= height:
-        return int(edge * height / width), edge
-    return edge, int(edge * width / height)
 
 
 class CLIPImageProcessor:
@@ -153,20 +148,34 @@ class CLIPImageProcessor:
         for name in _BOOL_OPTIONS:
             if not isinstance(options[name], (bool, np.bool_)):
                 raise ValueError(f"{name} must be True or False, got {options[name]!r}")
+        # As transformers' validate_preprocess_arguments: a setting must be there when its step
+        # runs, and is not looked at when the step is off.
+        # (size and crop_size are read whatever the steps, as transformers reads them.)
+        for name, step in _NEEDED_BY.items():
+            if options[name] is None and options[step]:
+                raise ValueError(f"{name} must be specified if {step} is True")
+        for name in ("size", "crop_size"):
+            if options[name] is None:
+                raise ValueError(f"{name} must be specified (it is None)")
         options["size"] = _size_dict(options["size"], "size", square=False)
         options["crop_size"] = _size_dict(options["crop_size"], "crop_size", square=True)
         resample = options["resample"]
-        if isinstance(resample, bool) or not isinstance(resample, (int, np.integer)) or not 0 <= resample <= 5:
-            raise ValueError(f"resample must be a PIL resampling filter (an int 0..5), got {resample!r}")
-        options["resample"] = int(resample)
+        if resample is not None:
+            if isinstance(resample, bool) or not isinstance(resample, (int, np.integer)) or not 0 <= resample <= 5:
+                raise ValueError(f"resample must be a PIL resampling filter (an int 0..5), got {resample!r}")
+            options["resample"] = int(resample)
         factor = options["rescale_factor"]
-        if isinstance(factor, bool) or not isinstance(factor, (int, float, np.number)):
+        if factor is not None and (isinstance(factor, bool) or not isinstance(factor, (int, float, np.number))):
             raise ValueError(f"rescale_factor must be a number, got {factor!r}")
         for name in ("image_mean", "image_std"):
+            if options[name] is None:
+                continue
             try:
-                np.asarray(options[name], dtype=np.float64)
+                values = np.asarray(options[name], dtype=np.float64)
             except (TypeError, ValueError):
-                raise ValueError(f"{name} must be a number or a list of numbers, got {options[name]!r}") from None
+                values = None
+            if values is None or values.ndim > 1 or values.size == 0:
+                raise ValueError(f"{name} must be a number or a list of numbers, got {options[name]!r}")
         for name in _CALL_ONLY:
             if options.get(name) not in (None, *_FORMATS):
                 raise ValueError(f"{name} must be one of {_FORMATS} or None, got {options[name]!r}")
@@ -184,6 +193,13 @@ class CLIPImageProcessor:
     def to_json_string(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
+    def to_json_file(self, json_file_path):
+        atomic_write_text(os.fspath(json_file_path), self.to_json_string())
+
+    @property
+    def is_fast(self) -> bool:
+        return False
+
     def __repr__(self):
         return f"{type(self).__name__} {self.to_json_string()}"
 
@@ -191,8 +207,16 @@ class CLIPImageProcessor:
         return isinstance(other, CLIPImageProcessor) and self.to_dict() == other.to_dict()
 
     @classmethod
-    def from_dict(cls, data: dict, **kwargs):
-        return cls(**{**data, **kwargs})
+    def from_dict(cls, image_processor_dict: dict, **kwargs):
+        """A processor from to_dict()'s form; keyword arguments override it. With
+        return_unused_kwargs=True, (processor, the keyword arguments that are not options)."""
+        return_unused = kwargs.pop("return_unused_kwargs", False)
+        if not isinstance(image_processor_dict, dict):
+            raise TypeError(f"image_processor_dict must be a dict, got {type(image_processor_dict).__name__}")
+        options = {k: v for k, v in kwargs.items() if k in OPTIONS}
+        unused = {k: v for k, v in kwargs.items() if k not in OPTIONS}
+        processor = cls(**{**image_processor_dict, **options})
+        return (processor, unused) if return_unused else processor
 
     @classmethod
     def from_json_file(cls, path, **kwargs):
@@ -221,6 +245,51 @@ class CLIPImageProcessor:
             path = hub.resolve_file(name_or_path, IMAGE_PROCESSOR_NAME, **hub_kwargs)
         return cls.from_json_file(path, **kwargs)
 
+    # ----------------------------------------------------------------- single-image transforms
+    # transformers' public methods, on one numpy image (HWC or CHW), returned in the same layout
+    # (or data_format) and with transformers' dtypes.
+
+    def resize(self, image, size, resample=Image.Resampling.BICUBIC, data_format=None, input_data_format=None,
+               **kwargs) -> np.ndarray:
+        """Resize through 8-bit PIL: uint8 and integral values give uint8, [0, 1] floats float32."""
+        if not isinstance(size, dict):
+            raise TypeError(f"size must be a dict (shortest_edge, or height and width), got {size!r}")
+        size = _size_dict(size, "size", square=False)
+        array, fmt = _one_image(image, input_data_format)
+        pre_scaled = array.dtype != np.uint8 and needs_scaling_for_pil(array, "image")
+        if pre_scaled:
+            array = (array.astype(np.float64) * 255).astype(np.float32)
+        pil = array_to_pil(array.astype(np.uint8))
+        height, width = resize_output_size(pil.height, pil.width, size)
+        out = np.asarray(pil.resize((width, height), resample=int(resample)))
+        out = out[:, :, None] if out.ndim == 2 else out
+        if pre_scaled:
+            out = (out.astype(np.float64) / 255).astype(np.float32)
+        return _to_format(out, data_format or fmt)
+
+    def center_crop(self, image, size, data_format=None, input_data_format=None, **kwargs) -> np.ndarray:
+        """The central (height, width) of the image, zero-padded where the image is smaller."""
+        size = _size_dict(size, "size", square=True)
+        array, fmt = _one_image(image, input_data_format)
+        return _to_format(center_crop_hwc(array, size["height"], size["width"]), data_format or fmt)
+
+    def rescale(self, image, scale: float, data_format=None, input_data_format=None, **kwargs) -> np.ndarray:
+        """image * scale, computed in float64 and returned as float32 (transformers' arithmetic)."""
+        array, fmt = _one_image(image, input_data_format)
+        return _to_format((array.astype(np.float64) * scale).astype(np.float32), data_format or fmt)
+
+    def normalize(self, image, mean, std, data_format=None, input_data_format=None, **kwargs) -> np.ndarray:
+        """(image - mean) / std per channel; float inputs keep their dtype, others become float32."""
+        array, fmt = _one_image(image, input_data_format)
+        dtype = array.dtype if np.issubdtype(array.dtype, np.floating) else np.float32
+        channels = array.shape[2]
+        mean = per_channel(mean, "mean", channels, "image").astype(dtype)
+        std = per_channel(std, "std", channels, "image").astype(dtype)
+        return _to_format((array.astype(dtype) - mean) / std, data_format or fmt)
+
+    def convert_rgb(self, image):
+        return convert_rgb(image)
+
     # ----------------------------------------------------------------- preprocessing
 
     def __call__(self, images, return_tensors=None, **overrides) -> BatchFeature:
@@ -234,10 +303,10 @@ class CLIPImageProcessor:
         """
         check_tensor_type(return_tensors)
         options = self._options(overrides)
-        pairs = _flatten(images)
-        _load_repeated(pairs)
-        with _Pool(num_threads, len(pairs)) as pool:
-            items = pool.map(lambda pair: _process(pair[1], pair[0], options), pairs)
+        pairs = flatten(images)
+        load_repeated(pairs)
+        with Pool(num_threads, len(pairs)) as pool:
+            items = pool.map(lambda pair: process(pair[1], pair[0], options), pairs)
             shapes = {item.shape for item in items}
             if len(shapes) > 1 and return_tensors is not None:
                 raise ValueError(
@@ -270,279 +339,36 @@ class CLIPFeatureExtractor(CLIPImageProcessor):
         super().__init__(*args, **kwargs)
 
 
-# --------------------------------------------------------------------- per-image steps
-
-
-def _process(image, label: str, options: dict):
-    """One input image -> a _TableMapped or _FloatMapped, ready to be written into the batch."""
-    if isinstance(image, (str, os.PathLike)):
-        image = _open_image(image, label)
-    if isinstance(image, Image.Image):
-        with _reading(label):
-            image.load()
-            image = _from_pil(image, label, options)
-    if isinstance(image, Image.Image):
-        return _from_uint8_pil(image, False, label, options)
-    array = _to_hwc(image, label, options)
-    if options["do_rescale"] and array.dtype != np.uint8 and array.min() >= 0 and array.max() <= 1:
-        # One message for all images, so that Python shows it once rather than per image.
-        warnings.warn(
-            "pixel values look already rescaled (floats in [0, 1]) but do_rescale=True rescales them "
-            "again; pass do_rescale=False for images in [0, 1]",
-            UserWarning,
-            stacklevel=2,
-        )
-    if array.dtype == np.uint8:
-        if options["do_resize"]:
-            return _from_uint8_pil(_array_to_pil(array), False, label, options)
-        return _TableMapped(_crop(array, options), _table(False, array.shape[2], label, options))
-    if options["do_resize"]:
-        # transformers resizes every image through 8-bit PIL: [0, 1] floats are scaled to
-        # 0..255 and truncated, integral values in 0..255 are taken as they are.
-        pre_scaled = _needs_scaling_for_pil(array, label)
-        if pre_scaled:
-            array = (array.astype(np.float64) * 255).astype(np.float32)
-        return _from_uint8_pil(_array_to_pil(array.astype(np.uint8)), pre_scaled, label, options)
-    return _FloatMapped(_crop(array, options), label, options)
-
-
-def _from_uint8_pil(image: Image.Image, pre_scaled: bool, label: str, options: dict):
-    if options["do_resize"]:
-        height, width = resize_output_size(image.height, image.width, options["size"])
-        image = image.resize((width, height), resample=options["resample"])
-    array = np.asarray(image)
-    if array.ndim == 2:
-        array = array[:, :, None]
-    return _TableMapped(_crop(array, options), _table(pre_scaled, array.shape[2], label, options))
-
-
-@contextlib.contextmanager
-def _reading(label: str):
-    """PIL's errors for a broken, truncated or oversized file, as a ValueError naming the input."""
-    try:
-        yield
-    except _PIL_ERRORS as err:
-        raise ValueError(f"{label}: cannot read the image ({type(err).__name__}: {err})") from err
-
-
-class _TableMapped:
-    """Cropped uint8 HWC pixels and the per-channel table that gives their final values."""
-
-    def __init__(self, pixels: np.ndarray, table: np.ndarray):
-        self.pixels, self.table = pixels, table
-        self.shape = (pixels.shape[2], pixels.shape[0], pixels.shape[1])
-
-    def write(self, out: np.ndarray):
-        for channel, table in enumerate(self.table):
-            np.take(table, self.pixels[:, :, channel], out=out[channel], mode="clip")
-
-
-class _FloatMapped:
-    """Non-uint8 pixels that skip the resize: transformers' float arithmetic, applied directly."""
-
-    def __init__(self, pixels: np.ndarray, label: str, options: dict):
-        x = pixels
-        if options["do_rescale"]:
-            x = (x.astype(np.float64) * options["rescale_factor"]).astype(np.float32)
-        if options["do_normalize"]:
-            dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.float32
-            channels = x.shape[2]
-            mean = _per_channel(options["image_mean"], "image_mean", channels, label).astype(dtype)
-            std = _per_channel(options["image_std"], "image_std", channels, label).astype(dtype)
-            x = (x.astype(dtype) - mean) / std
-        self.values = x.transpose(2, 0, 1)
-        self.shape = self.values.shape
-
-    def write(self, out: np.ndarray):
-        out[...] = self.values
-
-
-def _table(pre_scaled: bool, channels: int, label: str, options: dict) -> np.ndarray:
-    """(channels, 256) float32: what transformers computes for each uint8 pixel value."""
-    tables = options.setdefault("tables", {})
-    if (pre_scaled, channels) not in tables:
-        tables[pre_scaled, channels] = _compute_table(pre_scaled, channels, label, options)
-    return tables[pre_scaled, channels]
-
-
-def _compute_table(pre_scaled: bool, channels: int, label: str, options: dict) -> np.ndarray:
-    x = np.arange(256, dtype=np.uint8)
-    if pre_scaled:
-        x = (x.astype(np.float64) * (1 / 255)).astype(np.float32)
-    if options["do_rescale"]:
-        x = (x.astype(np.float64) * options["rescale_factor"]).astype(np.float32)
-    x = np.broadcast_to(x.astype(np.float32), (channels, 256))
-    if options["do_normalize"]:
-        mean = _per_channel(options["image_mean"], "image_mean", channels, label).astype(np.float32)
-        std = _per_channel(options["image_std"], "image_std", channels, label).astype(np.float32)
-        x = (x - mean[:, None]) / std[:, None]
-    return np.ascontiguousarray(x, dtype=np.float32)
-
-
-def _crop(array: np.ndarray, options: dict) -> np.ndarray:
-    """Center crop of an HWC array; where the image is smaller than the crop, zeros (as transformers)."""
-    if not options["do_center_crop"]:
-        return array
-    height, width = array.shape[:2]
-    crop_h, crop_w = options["crop_size"]["height"], options["crop_size"]["width"]
-    top, left = (height - crop_h) // 2, (width - crop_w) // 2
-    if top >= 0 and left >= 0:
-        return array[top : top + crop_h, left : left + crop_w]
-    out = np.zeros((crop_h, crop_w, array.shape[2]), dtype=array.dtype)
-    src_top, src_left = max(top, 0), max(left, 0)
-    dst_top, dst_left = src_top - top, src_left - left
-    rows, cols = min(height - src_top, crop_h - dst_top), min(width - src_left, crop_w - dst_left)
-    out[dst_top : dst_top + rows, dst_left : dst_left + cols] = array[
-        src_top : src_top + rows, src_left : src_left + cols
-    ]
-    return out
-
-
-class _Pool:
-    """In-order map over a thread pool made for one call; a pool kept across calls would not
-    survive a fork (DataLoader workers), and starting a few threads costs far less than a resize."""
-
-    def __init__(self, num_threads, count: int):
-        if num_threads is None:
-            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-            num_threads = cores or 1
-        if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
-            raise ValueError(f"num_threads must be a positive int or None, got {num_threads!r}")
-        self.workers = min(num_threads, count)
-        self.executor = ThreadPoolExecutor(self.workers) if self.workers > 1 else None
-
-    def map(self, fn, args: list) -> list:
-        if self.executor is None:
-            return [fn(arg) for arg in args]
-        return list(self.executor.map(fn, args))
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        if self.executor is not None:
-            self.executor.shutdown()
-
-
-def _flatten(images):
-    """(label, image) pairs; a list may nest one level, and a 4-D array is a batch."""
-    if images is None:
-        raise ValueError("images is None; pass a PIL image, a path, an array or a list of those")
-    if not isinstance(images, (list, tuple)):
-        images = [images]
-        top = "images"
-    else:
-        top = None
-    pairs = []
-    for i, image in enumerate(images):
-        label = top or f"images[{i}]"
-        if isinstance(image, (list, tuple)) and top is None:
-            pairs.extend((f"{label}[{j}]", inner) for j, inner in enumerate(image))
-        elif _is_array(image) and len(image.shape) == 4:
-            pairs.extend((f"{label}[{j}]", inner) for j, inner in enumerate(image))
-        else:
-            pairs.append((label, image))
-    if not pairs:
-        raise ValueError("images is empty; pass at least one image")
-    return pairs
-
-
-def _load_repeated(pairs):
-    """Decode lazily opened PIL images that occur more than once before threads share them:
-    two threads loading one image at once race on its file."""
-    seen = set()
-    for label, image in pairs:
-        if isinstance(image, Image.Image):
-            if id(image) in seen:
-                with _reading(label):
-                    image.load()
-            seen.add(id(image))
-
-
-def _is_tensor(value) -> bool:
-    return type(value).__module__.split(".")[0] in _TENSOR_MODULES and hasattr(value, "shape")
-
-
-def _is_array(value) -> bool:
-    return isinstance(value, np.ndarray) or _is_tensor(value)
-
-
-def _open_image(path, label: str) -> Image.Image:
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise ValueError(f"{label}: {path!r} is not an existing image file")
-    with _reading(label):
-        image = Image.open(path)
-        image.load()
-    return image
-
-
-def _from_pil(image: Image.Image, label: str, options: dict):
-    if options["do_convert_rgb"] and image.mode != "RGB":
-        return image.convert("RGB")
-    if image.mode in ("RGB", "L"):
+def convert_rgb(image):
+    """A PIL image in RGB (other inputs are returned as they are), as transformers' convert_to_rgb."""
+    if not isinstance(image, Image.Image) or image.mode == "RGB":
         return image
-    if image.mode in ("I;16", "I", "F"):
-        # transformers reads these as numpy integers/floats; so do we.
-        return np.asarray(image)
-    raise ValueError(f"{label}: a PIL image in mode {image.mode!r} needs do_convert_rgb=True")
+    return image.convert("RGB")
 
 
-def _to_hwc(image, label: str, options: dict) -> np.ndarray:
-    if not _is_array(image):
-        raise ValueError(
-            f"{label}: unsupported type {type(image).__name__}; expected a PIL image, a file path, "
-            "a numpy array or a torch/TensorFlow/JAX tensor"
-        )
+def _one_image(image, input_data_format):
+    """One image as an HWC numpy array and the layout it came in."""
+    if isinstance(image, Image.Image):
+        image = np.asarray(image)
+    if not is_array(image):
+        raise TypeError(f"image must be a numpy array or a tensor, got {type(image).__name__}")
     array = to_numpy(image)
-    shape = array.shape
-    if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_) or np.iscomplexobj(array):
-        raise ValueError(f"{label}: pixel values must be real numbers, got dtype {array.dtype}")
-    if array.size == 0:
-        raise ValueError(f"{label}: the image is empty (shape {array.shape})")
     if array.ndim == 2:
-        array = array[:, :, None]  # gray
-    elif array.ndim != 3:
-        raise ValueError(
-            f"{label}: an image must have 2 (HW) or 3 (HWC or CHW) dimensions, got shape {array.shape}"
-        )
-    else:
-        fmt = options.get("input_data_format")
+        return array[:, :, None], "channels_last"
+    if array.ndim != 3:
+        raise ValueError(f"image must have 2 or 3 dimensions, got shape {array.shape}")
+    fmt = input_data_format
+    if fmt is None:
+        fmt = "channels_first" if array.shape[0] in (1, 3) else "channels_last" if array.shape[2] in (1, 3) else None
         if fmt is None:
-            if array.shape[0] in (1, 3):  # channels first wins a tie, as in transformers
-                fmt = "channels_first"
-            elif array.shape[2] in (1, 3):
-                fmt = "channels_last"
-            else:
-                raise ValueError(
-                    f"{label}: no axis of size 1 or 3 (gray or RGB channels) first or last in shape {array.shape}"
-                )
-        if fmt == "channels_first":
-            array = array.transpose(1, 2, 0)
-        if array.shape[2] not in (1, 3):
-            raise ValueError(f"{label}: {array.shape[2]} channels in {fmt} shape {shape}; expected 1 or 3")
-    if array.dtype != np.uint8 and not np.all(np.isfinite(array)):
-        raise ValueError(f"{label}: pixel values contain NaN or infinity")
-    if options["do_convert_rgb"] and array.shape[2] == 1:
-        array = np.repeat(array, 3, axis=2)  # what PIL's L -> RGB conversion does
-    return array
+            raise ValueError(f"cannot tell the channel axis of shape {array.shape}; pass input_data_format")
+    if fmt not in _FORMATS:
+        raise ValueError(f"input_data_format must be one of {_FORMATS}, got {fmt!r}")
+    return (array.transpose(1, 2, 0) if fmt == "channels_first" else array), fmt
 
 
-def _needs_scaling_for_pil(array: np.ndarray, label: str) -> bool:
-    """transformers' rule for putting non-uint8 pixels into an 8-bit PIL image."""
-    if np.allclose(array, array.astype(int)):
-        if array.min() >= 0 and array.max() <= 255:
-            return False
-        raise ValueError(f"{label}: integral pixel values must lie in [0, 255], got [{array.min()}, {array.max()}]")
-    if array.min() >= 0 and array.max() <= 1:
-        return True
-    raise ValueError(
-        f"{label}: fractional pixel values must lie in [0, 1], got [{array.min()}, {array.max()}]"
-    )
-
-
-def _array_to_pil(array: np.ndarray) -> Image.Image:
-    array = np.ascontiguousarray(array)
-    return Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)
-
-
+def _to_format(array: np.ndarray, fmt) -> np.ndarray:
+    fmt = getattr(fmt, "value", fmt)
+    if fmt not in _FORMATS:
+        raise ValueError(f"data_format must be one of {_FORMATS}, got {fmt!r}")
+    return np.ascontiguousarray(array.transpose(2, 0, 1)) if fmt == "channels_first" else array

@@ -7,13 +7,14 @@ transformers writes one only for processors with settings of their own, which CL
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 
 from clip.common import hub
 from clip.common.batch import BatchEncoding
 from clip.common.image_processor import OPTIONS, PREPROCESS_KWARGS, CLIPImageProcessor
-from clip.common.io import atomic_write_json, read_json_object
+from clip.common.io import atomic_write_json, atomic_write_text, read_json_object
 
 _TOKENIZER_CONFIG = "tokenizer_config.json"
 
@@ -32,8 +33,13 @@ class CLIPProcessor:
     """
 
     attributes = ["image_processor", "tokenizer"]
+    optional_attributes = ["chat_template"]
+    # The class names transformers' AutoProcessor resolves these attributes with.
+    image_processor_class = ("CLIPImageProcessor", "CLIPImageProcessorFast")
+    feature_extractor_class = image_processor_class
+    tokenizer_class = "AutoTokenizer"
 
-    def __init__(self, image_processor=None, tokenizer=None, **kwargs):
+    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
         if "feature_extractor" in kwargs:
             warnings.warn(
                 "the feature_extractor argument is deprecated; pass image_processor", FutureWarning, stacklevel=2
@@ -44,6 +50,35 @@ class CLIPProcessor:
             raise TypeError(f"CLIPProcessor got unexpected keyword arguments {sorted(kwargs)}")
         self.image_processor = CLIPImageProcessor() if image_processor is None else image_processor
         self.tokenizer = _default_tokenizer_class(True)() if tokenizer is None else tokenizer
+        self.chat_template = chat_template
+
+    @property
+    def feature_extractor(self):
+        warnings.warn("feature_extractor is deprecated; use image_processor", FutureWarning, stacklevel=2)
+        return self.image_processor
+
+    def to_dict(self) -> dict:
+        """The processor's own settings (CLIP's has none beyond its class and chat template)."""
+        data = {"processor_class": type(self).__name__}
+        if self.chat_template is not None:
+            data["chat_template"] = self.chat_template
+        return data
+
+    def to_json_string(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    def to_json_file(self, json_file_path):
+        atomic_write_text(os.fspath(json_file_path), self.to_json_string())
+
+    def apply_chat_template(self, conversation, chat_template: str | None = None, **kwargs):
+        """Render a conversation with the processor's (or the given) Jinja template, as the tokenizer does."""
+        template = chat_template if chat_template is not None else self.chat_template
+        if template is None:
+            raise ValueError(
+                "Cannot use apply_chat_template because this processor does not have a chat template "
+                "(CLIP ships none); pass chat_template=..."
+            )
+        return self.tokenizer.apply_chat_template(conversation, chat_template=template, **kwargs)
 
     def __call__(self, text=None, images=None, return_tensors=None, padding=False, truncation=None,
                  max_length=None, **kwargs) -> BatchEncoding:

@@ -189,3 +189,29 @@ def test_feature_extractor_argument_is_deprecated():
     assert processor.image_processor is image_processor
     with pytest.raises(TypeError, match="unexpected"):
         CLIPProcessor(image_procesor=image_processor)
+
+
+def test_processor_surface_matches_transformers(processor, reference, tmp_path):
+    """The calls transformers' processor test mixin makes beyond __call__ and saving."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert processor.to_dict() == reference.to_dict()
+        assert json.loads(processor.to_json_string()) == json.loads(reference.to_json_string())
+        processor.to_json_file(tmp_path / "ours.json")
+        reference.to_json_file(tmp_path / "theirs.json")
+        assert json.loads((tmp_path / "ours.json").read_text()) == json.loads((tmp_path / "theirs.json").read_text())
+        assert processor.attributes == reference.attributes
+        assert processor.image_processor_class == reference.image_processor_class
+        assert processor.tokenizer_class == reference.tokenizer_class
+        assert type(processor.feature_extractor).__name__ == type(reference.feature_extractor).__name__
+        options = {"return_token_type_ids": True, "padding": True, "return_length": True,
+                   "return_special_tokens_mask": True}
+        assert_same(processor(text=TEXTS, **options), call_reference(reference, text=TEXTS, **options),
+                    ["input_ids", "attention_mask", "token_type_ids", "length", "special_tokens_mask"])
+    conversation = [{"role": "user", "content": "a photo of a cat"}]
+    for ours_or_theirs in (processor, reference):
+        with pytest.raises(ValueError, match="chat template"):
+            ours_or_theirs.apply_chat_template(conversation)
+    template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    got = processor.apply_chat_template(conversation, chat_template=template, tokenize=False)
+    assert got == reference.apply_chat_template(conversation, chat_template=template, tokenize=False)
