@@ -101,7 +101,8 @@ def test_nan_text_vectors_are_an_error_naming_the_label(tmp_path, capsys):
         arrays["text_projection.weight"][0, 0] = np.nan
         return arrays
 
-    code, _, err = run(capsys, "zero-shot", CAT, "--labels", "cat,dog", "--model", model_dir(tmp_path, change=nan_projection))
+    code, _, err = run(capsys, "zero-shot", CAT, "--labels", "cat,dog", "--templates", "label",
+                       "--model", model_dir(tmp_path, change=nan_projection))
     assert code == 2 and one_line_error(err)
     assert "the model's vectors for 2 text(s) are not finite (NaN or inf) in float32; the checkpoint's weights may be damaged: 'cat', 'dog'" in err
 
