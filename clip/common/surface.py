@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from clip.common.config import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
+from clip.common.config import CLIPConfig
 
 # Every backend runs one fused kernel ("sdpa": torch's scaled_dot_product_attention, Keras/TF ops,
 # jax.nn.dot_product_attention) or the explicit softmax of transformers' eager path.
@@ -110,8 +110,3 @@ def parse_size(size) -> int:
         raise ValueError(f"max_shard_size must be positive, got {size!r}")
     return value
 
-
-__all__ = [
-    "ATTN_IMPLEMENTATIONS", "as_config", "output_flags", "check_attn_implementation", "tower_configs",
-    "count_parameters", "is_embedding_table", "parse_size", "CLIPConfig", "CLIPTextConfig", "CLIPVisionConfig",
-]
