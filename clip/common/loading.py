@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from clip.common import hub, weights
+from clip.common import hub, surface, weights
 
 logger = logging.getLogger("clip")
 
@@ -53,7 +53,7 @@ def resolve_config(cls, name_or_path, config, overrides: dict, hub_kwargs: dict)
         if not hasattr(config, key) and key not in RUNTIME_CONFIG_KEYS:
             raise TypeError(f"{cls.__name__}.from_pretrained got an unexpected argument {key!r}")
         setattr(config, key, value)
-    return config
+    return surface.as_config(config, cls.config_class, cls.__name__)  # transformers' config objects too
 
 
 def locate(cls, name_or_path, config, kwargs: dict, backend: str, candidates: tuple, use_safetensors=None, hint: str = ""):
