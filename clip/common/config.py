@@ -41,7 +41,7 @@ class _ConfigSurface:
     sub_configs: dict = {}
     return_dict = True
     output_hidden_states = False
-    output_attentions = False
+    _output_attentions = False
     torchscript = False
     is_encoder_decoder = False
     tie_word_embeddings = True
@@ -52,6 +52,21 @@ class _ConfigSurface:
         # transformers' PretrainedConfig(attn_implementation=...) sets the private field
         if "attn_implementation" in kwargs:
             self._attn_implementation = kwargs.pop("attn_implementation")
+
+    @property
+    def output_attentions(self) -> bool:
+        return self._output_attentions
+
+    @output_attentions.setter
+    def output_attentions(self, value):
+        # as transformers: attention weights come from the eager path, which a config left at the
+        # default (None) switches to, and one set to another implementation refuses
+        if value and self._attn_implementation is None:
+            self._attn_implementation = "eager"
+        if value and self._attn_implementation != "eager":
+            raise ValueError(f"output_attentions=True needs attn_implementation 'eager', this config has "
+                             f"{self._attn_implementation!r}; set config._attn_implementation = 'eager' first")
+        self._output_attentions = value
 
     @property
     def use_return_dict(self) -> bool:

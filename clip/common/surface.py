@@ -57,10 +57,11 @@ def _foreign_dict(config) -> dict:
 
 
 def output_flags(config, output_attentions, output_hidden_states, return_dict):
-    """The call's flags, each falling back to the config's (transformers' use_return_dict included)."""
+    """The call's flags, each falling back to the config's. As in transformers 4.57's CLIP, the
+    models read config.return_dict (use_return_dict, which torchscript turns off, is only reported)."""
     attn = output_attentions if output_attentions is not None else config.output_attentions
     hidden = output_hidden_states if output_hidden_states is not None else config.output_hidden_states
-    as_dict = return_dict if return_dict is not None else config.use_return_dict
+    as_dict = return_dict if return_dict is not None else config.return_dict
     return bool(attn), bool(hidden), bool(as_dict)
 
 

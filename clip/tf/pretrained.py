@@ -116,8 +116,9 @@ class TFPreTrainedSurface:
                 for name, spec in self.input_signature.items()}
 
     def serving_output(self, output):
-        """The outputs a serving graph returns: all of them (nothing of CLIP's is a Python object)."""
-        return output
+        """The outputs a serving graph returns: every set field, as nested plain dicts (what a
+        SavedModel signature can carry; transformers' outputs are dicts already)."""
+        return _plain_dict(output)
 
     @property
     def serving(self):
@@ -158,6 +159,12 @@ class TFPreTrainedSurface:
         data = tf.data.Dataset.from_generator(batches, output_signature=signature)
         data = data.apply(tf.data.experimental.assert_cardinality(-(-stop // batch_size)))
         return data.prefetch(tf.data.AUTOTUNE) if prefetch else data
+
+
+def _plain_dict(output):
+    if hasattr(output, "items") and hasattr(output, "to_tuple"):
+        return {key: _plain_dict(value) for key, value in output.items()}
+    return output
 
 
 def _columns(dataset) -> list:
