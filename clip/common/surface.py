@@ -47,12 +47,14 @@ def _looks_like(config, config_class) -> bool:
 
 
 def _foreign_dict(config) -> dict:
-    data = config.to_dict()
+    # to_diff_dict: the fields that matter, without the dozens of generic generation flags at defaults
+    data = config.to_diff_dict() if callable(getattr(config, "to_diff_dict", None)) else config.to_dict()
     # transformers' to_dict adds its bookkeeping; the library version is not a field of the model
-    data.pop("transformers_version", None)
-    for key in CLIPConfig.sub_configs:
-        if isinstance(data.get(key), dict):
-            data[key].pop("transformers_version", None)
+    for key in ("transformers_version", "_name_or_path"):
+        data.pop(key, None)
+        for sub in CLIPConfig.sub_configs:
+            if isinstance(data.get(sub), dict):
+                data[sub].pop(key, None)
     return data
 
 

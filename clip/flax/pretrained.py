@@ -63,13 +63,11 @@ class FlaxPreTrainedSurface:
 
     def default_input_shape(self) -> tuple:
         """transformers' input_shape: (1, 1) token ids and/or one NHWC image of the config's size."""
-        vision = getattr(self.config, "vision_config", self.config)
-        image = (1, vision.image_size, vision.image_size, vision.num_channels)
-        if "Vision" in type(self).__name__:
-            return image
         if "Text" in type(self).__name__:
             return (1, 1)
-        return ((1, 1), image)
+        vision = getattr(self.config, "vision_config", self.config)
+        image = (1, vision.image_size, vision.image_size, vision.num_channels)
+        return image if "Vision" in type(self).__name__ else ((1, 1), image)
 
     # -- params ---------------------------------------------------------------------------------
     def _check_initialized(self, params):
