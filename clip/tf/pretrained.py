@@ -101,13 +101,14 @@ class TFPreTrainedSurface:
     @property
     def input_signature(self) -> dict:
         """{name: tf.TensorSpec} of the inputs, batch (and text length) open, as transformers declares them."""
-        vision = self._vision_config()
-        specs = {
-            "input_ids": tf.TensorSpec((None, None), tf.int32, name="input_ids"),
-            "attention_mask": tf.TensorSpec((None, None), tf.int32, name="attention_mask"),
-            "pixel_values": tf.TensorSpec((None, vision.num_channels, vision.image_size, vision.image_size), tf.float32, name="pixel_values"),
-        }
-        return {name: specs[name] for name in self._input_names()}
+        specs = {}
+        for name in self._input_names():
+            if name == "pixel_values":
+                vision = self._vision_config()
+                specs[name] = tf.TensorSpec((None, vision.num_channels, vision.image_size, vision.image_size), tf.float32, name=name)
+            else:
+                specs[name] = tf.TensorSpec((None, None), tf.int32, name=name)
+        return specs
 
     @property
     def dummy_inputs(self) -> dict:
