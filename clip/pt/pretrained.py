@@ -79,6 +79,14 @@ class PreTrainedSurface:
     def set_input_embeddings(self, value):
         raise NotImplementedError(f"{type(self).__name__} has no input embedding to replace (as in transformers)")
 
+    @property
+    def dummy_inputs(self) -> dict:
+        """A tiny batch of the main input (transformers' PyTorch models give token ids)."""
+        if self.main_input_name == "pixel_values":
+            vision = getattr(self.config, "vision_config", self.config)
+            return {"pixel_values": torch.ones(1, vision.num_channels, vision.image_size, vision.image_size)}
+        return {"input_ids": torch.tensor([[3, 4, 5, 2], [6, 7, 2, 1]])}
+
     def get_output_embeddings(self):
         return None
 
