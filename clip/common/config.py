@@ -19,8 +19,108 @@ SUPPORTED_ACTIVATIONS = ("quick_gelu", "gelu", "gelu_new", "gelu_pytorch_tanh", 
 
 CONFIG_NAME = "config.json"
 
+# transformers' generic PretrainedConfig flags with their defaults: read (through class attributes)
+# when a config does not set them, written only when set, left out of to_diff_dict at their default
+GENERIC_DEFAULTS = {
+    "return_dict": True,
+    "output_hidden_states": False,
+    "output_attentions": False,
+    "torchscript": False,
+    "is_encoder_decoder": False,
+    "tie_word_embeddings": True,
+    "problem_type": None,
+}
 
-class _TowerConfig:
+
+class _ConfigSurface:
+    """transformers' PretrainedConfig surface both kinds of config share (generic flags, the
+    attention implementation, get_text_config, to_diff_dict). The values are not validated here:
+    like transformers, a config takes any value and the model refuses what it cannot build
+    (validate(), called by every model's constructor)."""
+
+    sub_configs: dict = {}
+    return_dict = True
+    output_hidden_states = False
+    _output_attentions = False
+    torchscript = False
+    is_encoder_decoder = False
+    tie_word_embeddings = True
+    problem_type = None
+    _attn_implementation_internal = None
+
+    def _take_generic_kwargs(self, kwargs: dict):
+        # transformers' PretrainedConfig(attn_implementation=...) sets the private field
+        if "attn_implementation" in kwargs:
+            self._attn_implementation = kwargs.pop("attn_implementation")
+
+    @property
+    def output_attentions(self) -> bool:
+        return self._output_attentions
+
+    @output_attentions.setter
+    def output_attentions(self, value):
+        # as transformers: attention weights come from the eager path, which a config left at the
+        # default (None) switches to, and one set to another implementation refuses
+        if value and self._attn_implementation is None:
+            self._attn_implementation = "eager"
+        if value and self._attn_implementation != "eager":
+            raise ValueError(f"output_attentions=True needs attn_implementation 'eager', this config has "
+                             f"{self._attn_implementation!r}; set config._attn_implementation = 'eager' first")
+        self._output_attentions = value
+
+    @property
+    def use_return_dict(self) -> bool:
+        return bool(self.return_dict) and not self.torchscript
+
+    @property
+    def _attn_implementation(self):
+        return self._attn_implementation_internal
+
+    @_attn_implementation.setter
+    def _attn_implementation(self, value):
+        """Set here and on every sub-config; a dict gives per-sub-config values ("" for this one)."""
+        own = value.get("", self._attn_implementation_internal) if isinstance(value, dict) else value
+        self._attn_implementation_internal = own
+        for key in self.sub_configs:
+            sub = getattr(self, key, None)
+            if sub is not None:
+                sub._attn_implementation = value.get(key, sub._attn_implementation) if isinstance(value, dict) else value
+
+    def get_text_config(self, decoder=None, encoder=None):
+        """The text tower's config (the config itself for a tower), as transformers resolves it:
+        CLIP's text_config counts as a "decoder" name there, so encoder=True alone gives the config itself."""
+        if decoder == encoder or decoder:
+            return getattr(self, "text_config", self)
+        return self
+
+    def to_diff_dict(self) -> dict:
+        """to_dict() without the generic flags left at transformers' defaults (what transformers'
+        to_diff_dict leaves out of config.json); sub-configs nested in the same form."""
+        out = {}
+        for key, value in self.to_dict().items():
+            if key in GENERIC_DEFAULTS and value == GENERIC_DEFAULTS[key]:
+                continue
+            out[key] = getattr(self, key).to_diff_dict() if key in self.sub_configs else value
+        return out
+
+    def to_json_string(self, use_diff: bool = False) -> str:
+        return json.dumps(self.to_diff_dict() if use_diff else self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    def __eq__(self, other):
+        return type(self) is type(other) and self.to_dict() == other.to_dict()
+
+    def __repr__(self):
+        return f"{type(self).__name__} {self.to_json_string()}"
+
+    def save_pretrained(self, save_directory, **kwargs):
+        # push_to_hub and the like are refused by name rather than silently ignored
+        if kwargs:
+            raise TypeError(f"save_pretrained got unexpected arguments {sorted(kwargs)}")
+        os.makedirs(save_directory, exist_ok=True)
+        atomic_write_text(os.path.join(save_directory, CONFIG_NAME), self.to_json_string())
+
+
+class _TowerConfig(_ConfigSurface):
     """Shared machinery: known fields with defaults, extra keys kept, validation."""
 
     model_type: str = ""
@@ -28,15 +128,15 @@ class _TowerConfig:
     defaults: dict = {}
 
     def __init__(self, **kwargs):
+        self._take_generic_kwargs(kwargs)
         for name, default in self.defaults.items():
             setattr(self, name, kwargs.pop(name, copy.deepcopy(default)))
         kwargs.pop("model_type", None)
         self._extra_keys = list(kwargs)
         for name, value in kwargs.items():
             setattr(self, name, value)
-        self.validate()
 
-    # -- validation -------------------------------------------------------------------------------
+    # -- validation (by the models: a config itself accepts what transformers' accepts) ------------
     def _positive_ints(self):
         return ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
 
@@ -72,22 +172,9 @@ class _TowerConfig:
         out["model_type"] = self.model_type
         return out
 
-    def to_json_string(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
-
     @classmethod
-    def from_dict(cls, data: dict):
-        return cls(**copy.deepcopy(data))
-
-    def __eq__(self, other):
-        return type(self) is type(other) and self.to_dict() == other.to_dict()
-
-    def __repr__(self):
-        return f"{type(self).__name__} {self.to_json_string()}"
-
-    def save_pretrained(self, save_directory):
-        os.makedirs(save_directory, exist_ok=True)
-        atomic_write_text(os.path.join(save_directory, CONFIG_NAME), self.to_json_string())
+    def from_dict(cls, data: dict, **kwargs):
+        return cls(**{**copy.deepcopy(data), **kwargs})
 
     @classmethod
     def from_pretrained(cls, name_or_path, **hub_kwargs):
@@ -158,10 +245,11 @@ class CLIPVisionConfig(_TowerConfig):
         return (self.image_size // self.patch_size) ** 2
 
 
-class CLIPConfig:
+class CLIPConfig(_ConfigSurface):
     """The two tower configs plus the joint-space fields (projection_dim, logit_scale_init_value)."""
 
     model_type = "clip"
+    sub_configs = {"text_config": CLIPTextConfig, "vision_config": CLIPVisionConfig}
     defaults = {
         "projection_dim": 512,
         "logit_scale_init_value": 2.6592,
@@ -169,6 +257,7 @@ class CLIPConfig:
     }
 
     def __init__(self, text_config=None, vision_config=None, **kwargs):
+        attn_implementation = kwargs.pop("attn_implementation", None)
         # transformers <4.22 wrote `text_config_dict`/`vision_config_dict`; when both forms are
         # present the *_dict values win, as transformers resolves it.
         text_dict = _as_dict(text_config)
@@ -185,7 +274,14 @@ class CLIPConfig:
         self._extra_keys = list(kwargs)
         for name, value in kwargs.items():
             setattr(self, name, value)
-        if not isinstance(self.projection_dim, int) or self.projection_dim <= 0:
+        if attn_implementation is not None:
+            self._attn_implementation = attn_implementation
+
+    def validate(self):
+        """What a model needs of the config; raises one clear ValueError naming the field."""
+        self.text_config.validate()
+        self.vision_config.validate()
+        if not isinstance(self.projection_dim, int) or isinstance(self.projection_dim, bool) or self.projection_dim <= 0:
             raise ValueError(f"CLIPConfig.projection_dim must be a positive integer, got {self.projection_dim!r}")
 
     @classmethod
@@ -216,12 +312,9 @@ class CLIPConfig:
         out["model_type"] = self.model_type
         return out
 
-    def to_json_string(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
-
     @classmethod
-    def from_dict(cls, data: dict):
-        data = copy.deepcopy(data)
+    def from_dict(cls, data: dict, **kwargs):
+        data = {**copy.deepcopy(data), **kwargs}
         if "id2label" in data and data["id2label"] is not None:
             # JSON object keys are strings; transformers turns them back into ints.
             labels = data["id2label"]
@@ -229,16 +322,6 @@ class CLIPConfig:
                 raise ValueError(f"CLIPConfig.id2label must map class indices to labels, got {labels!r}")
             data["id2label"] = {int(k): v for k, v in labels.items()}
         return cls(**data)
-
-    def __eq__(self, other):
-        return type(self) is type(other) and self.to_dict() == other.to_dict()
-
-    def __repr__(self):
-        return f"CLIPConfig {self.to_json_string()}"
-
-    def save_pretrained(self, save_directory):
-        os.makedirs(save_directory, exist_ok=True)
-        atomic_write_text(os.path.join(save_directory, CONFIG_NAME), self.to_json_string())
 
     @classmethod
     def from_pretrained(cls, name_or_path, **hub_kwargs):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import warnings
 
-from clip.common import hub, io, weights
+from clip.common import hub, io, surface, weights
 
 logger = logging.getLogger("clip")
 
@@ -54,7 +54,7 @@ def resolve_config(cls, name_or_path, config, overrides: dict, hub_kwargs: dict)
         if not hasattr(config, key) and key not in RUNTIME_CONFIG_KEYS:
             raise TypeError(f"{cls.__name__}.from_pretrained got an unexpected argument {key!r}")
         setattr(config, key, value)
-    return config
+    return surface.as_config(config, cls.config_class, cls.__name__)  # transformers' config objects too
 
 
 def locate(cls, name_or_path, config, kwargs: dict, backend: str, candidates: tuple, use_safetensors=None, hint: str = ""):
@@ -76,6 +76,11 @@ def find_weights(name_or_path, candidates, hub_kwargs: dict, hint: str = "") -> 
     return found
 
 
+class CheckpointShapeError(ValueError, RuntimeError):
+    """Tensors of a checkpoint that do not fit the model: a ValueError, and the RuntimeError
+    transformers' PyTorch from_pretrained raises for the same case, so either except clause catches it."""
+
+
 def check_checkpoint(cls, name_or_path, expected: dict, shapes: dict, ignore_mismatched_sizes: bool) -> dict:
     """Compare a checkpoint's {canonical name: shape} with the model's before anything is assigned.
 
@@ -85,7 +90,7 @@ def check_checkpoint(cls, name_or_path, expected: dict, shapes: dict, ignore_mis
     report = weights.match_checkpoint(expected, shapes)
     if report["mismatched_keys"] and not ignore_mismatched_sizes:
         lines = [f"  {n}: the model expects {e}, the checkpoint has {f}" for n, e, f in report["mismatched_keys"]]
-        raise ValueError(
+        raise CheckpointShapeError(
             f"{name_or_path}: {len(lines)} tensor(s) of the checkpoint do not fit {cls.__name__} "
             "(pass ignore_mismatched_sizes=True to initialize them instead):\n" + "\n".join(lines)
         )

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
-from clip.common import checks, hub, io, loading, weight_files, weights
+from clip.common import checks, hub, io, loading, sharding, weight_files, weights
 from clip.common.formats import transformers_flax
 
 
@@ -95,14 +95,30 @@ def init_arrays(config, model_class: str, rng, names, dtype) -> dict:
     return out
 
 
-def init_params(model, rng, names=None) -> dict:
-    """A full params tree: `names` (default all) freshly initialized, the rest from model.params."""
+def init_params(model, rng, names=None, params=None) -> dict:
+    """A full params tree: `names` freshly initialized, the rest from `params` (a possibly partial
+    tree) or model.params. Default `names`: all, or with `params` the leaves it lacks."""
     expected = expected_parameters(model)
-    names = list(expected) if names is None else list(names)
+    if params is not None:
+        kept = dict(_present_leaves(params, expected))
+        names = [n for n in expected if n not in kept] if names is None else list(names)
+    else:
+        names = list(expected) if names is None else list(names)
+        kept = from_params(model.params, expected) if len(names) < len(expected) else {}
     fresh = init_arrays(model.config, canonical_class(type(model)), rng, names, model.param_dtype)
-    if len(names) < len(expected):
-        fresh = {**from_params(model.params, expected), **fresh}
-    return to_params(fresh, expected)
+    return to_params({n: fresh[n] if n in fresh else kept[n] for n in expected}, expected)
+
+
+def _present_leaves(params: dict, expected: dict):
+    """(canonical name, array in the PyTorch layout) for each expected leaf `params` holds."""
+    for name, (_, kind) in expected.items():
+        node = params
+        for part in weights.backend_name(name, kind, "flax").split("."):
+            node = node.get(part) if hasattr(node, "get") else None
+            if node is None:
+                break
+        if node is not None:
+            yield name, _transpose(node, kind, inverse=True)
 
 
 # -- loading --------------------------------------------------------------------------------------
@@ -160,19 +176,32 @@ def from_pretrained(
     loaded = {n: arrays[n] for n in expected if n not in fresh}  # numpy views: transposed without copies
     loaded.update(init_arrays(config, canonical_class(cls), seed, fresh, param_dtype))
     tree = to_params({n: loaded[n] for n in expected}, expected)
-    model.params = jax.tree.map(lambda a: jnp.asarray(a, dtype=param_dtype), tree)  # one copy each
+    params = jax.tree.map(lambda a: jnp.asarray(a, dtype=param_dtype), tree)  # one copy each
     del arrays, loaded, tree
+    if _do_init:
+        model.params = params  # with _do_init=False the model keeps none, as in transformers
 
     info = loading.loading_info(cls, name_or_path, report)
-    result = (model,) if _do_init else (model, model.params)
+    result = (model,) if _do_init else (model, params)
     result += (info,) if output_loading_info else ()
     return result if len(result) > 1 else model
 
 
 # -- saving ---------------------------------------------------------------------------------------
-def save_pretrained(model, save_directory, params=None, flax_msgpack=False):
-    """config.json + model.safetensors (canonical names, {"format": "pt"}); with `flax_msgpack`
-    also transformers' flax_model.msgpack. Each file is written atomically."""
+def save_pretrained(model, save_directory, params=None, flax_msgpack=False, max_shard_size=sharding.DEFAULT_MAX_SHARD_SIZE,
+                    safe_serialization=True, **kwargs):
+    """config.json + model.safetensors (canonical names, {"format": "pt"}; sharded beyond
+    max_shard_size with transformers' index json); with `flax_msgpack` also transformers'
+    flax_model.msgpack. Each file is written atomically. transformers' safe_serialization=False
+    (its Flax default: msgpack only) is accepted and still writes safetensors beside the msgpack."""
+    if kwargs.pop("push_to_hub", False):
+        raise ValueError("save_pretrained: push_to_hub=True is not supported by clip.flax")
+    kwargs.pop("token", None)
+    if kwargs:
+        raise TypeError(f"save_pretrained got unexpected arguments {sorted(kwargs)}")
+    if not isinstance(safe_serialization, bool):
+        raise TypeError(f"safe_serialization must be True or False, got {safe_serialization!r}")
+    flax_msgpack = flax_msgpack or not safe_serialization
     save_directory = os.fspath(save_directory)
     if os.path.isfile(save_directory):
         raise ValueError(f"{save_directory} is a file; save_pretrained needs a directory")
@@ -182,8 +211,8 @@ def save_pretrained(model, save_directory, params=None, flax_msgpack=False):
     config.save_pretrained(save_directory)
     expected = expected_parameters(model)
     arrays = {n: np.asarray(jax.device_get(a)) for n, a in from_params(model.params if params is None else params, expected).items()}
-    io.write_safetensors(arrays, os.path.join(save_directory, hub.SAFETENSORS_NAME), metadata={"format": "pt"})
-    written = {hub.SAFETENSORS_NAME}
+    written = set(sharding.save_weights(save_directory, arrays, {n: a.nbytes for n, a in arrays.items()}, _write_safetensors,
+                                        max_shard_size, total_parameters=sum(a.size for a in arrays.values())))
     if flax_msgpack:
         tree = transformers_flax.from_canonical(arrays, {n: kind for n, (_, kind) in expected.items()})
         with io.atomic_path(os.path.join(save_directory, transformers_flax.FILE_NAME)) as tmp:
@@ -195,3 +224,8 @@ def save_pretrained(model, save_directory, params=None, flax_msgpack=False):
         path = os.path.join(save_directory, name)
         if name not in written and os.path.isfile(path):
             os.unlink(path)
+    sharding.remove_weights(save_directory, hub.PYTORCH_NAME)
+
+
+def _write_safetensors(arrays: dict, path):
+    io.write_safetensors(arrays, path, metadata={"format": "pt"})

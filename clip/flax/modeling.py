@@ -50,6 +50,7 @@ from clip.common.outputs import CLIPOutput, CLIPTextModelOutput, CLIPVisionModel
 from clip.flax.kernels import Linear
 from clip.flax.layers import CLIPAttention, CLIPEncoder, CLIPEncoderLayer, CLIPMLP
 from clip.flax.loss import clip_loss
+from clip.flax.pretrained import FlaxPreTrainedSurface
 from clip.flax.towers import CLIPTextEmbeddings, CLIPTextTransformer, CLIPVisionEmbeddings, CLIPVisionTransformer
 
 # the blocks and towers stay importable from here
@@ -195,52 +196,66 @@ def _finish(output, return_dict):
     return output if return_dict else output.to_tuple()
 
 
-class FlaxCLIPPreTrainedModel:
-    """Config, module and params; init, from_pretrained/save_pretrained, `params=` calls.
+class FlaxCLIPPreTrainedModel(FlaxPreTrainedSurface):
+    """Config, module and params; init, from_pretrained/save_pretrained, `params=` calls;
+    transformers' FlaxPreTrainedModel surface in clip.flax.pretrained.
 
     `params` is a plain nested dict (transformers' FlaxCLIP layout: "text_model" -> "encoder" ->
     "layers" -> "0" -> ...); `model(..., params=p)` runs the module with `p` and nothing else, so
-    it can be jitted, differentiated and sharded like any pytree function.
+    it can be jitted, differentiated and sharded like any pytree function. With `_do_init=False`
+    the model keeps no params (transformers' contract): pass params= to every call. Assigning
+    model.params afterwards is allowed here (transformers refuses it) and makes them the default.
     """
 
     config_class = CLIPConfig
     module_class = CLIPModule
     main_input_name = "input_ids"
 
-    def __init__(self, config, seed: int = 0, dtype=jnp.float32, param_dtype=jnp.float32, _do_init: bool = True):
-        if not isinstance(config, self.config_class):
-            raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config).__name__}")
+    def __init__(self, config, input_shape=None, seed: int = 0, dtype=jnp.float32, _do_init: bool = True,
+                 param_dtype=jnp.float32):
+        config = self._take_config(config)
         self.config, self.dtype, self.param_dtype = config, dtype, param_dtype
+        self.input_shape = input_shape if input_shape is not None else self.default_input_shape()
+        self.key = jax.random.PRNGKey(seed)
         build = lambda: self.module_class(config, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(seed))  # noqa: E731
         self.module = nnx.eval_shape(build)  # abstract: shapes only, no random numbers drawn
         self.graphdef = nnx.split(self.module)[0]
+        self._param_shapes = _str_keys(nnx.to_pure_dict(nnx.state(self.module, nnx.Param)))
         if _do_init:
-            self.params = self.init_weights(seed)
+            self.params = self.init_weights(seed, self.input_shape)
 
-    def init_weights(self, rng, names=None) -> dict:
+    def init_weights(self, rng, input_shape=None, params=None, names=None) -> dict:
         """transformers' CLIP initialization (clip.common.checks.init_spec) as a params tree;
-        `rng` an int seed or a jax key; `names` (canonical) re-drawn, the others kept."""
+        `rng` an int seed or a jax key. With `params`, only the leaves it lacks are drawn (as
+        transformers fills its missing keys); `names` (canonical) re-draws those, keeping the rest.
+        `input_shape` is accepted for transformers' signature: every shape follows from the config."""
         from clip.flax import loading
 
-        return loading.init_params(self, rng, names)
+        return loading.init_params(self, rng, names, params)
+
+    def _abstract_params(self):
+        return self._param_shapes
+
+    @property
+    def params_shape_tree(self) -> dict:
+        return self._param_shapes
 
     @property
     def params(self) -> dict:
+        self._check_initialized(None)
         return _str_keys(nnx.to_pure_dict(nnx.state(self.module, nnx.Param)))
 
     @params.setter
     def params(self, params):
         self.module = self._bind(params)
+        self._is_initialized = True
 
     def _bind(self, params):
         """The module with `params` in it (traced values under jit); self.module when None."""
         if params is None:
+            self._check_initialized(None)
             return self.module
         return nnx.merge(self.graphdef, nnx.State(nnx.restore_int_paths(params)))
-
-    def _output_flags(self, output_attentions, output_hidden_states, return_dict):
-        pick = lambda value, key, default: value if value is not None else getattr(self.config, key, default)  # noqa: E731
-        return pick(output_attentions, "output_attentions", False), pick(output_hidden_states, "output_hidden_states", False), pick(return_dict, "return_dict", True)
 
     def _dropout_rng(self, train, dropout_rng):
         if not train:

@@ -70,6 +70,7 @@ def causal_mask(length, dtype, device):
 class CLIPAttention(nn.Module):
     def __init__(self, config):
         super().__init__()
+        self.config = config  # read at each call: config._attn_implementation switches the kernel after loading
         self.num_heads, self.head_dim = config.num_attention_heads, config.head_dim
         self.scale = self.head_dim**-0.5
         self.dropout = config.attention_dropout
@@ -86,8 +87,9 @@ class CLIPAttention(nn.Module):
         k = self.k_proj(x).view(B, L, self.num_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(B, L, self.num_heads, self.head_dim).transpose(1, 2)
         dropout = self.dropout if self.training else 0.0
-        if output_attentions:
+        if output_attentions or self.eager:
             out, weights = explicit_attention(q, k, v, mask, is_causal, self.scale, dropout)
+            weights = weights if output_attentions else None
         else:
             out = F.scaled_dot_product_attention(q, k, v, mask, dropout, is_causal=is_causal, scale=self.scale)
             weights = None
@@ -101,8 +103,16 @@ class CLIPAttention(nn.Module):
         k = self.k_proj(x).view(B, L, self.num_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(B, L, self.num_heads, self.head_dim).transpose(1, 2)
         dropout = self.dropout if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, mask, dropout, scale=self.scale)  # B,H,1,d
+        if self.eager:
+            out, _ = explicit_attention(q, k, v, mask, False, self.scale, dropout)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, mask, dropout, scale=self.scale)  # B,H,1,d
         return self.out_proj(out.reshape(B, D))
+
+    @property
+    def eager(self) -> bool:
+        """transformers' attn_implementation="eager": the explicit softmax instead of the fused kernel."""
+        return getattr(self.config, "_attn_implementation", None) == "eager"
 
 
 class CLIPMLP(nn.Module):

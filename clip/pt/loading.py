@@ -15,7 +15,8 @@ import warnings
 import numpy as np
 import torch
 
-from clip.common import hub, io, loading, weight_files, weights
+from clip.common import hub, io, loading, sharding, surface, weight_files, weights
+from clip.pt.pretrained import ATTN_IMPLEMENTATIONS
 
 
 WEIGHT_CANDIDATES = (hub.SAFETENSORS_NAME, hub.SAFETENSORS_INDEX_NAME, hub.PYTORCH_NAME, hub.PYTORCH_INDEX_NAME)
@@ -46,24 +47,41 @@ def from_pretrained(
     use_safetensors=None,
     output_loading_info=False,
     ignore_mismatched_sizes=False,
+    state_dict=None,
     **kwargs,
 ):
     """transformers' arguments: dtype/torch_dtype, device_map (one device), attn_implementation,
-    use_safetensors, output_loading_info, ignore_mismatched_sizes, the hub's (revision, token, ...),
+    use_safetensors, output_loading_info, ignore_mismatched_sizes, state_dict (weights given instead
+    of read; with name_or_path None the config must be given), the hub's (revision, token, ...),
     config overrides; trust_remote_code and low_cpu_mem_usage are accepted and change nothing."""
+    if _default_device_is_meta():
+        # as transformers: loading weights onto the meta device would load nothing
+        raise RuntimeError(
+            f"{cls.__name__}.from_pretrained was called under a meta device context (torch.device('meta') or "
+            "torch.set_default_device('meta')); it loads real weights. For an empty model on the meta device "
+            f"build it there instead: {cls.__name__}(config)"
+        )
     if dtype is not None and torch_dtype is not None and resolve_dtype(dtype) != resolve_dtype(torch_dtype):
         raise ValueError(f"dtype={dtype!r} and torch_dtype={torch_dtype!r} disagree; pass one of them")
     target_dtype = resolve_dtype(dtype if dtype is not None else torch_dtype) or torch.get_default_dtype()
     device = resolve_device(device, device_map)
     check_attn_implementation(attn_implementation)
-    config, kind, paths = loading.locate(cls, name_or_path, config, kwargs, "pt", WEIGHT_CANDIDATES, use_safetensors)
     origins = {}  # checkpoint name -> its file, for messages
-    tensors = read_weights(kind, paths, origins)  # checkpoint name -> numpy array or CPU tensor (no copies yet)
+    if name_or_path is None or state_dict is not None:
+        config = _config_without_files(cls, name_or_path, config, kwargs)
+        tensors = dict(state_dict or {})
+        name_or_path = name_or_path if name_or_path is not None else "the given state_dict"
+    else:
+        config, kind, paths = loading.locate(cls, name_or_path, config, kwargs, "pt", WEIGHT_CANDIDATES, use_safetensors)
+        tensors = read_weights(kind, paths, origins)  # checkpoint name -> numpy array or CPU tensor (no copies yet)
+    config = surface.as_config(config, cls.config_class, cls.__name__)
+    if attn_implementation is not None:
+        config._attn_implementation = attn_implementation
 
     canonical = weights.normalize_checkpoint_keys(tensors)  # checkpoint name -> canonical name
     by_canonical = {canon: tensors[name] for name, canon in canonical.items()}
     expected = weights.expected_parameters(config, _canonical_class(cls))
-    loading.check_float_weights(by_canonical, expected, {c: origins[n] for n, c in canonical.items()}, paths[0])
+    loading.check_float_weights(by_canonical, expected, {c: origins.get(n, name_or_path) for n, c in canonical.items()}, name_or_path)
     shapes = {n: tuple(t.shape) for n, t in by_canonical.items()}
     report = loading.check_checkpoint(cls, name_or_path, expected, shapes, ignore_mismatched_sizes)
     mismatched = report["mismatched"]
@@ -90,14 +108,22 @@ def from_pretrained(
     return (model, info) if output_loading_info else model
 
 
-# Every one runs torch's scaled_dot_product_attention, which picks the flash, memory-efficient or
-# plain kernel itself; attention weights, when asked for, are computed explicitly whatever the choice.
-ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
-
-
 def check_attn_implementation(name):
-    if name is not None and name not in ATTN_IMPLEMENTATIONS:
-        raise ValueError(f"attn_implementation must be one of {', '.join(ATTN_IMPLEMENTATIONS)} or None, got {name!r}")
+    surface.check_attn_implementation(name, "from_pretrained", ATTN_IMPLEMENTATIONS)
+
+
+def _default_device_is_meta() -> bool:
+    return torch.empty(0).device.type == "meta"
+
+
+def _config_without_files(cls, name_or_path, config, kwargs: dict):
+    """from_pretrained with no weight files to find: the config given, or read from name_or_path."""
+    loading.pop_no_op_kwargs(kwargs, "pt")
+    kwargs.pop("use_safetensors", None)
+    hub_kwargs = hub.split_hub_kwargs(kwargs)
+    if name_or_path is None and config is None:
+        raise ValueError(f"{cls.__name__}.from_pretrained(None, ...) needs config= (and state_dict= for its weights)")
+    return loading.resolve_config(cls, name_or_path, config, kwargs, hub_kwargs)
 
 
 def resolve_device(device, device_map) -> torch.device:
@@ -189,8 +215,20 @@ def _release_pages(array):
 
 
 # -- writing --------------------------------------------------------------------------------------
-def save_pretrained(model, save_directory, safe_serialization=True, state_dict=None):
-    """config.json + model.safetensors ({"format": "pt"}), or pytorch_model.bin; each written atomically."""
+def save_pretrained(model, save_directory, safe_serialization=True, state_dict=None,
+                    max_shard_size=sharding.DEFAULT_MAX_SHARD_SIZE, is_main_process=True, **kwargs):
+    """config.json + model.safetensors ({"format": "pt"}), or pytorch_model.bin; sharded beyond
+    max_shard_size with transformers' index json; each file written atomically. On processes other
+    than the main one (is_main_process=False) nothing is written, as in transformers."""
+    for key in ("variant", "push_to_hub", "save_peft_format"):
+        if kwargs.get(key):
+            raise ValueError(f"save_pretrained: {key}={kwargs[key]!r} is not supported by clip.pt")
+        kwargs.pop(key, None)
+    kwargs.pop("token", None)
+    if kwargs:
+        raise TypeError(f"save_pretrained got unexpected arguments {sorted(kwargs)}")
+    if not is_main_process:
+        return
     save_directory = os.fspath(save_directory)
     if os.path.isfile(save_directory):
         raise ValueError(f"{save_directory} is a file; save_pretrained needs a directory")
@@ -201,19 +239,21 @@ def save_pretrained(model, save_directory, safe_serialization=True, state_dict=N
     state = model.state_dict() if state_dict is None else state_dict
     # contiguous, detached CPU copies: views or tied tensors would not serialize as themselves
     state = {name: t.detach().to("cpu").contiguous() for name, t in state.items()}
-    if safe_serialization:
-        arrays = {name: _to_numpy(t) for name, t in state.items()}
-        io.write_safetensors(arrays, os.path.join(save_directory, hub.SAFETENSORS_NAME), metadata={"format": "pt"})
-        written = hub.SAFETENSORS_NAME
-    else:
-        with io.atomic_path(os.path.join(save_directory, hub.PYTORCH_NAME)) as tmp:
-            torch.save({name: t.clone() for name, t in state.items()}, tmp)
-        written = hub.PYTORCH_NAME
-    # a stale weight file of another format would be picked up by the next load
-    for name in WEIGHT_CANDIDATES:
-        path = os.path.join(save_directory, name)
-        if name != written and os.path.isfile(path):
-            os.unlink(path)
+    sizes = {name: t.numel() * t.element_size() for name, t in state.items()}
+    base = hub.SAFETENSORS_NAME if safe_serialization else hub.PYTORCH_NAME
+    sharding.save_weights(save_directory, state, sizes, _write_safetensors if safe_serialization else _write_bin,
+                          max_shard_size, base, total_parameters=sum(t.numel() for t in state.values()))
+    # stale weight files of the other format would be picked up by the next load
+    sharding.remove_weights(save_directory, hub.PYTORCH_NAME if safe_serialization else hub.SAFETENSORS_NAME)
+
+
+def _write_safetensors(state: dict, path):
+    io.write_safetensors({name: _to_numpy(t) for name, t in state.items()}, path, metadata={"format": "pt"})
+
+
+def _write_bin(state: dict, path):
+    with io.atomic_path(path) as tmp:
+        torch.save({name: t.clone() for name, t in state.items()}, tmp)
 
 
 def _to_numpy(tensor) -> np.ndarray:

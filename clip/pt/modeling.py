@@ -20,6 +20,7 @@ from clip.common.outputs import CLIPOutput, CLIPTextModelOutput, CLIPVisionModel
 from clip.pt.kernels import Linear
 from clip.pt.layers import CLIPAttention, CLIPEncoder, CLIPEncoderLayer, CLIPMLP
 from clip.pt.loss import classification_loss, clip_loss
+from clip.pt.pretrained import PreTrainedSurface
 from clip.pt.towers import CLIPTextEmbeddings, CLIPTextTransformer, CLIPVisionEmbeddings, CLIPVisionTransformer
 
 # the blocks and towers stay importable from here (and pickles that name them here keep loading)
@@ -47,17 +48,16 @@ def scaled_similarity(text_embeds, image_embeds, logit_scale):
     return logits.clamp(-65504.0, 65504.0).to(torch.float16)
 
 
-class CLIPPreTrainedModel(nn.Module):
-    """Config handling, initialization, gradient checkpointing, from_pretrained/save_pretrained."""
+class CLIPPreTrainedModel(PreTrainedSurface, nn.Module):
+    """Config handling, initialization, gradient checkpointing, from_pretrained/save_pretrained;
+    transformers' PreTrainedModel surface in clip.pt.pretrained."""
 
     config_class = CLIPConfig
     main_input_name = "input_ids"
 
     def __init__(self, config):
         super().__init__()
-        if not isinstance(config, self.config_class):
-            raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config).__name__}")
-        self.config = config
+        self.config = self._take_config(config)
 
     def init_weights(self, names=None):
         """transformers' CLIP initialization (clip.common.checks.init_spec), for all or some parameters."""
@@ -74,18 +74,6 @@ class CLIPPreTrainedModel(nn.Module):
                     p.fill_(1.0)
                 else:
                     p.fill_(spec[1])
-
-    def _output_flags(self, output_attentions, output_hidden_states, return_dict):
-        pick = lambda value, key, default: value if value is not None else getattr(self.config, key, default)  # noqa: E731
-        return pick(output_attentions, "output_attentions", False), pick(output_hidden_states, "output_hidden_states", False), pick(return_dict, "return_dict", True)
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.parameters()).dtype
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.parameters()).device
 
     def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs=None):
         self._set_gradient_checkpointing(True)
@@ -109,6 +97,8 @@ class CLIPPreTrainedModel(nn.Module):
         return loading.from_pretrained(cls, name_or_path, *args, **kwargs)
 
     def save_pretrained(self, save_directory, safe_serialization=True, **kwargs):
+        """transformers' save_pretrained: safe_serialization, max_shard_size (sharded files plus an
+        index json), state_dict."""
         from clip.pt import loading
 
         return loading.save_pretrained(self, save_directory, safe_serialization=safe_serialization, **kwargs)
@@ -120,14 +110,19 @@ def _finish(output, return_dict):
 
 class CLIPTextModel(CLIPPreTrainedModel):
     config_class = CLIPTextConfig
+    _no_split_modules = ["CLIPTextEmbeddings", "CLIPEncoderLayer"]
 
     def __init__(self, config: CLIPTextConfig):
         super().__init__(config)
+        config = self.config  # ours, converted from transformers' or a dict
         self.text_model = CLIPTextTransformer(config)
         self.init_weights()
 
     def get_input_embeddings(self):
         return self.text_model.embeddings.token_embedding
+
+    def set_input_embeddings(self, value):
+        self.text_model.embeddings.token_embedding = value
 
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, output_attentions=None, output_hidden_states=None, return_dict=None):
         attn, hidden, return_dict = self._output_flags(output_attentions, output_hidden_states, return_dict)
@@ -136,15 +131,20 @@ class CLIPTextModel(CLIPPreTrainedModel):
 
 class CLIPTextModelWithProjection(CLIPPreTrainedModel):
     config_class = CLIPTextConfig
+    _no_split_modules = ["CLIPTextEmbeddings", "CLIPEncoderLayer"]
 
     def __init__(self, config: CLIPTextConfig):
         super().__init__(config)
+        config = self.config  # ours, converted from transformers' or a dict
         self.text_model = CLIPTextTransformer(config)
         self.text_projection = Linear(config.hidden_size, config.projection_dim, bias=False)
         self.init_weights()
 
     def get_input_embeddings(self):
         return self.text_model.embeddings.token_embedding
+
+    def set_input_embeddings(self, value):
+        self.text_model.embeddings.token_embedding = value
 
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, output_attentions=None, output_hidden_states=None, return_dict=None):
         attn, hidden, return_dict = self._output_flags(output_attentions, output_hidden_states, return_dict)
@@ -156,9 +156,11 @@ class CLIPTextModelWithProjection(CLIPPreTrainedModel):
 class CLIPVisionModel(CLIPPreTrainedModel):
     config_class = CLIPVisionConfig
     main_input_name = "pixel_values"
+    _supports_flash_attn = True
 
     def __init__(self, config: CLIPVisionConfig):
         super().__init__(config)
+        config = self.config  # ours, converted from transformers' or a dict
         self.vision_model = CLIPVisionTransformer(config)
         self.init_weights()
 
@@ -173,9 +175,12 @@ class CLIPVisionModel(CLIPPreTrainedModel):
 class CLIPVisionModelWithProjection(CLIPPreTrainedModel):
     config_class = CLIPVisionConfig
     main_input_name = "pixel_values"
+    _supports_flash_attn = True
+    _no_split_modules = None
 
     def __init__(self, config: CLIPVisionConfig):
         super().__init__(config)
+        config = self.config  # ours, converted from transformers' or a dict
         self.vision_model = CLIPVisionTransformer(config)
         self.visual_projection = Linear(config.hidden_size, config.projection_dim, bias=False)
         self.init_weights()
@@ -192,9 +197,11 @@ class CLIPVisionModelWithProjection(CLIPPreTrainedModel):
 
 class CLIPModel(CLIPPreTrainedModel):
     config_class = CLIPConfig
+    _no_split_modules = ["CLIPTextEmbeddings", "CLIPEncoderLayer", "CLIPVisionEmbeddings"]
 
     def __init__(self, config: CLIPConfig):
         super().__init__(config)
+        config = self.config  # ours, converted from transformers' or a dict
         self.logit_scale = nn.Parameter(torch.empty(()))
         self.text_model = CLIPTextTransformer(config.text_config)
         self.vision_model = CLIPVisionTransformer(config.vision_config)
@@ -239,9 +246,12 @@ class CLIPModel(CLIPPreTrainedModel):
 class CLIPForImageClassification(CLIPPreTrainedModel):
     config_class = CLIPConfig
     main_input_name = "pixel_values"
+    _supports_flash_attn = True
+    _no_split_modules = None
 
     def __init__(self, config: CLIPConfig):
         super().__init__(config)
+        config = self.config  # ours, converted from transformers' or a dict
         self.num_labels = config.num_labels
         self.vision_model = CLIPVisionTransformer(config.vision_config)
         width = config.vision_config.hidden_size

@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from clip.common import hub, io, loading, weight_files, weights
+from clip.common import hub, io, loading, sharding, weight_files, weights
 from clip.common.formats import transformers_tf
 
 
@@ -84,10 +84,21 @@ def canonical_state(model) -> dict[str, np.ndarray]:
 read_h5 = weight_files.read_h5  # {weight name: array} of transformers' tf_model.h5
 
 
-def save_pretrained(model, save_directory, **kwargs):
-    """config.json + model.safetensors ({"format": "pt"}, canonical names), each written atomically."""
+def save_pretrained(model, save_directory, saved_model=False, version=1, signatures=None,
+                    max_shard_size=sharding.DEFAULT_MAX_SHARD_SIZE, safe_serialization=True, **kwargs):
+    """config.json + model.safetensors ({"format": "pt"}, canonical names; sharded beyond
+    max_shard_size with transformers' index json), each written atomically. transformers' TF
+    arguments: saved_model=True also writes a SavedModel to saved_model/<version> serving
+    `signatures` (default: model.serving); safe_serialization=False is accepted, and the weights
+    are still safetensors (clip.tf writes no h5; transformers' TF from_pretrained reads safetensors)."""
+    for key in ("push_to_hub", "create_pr"):
+        if kwargs.pop(key, False):
+            raise ValueError(f"save_pretrained: {key}=True is not supported by clip.tf")
+    kwargs.pop("token", None)
     if kwargs:
         raise TypeError(f"save_pretrained got unexpected arguments {sorted(kwargs)}")
+    if not isinstance(safe_serialization, bool):
+        raise TypeError(f"safe_serialization must be True or False, got {safe_serialization!r}")
     save_directory = os.fspath(save_directory)
     if os.path.isfile(save_directory):
         raise ValueError(f"{save_directory} is a file; save_pretrained needs a directory")
@@ -95,9 +106,21 @@ def save_pretrained(model, save_directory, **kwargs):
     config = model.config
     config = type(config).from_dict({**config.to_dict(), "architectures": [model.canonical_class]})
     config.save_pretrained(save_directory)
-    io.write_safetensors(canonical_state(model), os.path.join(save_directory, hub.SAFETENSORS_NAME), metadata={"format": "pt"})
+    state = canonical_state(model)
+    sharding.save_weights(save_directory, state, {n: a.nbytes for n, a in state.items()}, _write_safetensors,
+                          max_shard_size, total_parameters=sum(a.size for a in state.values()))
     # a stale weight file of another format would be picked up by the next load (here or in transformers)
     for name in STALE:
         path = os.path.join(save_directory, name)
-        if os.path.isfile(path):
+        if name != hub.SAFETENSORS_INDEX_NAME and os.path.isfile(path):
             os.unlink(path)
+    sharding.remove_weights(save_directory, hub.PYTORCH_NAME)
+    if saved_model:
+        import tensorflow as tf
+
+        path = os.path.join(save_directory, "saved_model", str(version))
+        tf.saved_model.save(model, path, signatures=signatures if signatures is not None else model.serving)
+
+
+def _write_safetensors(arrays: dict, path):
+    io.write_safetensors(arrays, path, metadata={"format": "pt"})

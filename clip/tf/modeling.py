@@ -12,6 +12,8 @@ Shapes: B batch, E projection width.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import keras
 import tensorflow as tf
 
@@ -21,6 +23,7 @@ from clip.common.outputs import CLIPOutput, CLIPTextModelOutput, CLIPVisionModel
 from clip.tf.eager import graph_when_eager
 from clip.tf.layers import CLIPAttention, CLIPEncoder, CLIPEncoderLayer, CLIPMLP
 from clip.tf.loss import clip_loss
+from clip.tf.pretrained import TFPreTrainedSurface, unpack_inputs
 from clip.tf.towers import CLIPTextEmbeddings, CLIPTextTransformer, CLIPVisionEmbeddings, CLIPVisionTransformer
 
 # the blocks and towers stay importable from here
@@ -53,8 +56,9 @@ def dense(units, name, dtype):
     return keras.layers.Dense(units, use_bias=False, name=name, dtype=dtype)
 
 
-class TFCLIPPreTrainedModel(keras.Model):
-    """Config handling, initialization, Keras serialization, training, from_pretrained/save_pretrained."""
+class TFCLIPPreTrainedModel(TFPreTrainedSurface, keras.Model):
+    """Config handling, initialization, Keras serialization, training, from_pretrained/save_pretrained;
+    transformers' TFPreTrainedModel surface in clip.tf.pretrained."""
 
     config_class = CLIPConfig
     canonical_class = "CLIPModel"  # its name in clip.common.weights and in transformers' PyTorch
@@ -62,9 +66,7 @@ class TFCLIPPreTrainedModel(keras.Model):
 
     def __init__(self, config, **kwargs):
         super().__init__(**kwargs)
-        if not isinstance(config, self.config_class):
-            raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config).__name__}")
-        self.config = config
+        self.config = self._take_config(config)
 
     def _finish_init(self):
         self.build()
@@ -109,10 +111,6 @@ class TFCLIPPreTrainedModel(keras.Model):
                 value = tf.fill(variable.shape, {"zeros": 0.0, "ones": 1.0}.get(spec[0], spec[-1]))
             variable.assign(tf.cast(value, variable.dtype))
 
-    def _output_flags(self, output_attentions, output_hidden_states, return_dict):
-        pick = lambda value, key, default: value if value is not None else getattr(self.config, key, default)  # noqa: E731
-        return pick(output_attentions, "output_attentions", False), pick(output_hidden_states, "output_hidden_states", False), pick(return_dict, "return_dict", True)
-
     @classmethod
     def from_pretrained(cls, name_or_path, *args, **kwargs):
         from clip.tf import loading
@@ -123,6 +121,14 @@ class TFCLIPPreTrainedModel(keras.Model):
         from clip.tf import loading
 
         return loading.save_pretrained(self, save_directory, **kwargs)
+
+
+def set_embedding_table(layer, value):
+    table = value.embeddings if isinstance(value, keras.layers.Embedding) else value
+    if tuple(table.shape) != tuple(layer.embeddings.shape):
+        raise ValueError(f"set_input_embeddings: the table has shape {tuple(layer.embeddings.shape)}, got {tuple(table.shape)} "
+                         "(resizing the vocabulary is not supported)")
+    layer.embeddings.assign(tf.cast(table, layer.embeddings.dtype))
 
 
 def _finish(output, return_dict):
@@ -136,12 +142,18 @@ class TFCLIPTextModel(TFCLIPPreTrainedModel):
 
     def __init__(self, config: CLIPTextConfig, **kwargs):
         super().__init__(config, **kwargs)
+        config = self.config  # ours, converted from transformers' or a dict
         self.text_model = CLIPTextTransformer(config, name="text_model", dtype=self.dtype_policy)
         self._finish_init()
 
     def get_input_embeddings(self):
         return self.text_model.embeddings.token_embedding
 
+    def set_input_embeddings(self, value):
+        """New token embeddings: an array or variable of the table's shape, or a Keras Embedding layer."""
+        set_embedding_table(self.text_model.embeddings.token_embedding, value)
+
+    @unpack_inputs
     @graph_when_eager
     def call(self, input_ids=None, attention_mask=None, position_ids=None, output_attentions=None, output_hidden_states=None, return_dict=None, training=False):
         attn, hidden, return_dict = self._output_flags(output_attentions, output_hidden_states, return_dict)
@@ -155,6 +167,7 @@ class TFCLIPTextModelWithProjection(TFCLIPPreTrainedModel):
 
     def __init__(self, config: CLIPTextConfig, **kwargs):
         super().__init__(config, **kwargs)
+        config = self.config  # ours, converted from transformers' or a dict
         self.text_model = CLIPTextTransformer(config, name="text_model", dtype=self.dtype_policy)
         self.text_projection = dense(config.projection_dim, "text_projection", self.dtype_policy)
         self._finish_init()
@@ -167,6 +180,11 @@ class TFCLIPTextModelWithProjection(TFCLIPPreTrainedModel):
     def get_input_embeddings(self):
         return self.text_model.embeddings.token_embedding
 
+    def set_input_embeddings(self, value):
+        """New token embeddings: an array or variable of the table's shape, or a Keras Embedding layer."""
+        set_embedding_table(self.text_model.embeddings.token_embedding, value)
+
+    @unpack_inputs
     @graph_when_eager
     def call(self, input_ids=None, attention_mask=None, position_ids=None, output_attentions=None, output_hidden_states=None, return_dict=None, training=False):
         attn, hidden, return_dict = self._output_flags(output_attentions, output_hidden_states, return_dict)
@@ -183,12 +201,14 @@ class TFCLIPVisionModel(TFCLIPPreTrainedModel):
 
     def __init__(self, config: CLIPVisionConfig, **kwargs):
         super().__init__(config, **kwargs)
+        config = self.config  # ours, converted from transformers' or a dict
         self.vision_model = CLIPVisionTransformer(config, name="vision_model", dtype=self.dtype_policy)
         self._finish_init()
 
     def get_input_embeddings(self):
         return self.vision_model.embeddings.patch_embedding
 
+    @unpack_inputs
     @graph_when_eager
     def call(self, pixel_values=None, output_attentions=None, output_hidden_states=None, interpolate_pos_encoding=False, return_dict=None, training=False):
         attn, hidden, return_dict = self._output_flags(output_attentions, output_hidden_states, return_dict)
@@ -204,6 +224,7 @@ class TFCLIPVisionModelWithProjection(TFCLIPPreTrainedModel):
 
     def __init__(self, config: CLIPVisionConfig, **kwargs):
         super().__init__(config, **kwargs)
+        config = self.config  # ours, converted from transformers' or a dict
         self.vision_model = CLIPVisionTransformer(config, name="vision_model", dtype=self.dtype_policy)
         self.visual_projection = dense(config.projection_dim, "visual_projection", self.dtype_policy)
         self._finish_init()
@@ -216,6 +237,7 @@ class TFCLIPVisionModelWithProjection(TFCLIPPreTrainedModel):
     def get_input_embeddings(self):
         return self.vision_model.embeddings.patch_embedding
 
+    @unpack_inputs
     @graph_when_eager
     def call(self, pixel_values=None, output_attentions=None, output_hidden_states=None, interpolate_pos_encoding=False, return_dict=None, training=False):
         attn, hidden, return_dict = self._output_flags(output_attentions, output_hidden_states, return_dict)
@@ -239,6 +261,7 @@ class TFCLIPModel(TFCLIPPreTrainedModel):
 
     def __init__(self, config: CLIPConfig, **kwargs):
         super().__init__(config, **kwargs)
+        config = self.config  # ours, converted from transformers' or a dict
         self.text_model = CLIPTextTransformer(config.text_config, name="text_model", dtype=self.dtype_policy)
         self.vision_model = CLIPVisionTransformer(config.vision_config, name="vision_model", dtype=self.dtype_policy)
         self.visual_projection = dense(config.projection_dim, "visual_projection", self.dtype_policy)
@@ -254,17 +277,20 @@ class TFCLIPModel(TFCLIPPreTrainedModel):
         self.text_projection.build((None, self.config.text_config.hidden_size))
         self.built = True
 
+    @unpack_inputs
     @graph_when_eager
     def get_text_features(self, input_ids=None, attention_mask=None, position_ids=None, training=False):
         """Projected (not normalized) text embeddings, (B, projection_dim)."""
         return self.text_projection(self.text_model(input_ids, attention_mask, position_ids, pooled_only=True, training=training).pooler_output)
 
+    @unpack_inputs
     @graph_when_eager
     def get_image_features(self, pixel_values=None, interpolate_pos_encoding=False, training=False):
         """Projected (not normalized) image embeddings, (B, projection_dim)."""
         out = self.vision_model(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, pooled_only=True, training=training)
         return self.visual_projection(out.pooler_output)
 
+    @unpack_inputs
     @graph_when_eager
     def call(
         self,
@@ -279,10 +305,6 @@ class TFCLIPModel(TFCLIPPreTrainedModel):
         return_dict=None,
         training=False,
     ):
-        if isinstance(input_ids, dict):  # one batch dict, as Keras' fit/predict pass it
-            batch = input_ids
-            input_ids, pixel_values = batch.get("input_ids"), batch.get("pixel_values", pixel_values)
-            attention_mask, position_ids = batch.get("attention_mask", attention_mask), batch.get("position_ids", position_ids)
         attn, hidden, return_dict = self._output_flags(output_attentions, output_hidden_states, return_dict)
         if return_loss and input_ids is not None and pixel_values is not None and len(input_ids.shape) == 2:
             checks.check_batch_sizes(input_ids.shape[0], pixel_values.shape[0])  # static sizes; None passes
@@ -299,7 +321,11 @@ class TFCLIPModel(TFCLIPPreTrainedModel):
     @staticmethod
     def _batch(data):
         """A fit/evaluate batch -> call kwargs: a dict, or (input_ids, attention_mask, pixel_values)."""
-        if isinstance(data, dict):
+        if isinstance(data, (tuple, list)):  # Keras' adapters pass (x, y, sample_weight), y and weight None here
+            data = tuple(data)
+            while len(data) > 1 and data[-1] is None:
+                data = data[:-1]
+        if isinstance(data, Mapping):
             return dict(data)
         if isinstance(data, (tuple, list)) and len(data) == 1 and isinstance(data[0], dict):
             return dict(data[0])  # (x,) as Keras' adapters may wrap it

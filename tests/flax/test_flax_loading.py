@@ -158,6 +158,8 @@ def test_do_init_false_returns_model_and_params_as_transformers(reference):
     assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(their_params)))
     model, params, info = ours.FlaxCLIPModel.from_pretrained(FIXTURE, _do_init=False, output_loading_info=True)
     assert info["missing_keys"] == []
-    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(model.params)))
+    for without_params in (model, theirs):  # _do_init=False keeps no params, in both
+        with pytest.raises(ValueError, match="_do_init=False"):
+            without_params.params  # noqa: B018
     with pytest.raises(OSError, match="model.safetensors"):
         ours.FlaxCLIPModel.from_pretrained(FIXTURE, use_safetensors=True)
