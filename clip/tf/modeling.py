@@ -59,6 +59,7 @@ class TFCLIPPreTrainedModel(keras.Model):
     config_class = CLIPConfig
     canonical_class = "CLIPModel"  # its name in clip.common.weights and in transformers' PyTorch
     main_input_name = "input_ids"
+    supports_gradient_checkpointing = True
 
     def __init__(self, config, **kwargs):
         super().__init__(**kwargs)
@@ -112,6 +113,22 @@ class TFCLIPPreTrainedModel(keras.Model):
     def _output_flags(self, output_attentions, output_hidden_states, return_dict):
         pick = lambda value, key, default: value if value is not None else getattr(self.config, key, default)  # noqa: E731
         return pick(output_attentions, "output_attentions", False), pick(output_hidden_states, "output_hidden_states", False), pick(return_dict, "return_dict", True)
+
+    # -- gradient checkpointing (PyTorch's surface; each encoder layer through tf.recompute_grad) ----------
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs=None):
+        self._set_gradient_checkpointing(True)
+
+    def gradient_checkpointing_disable(self):
+        self._set_gradient_checkpointing(False)
+
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        return any(getattr(layer, "gradient_checkpointing", False) for layer in self._flatten_layers())
+
+    def _set_gradient_checkpointing(self, enabled):
+        for layer in self._flatten_layers():
+            if hasattr(layer, "gradient_checkpointing"):
+                layer.gradient_checkpointing = enabled
 
     @classmethod
     def from_pretrained(cls, name_or_path, *args, **kwargs):
