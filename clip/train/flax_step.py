@@ -53,16 +53,24 @@ def step_gradients(model, params, batches, micro_start, base_key, dropout: bool,
     key = (lambda m: jax.random.fold_in(base_key, m)) if dropout else (lambda m: None)
     if accum == 1:
         batch = jax.tree.map(lambda x: x[0], batches)
-        loss, grads = jax.value_and_grad(lambda p: contrastive_loss(model, p, batch, key(steps[0])) * loss_scale)(params)
-        return loss / loss_scale, grads
+        def scaled_loss(p):
+            loss = contrastive_loss(model, p, batch, key(steps[0]))
+            return loss * loss_scale, loss  # the loss itself as well: loss * scale may overflow
+
+        (_, loss), grads = jax.value_and_grad(scaled_loss, has_aux=True)(params)
+        return loss, grads
 
     def first(_, inputs):
         batch, m = inputs
         return None, embed(model, jax.lax.stop_gradient(params), batch, key(m))
 
     _, (images, texts) = jax.lax.scan(first, None, (batches, steps))  # (A, B, E) each
-    scaled = lambda i, t, s: pair_loss(i.reshape(-1, i.shape[-1]), t.reshape(-1, t.shape[-1]), s) * loss_scale  # noqa: E731
-    loss, (grad_images, grad_texts, grad_scale) = jax.value_and_grad(scaled, argnums=(0, 1, 2))(images, texts, params["logit_scale"])
+    def scaled(i, t, s):
+        loss = pair_loss(i.reshape(-1, i.shape[-1]), t.reshape(-1, t.shape[-1]), s)
+        return loss * loss_scale, loss
+
+    (_, loss), (grad_images, grad_texts, grad_scale) = jax.value_and_grad(scaled, argnums=(0, 1, 2), has_aux=True)(
+        images, texts, params["logit_scale"])
 
     def second(grads, inputs):
         batch, m, g_image, g_text = inputs
@@ -73,7 +81,7 @@ def step_gradients(model, params, batches, micro_start, base_key, dropout: bool,
     zeros = jax.tree.map(jnp.zeros_like, params)
     grads, _ = jax.lax.scan(second, zeros, (batches, steps, grad_images, grad_texts))
     grads = {**grads, "logit_scale": grads["logit_scale"] + grad_scale}
-    return loss / loss_scale, grads
+    return loss, grads
 
 
 def clamp_logit_scale(params: dict) -> dict:

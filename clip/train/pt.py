@@ -23,7 +23,7 @@ from torch import nn
 
 from clip.common.io import atomic_path, read_safetensors, write_safetensors
 from clip.train import common
-from clip.train.pt_step import ContrastiveObjective, backward_step, gather_with_grad, local_clip_loss  # noqa: F401 - public here
+from clip.train.pt_step import ContrastiveObjective, backward_step, gather_with_grad, local_clip_loss, optimizer_step  # noqa: F401 - public here
 
 # -- distributed -----------------------------------------------------------------------------------
 
@@ -307,16 +307,7 @@ def train(args) -> dict:
         for group in optimizer.param_groups:
             group["lr"] = lr
         micro = [{k: v.to(device, non_blocking=True) for k, v in next(batches).items()} for _ in range(args.accum_steps)]
-        scale = loss_scale.scale if loss_scale is not None else 1.0
-        total = float(backward_step(objective, micro, autocast, scale))
-        if scale != 1.0:
-            for p in trainable:
-                if p.grad is not None:
-                    p.grad.div_(scale)
-        norm = torch.nn.utils.clip_grad_norm_(trainable, args.grad_clip if args.grad_clip and args.grad_clip > 0 else float("inf"))
-        if loss_scale is None or loss_scale.update(bool(torch.isfinite(norm))):
-            optimizer.step()  # a float16 step whose gradients overflowed is skipped (and the scale lowered)
-        optimizer.zero_grad(set_to_none=True)
+        total = optimizer_step(objective, optimizer, trainable, micro, autocast, args.grad_clip, loss_scale)
         clamp_logit_scale(model)
         step += 1
         history.append([step, round(total, 6)])

@@ -158,3 +158,23 @@ def backward_step(objective, micro_batches, autocast=nullcontext, loss_scale: fl
         loss = objective(*_inputs(micro_batches[0]))
     (loss * loss_scale).backward()
     return loss.detach()
+
+
+def optimizer_step(objective, optimizer, parameters, micro_batches, autocast=nullcontext, grad_clip: float = 0.0, loss_scale=None):
+    """One optimizer step over the micro-batches: gradients, global-norm clipping, the update; returns the loss.
+
+    loss_scale (float16): a common.DynamicLossScale; the gradients are unscaled before clipping, and a
+    step whose gradients are not finite is skipped (parameters and optimizer state untouched) while
+    the scale is halved.
+    """
+    scale = loss_scale.scale if loss_scale is not None else 1.0
+    loss = float(backward_step(objective, micro_batches, autocast, scale))
+    if scale != 1.0:
+        for p in parameters:
+            if p.grad is not None:
+                p.grad.div_(scale)
+    norm = torch.nn.utils.clip_grad_norm_(parameters, grad_clip if grad_clip and grad_clip > 0 else float("inf"))
+    if loss_scale is None or loss_scale.update(bool(torch.isfinite(norm))):
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss
