@@ -146,7 +146,7 @@ def read_trainer_state(directory: str) -> dict:
 
 # Arguments that must match for --resume to continue the same run bit for bit.
 RESUME_KEYS = ("batch_size", "accum_steps", "lr", "warmup_steps", "weight_decay", "grad_clip", "precision", "seed",
-               "total_steps", "dataset_size", "world_size", "accumulation", "lock_image")
+               "total_steps", "dataset_size", "world_size", "accumulation", "lock_image", "shards")
 
 
 def check_resume_compatible(saved: dict, current: dict):

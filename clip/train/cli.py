@@ -41,6 +41,9 @@ def add_parser(subparsers):
     start.add_argument("--init", default=None, metavar="DIR_OR_HUB_ID", help="start from this checkpoint (and its processor)")
     data = p.add_argument_group("data")
     data.add_argument("--train", default=None, metavar="FILE_OR_DIR", help="CSV/JSONL of (image, caption) rows or a folder of images with .txt captions")
+    data.add_argument("--train-shards", default=None, metavar="SHARDS",
+                      help="webdataset tar shards (a folder, a glob or 'shards-{000..099}.tar'): an endless stream resampled "
+                           "with --seed; --resume continues it exactly")
     data.add_argument("--synthetic", type=int, default=None, metavar="N", help="N generated captioned shape images")
     data.add_argument("--digits", action="store_true", help="scikit-learn's handwritten digits (needs scikit-learn)")
     data.add_argument("--val-fraction", type=float, default=0.05, help="held-out share for evaluation (default 0.05)")

@@ -268,6 +268,15 @@ class DataOrder:
             yield self.local_indices(m)
 
 
+def make_order(dataset, global_batch: int, seed: int, world: int = 1, rank: int = 0):
+    """The data order of a training set: DataOrder's seeded epochs, or a stream's own order (shards.StreamOrder)."""
+    if getattr(dataset, "unbounded", False):
+        from clip.train.shards import StreamOrder
+
+        return StreamOrder(len(dataset), global_batch, world, rank)
+    return DataOrder(len(dataset), global_batch, seed, world, rank)
+
+
 def total_steps(steps: int | None, epochs: float | None, dataset_size: int, global_batch: int, accum_steps: int) -> int:
     """Optimizer steps from --steps, or from --epochs over a dataset."""
     if steps is not None:
@@ -340,6 +349,11 @@ def run_settings(args, steps: int, warmup: int, dataset_size: int, world: int) -
     if lock_settings(args) is not None:
         settings["lock_image"] = lock_settings(args)
     return settings
+
+
+def data_settings(train_set) -> dict:
+    """What a resume must find unchanged about the training data beyond its size: a stream's shards."""
+    return {"shards": train_set.fingerprint()} if hasattr(train_set, "fingerprint") else {}
 
 
 def evaluate_with(encode_images, encode_texts, val, tasks, max_items: int = 2000) -> dict:

@@ -325,10 +325,10 @@ def train(args) -> dict:
     image_size, max_length = config.vision_config.image_size, config.text_config.max_position_embeddings
     train_set, val_set, tasks = common.build_datasets(args, image_size)
 
-    order = common.DataOrder(len(train_set), args.batch_size, args.seed, world, rank)
+    order = common.make_order(train_set, args.batch_size, args.seed, world, rank)
     steps = common.total_steps(args.steps, args.epochs, len(train_set), args.batch_size, args.accum_steps)
     warmup = min(args.warmup_steps, steps)
-    run_info = common.run_settings(args, steps, warmup, len(train_set), world)
+    run_info = common.run_settings(args, steps, warmup, len(train_set), world) | common.data_settings(train_set)
     tx = build_optimizer(config, steps, args.lr, warmup, args.weight_decay, args.grad_clip, args.min_lr_ratio,
                          lock=common.lock_settings(args))
     params = jax.tree.map(lambda x: np.asarray(x, np.float32), model.params)

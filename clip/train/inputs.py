@@ -23,9 +23,13 @@ def build_datasets(args, image_size: int) -> tuple:
         from clip.train.zero_shot_eval import folder_task
 
         tasks[f"zero_shot_{os.path.basename(os.path.normpath(args.zero_shot_eval))}"] = folder_task(args.zero_shot_eval)
-    sources = [bool(args.train), bool(args.synthetic), bool(args.digits)]
+    sources = [bool(args.train), bool(args.synthetic), bool(args.digits), bool(getattr(args, "train_shards", None))]
     if sum(sources) != 1:
-        raise ValueError("give exactly one data source: --train FILE_OR_DIR, --synthetic N or --digits")
+        raise ValueError("give exactly one data source: --train FILE_OR_DIR, --train-shards SHARDS, --synthetic N or --digits")
+    if getattr(args, "train_shards", None):
+        from clip.train.shards import ShardStream, expand_shards
+
+        return ShardStream(expand_shards(args.train_shards), args.seed), None, tasks  # no held-out part of a stream
     if args.synthetic:
         # held-out images come from their own seed: no image is shared with the training set
         train = data.SyntheticShapes(args.synthetic, seed=args.seed, image_size=image_size)
@@ -76,8 +80,9 @@ class BatchReader:
 
     def item(self, index: int):
         size = len(self.dataset)
+        endless = getattr(self.dataset, "unbounded", False)  # a stream: indices run on past one pass
         for offset in range(size):
-            j = (index + offset) % size
+            j = index + offset if endless else (index + offset) % size
             try:
                 return self.dataset[j]
             except Exception as err:  # noqa: BLE001 - any unreadable row is skipped, whatever the reason

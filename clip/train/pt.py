@@ -271,11 +271,11 @@ def train(args) -> dict:
     max_length = model.config.text_config.max_position_embeddings
     train_set, val_set, tasks = common.build_datasets(args, image_size)
 
-    order = common.DataOrder(len(train_set), args.batch_size, args.seed, world, rank)
+    order = common.make_order(train_set, args.batch_size, args.seed, world, rank)
     steps = common.total_steps(args.steps, args.epochs, len(train_set), args.batch_size, args.accum_steps)
     warmup = min(args.warmup_steps, steps)
     optimizer = build_optimizer(model, args.lr, args.weight_decay, fused=os.environ.get("CLIP_TRAIN_FUSED_ADAMW") == "1")
-    run_info = common.run_settings(args, steps, warmup, len(train_set), world)
+    run_info = common.run_settings(args, steps, warmup, len(train_set), world) | common.data_settings(train_set)
     loss_scale = common.DynamicLossScale() if args.precision == "fp16" else None
 
     start, history = 0, []

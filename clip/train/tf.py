@@ -253,6 +253,8 @@ def train(args) -> dict:
 
     with strategy.scope():
         model, processor = build_model_and_processor(args)
+    if args.grad_checkpointing:
+        model.gradient_checkpointing_enable()
     config = model.config
     image_size, max_length = config.vision_config.image_size, config.text_config.max_position_embeddings
     train_set, val_set, tasks = common.build_datasets(args, image_size)
@@ -260,10 +262,10 @@ def train(args) -> dict:
     if args.batch_size % replicas:
         raise ValueError(f"--batch-size {args.batch_size} must be divisible by the {replicas} TensorFlow replicas")
 
-    order = common.DataOrder(len(train_set), args.batch_size, args.seed, world, rank)
+    order = common.make_order(train_set, args.batch_size, args.seed, world, rank)
     steps = common.total_steps(args.steps, args.epochs, len(train_set), args.batch_size, args.accum_steps)
     warmup = min(args.warmup_steps, steps)
-    run_info = common.run_settings(args, steps, warmup, len(train_set), world)
+    run_info = common.run_settings(args, steps, warmup, len(train_set), world) | common.data_settings(train_set)
     with strategy.scope():
         optimizer, variables = build_optimizer(model, steps, args.lr, warmup, args.weight_decay, args.grad_clip,
                                                args.min_lr_ratio, lock=common.lock_settings(args))
