@@ -8,6 +8,10 @@ Rows:
 - the tf and flax trainers' step (clip.train.tf / clip.train.flax: AdamW, clipping, clamp) on the
   same config and batch size, pairs/s, with our pt step as the baseline.
 
+- accumulation (GradCache) per backend: an effective contrastive batch of 256 built as 8 micro-batches
+  of 32 against one batch of 256 (where it fits): pairs/s and peak memory, each in a fresh process
+  (`--accum` runs only these rows; `--accum --quick` a 2-layer config at 4 x 8 vs 32).
+
 `--quick` uses 2-layer towers and small batches.
 """
 
@@ -223,6 +227,93 @@ def _backend_rows(quick, pt_seconds):
     return out
 
 
+# -- accumulation: k x m vs one batch of k * m, each variant in its own process (peak RSS is per process) --
+def _accum_child(backend, k, m, quick):
+    """Runs in a fresh interpreter: {"seconds": one optimizer step, "peak_mib", "setup_mib"} for k micro-batches of m."""
+    import resource
+
+    config = _config(quick)
+    batch = _numpy_batch(config, k * m)
+    stacked = {key: v.reshape(k, m, *v.shape[1:]) for key, v in batch.items()}
+    repeats = 1 if not quick else 2
+    if backend == "pt":
+        import torch
+
+        from clip.pt import CLIPModel
+        from clip.train import pt_step
+        from clip.train.pt import build_optimizer
+
+        model = CLIPModel(config).train()
+        optimizer = build_optimizer(model, 1e-5, 0.1)
+        micro = [{key: torch.from_numpy(v[a]).long() if key != "pixel_values" else torch.from_numpy(v[a]) for key, v in stacked.items()}
+                 for a in range(k)]
+        objective, params = pt_step.ContrastiveObjective(model), list(model.parameters())
+        setup = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        seconds = _time_steps(lambda: pt_step.optimizer_step(objective, optimizer, params, micro, grad_clip=1.0), repeats)
+    elif backend == "tf":
+        import tensorflow as tf
+
+        from clip.tf import TFCLIPModel
+        from clip.train import tf as trainer
+
+        model = TFCLIPModel(config)
+        optimizer, variables = trainer.build_optimizer(model, steps=100, base_lr=1e-5, warmup=10, weight_decay=0.1, grad_clip=1.0)
+        step = trainer.make_train_step(tf.distribute.get_strategy(), model, optimizer, variables)
+        inputs = {key: tf.constant(v) for key, v in stacked.items()}
+        setup = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        seconds = _time_steps(lambda: float(step(inputs)), repeats)
+    else:
+        import jax
+
+        from clip.flax import FlaxCLIPModel
+        from clip.train import flax as trainer
+
+        model = FlaxCLIPModel(config, seed=0)
+        tx = trainer.build_optimizer(config, steps=100, base_lr=1e-5, warmup=10, weight_decay=0.1, grad_clip=1.0)
+        step = trainer.make_train_step(model, tx, seed=0, dropout=False)
+        inputs = jax.device_put(stacked)
+        state = {"params": model.params}
+        state["opt"] = tx.init(state["params"])
+        setup = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+        def run():
+            state["params"], state["opt"], loss = step(state["params"], state["opt"], inputs, 0)
+            loss.block_until_ready()
+
+        seconds = _time_steps(run, repeats)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"seconds": seconds, "peak_mib": peak / 1024, "setup_mib": setup / 1024}
+
+
+def _accum_rows(quick):
+    import subprocess
+
+    k, m = (4, 8) if quick else (8, 32)
+    size = "2-layer" if quick else "ViT-B/32"
+    out = []
+    for backend in ("pt", "tf", "flax"):
+        results = {}
+        for kk, mm in ((k, m), (1, k * m)):
+            code = (f"import json, sys; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r}); import bench_train; "
+                    f"print(json.dumps(bench_train._accum_child({backend!r}, {kk}, {mm}, {quick})))")
+            done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+            results[kk] = json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else {"error": done.stderr[-300:]}
+        acc, whole = results[k], results[1]
+        if "error" in acc or "error" in whole:
+            out.append({"name": f"{backend} accumulation {k} x {m} vs {k * m}, {size}", "note": f"failed: {acc.get('error') or whole.get('error')}"})
+            continue
+        out.append({
+            "name": f"{backend} accumulation {k} x {m} vs one batch of {k * m}, {size}, fp32",
+            "ours_s": acc["seconds"], "baseline_s": whole["seconds"], "ratio": whole["seconds"] / acc["seconds"],
+            "target": "informative: ~0.75x (one extra forward) for memory ~ m",
+            "ours_pairs_per_s": k * m / acc["seconds"], "baseline_pairs_per_s": k * m / whole["seconds"],
+            "note": (f"{k * m / acc['seconds']:.1f} vs {k * m / whole['seconds']:.1f} pairs/s; peak RSS {acc['peak_mib']:.0f} vs "
+                     f"{whole['peak_mib']:.0f} MiB (step's growth over setup {acc['peak_mib'] - acc['setup_mib']:.0f} vs "
+                     f"{whole['peak_mib'] - whole['setup_mib']:.0f} MiB)"),
+        })
+    return out
+
+
 def rows(quick: bool = False) -> list[dict]:
     step_rows = _step_rows(quick)
     return step_rows + _backend_rows(quick, step_rows[0]["ours_s"]) + _scaling_rows(quick)
@@ -230,5 +321,6 @@ def rows(quick: bool = False) -> list[dict]:
 
 if __name__ == "__main__":
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    for row in rows(quick="--quick" in sys.argv):
+    quick = "--quick" in sys.argv
+    for row in _accum_rows(quick) if "--accum" in sys.argv else rows(quick):
         print(json.dumps(row))
