@@ -11,6 +11,8 @@ Rows:
 - accumulation (GradCache) per backend: an effective contrastive batch of 256 built as 8 micro-batches
   of 32 against one batch of 256 (where it fits): pairs/s and peak memory, each in a fresh process
   (`--accum` runs only these rows; `--accum --quick` a 2-layer config at 4 x 8 vs 32).
+- compiled steps (`--compile` runs only these rows): pt eager vs torch.compile, tf tf.function vs
+  tf.function(jit_compile=True), steady-state step time after the compilation (its time in the note).
 
 `--quick` uses 2-layer towers and small batches.
 """
@@ -314,6 +316,52 @@ def _accum_rows(quick):
     return out
 
 
+def _compile_rows(quick):
+    import tensorflow as tf
+    import torch
+
+    from clip.pt import CLIPModel
+    from clip.tf import TFCLIPModel
+    from clip.train import pt_step
+    from clip.train import tf as tf_trainer
+    from clip.train.pt import build_optimizer
+
+    config, batch = _config(quick), 8 if quick else 32
+    repeats = 3
+    numpy_batch = _numpy_batch(config, batch)
+    out = []
+    seconds, first = {}, {}
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        model = CLIPModel(config).train()
+        optimizer = build_optimizer(model, 1e-5, 0.1)
+        objective = pt_step.ContrastiveObjective(model)
+        if compiled:
+            objective.compile()
+        micro = [{k: torch.from_numpy(v).long() if k != "pixel_values" else torch.from_numpy(v) for k, v in numpy_batch.items()}]
+        step = lambda: pt_step.optimizer_step(objective, optimizer, list(model.parameters()), micro, grad_clip=1.0)  # noqa: E731
+        t0 = time.perf_counter()
+        step()
+        first[compiled] = time.perf_counter() - t0
+        seconds[compiled] = _time_steps(step, repeats)
+    out.append({"name": f"pt train step torch.compile vs eager, batch {batch}" + (" (2-layer)" if quick else ""),
+                "ours_s": seconds[True], "baseline_s": seconds[False], "ratio": seconds[False] / seconds[True],
+                "target": "informative: --compile pays when > 1", "note": f"first (compiling) step {first[True]:.1f} s"})
+    for compiled in (False, True):
+        model = TFCLIPModel(config)
+        optimizer, variables = tf_trainer.build_optimizer(model, steps=100, base_lr=1e-5, warmup=10, weight_decay=0.1, grad_clip=1.0)
+        step = tf_trainer.make_train_step(tf.distribute.get_strategy(), model, optimizer, variables, jit_compile=compiled)
+        inputs = {k: tf.constant(v[None]) for k, v in numpy_batch.items()}
+        t0 = time.perf_counter()
+        float(step(inputs))
+        first[compiled] = time.perf_counter() - t0
+        seconds[compiled] = _time_steps(lambda: float(step(inputs)), repeats)
+    out.append({"name": f"tf train step jit_compile=True vs tf.function, batch {batch}" + (" (2-layer)" if quick else ""),
+                "ours_s": seconds[True], "baseline_s": seconds[False], "ratio": seconds[False] / seconds[True],
+                "target": "informative: --compile pays when > 1", "note": f"first (compiling) step {first[True]:.1f} s"})
+    return out
+
+
 def rows(quick: bool = False) -> list[dict]:
     step_rows = _step_rows(quick)
     return step_rows + _backend_rows(quick, step_rows[0]["ours_s"]) + _scaling_rows(quick)
@@ -322,5 +370,6 @@ def rows(quick: bool = False) -> list[dict]:
 if __name__ == "__main__":
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     quick = "--quick" in sys.argv
-    for row in _accum_rows(quick) if "--accum" in sys.argv else rows(quick):
+    chosen = _accum_rows if "--accum" in sys.argv else _compile_rows if "--compile" in sys.argv else rows
+    for row in chosen(quick):
         print(json.dumps(row))

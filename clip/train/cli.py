@@ -67,6 +67,9 @@ def add_parser(subparsers):
     opt.add_argument("--local-loss", action=argparse.BooleanOptionalAction, default=True,
                      help="with several processes: each takes its own rows against all gathered columns (default); "
                           "--no-local-loss: each takes the whole global matrix (open_clip's default; same gradients, more work)")
+    opt.add_argument("--compile", action="store_true",
+                     help="compile the training step: torch.compile (pt), tf.function(jit_compile=True) (tf); "
+                          "flax's step is always jax.jit. Off by default: see bench/bench_train.py --compile for when it pays")
     opt.add_argument("--grad-checkpointing", action="store_true", help="recompute each encoder layer in backward instead of keeping its activations")
     lock = p.add_argument_group("locked image tower (LiT)")
     lock.add_argument("--lock-image", action="store_true", help="keep the image tower's weights fixed (train the text tower)")

@@ -1,13 +1,10 @@
 """The PyTorch trainer behind `clip train --backend pt`.
 
-One process, or several launched by torchrun (DDP; gloo on CPU, nccl on GPU). Each rank encodes
-its slice of the global batch, gathers every rank's features with `gather_with_grad` and takes
-the contrastive loss of its own rows against the global batch (`local_clip_loss`): the mean of
-the ranks' losses is the single-process loss on the global batch, and DDP's gradient average is
-its gradient.
-
-The framework-neutral parts (schedule, decay rule, data order, checkpoint layout, metrics,
-progress) come from clip.train.common; this file holds the model, optimizer and step.
+One process, or several launched by torchrun (DDP; gloo on CPU, nccl on GPU). The objective over
+ranks, gradient accumulation over the whole contrastive batch and the update step are in
+clip.train.pt_step; the framework-neutral parts (schedule, decay rule, data order, checkpoints,
+metrics, logs, progress) in clip.train.common. This file holds the model, optimizer, data loader,
+checkpoint files and the run.
 """
 
 from __future__ import annotations
@@ -223,9 +220,7 @@ def save_model(model, processor, out, dtype=None):
 # -- the run ---------------------------------------------------------------------------------------
 def build_model_and_processor(args):
     from clip.common.config import CLIPConfig
-    from clip.common.image_processor import CLIPImageProcessor
     from clip.common.processor import CLIPProcessor
-    from clip.common.tokenizer import CLIPTokenizerFast
     from clip.pt import CLIPModel
 
     if args.init:
@@ -233,11 +228,7 @@ def build_model_and_processor(args):
         processor = CLIPProcessor.from_pretrained(args.init)
         return model, processor
     config = CLIPConfig.from_dict(common.build_config_dict(args.config or "small"))
-    model = CLIPModel(config)
-    size = config.vision_config.image_size
-    image_processor = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
-    tokenizer = CLIPTokenizerFast(model_max_length=config.text_config.max_position_embeddings)
-    return model, CLIPProcessor(image_processor, tokenizer)
+    return CLIPModel(config), common.build_processor(config)
 
 
 def apply_lock(model, lock):
@@ -288,6 +279,8 @@ def train(args) -> dict:
     progress = common.Progress(steps, start, every=args.log_every, enabled=rank == 0 and not args.quiet)
 
     objective = ContrastiveObjective(model, rank, world, local=args.local_loss)
+    if args.compile:
+        objective.compile()  # in place: the module keeps its type and parameters, and DDP wraps it as before
     if world > 1:
         objective = nn.parallel.DistributedDataParallel(objective, device_ids=[device.index] if device.type == "cuda" else None)
     loader = make_loader(train_set, order, start * args.accum_steps, steps * args.accum_steps, Collate(processor, max_length), args.workers)

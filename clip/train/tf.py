@@ -279,7 +279,7 @@ def train(args) -> dict:
     progress = common.Progress(steps, start, every=args.log_every, enabled=rank == 0 and not args.quiet)
     reader = common.BatchReader(train_set, processor, max_length, report=progress.log if rank == 0 else (lambda m: None))
     dataset = make_dataset(reader, order, start, steps, args.accum_steps, args.workers)
-    step_fn = make_train_step(strategy, model, optimizer, variables, local=args.local_loss)
+    step_fn = make_train_step(strategy, model, optimizer, variables, local=args.local_loss, jit_compile=args.compile)
     logs = common.RunLogs(args, enabled=rank == 0)
     if rank == 0 and not args.quiet:
         n_params = sum(int(np.prod(v.shape)) for v in variables)

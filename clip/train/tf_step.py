@@ -121,10 +121,11 @@ def replica_gradients(model, batches, variables, local: bool = True, loss_scale=
     return loss / replicas, grads
 
 
-def make_train_step(strategy, model, optimizer, variables, local: bool = True):
-    """tf.function: gradients over replicas and micro-steps, AdamW (clipped), logit_scale clamp."""
+def make_train_step(strategy, model, optimizer, variables, local: bool = True, jit_compile: bool = False):
+    """tf.function: gradients over replicas and micro-steps, AdamW (clipped), logit_scale clamp
+    (XLA-compiled with jit_compile, `clip train --compile`)."""
 
-    @tf.function
+    @tf.function(jit_compile=jit_compile or None)
     def step(dist_batches):
         per_loss, per_grads = strategy.run(replica_gradients, args=(model, dist_batches, variables, local))
         loss = strategy.reduce(tf.distribute.ReduceOp.SUM, per_loss, axis=None)
