@@ -50,7 +50,7 @@ import tensorflow as tf  # noqa: E402
 
 from clip.tf import loading  # noqa: E402
 from clip.train.tf_step import (  # noqa: E402,F401 - the step's pieces stay importable from here
-    clamp_logit_scale, local_clip_loss, make_gradient_fn, make_train_step, objective, replica_gradients)
+    LossScaleState, clamp_logit_scale, local_clip_loss, make_gradient_fn, make_train_step, objective, replica_gradients)
 
 
 def make_strategy():
@@ -180,14 +180,14 @@ def _rng_variables(model):
     return {v.path: v for v in model.non_trainable_variables}
 
 
-def save_checkpoint(out, step, micro_step, model, optimizer, run_info, history):
+def save_checkpoint(out, step, micro_step, model, optimizer, run_info, history, extra=None):
     staged = common.staging_dir(out, step)
     os.makedirs(staged, exist_ok=True)
     write_safetensors(loading.canonical_state(model), os.path.join(staged, "model.safetensors"))
     write_safetensors({f"{i:05d}": np.array(v.numpy()) for i, v in enumerate(optimizer.variables)}, os.path.join(staged, OPTIMIZER_FILE))
     write_safetensors({p: np.array(v.numpy()) for p, v in _rng_variables(model).items()}, os.path.join(staged, RNG_FILE))
     common.write_trainer_state(staged, {"step": step, "micro_step": micro_step, "run": run_info, "history": history,
-                                        "rng": common.python_numpy_rng_state(), "backend": "tf"})
+                                        "rng": common.python_numpy_rng_state(), "backend": "tf", **(extra or {})})
     return common.commit_checkpoint(out, step)
 
 
@@ -236,7 +236,7 @@ def build_model_and_processor(args):
     from clip.common.processor import CLIPProcessor
     from clip.tf import TFCLIPModel
 
-    policy = "mixed_bfloat16" if args.precision == "bf16" else "float32"  # variables stay float32
+    policy = {"bf16": "mixed_bfloat16", "fp16": "mixed_float16"}.get(args.precision, "float32")  # variables stay float32
     if args.init:
         return TFCLIPModel.from_pretrained(args.init, dtype=policy), CLIPProcessor.from_pretrained(args.init)
     config = CLIPConfig.from_dict(common.build_config_dict(args.config or "small"))
@@ -246,8 +246,6 @@ def build_model_and_processor(args):
 def train(args) -> dict:
     """Run `clip train --backend tf`; returns the final metrics (worker 0) or {}."""
     configure_devices(args.threads)
-    if args.precision == "fp16":
-        raise ValueError("--precision fp16 (with loss scaling) is in the pt and flax trainers; with --backend tf use bf16")
     keras.utils.set_random_seed(args.seed)  # python, numpy and TensorFlow: the initial weights
     strategy, rank, world = make_strategy()
 
@@ -279,7 +277,12 @@ def train(args) -> dict:
     progress = common.Progress(steps, start, every=args.log_every, enabled=rank == 0 and not args.quiet)
     reader = common.BatchReader(train_set, processor, max_length, report=progress.log if rank == 0 else (lambda m: None))
     dataset = make_dataset(reader, order, start, steps, args.accum_steps, args.workers)
-    step_fn = make_train_step(strategy, model, optimizer, variables, local=args.local_loss, jit_compile=args.compile)
+    loss_scale = None
+    if args.precision == "fp16":
+        with strategy.scope():
+            saved = common.DynamicLossScale.from_state(state.get("loss_scale") if args.resume else None)
+            loss_scale = LossScaleState(saved.scale, saved.good_steps)
+    step_fn = make_train_step(strategy, model, optimizer, variables, local=args.local_loss, jit_compile=args.compile, loss_scale=loss_scale)
     logs = common.RunLogs(args, enabled=rank == 0)
     if rank == 0 and not args.quiet:
         n_params = sum(int(np.prod(v.shape)) for v in variables)
@@ -300,7 +303,8 @@ def train(args) -> dict:
 
             last = step == steps
             if args.save_every and (step % args.save_every == 0 or last) and rank == 0:
-                save_checkpoint(args.out, step, step * args.accum_steps, model, optimizer, run_info, history)
+                save_checkpoint(args.out, step, step * args.accum_steps, model, optimizer, run_info, history,
+                                extra={"loss_scale": loss_scale.state()} if loss_scale is not None else None)
             if args.eval_every and step % args.eval_every == 0 and not last and rank == 0:
                 metrics = evaluate(model, processor, val_set, tasks, max_length, args.eval_max)
                 logs.metrics(step, metrics)

@@ -121,20 +121,54 @@ def replica_gradients(model, batches, variables, local: bool = True, loss_scale=
     return loss / replicas, grads
 
 
-def make_train_step(strategy, model, optimizer, variables, local: bool = True, jit_compile: bool = False):
+def make_train_step(strategy, model, optimizer, variables, local: bool = True, jit_compile: bool = False, loss_scale=None):
     """tf.function: gradients over replicas and micro-steps, AdamW (clipped), logit_scale clamp
-    (XLA-compiled with jit_compile, `clip train --compile`)."""
+    (XLA-compiled with jit_compile, `clip train --compile`).
+
+    loss_scale (float16): a LossScaleState; the gradients are unscaled, and a step whose gradients are
+    not finite is skipped (variables and optimizer untouched) while the scale follows
+    common.DynamicLossScale's rule.
+    """
 
     @tf.function(jit_compile=jit_compile or None)
     def step(dist_batches):
-        per_loss, per_grads = strategy.run(replica_gradients, args=(model, dist_batches, variables, local))
+        scale = loss_scale.scale.read_value() if loss_scale is not None else tf.constant(1.0)
+        per_loss, per_grads = strategy.run(replica_gradients, args=(model, dist_batches, variables, local, scale))
         loss = strategy.reduce(tf.distribute.ReduceOp.SUM, per_loss, axis=None)
-        grads = [strategy.reduce(tf.distribute.ReduceOp.SUM, g, axis=None) for g in per_grads]
-        optimizer.apply(grads, variables)  # cross-replica context: no second all-reduce, clipping sees the global norm
+        grads = [strategy.reduce(tf.distribute.ReduceOp.SUM, g, axis=None) / scale for g in per_grads]
+        if loss_scale is None:
+            optimizer.apply(grads, variables)  # cross-replica context: no second all-reduce, clipping sees the global norm
+        else:
+            finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
+
+            def apply():
+                optimizer.apply(grads, variables)
+                return tf.constant(True)
+
+            tf.cond(finite, apply, lambda: tf.constant(False))
+            loss_scale.update(finite)
         clamp_logit_scale(model)
         return loss
 
     return step
+
+
+class LossScaleState:
+    """common.DynamicLossScale's rule on TensorFlow variables, so that the jitted step updates it."""
+
+    def __init__(self, scale: float, good_steps: int):
+        self.scale = tf.Variable(float(scale), dtype=tf.float32, trainable=False, name="loss_scale")
+        self.good_steps = tf.Variable(int(good_steps), dtype=tf.int64, trainable=False, name="loss_scale_good_steps")
+
+    def update(self, finite):
+        good = tf.where(finite, self.good_steps + 1, tf.zeros_like(self.good_steps))
+        grow = good >= common.DynamicLossScale.GROWTH_INTERVAL
+        factor = common.DynamicLossScale.FACTOR
+        self.scale.assign(tf.where(finite, tf.where(grow, self.scale * factor, self.scale), tf.maximum(self.scale / factor, 1.0)))
+        self.good_steps.assign(tf.where(grow, tf.zeros_like(good), good))
+
+    def state(self) -> dict:
+        return {"scale": float(self.scale.numpy()), "good_steps": int(self.good_steps.numpy())}
 
 
 def make_gradient_fn(strategy, model, variables, local: bool = True):

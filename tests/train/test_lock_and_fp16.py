@@ -145,3 +145,25 @@ def test_flax_fp16_overflow_step_is_skipped_and_the_scale_halved():
     moved, state, loss, (scale, good) = step(new, state, batch, 0, (jnp.float32(2.0**7), jnp.int32(0)))
     assert int(good) == 1 and float(scale) == 2.0**7 and np.isfinite(float(loss))
     assert not all(jax.tree.leaves(jax.tree.map(lambda a, b: bool(np.array_equal(np.asarray(a), np.asarray(b))), moved, new)))
+
+
+def test_tf_fp16_overflow_step_is_skipped_and_the_scale_halved():
+    tf = pytest.importorskip("tensorflow")
+    from clip.tf import TFCLIPModel, loading
+    from clip.train import tf as trainer
+
+    model = TFCLIPModel(config(), dtype="mixed_float16")
+    loading.assign_canonical(model, initial_weights())
+    optimizer, variables = trainer.build_optimizer(model, 2, 1e-3, 1, 0.1, 1.0)
+    scale = trainer.LossScaleState(3e38, 5)
+    step = trainer.make_train_step(tf.distribute.get_strategy(), model, optimizer, variables, loss_scale=scale)
+    batch = {k: tf.constant(v[None]) for k, v in random_batch().items()}
+    loss = float(step(batch))
+    assert np.isfinite(loss) and scale.state() == {"scale": pytest.approx(1.5e38), "good_steps": 0}
+    after = loading.canonical_state(model)
+    assert all(np.array_equal(initial_weights()[n], after[n]) for n in after)  # skipped
+    assert int(optimizer.iterations.numpy()) == 0
+    scale.scale.assign(2.0**7)
+    step(batch)
+    assert scale.state() == {"scale": 2.0**7, "good_steps": 1} and int(optimizer.iterations.numpy()) == 1
+    assert not all(np.array_equal(initial_weights()[n], a) for n, a in loading.canonical_state(model).items())
