@@ -65,8 +65,9 @@ def add_parser(subparsers):
                      help="bf16/fp16: mixed precision (half-precision compute, float32 weights and loss); "
                           "fp16 with dynamic loss scaling (a step that overflows is skipped and the scale halved)")
     opt.add_argument("--local-loss", action=argparse.BooleanOptionalAction, default=True,
-                     help="with several processes: each takes its own rows against all gathered columns (default); "
-                          "--no-local-loss: each takes the whole global matrix (open_clip's default; same gradients, more work)")
+                     help="pt/tf with several processes or replicas: each takes its own rows against all gathered columns "
+                          "(default); --no-local-loss: each takes the whole global matrix (open_clip's default; same gradients, "
+                          "more work). flax: XLA shards the global loss either way")
     opt.add_argument("--compile", action="store_true",
                      help="compile the training step: torch.compile (pt), tf.function(jit_compile=True) (tf); "
                           "flax's step is always jax.jit. Off by default: see bench/bench_train.py --compile for when it pays")
