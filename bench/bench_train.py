@@ -8,6 +8,12 @@ Rows:
 - the tf and flax trainers' step (clip.train.tf / clip.train.flax: AdamW, clipping, clamp) on the
   same config and batch size, pairs/s, with our pt step as the baseline.
 
+- accumulation (GradCache) per backend: an effective contrastive batch of 256 built as 8 micro-batches
+  of 32 against one batch of 256 (where it fits): pairs/s and peak memory, each in a fresh process
+  (`--accum` runs only these rows; `--accum --quick` a 2-layer config at 4 x 8 vs 32).
+- compiled steps (`--compile` runs only these rows): pt eager vs torch.compile, tf tf.function vs
+  tf.function(jit_compile=True), steady-state step time after the compilation (its time in the note).
+
 `--quick` uses 2-layer towers and small batches.
 """
 
@@ -223,6 +229,139 @@ def _backend_rows(quick, pt_seconds):
     return out
 
 
+# -- accumulation: k x m vs one batch of k * m, each variant in its own process (peak RSS is per process) --
+def _accum_child(backend, k, m, quick):
+    """Runs in a fresh interpreter: {"seconds": one optimizer step, "peak_mib", "setup_mib"} for k micro-batches of m."""
+    import resource
+
+    config = _config(quick)
+    batch = _numpy_batch(config, k * m)
+    stacked = {key: v.reshape(k, m, *v.shape[1:]) for key, v in batch.items()}
+    repeats = 1 if not quick else 2
+    if backend == "pt":
+        import torch
+
+        from clip.pt import CLIPModel
+        from clip.train import pt_step
+        from clip.train.pt import build_optimizer
+
+        model = CLIPModel(config).train()
+        optimizer = build_optimizer(model, 1e-5, 0.1)
+        micro = [{key: torch.from_numpy(v[a]).long() if key != "pixel_values" else torch.from_numpy(v[a]) for key, v in stacked.items()}
+                 for a in range(k)]
+        objective, params = pt_step.ContrastiveObjective(model), list(model.parameters())
+        setup = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        seconds = _time_steps(lambda: pt_step.optimizer_step(objective, optimizer, params, micro, grad_clip=1.0), repeats)
+    elif backend == "tf":
+        import tensorflow as tf
+
+        from clip.tf import TFCLIPModel
+        from clip.train import tf as trainer
+
+        model = TFCLIPModel(config)
+        optimizer, variables = trainer.build_optimizer(model, steps=100, base_lr=1e-5, warmup=10, weight_decay=0.1, grad_clip=1.0)
+        step = trainer.make_train_step(tf.distribute.get_strategy(), model, optimizer, variables)
+        inputs = {key: tf.constant(v) for key, v in stacked.items()}
+        setup = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        seconds = _time_steps(lambda: float(step(inputs)), repeats)
+    else:
+        import jax
+
+        from clip.flax import FlaxCLIPModel
+        from clip.train import flax as trainer
+
+        model = FlaxCLIPModel(config, seed=0)
+        tx = trainer.build_optimizer(config, steps=100, base_lr=1e-5, warmup=10, weight_decay=0.1, grad_clip=1.0)
+        step = trainer.make_train_step(model, tx, seed=0, dropout=False)
+        inputs = jax.device_put(stacked)
+        state = {"params": model.params}
+        state["opt"] = tx.init(state["params"])
+        setup = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+        def run():
+            state["params"], state["opt"], loss = step(state["params"], state["opt"], inputs, 0)
+            loss.block_until_ready()
+
+        seconds = _time_steps(run, repeats)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"seconds": seconds, "peak_mib": peak / 1024, "setup_mib": setup / 1024}
+
+
+def _accum_rows(quick):
+    import subprocess
+
+    k, m = (4, 8) if quick else (8, 32)
+    size = "2-layer" if quick else "ViT-B/32"
+    out = []
+    for backend in ("pt", "tf", "flax"):
+        results = {}
+        for kk, mm in ((k, m), (1, k * m)):
+            code = (f"import json, sys; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r}); import bench_train; "
+                    f"print(json.dumps(bench_train._accum_child({backend!r}, {kk}, {mm}, {quick})))")
+            done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+            results[kk] = json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else {"error": done.stderr[-300:]}
+        acc, whole = results[k], results[1]
+        if "error" in acc or "error" in whole:
+            out.append({"name": f"{backend} accumulation {k} x {m} vs {k * m}, {size}", "note": f"failed: {acc.get('error') or whole.get('error')}"})
+            continue
+        out.append({
+            "name": f"{backend} accumulation {k} x {m} vs one batch of {k * m}, {size}, fp32",
+            "ours_s": acc["seconds"], "baseline_s": whole["seconds"], "ratio": whole["seconds"] / acc["seconds"],
+            "target": "informative: ~0.75x (one extra forward) for memory ~ m",
+            "ours_pairs_per_s": k * m / acc["seconds"], "baseline_pairs_per_s": k * m / whole["seconds"],
+            "note": (f"{k * m / acc['seconds']:.1f} vs {k * m / whole['seconds']:.1f} pairs/s; peak RSS {acc['peak_mib']:.0f} vs "
+                     f"{whole['peak_mib']:.0f} MiB (step's growth over setup {acc['peak_mib'] - acc['setup_mib']:.0f} vs "
+                     f"{whole['peak_mib'] - whole['setup_mib']:.0f} MiB)"),
+        })
+    return out
+
+
+def _compile_rows(quick):
+    import tensorflow as tf
+    import torch
+
+    from clip.pt import CLIPModel
+    from clip.tf import TFCLIPModel
+    from clip.train import pt_step
+    from clip.train import tf as tf_trainer
+    from clip.train.pt import build_optimizer
+
+    config, batch = _config(quick), 8 if quick else 32
+    repeats = 3
+    numpy_batch = _numpy_batch(config, batch)
+    out = []
+    seconds, first = {}, {}
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        model = CLIPModel(config).train()
+        optimizer = build_optimizer(model, 1e-5, 0.1)
+        objective = pt_step.ContrastiveObjective(model)
+        if compiled:
+            objective.compile()
+        micro = [{k: torch.from_numpy(v).long() if k != "pixel_values" else torch.from_numpy(v) for k, v in numpy_batch.items()}]
+        step = lambda: pt_step.optimizer_step(objective, optimizer, list(model.parameters()), micro, grad_clip=1.0)  # noqa: E731
+        t0 = time.perf_counter()
+        step()
+        first[compiled] = time.perf_counter() - t0
+        seconds[compiled] = _time_steps(step, repeats)
+    out.append({"name": f"pt train step torch.compile vs eager, batch {batch}" + (" (2-layer)" if quick else ""),
+                "ours_s": seconds[True], "baseline_s": seconds[False], "ratio": seconds[False] / seconds[True],
+                "target": "informative: --compile pays when > 1", "note": f"first (compiling) step {first[True]:.1f} s"})
+    for compiled in (False, True):
+        model = TFCLIPModel(config)
+        optimizer, variables = tf_trainer.build_optimizer(model, steps=100, base_lr=1e-5, warmup=10, weight_decay=0.1, grad_clip=1.0)
+        step = tf_trainer.make_train_step(tf.distribute.get_strategy(), model, optimizer, variables, jit_compile=compiled)
+        inputs = {k: tf.constant(v[None]) for k, v in numpy_batch.items()}
+        t0 = time.perf_counter()
+        float(step(inputs))
+        first[compiled] = time.perf_counter() - t0
+        seconds[compiled] = _time_steps(lambda: float(step(inputs)), repeats)
+    out.append({"name": f"tf train step jit_compile=True vs tf.function, batch {batch}" + (" (2-layer)" if quick else ""),
+                "ours_s": seconds[True], "baseline_s": seconds[False], "ratio": seconds[False] / seconds[True],
+                "target": "informative: --compile pays when > 1", "note": f"first (compiling) step {first[True]:.1f} s"})
+    return out
+
+
 def rows(quick: bool = False) -> list[dict]:
     step_rows = _step_rows(quick)
     return step_rows + _backend_rows(quick, step_rows[0]["ours_s"]) + _scaling_rows(quick)
@@ -230,5 +369,7 @@ def rows(quick: bool = False) -> list[dict]:
 
 if __name__ == "__main__":
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    for row in rows(quick="--quick" in sys.argv):
+    quick = "--quick" in sys.argv
+    chosen = _accum_rows if "--accum" in sys.argv else _compile_rows if "--compile" in sys.argv else rows
+    for row in chosen(quick):
         print(json.dumps(row))

@@ -268,11 +268,21 @@ class FlaxCLIPPreTrainedModel(FlaxPreTrainedSurface):
         configs = [getattr(self.config, k) for k in ("text_config", "vision_config") if hasattr(self.config, k)] or [self.config]
         return any(c.attention_dropout > 0 for c in configs)
 
-    def gradient_checkpointing_enable(self):
+    supports_gradient_checkpointing = True
+
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs=None):
+        self._set_gradient_checkpointing(True)
+
+    def enable_gradient_checkpointing(self):
+        """transformers' Flax name: each encoder layer under nnx.remat (recomputed in backward)."""
         self._set_gradient_checkpointing(True)
 
     def gradient_checkpointing_disable(self):
         self._set_gradient_checkpointing(False)
+
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        return any(node.gradient_checkpointing for _, node in nnx.iter_graph(self.module) if isinstance(node, CLIPEncoder))
 
     def _set_gradient_checkpointing(self, enabled):
         for _, node in nnx.iter_graph(self.module):

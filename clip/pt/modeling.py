@@ -54,6 +54,7 @@ class CLIPPreTrainedModel(PreTrainedSurface, nn.Module):
 
     config_class = CLIPConfig
     main_input_name = "input_ids"
+    supports_gradient_checkpointing = True
 
     def __init__(self, config):
         super().__init__()

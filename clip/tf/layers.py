@@ -146,16 +146,23 @@ class CLIPEncoder(keras.layers.Layer):
         super().__init__(**kwargs)
         self._convert_input_args = False  # as CLIPAttention
         self.layers = [CLIPEncoderLayer(config, name=f"layers.{i}", dtype=self.dtype_policy) for i in range(config.num_hidden_layers)]
+        self.gradient_checkpointing = False
 
     def build(self, input_shape=None):
         for layer in self.layers:
             layer.build(input_shape)
 
+    def _run(self, layer, x, bias, output_attentions, training):
+        if self.gradient_checkpointing and training and not output_attentions:
+            # recompute the layer in backward instead of keeping its activations (tf.recompute_grad)
+            return tf.recompute_grad(lambda h: layer(h, bias=bias, training=training)[0])(x), None
+        return layer(x, bias=bias, output_attentions=output_attentions, training=training)
+
     def call(self, x, bias=None, output_attentions=False, output_hidden_states=False, training=False):
         states = (x,) if output_hidden_states else None
         attentions = () if output_attentions else None
         for layer in self.layers:
-            x, weights = layer(x, bias=bias, output_attentions=output_attentions, training=training)
+            x, weights = self._run(layer, x, bias, output_attentions, training)
             if output_hidden_states:
                 states += (x,)
             if output_attentions:
@@ -165,5 +172,5 @@ class CLIPEncoder(keras.layers.Layer):
     def call_pooled(self, x, index, bias=None, row_bias=None, training=False):
         """Only the last layer's output at `index` (B,), for callers that need nothing else."""
         for layer in self.layers[:-1]:
-            x, _ = layer(x, bias=bias, training=training)
+            x, _ = self._run(layer, x, bias, False, training)
         return self.layers[-1].call_at(x, index, row_bias, training)

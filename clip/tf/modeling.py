@@ -63,6 +63,7 @@ class TFCLIPPreTrainedModel(TFPreTrainedSurface, keras.Model):
     config_class = CLIPConfig
     canonical_class = "CLIPModel"  # its name in clip.common.weights and in transformers' PyTorch
     main_input_name = "input_ids"
+    supports_gradient_checkpointing = True
 
     def __init__(self, config, **kwargs):
         super().__init__(**kwargs)
@@ -110,6 +111,22 @@ class TFCLIPPreTrainedModel(TFPreTrainedSurface, keras.Model):
             else:
                 value = tf.fill(variable.shape, {"zeros": 0.0, "ones": 1.0}.get(spec[0], spec[-1]))
             variable.assign(tf.cast(value, variable.dtype))
+
+    # -- gradient checkpointing (PyTorch's surface; each encoder layer through tf.recompute_grad) ----------
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs=None):
+        self._set_gradient_checkpointing(True)
+
+    def gradient_checkpointing_disable(self):
+        self._set_gradient_checkpointing(False)
+
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        return any(getattr(layer, "gradient_checkpointing", False) for layer in self._flatten_layers())
+
+    def _set_gradient_checkpointing(self, enabled):
+        for layer in self._flatten_layers():
+            if hasattr(layer, "gradient_checkpointing"):
+                layer.gradient_checkpointing = enabled
 
     @classmethod
     def from_pretrained(cls, name_or_path, *args, **kwargs):

@@ -6,9 +6,11 @@
 - `LOGIT_SCALE_MAX`: logit_scale is clamped to [0, ln 100] after every step (CLIP paper).
 - `retrieval_metrics` and `zero_shot_accuracy`: evaluation in numpy.
 - `DataOrder`: which dataset indices each rank reads at each micro-step (seeded per epoch).
-- Checkpoint layout (`checkpoint_dir`, `write_trainer_state`, `latest_checkpoint`, ...).
+- Checkpoint layout and resuming (clip.train.checkpoints, re-exported here).
 - `Progress`: a tqdm bar when tqdm is installed, plain lines otherwise.
 - `SIZES` / `build_config`: named small model sizes for training from scratch.
+- `is_frozen`: which image-tower parameters --lock-image keeps fixed (LiT), by canonical name.
+- Datasets and the batch reader (clip.train.inputs, re-exported here).
 
 A backend trainer (train/pt.py, train/tf.py, train/flax.py) owns only the model,
 the optimizer, the step and the saving of its own optimizer state.
@@ -19,13 +21,18 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import sys
 import time
 
 import numpy as np
 
 from clip.common.io import atomic_write_json, read_json_object
+from clip.train.checkpoints import (  # noqa: F401 - re-exported: the trainers use common.<name>
+    CHECKPOINTS, LATEST, RESUME_KEYS, TRAINER_STATE, check_resume_compatible, checkpoint_dir, commit_checkpoint,
+    latest_checkpoint, python_numpy_rng_state, read_trainer_state, resume_from_checkpoints, set_python_numpy_rng_state,
+    staging_dir, write_trainer_state)
+from clip.train.logs import RunLogs, reporter  # noqa: F401 - re-exported
+from clip.train.inputs import BatchReader, build_datasets, build_processor  # noqa: F401 - re-exported
 
 LOGIT_SCALE_MAX = math.log(100.0)  # CLIP clamps the learned temperature at 100
 
@@ -109,6 +116,77 @@ def split_weight_decay(names) -> tuple[list[str], list[str]]:
     return [n for n in names if applies_weight_decay(n)], [n for n in names if not applies_weight_decay(n)]
 
 
+# -- float16 loss scaling --------------------------------------------------------------------------
+class DynamicLossScale:
+    """float16's dynamic loss scale, the rule every backend follows (as torch's GradScaler and Keras'
+    LossScaleOptimizer): the loss is multiplied by `scale` before differentiation and the gradients
+    divided by it; a step whose gradients are not finite is skipped and the scale halved; after
+    GROWTH_INTERVAL finite steps in a row it doubles. Its state goes into trainer_state.json."""
+
+    INITIAL = 2.0**15
+    GROWTH_INTERVAL = 2000
+    FACTOR = 2.0
+
+    def __init__(self, scale: float = INITIAL, good_steps: int = 0):
+        self.scale, self.good_steps = float(scale), int(good_steps)
+
+    def update(self, finite: bool) -> bool:
+        """Record one step's gradients; True when the optimizer should apply them."""
+        if not finite:
+            self.scale, self.good_steps = max(self.scale / self.FACTOR, 1.0), 0
+            return False
+        self.good_steps += 1
+        if self.good_steps >= self.GROWTH_INTERVAL:
+            self.scale, self.good_steps = self.scale * self.FACTOR, 0
+        return True
+
+    def state(self) -> dict:
+        return {"scale": self.scale, "good_steps": self.good_steps}
+
+    @classmethod
+    def from_state(cls, state) -> DynamicLossScale:
+        if not isinstance(state, dict):
+            return cls()  # a checkpoint written before float16 was used
+        return cls(state.get("scale", cls.INITIAL), state.get("good_steps", 0))
+
+
+# -- locked image tower (LiT) ---------------------------------------------------------------------------
+def image_tower_groups(num_layers: int) -> int:
+    """How many groups --lock-image-unlocked-groups counts over: the embeddings (with pre_layrnorm), each
+    encoder layer, then the head (post_layernorm and visual_projection), as open_clip's ViT lock."""
+    return num_layers + 2
+
+
+def image_group(name: str, num_layers: int) -> int | None:
+    """The lock group of canonical parameter `name` (0 = embeddings ... num_layers + 1 = head), or None
+    for a parameter outside the image tower."""
+    if name.startswith("visual_projection.") or name.startswith("vision_model.post_layernorm."):
+        return num_layers + 1
+    if name.startswith("vision_model.encoder.layers."):
+        return 1 + int(name.split(".")[3])
+    if name.startswith("vision_model."):
+        return 0
+    return None
+
+
+def is_frozen(name: str, lock: dict | None, num_layers: int) -> bool:
+    """Whether canonical parameter `name` stays fixed under `lock` ({"unlocked_groups": N, "freeze_norm": bool}
+    from --lock-image, None when the image tower trains). The last N groups train; in the locked ones the
+    LayerNorm gains and biases train too unless freeze_norm (then the locked part is bit-for-bit fixed)."""
+    group = image_group(name, num_layers)
+    if lock is None or group is None or group >= image_tower_groups(num_layers) - lock["unlocked_groups"]:
+        return False
+    is_norm = "layer_norm" in name or "layrnorm" in name or "layernorm" in name
+    return lock["freeze_norm"] or not is_norm
+
+
+def lock_settings(args) -> dict | None:
+    """The --lock-image arguments as stored in the run's settings (None: nothing locked)."""
+    if not getattr(args, "lock_image", False):
+        return None
+    return {"unlocked_groups": int(args.lock_image_unlocked_groups), "freeze_norm": bool(args.lock_image_freeze_norm)}
+
+
 # -- metrics ---------------------------------------------------------------------------------------
 def _normalize(x):
     x = np.asarray(x, dtype=np.float64)
@@ -183,6 +261,15 @@ class DataOrder:
             yield self.local_indices(m)
 
 
+def make_order(dataset, global_batch: int, seed: int, world: int = 1, rank: int = 0):
+    """The data order of a training set: DataOrder's seeded epochs, or a stream's own order (shards.StreamOrder)."""
+    if getattr(dataset, "unbounded", False):
+        from clip.train.shards import StreamOrder
+
+        return StreamOrder(len(dataset), global_batch, world, rank)
+    return DataOrder(len(dataset), global_batch, seed, world, rank)
+
+
 def total_steps(steps: int | None, epochs: float | None, dataset_size: int, global_batch: int, accum_steps: int) -> int:
     """Optimizer steps from --steps, or from --epochs over a dataset."""
     if steps is not None:
@@ -193,97 +280,6 @@ def total_steps(steps: int | None, epochs: float | None, dataset_size: int, glob
         raise ValueError("give --steps or a positive --epochs")
     per_epoch = dataset_size // global_batch / accum_steps
     return max(1, int(math.ceil(epochs * per_epoch)))
-
-
-# -- checkpoints -----------------------------------------------------------------------------------
-# OUT/
-#   config.json, model.safetensors, preprocessor_config.json, tokenizer files  <- the model, loadable
-#   metrics.json                                                               <- evaluation results
-#   checkpoints/step-00000100/                                                 <- resumable state
-#     model.safetensors        canonical names, float32 (exact)
-#     optimizer.<backend>      the backend's optimizer state in its own format
-#     rng.<backend>            the backend's RNG states
-#     trainer_state.json       step, micro_step, args, rng of numpy/python, loss history
-#   checkpoints/latest         name of the newest complete checkpoint (written last, atomically)
-CHECKPOINTS = "checkpoints"
-LATEST = "latest"
-TRAINER_STATE = "trainer_state.json"
-
-
-def checkpoint_dir(out: str, step: int) -> str:
-    return os.path.join(out, CHECKPOINTS, f"step-{step:08d}")
-
-
-def staging_dir(out: str, step: int) -> str:
-    """Where a checkpoint is written before `commit_checkpoint` renames it into place."""
-    return os.path.join(out, CHECKPOINTS, f".step-{step:08d}.partial")
-
-
-def commit_checkpoint(out: str, step: int, keep: int = 2) -> str:
-    """Rename the staged checkpoint into place, point `latest` at it, and prune old ones.
-
-    A crash before the pointer is written leaves the previous checkpoint as `latest`.
-    """
-    staged, final = staging_dir(out, step), checkpoint_dir(out, step)
-    if os.path.isdir(final):
-        shutil.rmtree(final)
-    os.replace(staged, final)
-    with open(os.path.join(out, CHECKPOINTS, ".latest.tmp"), "w", encoding="utf-8") as f:
-        f.write(os.path.basename(final) + "\n")
-    os.replace(os.path.join(out, CHECKPOINTS, ".latest.tmp"), os.path.join(out, CHECKPOINTS, LATEST))
-    existing = sorted(d for d in os.listdir(os.path.join(out, CHECKPOINTS)) if d.startswith("step-"))
-    for old in existing[: max(0, len(existing) - keep)]:
-        shutil.rmtree(os.path.join(out, CHECKPOINTS, old), ignore_errors=True)
-    return final
-
-
-def latest_checkpoint(out: str) -> str | None:
-    pointer = os.path.join(out, CHECKPOINTS, LATEST)
-    if not os.path.isfile(pointer):
-        return None
-    with open(pointer, encoding="utf-8") as f:
-        path = os.path.join(out, CHECKPOINTS, f.read().strip())
-    return path if os.path.isdir(path) else None
-
-
-def write_trainer_state(directory: str, state: dict):
-    atomic_write_json(os.path.join(directory, TRAINER_STATE), state)
-
-
-def read_trainer_state(directory: str) -> dict:
-    return read_json_object(os.path.join(directory, TRAINER_STATE))
-
-
-# Arguments that must match for --resume to continue the same run bit for bit.
-RESUME_KEYS = ("batch_size", "accum_steps", "lr", "warmup_steps", "weight_decay", "grad_clip", "precision", "seed",
-               "total_steps", "dataset_size", "world_size")
-
-
-def check_resume_compatible(saved: dict, current: dict):
-    changed = [f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in RESUME_KEYS if saved.get(k) != current.get(k)]
-    if changed:
-        raise ValueError("--resume: the run's settings differ from the checkpoint's, so it cannot continue it exactly:\n  " + "\n  ".join(changed))
-
-
-def python_numpy_rng_state() -> dict:
-    import random
-
-    state = random.getstate()
-    return {"python": [state[0], list(state[1]), state[2]], "numpy": _numpy_state()}
-
-
-def _numpy_state():
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    return [kind, keys.tolist(), int(pos), int(has_gauss), float(gauss)]
-
-
-def set_python_numpy_rng_state(state: dict):
-    import random
-
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    kind, keys, pos, has_gauss, g = state["numpy"]
-    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, g))
 
 
 # -- progress --------------------------------------------------------------------------------------
@@ -331,100 +327,26 @@ class Progress:
             self._bar.close()
 
 
-# -- data ------------------------------------------------------------------------------------------
-def build_datasets(args, image_size: int) -> tuple:
-    """(train set, held-out set or None, zero-shot tasks) from the parsed `clip train` arguments.
-
-    Zero-shot tasks: {name: (images, label texts, target label index per image)} evaluated with the
-    retrieval metrics; the synthetic set measures colour x shape labels on combinations seen in
-    training and on the held-out ones, the digits set its ten digit labels.
-    """
-    from clip import data
-
-    tasks = {}
-    sources = [bool(args.train), bool(args.synthetic), bool(args.digits)]
-    if sum(sources) != 1:
-        raise ValueError("give exactly one data source: --train FILE_OR_DIR, --synthetic N or --digits")
-    if args.synthetic:
-        # held-out images come from their own seed: no image is shared with the training set
-        train = data.SyntheticShapes(args.synthetic, seed=args.seed, image_size=image_size)
-        n_val = int(round(args.synthetic * args.val_fraction))
-        val = data.SyntheticShapes(n_val, seed=args.seed + 1_000_003, image_size=image_size) if n_val else None
-        seen = [c for c in data.zero_shot_labels()[1] if c not in data.HELD_OUT_COMBOS]
-        tasks["zero_shot_seen_combos"] = data.zero_shot_set(10 * len(seen), seed=args.seed + 2_000_003, image_size=image_size, combos=seen)
-        tasks["zero_shot_held_out_combos"] = data.zero_shot_set(
-            40 * len(data.HELD_OUT_COMBOS), seed=args.seed + 3_000_003, image_size=image_size, combos=data.HELD_OUT_COMBOS)
-        return train, val, tasks
-    full = data.DigitsDataset(image_size=image_size) if args.digits else data.load_captions(args.train)
-    train_idx, val_idx = data.split_indices(len(full), args.val_fraction, args.seed)
-    val = data.Subset(full, val_idx) if len(val_idx) else None
-    if args.digits and val is not None:
-        images = [val[i][0] for i in range(len(val))]
-        tasks["zero_shot_digits"] = (images, full.zero_shot_labels(), full.labels[val_idx])
-    return data.Subset(full, train_idx), val, tasks
-
-
-# -- shared by the tf and flax trainers ------------------------------------------------------------
-def build_processor(config):
-    """The processor of a model trained from scratch: images at the config's size, CLIP's tokenizer."""
-    from clip.common.image_processor import CLIPImageProcessor
-    from clip.common.processor import CLIPProcessor
-    from clip.common.tokenizer import CLIPTokenizerFast
-
-    size = config.vision_config.image_size
-    image_processor = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
-    return CLIPProcessor(image_processor, CLIPTokenizerFast(model_max_length=config.text_config.max_position_embeddings))
-
-
-class BatchReader:
-    """Dataset indices -> a numpy batch {"input_ids", "attention_mask" (int32), "pixel_values" (float32 NCHW)}.
-
-    An item that cannot be read (a file gone or corrupted since the dataset was listed) is reported
-    once and replaced by the next readable item, deterministically, so that a run goes on and a
-    resumed run reads exactly what an uninterrupted one did. Safe to call from several threads.
-    """
-
-    def __init__(self, dataset, processor, max_length: int, report=None):
-        import threading
-        import warnings
-
-        self.dataset, self.processor, self.max_length = dataset, processor, max_length
-        self._tokenizer_lock = threading.Lock()  # a fast tokenizer is not reentrant across threads
-        self.report = report or (lambda message: warnings.warn(message, stacklevel=2))
-        self.problems: dict[int, str] = {}
-
-    def item(self, index: int):
-        size = len(self.dataset)
-        for offset in range(size):
-            j = (index + offset) % size
-            try:
-                return self.dataset[j]
-            except Exception as err:  # noqa: BLE001 - any unreadable row is skipped, whatever the reason
-                if j not in self.problems:
-                    self.problems[j] = f"{type(err).__name__}: {err}"
-                    self.report(f"clip train: item {j} is unreadable ({self.problems[j]}); using the next readable item")
-        raise ValueError("clip train: no item of the training set can be read")
-
-    def __call__(self, indices) -> dict:
-        images, captions = zip(*(self.item(int(i)) for i in indices))
-        return self.encode(list(images), list(captions))
-
-    def encode(self, images, captions) -> dict:
-        pixels = self.processor.image_processor(images, return_tensors="np")["pixel_values"]
-        with self._tokenizer_lock:
-            text = self.processor.tokenizer(captions, padding="max_length", truncation=True, max_length=self.max_length, return_tensors="np")
-        return {
-            "input_ids": np.asarray(text["input_ids"], dtype=np.int32),
-            "attention_mask": np.asarray(text["attention_mask"], dtype=np.int32),
-            "pixel_values": np.ascontiguousarray(pixels, dtype=np.float32),
-        }
-
-
 def run_settings(args, steps: int, warmup: int, dataset_size: int, world: int) -> dict:
-    """The settings stored in checkpoints and compared by check_resume_compatible (pt's run_info)."""
-    return {"batch_size": args.batch_size, "accum_steps": args.accum_steps, "lr": args.lr, "warmup_steps": warmup,
-            "weight_decay": args.weight_decay, "grad_clip": args.grad_clip, "precision": args.precision,
-            "seed": args.seed, "total_steps": steps, "dataset_size": dataset_size, "world_size": world}
+    """The settings stored in checkpoints and compared by check_resume_compatible.
+
+    "accumulation" and "lock_image" appear only when used, so the checkpoints of earlier versions
+    (which accumulated each micro-batch as its own contrastive batch) resume when --accum-steps is 1
+    and are refused with the reason otherwise.
+    """
+    settings = {"batch_size": args.batch_size, "accum_steps": args.accum_steps, "lr": args.lr, "warmup_steps": warmup,
+                "weight_decay": args.weight_decay, "grad_clip": args.grad_clip, "precision": args.precision,
+                "seed": args.seed, "total_steps": steps, "dataset_size": dataset_size, "world_size": world}
+    if args.accum_steps > 1:
+        settings["accumulation"] = "whole-batch"  # the loss over all accum_steps x batch_size pairs (GradCache)
+    if lock_settings(args) is not None:
+        settings["lock_image"] = lock_settings(args)
+    return settings
+
+
+def data_settings(train_set) -> dict:
+    """What a resume must find unchanged about the training data beyond its size: a stream's shards."""
+    return {"shards": train_set.fingerprint()} if hasattr(train_set, "fingerprint") else {}
 
 
 def evaluate_with(encode_images, encode_texts, val, tasks, max_items: int = 2000) -> dict:
@@ -441,9 +363,7 @@ def evaluate_with(encode_images, encode_texts, val, tasks, max_items: int = 2000
 
 
 def finish_run(args, out_metrics: dict, history, steps: int, start: int, step: int, elapsed: float, run_info: dict) -> dict:
-    """metrics.json and the printed summary at the end of a run, as the pt trainer writes them."""
-    from clip.common.io import atomic_write_json
-
+    """metrics.json and the printed summary at the end of a run."""
     result = {"steps": steps, "final_loss": history[-1][1] if history else None, "train_seconds_this_run": round(elapsed, 1),
               "pairs_per_second": round((step - start) * args.batch_size * args.accum_steps / max(elapsed, 1e-9), 1),
               **out_metrics, "run": run_info}

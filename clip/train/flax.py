@@ -36,8 +36,8 @@ from jax.sharding import PartitionSpec as P
 
 from clip.common import weights
 from clip.common.io import read_safetensors, write_safetensors
-from clip.flax.loss import clip_loss
 from clip.train import common
+from clip.train.flax_step import clamp_logit_scale, contrastive_loss, make_train_step, step_gradients  # noqa: F401 - public here
 
 
 def init_distributed():
@@ -96,7 +96,7 @@ def decay_mask(config) -> dict:
 
 
 def build_optimizer(config, steps: int, base_lr: float, warmup: int, weight_decay: float, grad_clip: float,
-                    min_lr_ratio: float = 0.0, betas=(0.9, 0.98), eps=1e-6):
+                    min_lr_ratio: float = 0.0, betas=(0.9, 0.98), eps=1e-6, lock=None):
     """Global-norm clipping, then optax.adamw with common.learning_rate per step and decay on matrices only.
 
     The schedule is tabulated from common.learning_rate (the same numbers as pt) and indexed by
@@ -105,51 +105,14 @@ def build_optimizer(config, steps: int, base_lr: float, warmup: int, weight_deca
     table = jnp.asarray([common.learning_rate(s, base_lr, warmup, steps, min_lr_ratio) for s in range(max(1, steps))], jnp.float32)
     schedule = lambda count: table[jnp.minimum(count, table.shape[0] - 1)]  # noqa: E731
     adamw = optax.adamw(schedule, b1=betas[0], b2=betas[1], eps=eps, weight_decay=weight_decay, mask=decay_mask(config))
-    return optax.chain(optax.clip_by_global_norm(grad_clip), adamw) if grad_clip and grad_clip > 0 else adamw
-
-
-def clamp_logit_scale(params: dict) -> dict:
-    return {**params, "logit_scale": jnp.clip(params["logit_scale"], 0.0, common.LOGIT_SCALE_MAX)}
-
-
-# -- the objective ------------------------------------------------------------------------------------
-def _normalize(x):
-    x = x.astype(jnp.float32)
-    return x / jnp.linalg.norm(x, axis=-1, keepdims=True)
-
-
-def contrastive_loss(model, params, batch, dropout_rng=None):
-    """CLIP's symmetric loss over the (global) batch from unit-norm projected features, in float32."""
-    image_rng, text_rng = (None, None) if dropout_rng is None else tuple(jax.random.split(dropout_rng))
-    image = _normalize(model.get_image_features(batch["pixel_values"], params=params, dropout_rng=image_rng, train=True))
-    text = _normalize(model.get_text_features(batch["input_ids"], batch["attention_mask"], params=params, dropout_rng=text_rng, train=True))
-    logits_per_text = jnp.exp(params["logit_scale"].astype(jnp.float32)) * text @ image.T  # T,I
-    return clip_loss(logits_per_text)
-
-
-def make_train_step(model, tx, seed: int, dropout: bool):
-    """step(params, opt_state, batches (A, b, ...), first micro-step) -> (params, opt_state, mean loss).
-
-    The A micro-batches are scanned: each is its own contrastive batch, their gradients averaged.
-    """
-    base = jax.random.PRNGKey(seed)
-
-    def step(params, opt_state, batches, micro_start):
-        accum = batches["input_ids"].shape[0]
-
-        def micro(grads, inputs):
-            batch, m = inputs
-            rng = jax.random.fold_in(base, m) if dropout else None
-            loss, g = jax.value_and_grad(lambda p: contrastive_loss(model, p, batch, rng))(params)
-            return jax.tree.map(lambda a, b: a + b / accum, grads, g), loss
-
-        zeros = jax.tree.map(jnp.zeros_like, params)
-        grads, losses = jax.lax.scan(micro, zeros, (batches, micro_start + jnp.arange(accum)))
-        updates, opt_state = tx.update(grads, opt_state, params)
-        params = clamp_logit_scale(optax.apply_updates(params, updates))
-        return params, opt_state, jnp.mean(losses)
-
-    return jax.jit(step, donate_argnums=(0, 1))
+    tx = optax.chain(optax.clip_by_global_norm(grad_clip), adamw) if grad_clip and grad_clip > 0 else adamw
+    if lock is None:
+        return tx
+    # --lock-image: the frozen leaves get no update at all (not even weight decay); their zero
+    # gradients still count in the clipping norm, as the other backends' (absent) ones do
+    paths, layers = param_paths(config), config.vision_config.num_hidden_layers
+    labels = tree_from_names(paths, {n: "frozen" if common.is_frozen(n, lock, layers) else "train" for n in paths})
+    return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
 
 
 # -- devices ------------------------------------------------------------------------------------------
@@ -286,7 +249,7 @@ def evaluate(model, params, processor, val, tasks, max_length, max_items=2000) -
 OPTIMIZER_FILE = "optimizer.flax"  # safetensors: the optax state's leaves in tree order ("00000", ...)
 
 
-def save_checkpoint(out, step, micro_step, model, params, opt_state, run_info, history):
+def save_checkpoint(out, step, micro_step, model, params, opt_state, run_info, history, extra=None):
     """Write checkpoints/step-N atomically: canonical float32 weights, the optax state's leaves, trainer state."""
     from clip.flax import loading
 
@@ -298,7 +261,7 @@ def save_checkpoint(out, step, micro_step, model, params, opt_state, run_info, h
     leaves = [np.asarray(x) for x in jax.tree.leaves(to_host(opt_state))]
     write_safetensors({f"{i:05d}": leaf for i, leaf in enumerate(leaves)}, os.path.join(staged, OPTIMIZER_FILE))
     common.write_trainer_state(staged, {"step": step, "micro_step": micro_step, "run": run_info, "history": history,
-                                        "rng": common.python_numpy_rng_state(), "backend": "flax"})
+                                        "rng": common.python_numpy_rng_state(), "backend": "flax", **(extra or {})})
     return common.commit_checkpoint(out, step)
 
 
@@ -307,13 +270,21 @@ def load_checkpoint(directory, model, opt_state_template):
     from clip.flax import loading
 
     state = common.read_trainer_state(directory)
-    tensors = read_safetensors(os.path.join(directory, "model.safetensors"))
+    path = os.path.join(directory, "model.safetensors")
+    tensors = read_safetensors(path)
     expected = loading.expected_parameters(model)
+    missing = [n for n in expected if n not in tensors]
+    if missing:
+        raise ValueError(f"{path}: {len(missing)} of the model's tensors are missing ({', '.join(missing[:3])}, ...)")
     params = loading.to_params({n: np.array(tensors[n]) for n in expected}, expected)
-    saved = read_safetensors(os.path.join(directory, OPTIMIZER_FILE))
+    optimizer_path = os.path.join(directory, OPTIMIZER_FILE)
+    saved = read_safetensors(optimizer_path)
     template, treedef = jax.tree.flatten(opt_state_template)
-    if len(saved) != len(template):
-        raise ValueError(f"{directory}/{OPTIMIZER_FILE}: {len(saved)} optimizer arrays, this optimizer has {len(template)}")
+    if sorted(saved) != [f"{i:05d}" for i in range(len(template))]:
+        raise ValueError(f"{optimizer_path}: {len(saved)} optimizer arrays, this optimizer has {len(template)}")
+    for i, t in enumerate(template):
+        if tuple(saved[f"{i:05d}"].shape) != tuple(np.shape(t)):
+            raise ValueError(f"{optimizer_path}: array {i} has shape {tuple(saved[f'{i:05d}'].shape)}, expected {tuple(np.shape(t))}")
     leaves = [np.array(saved[f"{i:05d}"]).astype(np.asarray(t).dtype) for i, t in enumerate(template)]
     common.set_python_numpy_rng_state(state["rng"])
     return params, jax.tree.unflatten(treedef, leaves), state
@@ -334,7 +305,7 @@ def build_model_and_processor(args):
     from clip.common.processor import CLIPProcessor
     from clip.flax import FlaxCLIPModel
 
-    dtype = jnp.bfloat16 if args.precision == "bf16" else jnp.float32  # compute dtype; params stay float32
+    dtype = {"bf16": jnp.bfloat16, "fp16": jnp.float16}.get(args.precision, jnp.float32)  # compute dtype; params stay float32
     if args.init:
         return FlaxCLIPModel.from_pretrained(args.init, dtype=dtype), CLIPProcessor.from_pretrained(args.init)
     config = CLIPConfig.from_dict(common.build_config_dict(args.config or "small"))
@@ -354,27 +325,32 @@ def train(args) -> dict:
     image_size, max_length = config.vision_config.image_size, config.text_config.max_position_embeddings
     train_set, val_set, tasks = common.build_datasets(args, image_size)
 
-    order = common.DataOrder(len(train_set), args.batch_size, args.seed, world, rank)
+    order = common.make_order(train_set, args.batch_size, args.seed, world, rank)
     steps = common.total_steps(args.steps, args.epochs, len(train_set), args.batch_size, args.accum_steps)
     warmup = min(args.warmup_steps, steps)
-    run_info = common.run_settings(args, steps, warmup, len(train_set), world)
-    tx = build_optimizer(config, steps, args.lr, warmup, args.weight_decay, args.grad_clip, args.min_lr_ratio)
+    run_info = common.run_settings(args, steps, warmup, len(train_set), world) | common.data_settings(train_set)
+    tx = build_optimizer(config, steps, args.lr, warmup, args.weight_decay, args.grad_clip, args.min_lr_ratio,
+                         lock=common.lock_settings(args))
     params = jax.tree.map(lambda x: np.asarray(x, np.float32), model.params)
     opt_state = jax.jit(tx.init)(params)  # one compilation, not one per leaf shape
+    if args.grad_checkpointing:
+        model.gradient_checkpointing_enable()
+    loss_scale = common.DynamicLossScale() if args.precision == "fp16" else None
 
     start, history = 0, []
     if args.resume:
-        found = common.latest_checkpoint(args.out)
-        if found is None:
-            raise ValueError(f"--resume: no checkpoint in {args.out}/{common.CHECKPOINTS}")
-        params, opt_state, state = load_checkpoint(found, model, opt_state)
+        _, (params, opt_state, state) = common.resume_from_checkpoints(
+            args.out, lambda d: load_checkpoint(d, model, opt_state), common.reporter(rank))
         common.check_resume_compatible(state["run"], run_info)
         start, history = state["step"], state["history"]
+        if loss_scale is not None:
+            loss_scale = common.DynamicLossScale.from_state(state.get("loss_scale"))
 
     place = Placement(args.batch_size // world)
     params, opt_state = place.params(params), place.params(opt_state)
     dropout = any(c.attention_dropout > 0 for c in (config.text_config, config.vision_config))
-    step_fn = make_train_step(model, tx, args.seed, dropout)
+    step_fn = make_train_step(model, tx, args.seed, dropout, loss_scaling=loss_scale is not None)
+    logs = common.RunLogs(args, enabled=rank == 0)
     progress = common.Progress(steps, start, every=args.log_every, enabled=rank == 0 and not args.quiet)
     reader = common.BatchReader(train_set, processor, max_length, report=progress.log if rank == 0 else (lambda m: None))
     batches = Prefetcher(reader, order, start, steps, args.accum_steps, workers=args.workers)
@@ -388,17 +364,27 @@ def train(args) -> dict:
     try:
         while step < steps:
             lr = common.learning_rate(step, args.lr, warmup, steps, args.min_lr_ratio)
-            params, opt_state, loss = step_fn(params, opt_state, place.batches(next(batches)), step * args.accum_steps)
+            inputs = place.batches(next(batches))
+            if loss_scale is None:
+                params, opt_state, loss = step_fn(params, opt_state, inputs, step * args.accum_steps)
+            else:
+                params, opt_state, loss, (scale, good) = step_fn(params, opt_state, inputs, step * args.accum_steps,
+                                                                 (jnp.float32(loss_scale.scale), jnp.int32(loss_scale.good_steps)))
+                loss_scale = common.DynamicLossScale(float(scale), int(good))
             step += 1
             total = float(loss)
             history.append([step, round(total, 6)])
             progress.update(step, total, lr, args.batch_size * args.accum_steps)
+            logs.step(step, {"loss": total, "lr": lr, "temperature": float(np.exp(to_host(params["logit_scale"]))),
+                             **({"loss_scale": loss_scale.scale} if loss_scale is not None else {})}, args.batch_size * args.accum_steps)
 
             last = step == steps
             if args.save_every and (step % args.save_every == 0 or last) and rank == 0:
-                save_checkpoint(args.out, step, step * args.accum_steps, model, params, opt_state, run_info, history)
+                save_checkpoint(args.out, step, step * args.accum_steps, model, params, opt_state, run_info, history,
+                                extra={"loss_scale": loss_scale.state()} if loss_scale is not None else None)
             if args.eval_every and step % args.eval_every == 0 and not last and rank == 0:
                 metrics = evaluate(model, params, processor, val_set, tasks, max_length, args.eval_max)
+                logs.metrics(step, metrics)
                 progress.log(f"step {step}: " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
             if args.stop_after and step >= args.stop_after and not last:
                 break  # simulated interruption (tests): leave the checkpoint, skip the final save
@@ -410,6 +396,8 @@ def train(args) -> dict:
     result = {}
     if rank == 0 and step == steps:
         metrics = evaluate(model, params, processor, val_set, tasks, max_length, args.eval_max)
+        logs.metrics(step, metrics)
         save_model(model, params, processor, args.out, dtype=np.float16 if args.save_dtype == "float16" else None)
         result = common.finish_run(args, metrics, history, steps, start, step, elapsed, run_info)
+    logs.close()
     return result

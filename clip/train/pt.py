@@ -1,18 +1,14 @@
 """The PyTorch trainer behind `clip train --backend pt`.
 
-One process, or several launched by torchrun (DDP; gloo on CPU, nccl on GPU). Each rank encodes
-its slice of the global batch, gathers every rank's features with `gather_with_grad` and takes
-the contrastive loss of its own rows against the global batch (`local_clip_loss`): the mean of
-the ranks' losses is the single-process loss on the global batch, and DDP's gradient average is
-its gradient.
-
-The framework-neutral parts (schedule, decay rule, data order, checkpoint layout, metrics,
-progress) come from clip.train.common; this file holds the model, optimizer and step.
+One process, or several launched by torchrun (DDP; gloo on CPU, nccl on GPU). The objective over
+ranks, gradient accumulation over the whole contrastive batch and the update step are in
+clip.train.pt_step; the framework-neutral parts (schedule, decay rule, data order, checkpoints,
+metrics, logs, progress) in clip.train.common. This file holds the model, optimizer, data loader,
+checkpoint files and the run.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from contextlib import nullcontext
@@ -20,57 +16,13 @@ from contextlib import nullcontext
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 
-from clip.common.io import atomic_path, atomic_write_json, read_safetensors, write_safetensors
+from clip.common.io import atomic_path, read_safetensors, write_safetensors
 from clip.train import common
+from clip.train.pt_step import ContrastiveObjective, backward_step, gather_with_grad, local_clip_loss, optimizer_step  # noqa: F401 - public here
 
 # -- distributed -----------------------------------------------------------------------------------
-
-
-class _AllGather(torch.autograd.Function):
-    """all_gather whose backward hands each rank the summed gradient of its own slice.
-
-    Every rank's loss reads every rank's features; the gradient of rank r's features is the sum,
-    over all ranks, of the gradient flowing into the r-th slice of their gathered copy.
-    """
-
-    @staticmethod
-    def forward(ctx, x):
-        ctx.rank, ctx.world, ctx.rows = dist.get_rank(), dist.get_world_size(), x.shape[0]
-        parts = [torch.empty_like(x) for _ in range(ctx.world)]
-        dist.all_gather(parts, x.contiguous())
-        return torch.cat(parts, dim=0)  # (world * rows, ...)
-
-    @staticmethod
-    def backward(ctx, grad):
-        grad = grad.contiguous()
-        dist.all_reduce(grad, op=dist.ReduceOp.SUM)  # gloo has no reduce_scatter; all_reduce + slice
-        return grad[ctx.rank * ctx.rows : (ctx.rank + 1) * ctx.rows]
-
-
-def gather_with_grad(x):
-    """Concatenate `x` from every rank along dim 0 (rank order), keeping the autograd graph."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return x
-    return _AllGather.apply(x)
-
-
-def local_clip_loss(image_embeds, text_embeds, logit_scale, rank: int = 0, world: int = 1):
-    """This rank's share of the global contrastive loss, from its (b, E) unit-norm features.
-
-    The rows are the local pairs, the columns the global batch (b * world). Local pair i is global
-    pair rank * b + i. Averaging this over ranks gives CLIP's symmetric loss on the global batch.
-    Taken in float32 whatever the autocast dtype.
-    """
-    image_embeds, text_embeds = image_embeds.float(), text_embeds.float()
-    all_images, all_texts = gather_with_grad(image_embeds), gather_with_grad(text_embeds)
-    scale = logit_scale.float().exp()
-    targets = torch.arange(image_embeds.shape[0], device=image_embeds.device) + rank * image_embeds.shape[0]
-    per_image = scale * image_embeds @ all_texts.t()  # b, B
-    per_text = scale * text_embeds @ all_images.t()  # b, B
-    return (F.cross_entropy(per_image, targets) + F.cross_entropy(per_text, targets)) / 2.0
 
 
 def init_distributed():
@@ -88,23 +40,6 @@ def init_distributed():
 
 
 # -- model -----------------------------------------------------------------------------------------
-def _normalize(x):
-    return x / x.norm(dim=-1, keepdim=True)
-
-
-class ContrastiveObjective(nn.Module):
-    """CLIPModel -> this rank's loss; the module DDP wraps, so that its hooks see the forward."""
-
-    def __init__(self, model, rank: int = 0, world: int = 1):
-        super().__init__()
-        self.model, self.rank, self.world = model, rank, world
-
-    def forward(self, input_ids, attention_mask, pixel_values):
-        image = _normalize(self.model.get_image_features(pixel_values))
-        text = _normalize(self.model.get_text_features(input_ids, attention_mask))
-        return local_clip_loss(image, text, self.model.logit_scale, self.rank, self.world)
-
-
 def build_optimizer(model, lr: float, weight_decay: float, betas=(0.9, 0.98), eps=1e-6, fused: bool = False):
     """AdamW with decay on matrix weights only (common.applies_weight_decay); CLIP's betas and eps.
 
@@ -186,22 +121,15 @@ def evaluate(model, processor, val, tasks, device, max_length, max_items: int = 
     """Retrieval Recall@1/5/10 on (up to max_items of) the held-out set, plus zero-shot accuracies."""
     was_training = model.training
     model.eval()
-    metrics = {}
-    if val is not None and len(val):
-        items = [val[i] for i in range(min(len(val), max_items))]
-        images, captions = [im for im, _ in items], [c for _, c in items]
-        metrics.update(common.retrieval_metrics(encode_images(model, images, processor, device),
-                                                encode_texts(model, captions, processor, device, max_length)))
-        metrics["val_pairs"] = len(items)
-    for name, (images, labels, targets) in tasks.items():
-        metrics[name] = common.zero_shot_accuracy(encode_images(model, images, processor, device),
-                                                  encode_texts(model, labels, processor, device, max_length), targets)
-    model.train(was_training)
-    return metrics
+    try:
+        return common.evaluate_with(lambda images: encode_images(model, images, processor, device),
+                                    lambda texts: encode_texts(model, texts, processor, device, max_length), val, tasks, max_items)
+    finally:
+        model.train(was_training)
 
 
 # -- checkpoints -----------------------------------------------------------------------------------
-def save_checkpoint(out, step, micro_step, model, optimizer, run_info, history):
+def save_checkpoint(out, step, micro_step, model, optimizer, run_info, history, extra=None):
     """Write checkpoints/step-N atomically (staged, then renamed; `latest` updated last)."""
     staged = common.staging_dir(out, step)
     os.makedirs(staged, exist_ok=True)
@@ -215,7 +143,7 @@ def save_checkpoint(out, step, micro_step, model, optimizer, run_info, history):
         rng.update({f"cuda.{i}": s.numpy() for i, s in enumerate(torch.cuda.get_rng_state_all())})
     write_safetensors(rng, os.path.join(staged, RNG_FILE))
     common.write_trainer_state(staged, {"step": step, "micro_step": micro_step, "run": run_info, "history": history,
-                                        "rng": common.python_numpy_rng_state(), "backend": "pt"})
+                                        "rng": common.python_numpy_rng_state(), "backend": "pt", **(extra or {})})
     return common.commit_checkpoint(out, step)
 
 
@@ -246,14 +174,33 @@ def _read_rng_states(directory):
 
 
 def load_checkpoint(directory, model, optimizer):
-    """Restore model, optimizer and RNG states; returns the trainer state dict."""
+    """Restore model, optimizer and RNG states; returns the trainer state dict.
+
+    Every file is read and checked before anything is assigned, so a damaged checkpoint raises
+    (naming its file) without changing the model, and the caller can fall back to an older one.
+    """
     state = common.read_trainer_state(directory)
-    tensors = read_safetensors(os.path.join(directory, "model.safetensors"))
-    with torch.no_grad():
-        for name, tensor in model.state_dict().items():
-            tensor.copy_(torch.from_numpy(np.array(tensors[name])))
-    optimizer.load_state_dict(_load_tensors_only(os.path.join(directory, "optimizer.pt")))
+    path = os.path.join(directory, "model.safetensors")
+    tensors = read_safetensors(path)
+    current = model.state_dict()
+    missing = [n for n in current if n not in tensors]
+    if missing:
+        raise ValueError(f"{path}: {len(missing)} of the model's tensors are missing ({', '.join(missing[:3])}, ...)")
+    wrong = [f"{n} {tuple(tensors[n].shape)} instead of {tuple(t.shape)}" for n, t in current.items() if tuple(tensors[n].shape) != tuple(t.shape)]
+    if wrong:
+        raise ValueError(f"{path}: tensors of the wrong shape: {'; '.join(wrong[:3])}")
+    saved_optimizer = _load_tensors_only(os.path.join(directory, "optimizer.pt"))
+    if not (isinstance(saved_optimizer, dict) and isinstance(saved_optimizer.get("state"), dict)
+            and isinstance(saved_optimizer.get("param_groups"), list)):
+        raise ValueError(f"{os.path.join(directory, 'optimizer.pt')}: not an optimizer state (no 'state' and 'param_groups')")
     rng = _read_rng_states(directory)
+    try:
+        optimizer.load_state_dict(saved_optimizer)
+    except (ValueError, KeyError, TypeError, RuntimeError) as err:
+        raise ValueError(f"{os.path.join(directory, 'optimizer.pt')}: does not fit this optimizer ({err})") from None
+    with torch.no_grad():
+        for name, tensor in current.items():
+            tensor.copy_(torch.from_numpy(np.array(tensors[name])))
     torch.set_rng_state(rng["torch"])
     if rng["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng["cuda"])
@@ -273,9 +220,7 @@ def save_model(model, processor, out, dtype=None):
 # -- the run ---------------------------------------------------------------------------------------
 def build_model_and_processor(args):
     from clip.common.config import CLIPConfig
-    from clip.common.image_processor import CLIPImageProcessor
     from clip.common.processor import CLIPProcessor
-    from clip.common.tokenizer import CLIPTokenizerFast
     from clip.pt import CLIPModel
 
     if args.init:
@@ -283,11 +228,18 @@ def build_model_and_processor(args):
         processor = CLIPProcessor.from_pretrained(args.init)
         return model, processor
     config = CLIPConfig.from_dict(common.build_config_dict(args.config or "small"))
-    model = CLIPModel(config)
-    size = config.vision_config.image_size
-    image_processor = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
-    tokenizer = CLIPTokenizerFast(model_max_length=config.text_config.max_position_embeddings)
-    return model, CLIPProcessor(image_processor, tokenizer)
+    return CLIPModel(config), common.build_processor(config)
+
+
+def apply_lock(model, lock):
+    """--lock-image: parameters common.is_frozen names stop requiring gradients (before the optimizer is built,
+    so AdamW neither updates nor decays them). Returns their names."""
+    layers = model.config.vision_config.num_hidden_layers
+    frozen = [n for n, p in model.named_parameters() if common.is_frozen(n, lock, layers)]
+    for name, p in model.named_parameters():
+        if name in frozen:
+            p.requires_grad_(False)
+    return frozen
 
 
 def train(args) -> dict:
@@ -303,34 +255,38 @@ def train(args) -> dict:
 
     model, processor = build_model_and_processor(args)
     model.to(device).train()
+    if args.grad_checkpointing:
+        model.gradient_checkpointing_enable()
+    apply_lock(model, common.lock_settings(args))
     image_size = model.config.vision_config.image_size
     max_length = model.config.text_config.max_position_embeddings
     train_set, val_set, tasks = common.build_datasets(args, image_size)
 
-    order = common.DataOrder(len(train_set), args.batch_size, args.seed, world, rank)
+    order = common.make_order(train_set, args.batch_size, args.seed, world, rank)
     steps = common.total_steps(args.steps, args.epochs, len(train_set), args.batch_size, args.accum_steps)
     warmup = min(args.warmup_steps, steps)
     optimizer = build_optimizer(model, args.lr, args.weight_decay, fused=os.environ.get("CLIP_TRAIN_FUSED_ADAMW") == "1")
-    run_info = {"batch_size": args.batch_size, "accum_steps": args.accum_steps, "lr": args.lr, "warmup_steps": warmup,
-                "weight_decay": args.weight_decay, "grad_clip": args.grad_clip, "precision": args.precision,
-                "seed": args.seed, "total_steps": steps, "dataset_size": len(train_set), "world_size": world}
+    run_info = common.run_settings(args, steps, warmup, len(train_set), world) | common.data_settings(train_set)
+    loss_scale = common.DynamicLossScale() if args.precision == "fp16" else None
 
     start, history = 0, []
     if args.resume:
-        found = common.latest_checkpoint(args.out)
-        if found is None:
-            raise ValueError(f"--resume: no checkpoint in {args.out}/{common.CHECKPOINTS}")
-        state = load_checkpoint(found, model, optimizer)
+        _, state = common.resume_from_checkpoints(args.out, lambda d: load_checkpoint(d, model, optimizer), common.reporter(rank))
         common.check_resume_compatible(state["run"], run_info)
         start, history = state["step"], state["history"]
+        if loss_scale is not None:
+            loss_scale = common.DynamicLossScale.from_state(state.get("loss_scale"))
+    progress = common.Progress(steps, start, every=args.log_every, enabled=rank == 0 and not args.quiet)
 
-    objective = ContrastiveObjective(model, rank, world)
+    objective = ContrastiveObjective(model, rank, world, local=args.local_loss)
+    if args.compile:
+        objective.compile()  # in place: the module keeps its type and parameters, and DDP wraps it as before
     if world > 1:
         objective = nn.parallel.DistributedDataParallel(objective, device_ids=[device.index] if device.type == "cuda" else None)
-    collate = Collate(processor, max_length)
-    loader = make_loader(train_set, order, start * args.accum_steps, steps * args.accum_steps, collate, args.workers)
-    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if args.precision == "bf16" else nullcontext
-    progress = common.Progress(steps, start, every=args.log_every, enabled=rank == 0 and not args.quiet)
+    loader = make_loader(train_set, order, start * args.accum_steps, steps * args.accum_steps, Collate(processor, max_length), args.workers)
+    half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.precision)
+    autocast = (lambda: torch.autocast(device.type, dtype=half)) if half is not None else nullcontext
+    logs = common.RunLogs(args, enabled=rank == 0)
     if rank == 0 and not args.quiet:
         n_params = sum(p.numel() for p in model.parameters())
         progress.log(f"clip train: {n_params / 1e6:.2f}M parameters, {len(train_set)} training pairs, {steps} steps of "
@@ -338,32 +294,27 @@ def train(args) -> dict:
 
     step, t_start = start, time.perf_counter()
     batches = iter(loader)
+    trainable = [p for p in model.parameters() if p.requires_grad]
     while step < steps:
         lr = common.learning_rate(step, args.lr, warmup, steps, args.min_lr_ratio)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        total = 0.0
-        for micro in range(args.accum_steps):
-            batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
-            sync = micro == args.accum_steps - 1 or world == 1
-            with (nullcontext() if sync else objective.no_sync()), autocast():
-                loss = objective(batch["input_ids"], batch["attention_mask"], batch["pixel_values"])
-            (loss / args.accum_steps).backward()
-            total += loss.detach().float().item() / args.accum_steps
-        if args.grad_clip and args.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        micro = [{k: v.to(device, non_blocking=True) for k, v in next(batches).items()} for _ in range(args.accum_steps)]
+        total = optimizer_step(objective, optimizer, trainable, micro, autocast, args.grad_clip, loss_scale)
         clamp_logit_scale(model)
         step += 1
         history.append([step, round(total, 6)])
         progress.update(step, total, lr, args.batch_size * args.accum_steps)
+        logs.step(step, {"loss": total, "lr": lr, "temperature": float(model.logit_scale.detach().exp()),
+                         **({"loss_scale": loss_scale.scale} if loss_scale is not None else {})}, args.batch_size * args.accum_steps)
 
         last = step == steps
         if args.save_every and (step % args.save_every == 0 or last) and rank == 0:
-            save_checkpoint(args.out, step, step * args.accum_steps, model, optimizer, run_info, history)
+            save_checkpoint(args.out, step, step * args.accum_steps, model, optimizer, run_info, history,
+                            extra={"loss_scale": loss_scale.state()} if loss_scale is not None else None)
         if args.eval_every and step % args.eval_every == 0 and not last and rank == 0:
             metrics = evaluate(model, processor, val_set, tasks, device, max_length, args.eval_max)
+            logs.metrics(step, metrics)
             progress.log(f"step {step}: " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
         if args.stop_after and step >= args.stop_after and not last:
             break  # simulated interruption (tests): leave the checkpoint, skip the final save
@@ -373,13 +324,10 @@ def train(args) -> dict:
     result = {}
     if rank == 0 and step == steps:
         metrics = evaluate(model, processor, val_set, tasks, device, max_length, args.eval_max)
+        logs.metrics(step, metrics)
         save_model(model, processor, args.out, dtype=torch.float16 if args.save_dtype == "float16" else None)
-        result = {"steps": steps, "final_loss": history[-1][1] if history else None, "train_seconds_this_run": round(elapsed, 1),
-                  "pairs_per_second": round((step - start) * args.batch_size * args.accum_steps / max(elapsed, 1e-9), 1),
-                  **metrics, "run": run_info}
-        atomic_write_json(os.path.join(args.out, "metrics.json"), result)
-        if not args.quiet:
-            print(json.dumps({k: v for k, v in result.items() if k != "run"}, indent=2))
+        result = common.finish_run(args, metrics, history, steps, start, step, elapsed, run_info)
+    logs.close()
     if dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()

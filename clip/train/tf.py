@@ -49,6 +49,8 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from clip.tf import loading  # noqa: E402
+from clip.train.tf_step import (  # noqa: E402,F401 - the step's pieces stay importable from here
+    LossScaleState, clamp_logit_scale, local_clip_loss, make_gradient_fn, make_train_step, objective, replica_gradients)
 
 
 def make_strategy():
@@ -64,93 +66,6 @@ def make_strategy():
     if len(cpus) > 1:
         return tf.distribute.MirroredStrategy([d.name for d in cpus]), 0, 1
     return tf.distribute.get_strategy(), 0, 1
-
-
-# -- the objective ------------------------------------------------------------------------------------
-def _normalize(x):
-    x = tf.cast(x, tf.float32)
-    return x / tf.norm(x, axis=-1, keepdims=True)
-
-
-def local_clip_loss(image_embeds, text_embeds, logit_scale):
-    """This replica's share of the global contrastive loss from its (b, E) unit-norm features.
-
-    Rows: the local pairs; columns: the global batch gathered over replicas (replica order). The
-    mean over replicas is CLIP's symmetric loss on the global batch. In float32.
-    """
-    ctx = tf.distribute.get_replica_context()
-    replicas = ctx.num_replicas_in_sync if ctx is not None else 1
-    all_images, all_texts = image_embeds, text_embeds
-    rank = 0
-    if replicas > 1:
-        all_images, all_texts = ctx.all_gather(image_embeds, axis=0), ctx.all_gather(text_embeds, axis=0)
-        rank = ctx.replica_id_in_sync_group
-    b = tf.shape(image_embeds)[0]
-    targets = tf.range(b) + rank * b
-    scale = tf.exp(tf.cast(logit_scale, tf.float32))
-    per_image = scale * tf.matmul(image_embeds, all_texts, transpose_b=True)  # b, B
-    per_text = scale * tf.matmul(text_embeds, all_images, transpose_b=True)  # b, B
-    ce = tf.nn.sparse_softmax_cross_entropy_with_logits
-    return (tf.reduce_mean(ce(labels=targets, logits=per_image)) + tf.reduce_mean(ce(labels=targets, logits=per_text))) / 2.0
-
-
-def objective(model, batch, training=True):
-    image = _normalize(model.get_image_features(batch["pixel_values"], training=training))
-    text = _normalize(model.get_text_features(batch["input_ids"], batch["attention_mask"], training=training))
-    return local_clip_loss(image, text, model.logit_scale)
-
-
-def replica_gradients(model, batches, variables):
-    """(mean loss, gradients) of one replica over the step's micro-batches (A, b, ...).
-
-    Each micro-batch is its own contrastive batch; the gradients are of the mean over micro-steps
-    and replicas, so their sum over replicas is the global batch's gradient (DDP's average).
-    """
-    ctx = tf.distribute.get_replica_context()
-    replicas = ctx.num_replicas_in_sync if ctx is not None else 1
-    accum = batches["input_ids"].shape[0]
-    grads = [tf.zeros_like(v) for v in variables]
-    total = tf.constant(0.0)
-    for a in range(accum):
-        with tf.GradientTape() as tape:
-            loss = objective(model, {k: v[a] for k, v in batches.items()})
-            scaled = loss / (accum * replicas)
-        step_grads = tape.gradient(scaled, variables)
-        grads = [g + tf.convert_to_tensor(s) for g, s in zip(grads, step_grads)]  # embeddings' IndexedSlices -> dense
-        total += loss / accum
-    return total / replicas, grads
-
-
-def make_gradient_fn(strategy, model, variables):
-    """tf.function(distributed batches) -> (global mean loss, summed gradients) in cross-replica context."""
-
-    @tf.function
-    def gradients(dist_batches):
-        per_loss, per_grads = strategy.run(replica_gradients, args=(model, dist_batches, variables))
-        loss = strategy.reduce(tf.distribute.ReduceOp.SUM, per_loss, axis=None)
-        grads = [strategy.reduce(tf.distribute.ReduceOp.SUM, g, axis=None) for g in per_grads]
-        return loss, grads
-
-    return gradients
-
-
-def make_train_step(strategy, model, optimizer, variables):
-    """tf.function: gradients over replicas and micro-steps, AdamW (clipped), logit_scale clamp."""
-
-    @tf.function
-    def step(dist_batches):
-        per_loss, per_grads = strategy.run(replica_gradients, args=(model, dist_batches, variables))
-        loss = strategy.reduce(tf.distribute.ReduceOp.SUM, per_loss, axis=None)
-        grads = [strategy.reduce(tf.distribute.ReduceOp.SUM, g, axis=None) for g in per_grads]
-        optimizer.apply(grads, variables)  # cross-replica context: no second all-reduce, clipping sees the global norm
-        clamp_logit_scale(model)
-        return loss
-
-    return step
-
-
-def clamp_logit_scale(model):
-    model.logit_scale.assign(tf.clip_by_value(model.logit_scale, 0.0, common.LOGIT_SCALE_MAX))
 
 
 # -- optimizer ----------------------------------------------------------------------------------------
@@ -171,15 +86,17 @@ class TableSchedule(keras.optimizers.schedules.LearningRateSchedule):
 
 
 def build_optimizer(model, steps: int, base_lr: float, warmup: int, weight_decay: float, grad_clip: float,
-                    min_lr_ratio: float = 0.0, betas=(0.9, 0.98), eps=1e-6):
-    """keras AdamW with common.learning_rate per step, decay on matrix weights only, global-norm clipping.
+                    min_lr_ratio: float = 0.0, betas=(0.9, 0.98), eps=1e-6, lock=None):
+    """keras AdamW with common.learning_rate per step, decay on matrix weights only, global-norm clipping;
+    returns it and the variables it trains (all but those --lock-image freezes: common.is_frozen).
 
     Build it under the strategy's scope (its slots are mirrored like the model's variables).
     """
     table = TableSchedule([common.learning_rate(s, base_lr, warmup, steps, min_lr_ratio) for s in range(max(1, steps))])
     optimizer = keras.optimizers.AdamW(learning_rate=table, weight_decay=weight_decay, beta_1=betas[0], beta_2=betas[1],
                                        epsilon=eps, global_clipnorm=grad_clip if grad_clip and grad_clip > 0 else None)
-    canonical = model.canonical_variables()
+    layers = model.config.vision_config.num_hidden_layers
+    canonical = {n: v for n, v in model.canonical_variables().items() if not common.is_frozen(n, lock, layers)}
     optimizer.exclude_from_weight_decay(var_list=[v for name, (v, _) in canonical.items() if not common.applies_weight_decay(name)])
     variables = [v for v, _ in canonical.values()]
     optimizer.build(variables)
@@ -263,28 +180,40 @@ def _rng_variables(model):
     return {v.path: v for v in model.non_trainable_variables}
 
 
-def save_checkpoint(out, step, micro_step, model, optimizer, run_info, history):
+def save_checkpoint(out, step, micro_step, model, optimizer, run_info, history, extra=None):
     staged = common.staging_dir(out, step)
     os.makedirs(staged, exist_ok=True)
     write_safetensors(loading.canonical_state(model), os.path.join(staged, "model.safetensors"))
     write_safetensors({f"{i:05d}": np.array(v.numpy()) for i, v in enumerate(optimizer.variables)}, os.path.join(staged, OPTIMIZER_FILE))
     write_safetensors({p: np.array(v.numpy()) for p, v in _rng_variables(model).items()}, os.path.join(staged, RNG_FILE))
     common.write_trainer_state(staged, {"step": step, "micro_step": micro_step, "run": run_info, "history": history,
-                                        "rng": common.python_numpy_rng_state(), "backend": "tf"})
+                                        "rng": common.python_numpy_rng_state(), "backend": "tf", **(extra or {})})
     return common.commit_checkpoint(out, step)
 
 
 def load_checkpoint(directory, model, optimizer):
-    """Restore the model's and the optimizer's variables exactly; returns the trainer state dict."""
+    """Restore the model's and the optimizer's variables exactly; returns the trainer state dict.
+
+    Every file is read and checked before anything is assigned, so a damaged checkpoint raises
+    (naming its file) without changing the model, and the caller can fall back to an older one.
+    """
     state = common.read_trainer_state(directory)
-    tensors = read_safetensors(os.path.join(directory, "model.safetensors"))
+    path = os.path.join(directory, "model.safetensors")
+    tensors = read_safetensors(path)
+    missing = [n for n in model.canonical_variables() if n not in tensors]
+    if missing:
+        raise ValueError(f"{path}: {len(missing)} of the model's tensors are missing ({', '.join(missing[:3])}, ...)")
+    optimizer_path = os.path.join(directory, OPTIMIZER_FILE)
+    saved = read_safetensors(optimizer_path)
+    if sorted(saved) != [f"{i:05d}" for i in range(len(optimizer.variables))]:
+        raise ValueError(f"{optimizer_path}: {len(saved)} optimizer variables, this optimizer has {len(optimizer.variables)}")
+    for i, variable in enumerate(optimizer.variables):
+        if tuple(saved[f"{i:05d}"].shape) != tuple(variable.shape):
+            raise ValueError(f"{optimizer_path}: variable {i} has shape {tuple(saved[f'{i:05d}'].shape)}, expected {tuple(variable.shape)}")
+    rng = read_safetensors(os.path.join(directory, RNG_FILE))
     loading.assign_canonical(model, {n: np.array(tensors[n]) for n in model.canonical_variables()})
-    saved = read_safetensors(os.path.join(directory, OPTIMIZER_FILE))
-    if len(saved) != len(optimizer.variables):
-        raise ValueError(f"{directory}/{OPTIMIZER_FILE}: {len(saved)} optimizer variables, this optimizer has {len(optimizer.variables)}")
     for i, variable in enumerate(optimizer.variables):
         variable.assign(np.array(saved[f"{i:05d}"]))
-    rng = read_safetensors(os.path.join(directory, RNG_FILE))
     for path, variable in _rng_variables(model).items():
         if path in rng:
             variable.assign(np.array(rng[path]))
@@ -307,7 +236,7 @@ def build_model_and_processor(args):
     from clip.common.processor import CLIPProcessor
     from clip.tf import TFCLIPModel
 
-    policy = "mixed_bfloat16" if args.precision == "bf16" else "float32"  # variables stay float32
+    policy = {"bf16": "mixed_bfloat16", "fp16": "mixed_float16"}.get(args.precision, "float32")  # variables stay float32
     if args.init:
         return TFCLIPModel.from_pretrained(args.init, dtype=policy), CLIPProcessor.from_pretrained(args.init)
     config = CLIPConfig.from_dict(common.build_config_dict(args.config or "small"))
@@ -322,6 +251,8 @@ def train(args) -> dict:
 
     with strategy.scope():
         model, processor = build_model_and_processor(args)
+    if args.grad_checkpointing:
+        model.gradient_checkpointing_enable()
     config = model.config
     image_size, max_length = config.vision_config.image_size, config.text_config.max_position_embeddings
     train_set, val_set, tasks = common.build_datasets(args, image_size)
@@ -329,26 +260,30 @@ def train(args) -> dict:
     if args.batch_size % replicas:
         raise ValueError(f"--batch-size {args.batch_size} must be divisible by the {replicas} TensorFlow replicas")
 
-    order = common.DataOrder(len(train_set), args.batch_size, args.seed, world, rank)
+    order = common.make_order(train_set, args.batch_size, args.seed, world, rank)
     steps = common.total_steps(args.steps, args.epochs, len(train_set), args.batch_size, args.accum_steps)
     warmup = min(args.warmup_steps, steps)
-    run_info = common.run_settings(args, steps, warmup, len(train_set), world)
+    run_info = common.run_settings(args, steps, warmup, len(train_set), world) | common.data_settings(train_set)
     with strategy.scope():
-        optimizer, variables = build_optimizer(model, steps, args.lr, warmup, args.weight_decay, args.grad_clip, args.min_lr_ratio)
+        optimizer, variables = build_optimizer(model, steps, args.lr, warmup, args.weight_decay, args.grad_clip,
+                                               args.min_lr_ratio, lock=common.lock_settings(args))
 
     start, history = 0, []
     if args.resume:
-        found = common.latest_checkpoint(args.out)
-        if found is None:
-            raise ValueError(f"--resume: no checkpoint in {args.out}/{common.CHECKPOINTS}")
-        state = load_checkpoint(found, model, optimizer)
+        _, state = common.resume_from_checkpoints(args.out, lambda d: load_checkpoint(d, model, optimizer), common.reporter(rank))
         common.check_resume_compatible(state["run"], run_info)
         start, history = state["step"], state["history"]
 
     progress = common.Progress(steps, start, every=args.log_every, enabled=rank == 0 and not args.quiet)
     reader = common.BatchReader(train_set, processor, max_length, report=progress.log if rank == 0 else (lambda m: None))
     dataset = make_dataset(reader, order, start, steps, args.accum_steps, args.workers)
-    step_fn = make_train_step(strategy, model, optimizer, variables)
+    loss_scale = None
+    if args.precision == "fp16":
+        with strategy.scope():
+            saved = common.DynamicLossScale.from_state(state.get("loss_scale") if args.resume else None)
+            loss_scale = LossScaleState(saved.scale, saved.good_steps)
+    step_fn = make_train_step(strategy, model, optimizer, variables, local=args.local_loss, jit_compile=args.compile, loss_scale=loss_scale)
+    logs = common.RunLogs(args, enabled=rank == 0)
     if rank == 0 and not args.quiet:
         n_params = sum(int(np.prod(v.shape)) for v in variables)
         progress.log(f"clip train: {n_params / 1e6:.2f}M parameters, {len(train_set)} training pairs, {steps} steps of "
@@ -363,12 +298,16 @@ def train(args) -> dict:
             step += 1
             history.append([step, round(total, 6)])
             progress.update(step, total, lr, args.batch_size * args.accum_steps)
+            logs.step(step, {"loss": total, "lr": lr, "temperature": float(np.exp(model.logit_scale.numpy()))},
+                      args.batch_size * args.accum_steps)
 
             last = step == steps
             if args.save_every and (step % args.save_every == 0 or last) and rank == 0:
-                save_checkpoint(args.out, step, step * args.accum_steps, model, optimizer, run_info, history)
+                save_checkpoint(args.out, step, step * args.accum_steps, model, optimizer, run_info, history,
+                                extra={"loss_scale": loss_scale.state()} if loss_scale is not None else None)
             if args.eval_every and step % args.eval_every == 0 and not last and rank == 0:
                 metrics = evaluate(model, processor, val_set, tasks, max_length, args.eval_max)
+                logs.metrics(step, metrics)
                 progress.log(f"step {step}: " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
             if last or (args.stop_after and step >= args.stop_after):
                 break  # --stop-after: simulated interruption (tests), leaving the checkpoint
@@ -379,7 +318,9 @@ def train(args) -> dict:
     result = {}
     if rank == 0 and step == steps:
         metrics = evaluate(model, processor, val_set, tasks, max_length, args.eval_max)
+        logs.metrics(step, metrics)
         save_model(model, processor, args.out, dtype=np.float16 if args.save_dtype == "float16" else None)
         result = common.finish_run(args, metrics, history, steps, start, step, elapsed, run_info)
+    logs.close()
     return result
 

@@ -1,0 +1,108 @@
+"""What the trainers read: the datasets named by `clip train`'s arguments, and a reader that turns
+dataset indices into numpy batches (tokenized captions, preprocessed images)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+
+# -- data ------------------------------------------------------------------------------------------
+def build_datasets(args, image_size: int) -> tuple:
+    """(train set, held-out set or None, zero-shot tasks) from the parsed `clip train` arguments.
+
+    Zero-shot tasks: {name: (images, label texts, target label index per image)} evaluated with the
+    retrieval metrics; the synthetic set measures colour x shape labels on combinations seen in
+    training and on the held-out ones, the digits set its ten digit labels.
+    """
+    from clip import data
+
+    tasks = {}
+    if getattr(args, "zero_shot_eval", None):
+        from clip.train.zero_shot_eval import folder_task
+
+        tasks[f"zero_shot_{os.path.basename(os.path.normpath(args.zero_shot_eval))}"] = folder_task(args.zero_shot_eval)
+    sources = [bool(args.train), bool(args.synthetic), bool(args.digits), bool(getattr(args, "train_shards", None))]
+    if sum(sources) != 1:
+        raise ValueError("give exactly one data source: --train FILE_OR_DIR, --train-shards SHARDS, --synthetic N or --digits")
+    if getattr(args, "train_shards", None):
+        from clip.train.shards import ShardStream, expand_shards
+
+        return ShardStream(expand_shards(args.train_shards), args.seed), None, tasks  # no held-out part of a stream
+    if args.synthetic:
+        # held-out images come from their own seed: no image is shared with the training set
+        train = data.SyntheticShapes(args.synthetic, seed=args.seed, image_size=image_size)
+        n_val = int(round(args.synthetic * args.val_fraction))
+        val = data.SyntheticShapes(n_val, seed=args.seed + 1_000_003, image_size=image_size) if n_val else None
+        seen = [c for c in data.zero_shot_labels()[1] if c not in data.HELD_OUT_COMBOS]
+        tasks["zero_shot_seen_combos"] = data.zero_shot_set(10 * len(seen), seed=args.seed + 2_000_003, image_size=image_size, combos=seen)
+        tasks["zero_shot_held_out_combos"] = data.zero_shot_set(
+            40 * len(data.HELD_OUT_COMBOS), seed=args.seed + 3_000_003, image_size=image_size, combos=data.HELD_OUT_COMBOS)
+        return train, val, tasks
+    full = data.DigitsDataset(image_size=image_size) if args.digits else data.load_captions(args.train)
+    train_idx, val_idx = data.split_indices(len(full), args.val_fraction, args.seed)
+    val = data.Subset(full, val_idx) if len(val_idx) else None
+    if args.digits and val is not None:
+        images = [val[i][0] for i in range(len(val))]
+        tasks["zero_shot_digits"] = (images, full.zero_shot_labels(), full.labels[val_idx])
+    return data.Subset(full, train_idx), val, tasks
+
+
+# -- shared by the trainers ------------------------------------------------------------
+def build_processor(config):
+    """The processor of a model trained from scratch: images at the config's size, CLIP's tokenizer."""
+    from clip.common.image_processor import CLIPImageProcessor
+    from clip.common.processor import CLIPProcessor
+    from clip.common.tokenizer import CLIPTokenizerFast
+
+    size = config.vision_config.image_size
+    image_processor = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+    return CLIPProcessor(image_processor, CLIPTokenizerFast(model_max_length=config.text_config.max_position_embeddings))
+
+
+class BatchReader:
+    """Dataset indices -> a numpy batch {"input_ids", "attention_mask" (int32), "pixel_values" (float32 NCHW)}.
+
+    An item that cannot be read (a file gone or corrupted since the dataset was listed) is reported
+    once and replaced by the next readable item, deterministically, so that a run goes on and a
+    resumed run reads exactly what an uninterrupted one did. Safe to call from several threads.
+    """
+
+    def __init__(self, dataset, processor, max_length: int, report=None):
+        import threading
+        import warnings
+
+        self.dataset, self.processor, self.max_length = dataset, processor, max_length
+        self._tokenizer_lock = threading.Lock()  # a fast tokenizer is not reentrant across threads
+        self.report = report or (lambda message: warnings.warn(message, stacklevel=2))
+        self.problems: dict[int, str] = {}
+
+    def item(self, index: int):
+        size = len(self.dataset)
+        endless = getattr(self.dataset, "unbounded", False)  # a stream: indices run on past one pass
+        for offset in range(size):
+            j = index + offset if endless else (index + offset) % size
+            try:
+                return self.dataset[j]
+            except Exception as err:  # noqa: BLE001 - any unreadable row is skipped, whatever the reason
+                if j not in self.problems:
+                    self.problems[j] = f"{type(err).__name__}: {err}"
+                    self.report(f"clip train: item {j} is unreadable ({self.problems[j]}); using the next readable item")
+        raise ValueError("clip train: no item of the training set can be read")
+
+    def __call__(self, indices) -> dict:
+        images, captions = zip(*(self.item(int(i)) for i in indices))
+        return self.encode(list(images), list(captions))
+
+    def encode(self, images, captions) -> dict:
+        pixels = self.processor.image_processor(images, return_tensors="np")["pixel_values"]
+        with self._tokenizer_lock:
+            text = self.processor.tokenizer(captions, padding="max_length", truncation=True, max_length=self.max_length, return_tensors="np")
+        return {
+            "input_ids": np.asarray(text["input_ids"], dtype=np.int32),
+            "attention_mask": np.asarray(text["attention_mask"], dtype=np.int32),
+            "pixel_values": np.ascontiguousarray(pixels, dtype=np.float32),
+        }
+
+
