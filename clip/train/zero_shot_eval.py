@@ -1,40 +1,43 @@
-"""`--zero-shot-eval DIR`: zero-shot top-1 on a labelled image folder during training.
+"""`--zero-shot-eval SOURCE`: zero-shot top-1 on labelled images during training.
 
-DIR holds one sub-folder per class (an ImageFolder); each class becomes the prompt "a photo of a
-{name}." (underscores read as spaces). The task has the same shape as the built-in ones,
+SOURCE is read by the reader of `clip eval-zero-shot` (clip.tasks.eval_zero_shot_data.open_labelled):
+a folder of class sub-folders, a CSV/JSONL table of (image, label), or webdataset shards with a
+label field. Each class becomes one prompt of `clip zero-shot`'s default template (transformers'
+pipeline prompt, "This is a photo of {}."). The task has the same shape as the built-in ones
 (images, label texts, target index per image), so every backend evaluates it with
-clip.train.common.evaluate_with. `clip eval-zero-shot` (clip.tasks) is the full evaluator with
-prompt ensembles; this reader is the small piece training needs and can hand over to it.
+clip.train.common.evaluate_with; `clip eval-zero-shot` on the trained model gives the same top-1
+with the same template.
 """
 
 from __future__ import annotations
 
-import os
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-PROMPT = "a photo of a {}."
+def folder_task(source: str, max_per_class: int | None = None) -> tuple[list, list[str], list[int]]:
+    """(RGB images, one prompt per class, the class index of each image) from labelled images."""
+    from clip.tasks.backends import TaskError
+    from clip.tasks.embed import load_image
+    from clip.tasks.eval_zero_shot_data import open_labelled
+    from clip.tasks.templates import DEFAULT_TEMPLATES
 
-
-def folder_task(directory: str, max_per_class: int | None = None) -> tuple[list, list[str], list[int]]:
-    """(RGB images, one prompt per class, the class index of each image) from an ImageFolder."""
-    from PIL import Image
-
-    classes = sorted(d for d in os.listdir(directory) if os.path.isdir(os.path.join(directory, d)) and not d.startswith("."))
-    if len(classes) < 2:
-        raise ValueError(f"--zero-shot-eval {directory}: needs at least two class sub-folders, found {len(classes)}")
-    images, targets = [], []
-    for index, name in enumerate(classes):
-        folder = os.path.join(directory, name)
-        files = sorted(f for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTENSIONS)
-                       and os.path.isfile(os.path.join(folder, f)))  # regular files only: a FIFO would block
-        for file in files[:max_per_class]:
-            path = os.path.join(folder, file)
+    try:
+        data = open_labelled(source)
+        if len(data.classnames) < 2:
+            raise TaskError(f"{source}: needs at least two classes, found {len(data.classnames)}")
+        images, targets, per_class = [], [], {}
+        for name, image, label in data.samples():
+            if image is None:  # a sample the reader could not use: `label` holds why
+                raise TaskError(f"{name}: {label}")
+            if max_per_class is not None and per_class.get(label, 0) >= max_per_class:
+                continue
             try:
-                with Image.open(path) as image:
-                    images.append(image.convert("RGB"))
-            except (OSError, ValueError) as err:
-                raise ValueError(f"--zero-shot-eval: {path} is not a readable image ({err})") from None
-            targets.append(index)
+                images.append(load_image(image))
+            except ValueError as err:
+                raise TaskError(f"{name} is not a readable image ({err})") from None
+            targets.append(label)
+            per_class[label] = per_class.get(label, 0) + 1
+    except TaskError as err:
+        raise ValueError(f"--zero-shot-eval: {err}") from None
     if not images:
-        raise ValueError(f"--zero-shot-eval {directory}: no images in its class sub-folders")
-    return images, [PROMPT.format(name.replace("_", " ")) for name in classes], targets
+        raise ValueError(f"--zero-shot-eval {source}: no labelled images")
+    template = DEFAULT_TEMPLATES[0]
+    return images, [template.format(name) for name in data.classnames], targets

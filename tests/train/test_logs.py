@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from train_helpers import TINY_CONFIG
 
@@ -25,11 +26,19 @@ def test_folder_task_reads_classes_prompts_and_targets(tmp_path):
     from clip.train.zero_shot_eval import folder_task
 
     images, labels, targets = folder_task(str(_folder(tmp_path / "eval")))
-    assert labels == ["a photo of a blue thing.", "a photo of a red thing."]
+    assert labels == ["This is a photo of blue thing.", "This is a photo of red thing."]  # eval-zero-shot's default
     assert targets == [0, 0, 0, 1, 1, 1] and len(images) == 6 and images[0].mode == "RGB"
     (tmp_path / "one" / "only").mkdir(parents=True)
-    with pytest.raises(ValueError, match="at least two class sub-folders"):
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "one" / "only" / "0.png")
+    with pytest.raises(ValueError, match="needs at least two classes"):
         folder_task(str(tmp_path / "one"))
+    # the other layouts of clip eval-zero-shot: a CSV of (image, label)
+    table = tmp_path / "eval" / "labels.csv"
+    table.write_text("image,label\nred_thing/0.png,red thing\nblue_thing/1.png,blue thing\nred_thing/2.png,red thing\n")
+    images, labels, targets = folder_task(str(table))
+    assert len(images) == 3 and sorted(labels) == ["This is a photo of blue thing.", "This is a photo of red thing."]
+    assert [labels[t] for t in targets] == ["This is a photo of red thing.", "This is a photo of blue thing.",
+                                            "This is a photo of red thing."]
 
 
 def test_tensorboard_event_files_hold_the_run(tmp_path):
