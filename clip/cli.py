@@ -30,6 +30,9 @@ def _model_options(p, model_help="local directory or hub id, e.g. openai/clip-vi
                    help="auto (a GPU when the framework sees one, else the CPU; default), cpu, cuda or cuda:N")
     p.add_argument("--dtype", choices=DTYPES, default="float32",
                    help="what the model computes in (default float32; bfloat16: 1.5-1.9x faster on AVX-512 BF16 CPUs)")
+    p.add_argument("--compile", action="store_true",
+                   help="pt: run the towers through torch.compile (CUDA graphs for small batches on a GPU); "
+                        "pays on GPUs and long jobs, costs start-up time on a CPU")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
@@ -130,7 +133,7 @@ def _run_zero_shot(args) -> int:
     if args.top_k < 1:
         raise TaskError("--top-k must be at least 1")
     sources, explicit = _expand_images(args.images)
-    encoder = load_encoder(args.model, args.backend, device=args.device, dtype=args.dtype)  # model None: the embedded model (clip/models/default)
+    encoder = load_encoder(args.model, args.backend, device=args.device, dtype=args.dtype, compile=args.compile)  # model None: the embedded model (clip/models/default)
     classifier = ZeroShotClassifier(encoder, labels, args.templates)
     result = classifier.classify(sources, batch_size=args.batch_size, progress=_progress(args))
     _fail_on_explicit(result.skipped, explicit)
@@ -205,7 +208,7 @@ def _run_embed(args) -> int:
     kind = "text" if args.texts else "auto"
     shard = parse_shard(args.shard)
     open_collection(source, kind, args.out, args.image_column, args.caption_column)  # check the input before loading a model
-    encoder = load_encoder(args.model, args.backend, device=args.device, dtype=args.dtype)
+    encoder = load_encoder(args.model, args.backend, device=args.device, dtype=args.dtype, compile=args.compile)
     options = dict(kind=kind, batch_size=args.batch_size, chunk_size=args.chunk_size, storage=args.format,
                    overwrite=args.overwrite, workers=args.workers, progress=_progress(args), shard=shard,
                    image_column=args.image_column, caption_column=args.caption_column, texts_too=args.texts_too,
@@ -276,7 +279,7 @@ def _run_search(args) -> int:
                 print(f"  {row['score']:.4f}  {row['a']}  ~  {row['b']}")
         return 0
     model = args.model if args.model is not None else index.manifest.get("model")
-    encoder = load_encoder(model, args.backend, device=args.device, dtype=args.dtype)
+    encoder = load_encoder(model, args.backend, device=args.device, dtype=args.dtype, compile=args.compile)
     check_same_weights(index.manifest, encoder.fingerprint, " ".join(args.index), "pass --model with the model the directory was made with",
                        unrecorded_ok=True)
     if args.text:
@@ -333,7 +336,7 @@ def _run_retrieval(args) -> int:
         raise TaskError(f"--ks must list positive integers, got {args.ks!r}")
     if not os.path.exists(args.captions):
         raise TaskError(f"{args.captions}: no such file or directory")
-    encoder = load_encoder(args.model, args.backend, device=args.device, dtype=args.dtype)
+    encoder = load_encoder(args.model, args.backend, device=args.device, dtype=args.dtype, compile=args.compile)
     result = evaluate_captions(encoder, args.captions, ks, args.batch_size, args.workers, _progress(args))
     if args.json:
         _print_json(result)
@@ -384,7 +387,7 @@ def _run_similarity(args) -> int:
     if not texts:
         raise TaskError("no texts given; pass --texts or a non-empty --texts-file")
     sources, explicit = _expand_images(args.images)
-    encoder = load_encoder(args.model, args.backend, device=args.device, dtype=args.dtype)
+    encoder = load_encoder(args.model, args.backend, device=args.device, dtype=args.dtype, compile=args.compile)
     similarity, kept, skipped = similarity_matrix(encoder, sources, texts)
     _fail_on_explicit(skipped, explicit)
     if not kept:

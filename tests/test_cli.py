@@ -154,3 +154,23 @@ def test_help_lists_every_option_with_an_example(command):
     assert "examples:" in proc.stdout and f"clip {command} " in proc.stdout.split("examples:")[1]
     for option in ("--model", "--backend", "--json"):
         assert option in proc.stdout
+
+
+def test_compile_flag_reaches_the_encoder_and_is_refused_where_it_means_nothing(monkeypatch, capsys):
+    import clip.cli as cli
+    import clip.tasks.backends as backends
+
+    seen = {}
+    real = backends.load_encoder
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(backends, "load_encoder", spy)
+    monkeypatch.setattr(cli, "load_encoder", spy, raising=False)
+    # TensorFlow has no torch.compile: a clear one-line refusal, exit 2
+    assert cli.main(["zero-shot", CAT, "--labels", "cat,dog", "--backend", "tf", "--compile"]) == 2
+    assert seen.get("compile") is True
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "compile" in err[0]
