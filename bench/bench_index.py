@@ -172,7 +172,9 @@ def main_compare(args):
     # autofaiss's choice for ~1M vectors under a few GB: an IVF with ~4 sqrt(N) lists and PQ codes of D/8 bytes
     nlist = 2 ** round(np.log2(4 * np.sqrt(args.n)))
     t = time.perf_counter()
-    ivf = faiss.index_factory(args.dim, f"IVF{nlist},PQ{args.dim // 8}x8", faiss.METRIC_INNER_PRODUCT)
+    quantizer = faiss.IndexFlatIP(args.dim)  # not index_factory: see clip/index/engines.py
+    ivf = faiss.IndexIVFPQ(quantizer, args.dim, nlist, args.dim // 8, 8, faiss.METRIC_INNER_PRODUCT)
+    ivf.do_polysemous_training = False
     ivf.train(vectors[np.random.default_rng(0).choice(len(vectors), min(len(vectors), 40 * nlist), replace=False)])
     ivf.add(vectors)
     report(f"faiss IVF{nlist},PQ{args.dim // 8}", time.perf_counter() - t, lambda q: ivf.search(q, 10)[1], (8, 16, 32, 64, 128, 256),

@@ -311,6 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
     from clip.index.cli import add_parser as add_index_parsers  # clip index, clip search
 
     add_index_parsers(sub)
+    from clip.serve.cli import add_parser as add_serve_parser
+
+    add_serve_parser(sub)
     _retrieval_parser(sub)
     _similarity_parser(sub)
     from clip.convert_cli import add_parser as add_convert_parser

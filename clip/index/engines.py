@@ -62,8 +62,16 @@ def build(kind: str, vectors: np.ndarray, directory, params: dict, threads: int 
     elif kind == "ivfpq":
         import faiss
 
-        index = faiss.index_factory(vectors.shape[1], f"IVF{params['nlist']},PQ{params['pq_bytes']}x8",
-                                    faiss.METRIC_INNER_PRODUCT)
+        if threads:
+            faiss.omp_set_num_threads(threads)
+        # built from its parts, not faiss.index_factory: the factory crashes (SIGSEGV) in a process that
+        # imported usearch first (faiss-cpu 1.15 + usearch 2.26, measured)
+        quantizer = faiss.IndexFlatIP(vectors.shape[1])
+        index = faiss.IndexIVFPQ(quantizer, vectors.shape[1], params["nlist"], params["pq_bytes"], 8,
+                                 faiss.METRIC_INNER_PRODUCT)
+        # polysemous training (an annealing over PQ codes for Hamming filtering, which we never use)
+        # took minutes on a few thousand vectors here: off
+        index.do_polysemous_training = False
         rng = np.random.default_rng(0)
         sample = min(len(vectors), max(params["nlist"] * 40, 10_000), 200_000)
         rows = np.sort(rng.choice(len(vectors), sample, replace=False))

@@ -11,7 +11,7 @@ import pytest
 from clip.tasks.backends import TaskError
 from clip.tasks.embed import load_embeddings
 
-from .helpers import read_manifest, unit, write_dir, write_manifest
+from index_helpers import read_manifest, unit, write_dir, write_manifest
 
 
 @pytest.fixture
