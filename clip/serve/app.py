@@ -10,9 +10,9 @@
 Every bad request is a 4xx with a one-line JSON body {"error": "..."}; anything unexpected is a 500
 with {"error": "internal error"} (the traceback goes to the server log, never to the client).
 Request bodies are capped (max_body) and k is capped (max_k).
+(No `from __future__ import annotations` here: FastAPI reads the endpoints' annotations as types.)
 """
 
-from __future__ import annotations
 
 import base64
 import binascii
