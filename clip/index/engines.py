@@ -39,6 +39,17 @@ def estimate_bytes(kind: str, count: int, dim: int, params: dict) -> int:
     raise TaskError(f"unknown index kind {kind!r}; choose one of {', '.join(FILES)}")
 
 
+def _require(module: str):
+    """Import an optional engine library, or say which extra installs it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise TaskError(f"this index kind needs {module.split('.')[0]}, which is not installed: "
+                        "pip install 'clip[index]'") from None
+
+
 # --------------------------------------------------------------------- building
 
 
@@ -50,8 +61,7 @@ def build(kind: str, vectors: np.ndarray, directory, params: dict, threads: int 
             with open(tmp, "wb") as f:
                 np.save(f, np.ascontiguousarray(vectors, dtype=np.float32), allow_pickle=False)
     elif kind == "hnsw":
-        from usearch.index import Index
-
+        Index = _require("usearch.index").Index
         index = Index(ndim=vectors.shape[1], metric="cos", dtype=params["dtype"], connectivity=params["connectivity"],
                       expansion_add=params["expansion_add"], expansion_search=params["expansion_search"])
         for start in range(0, len(vectors), 65536):  # in slices: bounded float32 copies of a memory-mapped input
@@ -60,8 +70,7 @@ def build(kind: str, vectors: np.ndarray, directory, params: dict, threads: int 
         with atomic_path(path) as tmp:
             index.save(tmp)
     elif kind == "ivfpq":
-        import faiss
-
+        faiss = _require("faiss")
         if threads:
             faiss.omp_set_num_threads(threads)
         # built from its parts, not faiss.index_factory: the factory crashes (SIGSEGV) in a process that
@@ -114,8 +123,7 @@ class FlatEngine:
 
 class HnswEngine:
     def __init__(self, path, params):
-        from usearch.index import Index
-
+        Index = _require("usearch.index").Index
         try:
             self.index = Index.restore(path, view=True)
         except (RuntimeError, ValueError, OSError) as err:
@@ -148,8 +156,7 @@ class HnswEngine:
 
 class IvfPqEngine:
     def __init__(self, path, params):
-        import faiss
-
+        faiss = _require("faiss")
         try:
             self.index = faiss.read_index(path, faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
         except RuntimeError as err:
