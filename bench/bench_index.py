@@ -27,8 +27,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from clip.common.io import atomic_write_json  # noqa: E402
-from clip.tasks.search import EmbeddingIndex, topk_cosine  # noqa: E402
+from clip.common.io import atomic_write_json
+from clip.tasks.search import EmbeddingIndex, topk_cosine
 
 
 class ClipLike:
@@ -129,7 +129,7 @@ def main_build(args):
                         "speedup_vs_exact": round(exact_ms[0] / p50, 1)})
             print(json.dumps(row), flush=True)
             rows.append(row)
-            del index
+            index = None  # unmapped before the work folder goes
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(json.dumps({"generation_s": round(gen_s, 1), "peak_rss_MiB": round(rss_mb()), "cpus": os.cpu_count(),
@@ -161,14 +161,14 @@ def main_compare(args):
     u.add(np.arange(len(vectors), dtype=np.uint64), vectors)
     report("usearch HNSW f16 M16", time.perf_counter() - t, lambda q: u.search(q, 10, threads=1).keys.reshape(1, -1),
            (16, 32, 64, 128, 256), lambda v: setattr(u, "expansion_search", v), u.memory_usage)
-    del u
+    u = None
     t = time.perf_counter()
     h = faiss.IndexHNSWFlat(args.dim, 32, faiss.METRIC_INNER_PRODUCT)
     h.hnsw.efConstruction = 128
     h.add(vectors)
     report("faiss HNSW32 flat f32", time.perf_counter() - t, lambda q: h.search(q, 10)[1], (16, 32, 64, 128, 256),
            lambda v: setattr(h.hnsw, "efSearch", v), len(vectors) * (args.dim * 4 + 32 * 2 * 4))
-    del h
+    h = None
     # autofaiss's choice for ~1M vectors under a few GB: an IVF with ~4 sqrt(N) lists and PQ codes of D/8 bytes
     nlist = 2 ** round(np.log2(4 * np.sqrt(args.n)))
     t = time.perf_counter()

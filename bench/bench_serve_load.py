@@ -28,7 +28,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 
-from bench_index import ClipLike, write_embedding_dir  # noqa: E402
+from bench_index import ClipLike, write_embedding_dir
 
 WORDS = ["a red car", "a dog on a beach", "two cats", "a city at night", "a bowl of soup", "a mountain lake"]
 
@@ -92,9 +92,11 @@ def main():
         data = ClipLike(dim)
         write_embedding_dir(os.path.join(work, "emb"), data.sample(args.n, seed=1))
         manifest_path = os.path.join(work, "emb", "manifest.json")
-        manifest = json.load(open(manifest_path))
+        with open(manifest_path) as f:
+            manifest = json.load(f)
         manifest["weights"] = None  # generated vectors: no model made them
-        json.dump(manifest, open(manifest_path, "w"))
+        with open(manifest_path, "w") as f:
+            json.dump(manifest, f)
         info = build_index(os.path.join(work, "emb"), kind="hnsw")
         queries = data.sample(200, seed=2)
         port = free_port()

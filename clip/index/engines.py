@@ -57,9 +57,8 @@ def build(kind: str, vectors: np.ndarray, directory, params: dict, threads: int 
     """Write the ANN structure of `kind` over `vectors` (N x D float32, unit rows) into `directory`."""
     path = os.path.join(directory, FILES[kind])
     if kind == "flat":
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as f:
-                np.save(f, np.ascontiguousarray(vectors, dtype=np.float32), allow_pickle=False)
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.save(f, np.ascontiguousarray(vectors, dtype=np.float32), allow_pickle=False)
     elif kind == "hnsw":
         Index = _require("usearch.index").Index
         index = Index(ndim=vectors.shape[1], metric="cos", dtype=params["dtype"], connectivity=params["connectivity"],

@@ -30,13 +30,10 @@ def write_strings(directory, name: str, strings) -> None:
     encoded = [str(s).encode("utf-8", errors="surrogatepass") for s in strings]
     offsets = np.zeros(len(encoded) + 1, np.int64)
     np.cumsum([len(b) for b in encoded], out=offsets[1:])
-    with atomic_path(os.path.join(directory, f"{name}.bin")) as tmp:
-        with open(tmp, "wb") as f:
-            for blob in encoded:
-                f.write(blob)
-    with atomic_path(os.path.join(directory, f"{name}.offsets.npy")) as tmp:
-        with open(tmp, "wb") as f:
-            np.save(f, offsets, allow_pickle=False)
+    with atomic_path(os.path.join(directory, f"{name}.bin")) as tmp, open(tmp, "wb") as f:
+        f.writelines(encoded)
+    with atomic_path(os.path.join(directory, f"{name}.offsets.npy")) as tmp, open(tmp, "wb") as f:
+        np.save(f, offsets, allow_pickle=False)
 
 
 class StringTable:

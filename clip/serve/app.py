@@ -21,6 +21,7 @@ import logging
 import os
 import threading
 import time
+from typing import Annotated
 
 import numpy as np
 
@@ -260,7 +261,8 @@ def create_app(searcher: Searcher, max_body: int = 8 << 20):
         return await run_in_threadpool(search_json, searcher, await json_body(request), str(request.base_url))
 
     @app.post("/search/image", summary="an uploaded image -> the k nearest entries")
-    async def search_image(request: Request, file: UploadFile = File(...), k: int = Form(10), dedup: bool = Form(False)):
+    async def search_image(request: Request, file: Annotated[UploadFile, File()], k: Annotated[int, Form()] = 10,
+                           dedup: Annotated[bool, Form()] = False):
         k = searcher.check_k(k)
         data, name = await file.read(), f"upload {file.filename!r}"
 

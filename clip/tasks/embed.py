@@ -35,7 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from PIL import Image
 
-from clip.common.io import atomic_path, atomic_write_json, read_json_object, read_safetensors, write_safetensors
+from clip.common.io import atomic_path, atomic_write_json, read_json_object, write_safetensors
 from clip.tasks.backends import TaskError
 
 MANIFEST = "manifest.json"

@@ -7,11 +7,10 @@ import pickle
 
 import numpy as np
 import pytest
+from index_helpers import read_manifest, unit, write_dir, write_manifest
 
 from clip.tasks.backends import TaskError
 from clip.tasks.embed import load_embeddings
-
-from index_helpers import read_manifest, unit, write_dir, write_manifest
 
 
 @pytest.fixture

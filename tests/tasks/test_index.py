@@ -6,12 +6,11 @@ import os
 
 import numpy as np
 import pytest
+from index_helpers import read_manifest, unit, write_dir, write_manifest
 
 from clip.index.build import build_index, choose, parse_memory
 from clip.tasks.backends import TaskError
 from clip.tasks.search import EmbeddingIndex
-
-from index_helpers import read_manifest, unit, write_dir, write_manifest
 
 pytest.importorskip("usearch")
 
@@ -41,7 +40,7 @@ def test_built_index_matches_exact_search(tmp_path, emb, kind):
     info = build_index([emb], tmp_path / "ix", kind=kind, threads=1)
     index = EmbeddingIndex.load(tmp_path / "ix")
     assert index.engine is not None and index.manifest["kind"] == kind and len(index) == 3000
-    scores, found = index.topk(queries, 10)
+    _, found = index.topk(queries, 10)
     if kind == "flat":
         np.testing.assert_array_equal(found, truth)
     else:

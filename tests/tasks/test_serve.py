@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
-from serve_helpers import running  # noqa: E402
+from serve_helpers import running
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("fastapi")
 
-from serve_helpers import running  # noqa: E402
+from serve_helpers import running
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
