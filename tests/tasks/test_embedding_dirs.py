@@ -200,7 +200,7 @@ def test_fuzzed_manifests_raise_only_task_errors(tmp_path_factory):
                                max_leaves=10)
     paths = [(k,) for k in original] + [("chunks", i, k) for i in range(2) for k in ("file", "keys", "count")]
 
-    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
     @given(st.lists(st.tuples(st.sampled_from(paths), json_values, st.booleans()), min_size=1, max_size=4))
     def run(mutations):
         manifest = json.loads(json.dumps(original))
