@@ -223,3 +223,30 @@ def test_fuzzed_manifests_raise_only_task_errors(tmp_path_factory):
 
     run()
     assert hypothesis  # the property ran
+
+
+def test_clip_search_and_index_read_clip_retrieval_layout(tmp_path, shapes_dir, encoder):
+    """A directory as clip-retrieval's `clip inference` writes it (float16 img_emb + parquet metadata),
+    made here with the embedded model: `clip search` finds the red circle by text, before and after
+    `clip index`."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from task_helpers import run_json
+
+    from clip.tasks.embed import embed_images
+
+    paths = sorted(str(p) for p in shapes_dir.iterdir())
+    embedded = embed_images(encoder, paths)
+    for d in ("img_emb", "metadata"):
+        (tmp_path / "cr" / d).mkdir(parents=True)
+    np.save(tmp_path / "cr" / "img_emb" / "img_emb_0.npy", embedded.vectors.astype(np.float16))
+    pq.write_table(pa.table({"image_path": embedded.sources, "caption": [os.path.basename(p) for p in paths]}),
+                   tmp_path / "cr" / "metadata" / "metadata_0.parquet")
+    top = run_json("search", tmp_path / "cr", "--text", "a red circle", "--top-k", "1")[0]["results"][0]
+    assert top["source"].endswith("red_circle.png")
+    run_json("index", tmp_path / "cr", "--kind", "flat")
+    from clip.tasks.search import EmbeddingIndex
+
+    assert EmbeddingIndex.load(tmp_path / "cr").engine is not None  # cr/index is used
+    again = run_json("search", tmp_path / "cr", "--text", "a red circle", "--top-k", "1")[0]["results"][0]
+    assert again["source"] == top["source"] and again["score"] == pytest.approx(top["score"], abs=1e-6)
