@@ -77,8 +77,8 @@ def embedding_state(path) -> str:
         with open(manifest, "rb") as f:
             digest.update(f.read())
     else:
-        for root, dirs, files in sorted(os.walk(path)):
-            dirs[:] = sorted(d for d in dirs if d != "index")
+        for root, dirs, files in os.walk(path):  # in place: pruning `dirs` keeps the walk out of index/
+            dirs[:] = sorted(d for d in dirs if not (root == path and d == "index"))
             for name in sorted(files):
                 digest.update(f"{os.path.relpath(os.path.join(root, name), path)}:{os.path.getsize(os.path.join(root, name))}\n".encode())
     return digest.hexdigest()[:32]
