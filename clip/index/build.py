@@ -5,10 +5,13 @@ The kind is chosen by rule (auto), or named:
     an HNSW graph over float16 vectors fits the budget -> hnsw f16 (recall ~0.99, sub-millisecond)
     over int8 vectors fits -> hnsw i8
     otherwise -> ivfpq with the widest PQ code that fits
-HNSW was chosen over FAISS by measurement (bench/bench_index.py, bench/RESULTS.md): at the same
-recall it answered a single query several times faster than IVF-PQ and FAISS's own HNSW, and
-usearch opens its file as a memory-mapped view. The search-time knob (HNSW's expansion, IVF's
-nprobe) is tuned at build time, as autofaiss does: the smallest value that reaches the target
+usearch's HNSW was chosen by measurement (bench/bench_index.py --compare, bench/RESULTS.md): FAISS's
+HNSW over float32 answered one query 2-4x faster (both are over 100x faster than exact numpy, far
+past what search needs) but holds twice the bytes per vector; usearch keeps float16 or int8
+vectors at the same recall and opens its file as a memory-mapped view, so under a memory budget it
+fits twice to four times the vectors. IVF-PQ (autofaiss's kind of choice for tight budgets)
+reached recall@10 0.53 on CLIP-like vectors without re-ranking: it is the last resort.
+The search-time knob (HNSW's expansion, IVF's nprobe) is tuned at build time, as autofaiss does: the smallest value that reaches the target
 recall@10 against exact search on sample queries, recorded in index.json with the recall it got.
 """
 
