@@ -43,6 +43,7 @@ def test_built_index_matches_exact_search(tmp_path, emb, kind):
     _, found = index.topk(queries, 10)
     if kind == "flat":
         np.testing.assert_array_equal(found, truth)
+        assert isinstance(index.engine.array, np.memmap)  # opened mapped, not read: start-up does not grow with N
     else:
         assert _recall(found, truth) >= (0.95 if kind == "hnsw" else 0.5)
     hits = index.search(queries[:1], 3)[0]
@@ -50,6 +51,7 @@ def test_built_index_matches_exact_search(tmp_path, emb, kind):
     assert hits[0].score == pytest.approx(float(queries[0] @ vectors[hits[0].index]), abs=1e-2)
     assert info["weights"] == "w0" and index.manifest["weights"] == "w0"
     assert os.path.isfile(tmp_path / "ix" / "index.json")
+    assert isinstance(index.sources.offsets, np.memmap) and isinstance(index.sources.blob, np.memmap)
 
 
 def test_ivfpq_index(tmp_path):
