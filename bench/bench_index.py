@@ -129,6 +129,13 @@ def main_build(args):
                         "speedup_vs_exact": round(exact_ms[0] / p50, 1)})
             print(json.dumps(row), flush=True)
             rows.append(row)
+            for ef in args.efs if kind == "hnsw" else ():  # the effort / recall trade-off on the same graph
+                index.engine.index.expansion_search = ef
+                recall = {name: round(recall_at(index.topk(q, 10)[1], truth[name]), 4) for name, q in queries.items()}
+                p50, p99 = batch1_ms(lambda q: index.topk(q, 10), queries["image-like"])
+                print(json.dumps({"kind": kind, "n": args.n, "expansion_search": ef, "recall@10": recall,
+                                  "batch1_ms_p50": round(p50, 3), "batch1_ms_p99": round(p99, 3),
+                                  "speedup_vs_exact": round(exact_ms[0] / p50, 1)}), flush=True)
             index = None  # unmapped before the work folder goes
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -189,6 +196,8 @@ if __name__ == "__main__":
     parser.add_argument("--exact-queries", type=int, default=50)
     parser.add_argument("--memory", default="4GB")
     parser.add_argument("--kinds", nargs="+", default=["hnsw"])
+    parser.add_argument("--efs", nargs="*", type=int, default=[32, 64, 128, 256],
+                        help="HNSW search efforts to measure besides the calibrated one")
     parser.add_argument("--work", default=None, help="scratch folder (default: the system's temp)")
     parser.add_argument("--compare", action="store_true", help="the engine comparison instead of the build proof")
     args = parser.parse_args()
