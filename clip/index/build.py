@@ -150,9 +150,11 @@ def calibrate(kind, engine, vectors, params, target_recall) -> float | None:
     Fresh: a sample row moved within the data (along the difference of two other rows) to the cosine
     its nearest neighbour has, as far from the data as a new member would be. Hard: midpoints of
     random pairs, between clusters. Measured on CLIP-like vectors (50k): efforts 16..512 gave
-    fresh-like 0.80 .. 0.99, midpoints 0.69 .. 0.98, real fresh members 0.91 .. 0.997; both rules
-    meet at 128 (real 0.995). Midpoints alone over-tune (1024 at 1M, 10x the time for +0.003 recall);
-    rows as their own queries under-tune (their own graph links are the answer).
+    fresh-like 0.80 .. 0.99, midpoints 0.69 .. 0.98, real fresh members 0.91 .. 0.997. The rule is
+    conservative on purpose: on the tests' noisy 32-d clusters neither query set alone (nor a
+    midpoint bar of 0.8) kept real recall at 0.95; at 200k CLIP-like vectors it picks 1024, where 64
+    already gave real queries 0.98 at 2.5x the speed (bench/RESULTS.md). Rows used as their own
+    queries under-tune (their own graph links are the answer).
     """
     if kind == "flat":
         return 1.0
