@@ -153,7 +153,7 @@ def calibrate(kind, engine, vectors, params, target_recall) -> float | None:
     fresh-like 0.80 .. 0.99, midpoints 0.69 .. 0.98, real fresh members 0.91 .. 0.997. The rule is
     conservative on purpose: on the tests' noisy 32-d clusters neither query set alone (nor a
     midpoint bar of 0.8) kept real recall at 0.95; at 200k CLIP-like vectors it picks 1024, where 64
-    already gave real queries 0.98 at 2.5x the speed (bench/RESULTS.md). Rows used as their own
+    already gave real queries 0.98 in a tenth of the time (bench/RESULTS.md). Rows used as their own
     queries under-tune (their own graph links are the answer).
     """
     if kind == "flat":
