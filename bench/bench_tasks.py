@@ -7,7 +7,7 @@ Rows:
   temp dir) on the PyTorch backend. ratio = pipeline rate / model rate, target >= 0.90.
 - search: top-10 latency over 1M random 512-d unit vectors (200k with --quick), chunked numpy
   (clip.tasks.search.topk_cosine) against a plain full matmul + argsort, for 1 and 16 queries;
-  plus FAISS's exact IndexFlatIP when faiss is installed.
+  (the ANN index has its own bench: bench/bench_index.py).
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ def embed_rows(quick: bool) -> list[dict]:
 
 
 def search_rows(quick: bool) -> list[dict]:
-    from clip.tasks.search import EmbeddingIndex, faiss_available, topk_cosine
+    from clip.tasks.search import topk_cosine
 
     n, dim, k = (200_000 if quick else 1_000_000), 512, 10
     rng = np.random.default_rng(0)
@@ -142,14 +142,6 @@ def search_rows(quick: bool) -> list[dict]:
             "ours_s": t_ours, "baseline_s": t_naive, "ratio": t_naive / t_ours, "target": "< 0.1 s",
             "note": f"chunked numpy {t_ours * 1e3:.0f} ms vs full matmul + argsort {t_naive * 1e3:.0f} ms",
         })
-        if faiss_available():
-            index = EmbeddingIndex(vectors, normalize=False, use_faiss=True)
-            (t_faiss,) = _best_interleaved([lambda: index.topk(queries, k)], repeats=3)
-            out.append({
-                "name": f"search top-{k} FAISS flat, {n // 1000}k x {dim}, {q} quer{'y' if q == 1 else 'ies'}",
-                "ours_s": t_faiss, "baseline_s": t_naive, "ratio": t_naive / t_faiss, "target": "",
-                "note": "faiss.IndexFlatIP (exact)",
-            })
     return out
 
 

@@ -231,78 +231,6 @@ def _run_embed(args) -> int:
     return 0
 
 
-# --------------------------------------------------------------------- search
-
-
-def _search_parser(sub):
-    p = _command(
-        sub, "search", "search an embedding directory by text or by image, or list near duplicates",
-        "Find the entries of an embedding directory (from `clip embed`) closest to a text or an image "
-        "by cosine similarity: text -> image, image -> image, image -> text, text -> text. Queries are "
-        "embedded with the model the directory was made with unless --model says otherwise.",
-        [
-            'clip search photos.emb --text "a dog on a beach" --top-k 10',
-            "clip search photos.emb --image query.jpg --json",
-            "clip search captions.emb --image photo.jpg          (image -> text)",
-            "clip search photos.emb --duplicates 0.95             (near-duplicate pairs)",
-            'clip search photos.emb/0 photos.emb/1 --text "a cat"  (the shards of one input)',
-        ],
-    )
-    p.add_argument("index", metavar="EMB", nargs="+",
-                   help="an embedding directory written by `clip embed`, or several (the shards of one input)")
-    query = p.add_mutually_exclusive_group(required=True)
-    query.add_argument("--text", action="append", metavar="TEXT", help="a text query (repeat for several)")
-    query.add_argument("--image", action="append", metavar="PATH", help="an image query (repeat for several)")
-    query.add_argument("--duplicates", type=float, metavar="THRESHOLD", help="list pairs with cosine >= THRESHOLD")
-    p.add_argument("--top-k", type=_positive, default=5, help="results per query (default 5)")
-    p.add_argument("--faiss", choices=("auto", "on", "off"), default="auto",
-                   help="use a FAISS index (auto: when faiss is installed and the index is large)")
-    _model_options(p, "model for the queries (default: the one the embeddings were made with)")
-    p.set_defaults(run=_run_search)
-
-
-def _run_search(args) -> int:
-    from clip.tasks.backends import load_encoder
-    from clip.tasks.embed import check_same_weights, embed_images
-    from clip.tasks.search import EmbeddingIndex, near_duplicates
-
-    use_faiss = {"auto": "auto", "on": True, "off": False}[args.faiss]
-    index = EmbeddingIndex.load(args.index if len(args.index) > 1 else args.index[0], use_faiss=use_faiss)
-    if args.duplicates is not None:
-        pairs = near_duplicates(index.vectors, args.duplicates)
-        rows = [{"a": index.sources[i], "b": index.sources[j], "score": s} for i, j, s in pairs]
-        if args.json:
-            _print_json(rows)
-        else:
-            print(f"{len(rows)} pair(s) with cosine >= {args.duplicates}")
-            for row in rows:
-                print(f"  {row['score']:.4f}  {row['a']}  ~  {row['b']}")
-        return 0
-    model = args.model if args.model is not None else index.manifest.get("model")
-    encoder = load_encoder(model, args.backend, device=args.device, dtype=args.dtype, compile=args.compile)
-    check_same_weights(index.manifest, encoder.fingerprint, " ".join(args.index), "pass --model with the model the directory was made with",
-                       unrecorded_ok=True)
-    if args.text:
-        queries, vectors = args.text, encoder.embed_texts(args.text)
-    else:
-        embedded = embed_images(encoder, args.image)
-        _fail_on_explicit(embedded.skipped, set(args.image))
-        queries, vectors = args.image, embedded.vectors
-    results = []
-    for query, hits in zip(queries, index.search(vectors, args.top_k)):
-        results.append({"query": query, "results": [{"rank": r, "score": h.score, "index": h.index, "source": h.source}
-                                                     for r, h in enumerate(hits, start=1)]})
-    if args.json:
-        _print_json(results)
-        return 0
-    for result in results:
-        print(f"query: {result['query']}")
-        print(f"  {'rank':>4}  {'score':>7}  {index.kind or 'source'}")
-        for hit in result["results"]:
-            print(f"  {hit['rank']:>4}  {hit['score']:7.4f}  {hit['source']}")
-    return 0
-
-
 # --------------------------------------------------------------------- eval-retrieval
 
 
@@ -416,7 +344,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _zero_shot_parser(sub)
     _embed_parser(sub)
-    _search_parser(sub)
+    from clip.index.cli import add_parser as add_index_parsers  # clip index, clip search
+
+    add_index_parsers(sub)
+    from clip.serve.cli import add_parser as add_serve_parser
+
+    add_serve_parser(sub)
     _retrieval_parser(sub)
     _similarity_parser(sub)
     from clip.convert_cli import add_parser as add_convert_parser

@@ -1,11 +1,14 @@
-"""Cosine top-k search over unit vectors: exact in numpy, or through FAISS when it is installed.
+"""Cosine top-k search over unit vectors: exact in numpy, or through a persisted ANN index.
 
-    index = EmbeddingIndex(vectors, sources)          # or EmbeddingIndex.load("photos.emb")
+    index = EmbeddingIndex(vectors, sources)          # exact, in memory
+    index = EmbeddingIndex.load("photos.emb")         # its built index (photos.emb/index) when up to date
+    index = EmbeddingIndex.load("photos.idx")         # a built index (`clip index ... --out photos.idx`)
     hits = index.search(encoder.embed_texts(["a red car"]), k=5)   # [[Hit(score, index, source), ...]]
 
 The numpy path multiplies the queries with the database a chunk of rows at a time (so the
 (queries x rows) score block stays small), keeps each chunk's best k with argpartition and
-merges: exact results for a few million vectors with memory bounded by the chunk.
+merges: exact results for a few million vectors with memory bounded by the chunk. (FAISS's flat
+index was dropped: exact like this path, and measured slower than it on CPUs.)
 """
 
 from __future__ import annotations
@@ -62,23 +65,14 @@ def _sorted_topk(scores, indices, k):
     return np.take_along_axis(scores, order, axis=1), np.take_along_axis(indices, order, axis=1)
 
 
-def faiss_available() -> bool:
-    try:
-        import faiss  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 class EmbeddingIndex:
     """Unit vectors plus what each one embeds, searchable by cosine similarity.
 
-    use_faiss: "auto" (FAISS's exact inner-product index when faiss is installed and the index
-    holds at least `faiss_min_rows` vectors), True or False.
+    Built from arrays it searches exactly; `load` opens a built ANN index memory-mapped (then
+    `vectors` is None, `approximate` True, and `sources` a lazily read table).
     """
 
-    def __init__(self, vectors, sources=None, normalize: bool = True, use_faiss="auto", faiss_min_rows: int = 100_000,
-                 kind: str | None = None):
+    def __init__(self, vectors, sources=None, normalize: bool = True, kind: str | None = None):
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.ndim != 2:
             raise TaskError(f"an index needs a 2-d array of vectors, got shape {vectors.shape}")
@@ -87,49 +81,74 @@ class EmbeddingIndex:
         if len(self.sources) != len(self.vectors):
             raise TaskError(f"{len(self.vectors)} vectors but {len(self.sources)} sources")
         self.kind = kind
-        if use_faiss == "auto":
-            use_faiss = faiss_available() and len(vectors) >= faiss_min_rows
-        elif use_faiss and not faiss_available():
-            raise TaskError("use_faiss=True but faiss is not installed (pip install faiss-cpu)")
-        self._faiss = None
-        if use_faiss:
-            import faiss
-
-            self._faiss = faiss.IndexFlatIP(self.vectors.shape[1])
-            self._faiss.add(self.vectors)
+        self.manifest: dict = {}
+        self.engine = None  # a clip.index engine when opened from a built index
+        self.tables: dict = {}  # optional per-entry captions / urls
+        self.note = None  # why a built index was not used, for the caller to show
+        self._count, self._dim = self.vectors.shape
 
     @classmethod
-    def load(cls, path, **kwargs) -> EmbeddingIndex:
-        """An index over an embedding directory written by `clip embed`."""
-        from clip.tasks.embed import load_embeddings
+    def load(cls, path, exact: bool = False, kind: str | None = None) -> EmbeddingIndex:
+        """Open a built index directory, or an embedding directory (or a list: shards of one input).
 
-        embeddings = load_embeddings(path)
+        An embedding directory with an up-to-date built index inside (EMB/index) is searched through
+        it unless `exact`; a stale one is ignored and `note` says so.
+        """
+        from clip.index.open import find_index, open_index
+
+        if not exact:
+            built, note = find_index(path)
+            if built is not None:
+                return open_index(cls, built)
+        else:
+            note = None
+        from clip.index.embeddings import load_embeddings
+        from clip.index.store import is_index_dir
+
+        if not isinstance(path, (list, tuple)) and is_index_dir(path):
+            raise TaskError(f"{path} is a built index; exact search needs the embedding directories it was built from")
+        embeddings = load_embeddings(path, kind)
         if not len(embeddings):
             raise TaskError(f"{path}: the embedding directory holds no vectors")
-        index = cls(embeddings.vectors, embeddings.sources, normalize=False, kind=embeddings.kind, **kwargs)
-        index.manifest = embeddings.manifest
+        index = cls(embeddings.vectors, embeddings.sources, normalize=False, kind=embeddings.kind)
+        index.manifest = embeddings.manifest or {}
+        index.tables = dict(getattr(embeddings, "columns", None) or {})
+        index.note = note
         return index
 
     def __len__(self):
-        return len(self.vectors)
+        return self._count
 
     @property
     def dim(self) -> int:
-        return self.vectors.shape[1]
+        return self._dim
+
+    @property
+    def approximate(self) -> bool:
+        return self.engine is not None and self.manifest.get("kind") != "flat"
 
     def topk(self, queries, k: int = 10):
-        """(scores, indices) arrays, (Q, k), best first."""
+        """(scores, indices) arrays, (Q, min(k, N)), best first; index -1 where an ANN search found fewer."""
         queries = l2_normalize(np.atleast_2d(queries))
-        if self._faiss is not None:
-            scores, indices = self._faiss.search(queries, min(k, len(self)))
-            return scores, indices.astype(np.int64)
+        if k < 1:
+            raise TaskError(f"top-k must be at least 1, got {k}")
+        if queries.shape[1] != self.dim:
+            raise TaskError(f"queries have {queries.shape[1]} dimensions but the index has {self.dim}")
+        if self.engine is not None:
+            return self.engine.topk(queries, k)
         return topk_cosine(queries, self.vectors, k)
+
+    def vectors_of(self, ids) -> np.ndarray:
+        """The stored vectors of entries `ids` (an ANN index's own, possibly compressed, copies)."""
+        if self.engine is not None:
+            return self.engine.vectors(ids)
+        return self.vectors[np.asarray(ids, np.int64)]
 
     def search(self, queries, k: int = 10) -> list[list[Hit]]:
         """For each query vector, its k nearest entries as Hit(score, index, source)."""
         scores, indices = self.topk(queries, k)
         return [
-            [Hit(float(s), int(i), self.sources[int(i)]) for s, i in zip(row_scores, row_indices)]
+            [Hit(float(s), int(i), self.sources[int(i)]) for s, i in zip(row_scores, row_indices) if i >= 0]
             for row_scores, row_indices in zip(scores, indices)
         ]
 

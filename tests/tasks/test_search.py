@@ -1,4 +1,4 @@
-"""Exact cosine top-k against a full sort; index loading; near duplicates; FAISS when installed."""
+"""Exact cosine top-k against a full sort; index loading; near duplicates."""
 
 import numpy as np
 import pytest
@@ -31,7 +31,7 @@ def test_ties_go_to_the_lower_index_and_k_is_capped():
 
 
 def test_index_search_returns_sources_and_normalizes():
-    index = EmbeddingIndex(np.array([[2, 0], [0, 3], [1, 1]], np.float32), ["a", "b", "c"], use_faiss=False)
+    index = EmbeddingIndex(np.array([[2, 0], [0, 3], [1, 1]], np.float32), ["a", "b", "c"])
     hits = index.search(np.array([[5, 4]], np.float32), k=2)[0]
     assert [(h.source, h.index) for h in hits] == [("c", 2), ("a", 0)]
     assert hits[0].score == pytest.approx((5 + 4) / np.sqrt(41) / np.sqrt(2), abs=1e-6)
@@ -43,13 +43,3 @@ def test_near_duplicates():
     # cosines: (2, 3) 1 / sqrt(1.0004) = 0.9998, (0, 1) 0.999 / sqrt(0.999601) = 0.9992; the rest ~0.04
     assert [(i, j) for i, j, _ in pairs] == [(2, 3), (0, 1)]
     assert [s for _, _, s in pairs] == pytest.approx([1 / np.sqrt(1.0004), 0.999 / np.sqrt(0.999601)], abs=1e-6)
-
-
-def test_faiss_gives_the_same_hits():
-    pytest.importorskip("faiss")
-    rng = np.random.default_rng(1)
-    vectors, queries = _unit(rng.standard_normal((500, 32))), _unit(rng.standard_normal((3, 32)))
-    exact = EmbeddingIndex(vectors, use_faiss=False).topk(queries, 5)
-    faiss = EmbeddingIndex(vectors, use_faiss=True).topk(queries, 5)
-    np.testing.assert_array_equal(faiss[1], exact[1])
-    np.testing.assert_allclose(faiss[0], exact[0], atol=1e-5)
