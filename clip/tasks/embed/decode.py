@@ -169,12 +169,12 @@ def _start_method() -> str:
     """fork where there is one (Linux, as torch's DataLoader): the workers start at once and a script
     needs no `if __name__ == "__main__"` guard; they only run PIL and numpy, never the parent's
     framework threads. But once JAX or TensorFlow is loaded, their runtime threads may hold locks at the
-    moment of a fork (JAX warns of deadlocks): then a forkserver, whose clean process forks the workers.
+    moment of a fork (JAX warns of deadlocks): then spawn (a fresh interpreter whose parent is still
+    this process, so PR_SET_PDEATHSIG holds; a forkserver would be the workers' parent instead).
     spawn elsewhere."""
-    methods = multiprocessing.get_all_start_methods()
     if "jax" in sys.modules or "tensorflow" in sys.modules:
-        return "forkserver" if "forkserver" in methods else "spawn"
-    return "fork" if "fork" in methods else "spawn"
+        return "spawn"
+    return "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
 
 
 class Decoder:
