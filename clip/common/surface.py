@@ -113,3 +113,24 @@ def parse_size(size) -> int:
         raise ValueError(f"max_shard_size must be positive, got {size!r}")
     return value
 
+
+class ConfigSurface:
+    """What transformers' PreTrainedModel says about configs and outputs, the same in every backend;
+    the backends' surface classes (clip/{pt,tf,flax}/pretrained.py) inherit it and add their own;
+    the model classes set config_class."""
+
+    def _take_config(self, config):
+        """transformers' config objects and dicts are converted to ours; the result is checked."""
+        return as_config(config, self.config_class, type(self).__name__)
+
+    def _output_flags(self, output_attentions, output_hidden_states, return_dict):
+        return output_flags(self.config, output_attentions, output_hidden_states, return_dict)
+
+    @classmethod
+    def can_generate(cls) -> bool:
+        return False  # CLIP encodes; it has no generate()
+
+    @classmethod
+    def _from_config(cls, config, **kwargs):
+        """A randomly initialized model, as transformers' _from_config (the Auto classes' from_config)."""
+        return cls(as_config(config, cls.config_class, cls.__name__), **kwargs)

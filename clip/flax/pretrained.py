@@ -39,7 +39,7 @@ def _plain(tree):
     return tree
 
 
-class FlaxPreTrainedSurface:
+class FlaxPreTrainedSurface(surface.ConfigSurface):
     """Mixed into FlaxCLIPPreTrainedModel; subclasses set config_class, module_class, main_input_name."""
 
     base_model_prefix = ""  # transformers' FlaxCLIP classes leave it empty
@@ -47,19 +47,6 @@ class FlaxPreTrainedSurface:
     framework = "flax"
     _is_initialized = False
 
-    def _take_config(self, config):
-        return surface.as_config(config, self.config_class, type(self).__name__)
-
-    def _output_flags(self, output_attentions, output_hidden_states, return_dict):
-        return surface.output_flags(self.config, output_attentions, output_hidden_states, return_dict)
-
-    @classmethod
-    def can_generate(cls) -> bool:
-        return False
-
-    @classmethod
-    def _from_config(cls, config, **kwargs):
-        return cls(surface.as_config(config, cls.config_class, cls.__name__), **kwargs)
 
     def default_input_shape(self) -> tuple:
         """transformers' input_shape: (1, 1) token ids and/or one NHWC image of the config's size."""

@@ -18,7 +18,7 @@ from clip.common import surface
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2")
 
 
-class PreTrainedSurface:
+class PreTrainedSurface(surface.ConfigSurface):
     """Mixed into an nn.Module whose subclasses set config_class (and main_input_name)."""
 
     base_model_prefix = "clip"
@@ -29,17 +29,8 @@ class PreTrainedSurface:
     _supports_attention_backend = True
     _no_split_modules = ["CLIPEncoderLayer"]
 
-    def _take_config(self, config):
-        """transformers' config objects and dicts are converted to ours; the result is checked."""
-        return surface.as_config(config, self.config_class, type(self).__name__)
-
-    def _output_flags(self, output_attentions, output_hidden_states, return_dict):
-        return surface.output_flags(self.config, output_attentions, output_hidden_states, return_dict)
 
     # -- class-level facts ------------------------------------------------------------------------
-    @classmethod
-    def can_generate(cls) -> bool:
-        return False  # CLIP encodes; it has no generate()
 
     @classmethod
     def _can_set_attn_implementation(cls) -> bool:

@@ -43,7 +43,7 @@ def unpack_inputs(method):
     return wrapper
 
 
-class TFPreTrainedSurface:
+class TFPreTrainedSurface(surface.ConfigSurface):
     """Mixed into keras.Model; subclasses set config_class, canonical_class, main_input_name."""
 
     base_model_prefix = "clip"
@@ -57,19 +57,6 @@ class TFPreTrainedSurface:
             args = (dict(args[0]), *args[1:])
         return super().__call__(*args, **kwargs)
 
-    def _take_config(self, config):
-        return surface.as_config(config, self.config_class, type(self).__name__)
-
-    def _output_flags(self, output_attentions, output_hidden_states, return_dict):
-        return surface.output_flags(self.config, output_attentions, output_hidden_states, return_dict)
-
-    @classmethod
-    def can_generate(cls) -> bool:
-        return False
-
-    @classmethod
-    def _from_config(cls, config, **kwargs):
-        return cls(surface.as_config(config, cls.config_class, cls.__name__), **kwargs)
 
     def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
         trainable = {id(v) for v in self.trainable_variables}
