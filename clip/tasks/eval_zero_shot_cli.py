@@ -3,10 +3,8 @@ confusion matrix as a PNG, and CLIP_benchmark's result file."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-import textwrap
 
 DESCRIPTION = (
     "Measure zero-shot classification on labelled images: top-1, top-5, mean per-class recall, "
@@ -24,14 +22,10 @@ EXAMPLES = [
 
 def add_parser(subparsers):
     """Add `eval-zero-shot` to the `clip` command's subparsers."""
-    from clip.tasks.backends import BACKENDS, DTYPES
+    from clip.cli import _batch_options, _command, _model_options
     from clip.tasks.eval_zero_shot_data import LAYOUTS
 
-    p = subparsers.add_parser(
-        "eval-zero-shot", help="zero-shot accuracy on labelled images (CLIP_benchmark's metrics)",
-        description=textwrap.fill(DESCRIPTION, 100), epilog="examples:\n  " + "\n  ".join(EXAMPLES),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = _command(subparsers, "eval-zero-shot", "zero-shot accuracy on labelled images (CLIP_benchmark's metrics)", DESCRIPTION, EXAMPLES)
     p.add_argument("dataset", metavar="DATASET", help="class folders, a .csv/.jsonl table, .tar shards (pattern or folder) or a save_to_disk folder")
     p.add_argument("--layout", choices=LAYOUTS, default="auto", help="how DATASET is laid out (default: detected)")
     p.add_argument("--classnames", metavar="FILE", help="class names: JSON list or {index: name}, or text with one name per line")
@@ -45,24 +39,11 @@ def add_parser(subparsers):
     p.add_argument("--dataset-name", metavar="NAME", help="the dataset's name in the results (default: from the path)")
     p.add_argument("--cache-dir", metavar="DIR", help="where class embeddings are cached (default: ~/.cache/clip/zero_shot)")
     p.add_argument("--no-cache", action="store_true", help="embed the class prompts again, caching nothing")
-    p.add_argument("--model", default=None, metavar="DIR_OR_HUB_ID",
-                   help="local directory or hub id, e.g. openai/clip-vit-base-patch32 (default: the embedded model)")
-    p.add_argument("--backend", choices=BACKENDS, default="pt", help="framework to run the model in (default pt)")
-    p.add_argument("--device", default="auto", metavar="DEVICE",
-                   help="auto (a GPU when the framework sees one, else the CPU; default), cpu, cuda or cuda:N")
-    p.add_argument("--dtype", choices=DTYPES, default="float32", help="what the model computes in (default float32)")
-    p.add_argument("--batch-size", type=_positive, default=64, help="images per model call (default 64)")
-    p.add_argument("--workers", type=_positive, default=None, help="image decoding threads (default: one per core, at most 8)")
-    p.add_argument("--json", action="store_true", help="print the whole result as JSON instead of a table")
+    _model_options(p)
+    _batch_options(p)
     p.set_defaults(run=run)
     return p
 
-
-def _positive(value):
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return number
 
 
 def run(args) -> int:
@@ -75,7 +56,7 @@ def run(args) -> int:
         if path and not path.lower().endswith(suffix):
             raise TaskError(f"{option} {path}: name it {suffix}")
     templates = get_templates(args.templates)  # a bad template fails before the model loads
-    encoder = load_encoder(args.model, args.backend, device=args.device, dtype=args.dtype)
+    encoder = load_encoder(args.model, args.backend, device=args.device, dtype=args.dtype, compile=args.compile)
     cache = None if args.no_cache else (args.cache_dir or "default")
     result = evaluate_zero_shot(encoder, args.dataset, templates, args.layout, args.classnames, args.image_key, args.label_key,
                                 args.batch_size, args.workers, progress=not args.json and sys.stderr.isatty(), cache=cache,

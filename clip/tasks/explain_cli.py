@@ -7,7 +7,6 @@ its similarity, and under it the text's words, each coloured by its share of the
 
 from __future__ import annotations
 
-import argparse
 import json
 import textwrap
 
@@ -29,26 +28,17 @@ EXAMPLES = [
 
 def add_parser(subparsers):
     """Add `explain` to the `clip` command's subparsers."""
-    from clip.tasks.backends import BACKENDS, DTYPES
 
-    p = subparsers.add_parser(
-        "explain", help="relevance maps: which image regions and words drive an image-text match",
-        description=textwrap.fill(DESCRIPTION, 100), epilog="examples:\n  " + "\n  ".join(EXAMPLES),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    from clip.cli import _command, _model_options
+
+    p = _command(subparsers, "explain", "relevance maps: which image regions and words drive an image-text match", DESCRIPTION, EXAMPLES)
     p.add_argument("image", metavar="IMAGE", help="the image file")
     p.add_argument("--text", action="append", required=True, metavar="TEXT", help="a text to explain (repeat for more)")
     p.add_argument("--out", metavar="PNG", help="write the overlays to this PNG file")
     p.add_argument("--start-layer", type=int, default=0, metavar="N",
                    help="first attention layer counted (default 0: all; -1: the last only, as Chefer et al.'s notebook)")
     p.add_argument("--alpha", type=float, default=0.5, help="opacity of the heat map over the image (default 0.5)")
-    p.add_argument("--model", default=None, metavar="DIR_OR_HUB_ID",
-                   help="local directory or hub id, e.g. openai/clip-vit-base-patch32 (default: the embedded model)")
-    p.add_argument("--backend", choices=BACKENDS, default="pt", help="framework to run the model in (default pt)")
-    p.add_argument("--device", default="auto", metavar="DEVICE",
-                   help="auto (a GPU when the framework sees one, else the CPU; default), cpu, cuda or cuda:N")
-    p.add_argument("--dtype", choices=DTYPES, default="float32", help="what the model computes in (default float32)")
-    p.add_argument("--json", action="store_true", help="print the patch grids and token relevances as JSON")
+    _model_options(p)
     p.set_defaults(run=run)
     return p
 
