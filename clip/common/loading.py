@@ -8,6 +8,7 @@ keys) is the same everywhere and lives here.
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 
 from clip.common import hub, io, surface, weights
@@ -149,3 +150,19 @@ def loading_info(cls, name_or_path, report: dict) -> dict:
         logger.warning("Some weights of %s had other shapes and are newly initialized: %s", cls.__name__, report["mismatched_keys"])
     info = {k: report[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
     return {**info, "error_msgs": []}
+
+
+def start_save(save_directory, config, canonical_class: str) -> str:
+    """The first steps of every backend's save_pretrained: the directory (refused when it is a file),
+    then config.json naming the canonical class in `architectures`, as transformers writes it."""
+    save_directory = os.fspath(save_directory)
+    if os.path.isfile(save_directory):
+        raise ValueError(f"{save_directory} is a file; save_pretrained needs a directory")
+    os.makedirs(save_directory, exist_ok=True)
+    type(config).from_dict({**config.to_dict(), "architectures": [canonical_class]}).save_pretrained(save_directory)
+    return save_directory
+
+
+def check_safe_serialization(value):
+    if not isinstance(value, bool):
+        raise TypeError(f"safe_serialization must be True or False, got {value!r}")

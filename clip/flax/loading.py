@@ -199,16 +199,9 @@ def save_pretrained(model, save_directory, params=None, flax_msgpack=False, max_
     kwargs.pop("token", None)
     if kwargs:
         raise TypeError(f"save_pretrained got unexpected arguments {sorted(kwargs)}")
-    if not isinstance(safe_serialization, bool):
-        raise TypeError(f"safe_serialization must be True or False, got {safe_serialization!r}")
+    loading.check_safe_serialization(safe_serialization)
     flax_msgpack = flax_msgpack or not safe_serialization
-    save_directory = os.fspath(save_directory)
-    if os.path.isfile(save_directory):
-        raise ValueError(f"{save_directory} is a file; save_pretrained needs a directory")
-    os.makedirs(save_directory, exist_ok=True)
-    config = model.config
-    config = type(config).from_dict({**config.to_dict(), "architectures": [canonical_class(type(model))]})
-    config.save_pretrained(save_directory)
+    save_directory = loading.start_save(save_directory, model.config, canonical_class(type(model)))
     expected = expected_parameters(model)
     arrays = {n: np.asarray(jax.device_get(a)) for n, a in from_params(model.params if params is None else params, expected).items()}
     written = set(sharding.save_weights(save_directory, arrays, {n: a.nbytes for n, a in arrays.items()}, _write_safetensors,

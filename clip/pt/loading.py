@@ -9,7 +9,6 @@ as it goes: peak memory stays near one copy of the weights.
 from __future__ import annotations
 
 import mmap
-import os
 import warnings
 
 import numpy as np
@@ -229,13 +228,7 @@ def save_pretrained(model, save_directory, safe_serialization=True, state_dict=N
         raise TypeError(f"save_pretrained got unexpected arguments {sorted(kwargs)}")
     if not is_main_process:
         return
-    save_directory = os.fspath(save_directory)
-    if os.path.isfile(save_directory):
-        raise ValueError(f"{save_directory} is a file; save_pretrained needs a directory")
-    os.makedirs(save_directory, exist_ok=True)
-    config = model.config
-    config = type(config).from_dict({**config.to_dict(), "architectures": [_canonical_class(type(model))]})
-    config.save_pretrained(save_directory)
+    save_directory = loading.start_save(save_directory, model.config, _canonical_class(type(model)))
     state = model.state_dict() if state_dict is None else state_dict
     # contiguous, detached CPU copies: views or tied tensors would not serialize as themselves
     state = {name: t.detach().to("cpu").contiguous() for name, t in state.items()}

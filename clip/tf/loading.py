@@ -97,15 +97,8 @@ def save_pretrained(model, save_directory, saved_model=False, version=1, signatu
     kwargs.pop("token", None)
     if kwargs:
         raise TypeError(f"save_pretrained got unexpected arguments {sorted(kwargs)}")
-    if not isinstance(safe_serialization, bool):
-        raise TypeError(f"safe_serialization must be True or False, got {safe_serialization!r}")
-    save_directory = os.fspath(save_directory)
-    if os.path.isfile(save_directory):
-        raise ValueError(f"{save_directory} is a file; save_pretrained needs a directory")
-    os.makedirs(save_directory, exist_ok=True)
-    config = model.config
-    config = type(config).from_dict({**config.to_dict(), "architectures": [model.canonical_class]})
-    config.save_pretrained(save_directory)
+    loading.check_safe_serialization(safe_serialization)
+    save_directory = loading.start_save(save_directory, model.config, model.canonical_class)
     state = canonical_state(model)
     sharding.save_weights(save_directory, state, {n: a.nbytes for n, a in state.items()}, _write_safetensors,
                           max_shard_size, total_parameters=sum(a.size for a in state.values()))
