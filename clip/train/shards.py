@@ -26,6 +26,8 @@ import tarfile
 
 import numpy as np
 
+from clip.train.common import DataOrder
+
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "ppm", "tif", "tiff")
 CAPTION_EXTENSIONS = ("txt", "caption", "text")
 
@@ -130,22 +132,15 @@ class ShardStream:
             return image.convert("RGB"), caption
 
 
-class StreamOrder:
-    """common.DataOrder's interface for a stream: micro-step m reads samples m*B .. (m+1)*B - 1."""
+class StreamOrder(DataOrder):
+    """common.DataOrder for a stream: micro-step m reads samples m*B .. (m+1)*B - 1 (the stream itself is
+    resampled with the seed); rank slicing and batching are DataOrder's."""
 
     def __init__(self, dataset_size: int, global_batch: int, world: int = 1, rank: int = 0):
         if global_batch % world:
             raise ValueError(f"--batch-size {global_batch} must be divisible by the number of processes ({world})")
-        self.size, self.batch, self.world, self.rank = dataset_size, global_batch, world, rank
+        self.size, self.batch, self.seed, self.world, self.rank = dataset_size, global_batch, None, world, rank
         self.batches_per_epoch = max(1, dataset_size // global_batch)
 
     def global_indices(self, micro_step: int) -> np.ndarray:
         return np.arange(micro_step * self.batch, (micro_step + 1) * self.batch)
-
-    def local_indices(self, micro_step: int) -> list[int]:
-        per_rank = self.batch // self.world
-        return self.global_indices(micro_step)[self.rank * per_rank : (self.rank + 1) * per_rank].tolist()
-
-    def batches(self, start: int, stop: int):
-        for m in range(start, stop):
-            yield self.local_indices(m)
