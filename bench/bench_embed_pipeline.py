@@ -22,6 +22,7 @@ import shutil
 import tempfile
 import time
 
+import bench_tasks  # the same photo-like JPEGs and random ViT-B/32 as the tasks bench
 import numpy as np
 
 
@@ -37,32 +38,12 @@ def cpu_model() -> str:
 
 
 def make_jpegs(folder, count, size, seed=0):
-    """Photo-like JPEGs (smooth colour fields plus noise) of `size` (width, height), quality 90."""
-    from PIL import Image
-
-    os.makedirs(folder, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    w, h = size
-    for i in range(count):
-        coarse = rng.integers(0, 256, (h // 25 + 1, w // 25 + 1, 3), dtype=np.uint8)
-        image = Image.fromarray(coarse).resize((w, h), Image.Resampling.BICUBIC)
-        pixels = np.asarray(image, dtype=np.int16) + rng.integers(-20, 21, (h, w, 3), dtype=np.int16)
-        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(os.path.join(folder, f"{i:05d}.jpg"), quality=90)
+    return bench_tasks._make_jpegs(folder, count, seed, size)
 
 
 def make_model(folder, quick):
-    import torch
-
-    from clip.common.config import CLIPConfig
-    from clip.common.processor import CLIPProcessor
-    from clip.pt import CLIPModel
-
-    torch.manual_seed(0)
-    config = CLIPConfig()  # ViT-B/32
-    if quick:
-        config = CLIPConfig(text_config={"num_hidden_layers": 2}, vision_config={"num_hidden_layers": 4})
-    CLIPModel(config).save_pretrained(folder)
-    CLIPProcessor().save_pretrained(folder)  # 224 px, CLIP mean/std, the CLIP vocabulary
+    """ViT-B/32 with random weights (fewer layers with --quick) and CLIP's processor."""
+    bench_tasks._model_dir(folder, quick)
 
 
 def model_rate(encoder, folder, batch_size, repeats=3):

@@ -30,13 +30,15 @@ def _best_interleaved(fns, repeats):
     return best
 
 
-def _make_jpegs(folder, count, seed=0):
-    """Photo-like JPEGs (smooth colour fields plus noise, 500x375 and 375x500), quality 90."""
+def _make_jpegs(folder, count, seed=0, size=None):
+    """Photo-like JPEGs (smooth colour fields plus noise), quality 90: of `size` (width, height), or
+    500x375 and 375x500 in turn."""
     from PIL import Image
 
+    os.makedirs(folder, exist_ok=True)
     rng = np.random.default_rng(seed)
     for i in range(count):
-        h, w = (375, 500) if i % 2 == 0 else (500, 375)
+        w, h = size or ((500, 375) if i % 2 == 0 else (375, 500))
         coarse = rng.integers(0, 256, (h // 25 + 1, w // 25 + 1, 3), dtype=np.uint8)
         image = Image.fromarray(coarse).resize((w, h), Image.Resampling.BICUBIC)
         pixels = np.asarray(image, dtype=np.int16) + rng.integers(-20, 21, (h, w, 3))
