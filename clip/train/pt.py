@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from clip.common import weight_files
 from clip.common.io import atomic_path, read_safetensors, write_safetensors
 from clip.train import common
 from clip.train.pt_step import ContrastiveObjective, backward_step, gather_with_grad, local_clip_loss, optimizer_step  # noqa: F401 - public here
@@ -150,16 +151,6 @@ def save_checkpoint(out, step, micro_step, model, optimizer, run_info, history, 
 RNG_FILE = "rng.safetensors"
 
 
-def _load_tensors_only(path):
-    """torch.load restricted to tensors and containers (weights_only): a pickle that would run code, or any
-    damage, is a ValueError naming the file."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - the unpickler raises many types; the user needs the file's name
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"{path}: not a checkpoint file that loads without running code ({reason})") from None
-
-
 def _read_rng_states(directory):
     """{"torch": ByteTensor, "cuda": [ByteTensor, ...]} from rng.safetensors, or from an older run's rng.pt
     read with weights_only=True (a byte tensor needs no pickle; a payload in the file is refused)."""
@@ -169,7 +160,7 @@ def _read_rng_states(directory):
         cuda = [torch.from_numpy(np.array(arrays[k])) for k in sorted((k for k in arrays if k.startswith("cuda.")),
                                                                      key=lambda k: int(k.split(".")[1]))]
         return {"torch": torch.from_numpy(np.array(arrays["torch"])), "cuda": cuda}
-    legacy = _load_tensors_only(os.path.join(directory, "rng.pt"))
+    legacy = weight_files.torch_load(os.path.join(directory, "rng.pt"))
     return {"torch": legacy["torch"], "cuda": list(legacy.get("cuda", []))}
 
 
@@ -189,7 +180,7 @@ def load_checkpoint(directory, model, optimizer):
     wrong = [f"{n} {tuple(tensors[n].shape)} instead of {tuple(t.shape)}" for n, t in current.items() if tuple(tensors[n].shape) != tuple(t.shape)]
     if wrong:
         raise ValueError(f"{path}: tensors of the wrong shape: {'; '.join(wrong[:3])}")
-    saved_optimizer = _load_tensors_only(os.path.join(directory, "optimizer.pt"))
+    saved_optimizer = weight_files.torch_load(os.path.join(directory, "optimizer.pt"))
     if not (isinstance(saved_optimizer, dict) and isinstance(saved_optimizer.get("state"), dict)
             and isinstance(saved_optimizer.get("param_groups"), list)):
         raise ValueError(f"{os.path.join(directory, 'optimizer.pt')}: not an optimizer state (no 'state' and 'param_groups')")
