@@ -43,6 +43,7 @@ import numpy as np
 from clip.common import config as config_module
 from clip.common import hub, io, weight_files, weights
 from clip.common.formats import open_clip, openai, transformers_flax, transformers_tf
+from clip.errors import ConversionError  # noqa: F401  (also importable from here, its former home)
 
 SOURCE_FORMATS = ("transformers-pt", "transformers-tf", "transformers-flax", "keras", "flax-params", "openai", "open_clip")
 TARGET_FORMATS = ("canonical", "pytorch-bin", "transformers-tf", "transformers-flax", "keras", "flax-params", "openai", "open_clip")
@@ -62,10 +63,6 @@ CANONICAL_PREFIXES = ("text_model.", "vision_model.", "clip.text_model.", "clip.
 TF_SCOPES = "tfclip_model/clip/"
 TF_SPECIAL = {canonical: (path, (1,) if path == "logit_scale" else None) for path, (canonical, _, _) in transformers_tf.SPECIAL.items()}
 TF_LAYER_NAME = "clip"
-
-
-class ConversionError(ValueError):
-    """A source that is not a (supported) CLIP checkpoint, or tensors that do not fit its config."""
 
 
 @dataclass
@@ -617,9 +614,9 @@ def _torch_load(path):
 
 
 def _torchscript_state(path) -> dict:
-    import torch
-
     import warnings
+
+    import torch
 
     try:
         with warnings.catch_warnings():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 from clip.common.io import read_json_object
+from clip.errors import CheckpointNotFoundError  # noqa: F401  (also importable from here, its former home)
 
 HUB_KWARGS = ("revision", "cache_dir", "token", "local_files_only", "subfolder", "force_download")
 
@@ -20,10 +21,6 @@ PYTORCH_NAME = "pytorch_model.bin"
 PYTORCH_INDEX_NAME = "pytorch_model.bin.index.json"
 TF_NAME = "tf_model.h5"
 FLAX_NAME = "flax_model.msgpack"
-
-
-class CheckpointNotFoundError(OSError):
-    """A model id or path could not be resolved to the files it needs."""
 
 
 def split_hub_kwargs(kwargs: dict) -> dict:

@@ -12,6 +12,7 @@ import os
 import warnings
 
 from clip.common import hub, io, surface, weights
+from clip.errors import CheckpointShapeError  # noqa: F401  (also importable from here, its former home)
 
 logger = logging.getLogger("clip")
 
@@ -75,11 +76,6 @@ def find_weights(name_or_path, candidates, hub_kwargs: dict, hint: str = "") -> 
     if found is None:
         raise hub.CheckpointNotFoundError(f"{name_or_path}: no weights found (looked for {', '.join(candidates)}{hint})")
     return found
-
-
-class CheckpointShapeError(ValueError, RuntimeError):
-    """Tensors of a checkpoint that do not fit the model: a ValueError, and the RuntimeError
-    transformers' PyTorch from_pretrained raises for the same case, so either except clause catches it."""
 
 
 def check_checkpoint(cls, name_or_path, expected: dict, shapes: dict, ignore_mismatched_sizes: bool) -> dict:

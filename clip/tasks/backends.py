@@ -19,15 +19,12 @@ import warnings
 import numpy as np
 
 from clip.common import loading, weights
+from clip.errors import TaskError  # noqa: F401  (also importable from here, its former home)
 from clip.tasks import compiled
 
 BACKENDS = ("pt", "tf", "flax")
 DTYPES = ("float32", "bfloat16", "float16")  # what the model computes in; vectors come out as float32
 _INSTALL = {"pt": "torch", "tf": "tf", "flax": "flax"}
-
-
-class TaskError(Exception):
-    """A user-facing problem (bad argument, bad input): the CLI prints it as one line."""
 
 
 TENSOR_KINDS = ("np", "pt", "tf", "jax")
