@@ -11,6 +11,7 @@ import json
 import math
 import os
 import re
+import shutil
 import struct
 import tempfile
 
@@ -46,20 +47,27 @@ def numpy_dtype(name: str) -> np.dtype:
 
 
 @contextlib.contextmanager
-def atomic_path(path):
+def atomic_path(path, keep_name: bool = False):
     """Yield a temporary path beside `path`; on success it replaces `path` in one rename.
 
     A crash or an exception leaves any previous file untouched and no partial file behind.
+    keep_name: the temporary file has `path`'s own name, in a temporary directory beside it, for
+    writers that record the file's name inside the file (torch.save names its zip's root folder
+    after it: a random name would make every save differ).
     """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    os.close(fd)
-    # mkstemp makes the file private (0600); give it the mode a plain open() would
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
+    prefix = f".{os.path.basename(path)}."
+    if keep_name:
+        holder = tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=directory)
+        tmp = os.path.join(holder, os.path.basename(path))
+        open(tmp, "wb").close()
+    else:
+        holder = None
+        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=directory)
+        os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes the file private (0600); give it the mode a plain open() would
     try:
         yield tmp
         with open(tmp, "rb+") as f:
@@ -68,6 +76,42 @@ def atomic_path(path):
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if holder is not None:
+            shutil.rmtree(holder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_directory(path, replace: bool = False):
+    """Yield a temporary directory beside `path`; on success it becomes `path` (renames only).
+
+    An existing `path` is replaced only when empty or with `replace` (else FileExistsError); a crash
+    or an exception leaves it untouched and no temporary directory behind."""
+    path = os.path.abspath(os.fspath(path))
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=parent)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes the directory private (0700)
+        if os.path.isdir(path):
+            if os.listdir(path) and not replace:
+                raise FileExistsError(f"{path}: the directory exists and is not empty")
+            old = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", suffix=".old", dir=parent)
+            os.rmdir(old)
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    finally:
+        if os.path.isdir(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path, text: str):
@@ -299,16 +343,23 @@ def write_safetensors(tensors: dict, path, metadata: dict | None = None):
                 f.write(np.ascontiguousarray(array).tobytes())
 
 
+def merge_shards(paths, read, origins: dict | None = None) -> dict:
+    """{name: value} of all shards, each read by `read(path)`; a name in two shards is an error.
+
+    origins: when given, filled with {name: the file it came from} (for messages)."""
+    merged = {}
+    for path in paths:
+        for name, value in read(path).items():
+            if name in merged:
+                raise ValueError(f"{path}: tensor {name!r} also appears in another shard")
+            merged[name] = value
+            if origins is not None:
+                origins[name] = os.fspath(path)
+    return merged
+
+
 def read_checkpoint(paths, origins: dict | None = None) -> dict[str, np.ndarray]:
     """Merge the tensors of one or more safetensors shards; a name in two shards is an error.
 
     origins: when given, filled with {tensor name: the file it came from} (for messages)."""
-    merged = {}
-    for path in paths:
-        for name, array in read_safetensors(path).items():
-            if name in merged:
-                raise ValueError(f"{path}: tensor {name!r} also appears in another shard")
-            merged[name] = array
-            if origins is not None:
-                origins[name] = os.fspath(path)
-    return merged
+    return merge_shards(paths, read_safetensors, origins)

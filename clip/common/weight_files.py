@@ -1,5 +1,6 @@
-"""Readers of the foreign weight files (PyTorch .bin, transformers' tf_model.h5 and flax_model.msgpack)
-with one error per bad file, shared by the backends' from_pretrained and clip.convert.
+"""Readers of the foreign weight files (PyTorch .bin and TorchScript, transformers' tf_model.h5 and
+flax_model.msgpack, .keras archives) with one error per bad file, and the torch <-> numpy bridge
+(bfloat16 included), shared by the backends' loading and clip.convert.
 
 Each reader imports its library (torch, h5py, flax) when called, never at import time. A file that
 cannot be read at all (random bytes, truncated, a Git LFS pointer) is an OSError, as transformers
@@ -11,8 +12,12 @@ layers) is a ValueError. Both name the file and what is wrong: the libraries' ow
 from __future__ import annotations
 
 import os
+import warnings
+import zipfile
 
 import numpy as np
+
+from clip.common.io import atomic_path, numpy_dtype
 
 _LFS_POINTER = b"version https://git-lfs.github.com/spec/"
 # msgpack allows deeper nesting than a params tree ever has (model/tower/encoder/layers/i/module/leaf)
@@ -69,6 +74,93 @@ def torch_state_dict(path, mmap: bool = True) -> dict:
             raise ValueError(f"{path}: entry {name!r} is not a named tensor (found {type(value).__name__}); "
                              "not a state dict of a model")
     return state
+
+
+# Entries of a training checkpoint that hold the weights (open_clip's {"epoch", "state_dict", ...}).
+WRAPPER_KEYS = ("state_dict", "model", "module")
+
+
+def torch_arrays(state, path, nested=WRAPPER_KEYS) -> dict:
+    """A loaded torch object -> {name: numpy array}, leniently: entries that are not tensors (a
+    training checkpoint's epoch, name, ...) are dropped, the dicts under `nested` converted in turn
+    and other dicts kept as they are (for the caller to unwrap). A non-dict, or a dict without
+    tensors, is a ValueError naming the file."""
+    import torch
+
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: holds a {type(state).__name__}, not a state dict of tensors")
+    out = {}
+    for name, value in state.items():
+        if isinstance(value, torch.Tensor):
+            out[name] = tensor_to_numpy(value)
+        elif isinstance(value, dict):
+            out[name] = value
+    if not any(isinstance(v, (np.ndarray, dict)) for v in out.values()):
+        raise ValueError(f"{path}: holds no tensors; not a CLIP checkpoint")
+    for key in nested:
+        if isinstance(out.get(key), dict):
+            out[key] = torch_arrays(out[key], path, nested)
+    return out
+
+
+def tensor_to_numpy(tensor) -> np.ndarray:
+    """A torch tensor as a numpy array on the CPU; bfloat16, which numpy lacks, bit for bit as
+    ml_dtypes' bfloat16 (a view of the same bytes: no rounding through float32)."""
+    import torch
+
+    tensor = tensor.detach().cpu().contiguous()
+    if tensor.dtype == torch.bfloat16:
+        return tensor.view(torch.int16).numpy().view(numpy_dtype("bfloat16"))
+    return tensor.numpy()
+
+
+def numpy_to_tensor(array):
+    """A numpy array as a torch tensor sharing its memory (bfloat16 bits reinterpreted). A read-only
+    array (a memory-mapped file) is shared too: callers only read it or copy it."""
+    import torch
+
+    array = np.asarray(array)
+    if array.dtype.name == "bfloat16":
+        return torch.from_numpy(array.view(np.int16)).view(torch.bfloat16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "not writable": it is only read, then copied
+        return torch.from_numpy(array)
+
+
+def save_torch(tensors: dict, path):
+    """torch.save of {name: tensor}, atomically and under the file's own name (torch.save records it:
+    the same tensors give the same bytes); each tensor cloned so that a view saves only its own
+    elements, not the whole storage it views."""
+    import torch
+
+    with atomic_path(path, keep_name=True) as tmp:
+        torch.save({name: tensor.clone() for name, tensor in tensors.items()}, tmp)
+
+
+def save_torch_arrays(arrays: dict, path):
+    """{name: numpy array} as a torch.save state dict (what torch.load(weights_only=True) reads)."""
+    save_torch({name: numpy_to_tensor(np.array(array, copy=True, order="C")) for name, array in arrays.items()}, path)
+
+
+def is_torchscript(path) -> bool:
+    """A TorchScript archive: a zip with code/ and constants.pkl (torch.save zips have neither)."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(n.endswith("/constants.pkl") or "/code/" in n for n in archive.namelist())
+
+
+def torchscript_state(path) -> dict:
+    """The state dict of a TorchScript archive (OpenAI's released checkpoints are ones)."""
+    import torch
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # "torch.jit.load is deprecated": the archives are TorchScript
+            module = torch.jit.load(path, map_location="cpu")
+    except RuntimeError as err:
+        raise OSError(f"{path}: a TorchScript archive that torch.jit.load cannot read ({str(err).splitlines()[0]})") from None
+    return dict(module.state_dict())
 
 
 # -- transformers' TensorFlow h5 -------------------------------------------------------------------
@@ -141,8 +233,6 @@ KERAS_MEMBERS = ("config.json", "model.weights.h5")
 def check_keras_archive(path):
     """A .keras file is a zip archive holding config.json and model.weights.h5; anything else is an
     OSError saying which (Keras itself answers "File not found" for a damaged archive)."""
-    import zipfile
-
     if os.path.getsize(path) == 0:
         raise OSError(f"{path}: the file is empty, not a .keras file")
     try:

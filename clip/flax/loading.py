@@ -15,9 +15,8 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import serialization
 
-from clip.common import checks, hub, io, loading, sharding, weight_files, weights
+from clip.common import checks, hub, io, loading, sharding, weights
 from clip.common.formats import transformers_flax
 
 
@@ -127,19 +126,7 @@ def read_weights(kind, paths, files: dict | None = None) -> dict:
     {canonical name: its file} (for messages)."""
     files = {} if files is None else files
     if kind in (transformers_flax.FILE_NAME, transformers_flax.INDEX_NAME):
-        merged = {}
-        for path in paths:
-            tree = weight_files.read_msgpack(path)
-            try:
-                shard = transformers_flax.to_canonical(tree)
-            except ValueError as err:
-                raise ValueError(f"{path}: {err}") from None
-            for name, array in shard.items():
-                if name in merged:
-                    raise ValueError(f"{path}: tensor {name!r} also appears in another shard")
-                merged[name] = array
-                files[name] = path
-        return merged
+        return transformers_flax.read(paths, files)
     arrays, origins = loading.read_canonical_safetensors(paths)
     files.update(origins)
     return arrays
@@ -207,10 +194,8 @@ def save_pretrained(model, save_directory, params=None, flax_msgpack=False, max_
     written = set(sharding.save_weights(save_directory, arrays, {n: a.nbytes for n, a in arrays.items()}, _write_safetensors,
                                         max_shard_size, total_parameters=sum(a.size for a in arrays.values())))
     if flax_msgpack:
-        tree = transformers_flax.from_canonical(arrays, {n: kind for n, (_, kind) in expected.items()})
-        with io.atomic_path(os.path.join(save_directory, transformers_flax.FILE_NAME)) as tmp:
-            with open(tmp, "wb") as f:
-                f.write(serialization.msgpack_serialize(tree))
+        kinds = {n: kind for n, (_, kind) in expected.items()}
+        transformers_flax.write(arrays, kinds, os.path.join(save_directory, transformers_flax.FILE_NAME))
         written.add(transformers_flax.FILE_NAME)
     # a stale weight file of another format would be picked up by the next load
     for name in STALE_CANDIDATES:

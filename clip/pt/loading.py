@@ -9,7 +9,6 @@ as it goes: peak memory stays near one copy of the weights.
 from __future__ import annotations
 
 import mmap
-import warnings
 
 import numpy as np
 import torch
@@ -159,16 +158,8 @@ def read_weights(kind, paths, origins: dict | None = None) -> dict:
     """{checkpoint name: numpy array or CPU tensor}; `origins`, when given, gets {name: its file}."""
     if kind in (hub.SAFETENSORS_NAME, hub.SAFETENSORS_INDEX_NAME):
         return io.read_checkpoint(paths, origins)
-    merged = {}
-    for path in paths:
-        # weights_only: a pickle can run code; this loader only accepts tensors
-        for name, tensor in weight_files.torch_state_dict(path, mmap=True).items():
-            if name in merged:
-                raise ValueError(f"{path}: tensor {name!r} also appears in another shard")
-            merged[name] = tensor
-            if origins is not None:
-                origins[name] = path
-    return merged
+    # weights_only: a pickle can run code; this loader only accepts tensors
+    return io.merge_shards(paths, lambda path: weight_files.torch_state_dict(path, mmap=True), origins)
 
 
 def _torch_dtype(dtype):
@@ -179,13 +170,7 @@ def _torch_dtype(dtype):
 
 def _as_tensor(array) -> torch.Tensor:
     """A numpy array (possibly a read-only memory map) as a tensor sharing its memory."""
-    if isinstance(array, torch.Tensor):
-        return array
-    if array.dtype.name == "bfloat16":  # ml_dtypes' bfloat16: reinterpret the bits
-        return torch.from_numpy(np.asarray(array).view(np.uint16)).view(torch.bfloat16)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "not writable": it is only read, then copied
-        return torch.from_numpy(np.asarray(array))
+    return array if isinstance(array, torch.Tensor) else weight_files.numpy_to_tensor(array)
 
 
 def _copy_out(array, dtype, device) -> torch.Tensor:
@@ -244,13 +229,6 @@ def _write_safetensors(state: dict, path):
     io.write_safetensors({name: _to_numpy(t) for name, t in state.items()}, path, metadata={"format": "pt"})
 
 
-def _write_bin(state: dict, path):
-    with io.atomic_path(path) as tmp:
-        torch.save({name: t.clone() for name, t in state.items()}, tmp)
-
-
-def _to_numpy(tensor) -> np.ndarray:
-    if tensor.dtype == torch.bfloat16:
-        return tensor.view(torch.int16).numpy().view(io.numpy_dtype("bfloat16"))
-    return tensor.numpy()
+_write_bin = weight_files.save_torch
+_to_numpy = weight_files.tensor_to_numpy
 

@@ -29,11 +29,7 @@ def from_pretrained(cls, name_or_path, *, config=None, dtype=None, use_safetenso
     config, kind, paths = loading.locate(cls, name_or_path, config, kwargs, "tf", WEIGHT_CANDIDATES, use_safetensors, hint)
     files = {}  # canonical name -> its file, for messages
     if kind == hub.TF_NAME:
-        raw = read_h5(paths[0])
-        try:
-            by_canonical = transformers_tf.to_canonical(raw)
-        except ValueError as err:
-            raise ValueError(f"{paths[0]}: {err}") from None
+        by_canonical, _ = transformers_tf.read(paths[0])
     else:
         by_canonical, files = loading.read_canonical_safetensors(paths)
 

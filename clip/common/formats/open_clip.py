@@ -20,12 +20,16 @@ SigLIP's logit_bias, timm towers, CoCa) stop with an error that names the first 
 
 from __future__ import annotations
 
+import os
+
+from clip.common import io, weight_files
 from clip.common.formats import openai
 
-WRAPPER_KEYS = ("state_dict", "model", "module")  # checkpoint dict entries that may hold the weights
+WRAPPER_KEYS = weight_files.WRAPPER_KEYS  # checkpoint dict entries that may hold the weights
 DDP_PREFIX = "module."
 CUSTOM_TEXT_PREFIX = "text."
 CONFIG_NAME = "open_clip_config.json"
+FILE_NAMES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")  # the weights in a hub repository
 ACTIVATION = "gelu"  # open_clip's default act_layer; "quick_gelu": true in the model config selects QuickGELU
 
 # Image-tower widths of the released models whose heads are not 64 wide (open_clip's model configs:
@@ -104,3 +108,31 @@ def infer_config(state: dict, where: str = "checkpoint", model_cfg: dict | None 
         kwargs["vision_head_width"] = KNOWN_HEAD_WIDTHS.get(width, openai.HEAD_WIDTH)
     kwargs.update(overrides)
     return openai.infer_config(renamed, where, **kwargs)
+
+
+def checkpoint_file(src: str) -> str:
+    """`src`, or the open_clip weight file inside the directory `src` (ValueError when there is none)."""
+    if not os.path.isdir(src):
+        return src
+    for name in FILE_NAMES:
+        if os.path.isfile(os.path.join(src, name)):
+            return os.path.join(src, name)
+    raise ValueError(f"{src}: a directory; pass the checkpoint file itself")
+
+
+def read_model_config(path) -> dict | None:
+    """open_clip_config.json beside the weight file `path`, or None."""
+    config_path = os.path.join(os.path.dirname(os.path.abspath(path)), CONFIG_NAME)
+    return io.read_json_object(config_path) if os.path.isfile(config_path) else None
+
+
+def canonical_checkpoint(state: dict, where: str = "checkpoint", **heads) -> tuple[dict, dict, dict, list]:
+    """(arrays, config, {canonical name: open_clip name}, notes) of an unwrapped open_clip state dict
+    read from `where`; the notes say what was assumed for lack of open_clip_config.json."""
+    model_cfg = read_model_config(where)
+    notes = [] if model_cfg is not None else [
+        f"no {CONFIG_NAME} beside the file: assumed open_clip's defaults (GELU, head width 64 or "
+        "the released ViT-H/g/bigG widths); set text_config.hidden_act=quick_gelu for -quickgelu models"]
+    config = infer_config(state, where, model_cfg, **heads)
+    arrays, names = to_canonical(state, where)
+    return arrays, config, names, notes

@@ -19,7 +19,8 @@ three along axis 0, in the order q, k, v) and the two projections (transposed). 
 stored: `infer_config` reads it off the shapes as OpenAI's build_model does (heads = width // 64,
 MLP width from c_fc, the grid from the position table). Both towers use QuickGELU.
 
-Only numpy here; reading the .pt file (torch) is clip.convert's, at the checkpoint boundary.
+Reading and writing the .pt files (torch, imported when called) is clip.common.weight_files'; open_clip's
+files are read by the same `read_file`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ import math
 import re
 
 import numpy as np
+
+from clip.common import io, weight_files
 
 # (foreign name, canonical name(s), operation); "{i}" stands for a layer index. Operations:
 # None: unchanged, "transpose": a 2-d transpose, "split3": axis 0 cut in three (q, k, v) / concatenated back.
@@ -243,3 +246,27 @@ def check_buffers(state: dict, config: dict, where: str = "checkpoint"):
     for name, value in expected.items():
         if name in state and np.size(state[name]) == 1 and int(np.asarray(state[name]).reshape(())) != value:
             raise ValueError(f"{where}: buffer {name!r} says {int(np.asarray(state[name]).reshape(()))}, the tensor shapes say {value}")
+
+
+def read_file(path) -> dict:
+    """{name: numpy array} of a checkpoint file in OpenAI's or open_clip's layout: a TorchScript archive,
+    a torch.save state dict (read with weights_only=True; a training checkpoint's wrapper kept for
+    open_clip.unwrap) or safetensors."""
+    if str(path).endswith(".safetensors"):
+        return io.read_safetensors(path)
+    state = weight_files.torchscript_state(path) if weight_files.is_torchscript(path) else weight_files.torch_load(path)
+    return weight_files.torch_arrays(state, path)
+
+
+def canonical_checkpoint(state: dict, where: str = "checkpoint", **heads) -> tuple[dict, dict, dict]:
+    """(arrays, config, {canonical name: OpenAI name}) of an OpenAI-layout state dict; `heads`:
+    text_heads / vision_heads when the shapes cannot tell them."""
+    config = infer_config(state, where, **heads)
+    check_buffers(state, config, where)
+    arrays, names = to_canonical(state, where)
+    return arrays, config, names
+
+
+def write(arrays: dict, path):
+    """A CLIPModel's {canonical name: array} as an OpenAI-layout torch.save state dict."""
+    weight_files.save_torch_arrays(from_canonical(arrays), path)

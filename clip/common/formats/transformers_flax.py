@@ -1,4 +1,5 @@
-"""transformers' Flax CLIP checkpoints (`flax_model.msgpack`) <-> canonical names, as data.
+"""transformers' Flax CLIP checkpoints (`flax_model.msgpack`) <-> canonical names, as data, and the
+msgpack file's reader and writer.
 
 transformers' FlaxCLIP modules keep the PyTorch attribute paths (encoder layers named "0", "1",
 ...), so its param tree is the canonical name split at the dots, with the Flax leaf name of
@@ -6,15 +7,16 @@ clip.common.weights.LEAF_RULES in place of the PyTorch one, and the Flax layouts
 transposed). The tree root is the model's own parts for every class ("text_model", "vision_model",
 "text_projection", "visual_projection", "logit_scale"), as in the canonical names.
 
-Only numpy and the shared rules here: the msgpack (de)serialization itself is flax's, done by the
-Flax backend at the checkpoint boundary.
+The msgpack (de)serialization itself is flax's (clip.common.weight_files.read_msgpack reads it),
+imported when called. This library's own FlaxCLIPModel.params file (convert's "flax-params") is the
+same tree, so one reader and one writer serve both.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from clip.common import weights
+from clip.common import io, weight_files, weights
 
 FILE_NAME = "flax_model.msgpack"
 INDEX_NAME = "flax_model.msgpack.index.json"  # transformers' sharded msgpack
@@ -71,3 +73,30 @@ def from_canonical(arrays: dict, kinds: dict) -> dict:
             node = node.setdefault(part, {})
         node[leaf] = weights.to_backend_layout(array, kind, BACKEND)
     return tree
+
+
+def read(paths, origins: dict | None = None) -> dict[str, np.ndarray]:
+    """{canonical name: array in the canonical layout} of one or more (sharded) msgpack files;
+    `origins`, when given, gets {canonical name: its file}. Errors name the file."""
+    return io.merge_shards(paths, _read_shard, origins)
+
+
+def _read_shard(path) -> dict[str, np.ndarray]:
+    tree = weight_files.read_msgpack(path)
+    try:
+        return to_canonical(tree)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
+
+
+def write(arrays: dict, kinds: dict, path):
+    """{canonical name: array}, {canonical name: leaf kind} as transformers' flax_model.msgpack, atomically."""
+    from flax import serialization
+
+    tree = _map_tree(from_canonical(arrays, kinds), lambda a: np.asarray(a, order="C"))  # (ascontiguousarray makes 0-d arrays 1-d)
+    with io.atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(serialization.msgpack_serialize(tree))
+
+
+def _map_tree(tree, fn):
+    return {k: _map_tree(v, fn) if isinstance(v, dict) else fn(v) for k, v in tree.items()}

@@ -1,22 +1,25 @@
-"""transformers' TensorFlow CLIP checkpoints (`tf_model.h5`, transformers 4.x) -> canonical names, as data.
+"""transformers' TensorFlow CLIP checkpoints (`tf_model.h5`, transformers 4.x) <-> canonical names, as data,
+and the h5 file's reader and writer.
 
 transformers' TFCLIP layers keep the PyTorch attribute paths below two scopes, the Keras model's and
 the main layer's ("tfclip_model/clip/text_model/..."), with `/` for `.`, list items named
 "layers_._0", Keras leaf names and layouts (kernels transposed), a ":0" suffix, and two quirks: the
 token embedding's leaf is "weight" (an add_weight, not a keras Embedding) and logit_scale has shape (1,).
 
-Only the names and layouts here: reading the HDF5 file (h5py) is the TF backend's, at the
-checkpoint boundary.
+The HDF5 file itself is h5py's (clip.common.weight_files.read_h5 reads it; `write` writes what
+tf_keras' save_weights writes: one layer "clip" listing its weights), imported when called.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from clip.common import weights
+from clip.common import io, weight_files, weights
 
 FILE_NAME = "tf_model.h5"
 BACKEND = "tf"  # the LEAF_RULES column this layout follows
+SCOPES = "tfclip_model/clip/"  # the Keras model's scope and the main layer's, as TFCLIPModel writes them
+LAYER_NAME = "clip"  # the one Keras layer of the file, holding every weight
 SCOPE_DEPTH = 2  # leading scopes to drop: the model's ("tfclip_model", "tfclip_model_1", ...) and "clip"
 LIST_ITEM = ("layers_._", "layers.")  # tf_keras' name for item i of a list attribute -> ours
 
@@ -33,6 +36,8 @@ SPECIAL = {
     "text_model/embeddings/token_embedding/weight": ("text_model.embeddings.token_embedding.weight", "embedding", None),
     "logit_scale": ("logit_scale", "variable", ()),  # stored as (1,)
 }
+# The same exceptions the other way: canonical name -> (TF path, TF shape or None = unchanged).
+SPECIAL_FROM_CANONICAL = {canonical: (path, (1,) if shape == () else None) for path, (canonical, _, shape) in SPECIAL.items()}
 
 
 def canonical_name(tf_name: str, ndim: int) -> tuple[str, str, tuple | None]:
@@ -59,3 +64,54 @@ def to_canonical(arrays: dict) -> dict[str, np.ndarray]:
         array = weights.from_backend_layout(array, kind, BACKEND)
         out[name] = array.reshape(shape) if shape is not None and array.size == int(np.prod(shape)) else array
     return out
+
+
+def from_canonical(arrays: dict, kinds: dict) -> dict[str, np.ndarray]:
+    """{canonical name: array}, {canonical name: leaf kind} -> {h5 weight name: array in the Keras layout}."""
+    out = {}
+    for name, array in arrays.items():
+        kind = kinds[name]
+        value = weights.to_backend_layout(array, kind, BACKEND)
+        if name in SPECIAL_FROM_CANONICAL:
+            path, shape = SPECIAL_FROM_CANONICAL[name]
+            value = value.reshape(shape) if shape is not None else value
+        else:
+            path = weights.backend_name(name, kind, BACKEND).replace(".", "/").replace("/layers/", "/" + LIST_ITEM[0])
+        out[f"{SCOPES}{path}:0"] = np.asarray(value, order="C")
+    return out
+
+
+def read(path) -> tuple[dict, dict]:
+    """({canonical name: array}, {canonical name: h5 weight name}) of a tf_model.h5; a file that is not
+    one is an OSError or ValueError naming it."""
+    raw = weight_files.read_h5(path)
+    names = {canonical_name(tf_name, np.ndim(array))[0]: tf_name for tf_name, array in raw.items()}
+    try:
+        return to_canonical(raw), names
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
+
+
+def write(arrays: dict, kinds: dict, path):
+    """{canonical name: array} as transformers' tf_model.h5 at `path` (float16/32/64: HDF5 has no bfloat16)."""
+    import h5py
+
+    tf_arrays = from_canonical(arrays, kinds)
+    with io.atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs["backend"] = "tensorflow"
+        f.attrs["keras_version"] = _tf_keras_version()
+        f.attrs["layer_names"] = np.array([LAYER_NAME], dtype=h5py.string_dtype())
+        group = f.create_group(LAYER_NAME)
+        group.attrs["weight_names"] = np.array(list(tf_arrays), dtype=h5py.string_dtype())
+        for name, array in tf_arrays.items():
+            group.create_dataset(name, data=np.asarray(array))
+
+
+def _tf_keras_version() -> str:
+    """The installed tf-keras' version, as tf_keras writes it; transformers' own files say 2.15.0."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("tf-keras")
+    except PackageNotFoundError:
+        return "2.15.0"
