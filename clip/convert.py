@@ -41,14 +41,7 @@ import numpy as np
 from clip.common import config as config_module
 from clip.common import hub, io, weight_files, weights
 from clip.common.formats import checkpoint as checks
-from clip.common.formats import (
-    keras,
-    open_clip,
-    openai,
-    transformers_flax,
-    transformers_pt,
-    transformers_tf,
-)
+from clip.common.formats import keras, open_clip, openai, transformers_flax, transformers_pt, transformers_tf
 from clip.errors import ConversionError  # noqa: F401  (also importable from here, its former home)
 
 SOURCE_FORMATS = ("transformers-pt", "transformers-tf", "transformers-flax", "keras", "flax-params", "openai", "open_clip")
@@ -157,6 +150,7 @@ def _conversion_errors(reading: bool):
 
 
 # -- detection --------------------------------------------------------------------------------------
+@_conversion_errors(reading=True)
 def detect_format(src: str) -> str:
     """The source format of a file or directory, from its file names and (for .pt/.bin) its keys."""
     if os.path.isdir(src):
@@ -203,13 +197,7 @@ def _classify_names(src, names) -> str:
 
 # -- readers: a format's reader, the config beside it -> Checkpoint ----------------------------------
 def read_transformers_pt(src, overrides) -> Checkpoint:
-    if os.path.isdir(src):
-        found = hub.resolve_weight_files(src, transformers_pt.FILE_NAMES)
-        if found is None:
-            raise ConversionError(f"{src}: no model.safetensors or pytorch_model.bin in this directory")
-        paths, directory = found[1], src
-    else:
-        paths, directory = [src], os.path.dirname(os.path.abspath(src))
+    paths, directory = _weight_files(src, transformers_pt.FILE_NAMES, "model.safetensors or pytorch_model.bin")
     arrays, names = transformers_pt.read(paths)
     return _with_config(arrays, directory, paths[0], overrides, names)
 
@@ -221,13 +209,7 @@ def read_transformers_tf(src, overrides) -> Checkpoint:
 
 
 def read_transformers_flax(src, overrides) -> Checkpoint:
-    if os.path.isdir(src):
-        found = hub.resolve_weight_files(src, (transformers_flax.FILE_NAME, transformers_flax.INDEX_NAME))
-        if found is None:
-            raise ConversionError(f"{src}: no flax_model.msgpack in this directory")
-        paths, directory = found[1], src
-    else:
-        paths, directory = [src], os.path.dirname(os.path.abspath(src))
+    paths, directory = _weight_files(src, (transformers_flax.FILE_NAME, transformers_flax.INDEX_NAME), "flax_model.msgpack")
     return _with_config(transformers_flax.read(paths), directory, paths[0], overrides, {})
 
 
@@ -262,6 +244,16 @@ READERS = {
     "openai": read_openai,
     "open_clip": lambda src, overrides: read_openai(src, overrides, layout="open_clip"),
 }
+
+
+def _weight_files(src, candidates, what: str) -> tuple[list, str]:
+    """([weight files], the directory with config.json) of a directory (shards expanded) or a lone file."""
+    if not os.path.isdir(src):
+        return [src], os.path.dirname(os.path.abspath(src))
+    found = hub.resolve_weight_files(src, candidates)
+    if found is None:
+        raise ConversionError(f"{src}: no {what} in this directory")
+    return found[1], src
 
 
 def _with_config(arrays, directory, weights_path, overrides, names) -> Checkpoint:
