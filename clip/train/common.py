@@ -33,7 +33,7 @@ from clip.train.checkpoints import (  # noqa: F401 - re-exported: the trainers u
 from clip.train.logs import RunLogs, reporter  # noqa: F401 - re-exported
 from clip.train.inputs import (  # noqa: F401 - re-exported
     BatchReader, build_datasets, build_model_and_processor, build_processor, chunked_encoders)
-from clip.train.options import lock_settings  # noqa: F401 - re-exported
+from clip.train.options import lock_settings
 
 LOGIT_SCALE_MAX = math.log(100.0)  # CLIP clamps the learned temperature at 100
 

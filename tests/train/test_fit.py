@@ -9,11 +9,10 @@ import os
 
 import numpy as np
 import pytest
-
-from clip.train import StepInfo, TrainOptions, fit
-
 from train_backends_helpers import run_script, stop_at
 from train_helpers import TINY_CONFIG
+
+from clip.train import StepInfo, TrainOptions, fit
 
 BACKEND_MODULES = {"pt": "torch", "tf": "tensorflow", "flax": "jax"}
 
