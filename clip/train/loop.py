@@ -82,16 +82,15 @@ def fit(options: TrainOptions | None = None, /, *, callbacks: Iterable[Callback]
 
 
 def _trainer_class(backend: str):
+    """The backend's Trainer class; importing it starts the framework (TensorFlow: after its log level is set)."""
+    import importlib
+
     try:
         if backend == "tf":
-            from clip.train import tf as module
+            from clip.train.tf import start_tensorflow
 
-            module.start_tensorflow()
-        elif backend == "flax":
-            from clip.train import flax as module
-        else:
-            from clip.train import pt as module
-        return module.Trainer
+            start_tensorflow()
+        return importlib.import_module(f"clip.train.{backend}").Trainer
     except ImportError as err:
         raise ImportError(f"clip train: the {backend} backend needs {REQUIREMENTS[backend]} ({err})") from None
 
