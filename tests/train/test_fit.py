@@ -137,3 +137,13 @@ print(json.dumps({"changed": sorted(k for k in set(before) | set(os.environ) if 
 """
     result = run_script(code, {})
     assert result == {"changed": [], "tensorflow": False}
+
+
+def test_fused_adamw_is_an_option_that_reaches_torch(tmp_path):
+    pytest.importorskip("torch")
+    from clip.train import pt
+
+    for fused in (False, True):
+        trainer = pt.Trainer(TrainOptions(out=str(tmp_path), config=_config(tmp_path), fused_adamw=fused))
+        trainer.build_optimizer(steps=1, warmup=1)
+        assert bool(trainer.optimizer.defaults.get("fused")) is fused
