@@ -58,7 +58,6 @@ def main(argv=None) -> dict:
     from clip.common.processor import CLIPProcessor
     from clip.pt import CLIPModel
     from clip.train import common
-    from clip.train.pt import encode_images, encode_texts
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -67,14 +66,24 @@ def main(argv=None) -> dict:
     processor = CLIPProcessor.from_pretrained(args.model)
     size = model.config.vision_config.image_size
     max_length = model.config.text_config.max_position_embeddings
-    device = torch.device("cpu")
+
+    @torch.no_grad()
+    def image_features(pixels):
+        return model.get_image_features(torch.from_numpy(pixels)).float().numpy()
+
+    @torch.no_grad()
+    def text_features(ids, mask):
+        return model.get_text_features(torch.from_numpy(ids).long(), torch.from_numpy(mask).long()).float().numpy()
+
+    # the chunked encoders of the trainers' evaluation (the processor's images and padded captions)
+    encode_images, encode_texts = common.chunked_encoders(processor, max_length, image_features, text_features)
 
     labels, combos = data.zero_shot_labels()
-    label_embeds = _unit(encode_texts(model, labels, processor, device, max_length))
+    label_embeds = _unit(encode_texts(labels))
     held = set(data.HELD_OUT_COMBOS)
 
     def predict(images):
-        return (_unit(encode_images(model, images, processor, device)) @ label_embeds.T).argmax(axis=1)
+        return (_unit(encode_images(images)) @ label_embeds.T).argmax(axis=1)
 
     out = {"model": os.path.relpath(args.model), "image_size": size}
     images, _, targets = data.zero_shot_set(args.images, seed=ZERO_SHOT_SEED, image_size=size)
@@ -106,8 +115,8 @@ def main(argv=None) -> dict:
         val = data.SyntheticShapes(args.pairs, seed=PAIRS_SEED, image_size=size)
         items = [val[i] for i in range(len(val))]
         captions = [c for _, c in items]
-        image_embeds = encode_images(model, [im for im, _ in items], processor, device)
-        text_embeds = encode_texts(model, captions, processor, device, max_length)
+        image_embeds = encode_images([im for im, _ in items])
+        text_embeds = encode_texts(captions)
         out.update({k: float(v) for k, v in common.retrieval_metrics(image_embeds, text_embeds).items()})
         top = (_unit(image_embeds) @ _unit(text_embeds).T).argmax(axis=1)
         out["image_to_text_caption_R@1"] = float(np.mean([captions[j] == c for j, c in zip(top, captions)]))

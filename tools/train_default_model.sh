@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Trains the embedded default model (clip/models/default) on the synthetic shapes set.
 # CPU only, one torch thread (faster than two on 2 shared cores), torch's fused AdamW
-# (CLIP_TRAIN_FUSED_ADAMW=1: the dense update of the 49,408 x 64 token embedding dominates the step
+# (--fused-adamw: the dense update of the 49,408 x 64 token embedding dominates the step
 # otherwise). Budget: <= 20 minutes wall on 2 shared cores; see MODEL_CARD.md for the measured time.
 # The run's own metrics go into OUT_DIR/metrics.json; the model-card metrics come from
 # tools/eval_default_model.py.
@@ -14,8 +14,8 @@ cd "$(dirname "$0")/.."
 OUT="${1:-runs/default-model}"
 PYTHON="${PYTHON:-.venv/bin/python}"
 
-CLIP_TRAIN_FUSED_ADAMW=1 "$PYTHON" -m clip train \
-  --backend pt \
+"$PYTHON" -m clip train \
+  --backend pt --fused-adamw \
   --config shapes \
   --synthetic 200000 --val-fraction 0.01 \
   --batch-size 64 --lr 1e-3 --warmup-steps 100 --steps 5000 \

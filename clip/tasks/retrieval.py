@@ -73,6 +73,13 @@ def retrieval_metrics(image_embeds, text_embeds, text_to_image, ks=DEFAULT_KS, c
     }
 
 
+def flat_metrics(result: dict) -> dict[str, float]:
+    """retrieval_metrics' result as flat keys, "image_to_text_R@1", ..., "image_to_text_MRR", then
+    "text_to_image_...": the names `clip train` logs and writes to metrics.json."""
+    return {f"{direction}_{name}": value for direction in ("image_to_text", "text_to_image")
+            for name, value in result[direction].items()}
+
+
 def evaluate_captions(encoder, captions, ks=DEFAULT_KS, batch_size: int = 64, workers=None, progress=False) -> dict:
     """Embed a captions file (CSV/JSONL of image, caption rows, or a folder; see clip.data.captions)
     and compute retrieval_metrics. Unusable rows and unreadable images are skipped and listed

@@ -22,7 +22,7 @@ import shutil
 
 import numpy as np
 
-from clip.common.io import atomic_write_json, atomic_write_text, read_json
+from clip.common.io import atomic_write_json, atomic_write_text, read_json, read_safetensors, write_safetensors
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
@@ -87,6 +87,40 @@ def candidate_checkpoints(out: str) -> tuple[list[str], list[str]]:
                    reverse=True) if os.path.isdir(root) else []
     ordered = ([named] if named else []) + [os.path.join(root, d) for d in steps if os.path.join(root, d) != named]
     return ordered, [problem] if problem else []
+
+
+MODEL_FILE = "model.safetensors"
+
+
+def read_model_state(directory: str, shapes: dict) -> dict:
+    """The checkpoint's model.safetensors, {canonical name: array}, checked against the model's
+    {canonical name: shape} (a shape of None is not checked): a ValueError naming the file otherwise."""
+    path = os.path.join(directory, MODEL_FILE)
+    tensors = read_safetensors(path)
+    missing = [n for n in shapes if n not in tensors]
+    if missing:
+        raise ValueError(f"{path}: {len(missing)} of the model's tensors are missing ({', '.join(missing[:3])}, ...)")
+    wrong = [f"{n} {tuple(tensors[n].shape)} instead of {tuple(s)}" for n, s in shapes.items()
+             if s is not None and tuple(tensors[n].shape) != tuple(s)]
+    if wrong:
+        raise ValueError(f"{path}: tensors of the wrong shape: {'; '.join(wrong[:3])}")
+    return {n: np.array(tensors[n]) for n in shapes}
+
+
+def write_array_list(arrays, path: str):
+    """A list of arrays (an optimizer's state in its own order) as safetensors keys "00000", "00001", ..."""
+    write_safetensors({f"{i:05d}": np.asarray(a) for i, a in enumerate(arrays)}, path)
+
+
+def read_array_list(path: str, shapes: list) -> list:
+    """write_array_list's arrays, checked against the expected count and shapes (a ValueError naming the file)."""
+    saved = read_safetensors(path)
+    if sorted(saved) != [f"{i:05d}" for i in range(len(shapes))]:
+        raise ValueError(f"{path}: {len(saved)} optimizer arrays, this optimizer has {len(shapes)}")
+    for i, shape in enumerate(shapes):
+        if tuple(saved[f"{i:05d}"].shape) != tuple(shape):
+            raise ValueError(f"{path}: array {i} has shape {tuple(saved[f'{i:05d}'].shape)}, expected {tuple(shape)}")
+    return [np.array(saved[f"{i:05d}"]) for i in range(len(shapes))]
 
 
 # Exceptions that mean "this checkpoint's files are damaged": each backend's readers raise ValueError

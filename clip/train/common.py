@@ -4,21 +4,20 @@
   resuming needs no scheduler state.
 - `applies_weight_decay(name)`: the decay rule by canonical parameter name.
 - `LOGIT_SCALE_MAX`: logit_scale is clamped to [0, ln 100] after every step (CLIP paper).
-- `retrieval_metrics` and `zero_shot_accuracy`: evaluation in numpy.
+- `retrieval_metrics` (clip.tasks.retrieval's, under flat keys) and `zero_shot_accuracy`: evaluation in numpy.
 - `DataOrder`: which dataset indices each rank reads at each micro-step (seeded per epoch).
 - Checkpoint layout and resuming (clip.train.checkpoints, re-exported here).
 - `Progress`: a tqdm bar when tqdm is installed, plain lines otherwise.
 - `SIZES` / `build_config`: named small model sizes for training from scratch.
 - `is_frozen`: which image-tower parameters --lock-image keeps fixed (LiT), by canonical name.
-- Datasets and the batch reader (clip.train.inputs, re-exported here).
+- Datasets, the batch reader and the chunked evaluation encoders (clip.train.inputs, re-exported here).
 
-A backend trainer (train/pt.py, train/tf.py, train/flax.py) owns only the model,
-the optimizer, the step and the saving of its own optimizer state.
+The loop that uses them is clip.train.loop; a backend (train/pt.py, train/tf.py, train/flax.py)
+owns only the model, the optimizer, the step and the I/O of its own state.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
@@ -26,13 +25,15 @@ import time
 
 import numpy as np
 
-from clip.common.io import atomic_write_json, read_json_object
+from clip.common.io import read_json_object
 from clip.train.checkpoints import (  # noqa: F401 - re-exported: the trainers use common.<name>
-    CHECKPOINTS, LATEST, RESUME_KEYS, TRAINER_STATE, check_resume_compatible, checkpoint_dir, commit_checkpoint,
-    latest_checkpoint, python_numpy_rng_state, read_trainer_state, resume_from_checkpoints, set_python_numpy_rng_state,
-    staging_dir, write_trainer_state)
+    CHECKPOINTS, LATEST, MODEL_FILE, RESUME_KEYS, TRAINER_STATE, check_resume_compatible, checkpoint_dir, commit_checkpoint,
+    latest_checkpoint, python_numpy_rng_state, read_array_list, read_model_state, read_trainer_state, resume_from_checkpoints,
+    set_python_numpy_rng_state, staging_dir, write_array_list, write_trainer_state)
 from clip.train.logs import RunLogs, reporter  # noqa: F401 - re-exported
-from clip.train.inputs import BatchReader, build_datasets, build_processor  # noqa: F401 - re-exported
+from clip.train.inputs import (  # noqa: F401 - re-exported
+    BatchReader, build_datasets, build_model_and_processor, build_processor, chunked_encoders)
+from clip.train.options import lock_settings
 
 LOGIT_SCALE_MAX = math.log(100.0)  # CLIP clamps the learned temperature at 100
 
@@ -180,13 +181,6 @@ def is_frozen(name: str, lock: dict | None, num_layers: int) -> bool:
     return lock["freeze_norm"] or not is_norm
 
 
-def lock_settings(args) -> dict | None:
-    """The --lock-image arguments as stored in the run's settings (None: nothing locked)."""
-    if not getattr(args, "lock_image", False):
-        return None
-    return {"unlocked_groups": int(args.lock_image_unlocked_groups), "freeze_norm": bool(args.lock_image_freeze_norm)}
-
-
 # -- metrics ---------------------------------------------------------------------------------------
 def _normalize(x):
     x = np.asarray(x, dtype=np.float64)
@@ -194,28 +188,26 @@ def _normalize(x):
 
 
 def recall_at_k(similarity, ks=(1, 5, 10)) -> dict[int, float]:
-    """Recall@K for a square query x candidate similarity matrix where query i matches candidate i.
+    """Recall@K for a square query x candidate similarity matrix where query i matches candidate i,
+    from the ranks of clip.tasks.retrieval (a tie with the match counts in the query's favour)."""
+    from clip.tasks.retrieval import ranks_of_targets
 
-    A query counts as found at K when fewer than K candidates score strictly higher than its match
-    (ties resolved in the query's favour).
-    """
     sim = np.asarray(similarity, dtype=np.float64)
     if sim.ndim != 2 or sim.shape[0] != sim.shape[1]:
         raise ValueError(f"recall_at_k needs a square similarity matrix, got shape {sim.shape}")
-    correct = np.diag(sim)[:, None]
-    rank = (sim > correct).sum(axis=1)  # 0 = best
-    return {k: float((rank < k).mean()) for k in ks}
+    ranks = ranks_of_targets(sim, np.arange(len(sim)))
+    return {k: float((ranks <= k).mean()) for k in ks}
 
 
 def retrieval_metrics(image_embeds, text_embeds, ks=(1, 5, 10)) -> dict[str, float]:
-    """Image->text and text->image Recall@K for paired embeddings (row i of each is a pair)."""
-    sim = _normalize(image_embeds) @ _normalize(text_embeds).T  # I,T
-    out = {}
-    for k, v in recall_at_k(sim, ks).items():
-        out[f"image_to_text_R@{k}"] = v
-    for k, v in recall_at_k(sim.T, ks).items():
-        out[f"text_to_image_R@{k}"] = v
-    return out
+    """Image->text and text->image Recall@K and MRR of paired embeddings (row i of each is a pair), by
+    clip.tasks.retrieval.retrieval_metrics (what `clip eval-retrieval` reports), under flat keys
+    ("image_to_text_R@1", ..., "text_to_image_MRR")."""
+    from clip.tasks.retrieval import flat_metrics
+    from clip.tasks.retrieval import retrieval_metrics as paired_metrics
+
+    images, texts = _normalize(image_embeds), _normalize(text_embeds)
+    return flat_metrics(paired_metrics(images, texts, np.arange(len(texts)), ks))
 
 
 def zero_shot_accuracy(image_embeds, label_embeds, targets) -> float:
@@ -347,27 +339,3 @@ def run_settings(args, steps: int, warmup: int, dataset_size: int, world: int) -
 def data_settings(train_set) -> dict:
     """What a resume must find unchanged about the training data beyond its size: a stream's shards."""
     return {"shards": train_set.fingerprint()} if hasattr(train_set, "fingerprint") else {}
-
-
-def evaluate_with(encode_images, encode_texts, val, tasks, max_items: int = 2000) -> dict:
-    """Retrieval Recall@1/5/10 on (up to max_items of) the held-out set plus zero-shot accuracies,
-    given a backend's encoders: list of images -> (n, E) array, list of texts -> (n, E) array."""
-    metrics = {}
-    if val is not None and len(val):
-        items = [val[i] for i in range(min(len(val), max_items))]
-        metrics.update(retrieval_metrics(encode_images([im for im, _ in items]), encode_texts([c for _, c in items])))
-        metrics["val_pairs"] = len(items)
-    for name, (images, labels, targets) in tasks.items():
-        metrics[name] = zero_shot_accuracy(encode_images(list(images)), encode_texts(list(labels)), targets)
-    return metrics
-
-
-def finish_run(args, out_metrics: dict, history, steps: int, start: int, step: int, elapsed: float, run_info: dict) -> dict:
-    """metrics.json and the printed summary at the end of a run."""
-    result = {"steps": steps, "final_loss": history[-1][1] if history else None, "train_seconds_this_run": round(elapsed, 1),
-              "pairs_per_second": round((step - start) * args.batch_size * args.accum_steps / max(elapsed, 1e-9), 1),
-              **out_metrics, "run": run_info}
-    atomic_write_json(os.path.join(args.out, "metrics.json"), result)
-    if not args.quiet:
-        print(json.dumps({k: v for k, v in result.items() if k != "run"}, indent=2))
-    return result

@@ -1,4 +1,4 @@
-"""The JAX trainer behind `clip train --backend flax`.
+"""The JAX backend of the training loop (clip.train.loop), `clip train --backend flax`.
 
 Data parallel over a `jax.sharding.Mesh` of every device (one axis, "data"): the parameters and
 the optimizer state are replicated, each micro-batch is sharded along its batch axis, and one
@@ -14,17 +14,19 @@ common.applies_weight_decay, lr from common.learning_rate tabulated per step), t
 clamped to [0, ln 100]. Dropout keys are `fold_in(seed, micro_step)`, so a resumed run needs no
 RNG state and continues bit for bit.
 
-The framework-neutral parts (schedule, decay rule, data order, checkpoint layout, metrics,
-progress) come from clip.train.common; this file holds the params, optimizer and step.
+The loop and the framework-neutral parts (schedule, decay rule, data order, checkpoint layout,
+metrics, progress) are clip.train.loop and clip.train.common; this file holds the params, the
+optimizer, the step's placement and the state I/O.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import queue
+import random
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import jax
@@ -35,7 +37,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from clip.common import weights
-from clip.common.io import read_safetensors, write_safetensors
+from clip.common.io import write_safetensors
 from clip.train import common
 from clip.train.flax_step import clamp_logit_scale, contrastive_loss, make_train_step, step_gradients  # noqa: F401 - public here
 
@@ -56,8 +58,6 @@ def _initialized():
     from jax._src import distributed
 
     return distributed.global_state.client is not None
-
-
 
 
 # -- parameters by canonical name --------------------------------------------------------------------
@@ -156,8 +156,7 @@ class Prefetcher:
         self.thread.start()
 
     def _load(self, step):
-        micro = [self.reader(self.order.local_indices(step * self.accum + a)) for a in range(self.accum)]
-        return {k: np.stack([m[k] for m in micro]) for k in micro[0]}
+        return self.reader.step(self.order, step, self.accum)
 
     def _put(self, item):
         while not self._stop.is_set():
@@ -203,89 +202,30 @@ class Prefetcher:
         self._stop.set()
 
 
-# -- evaluation ---------------------------------------------------------------------------------------
-def _padded(array, rows):
-    """`array` with its first axis zero-padded to `rows`: one compiled shape per chunk size."""
-    return np.concatenate([array, np.zeros((rows - len(array), *array.shape[1:]), array.dtype)]) if len(array) < rows else array
-
-
-def make_encoders(model, params, processor, max_length, batch_size=256):
-    """(images -> (n, E) numpy, texts -> (n, E) numpy) on the first local device, in chunks padded to
-    a power of two (at most batch_size) so that each encoder compiles once or twice."""
-    device = jax.local_devices()[0]
-    params = jax.device_put(to_host(params), device)
-    image_fn = jax.jit(lambda p, x: model.get_image_features(x, params=p).astype(jnp.float32))
-    text_fn = jax.jit(lambda p, i, m: model.get_text_features(i, m, params=p).astype(jnp.float32))
-
-    def chunks(items):
-        rows = min(batch_size, 1 << max(0, len(items) - 1).bit_length())
-        for i in range(0, len(items), rows):
-            yield list(items[i : i + rows]), rows
-
-    def images(items):
-        out = []
-        for chunk, rows in chunks(items):
-            pixels = np.asarray(processor.image_processor(chunk, return_tensors="np")["pixel_values"], np.float32)
-            out.append(np.asarray(image_fn(params, jax.device_put(_padded(pixels, rows), device)))[: len(chunk)])
-        return np.concatenate(out)
-
-    def texts(items):
-        out = []
-        for chunk, rows in chunks(items):
-            tok = processor.tokenizer(chunk, padding="max_length", truncation=True, max_length=max_length, return_tensors="np")
-            ids, mask = (jax.device_put(_padded(np.asarray(tok[k], np.int32), rows), device) for k in ("input_ids", "attention_mask"))
-            out.append(np.asarray(text_fn(params, ids, mask))[: len(chunk)])
-        return np.concatenate(out)
-
-    return images, texts
-
-
-def evaluate(model, params, processor, val, tasks, max_length, max_items=2000) -> dict:
-    images, texts = make_encoders(model, params, processor, max_length)
-    return common.evaluate_with(images, texts, val, tasks, max_items)
-
-
 # -- checkpoints --------------------------------------------------------------------------------------
 OPTIMIZER_FILE = "optimizer.flax"  # safetensors: the optax state's leaves in tree order ("00000", ...)
 
 
-def save_checkpoint(out, step, micro_step, model, params, opt_state, run_info, history, extra=None):
-    """Write checkpoints/step-N atomically: canonical float32 weights, the optax state's leaves, trainer state."""
+def write_checkpoint(directory, model, params, opt_state):
+    """Canonical float32 weights and the optax state's leaves (in tree order) into a staged checkpoint."""
     from clip.flax import loading
 
-    staged = common.staging_dir(out, step)
-    os.makedirs(staged, exist_ok=True)
     expected = loading.expected_parameters(model)
     state = {n: np.array(a, order="C") for n, a in loading.from_params(to_host(params), expected).items()}  # (ascontiguousarray makes 0-d 1-d)
-    write_safetensors(state, os.path.join(staged, "model.safetensors"))
-    leaves = [np.asarray(x) for x in jax.tree.leaves(to_host(opt_state))]
-    write_safetensors({f"{i:05d}": leaf for i, leaf in enumerate(leaves)}, os.path.join(staged, OPTIMIZER_FILE))
-    common.write_trainer_state(staged, {"step": step, "micro_step": micro_step, "run": run_info, "history": history,
-                                        "rng": common.python_numpy_rng_state(), "backend": "flax", **(extra or {})})
-    return common.commit_checkpoint(out, step)
+    write_safetensors(state, os.path.join(directory, common.MODEL_FILE))
+    common.write_array_list([np.asarray(x) for x in jax.tree.leaves(to_host(opt_state))], os.path.join(directory, OPTIMIZER_FILE))
 
 
 def load_checkpoint(directory, model, opt_state_template):
-    """(params tree, optax state, trainer state) from a checkpoint written by save_checkpoint."""
+    """(params tree, optax state, trainer state) from a checkpoint written by write_checkpoint."""
     from clip.flax import loading
 
     state = common.read_trainer_state(directory)
-    path = os.path.join(directory, "model.safetensors")
-    tensors = read_safetensors(path)
     expected = loading.expected_parameters(model)
-    missing = [n for n in expected if n not in tensors]
-    if missing:
-        raise ValueError(f"{path}: {len(missing)} of the model's tensors are missing ({', '.join(missing[:3])}, ...)")
-    params = loading.to_params({n: np.array(tensors[n]) for n in expected}, expected)
-    optimizer_path = os.path.join(directory, OPTIMIZER_FILE)
-    saved = read_safetensors(optimizer_path)
+    params = loading.to_params(common.read_model_state(directory, dict.fromkeys(expected)), expected)
     template, treedef = jax.tree.flatten(opt_state_template)
-    if sorted(saved) != [f"{i:05d}" for i in range(len(template))]:
-        raise ValueError(f"{optimizer_path}: {len(saved)} optimizer arrays, this optimizer has {len(template)}")
-    for i, t in enumerate(template):
-        if tuple(saved[f"{i:05d}"].shape) != tuple(np.shape(t)):
-            raise ValueError(f"{optimizer_path}: array {i} has shape {tuple(saved[f'{i:05d}'].shape)}, expected {tuple(np.shape(t))}")
-    leaves = [np.array(saved[f"{i:05d}"]).astype(np.asarray(t).dtype) for i, t in enumerate(template)]
+    saved = common.read_array_list(os.path.join(directory, OPTIMIZER_FILE), [np.shape(t) for t in template])
+    leaves = [array.astype(np.asarray(t).dtype) for array, t in zip(saved, template)]
     common.set_python_numpy_rng_state(state["rng"])
     return params, jax.tree.unflatten(treedef, leaves), state
 
@@ -299,105 +239,85 @@ def save_model(model, params, processor, out, dtype=None):
     processor.save_pretrained(out)
 
 
-# -- the run ------------------------------------------------------------------------------------------
-def build_model_and_processor(args):
-    from clip.common.config import CLIPConfig
-    from clip.common.processor import CLIPProcessor
-    from clip.flax import FlaxCLIPModel
+# -- the backend of clip.train.loop ------------------------------------------------------------------
+class Trainer:
+    """JAX's params, optimizer, jitted step and state I/O for clip.train.loop.run (see its docstring)."""
 
-    dtype = {"bf16": jnp.bfloat16, "fp16": jnp.float16}.get(args.precision, jnp.float32)  # compute dtype; params stay float32
-    if args.init:
-        return FlaxCLIPModel.from_pretrained(args.init, dtype=dtype), CLIPProcessor.from_pretrained(args.init)
-    config = CLIPConfig.from_dict(common.build_config_dict(args.config or "small"))
-    return FlaxCLIPModel(config, seed=args.seed, dtype=dtype), common.build_processor(config)
+    def __init__(self, options):
+        from clip.flax import FlaxCLIPModel
 
+        self.options = options
+        self.rank, self.world = init_distributed()
+        np.random.seed(options.seed % 2**32)
+        random.seed(options.seed)
+        dtype = {"bf16": jnp.bfloat16, "fp16": jnp.float16}.get(options.precision, jnp.float32)  # compute dtype; params stay float32
+        self.model, self.processor = common.build_model_and_processor(
+            options, lambda path: FlaxCLIPModel.from_pretrained(path, dtype=dtype),
+            lambda config: FlaxCLIPModel(config, seed=options.seed, dtype=dtype))
+        self.loss_scale = None
 
-def train(args) -> dict:
-    """Run `clip train --backend flax`; returns the final metrics (process 0) or {}."""
-    import random
+    def build_optimizer(self, steps: int, warmup: int):
+        o, config = self.options, self.model.config
+        self.tx = build_optimizer(config, steps, o.lr, warmup, o.weight_decay, o.grad_clip, o.min_lr_ratio, lock=common.lock_settings(o))
+        self.params = jax.tree.map(lambda x: np.asarray(x, np.float32), self.model.params)
+        self.opt_state = jax.jit(self.tx.init)(self.params)  # one compilation, not one per leaf shape
+        if o.grad_checkpointing:
+            self.model.gradient_checkpointing_enable()
 
-    rank, world = init_distributed()
-    np.random.seed(args.seed % 2**32)
-    random.seed(args.seed)
+    def load_checkpoint(self, directory) -> dict:
+        self.params, self.opt_state, state = load_checkpoint(directory, self.model, self.opt_state)
+        return state
 
-    model, processor = build_model_and_processor(args)
-    config = model.config
-    image_size, max_length = config.vision_config.image_size, config.text_config.max_position_embeddings
-    train_set, val_set, tasks = common.build_datasets(args, image_size)
+    def start(self, loss_scale):
+        self.loss_scale = loss_scale
+        self.place = Placement(self.options.batch_size // self.world)
+        self.params, self.opt_state = self.place.params(self.params), self.place.params(self.opt_state)
+        config = self.model.config
+        dropout = any(c.attention_dropout > 0 for c in (config.text_config, config.vision_config))
+        self.step_fn = make_train_step(self.model, self.tx, self.options.seed, dropout, loss_scaling=loss_scale is not None)
 
-    order = common.make_order(train_set, args.batch_size, args.seed, world, rank)
-    steps = common.total_steps(args.steps, args.epochs, len(train_set), args.batch_size, args.accum_steps)
-    warmup = min(args.warmup_steps, steps)
-    run_info = common.run_settings(args, steps, warmup, len(train_set), world) | common.data_settings(train_set)
-    tx = build_optimizer(config, steps, args.lr, warmup, args.weight_decay, args.grad_clip, args.min_lr_ratio,
-                         lock=common.lock_settings(args))
-    params = jax.tree.map(lambda x: np.asarray(x, np.float32), model.params)
-    opt_state = jax.jit(tx.init)(params)  # one compilation, not one per leaf shape
-    if args.grad_checkpointing:
-        model.gradient_checkpointing_enable()
-    loss_scale = common.DynamicLossScale() if args.precision == "fp16" else None
+    def batches(self, reader, order, start: int, stop: int):
+        self.next_step = start
+        return Prefetcher(reader, order, start, stop, self.options.accum_steps, workers=self.options.workers)
 
-    start, history = 0, []
-    if args.resume:
-        _, (params, opt_state, state) = common.resume_from_checkpoints(
-            args.out, lambda d: load_checkpoint(d, model, opt_state), common.reporter(rank))
-        common.check_resume_compatible(state["run"], run_info)
-        start, history = state["step"], state["history"]
-        if loss_scale is not None:
-            loss_scale = common.DynamicLossScale.from_state(state.get("loss_scale"))
+    def step(self, inputs, lr: float) -> float:
+        inputs, micro = self.place.batches(inputs), self.next_step * self.options.accum_steps
+        if self.loss_scale is None:
+            self.params, self.opt_state, loss = self.step_fn(self.params, self.opt_state, inputs, micro)
+        else:
+            state = (jnp.float32(self.loss_scale.scale), jnp.int32(self.loss_scale.good_steps))
+            self.params, self.opt_state, loss, (scale, good) = self.step_fn(self.params, self.opt_state, inputs, micro, state)
+            self.loss_scale = common.DynamicLossScale(float(scale), int(good))
+        self.next_step += 1
+        return float(loss)
 
-    place = Placement(args.batch_size // world)
-    params, opt_state = place.params(params), place.params(opt_state)
-    dropout = any(c.attention_dropout > 0 for c in (config.text_config, config.vision_config))
-    step_fn = make_train_step(model, tx, args.seed, dropout, loss_scaling=loss_scale is not None)
-    logs = common.RunLogs(args, enabled=rank == 0)
-    progress = common.Progress(steps, start, every=args.log_every, enabled=rank == 0 and not args.quiet)
-    reader = common.BatchReader(train_set, processor, max_length, report=progress.log if rank == 0 else (lambda m: None))
-    batches = Prefetcher(reader, order, start, steps, args.accum_steps, workers=args.workers)
-    if rank == 0 and not args.quiet:
-        n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
-        progress.log(f"clip train: {n_params / 1e6:.2f}M parameters, {len(train_set)} training pairs, {steps} steps of "
-                     f"{args.batch_size} x {args.accum_steps} pairs on {world} process(es), {len(jax.devices())} "
-                     f"{jax.default_backend()} device(s), {args.precision}")
+    def scalars(self) -> dict:
+        scale = {"loss_scale": self.loss_scale.scale} if self.loss_scale is not None else {}
+        return {"temperature": float(np.exp(to_host(self.params["logit_scale"]))), **scale}
 
-    step, t_start = start, time.perf_counter()
-    try:
-        while step < steps:
-            lr = common.learning_rate(step, args.lr, warmup, steps, args.min_lr_ratio)
-            inputs = place.batches(next(batches))
-            if loss_scale is None:
-                params, opt_state, loss = step_fn(params, opt_state, inputs, step * args.accum_steps)
-            else:
-                params, opt_state, loss, (scale, good) = step_fn(params, opt_state, inputs, step * args.accum_steps,
-                                                                 (jnp.float32(loss_scale.scale), jnp.int32(loss_scale.good_steps)))
-                loss_scale = common.DynamicLossScale(float(scale), int(good))
-            step += 1
-            total = float(loss)
-            history.append([step, round(total, 6)])
-            progress.update(step, total, lr, args.batch_size * args.accum_steps)
-            logs.step(step, {"loss": total, "lr": lr, "temperature": float(np.exp(to_host(params["logit_scale"]))),
-                             **({"loss_scale": loss_scale.scale} if loss_scale is not None else {})}, args.batch_size * args.accum_steps)
+    def loss_scale_state(self):
+        return self.loss_scale.state() if self.loss_scale is not None else None
 
-            last = step == steps
-            if args.save_every and (step % args.save_every == 0 or last) and rank == 0:
-                save_checkpoint(args.out, step, step * args.accum_steps, model, params, opt_state, run_info, history,
-                                extra={"loss_scale": loss_scale.state()} if loss_scale is not None else None)
-            if args.eval_every and step % args.eval_every == 0 and not last and rank == 0:
-                metrics = evaluate(model, params, processor, val_set, tasks, max_length, args.eval_max)
-                logs.metrics(step, metrics)
-                progress.log(f"step {step}: " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
-            if args.stop_after and step >= args.stop_after and not last:
-                break  # simulated interruption (tests): leave the checkpoint, skip the final save
-    finally:
-        batches.close()
-        progress.close()
-    elapsed = time.perf_counter() - t_start
+    @contextlib.contextmanager
+    def encoders(self, batch_size: int = 256):
+        """On the first local device, in chunks padded to a power of two (each encoder compiles once or twice)."""
+        model, device = self.model, jax.local_devices()[0]
+        params = jax.device_put(to_host(self.params), device)
+        image_fn = jax.jit(lambda p, x: model.get_image_features(x, params=p).astype(jnp.float32))
+        text_fn = jax.jit(lambda p, i, m: model.get_text_features(i, m, params=p).astype(jnp.float32))
+        yield common.chunked_encoders(
+            self.processor, model.config.text_config.max_position_embeddings,
+            lambda pixels: image_fn(params, jax.device_put(pixels, device)),
+            lambda ids, mask: text_fn(params, jax.device_put(ids, device), jax.device_put(mask, device)), batch_size, pad=True)
 
-    result = {}
-    if rank == 0 and step == steps:
-        metrics = evaluate(model, params, processor, val_set, tasks, max_length, args.eval_max)
-        logs.metrics(step, metrics)
-        save_model(model, params, processor, args.out, dtype=np.float16 if args.save_dtype == "float16" else None)
-        result = common.finish_run(args, metrics, history, steps, start, step, elapsed, run_info)
-    logs.close()
-    return result
+    def write_checkpoint(self, directory):
+        write_checkpoint(directory, self.model, self.params, self.opt_state)
+
+    def save_model(self, out, float16: bool = False):
+        save_model(self.model, self.params, self.processor, out, dtype=np.float16 if float16 else None)
+
+    def describe(self) -> str:
+        return f"{sum(int(np.prod(x.shape)) for x in jax.tree.leaves(self.params)) / 1e6:.2f}M parameters"
+
+    def placement(self) -> str:
+        return f"on {self.world} process(es), {len(jax.devices())} {jax.default_backend()} device(s)"

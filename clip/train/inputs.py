@@ -61,6 +61,52 @@ def build_processor(config):
     return CLIPProcessor(image_processor, CLIPTokenizerFast(model_max_length=config.text_config.max_position_embeddings))
 
 
+def build_model_and_processor(options, load, create):
+    """(model, processor): `load(options.init)` and the checkpoint's processor, or `create(config)` from
+    options.config (a named size or a JSON file; "small" by default) and build_processor(config)."""
+    from clip.common.config import CLIPConfig
+    from clip.common.processor import CLIPProcessor
+    from clip.train.common import build_config_dict
+
+    if options.init:
+        return load(options.init), CLIPProcessor.from_pretrained(options.init)
+    config = CLIPConfig.from_dict(build_config_dict(options.config or "small"))
+    return create(config), build_processor(config)
+
+
+def chunked_encoders(processor, max_length: int, image_fn, text_fn, batch_size: int = 256, pad: bool = False):
+    """(images -> (n, E) array, texts -> (n, E) array) over a backend's image_fn(float32 NCHW pixels) and
+    text_fn(int32 ids, int32 mask), batch_size items at a time. pad: each chunk zero-padded to a power of
+    two rows (at most batch_size), so that a jitted encoder compiles once or twice."""
+
+    def chunks(items):
+        rows = min(batch_size, 1 << max(0, len(items) - 1).bit_length()) if pad else batch_size
+        for i in range(0, len(items), rows):
+            yield list(items[i : i + rows]), rows
+
+    def padded(array, rows):
+        if not pad or len(array) == rows:
+            return array
+        return np.concatenate([array, np.zeros((rows - len(array), *array.shape[1:]), array.dtype)])
+
+    def images(items):
+        out = []
+        for chunk, rows in chunks(items):
+            pixels = np.asarray(processor.image_processor(chunk, return_tensors="np")["pixel_values"], np.float32)
+            out.append(np.asarray(image_fn(padded(pixels, rows)))[: len(chunk)])
+        return np.concatenate(out)
+
+    def texts(items):
+        out = []
+        for chunk, rows in chunks(items):
+            tok = processor.tokenizer(chunk, padding="max_length", truncation=True, max_length=max_length, return_tensors="np")
+            ids, mask = (padded(np.asarray(tok[k], np.int32), rows) for k in ("input_ids", "attention_mask"))
+            out.append(np.asarray(text_fn(ids, mask))[: len(chunk)])
+        return np.concatenate(out)
+
+    return images, texts
+
+
 class BatchReader:
     """Dataset indices -> a numpy batch {"input_ids", "attention_mask" (int32), "pixel_values" (float32 NCHW)}.
 
@@ -95,6 +141,11 @@ class BatchReader:
         images, captions = zip(*(self.item(int(i)) for i in indices))
         return self.encode(list(images), list(captions))
 
+    def step(self, order, step: int, accum: int) -> dict:
+        """Optimizer step `step`'s micro-batches in `order` (a common.DataOrder), stacked: {key: (accum, b, ...)}."""
+        micro = [self(order.local_indices(step * accum + a)) for a in range(accum)]
+        return {k: np.stack([m[k] for m in micro]) for k in micro[0]}
+
     def encode(self, images, captions) -> dict:
         pixels = self.processor.image_processor(images, return_tensors="np")["pixel_values"]
         with self._tokenizer_lock:
@@ -104,5 +155,3 @@ class BatchReader:
             "attention_mask": np.asarray(text["attention_mask"], dtype=np.int32),
             "pixel_values": np.ascontiguousarray(pixels, dtype=np.float32),
         }
-
-

@@ -1,17 +1,17 @@
-"""The PyTorch trainer behind `clip train --backend pt`.
+"""The PyTorch backend of the training loop (clip.train.loop), `clip train --backend pt`.
 
 One process, or several launched by torchrun (DDP; gloo on CPU, nccl on GPU). The objective over
 ranks, gradient accumulation over the whole contrastive batch and the update step are in
-clip.train.pt_step; the framework-neutral parts (schedule, decay rule, data order, checkpoints,
-metrics, logs, progress) in clip.train.common. This file holds the model, optimizer, data loader,
-checkpoint files and the run.
+clip.train.pt_step; the loop, the data and everything framework-neutral in clip.train.loop and
+clip.train.common. This file holds the model, the optimizer, the data loader over the loop's
+reader and the checkpoint files.
 """
 
 from __future__ import annotations
 
 import os
-import time
-from contextlib import nullcontext
+import random
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 import torch
@@ -45,7 +45,7 @@ def build_optimizer(model, lr: float, weight_decay: float, betas=(0.9, 0.98), ep
     """AdamW with decay on matrix weights only (common.applies_weight_decay); CLIP's betas and eps.
 
     fused: torch's fused AdamW kernel (the same update, several times faster on CPU for the large
-    token embedding of small models); set by the environment variable CLIP_TRAIN_FUSED_ADAMW=1.
+    token embedding of small models): `clip train --fused-adamw`, TrainOptions.fused_adamw.
     """
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     decay = [p for n, p in named if common.applies_weight_decay(n)]
@@ -59,96 +59,39 @@ def clamp_logit_scale(model):
         model.logit_scale.clamp_(0.0, common.LOGIT_SCALE_MAX)
 
 
-class Collate:
-    """[(image, caption), ...] -> dict of tensors; picklable for DataLoader worker processes."""
+class _Steps(torch.utils.data.Dataset):
+    """Optimizer step s -> its stacked micro-batches from common.BatchReader (which replaces an unreadable
+    item by the next readable one, as in every backend); indexed by step, so DataLoader workers may read
+    ahead in any number without changing what a step reads."""
 
-    def __init__(self, processor, max_length: int):
-        self.processor, self.max_length = processor, max_length
+    def __init__(self, reader, order, accum: int):
+        self.reader, self.order, self.accum = reader, order, accum
 
-    def __call__(self, items):
-        images, captions = zip(*items)
-        pixels = self.processor.image_processor(list(images), return_tensors="np")["pixel_values"]
-        text = self.processor.tokenizer(list(captions), padding="max_length", truncation=True,
-                                        max_length=self.max_length, return_tensors="np")
-        return {
-            "input_ids": torch.from_numpy(np.asarray(text["input_ids"], dtype=np.int64)),
-            "attention_mask": torch.from_numpy(np.asarray(text["attention_mask"], dtype=np.int64)),
-            "pixel_values": torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32)),
-        }
+    def __getitem__(self, step):
+        return self.reader.step(self.order, step, self.accum)
 
 
-class _Batches:
-    """Micro-steps start..stop-1 of a common.DataOrder, as a DataLoader batch_sampler."""
-
-    def __init__(self, order, start, stop):
-        self.order, self.start, self.stop = order, start, stop
-
-    def __iter__(self):
-        return self.order.batches(self.start, self.stop)
-
-    def __len__(self):
-        return self.stop - self.start
-
-
-def make_loader(dataset, order, start, stop, collate, workers: int):
-    """A DataLoader over micro-steps start..stop-1, in the order fixed by common.DataOrder."""
-    return torch.utils.data.DataLoader(dataset, batch_sampler=_Batches(order, start, stop), collate_fn=collate,
+def make_loader(reader, order, start: int, stop: int, accum: int, workers: int):
+    """A DataLoader over optimizer steps start..stop-1, each {key: (accum, b, ...) tensor} in common.DataOrder's order."""
+    return torch.utils.data.DataLoader(_Steps(reader, order, accum), sampler=range(start, stop), batch_size=None,
                                        num_workers=workers, prefetch_factor=4 if workers else None)
 
 
-# -- evaluation ------------------------------------------------------------------------------------
-@torch.no_grad()
-def encode_images(model, images, processor, device, batch_size=256):
-    out = []
-    for i in range(0, len(images), batch_size):
-        pixels = processor.image_processor(list(images[i : i + batch_size]), return_tensors="np")["pixel_values"]
-        out.append(model.get_image_features(torch.from_numpy(np.asarray(pixels, dtype=np.float32)).to(device)).float().cpu())
-    return torch.cat(out).numpy()
-
-
-@torch.no_grad()
-def encode_texts(model, texts, processor, device, max_length, batch_size=256):
-    out = []
-    for i in range(0, len(texts), batch_size):
-        tok = processor.tokenizer(list(texts[i : i + batch_size]), padding="max_length", truncation=True,
-                                  max_length=max_length, return_tensors="np")
-        ids = torch.from_numpy(np.asarray(tok["input_ids"], dtype=np.int64)).to(device)
-        mask = torch.from_numpy(np.asarray(tok["attention_mask"], dtype=np.int64)).to(device)
-        out.append(model.get_text_features(ids, mask).float().cpu())
-    return torch.cat(out).numpy()
-
-
-def evaluate(model, processor, val, tasks, device, max_length, max_items: int = 2000) -> dict:
-    """Retrieval Recall@1/5/10 on (up to max_items of) the held-out set, plus zero-shot accuracies."""
-    was_training = model.training
-    model.eval()
-    try:
-        return common.evaluate_with(lambda images: encode_images(model, images, processor, device),
-                                    lambda texts: encode_texts(model, texts, processor, device, max_length), val, tasks, max_items)
-    finally:
-        model.train(was_training)
-
-
 # -- checkpoints -----------------------------------------------------------------------------------
-def save_checkpoint(out, step, micro_step, model, optimizer, run_info, history, extra=None):
-    """Write checkpoints/step-N atomically (staged, then renamed; `latest` updated last)."""
-    staged = common.staging_dir(out, step)
-    os.makedirs(staged, exist_ok=True)
+RNG_FILE = "rng.safetensors"
+
+
+def write_checkpoint(directory, model, optimizer):
+    """The model (canonical float32), optimizer.pt and the RNG states into a staged checkpoint directory."""
     state = {n: t.detach().cpu().contiguous().numpy() for n, t in model.state_dict().items()}
-    write_safetensors(state, os.path.join(staged, "model.safetensors"))
-    with atomic_path(os.path.join(staged, "optimizer.pt")) as tmp:
+    write_safetensors(state, os.path.join(directory, common.MODEL_FILE))
+    with atomic_path(os.path.join(directory, "optimizer.pt")) as tmp:
         torch.save(optimizer.state_dict(), tmp)
     # RNG states are byte tensors: stored as safetensors, so resuming a run never unpickles anything
     rng = {"torch": torch.get_rng_state().numpy()}
     if torch.cuda.is_available():
         rng.update({f"cuda.{i}": s.numpy() for i, s in enumerate(torch.cuda.get_rng_state_all())})
-    write_safetensors(rng, os.path.join(staged, RNG_FILE))
-    common.write_trainer_state(staged, {"step": step, "micro_step": micro_step, "run": run_info, "history": history,
-                                        "rng": common.python_numpy_rng_state(), "backend": "pt", **(extra or {})})
-    return common.commit_checkpoint(out, step)
-
-
-RNG_FILE = "rng.safetensors"
+    write_safetensors(rng, os.path.join(directory, RNG_FILE))
 
 
 def _read_rng_states(directory):
@@ -171,15 +114,8 @@ def load_checkpoint(directory, model, optimizer):
     (naming its file) without changing the model, and the caller can fall back to an older one.
     """
     state = common.read_trainer_state(directory)
-    path = os.path.join(directory, "model.safetensors")
-    tensors = read_safetensors(path)
     current = model.state_dict()
-    missing = [n for n in current if n not in tensors]
-    if missing:
-        raise ValueError(f"{path}: {len(missing)} of the model's tensors are missing ({', '.join(missing[:3])}, ...)")
-    wrong = [f"{n} {tuple(tensors[n].shape)} instead of {tuple(t.shape)}" for n, t in current.items() if tuple(tensors[n].shape) != tuple(t.shape)]
-    if wrong:
-        raise ValueError(f"{path}: tensors of the wrong shape: {'; '.join(wrong[:3])}")
+    tensors = common.read_model_state(directory, {n: tuple(t.shape) for n, t in current.items()})
     saved_optimizer = weight_files.torch_load(os.path.join(directory, "optimizer.pt"))
     if not (isinstance(saved_optimizer, dict) and isinstance(saved_optimizer.get("state"), dict)
             and isinstance(saved_optimizer.get("param_groups"), list)):
@@ -191,7 +127,7 @@ def load_checkpoint(directory, model, optimizer):
         raise ValueError(f"{os.path.join(directory, 'optimizer.pt')}: does not fit this optimizer ({err})") from None
     with torch.no_grad():
         for name, tensor in current.items():
-            tensor.copy_(torch.from_numpy(np.array(tensors[name])))
+            tensor.copy_(torch.from_numpy(tensors[name]))
     torch.set_rng_state(rng["torch"])
     if rng["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng["cuda"])
@@ -208,18 +144,6 @@ def save_model(model, processor, out, dtype=None):
     processor.save_pretrained(out)
 
 
-# -- the run ---------------------------------------------------------------------------------------
-def build_model_and_processor(args):
-    from clip.common.config import CLIPConfig
-    from clip.common.processor import CLIPProcessor
-    from clip.pt import CLIPModel
-
-    if args.init:
-        model = CLIPModel.from_pretrained(args.init, dtype=torch.float32)
-        processor = CLIPProcessor.from_pretrained(args.init)
-        return model, processor
-    config = CLIPConfig.from_dict(common.build_config_dict(args.config or "small"))
-    return CLIPModel(config), common.build_processor(config)
 
 
 def apply_lock(model, lock):
@@ -233,93 +157,98 @@ def apply_lock(model, lock):
     return frozen
 
 
-def train(args) -> dict:
-    """Run `clip train --backend pt`; returns the final metrics (rank 0) or {}."""
-    rank, world, device = init_distributed()
-    torch.manual_seed(args.seed)
-    np.random.seed(args.seed % 2**32)
-    import random
+# -- the backend of clip.train.loop ------------------------------------------------------------------
+class Trainer:
+    """PyTorch's model, optimizer, step and state I/O for clip.train.loop.run (see its docstring)."""
 
-    random.seed(args.seed)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    def __init__(self, options):
+        from clip.pt import CLIPModel
 
-    model, processor = build_model_and_processor(args)
-    model.to(device).train()
-    if args.grad_checkpointing:
-        model.gradient_checkpointing_enable()
-    apply_lock(model, common.lock_settings(args))
-    image_size = model.config.vision_config.image_size
-    max_length = model.config.text_config.max_position_embeddings
-    train_set, val_set, tasks = common.build_datasets(args, image_size)
+        self.options = options
+        self.rank, self.world, self.device = init_distributed()
+        torch.manual_seed(options.seed)
+        np.random.seed(options.seed % 2**32)
+        random.seed(options.seed)
+        if options.threads:
+            torch.set_num_threads(options.threads)
+        self.model, self.processor = common.build_model_and_processor(
+            options, lambda path: CLIPModel.from_pretrained(path, dtype=torch.float32), CLIPModel)
+        self.model.to(self.device).train()
+        if options.grad_checkpointing:
+            self.model.gradient_checkpointing_enable()
+        apply_lock(self.model, common.lock_settings(options))
+        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.loss_scale = None
 
-    order = common.make_order(train_set, args.batch_size, args.seed, world, rank)
-    steps = common.total_steps(args.steps, args.epochs, len(train_set), args.batch_size, args.accum_steps)
-    warmup = min(args.warmup_steps, steps)
-    optimizer = build_optimizer(model, args.lr, args.weight_decay, fused=os.environ.get("CLIP_TRAIN_FUSED_ADAMW") == "1")
-    run_info = common.run_settings(args, steps, warmup, len(train_set), world) | common.data_settings(train_set)
-    loss_scale = common.DynamicLossScale() if args.precision == "fp16" else None
+    def build_optimizer(self, steps: int, warmup: int):
+        self.optimizer = build_optimizer(self.model, self.options.lr, self.options.weight_decay, fused=self.options.fused_adamw)
 
-    start, history = 0, []
-    if args.resume:
-        _, state = common.resume_from_checkpoints(args.out, lambda d: load_checkpoint(d, model, optimizer), common.reporter(rank))
-        common.check_resume_compatible(state["run"], run_info)
-        start, history = state["step"], state["history"]
-        if loss_scale is not None:
-            loss_scale = common.DynamicLossScale.from_state(state.get("loss_scale"))
-    progress = common.Progress(steps, start, every=args.log_every, enabled=rank == 0 and not args.quiet)
+    def load_checkpoint(self, directory) -> dict:
+        return load_checkpoint(directory, self.model, self.optimizer)
 
-    objective = ContrastiveObjective(model, rank, world, local=args.local_loss)
-    if args.compile:
-        objective.compile()  # in place: the module keeps its type and parameters, and DDP wraps it as before
-    if world > 1:
-        objective = nn.parallel.DistributedDataParallel(objective, device_ids=[device.index] if device.type == "cuda" else None)
-    loader = make_loader(train_set, order, start * args.accum_steps, steps * args.accum_steps, Collate(processor, max_length), args.workers)
-    half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.precision)
-    autocast = (lambda: torch.autocast(device.type, dtype=half)) if half is not None else nullcontext
-    logs = common.RunLogs(args, enabled=rank == 0)
-    if rank == 0 and not args.quiet:
-        n_params = sum(p.numel() for p in model.parameters())
-        progress.log(f"clip train: {n_params / 1e6:.2f}M parameters, {len(train_set)} training pairs, {steps} steps of "
-                     f"{args.batch_size} x {args.accum_steps} pairs on {world} process(es), {device.type}, {args.precision}")
+    def start(self, loss_scale):
+        self.loss_scale = loss_scale
+        objective = ContrastiveObjective(self.model, self.rank, self.world, local=self.options.local_loss)
+        if self.options.compile:
+            objective.compile()  # in place: the module keeps its type and parameters, and DDP wraps it as before
+        if self.world > 1:
+            objective = nn.parallel.DistributedDataParallel(objective, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.objective = objective
+        half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.options.precision)
+        self.autocast = (lambda: torch.autocast(self.device.type, dtype=half)) if half is not None else nullcontext
 
-    step, t_start = start, time.perf_counter()
-    batches = iter(loader)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    while step < steps:
-        lr = common.learning_rate(step, args.lr, warmup, steps, args.min_lr_ratio)
-        for group in optimizer.param_groups:
+    def batches(self, reader, order, start: int, stop: int):
+        return iter(make_loader(reader, order, start, stop, self.options.accum_steps, self.options.workers))
+
+    def step(self, inputs, lr: float) -> float:
+        for group in self.optimizer.param_groups:
             group["lr"] = lr
-        micro = [{k: v.to(device, non_blocking=True) for k, v in next(batches).items()} for _ in range(args.accum_steps)]
-        total = optimizer_step(objective, optimizer, trainable, micro, autocast, args.grad_clip, loss_scale)
-        clamp_logit_scale(model)
-        step += 1
-        history.append([step, round(total, 6)])
-        progress.update(step, total, lr, args.batch_size * args.accum_steps)
-        logs.step(step, {"loss": total, "lr": lr, "temperature": float(model.logit_scale.detach().exp()),
-                         **({"loss_scale": loss_scale.scale} if loss_scale is not None else {})}, args.batch_size * args.accum_steps)
+        micro = [{k: (v[a] if k == "pixel_values" else v[a].long()).to(self.device, non_blocking=True) for k, v in inputs.items()}
+                 for a in range(self.options.accum_steps)]
+        loss = optimizer_step(self.objective, self.optimizer, self.trainable, micro, self.autocast, self.options.grad_clip, self.loss_scale)
+        clamp_logit_scale(self.model)
+        return loss
 
-        last = step == steps
-        if args.save_every and (step % args.save_every == 0 or last) and rank == 0:
-            save_checkpoint(args.out, step, step * args.accum_steps, model, optimizer, run_info, history,
-                            extra={"loss_scale": loss_scale.state()} if loss_scale is not None else None)
-        if args.eval_every and step % args.eval_every == 0 and not last and rank == 0:
-            metrics = evaluate(model, processor, val_set, tasks, device, max_length, args.eval_max)
-            logs.metrics(step, metrics)
-            progress.log(f"step {step}: " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
-        if args.stop_after and step >= args.stop_after and not last:
-            break  # simulated interruption (tests): leave the checkpoint, skip the final save
-    progress.close()
-    elapsed = time.perf_counter() - t_start
+    def scalars(self) -> dict:
+        scale = {"loss_scale": self.loss_scale.scale} if self.loss_scale is not None else {}
+        return {"temperature": float(self.model.logit_scale.detach().exp()), **scale}
 
-    result = {}
-    if rank == 0 and step == steps:
-        metrics = evaluate(model, processor, val_set, tasks, device, max_length, args.eval_max)
-        logs.metrics(step, metrics)
-        save_model(model, processor, args.out, dtype=torch.float16 if args.save_dtype == "float16" else None)
-        result = common.finish_run(args, metrics, history, steps, start, step, elapsed, run_info)
-    logs.close()
-    if dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
-    return result
+    def loss_scale_state(self):
+        return self.loss_scale.state() if self.loss_scale is not None else None
+
+    @contextmanager
+    def encoders(self):
+        model, device = self.model, self.device
+
+        @torch.no_grad()
+        def images(pixels):
+            return model.get_image_features(torch.from_numpy(pixels).to(device)).float().cpu().numpy()
+
+        @torch.no_grad()
+        def texts(ids, mask):
+            ids, mask = (torch.from_numpy(a).long().to(device) for a in (ids, mask))
+            return model.get_text_features(ids, mask).float().cpu().numpy()
+
+        was_training = model.training
+        model.eval()
+        try:
+            yield common.chunked_encoders(self.processor, model.config.text_config.max_position_embeddings, images, texts)
+        finally:
+            model.train(was_training)
+
+    def write_checkpoint(self, directory):
+        write_checkpoint(directory, self.model, self.optimizer)
+
+    def save_model(self, out, float16: bool = False):
+        save_model(self.model, self.processor, out, dtype=torch.float16 if float16 else None)
+
+    def describe(self) -> str:
+        return f"{sum(p.numel() for p in self.model.parameters()) / 1e6:.2f}M parameters"
+
+    def placement(self) -> str:
+        return f"on {self.world} process(es), {self.device.type}"
+
+    def close(self):
+        if dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()

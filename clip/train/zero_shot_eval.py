@@ -5,7 +5,7 @@ a folder of class sub-folders, a CSV/JSONL table of (image, label), or webdatase
 label field. Each class becomes one prompt of `clip zero-shot`'s default template (transformers'
 pipeline prompt, "This is a photo of {}."). The task has the same shape as the built-in ones
 (images, label texts, target index per image), so every backend evaluates it with
-clip.train.common.evaluate_with; `clip eval-zero-shot` on the trained model gives the same top-1
+clip.train.loop.evaluate_with; `clip eval-zero-shot` on the trained model gives the same top-1
 with the same template.
 """
 

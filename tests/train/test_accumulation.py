@@ -149,8 +149,9 @@ def test_tf_two_replicas_accumulating_equal_one_whole_batch(tmp_path):
     pytest.importorskip("tensorflow")
     code = TF_GRADIENTS + """
 import json, numpy as np
+from train_backends_helpers import use_logical_cpus
+use_logical_cpus(2)
 from clip.train import tf as trainer
-trainer.configure_devices()
 strategy, _, _ = trainer.make_strategy()
 assert strategy.num_replicas_in_sync == 2, strategy
 loss, grads = tf_gradients(2, strategy)
@@ -159,7 +160,7 @@ np.savez(OUT, **grads)
 np.savez(OUT.replace(".npz", "-global.npz"), **global_grads)
 print(json.dumps({"loss": loss, "global_loss": global_loss}))
 """.replace("OUT", repr(str(tmp_path / "tf.npz")))
-    result = run_script(code, {"CLIP_TF_CPU_DEVICES": "2", "TF_CPP_MIN_LOG_LEVEL": "2"})
+    result = run_script(code, {"TF_CPP_MIN_LOG_LEVEL": "2"})
     namespace = {}
     exec(TF_GRADIENTS, namespace)  # noqa: S102
     loss, grads = namespace["tf_gradients"](1)

@@ -112,3 +112,17 @@ def test_named_sizes_build_valid_configs():
         CLIPConfig.from_dict(common.build_config_dict(name))
     with pytest.raises(ValueError, match="neither a size"):
         common.build_config_dict("enormous")
+
+
+def test_training_retrieval_metrics_are_eval_retrievals_with_hand_computed_mrr():
+    from clip.tasks.retrieval import retrieval_metrics as eval_retrieval_metrics
+
+    image = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    text = np.array([[1.0, 0.1], [1.0, 0.0], [0.0, 1.0]])
+    m = common.retrieval_metrics(image, text, ks=(1, 2))
+    # the ranks of test_retrieval_metrics_both_directions, 1-based: images 2, 3, 2; texts 1, 3, 2
+    assert m["image_to_text_MRR"] == pytest.approx((1 / 2 + 1 / 3 + 1 / 2) / 3)
+    assert m["text_to_image_MRR"] == pytest.approx((1 + 1 / 3 + 1 / 2) / 3)
+    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+    nested = eval_retrieval_metrics(unit(image), unit(text), [0, 1, 2], ks=(1, 2))  # what `clip eval-retrieval` reports
+    assert m == {f"{d}_{k}": v for d in ("image_to_text", "text_to_image") for k, v in nested[d].items()}

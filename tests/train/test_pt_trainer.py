@@ -135,16 +135,16 @@ def test_two_process_loss_and_update_equal_single_process(tmp_path):
 
 
 # -- the command -------------------------------------------------------------------------------------
-def _train(tmp_path, out, *extra, expect=0, data=("--synthetic", "96")):
+def _train(tmp_path, out, *extra, expect=0, data=("--synthetic", "96"), stop_after=None):
     import json
 
-    from clip.cli import main
+    from train_backends_helpers import run_cli
 
     config = tmp_path / "tiny.json"
     config.write_text(json.dumps(TINY_CONFIG))
     args = ["train", "--config", str(config), *data, "--val-fraction", "0.25", "--batch-size", "16",
             "--steps", "6", "--warmup-steps", "2", "--lr", "1e-3", "--save-every", "3", "--out", str(out), "--quiet", *extra]
-    assert main(args) == expect
+    run_cli(args, stop_after=stop_after, expect=expect)
 
 
 def _tensors(path):
@@ -155,7 +155,7 @@ def _tensors(path):
 
 def test_resume_reproduces_an_uninterrupted_run_bitwise(tmp_path):
     _train(tmp_path, tmp_path / "full")
-    _train(tmp_path, tmp_path / "split", "--stop-after", "3")
+    _train(tmp_path, tmp_path / "split", stop_after=3)
     assert not os.path.exists(tmp_path / "split" / "model.safetensors")  # interrupted: no final model
     _train(tmp_path, tmp_path / "split", "--resume", "--workers", "1")  # worker count does not change the data
     full = _tensors(tmp_path / "full" / "checkpoints" / "step-00000006" / "model.safetensors")
@@ -189,7 +189,7 @@ def test_resume_reproduces_an_uninterrupted_run_bitwise(tmp_path):
 
 
 def test_resume_refuses_changed_settings(tmp_path, capsys):
-    _train(tmp_path, tmp_path / "run", "--stop-after", "3")
+    _train(tmp_path, tmp_path / "run", stop_after=3)
     _train(tmp_path, tmp_path / "run", "--resume", "--lr", "5e-4", expect=2)
     assert "lr: 0.001 -> 0.0005" in capsys.readouterr().err
 
@@ -250,7 +250,7 @@ def test_resume_never_runs_code_from_any_file_of_a_checkpoint(tmp_path):
     from clip.cli import main
 
     stopped = tmp_path / "stopped"
-    _train(tmp_path, stopped, "--stop-after", "3")
+    _train(tmp_path, stopped, stop_after=3)
     names = sorted(p.name for p in (stopped / "checkpoints" / "step-00000003").iterdir())
     assert "rng.safetensors" in names and "rng.pt" not in names  # no pickle is written
     marker = tmp_path / "PWNED"

@@ -53,19 +53,21 @@ def test_the_stream_is_a_pure_function_of_seed_and_position_and_resamples_shards
     assert StreamOrder(33, 8, world=2, rank=1).local_indices(3) == [28, 29, 30, 31]
 
 
-def _train(tmp_path, out, shards, *extra, expect=0):
-    from clip.cli import main
+def _train(tmp_path, out, shards, *extra, expect=0, stop_after=None):
+    from train_backends_helpers import run_cli
 
     (tmp_path / "tiny.json").write_text(json.dumps(TINY_CONFIG))
-    return main(["train", "--config", str(tmp_path / "tiny.json"), "--train-shards", str(shards), "--batch-size", "8",
-                 "--steps", "6", "--warmup-steps", "1", "--save-every", "3", "--out", str(out), "--quiet", *extra]) == expect
+    run_cli(["train", "--config", str(tmp_path / "tiny.json"), "--train-shards", str(shards), "--batch-size", "8",
+             "--steps", "6", "--warmup-steps", "1", "--save-every", "3", "--out", str(out), "--quiet", *extra],
+            stop_after=stop_after, expect=expect)
+    return True
 
 
 def test_a_resumed_stream_run_equals_an_uninterrupted_one_and_changed_shards_are_refused(tmp_path, shards, capsys):
     from clip.common.io import read_safetensors
 
     assert _train(tmp_path, tmp_path / "full", shards)
-    assert _train(tmp_path, tmp_path / "split", shards, "--stop-after", "3")
+    assert _train(tmp_path, tmp_path / "split", shards, stop_after=3)
     assert _train(tmp_path, tmp_path / "split", shards, "--resume", "--workers", "1")
     last = os.path.join("checkpoints", "step-00000006", "model.safetensors")
     full, split = (read_safetensors(tmp_path / d / last) for d in ("full", "split"))

@@ -53,8 +53,9 @@ def test_mirrored_strategy_over_two_cpus_equals_one_device():
     """Loss and parameters after one SGD step: 2 replicas (all_gather loss) vs no strategy."""
     code = """
 import json
+from train_backends_helpers import use_logical_cpus
+use_logical_cpus(2)
 from clip.train import tf as trainer
-trainer.configure_devices()
 strategy, _, _ = trainer.make_strategy()
 assert strategy.num_replicas_in_sync == 2, strategy
 from train_backends_helpers import tf_sgd_step, initial_weights, random_batch, max_differences
@@ -64,7 +65,7 @@ two_loss, two = tf_sgd_step(w, b, strategy=strategy)
 d = max_differences(one, two)
 print(json.dumps({"loss": [one_loss, two_loss], "max": max(d.values()), "moved": sum(float(abs(one[n] - w[n]).max()) > 1e-4 for n in w)}))
 """
-    result = run_script(code, {trainer.CPU_DEVICES_ENV: "2", "TF_CPP_MIN_LOG_LEVEL": "2"})
+    result = run_script(code, {"TF_CPP_MIN_LOG_LEVEL": "2"})
     assert abs(result["loss"][0] - result["loss"][1]) < 1e-5
     assert result["max"] < 1e-5
     assert result["moved"] > 10

@@ -137,16 +137,44 @@ def run_script(code: str, env: dict, timeout=240) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def train_tiny(tmp_path, out, backend, *extra):
-    """`clip train` of TINY_CONFIG on 96 synthetic pairs: 4 steps of 2 micro-batches, a checkpoint every 2."""
-    from clip.cli import main
-
+def train_tiny(tmp_path, out, backend, *extra, stop_after=None):
+    """`clip train` of TINY_CONFIG on 96 synthetic pairs: 4 steps of 2 micro-batches, a checkpoint every 2;
+    stop_after=N: the same run interrupted after step N (clip.train.fit with a callback that stops it)."""
     cfg = tmp_path / "tiny.json"
     cfg.write_text(json.dumps(TINY_CONFIG))
     args = ["train", "--backend", backend, "--config", str(cfg), "--synthetic", "96", "--val-fraction", "0.25",
             "--batch-size", "8", "--accum-steps", "2", "--steps", "4", "--warmup-steps", "2", "--lr", "1e-3",
             "--save-every", "2", "--out", str(out), "--quiet", *extra]
-    assert main(args) == 0
+    run_cli(args, stop_after=stop_after)
+
+
+def stop_at(step: int):
+    """A clip.train.fit callback that interrupts the run after optimizer step `step` (its checkpoint written)."""
+    return lambda info: info.step >= step
+
+
+def run_cli(args: list, stop_after=None, expect: int = 0):
+    """`clip ARGS` (clip.cli.main); with stop_after=N a `clip train` ARGS run through clip.train.fit with the
+    options the command would build, interrupted after step N as a kill after that step's checkpoint would."""
+    from clip.cli import build_parser, main
+
+    if stop_after is None:
+        assert main(args) == expect
+        return
+    from clip.train import fit
+    from clip.train.cli import options_from_args
+
+    assert fit(options_from_args(build_parser().parse_args(args)), callbacks=[stop_at(stop_after)]) == {}
+
+
+def use_logical_cpus(count: int):
+    """Split the CPU into `count` logical TensorFlow devices (a MirroredStrategy to test with); call it
+    before TensorFlow initializes its devices."""
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    if tf.config.get_logical_device_configuration(cpu) is None:
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * count)
 
 
 def assert_resume_is_exact(tmp_path, backend, optimizer_file):
@@ -156,7 +184,7 @@ def assert_resume_is_exact(tmp_path, backend, optimizer_file):
     from clip.train import common
 
     train_tiny(tmp_path, tmp_path / "full", backend)
-    train_tiny(tmp_path, tmp_path / "split", backend, "--stop-after", "2")
+    train_tiny(tmp_path, tmp_path / "split", backend, stop_after=2)
     assert not os.path.exists(tmp_path / "split" / "model.safetensors")
     train_tiny(tmp_path, tmp_path / "split", backend, "--resume", "--workers", "2")
     step = os.path.join("checkpoints", "step-00000004")
