@@ -313,7 +313,7 @@ def save_pretrained(model, save_directory, adapter, kwargs: dict, arrays=None, s
         written += sharding.save_weights(directory, arrays, {n: a.nbytes for n, a in arrays.items()}, write_safetensors,
                                          max_shard_size, total_parameters=sum(math.prod(a.shape) for a in arrays.values()))
     if legacy:
-        written += adapter.write_legacy(directory, arrays, max_shard_size)
+        written += adapter.write_legacy(model, directory, arrays, max_shard_size)
     remove_stale_weights(directory, written)
     return directory
 

@@ -59,6 +59,6 @@ def read_legacy(kind, paths, files: dict) -> dict:
         raise ValueError(f"{paths[0]}: {err}") from None
 
 
-def write_legacy(directory, arrays: dict, max_shard_size) -> list:
+def write_legacy(model, directory, arrays: dict, max_shard_size) -> list:
     """clip.tf writes no h5: transformers' TF from_pretrained reads model.safetensors."""
     return []
