@@ -20,11 +20,16 @@ def canonical_class(model_or_cls) -> str:
     return loading.canonical_class(model_or_cls)
 
 
-def canonical_arrays(model, state_dict=None) -> dict:
-    """{canonical name: numpy array} of the model's state_dict (or the given one), views of the CPU
-    tensors (GPU ones copied; contiguous: views or tied tensors would not serialize as themselves)."""
+def canonical_arrays(model, state_dict=None) -> loading.CanonicalArrays:
+    """{canonical name: numpy array} of the model's state_dict (or the given one), each a view of
+    the CPU tensor (a GPU one copied when asked for; contiguous: views or tied tensors would not
+    serialize as themselves)."""
     state = model.state_dict() if state_dict is None else state_dict
-    return {name: _to_numpy(t.detach().to("cpu").contiguous()) for name, t in state.items()}
+
+    def read(name, kind):
+        return _to_numpy(state[name].detach().to("cpu").contiguous())
+
+    return loading.CanonicalArrays(dict.fromkeys(state), read)
 
 
 def assign_canonical(model, arrays: dict, dtype=None, device=None) -> list:
