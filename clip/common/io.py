@@ -303,9 +303,15 @@ def read_checkpoint(paths, origins: dict | None = None) -> dict[str, np.ndarray]
     """Merge the tensors of one or more safetensors shards; a name in two shards is an error.
 
     origins: when given, filled with {tensor name: the file it came from} (for messages)."""
+    return merge_shards(paths, read_safetensors, origins)
+
+
+def merge_shards(paths, read_shard, origins: dict | None = None) -> dict:
+    """{name: array} of all shards (`read_shard(path)` -> {name: array}, any format); a name in two
+    shards is an error naming the file. origins: as in read_checkpoint."""
     merged = {}
     for path in paths:
-        for name, array in read_safetensors(path).items():
+        for name, array in read_shard(path).items():
             if name in merged:
                 raise ValueError(f"{path}: tensor {name!r} also appears in another shard")
             merged[name] = array

@@ -230,19 +230,6 @@ class CanonicalArrays(Mapping):
 
 
 # -- reading --------------------------------------------------------------------------------------
-def merge_shards(paths, read_shard: Callable, files: dict) -> dict:
-    """{name: array} of all shards (`read_shard(path)` -> {name: array}); a name in two shards is an
-    error naming the file. `files` gets {name: the file it came from}, for messages."""
-    merged = {}
-    for path in paths:
-        for name, array in read_shard(path).items():
-            if name in merged:
-                raise ValueError(f"{path}: tensor {name!r} also appears in another shard")
-            merged[name] = array
-            files[name] = path
-    return merged
-
-
 @dataclasses.dataclass
 class LoadedCheckpoint:
     """What from_pretrained knows before it builds the model: everything checked, nothing assigned."""

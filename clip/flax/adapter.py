@@ -63,7 +63,7 @@ def params_tree(model, arrays: dict) -> dict:
 
 def read_legacy(kind, paths, files: dict) -> dict:
     """{canonical name: array} of transformers' flax_model.msgpack (or its shards)."""
-    return loading.merge_shards(paths, _read_msgpack, files)
+    return io.merge_shards(paths, _read_msgpack, files)
 
 
 def _read_msgpack(path) -> dict:

@@ -52,7 +52,7 @@ def read_legacy(kind, paths, files: dict) -> dict:
     """{canonical name: CPU tensor, memory-mapped} of transformers' pytorch_model.bin (or its shards)."""
     # weights_only: a pickle can run code; this loader only accepts tensors
     origins = {}
-    tensors = loading.merge_shards(paths, lambda path: weight_files.torch_state_dict(path, mmap=True), origins)
+    tensors = io.merge_shards(paths, lambda path: weight_files.torch_state_dict(path, mmap=True), origins)
     canonical = weights.normalize_checkpoint_keys(tensors)
     files.update({canon: origins[name] for name, canon in canonical.items()})
     return {canon: tensors[name] for name, canon in canonical.items()}
