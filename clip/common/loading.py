@@ -48,6 +48,7 @@ WEIGHT_FILES = {
 # after a save, those the save did not write are stale, and the next load (here or in
 # transformers) could pick them up instead of what was just saved, so they are removed.
 WEIGHT_FILE_NAMES = (hub.SAFETENSORS_NAME, hub.PYTORCH_NAME, hub.TF_NAME, transformers_flax.FILE_NAME)
+NOT_GIVEN = object()  # a keyword left out (None is a value some callers pass)
 # transformers' save_pretrained keywords that clip cannot honour (per backend): refused when set
 UNSUPPORTED_SAVE_KWARGS = {"pt": ("variant", "push_to_hub", "save_peft_format"), "tf": ("push_to_hub", "create_pr"),
                            "flax": ("push_to_hub",)}
@@ -284,13 +285,17 @@ def check_save_kwargs(kwargs: dict, backend: str):
 
 
 def save_pretrained(model, save_directory, adapter, kwargs: dict, arrays=None, safetensors: bool = True,
-                    legacy: bool = False, max_shard_size=sharding.DEFAULT_MAX_SHARD_SIZE, is_main_process: bool = True):
+                    legacy: bool = False, max_shard_size=sharding.DEFAULT_MAX_SHARD_SIZE, is_main_process: bool = True,
+                    safe_serialization=NOT_GIVEN):
     """config.json, then the weights (`arrays`, default adapter.canonical_arrays(model)) as
     model.safetensors ({"format": "pt"}, canonical names; sharded beyond max_shard_size with
     transformers' index json) and/or the backend's legacy format (adapter.write_legacy); each file
     written atomically; then every weight file of another format or sharding removed. On processes
-    other than the main one nothing is written, as in transformers. Returns the directory."""
+    other than the main one nothing is written, as in transformers. `safe_serialization`, when
+    given, is checked to be a bool (the TF and Flax backends' keyword). Returns the directory."""
     check_save_kwargs(kwargs, adapter.BACKEND)
+    if safe_serialization is not NOT_GIVEN:
+        check_safe_serialization(safe_serialization)
     if not is_main_process:
         return None
     directory = start_save(save_directory, model.config, adapter.canonical_class(model))

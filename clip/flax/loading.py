@@ -107,7 +107,6 @@ def save_pretrained(model, save_directory, params=None, flax_msgpack=False, max_
     max_shard_size with transformers' index json); with `flax_msgpack` also transformers'
     flax_model.msgpack. Each file is written atomically. transformers' safe_serialization=False
     (its Flax default: msgpack only) is accepted and still writes safetensors beside the msgpack."""
-    loading.check_save_kwargs(kwargs, adapter.BACKEND)
-    loading.check_safe_serialization(safe_serialization)
-    loading.save_pretrained(model, save_directory, adapter, kwargs, adapter.canonical_arrays(model, params),
-                            legacy=flax_msgpack or not safe_serialization, max_shard_size=max_shard_size)
+    loading.save_pretrained(model, save_directory, adapter, kwargs, None if params is None else adapter.canonical_arrays(model, params),
+                            legacy=flax_msgpack or not safe_serialization, max_shard_size=max_shard_size,
+                            safe_serialization=safe_serialization)

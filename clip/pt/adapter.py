@@ -36,8 +36,12 @@ def assign_canonical(model, arrays: dict, dtype=None, device=None) -> list:
     """Copy {canonical name: array or tensor} into the model in `dtype` on `device` (default: each
     parameter's own); a parameter not given keeps its tensor, or becomes an empty one when it is on
     the meta device. Returns the names not given."""
+    current_state = model.state_dict()
+    unknown = sorted(set(arrays) - set(current_state))
+    if unknown:
+        raise KeyError(f"{type(model).__name__} has no weights named {unknown}")
     state, fresh = {}, []
-    for name, current in model.state_dict().items():
+    for name, current in current_state.items():
         kind = dict(dtype=dtype or current.dtype, device=device or (None if current.is_meta else current.device))
         if name in arrays:
             state[name] = _copy_out(arrays[name], **kind)

@@ -46,9 +46,8 @@ def save_pretrained(model, save_directory, saved_model=False, version=1, signatu
     arguments: saved_model=True also writes a SavedModel to saved_model/<version> serving
     `signatures` (default: model.serving); safe_serialization=False is accepted, and the weights
     are still safetensors (clip.tf writes no h5; transformers' TF from_pretrained reads safetensors)."""
-    loading.check_save_kwargs(kwargs, adapter.BACKEND)
-    loading.check_safe_serialization(safe_serialization)
-    save_directory = loading.save_pretrained(model, save_directory, adapter, kwargs, max_shard_size=max_shard_size)
+    save_directory = loading.save_pretrained(model, save_directory, adapter, kwargs, max_shard_size=max_shard_size,
+                                             safe_serialization=safe_serialization)
     if saved_model:
         import tensorflow as tf
 
