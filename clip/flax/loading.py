@@ -19,8 +19,6 @@ from clip.flax import adapter
 from clip.flax.adapter import canonical_class, expected_parameters, from_params, leaves, to_params  # noqa: F401
 from clip.flax.adapter import transpose as _transpose
 
-WEIGHT_CANDIDATES = loading.WEIGHT_FILES["flax"][0]  # (the table is clip.common.loading.WEIGHT_FILES)
-
 
 def init_arrays(config, model_class: str, rng, names, dtype) -> dict:
     """transformers' CLIP initialization (clip.common.checks.init_spec) of `names`, PyTorch layout.

@@ -15,7 +15,6 @@ from clip.common import loading, sharding, surface
 from clip.pt import adapter
 from clip.pt.pretrained import ATTN_IMPLEMENTATIONS
 
-WEIGHT_CANDIDATES = loading.WEIGHT_FILES["pt"][0]  # (the table is clip.common.loading.WEIGHT_FILES)
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 
 

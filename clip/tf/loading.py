@@ -16,8 +16,7 @@ import numpy as np
 from clip.common import loading, sharding, weight_files
 from clip.tf import adapter
 
-WEIGHT_CANDIDATES = loading.WEIGHT_FILES["tf"][0]  # (the table is clip.common.loading.WEIGHT_FILES)
-assign_canonical = adapter.assign_canonical  # (their former home: the trainer, convert and tests use them here)
+assign_canonical = adapter.assign_canonical  # (its former home: the trainer, convert and tests call it here)
 read_h5 = weight_files.read_h5  # {weight name: array} of transformers' tf_model.h5
 
 
