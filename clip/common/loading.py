@@ -237,7 +237,6 @@ class LoadedCheckpoint:
 
     config: object
     source: str  # name_or_path, or "the given state_dict": for messages
-    expected: dict  # {canonical name: (shape, leaf kind)} of the model class
     arrays: dict  # {canonical name: array} the model takes from the checkpoint, in the model's order
     fresh: list  # canonical names the checkpoint lacks or has in another shape: to be initialized
     report: dict  # check_checkpoint's, for loading_info
@@ -268,7 +267,7 @@ def read_pretrained(cls, name_or_path, adapter, config, kwargs: dict, use_safete
     fresh = [n for n in expected if n not in arrays or n in report["mismatched"]]
     first_dtype = next((a.dtype for n, a in arrays.items() if n in expected), None)
     taken = {n: arrays[n] for n in expected if n not in fresh}
-    return LoadedCheckpoint(config, source, expected, taken, fresh, report, first_dtype)
+    return LoadedCheckpoint(config, source, taken, fresh, report, first_dtype)
 
 
 # -- writing --------------------------------------------------------------------------------------
