@@ -1,17 +1,25 @@
-"""The framework-neutral steps of every backend's from_pretrained.
+"""from_pretrained and save_pretrained, written once around each backend's adapter.
 
-Each backend reads its files and assigns arrays its own way; what comes before (the config and
-its overrides) and after (the shape check, the report of missing, unexpected and mismatched
-keys) is the same everywhere and lives here.
+A backend's adapter (clip/{pt,tf,flax}/adapter.py) moves canonical arrays (transformers' PyTorch
+names and layouts, as numpy) out of and into its models and reads and writes its legacy file
+format; everything else is here: the config and its overrides, which files to look for, reading
+safetensors, the float and shape checks before anything is assigned, the report of missing,
+unexpected and mismatched keys, and on saving config.json, sharding and stale-file removal. The
+backends' loading.py keep only what is framework-specific (torch devices and dtypes, Keras dtype
+policies, Flax params trees).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 import os
 import warnings
+from collections.abc import Callable, Mapping
 
-from clip.common import hub, io, surface, weights
+from clip.common import hub, io, sharding, surface, weights
+from clip.common.formats import transformers_flax
 from clip.errors import CheckpointShapeError  # noqa: F401  (also importable from here, its former home)
 
 logger = logging.getLogger("clip")
@@ -26,6 +34,24 @@ RUNTIME_CONFIG_KEYS = ("output_attentions", "output_hidden_states", "return_dict
 NO_OP_KWARGS = {"pt": ("trust_remote_code", "low_cpu_mem_usage"), "tf": ("trust_remote_code", "from_pt"),
                 "flax": ("trust_remote_code", "from_pt")}
 SAFETENSORS_FILES = (hub.SAFETENSORS_NAME, hub.SAFETENSORS_INDEX_NAME)
+
+# Per backend: the weight files its from_pretrained looks for, best first (safetensors, then the
+# backend's legacy format as transformers writes it), and what to suggest when none is there.
+WEIGHT_FILES = {
+    "pt": (SAFETENSORS_FILES + (hub.PYTORCH_NAME, hub.PYTORCH_INDEX_NAME), ""),
+    "tf": (SAFETENSORS_FILES + (hub.TF_NAME,),
+           "; pytorch_model.bin needs clip.pt: load it there and save_pretrained to get model.safetensors"),
+    "flax": (SAFETENSORS_FILES + (transformers_flax.FILE_NAME, transformers_flax.INDEX_NAME),
+             "; convert PyTorch .bin checkpoints with clip.pt first"),
+}
+# The weight files (each with its shards and index) that some backend's from_pretrained reads:
+# after a save, those the save did not write are stale, and the next load (here or in
+# transformers) could pick them up instead of what was just saved, so they are removed.
+WEIGHT_FILE_NAMES = (hub.SAFETENSORS_NAME, hub.PYTORCH_NAME, hub.TF_NAME, transformers_flax.FILE_NAME)
+NOT_GIVEN = object()  # a keyword left out (None is a value some callers pass)
+# transformers' save_pretrained keywords that clip cannot honour (per backend): refused when set
+UNSUPPORTED_SAVE_KWARGS = {"pt": ("variant", "push_to_hub", "save_peft_format"), "tf": ("push_to_hub", "create_pr"),
+                           "flax": ("push_to_hub",)}
 
 
 def pop_no_op_kwargs(kwargs: dict, backend: str):
@@ -59,15 +85,27 @@ def resolve_config(cls, name_or_path, config, overrides: dict, hub_kwargs: dict)
     return surface.as_config(config, cls.config_class, cls.__name__)  # transformers' config objects too
 
 
-def locate(cls, name_or_path, config, kwargs: dict, backend: str, candidates: tuple, use_safetensors=None, hint: str = ""):
+def locate(cls, name_or_path, config, kwargs: dict, backend: str, use_safetensors=None):
     """The steps of every backend's from_pretrained before it reads weights: transformers' no-op
     keywords dropped, the hub's arguments split off, the config resolved with the remaining keyword
     overrides, the weight files found. Returns (config, the file name that matched, [local paths])."""
+    candidates, hint = WEIGHT_FILES[backend]
     pop_no_op_kwargs(kwargs, backend)
     hub_kwargs = hub.split_hub_kwargs(kwargs)
     config = resolve_config(cls, name_or_path, config, kwargs, hub_kwargs)
     kind, paths = find_weights(name_or_path, weight_candidates(candidates, use_safetensors), hub_kwargs, hint)
     return config, kind, paths
+
+
+def config_without_files(cls, name_or_path, config, kwargs: dict, backend: str):
+    """from_pretrained with the weights given (PyTorch's state_dict=): the config given, or read
+    from name_or_path; no weight files are looked for."""
+    pop_no_op_kwargs(kwargs, backend)
+    kwargs.pop("use_safetensors", None)
+    hub_kwargs = hub.split_hub_kwargs(kwargs)
+    if name_or_path is None and config is None:
+        raise ValueError(f"{cls.__name__}.from_pretrained(None, ...) needs config= (and state_dict= for its weights)")
+    return resolve_config(cls, name_or_path, config, kwargs, hub_kwargs)
 
 
 def find_weights(name_or_path, candidates, hub_kwargs: dict, hint: str = "") -> tuple[str, list[str]]:
@@ -162,3 +200,122 @@ def start_save(save_directory, config, canonical_class: str) -> str:
 def check_safe_serialization(value):
     if not isinstance(value, bool):
         raise TypeError(f"safe_serialization must be True or False, got {value!r}")
+
+
+# -- model classes and canonical arrays ------------------------------------------------------------
+def canonical_class(model_or_cls, prefix: str = "") -> str:
+    """A model (or its class, or a subclass) -> its name in clip.common.weights ("CLIPModel", ...):
+    the first class of its MRO whose name, less the backend's `prefix` ("TF", "Flax"), is one."""
+    cls = model_or_cls if isinstance(model_or_cls, type) else type(model_or_cls)
+    for base in cls.__mro__:
+        if base.__name__.removeprefix(prefix) in weights.MODEL_CLASSES:
+            return base.__name__.removeprefix(prefix)
+    raise TypeError(f"{cls.__name__} is not one of {', '.join(prefix + n for n in weights.MODEL_CLASSES)} nor a subclass of one")
+
+
+class CanonicalArrays(Mapping):
+    """{canonical name: numpy array in the canonical layout}, each array read from the model only
+    when asked for: walking it (the fingerprint) holds one tensor's host copy at a time."""
+
+    def __init__(self, kinds: dict, read: Callable):
+        self._kinds, self._read = kinds, read  # {name: leaf kind}; read(name, kind) -> array
+
+    def __getitem__(self, name):
+        return self._read(name, self._kinds[name])
+
+    def __iter__(self):
+        return iter(self._kinds)
+
+    def __len__(self):
+        return len(self._kinds)
+
+
+# -- reading --------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class LoadedCheckpoint:
+    """What from_pretrained knows before it builds the model: everything checked, nothing assigned."""
+
+    config: object
+    source: str  # name_or_path, or "the given state_dict": for messages
+    arrays: dict  # {canonical name: array} the model takes from the checkpoint, in the model's order
+    fresh: list  # canonical names the checkpoint lacks or has in another shape: to be initialized
+    report: dict  # check_checkpoint's, for loading_info
+    first_dtype: object = None  # the dtype of the checkpoint's first tensor the model takes (dtype="auto")
+
+
+def read_pretrained(cls, name_or_path, adapter, config, kwargs: dict, use_safetensors=None,
+                    ignore_mismatched_sizes: bool = False, state_dict=None) -> LoadedCheckpoint:
+    """The config, then the weights of name_or_path (safetensors here, the backend's legacy format
+    through adapter.read_legacy) or the given `state_dict`, by canonical name, every tensor checked
+    (floating point, shape) against the model class before anything is assigned."""
+    files = {}  # canonical name -> its file, for messages
+    if name_or_path is None or state_dict is not None:
+        config = config_without_files(cls, name_or_path, config, kwargs, adapter.BACKEND)
+        tensors = dict(state_dict or {})
+        arrays = {canon: tensors[name] for name, canon in weights.normalize_checkpoint_keys(tensors).items()}
+        source = default_file = name_or_path if name_or_path is not None else "the given state_dict"
+    else:
+        config, kind, paths = locate(cls, name_or_path, config, kwargs, adapter.BACKEND, use_safetensors)
+        if kind in SAFETENSORS_FILES:
+            arrays, files = read_canonical_safetensors(paths)
+        else:
+            arrays = adapter.read_legacy(kind, paths, files)
+        source, default_file = name_or_path, paths[0]
+    expected = weights.expected_parameters(config, adapter.canonical_class(cls))
+    check_float_weights(arrays, expected, files, default_file)
+    report = check_checkpoint(cls, source, expected, {n: tuple(a.shape) for n, a in arrays.items()}, ignore_mismatched_sizes)
+    fresh = [n for n in expected if n not in arrays or n in report["mismatched"]]
+    first_dtype = next((a.dtype for n, a in arrays.items() if n in expected), None)
+    taken = {n: arrays[n] for n in expected if n not in fresh}
+    return LoadedCheckpoint(config, source, taken, fresh, report, first_dtype)
+
+
+# -- writing --------------------------------------------------------------------------------------
+def check_save_kwargs(kwargs: dict, backend: str):
+    """transformers' save_pretrained keywords: those clip cannot honour refused when set, the
+    token dropped (nothing is pushed), anything else a TypeError."""
+    for key in UNSUPPORTED_SAVE_KWARGS[backend]:
+        value = kwargs.pop(key, None)
+        if value:
+            raise ValueError(f"save_pretrained: {key}={value!r} is not supported by clip.{backend}")
+    kwargs.pop("token", None)
+    if kwargs:
+        raise TypeError(f"save_pretrained got unexpected arguments {sorted(kwargs)}")
+
+
+def save_pretrained(model, save_directory, adapter, kwargs: dict, arrays=None, safetensors: bool = True,
+                    legacy: bool = False, max_shard_size=sharding.DEFAULT_MAX_SHARD_SIZE, is_main_process: bool = True,
+                    safe_serialization=NOT_GIVEN):
+    """config.json, then the weights (`arrays`, default adapter.canonical_arrays(model)) as
+    model.safetensors ({"format": "pt"}, canonical names; sharded beyond max_shard_size with
+    transformers' index json) and/or the backend's legacy format (adapter.write_legacy); each file
+    written atomically; then every weight file of another format or sharding removed. On processes
+    other than the main one nothing is written, as in transformers. `safe_serialization`, when
+    given, is checked to be a bool (the TF and Flax backends' keyword). Returns the directory."""
+    check_save_kwargs(kwargs, adapter.BACKEND)
+    if safe_serialization is not NOT_GIVEN:
+        check_safe_serialization(safe_serialization)
+    if not is_main_process:
+        return None
+    directory = start_save(save_directory, model.config, adapter.canonical_class(model))
+    arrays = dict(adapter.canonical_arrays(model) if arrays is None else arrays)
+    written = []
+    if safetensors:
+        written += sharding.save_weights(directory, arrays, {n: a.nbytes for n, a in arrays.items()}, write_safetensors,
+                                         max_shard_size, total_parameters=sum(math.prod(a.shape) for a in arrays.values()))
+    if legacy:
+        written += adapter.write_legacy(model, directory, arrays, max_shard_size)
+    remove_stale_weights(directory, written)
+    return directory
+
+
+def write_safetensors(arrays: dict, path):
+    io.write_safetensors(arrays, path, metadata={"format": "pt"})  # transformers' PyTorch marks its files so
+
+
+def remove_stale_weights(directory, written):
+    """Remove each weight file (single, shards, index) of WEIGHT_FILE_NAMES that this save did not write."""
+    for base in WEIGHT_FILE_NAMES:
+        stem = os.path.splitext(base)[0]
+        if not any(name == base or name.startswith(stem + "-") or name == base + ".index.json" for name in written):
+            sharding.remove_weights(directory, base)

@@ -1,76 +1,23 @@
-"""from_pretrained / save_pretrained and initialization for the Flax models.
+"""from_pretrained / save_pretrained and initialization for the Flax models: what is Flax's own
+around clip.common.loading (params trees, dtype and param_dtype, _do_init).
 
 The params tree is the canonical name split at the dots, with the Flax leaf names and layouts of
-clip.common.weights.LEAF_RULES. Loading reads model.safetensors (memory-mapped, no torch) or
-transformers' flax_model.msgpack (mapped through clip.common.formats.transformers_flax), checks
-every key and shape against clip.common.weights before anything is assigned, and initializes only
-what the checkpoint lacks. Saving writes config.json + model.safetensors in canonical names, and
-transformers' flax_model.msgpack on request.
+clip.common.weights.LEAF_RULES (clip.flax.adapter). Loading reads model.safetensors (memory-mapped,
+no torch) or transformers' flax_model.msgpack, checked against clip.common.weights before anything
+is assigned, and initializes only what the checkpoint lacks. Saving writes config.json +
+model.safetensors in canonical names, and transformers' flax_model.msgpack on request.
 """
 
 from __future__ import annotations
-
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from clip.common import checks, hub, io, loading, sharding, weights
-from clip.common.formats import transformers_flax
-
-
-WEIGHT_CANDIDATES = (hub.SAFETENSORS_NAME, hub.SAFETENSORS_INDEX_NAME, transformers_flax.FILE_NAME, transformers_flax.INDEX_NAME)
-STALE_CANDIDATES = (hub.SAFETENSORS_INDEX_NAME, hub.PYTORCH_NAME, hub.PYTORCH_INDEX_NAME, transformers_flax.FILE_NAME, transformers_flax.INDEX_NAME)
-
-
-def canonical_class(cls) -> str:
-    """FlaxCLIPModel (or a subclass) -> "CLIPModel", the name clip.common.weights knows."""
-    for base in cls.__mro__:
-        name = base.__name__.removeprefix("Flax")
-        if name in weights.MODEL_CLASSES:
-            return name
-    raise TypeError(f"{cls.__name__} is not a Flax{' / Flax'.join(weights.MODEL_CLASSES)} nor a subclass of one")
-
-
-def expected_parameters(model) -> dict:
-    return weights.expected_parameters(model.config, canonical_class(type(model)))
-
-
-# -- canonical arrays <-> params tree -------------------------------------------------------------
-def _transpose(array, kind, inverse=False):
-    perm = weights.LEAF_RULES[kind]["transpose"].get("flax")
-    if perm is None:
-        return array
-    perm = tuple(np.argsort(perm)) if inverse else perm
-    return jnp.transpose(array, perm) if isinstance(array, jax.Array) else np.transpose(array, perm)
-
-
-def to_params(arrays: dict, expected: dict) -> dict:
-    """{canonical name: array (PyTorch layout)} -> the nested params tree (Flax names and layouts)."""
-    tree = {}
-    for name, array in arrays.items():
-        kind = expected[name][1]
-        *parents, leaf = weights.backend_name(name, kind, "flax").split(".")
-        node = tree
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = _transpose(array, kind)
-    return tree
-
-
-def leaves(params: dict, expected: dict):
-    """(canonical name, leaf of the params tree as it is, leaf kind) for every expected parameter."""
-    for name, (_, kind) in expected.items():
-        node = params
-        for part in weights.backend_name(name, kind, "flax").split("."):
-            node = node[part]
-        yield name, node, kind
-
-
-def from_params(params: dict, expected: dict) -> dict:
-    """The params tree (or a gradient of it) -> {canonical name: array in the PyTorch layout}."""
-    return {name: _transpose(leaf, kind, inverse=True) for name, leaf, kind in leaves(params, expected)}
+from clip.common import checks, loading, sharding, weights
+from clip.flax import adapter
+from clip.flax.adapter import canonical_class, expected_parameters, from_params, leaves, to_params  # noqa: F401
+from clip.flax.adapter import transpose as _transpose
 
 
 def init_arrays(config, model_class: str, rng, names, dtype) -> dict:
@@ -121,17 +68,6 @@ def _present_leaves(params: dict, expected: dict):
 
 
 # -- loading --------------------------------------------------------------------------------------
-def read_weights(kind, paths, files: dict | None = None) -> dict:
-    """{canonical name: numpy array in the PyTorch layout} of a checkpoint; `files`, when given, gets
-    {canonical name: its file} (for messages)."""
-    files = {} if files is None else files
-    if kind in (transformers_flax.FILE_NAME, transformers_flax.INDEX_NAME):
-        return transformers_flax.read(paths, files)
-    arrays, origins = loading.read_canonical_safetensors(paths)
-    files.update(origins)
-    return arrays
-
-
 def from_pretrained(
     cls,
     name_or_path,
@@ -148,27 +84,15 @@ def from_pretrained(
 ):
     """transformers' arguments, from_pt and trust_remote_code included (they change nothing here);
     with _do_init=False returns (model, params), as transformers' Flax models do."""
-    hint = "; convert PyTorch .bin checkpoints with clip.pt first"
-    config, kind, paths = loading.locate(cls, name_or_path, config, kwargs, "flax", WEIGHT_CANDIDATES, use_safetensors, hint)
-    files = {}
-    arrays = read_weights(kind, paths, files)  # canonical name -> numpy array, no copies yet
-
-    model = cls(config, seed=seed, dtype=dtype, param_dtype=param_dtype, _do_init=False)
-    expected = expected_parameters(model)
-    loading.check_float_weights(arrays, expected, files, paths[0])
-    shapes = {n: tuple(a.shape) for n, a in arrays.items()}
-    report = loading.check_checkpoint(cls, name_or_path, expected, shapes, ignore_mismatched_sizes)
-    mismatched = report["mismatched"]
-    fresh = [n for n in expected if n not in arrays or n in mismatched]
-    loaded = {n: arrays[n] for n in expected if n not in fresh}  # numpy views: transposed without copies
-    loaded.update(init_arrays(config, canonical_class(cls), seed, fresh, param_dtype))
-    tree = to_params({n: loaded[n] for n in expected}, expected)
-    params = jax.tree.map(lambda a: jnp.asarray(a, dtype=param_dtype), tree)  # one copy each
-    del arrays, loaded, tree
+    checkpoint = loading.read_pretrained(cls, name_or_path, adapter, config, kwargs, use_safetensors, ignore_mismatched_sizes)
+    model = cls(checkpoint.config, seed=seed, dtype=dtype, param_dtype=param_dtype, _do_init=False)
+    fresh = init_arrays(checkpoint.config, canonical_class(cls), seed, checkpoint.fresh, param_dtype)
+    params = adapter.params_tree(model, {**checkpoint.arrays, **fresh})
+    checkpoint.arrays.clear()
     if _do_init:
         model.params = params  # with _do_init=False the model keeps none, as in transformers
 
-    info = loading.loading_info(cls, name_or_path, report)
+    info = loading.loading_info(cls, checkpoint.source, checkpoint.report)
     result = (model,) if _do_init else (model, params)
     result += (info,) if output_loading_info else ()
     return result if len(result) > 1 else model
@@ -181,29 +105,6 @@ def save_pretrained(model, save_directory, params=None, flax_msgpack=False, max_
     max_shard_size with transformers' index json); with `flax_msgpack` also transformers'
     flax_model.msgpack. Each file is written atomically. transformers' safe_serialization=False
     (its Flax default: msgpack only) is accepted and still writes safetensors beside the msgpack."""
-    if kwargs.pop("push_to_hub", False):
-        raise ValueError("save_pretrained: push_to_hub=True is not supported by clip.flax")
-    kwargs.pop("token", None)
-    if kwargs:
-        raise TypeError(f"save_pretrained got unexpected arguments {sorted(kwargs)}")
-    loading.check_safe_serialization(safe_serialization)
-    flax_msgpack = flax_msgpack or not safe_serialization
-    save_directory = loading.start_save(save_directory, model.config, canonical_class(type(model)))
-    expected = expected_parameters(model)
-    arrays = {n: np.asarray(jax.device_get(a)) for n, a in from_params(model.params if params is None else params, expected).items()}
-    written = set(sharding.save_weights(save_directory, arrays, {n: a.nbytes for n, a in arrays.items()}, _write_safetensors,
-                                        max_shard_size, total_parameters=sum(a.size for a in arrays.values())))
-    if flax_msgpack:
-        kinds = {n: kind for n, (_, kind) in expected.items()}
-        transformers_flax.write(arrays, kinds, os.path.join(save_directory, transformers_flax.FILE_NAME))
-        written.add(transformers_flax.FILE_NAME)
-    # a stale weight file of another format would be picked up by the next load
-    for name in STALE_CANDIDATES:
-        path = os.path.join(save_directory, name)
-        if name not in written and os.path.isfile(path):
-            os.unlink(path)
-    sharding.remove_weights(save_directory, hub.PYTORCH_NAME)
-
-
-def _write_safetensors(arrays: dict, path):
-    io.write_safetensors(arrays, path, metadata={"format": "pt"})
+    loading.save_pretrained(model, save_directory, adapter, kwargs, None if params is None else adapter.canonical_arrays(model, params),
+                            legacy=flax_msgpack or not safe_serialization, max_shard_size=max_shard_size,
+                            safe_serialization=safe_serialization)

@@ -12,6 +12,7 @@ encoder is loaded, never before.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import warnings
@@ -290,6 +291,14 @@ def parse_device(device) -> tuple[str, int] | None:
     raise TaskError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
 
 
+def weights_fingerprint(model, backend: str) -> str:
+    """clip.common.weights.fingerprint of a model of `backend` ("pt", "tf" or "flax"): its canonical
+    arrays through the backend's adapter, one tensor at a time on the host; the same for the same
+    weights in every backend."""
+    adapter = importlib.import_module(f"clip.{backend}.adapter")
+    return weights.fingerprint(adapter.canonical_arrays(model).items())
+
+
 def _no_gpu(backend, index, seen):
     return TaskError(f"device cuda:{index} asked for, but {backend} sees {seen} GPU(s); use --device cpu or auto")
 
@@ -309,7 +318,7 @@ def _load_pt(path, place, dtype, compile=False):
         device = torch.device("cpu")
     net = from_pretrained_complete(CLIPModel, path, dtype="float32", device=device).eval()
     # the checkpoint's identity, before any cast: the same whatever dtype the vectors are computed in
-    fingerprint = weights.fingerprint((name, t.detach().cpu().numpy()) for name, t in net.state_dict().items())
+    fingerprint = weights_fingerprint(net, "pt")
     logit_scale = net.logit_scale.item()  # in float32: a bfloat16 temperature would shift every probability
     net = net.to(getattr(torch, dtype))
     # texts trimmed on the host: the tower never waits for the device to say where they end
@@ -341,8 +350,7 @@ def _load_tf(path, place, dtype):
         with where():
             return np.asarray(net.get_text_features(input_ids=ids, attention_mask=mask), dtype=np.float32)
 
-    fingerprint = weights.fingerprint((name, weights.from_backend_layout(v.numpy(), kind, "tf"))
-                                      for name, (v, kind) in net.canonical_variables().items())
+    fingerprint = weights_fingerprint(net, "tf")
     device = tf_device or ("/GPU:0" if gpus else "/CPU:0")
     return image_fn, text_fn, float(np.asarray(net.logit_scale)), net.config, fingerprint, device, net
 
@@ -350,7 +358,7 @@ def _load_tf(path, place, dtype):
 def _load_flax(path, place, dtype, attention="matmul"):
     import jax
 
-    from clip.flax import FlaxCLIPModel, loading
+    from clip.flax import FlaxCLIPModel
 
     if place is None:
         device = jax.devices()[0]  # JAX's default: its accelerator when it has one
@@ -364,9 +372,7 @@ def _load_flax(path, place, dtype, attention="matmul"):
         device = found[place[1]]
     net = from_pretrained_complete(FlaxCLIPModel, path, dtype=getattr(jax.numpy, dtype))
     compiled.set_flax_attention(net, attention)  # before the calls are traced
-    # one leaf at a time on the host, seen in the canonical layout through a transposed view
-    fingerprint = weights.fingerprint((name, weights.from_backend_layout(np.asarray(leaf), kind, "flax"))
-                                      for name, leaf, kind in loading.leaves(net.params, loading.expected_parameters(net)))
+    fingerprint = weights_fingerprint(net, "flax")
     logit_scale = float(np.asarray(net.params["logit_scale"]))  # in float32, before the cast
     # the params in the compute dtype, committed to the device: the jitted calls run where they are
     net.params = params = jax.device_put(jax.tree.map(lambda a: a.astype(dtype), net.params), device)
