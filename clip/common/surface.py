@@ -88,14 +88,6 @@ def count_parameters(entries, only_trainable=False, exclude_embeddings=False) ->
                if (trainable or not only_trainable) and not (embedding and exclude_embeddings))
 
 
-# canonical names of the embedding tables (nn.Embedding in transformers): what exclude_embeddings drops
-EMBEDDING_TABLES = re.compile(r"(^|\.)(token_embedding|position_embedding)\.weight$")
-
-
-def is_embedding_table(canonical_name: str) -> bool:
-    return bool(EMBEDDING_TABLES.search(canonical_name))
-
-
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
           "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
 

@@ -225,7 +225,7 @@ class FlaxCLIPPreTrainedModel(FlaxPreTrainedSurface):
             self.params = self.init_weights(seed, self.input_shape)
 
     def init_weights(self, rng, input_shape=None, params=None, names=None) -> dict:
-        """transformers' CLIP initialization (clip.common.checks.init_spec) as a params tree;
+        """transformers' CLIP initialization (clip.common.params.init_arrays) as a params tree;
         `rng` an int seed or a jax key. With `params`, only the leaves it lacks are drawn (as
         transformers fills its missing keys); `names` (canonical) re-draws those, keeping the rest.
         `input_shape` is accepted for transformers' signature: every shape follows from the config."""

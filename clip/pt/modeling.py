@@ -2,9 +2,10 @@
 
 Module and parameter names follow transformers' CLIP, so its checkpoints load unchanged. This
 file holds the public models; the transformer blocks live in clip.pt.layers, the two towers in
-clip.pt.towers, the fast CPU kernels under them in clip.pt.kernels. Argument checks, the pooling
-rule and the init scheme live in clip.common.checks; loading and saving in clip.pt.loading; the
-contrastive loss in clip.pt.loss.
+clip.pt.towers, the fast CPU kernels under them in clip.pt.kernels. Argument checks and the pooling
+rule live in clip.common.checks; which parameters exist and how they are initialized in the
+parameter table (clip.common.params); loading and saving in clip.pt.loading; the contrastive loss
+in clip.pt.loss.
 
 Shapes: B batch, E projection width.
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from clip.common import checks
+from clip.common import checks, params
 from clip.common.config import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
 from clip.common.outputs import CLIPOutput, CLIPTextModelOutput, CLIPVisionModelOutput, ImageClassifierOutput
 from clip.pt.kernels import Linear
@@ -60,21 +61,23 @@ class CLIPPreTrainedModel(PreTrainedSurface, nn.Module):
         super().__init__()
         self.config = self._take_config(config)
 
-    def init_weights(self, names=None):
-        """transformers' CLIP initialization (clip.common.checks.init_spec), for all or some parameters."""
-        params = dict(self.named_parameters())
+    def init_weights(self, names=None, seed=None):
+        """transformers' CLIP initialization for all or some parameters: the arrays of the parameter
+        table (clip.common.params.init_arrays), drawn in numpy from `seed` (an int or a numpy
+        Generator). Without a seed, torch's generator picks it, so torch.manual_seed(s) before the
+        constructor keeps a model reproducible."""
+        from clip.pt.loading import _canonical_class
+
+        table = params.parameter_table(self.config, _canonical_class(type(self)))
+        own = dict(self.named_parameters())
+        chosen = list(table) if names is None else list(names)
+        if not chosen or all(own[name].is_meta for name in chosen):
+            return  # nothing to draw (from_pretrained builds on the meta device, then fills what it lacks)
+        if seed is None:
+            seed = int(torch.randint(0, 2**31 - 1, (), device="cpu"))
         with torch.no_grad():
-            for name in params if names is None else names:
-                spec = checks.init_spec(name, self.config)
-                p = params[name]
-                if spec[0] == "normal":
-                    p.normal_(0.0, spec[1])
-                elif spec[0] == "zeros":
-                    p.zero_()
-                elif spec[0] == "ones":
-                    p.fill_(1.0)
-                else:
-                    p.fill_(spec[1])
+            for name, array in params.init_arrays(table, seed, chosen).items():
+                own[name].copy_(torch.from_numpy(array))
 
     def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs=None):
         self._set_gradient_checkpointing(True)
