@@ -83,7 +83,7 @@ def tower_configs(config) -> list:
 
 
 def count_parameters(entries, only_trainable=False, exclude_embeddings=False) -> int:
-    """transformers' num_parameters over (size, trainable, is_embedding_table) triples."""
+    """transformers' num_parameters over (size, trainable, is an embedding table) triples."""
     return sum(size for size, trainable, embedding in entries
                if (trainable or not only_trainable) and not (embedding and exclude_embeddings))
 

@@ -141,7 +141,8 @@ class CLIPTextModelWithProjection(CLIPPreTrainedModel):
         super().__init__(config)
         config = self.config  # ours, converted from transformers' or a dict
         self.text_model = CLIPTextTransformer(config)
-        self.text_projection = Linear(config.hidden_size, config.projection_dim, bias=False)
+        bias = params.has_parameter(config, "CLIPTextModelWithProjection", "text_projection.bias")  # the table decides
+        self.text_projection = Linear(config.hidden_size, config.projection_dim, bias=bias)
         self.init_weights()
 
     def get_input_embeddings(self):
@@ -186,7 +187,8 @@ class CLIPVisionModelWithProjection(CLIPPreTrainedModel):
         super().__init__(config)
         config = self.config  # ours, converted from transformers' or a dict
         self.vision_model = CLIPVisionTransformer(config)
-        self.visual_projection = Linear(config.hidden_size, config.projection_dim, bias=False)
+        bias = params.has_parameter(config, "CLIPVisionModelWithProjection", "visual_projection.bias")  # the table decides
+        self.visual_projection = Linear(config.hidden_size, config.projection_dim, bias=bias)
         self.init_weights()
 
     def get_input_embeddings(self):
@@ -209,8 +211,9 @@ class CLIPModel(CLIPPreTrainedModel):
         self.logit_scale = nn.Parameter(torch.empty(()))
         self.text_model = CLIPTextTransformer(config.text_config)
         self.vision_model = CLIPVisionTransformer(config.vision_config)
-        self.visual_projection = Linear(config.vision_config.hidden_size, config.projection_dim, bias=False)
-        self.text_projection = Linear(config.text_config.hidden_size, config.projection_dim, bias=False)
+        table = params.parameter_table(config, "CLIPModel")  # which optional parameters exist
+        self.visual_projection = Linear(config.vision_config.hidden_size, config.projection_dim, bias="visual_projection.bias" in table)
+        self.text_projection = Linear(config.text_config.hidden_size, config.projection_dim, bias="text_projection.bias" in table)
         self.init_weights()
 
     def get_text_features(self, input_ids=None, attention_mask=None, position_ids=None):
@@ -259,7 +262,8 @@ class CLIPForImageClassification(CLIPPreTrainedModel):
         self.num_labels = config.num_labels
         self.vision_model = CLIPVisionTransformer(config.vision_config)
         width = config.vision_config.hidden_size
-        self.classifier = Linear(width, self.num_labels) if self.num_labels > 0 else nn.Identity()
+        table = params.parameter_table(config, "CLIPForImageClassification")  # no rows without labels: an identity
+        self.classifier = Linear(width, self.num_labels, bias="classifier.bias" in table) if "classifier.weight" in table else nn.Identity()
         self.init_weights()
 
     def forward(self, pixel_values=None, labels=None, output_attentions=None, output_hidden_states=None, return_dict=None, interpolate_pos_encoding=False):

@@ -53,8 +53,8 @@ def scaled_similarity(text_embeds, image_embeds, logit_scale):
     return cosine * tf.exp(tf.cast(logit_scale, tf.float32))
 
 
-def dense(units, name, dtype):
-    return keras.layers.Dense(units, use_bias=False, name=name, dtype=dtype)
+def dense(units, name, dtype, use_bias=False):
+    return keras.layers.Dense(units, use_bias=use_bias, name=name, dtype=dtype)
 
 
 class TFCLIPPreTrainedModel(TFPreTrainedSurface, keras.Model):
@@ -191,7 +191,8 @@ class TFCLIPTextModelWithProjection(TFCLIPPreTrainedModel):
         super().__init__(config, **kwargs)
         config = self.config  # ours, converted from transformers' or a dict
         self.text_model = CLIPTextTransformer(config, name="text_model", dtype=self.dtype_policy)
-        self.text_projection = dense(config.projection_dim, "text_projection", self.dtype_policy)
+        bias = params.has_parameter(config, self.canonical_class, "text_projection.bias")  # the table decides
+        self.text_projection = dense(config.projection_dim, "text_projection", self.dtype_policy, bias)
         self._finish_init()
 
     def build(self, input_shape=None):
@@ -248,7 +249,8 @@ class TFCLIPVisionModelWithProjection(TFCLIPPreTrainedModel):
         super().__init__(config, **kwargs)
         config = self.config  # ours, converted from transformers' or a dict
         self.vision_model = CLIPVisionTransformer(config, name="vision_model", dtype=self.dtype_policy)
-        self.visual_projection = dense(config.projection_dim, "visual_projection", self.dtype_policy)
+        bias = params.has_parameter(config, self.canonical_class, "visual_projection.bias")  # the table decides
+        self.visual_projection = dense(config.projection_dim, "visual_projection", self.dtype_policy, bias)
         self._finish_init()
 
     def build(self, input_shape=None):
@@ -286,8 +288,9 @@ class TFCLIPModel(TFCLIPPreTrainedModel):
         config = self.config  # ours, converted from transformers' or a dict
         self.text_model = CLIPTextTransformer(config.text_config, name="text_model", dtype=self.dtype_policy)
         self.vision_model = CLIPVisionTransformer(config.vision_config, name="vision_model", dtype=self.dtype_policy)
-        self.visual_projection = dense(config.projection_dim, "visual_projection", self.dtype_policy)
-        self.text_projection = dense(config.projection_dim, "text_projection", self.dtype_policy)
+        table = params.parameter_table(config, self.canonical_class)  # which optional parameters exist
+        self.visual_projection = dense(config.projection_dim, "visual_projection", self.dtype_policy, "visual_projection.bias" in table)
+        self.text_projection = dense(config.projection_dim, "text_projection", self.dtype_policy, "text_projection.bias" in table)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self._finish_init()
 
