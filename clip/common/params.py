@@ -182,8 +182,3 @@ def has_parameter(config, model_class: str, name: str) -> bool:
     """Whether the table of `model_class` has `name`: how a module decides on an optional parameter
     (a head's bias), so that a row added to the table is all it takes to add the parameter."""
     return name in parameter_table(config, model_class)
-
-
-def decay_flags(table: dict[str, Param]) -> dict[str, bool]:
-    """{name: whether weight decay applies}."""
-    return {name: param.decay for name, param in table.items()}

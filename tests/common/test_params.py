@@ -5,10 +5,10 @@ import re
 
 import numpy as np
 import pytest
+from backend_configs import make_config
 
 from clip.common import params, weights
 from clip.common.config import CLIPConfig
-from backend_configs import make_config
 
 torch = pytest.importorskip("torch")
 
