@@ -1,4 +1,6 @@
-"""Rules every backend shares: argument checks, the pooled text token, initialization.
+"""Rules every backend shares: argument checks, the pooled text token, the classification problem type.
+
+Initialization rules live in the parameter table (clip.common.params).
 
 Everything here works on plain Python values (shapes as tuples, dtypes as names such as
 "int64" or "float32"), so PyTorch, TensorFlow and Flax call the same code and raise the same
@@ -157,59 +159,3 @@ def classification_problem_type(config, num_labels: int, labels_are_integers: bo
     if num_labels > 1 and labels_are_integers:
         return "single_label_classification"
     return "multi_label_classification"
-
-
-# -- initialization -------------------------------------------------------------------------------
-def init_spec(name: str, config) -> tuple:
-    """How transformers' CLIP `_init_weights` initializes the canonical parameter `name`.
-
-    `config` is the model's own config (CLIPConfig for CLIPModel and CLIPForImageClassification,
-    the tower config otherwise). Returns ("normal", std), ("zeros",), ("ones",) or ("constant", v).
-
-    Each tower is initialized with its own config's initializer_factor (transformers builds the
-    towers as sub-models first); only the heads use the model's factor. (transformers' CLIPConfig
-    resets its own initializer_factor to 1.0 whatever it is given; ours keeps the value, so the two
-    agree for every config transformers can express.)
-    """
-    parts = name.split(".")
-    leaf = parts[-1]
-    tower = _tower_config(parts[0], config)
-    if name == "logit_scale":
-        return ("constant", float(config.logit_scale_init_value))
-    if leaf == "bias":
-        return ("zeros",)
-    if _is_layer_norm(parts):
-        return ("ones",)
-    if parts[0] in ("visual_projection", "text_projection", "classifier"):
-        # the head's input width: the tower's hidden size
-        return ("normal", tower.hidden_size**-0.5 * config.initializer_factor)
-    factor = tower.initializer_factor
-    width = tower.hidden_size
-    depth_std = width**-0.5 * (2 * tower.num_hidden_layers) ** -0.5 * factor
-    module = parts[-2]
-    if module in ("token_embedding",) or (parts[0] == "text_model" and module == "position_embedding"):
-        return ("normal", 0.02 * factor)  # fixed 0.02, not initializer_range, as transformers
-    if module in ("patch_embedding", "position_embedding"):
-        return ("normal", tower.initializer_range * factor)
-    if leaf == "class_embedding":
-        return ("normal", width**-0.5 * factor)
-    if module in ("q_proj", "k_proj", "v_proj", "fc2"):
-        return ("normal", depth_std)
-    if module == "out_proj":
-        return ("normal", width**-0.5 * factor)
-    if module == "fc1":
-        return ("normal", (2 * width) ** -0.5 * factor)
-    raise KeyError(f"no initialization rule for parameter {name!r}")
-
-
-def _tower_config(head: str, config):
-    if hasattr(config, "text_config"):  # a full CLIPConfig
-        if head in ("text_model", "text_projection"):
-            return config.text_config
-        return config.vision_config
-    return config
-
-
-def _is_layer_norm(parts) -> bool:
-    module = parts[-2] if len(parts) > 1 else ""
-    return "layer_norm" in module or module in ("pre_layrnorm", "post_layernorm")

@@ -83,17 +83,9 @@ def tower_configs(config) -> list:
 
 
 def count_parameters(entries, only_trainable=False, exclude_embeddings=False) -> int:
-    """transformers' num_parameters over (size, trainable, is_embedding_table) triples."""
+    """transformers' num_parameters over (size, trainable, is an embedding table) triples."""
     return sum(size for size, trainable, embedding in entries
                if (trainable or not only_trainable) and not (embedding and exclude_embeddings))
-
-
-# canonical names of the embedding tables (nn.Embedding in transformers): what exclude_embeddings drops
-EMBEDDING_TABLES = re.compile(r"(^|\.)(token_embedding|position_embedding)\.weight$")
-
-
-def is_embedding_table(canonical_name: str) -> bool:
-    return bool(EMBEDDING_TABLES.search(canonical_name))
 
 
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,

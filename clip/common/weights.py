@@ -1,23 +1,19 @@
 """The canonical weight layout: transformers' PyTorch state-dict names, as data.
 
 `expected_parameters(config, model_class)` lists every canonical name with its shape and leaf
-kind, so a loader can check a whole checkpoint before it assigns anything. The leaf kinds carry
-the per-backend naming and layout rules (`LEAF_RULES`): the TF and Flax backends keep the same
-attribute paths and differ only in the last name component and a transpose.
+kind (a view of clip.common.params.parameter_table), so a loader can check a whole checkpoint
+before it assigns anything. The leaf kinds carry the per-backend naming and layout rules
+(`LEAF_RULES`): the TF and Flax backends keep the same attribute paths and differ only in the
+last name component and a transpose.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-MODEL_CLASSES = (
-    "CLIPModel",
-    "CLIPTextModel",
-    "CLIPTextModelWithProjection",
-    "CLIPVisionModel",
-    "CLIPVisionModelWithProjection",
-    "CLIPForImageClassification",
-)
+from clip.common import params
+
+MODEL_CLASSES = params.MODEL_CLASSES
 
 # Which parts (top-level name prefixes) each model class owns. All classes use the same prefixes,
 # so a full CLIPModel checkpoint loads into any sub-model (its other parts are reported as
@@ -52,83 +48,14 @@ LEAF_RULES = {
 BACKENDS = ("pt", "tf", "flax")
 
 
-def _layer_norm(prefix, width):
-    return {f"{prefix}.weight": ((width,), "layer_norm_weight"), f"{prefix}.bias": ((width,), "layer_norm_bias")}
-
-
-def _linear(prefix, out_dim, in_dim, bias=True):
-    out = {f"{prefix}.weight": ((out_dim, in_dim), "linear_weight")}
-    if bias:
-        out[f"{prefix}.bias"] = ((out_dim,), "linear_bias")
-    return out
-
-
-def _encoder(prefix, config) -> dict:
-    width, inner = config.hidden_size, config.intermediate_size
-    out = {}
-    for i in range(config.num_hidden_layers):
-        layer = f"{prefix}.encoder.layers.{i}"
-        for proj in ("k_proj", "v_proj", "q_proj", "out_proj"):
-            out.update(_linear(f"{layer}.self_attn.{proj}", width, width))
-        out.update(_layer_norm(f"{layer}.layer_norm1", width))
-        out.update(_linear(f"{layer}.mlp.fc1", inner, width))
-        out.update(_linear(f"{layer}.mlp.fc2", width, inner))
-        out.update(_layer_norm(f"{layer}.layer_norm2", width))
-    return out
-
-
-def text_tower(config) -> dict:
-    width = config.hidden_size
-    out = {
-        "text_model.embeddings.token_embedding.weight": ((config.vocab_size, width), "embedding"),
-        "text_model.embeddings.position_embedding.weight": ((config.max_position_embeddings, width), "embedding"),
-    }
-    out.update(_encoder("text_model", config))
-    out.update(_layer_norm("text_model.final_layer_norm", width))
-    return out
-
-
-def vision_tower(config) -> dict:
-    width, patch = config.hidden_size, config.patch_size
-    out = {
-        "vision_model.embeddings.class_embedding": ((width,), "variable"),
-        "vision_model.embeddings.patch_embedding.weight": ((width, config.num_channels, patch, patch), "conv_weight"),
-        "vision_model.embeddings.position_embedding.weight": ((config.num_patches + 1, width), "embedding"),
-    }
-    out.update(_layer_norm("vision_model.pre_layrnorm", width))
-    out.update(_encoder("vision_model", config))
-    out.update(_layer_norm("vision_model.post_layernorm", width))
-    return out
-
-
 def expected_parameters(config, model_class: str) -> dict[str, tuple[tuple[int, ...], str]]:
-    """{canonical name: (shape, leaf kind)} for `model_class` (a name from MODEL_CLASSES).
+    """{canonical name: (shape, leaf kind)} for `model_class` (a name from MODEL_CLASSES): a view of
+    clip.common.params.parameter_table, in the order of PyTorch's state_dict().
 
     `config` is the class's config: CLIPConfig for CLIPModel and CLIPForImageClassification, the
-    tower config for the others. The order is the order of PyTorch's state_dict().
+    tower config for the others.
     """
-    if model_class == "CLIPModel":
-        text, vision = config.text_config, config.vision_config
-        out = {"logit_scale": ((), "variable")}  # a module's own parameters come first in state_dict()
-        out.update(text_tower(text))
-        out.update(vision_tower(vision))
-        out.update(_linear("visual_projection", config.projection_dim, vision.hidden_size, bias=False))
-        out.update(_linear("text_projection", config.projection_dim, text.hidden_size, bias=False))
-        return out
-    if model_class == "CLIPTextModel":
-        return text_tower(config)
-    if model_class == "CLIPTextModelWithProjection":
-        return {**text_tower(config), **_linear("text_projection", config.projection_dim, config.hidden_size, bias=False)}
-    if model_class == "CLIPVisionModel":
-        return vision_tower(config)
-    if model_class == "CLIPVisionModelWithProjection":
-        return {**vision_tower(config), **_linear("visual_projection", config.projection_dim, config.hidden_size, bias=False)}
-    if model_class == "CLIPForImageClassification":
-        out = vision_tower(config.vision_config)
-        if config.num_labels > 0:
-            out.update(_linear("classifier", config.num_labels, config.vision_config.hidden_size))
-        return out
-    raise ValueError(f"unknown model class {model_class!r}; expected one of {', '.join(MODEL_CLASSES)}")
+    return {name: (param.shape, param.kind) for name, param in params.parameter_table(config, model_class).items()}
 
 
 # -- checkpoint keys ------------------------------------------------------------------------------

@@ -14,31 +14,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from clip.common import checks, loading, sharding, weights
+from clip.common import checks, loading, params, sharding, weights
 from clip.flax import adapter
 from clip.flax.adapter import canonical_class, expected_parameters, from_params, leaves, to_params  # noqa: F401
 from clip.flax.adapter import transpose as _transpose
 
 
 def init_arrays(config, model_class: str, rng, names, dtype) -> dict:
-    """transformers' CLIP initialization (clip.common.checks.init_spec) of `names`, PyTorch layout.
-
-    Drawn with numpy on the host (seeded by `rng`, an int or a jax key): no per-shape compilations.
-    """
+    """transformers' CLIP initialization of `names`, PyTorch layout: the arrays of the parameter
+    table (clip.common.params.init_arrays), drawn with numpy on the host (no per-shape compilations)
+    from `rng`, an int seed or a jax key."""
     if not isinstance(rng, (int, np.integer)):
         rng = int(jax.random.randint(rng, (), 0, 2**31 - 1))
-    generator = np.random.default_rng(rng)
-    expected = weights.expected_parameters(config, model_class)
-    out = {}
-    for name in names:
-        shape = expected[name][0]
-        spec = checks.init_spec(name, config)
-        if spec[0] == "normal":
-            array = generator.standard_normal(shape, dtype=np.float32) * np.float32(spec[1])
-        else:
-            array = np.full(shape, {"zeros": 0.0, "ones": 1.0}.get(spec[0], spec[-1]), np.float32)
-        out[name] = jnp.asarray(array, dtype=dtype)
-    return out
+    arrays = params.init_arrays(params.parameter_table(config, model_class), int(rng), names)
+    return {name: jnp.asarray(array, dtype=dtype) for name, array in arrays.items()}
 
 
 def init_params(model, rng, names=None, params=None) -> dict:

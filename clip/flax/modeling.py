@@ -44,7 +44,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from clip.common import checks, outputs
+from clip.common import checks, outputs, params
 from clip.common.config import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
 from clip.common.outputs import CLIPOutput, CLIPTextModelOutput, CLIPVisionModelOutput
 from clip.flax.kernels import Linear
@@ -92,8 +92,8 @@ def scaled_similarity(text_embeds, image_embeds, logit_scale):
     return jnp.clip(logits, -65504.0, 65504.0).astype(jnp.float16)
 
 
-def _projection(in_dim, out_dim, dtype, param_dtype, rngs):
-    return Linear(in_dim, out_dim, use_bias=False, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+def _projection(in_dim, out_dim, dtype, param_dtype, rngs, use_bias=False):
+    return Linear(in_dim, out_dim, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
 
 def _split_rng(rng, n):
@@ -112,7 +112,8 @@ class CLIPTextModule(nnx.Module):
 class CLIPTextModelWithProjectionModule(nnx.Module):
     def __init__(self, config: CLIPTextConfig, *, dtype=jnp.float32, param_dtype=jnp.float32, rngs: nnx.Rngs):
         self.text_model = CLIPTextTransformer(config, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        self.text_projection = _projection(config.hidden_size, config.projection_dim, dtype, param_dtype, rngs)
+        bias = params.has_parameter(config, "CLIPTextModelWithProjection", "text_projection.bias")  # the table decides
+        self.text_projection = _projection(config.hidden_size, config.projection_dim, dtype, param_dtype, rngs, bias)
 
     def __call__(self, input_ids=None, attention_mask=None, position_ids=None, output_attentions=False,
                  output_hidden_states=False, dropout_rng=None):
@@ -133,7 +134,8 @@ class CLIPVisionModule(nnx.Module):
 class CLIPVisionModelWithProjectionModule(nnx.Module):
     def __init__(self, config: CLIPVisionConfig, *, dtype=jnp.float32, param_dtype=jnp.float32, rngs: nnx.Rngs):
         self.vision_model = CLIPVisionTransformer(config, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        self.visual_projection = _projection(config.hidden_size, config.projection_dim, dtype, param_dtype, rngs)
+        bias = params.has_parameter(config, "CLIPVisionModelWithProjection", "visual_projection.bias")  # the table decides
+        self.visual_projection = _projection(config.hidden_size, config.projection_dim, dtype, param_dtype, rngs, bias)
 
     def __call__(self, pixel_values=None, output_attentions=False, output_hidden_states=False,
                  interpolate_pos_encoding=False, dropout_rng=None):
@@ -149,8 +151,11 @@ class CLIPModule(nnx.Module):
         self.logit_scale = nnx.Param(jnp.asarray(config.logit_scale_init_value, param_dtype))
         self.text_model = CLIPTextTransformer(text, **kw)
         self.vision_model = CLIPVisionTransformer(vision, **kw)
-        self.visual_projection = _projection(vision.hidden_size, config.projection_dim, dtype, param_dtype, rngs)
-        self.text_projection = _projection(text.hidden_size, config.projection_dim, dtype, param_dtype, rngs)
+        table = params.parameter_table(config, "CLIPModel")  # which optional parameters exist
+        self.visual_projection = _projection(vision.hidden_size, config.projection_dim, dtype, param_dtype, rngs,
+                                             "visual_projection.bias" in table)
+        self.text_projection = _projection(text.hidden_size, config.projection_dim, dtype, param_dtype, rngs,
+                                           "text_projection.bias" in table)
 
     def get_text_features(self, input_ids=None, attention_mask=None, position_ids=None, dropout_rng=None):
         """Projected (not normalized) text embeddings, (B, projection_dim)."""
@@ -225,7 +230,7 @@ class FlaxCLIPPreTrainedModel(FlaxPreTrainedSurface):
             self.params = self.init_weights(seed, self.input_shape)
 
     def init_weights(self, rng, input_shape=None, params=None, names=None) -> dict:
-        """transformers' CLIP initialization (clip.common.checks.init_spec) as a params tree;
+        """transformers' CLIP initialization (clip.common.params.init_arrays) as a params tree;
         `rng` an int seed or a jax key. With `params`, only the leaves it lacks are drawn (as
         transformers fills its missing keys); `names` (canonical) re-draws those, keeping the rest.
         `input_shape` is accepted for transformers' signature: every shape follows from the config."""

@@ -2,9 +2,10 @@
 
 Module and parameter names follow transformers' CLIP, so its checkpoints load unchanged. This
 file holds the public models; the transformer blocks live in clip.pt.layers, the two towers in
-clip.pt.towers, the fast CPU kernels under them in clip.pt.kernels. Argument checks, the pooling
-rule and the init scheme live in clip.common.checks; loading and saving in clip.pt.loading; the
-contrastive loss in clip.pt.loss.
+clip.pt.towers, the fast CPU kernels under them in clip.pt.kernels. Argument checks and the pooling
+rule live in clip.common.checks; which parameters exist and how they are initialized in the
+parameter table (clip.common.params); loading and saving in clip.pt.loading; the contrastive loss
+in clip.pt.loss.
 
 Shapes: B batch, E projection width.
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from clip.common import checks
+from clip.common import checks, params
 from clip.common.config import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
 from clip.common.outputs import CLIPOutput, CLIPTextModelOutput, CLIPVisionModelOutput, ImageClassifierOutput
 from clip.pt.kernels import Linear
@@ -60,21 +61,23 @@ class CLIPPreTrainedModel(PreTrainedSurface, nn.Module):
         super().__init__()
         self.config = self._take_config(config)
 
-    def init_weights(self, names=None):
-        """transformers' CLIP initialization (clip.common.checks.init_spec), for all or some parameters."""
-        params = dict(self.named_parameters())
+    def init_weights(self, names=None, seed=None):
+        """transformers' CLIP initialization for all or some parameters: the arrays of the parameter
+        table (clip.common.params.init_arrays), drawn in numpy from `seed` (an int or a numpy
+        Generator). Without a seed, torch's generator picks it, so torch.manual_seed(s) before the
+        constructor keeps a model reproducible."""
+        from clip.common.loading import canonical_class
+
+        table = params.parameter_table(self.config, canonical_class(type(self)))
+        own = dict(self.named_parameters())
+        chosen = list(table) if names is None else list(names)
+        if not chosen or all(own[name].is_meta for name in chosen):
+            return  # nothing to draw (from_pretrained builds on the meta device, then fills what it lacks)
+        if seed is None:
+            seed = int(torch.randint(0, 2**31 - 1, (), device="cpu"))
         with torch.no_grad():
-            for name in params if names is None else names:
-                spec = checks.init_spec(name, self.config)
-                p = params[name]
-                if spec[0] == "normal":
-                    p.normal_(0.0, spec[1])
-                elif spec[0] == "zeros":
-                    p.zero_()
-                elif spec[0] == "ones":
-                    p.fill_(1.0)
-                else:
-                    p.fill_(spec[1])
+            for name, array in params.init_arrays(table, seed, chosen).items():
+                own[name].copy_(torch.from_numpy(array))
 
     def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs=None):
         self._set_gradient_checkpointing(True)
@@ -138,7 +141,8 @@ class CLIPTextModelWithProjection(CLIPPreTrainedModel):
         super().__init__(config)
         config = self.config  # ours, converted from transformers' or a dict
         self.text_model = CLIPTextTransformer(config)
-        self.text_projection = Linear(config.hidden_size, config.projection_dim, bias=False)
+        bias = params.has_parameter(config, "CLIPTextModelWithProjection", "text_projection.bias")  # the table decides
+        self.text_projection = Linear(config.hidden_size, config.projection_dim, bias=bias)
         self.init_weights()
 
     def get_input_embeddings(self):
@@ -183,7 +187,8 @@ class CLIPVisionModelWithProjection(CLIPPreTrainedModel):
         super().__init__(config)
         config = self.config  # ours, converted from transformers' or a dict
         self.vision_model = CLIPVisionTransformer(config)
-        self.visual_projection = Linear(config.hidden_size, config.projection_dim, bias=False)
+        bias = params.has_parameter(config, "CLIPVisionModelWithProjection", "visual_projection.bias")  # the table decides
+        self.visual_projection = Linear(config.hidden_size, config.projection_dim, bias=bias)
         self.init_weights()
 
     def get_input_embeddings(self):
@@ -206,8 +211,9 @@ class CLIPModel(CLIPPreTrainedModel):
         self.logit_scale = nn.Parameter(torch.empty(()))
         self.text_model = CLIPTextTransformer(config.text_config)
         self.vision_model = CLIPVisionTransformer(config.vision_config)
-        self.visual_projection = Linear(config.vision_config.hidden_size, config.projection_dim, bias=False)
-        self.text_projection = Linear(config.text_config.hidden_size, config.projection_dim, bias=False)
+        table = params.parameter_table(config, "CLIPModel")  # which optional parameters exist
+        self.visual_projection = Linear(config.vision_config.hidden_size, config.projection_dim, bias="visual_projection.bias" in table)
+        self.text_projection = Linear(config.text_config.hidden_size, config.projection_dim, bias="text_projection.bias" in table)
         self.init_weights()
 
     def get_text_features(self, input_ids=None, attention_mask=None, position_ids=None):
@@ -256,7 +262,8 @@ class CLIPForImageClassification(CLIPPreTrainedModel):
         self.num_labels = config.num_labels
         self.vision_model = CLIPVisionTransformer(config.vision_config)
         width = config.vision_config.hidden_size
-        self.classifier = Linear(width, self.num_labels) if self.num_labels > 0 else nn.Identity()
+        table = params.parameter_table(config, "CLIPForImageClassification")  # no rows without labels: an identity
+        self.classifier = Linear(width, self.num_labels, bias="classifier.bias" in table) if "classifier.weight" in table else nn.Identity()
         self.init_weights()
 
     def forward(self, pixel_values=None, labels=None, output_attentions=None, output_hidden_states=None, return_dict=None, interpolate_pos_encoding=False):

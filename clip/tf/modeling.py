@@ -4,8 +4,9 @@ A module-for-module translation of clip/pt/modeling.py (and of clip/pt/layers.py
 clip/tf/layers.py and towers.py): the same classes, attribute names and order, so each variable's
 path is its canonical (transformers PyTorch) name with the Keras leaf name
 (clip.common.weights.LEAF_RULES). Every variable's shape follows from the config, so models build
-all their weights when constructed. Argument checks, the pooling rule and the init scheme live in
-clip.common.checks; loading and saving in clip.tf.loading; the contrastive loss in clip.tf.loss.
+all their weights when constructed. Argument checks and the pooling rule live in clip.common.checks;
+which parameters exist and how they are initialized in the parameter table (clip.common.params);
+loading and saving in clip.tf.loading; the contrastive loss in clip.tf.loss.
 
 Shapes: B batch, E projection width.
 """
@@ -17,7 +18,7 @@ from collections.abc import Mapping
 import keras
 import tensorflow as tf
 
-from clip.common import checks, weights
+from clip.common import checks, params, weights
 from clip.common.config import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
 from clip.common.outputs import CLIPOutput, CLIPTextModelOutput, CLIPVisionModelOutput
 from clip.tf.eager import graph_when_eager
@@ -52,8 +53,8 @@ def scaled_similarity(text_embeds, image_embeds, logit_scale):
     return cosine * tf.exp(tf.cast(logit_scale, tf.float32))
 
 
-def dense(units, name, dtype):
-    return keras.layers.Dense(units, use_bias=False, name=name, dtype=dtype)
+def dense(units, name, dtype, use_bias=False):
+    return keras.layers.Dense(units, use_bias=use_bias, name=name, dtype=dtype)
 
 
 class TFCLIPPreTrainedModel(TFPreTrainedSurface, keras.Model):
@@ -100,17 +101,21 @@ class TFCLIPPreTrainedModel(TFPreTrainedSurface, keras.Model):
             out[name] = (obj, kind)
         return out
 
-    def init_weights(self, names=None):
-        """transformers' CLIP initialization (clip.common.checks.init_spec), for all or some weights."""
+    def init_weights(self, names=None, seed=None):
+        """transformers' CLIP initialization for all or some weights: the arrays of the parameter table
+        (clip.common.params.init_arrays), drawn in numpy from `seed` (an int or a numpy Generator).
+        Without a seed, TensorFlow's random state picks it, so keras.utils.set_random_seed(s) before the
+        constructor keeps a model reproducible."""
         variables = self.canonical_variables()
-        for name in variables if names is None else names:
-            variable, _ = variables[name]
-            spec = checks.init_spec(name, self.config)
-            if spec[0] == "normal":
-                value = tf.random.normal(variable.shape, stddev=spec[1])
-            else:
-                value = tf.fill(variable.shape, {"zeros": 0.0, "ones": 1.0}.get(spec[0], spec[-1]))
-            variable.assign(tf.cast(value, variable.dtype))
+        chosen = list(variables) if names is None else list(names)
+        if not chosen:
+            return
+        if seed is None:
+            seed = int(tf.random.uniform((), 0, 2**31 - 1, dtype=tf.int64))
+        table = params.parameter_table(self.config, self.canonical_class)
+        for name, array in params.init_arrays(table, seed, chosen).items():
+            variable, kind = variables[name]
+            variable.assign(tf.cast(weights.to_backend_layout(array, kind, "tf"), variable.dtype))
 
     # -- gradient checkpointing (PyTorch's surface; each encoder layer through tf.recompute_grad) ----------
     def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs=None):
@@ -186,7 +191,8 @@ class TFCLIPTextModelWithProjection(TFCLIPPreTrainedModel):
         super().__init__(config, **kwargs)
         config = self.config  # ours, converted from transformers' or a dict
         self.text_model = CLIPTextTransformer(config, name="text_model", dtype=self.dtype_policy)
-        self.text_projection = dense(config.projection_dim, "text_projection", self.dtype_policy)
+        bias = params.has_parameter(config, self.canonical_class, "text_projection.bias")  # the table decides
+        self.text_projection = dense(config.projection_dim, "text_projection", self.dtype_policy, bias)
         self._finish_init()
 
     def build(self, input_shape=None):
@@ -243,7 +249,8 @@ class TFCLIPVisionModelWithProjection(TFCLIPPreTrainedModel):
         super().__init__(config, **kwargs)
         config = self.config  # ours, converted from transformers' or a dict
         self.vision_model = CLIPVisionTransformer(config, name="vision_model", dtype=self.dtype_policy)
-        self.visual_projection = dense(config.projection_dim, "visual_projection", self.dtype_policy)
+        bias = params.has_parameter(config, self.canonical_class, "visual_projection.bias")  # the table decides
+        self.visual_projection = dense(config.projection_dim, "visual_projection", self.dtype_policy, bias)
         self._finish_init()
 
     def build(self, input_shape=None):
@@ -281,8 +288,9 @@ class TFCLIPModel(TFCLIPPreTrainedModel):
         config = self.config  # ours, converted from transformers' or a dict
         self.text_model = CLIPTextTransformer(config.text_config, name="text_model", dtype=self.dtype_policy)
         self.vision_model = CLIPVisionTransformer(config.vision_config, name="vision_model", dtype=self.dtype_policy)
-        self.visual_projection = dense(config.projection_dim, "visual_projection", self.dtype_policy)
-        self.text_projection = dense(config.projection_dim, "text_projection", self.dtype_policy)
+        table = params.parameter_table(config, self.canonical_class)  # which optional parameters exist
+        self.visual_projection = dense(config.projection_dim, "visual_projection", self.dtype_policy, "visual_projection.bias" in table)
+        self.text_projection = dense(config.projection_dim, "text_projection", self.dtype_policy, "text_projection.bias" in table)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self._finish_init()
 

@@ -60,8 +60,8 @@ class TFPreTrainedSurface(surface.ConfigSurface):
 
     def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
         trainable = {id(v) for v in self.trainable_variables}
-        entries = [(int(np.prod(variable.shape)), id(variable) in trainable, surface.is_embedding_table(name))
-                   for name, (variable, _) in self.canonical_variables().items()]
+        entries = [(int(np.prod(variable.shape)), id(variable) in trainable, kind == "embedding")  # the table's kind
+                   for variable, kind in self.canonical_variables().values()]
         return surface.count_parameters(entries, only_trainable, exclude_embeddings)
 
     def get_input_embeddings(self):

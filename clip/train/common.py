@@ -2,7 +2,7 @@
 
 - `learning_rate(step, ...)`: linear warmup then cosine decay, a pure function of the step, so
   resuming needs no scheduler state.
-- `applies_weight_decay(name)`: the decay rule by canonical parameter name.
+- `applies_weight_decay(name, table)`: the decay flag of a parameter's row in the parameter table.
 - `LOGIT_SCALE_MAX`: logit_scale is clamped to [0, ln 100] after every step (CLIP paper).
 - `retrieval_metrics` (clip.tasks.retrieval's, under flat keys) and `zero_shot_accuracy`: evaluation in numpy.
 - `DataOrder`: which dataset indices each rank reads at each micro-step (seeded per epoch).
@@ -93,28 +93,19 @@ def learning_rate(step: int, base_lr: float, warmup_steps: int, total_steps: int
 
 
 # -- weight decay ----------------------------------------------------------------------------------
-_NO_DECAY_MODULES = ("token_embedding", "position_embedding")
-
-
-def applies_weight_decay(name: str) -> bool:
-    """Whether canonical parameter `name` gets weight decay: only matrix weights of linear and
-    convolution layers do. Biases, LayerNorm gains, embeddings (token, position, class) and
-    logit_scale do not, as in CLIP and open_clip's recipes.
+def applies_weight_decay(name: str, table: dict) -> bool:
+    """Whether canonical parameter `name` gets weight decay: the decay flag of its row in `table`
+    (clip.common.params.parameter_table). Only matrix weights of linear and convolution layers
+    decay; biases, LayerNorm gains, embeddings (token, position, class) and logit_scale do not, as
+    in CLIP and open_clip's recipes.
     """
-    parts = name.split(".")
-    leaf = parts[-1]
-    module = parts[-2] if len(parts) > 1 else ""
-    if leaf == "bias" or name == "logit_scale" or leaf == "class_embedding":
-        return False
-    if module in _NO_DECAY_MODULES or "layer_norm" in module or module in ("pre_layrnorm", "post_layernorm"):
-        return False
-    return True
+    return table[name].decay
 
 
-def split_weight_decay(names) -> tuple[list[str], list[str]]:
+def split_weight_decay(names, table: dict) -> tuple[list[str], list[str]]:
     """(names with decay, names without), each in the order given."""
     names = list(names)
-    return [n for n in names if applies_weight_decay(n)], [n for n in names if not applies_weight_decay(n)]
+    return [n for n in names if applies_weight_decay(n, table)], [n for n in names if not applies_weight_decay(n, table)]
 
 
 # -- float16 loss scaling --------------------------------------------------------------------------

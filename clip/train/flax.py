@@ -36,8 +36,8 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from clip.common import weights
-from clip.common.io import write_safetensors
+from clip.common import params, weights
+from clip.common.io import read_safetensors, write_safetensors
 from clip.train import common
 from clip.train.flax_step import clamp_logit_scale, contrastive_loss, make_train_step, step_gradients  # noqa: F401 - public here
 
@@ -92,7 +92,8 @@ def by_name(tree: dict, paths: dict) -> dict:
 def decay_mask(config) -> dict:
     """The params tree of bools: True where AdamW decays (common.applies_weight_decay)."""
     paths = param_paths(config)
-    return tree_from_names(paths, {name: common.applies_weight_decay(name) for name in paths})
+    table = params.parameter_table(config, "CLIPModel")
+    return tree_from_names(paths, {name: common.applies_weight_decay(name, table) for name in paths})
 
 
 def build_optimizer(config, steps: int, base_lr: float, warmup: int, weight_decay: float, grad_clip: float,

@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from clip.common import weight_files
+from clip.common import params, weight_files
 from clip.common.io import atomic_path, read_safetensors, write_safetensors
 from clip.train import common
 from clip.train.pt_step import ContrastiveObjective, backward_step, gather_with_grad, local_clip_loss, optimizer_step  # noqa: F401 - public here
@@ -48,8 +48,9 @@ def build_optimizer(model, lr: float, weight_decay: float, betas=(0.9, 0.98), ep
     token embedding of small models): `clip train --fused-adamw`, TrainOptions.fused_adamw.
     """
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    decay = [p for n, p in named if common.applies_weight_decay(n)]
-    no_decay = [p for n, p in named if not common.applies_weight_decay(n)]
+    table = params.parameter_table(model.config, "CLIPModel")
+    decay = [p for n, p in named if common.applies_weight_decay(n, table)]
+    no_decay = [p for n, p in named if not common.applies_weight_decay(n, table)]
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, **({"fused": True} if fused else {}))
 

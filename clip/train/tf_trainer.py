@@ -28,6 +28,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from clip.common import params
 from clip.common.io import read_safetensors, write_safetensors
 from clip.tf import loading
 from clip.train import common
@@ -87,7 +88,8 @@ def build_optimizer(model, steps: int, base_lr: float, warmup: int, weight_decay
                                        epsilon=eps, global_clipnorm=grad_clip if grad_clip and grad_clip > 0 else None)
     layers = model.config.vision_config.num_hidden_layers
     canonical = {n: v for n, v in model.canonical_variables().items() if not common.is_frozen(n, lock, layers)}
-    optimizer.exclude_from_weight_decay(var_list=[v for name, (v, _) in canonical.items() if not common.applies_weight_decay(name)])
+    table = params.parameter_table(model.config, model.canonical_class)
+    optimizer.exclude_from_weight_decay(var_list=[v for name, (v, _) in canonical.items() if not common.applies_weight_decay(name, table)])
     variables = [v for v, _ in canonical.values()]
     optimizer.build(variables)
     return optimizer, variables

@@ -1,4 +1,4 @@
-"""clip.common.checks and clip.common.weights, checked against transformers and clip.pt."""
+"""clip.common.checks, clip.common.params and clip.common.weights, checked against transformers and clip.pt."""
 
 from __future__ import annotations
 
@@ -8,15 +8,17 @@ import torch
 import transformers
 
 import clip.pt as ours
-from clip.common import checks, weights
+from clip.common import checks, params, weights
 from pt_helpers import CLASSES, make_configs, make_pair
 
 
 @pytest.mark.parametrize("model_class", CLASSES)
 def test_every_parameter_has_an_init_rule(model_class):
     config, _ = make_configs("legacy_eos", model_class)
-    for name in weights.expected_parameters(config, model_class):
-        assert checks.init_spec(name, config)[0] in ("normal", "zeros", "ones", "constant")
+    table = params.parameter_table(config, model_class)
+    assert list(table) == list(weights.expected_parameters(config, model_class))
+    for row in table.values():
+        assert row.init[0] in ("normal", "zeros", "ones", "constant"), row.name
 
 
 def test_pooling_rule_reference_matches_models():

@@ -14,7 +14,7 @@ import torch
 
 import clip.tf as ours
 from clip.tf import loading
-from clip.common import checks
+from clip.common import params
 from tf_helpers import CLASSES, as_tf, as_torch, assert_close_outputs, inputs_for, make_config, make_inputs, make_pair
 
 
@@ -187,8 +187,9 @@ def test_initialization_follows_the_shared_spec():
     config = make_config("quick_gelu", "CLIPModel", logit_scale_init_value=2.5)
     keras.utils.set_random_seed(0)
     model = ours.TFCLIPModel(config)
+    table = params.parameter_table(config, "CLIPModel")
     for name, (variable, _) in model.canonical_variables().items():
-        value, spec = variable.numpy(), checks.init_spec(name, config)
+        value, spec = variable.numpy(), table[name].init
         if spec[0] == "normal":
             assert abs(value.std() - spec[1]) <= 6 * spec[1] / (2 * value.size) ** 0.5 + 1e-7, name
         else:

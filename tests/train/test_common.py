@@ -43,16 +43,22 @@ def test_weight_decay_rule_on_canonical_names():
         "vision_model.pre_layrnorm.weight",
         "vision_model.post_layernorm.bias",
     ]
-    assert common.split_weight_decay(decay + no_decay) == (decay, no_decay)
+    from clip.common import params
+    from clip.common.config import CLIPConfig
+
+    table = params.parameter_table(CLIPConfig(), "CLIPModel")
+    assert common.split_weight_decay(decay + no_decay, table) == (decay, no_decay)
 
 
 def test_weight_decay_rule_covers_a_whole_model():
-    from clip.common import weights
+    from clip.common import params, weights
     from clip.common.config import CLIPConfig
 
+    table = params.parameter_table(CLIPConfig(), "CLIPModel")
     expected = weights.expected_parameters(CLIPConfig(), "CLIPModel")
+    assert list(expected) == list(table)
     for name, (_, kind) in expected.items():
-        assert common.applies_weight_decay(name) == (kind in ("linear_weight", "conv_weight")), name
+        assert common.applies_weight_decay(name, table) == (kind in ("linear_weight", "conv_weight")), name
 
 
 def test_recall_at_k_hand_computed():

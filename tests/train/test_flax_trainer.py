@@ -26,7 +26,10 @@ def test_decay_mask_follows_the_canonical_rule():
     cfg = config()
     paths = trainer.param_paths(cfg)
     mask = trainer.by_name(trainer.decay_mask(cfg), paths)
-    assert mask == {name: common.applies_weight_decay(name) for name in paths}
+    from clip.common import params
+
+    table = params.parameter_table(cfg, "CLIPModel")
+    assert mask == {name: common.applies_weight_decay(name, table) for name in paths}
     assert mask["visual_projection.weight"] and not mask["logit_scale"]
     assert not mask["text_model.embeddings.token_embedding.weight"] and not mask["vision_model.pre_layrnorm.weight"]
 

@@ -29,8 +29,11 @@ def test_optimizer_excludes_gains_biases_and_embeddings_from_decay():
     model = _model()
     optimizer, variables = trainer.build_optimizer(model, steps=4, base_lr=1e-3, warmup=1, weight_decay=0.2, grad_clip=1.0)
     assert len(variables) == len(model.canonical_variables())
+    from clip.common import params
+
+    table = params.parameter_table(model.config, "CLIPModel")
     for name, (variable, _) in model.canonical_variables().items():
-        assert optimizer._use_weight_decay(variable) == common.applies_weight_decay(name), name
+        assert optimizer._use_weight_decay(variable) == common.applies_weight_decay(name, table), name
     schedule = optimizer.learning_rate  # read at iterations 0
     assert float(schedule) == pytest.approx(common.learning_rate(0, 1e-3, 1, 4))
 

@@ -41,14 +41,14 @@ def random_batch(n=GLOBAL_BATCH, length=10, seed=1) -> dict:
 
 
 def initial_weights(seed=0) -> dict:
-    """{canonical name: float32 array} drawn by clip.common.checks.init_spec with numpy (no framework)."""
-    from clip.common import checks, weights
+    """{canonical name: float32 array} drawn by the parameter table's init rules with numpy (no framework)."""
+    from clip.common import params
 
     cfg = config()
     rng = np.random.default_rng(seed)
     out = {}
-    for name, (shape, _) in weights.expected_parameters(cfg, "CLIPModel").items():
-        spec = checks.init_spec(name, cfg)
+    for name, row in params.parameter_table(cfg, "CLIPModel").items():
+        shape, spec = row.shape, row.init
         if spec[0] == "normal":
             out[name] = (rng.standard_normal(shape) * spec[1]).astype(np.float32)
         else:
