@@ -17,6 +17,9 @@ open_clip's recipe: only matrix weights of linear and convolution layers decay.
 
 from __future__ import annotations
 
+import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -149,13 +152,18 @@ def parameter_table(config, model_class: str) -> dict[str, Param]:
 
 # -- initialization ---------------------------------------------------------------------------------
 def init_arrays(table: dict[str, Param], seed, names=None, dtype=np.float32) -> dict[str, np.ndarray]:
-    """{name: array in the canonical layout} drawn by the rows' init rules, for `names` (default all).
+    """{name: array in the canonical layout} drawn by the rows' init rules, for `names` (default all),
+    in table order.
 
-    `seed`: an int or a numpy Generator. Arrays are drawn in table order whatever the order of
-    `names` (float32 standard normals times the std), so every backend seeded alike gets the same
-    arrays. An unknown name is a KeyError naming it.
+    `seed`: an int, or a numpy Generator (one int is drawn from it). A parameter's values depend only
+    on the seed and its own name (float32 standard normals times the std, from a stream keyed by
+    both), never on which other parameters are drawn or on the backend, so every backend seeded alike
+    gets the same arrays. Blocks of BLOCK elements are drawn in parallel threads (numpy releases the
+    GIL while filling; each block has its own stream, so the result does not depend on the thread
+    count). An unknown name is a KeyError naming it.
     """
-    generator = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    if isinstance(seed, np.random.Generator):
+        seed = int(seed.integers(0, 2**63 - 1))
     if names is None:
         chosen = list(table)
     else:
@@ -164,18 +172,36 @@ def init_arrays(table: dict[str, Param], seed, names=None, dtype=np.float32) -> 
         if unknown:
             raise KeyError(f"no parameter named {', '.join(map(repr, unknown))} in this model")
         chosen = [name for name in table if name in wanted]
-    out = {}
+    out, blocks = {}, []
     for name in chosen:
         param = table[name]
         rule = param.init
         if rule[0] == "normal":
-            array = generator.standard_normal(param.shape, dtype=np.float32) * np.float32(rule[1])
+            array = np.empty(param.shape, np.float32)
+            flat = array.reshape(-1)
+            key = _name_key(int(seed), name)
+            blocks += [(key, start, flat[start : start + BLOCK], np.float32(rule[1])) for start in range(0, flat.size, BLOCK)]
         elif rule[0] in ("zeros", "ones", "constant"):
             array = np.full(param.shape, {"zeros": 0.0, "ones": 1.0}.get(rule[0], rule[-1]), np.float32)
         else:
             raise ValueError(f"{name}: unknown init rule {rule!r}")
-        out[name] = array.astype(dtype, copy=False)
-    return out
+        out[name] = array
+    with ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 1)) as pool:
+        list(pool.map(lambda block: _fill_normal(*block), blocks))
+    return {name: array.astype(dtype, copy=False) for name, array in out.items()}
+
+
+BLOCK = 1 << 20  # elements per independently seeded stream (4 MiB of float32)
+
+
+def _name_key(seed: int, name: str) -> list[int]:
+    """The entropy of a parameter's stream: the seed and 128 bits of its name's hash."""
+    return [seed, *np.frombuffer(hashlib.sha256(name.encode()).digest()[:16], np.uint32).tolist()]
+
+
+def _fill_normal(key: list[int], start: int, out: np.ndarray, std: np.float32):
+    np.random.default_rng(np.random.SeedSequence([*key, start])).standard_normal(out=out, dtype=np.float32)
+    out *= std
 
 
 def has_parameter(config, model_class: str, name: str) -> bool:

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from clip.common import checks, loading, params, sharding, weights
+from clip.common import loading, params, sharding, weights
 from clip.flax import adapter
 from clip.flax.adapter import canonical_class, expected_parameters, from_params, leaves, to_params  # noqa: F401
 from clip.flax.adapter import transpose as _transpose

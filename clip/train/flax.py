@@ -37,7 +37,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from clip.common import params, weights
-from clip.common.io import read_safetensors, write_safetensors
+from clip.common.io import write_safetensors
 from clip.train import common
 from clip.train.flax_step import clamp_logit_scale, contrastive_loss, make_train_step, step_gradients  # noqa: F401 - public here
 

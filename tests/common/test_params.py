@@ -61,11 +61,29 @@ def test_init_arrays_follow_table_order_and_name_unknown_parameters():
     a, b = params.init_arrays(table, 5, names), params.init_arrays(table, 5, names[::-1])
     assert list(a) == list(b) == names[::-1] and all(np.array_equal(a[n], b[n]) for n in names)
     assert np.all(a[names[0]] == 1.0)
-    first = params.init_arrays(table, np.random.default_rng(5), names[1:])[names[1]]
-    assert np.array_equal(first, a[names[1]])  # an int seed is a numpy Generator of that seed
+    alone = params.init_arrays(table, 5, names[1:])[names[1]]
+    assert np.array_equal(alone, a[names[1]])  # a parameter's values do not depend on the others drawn
+    assert not np.array_equal(params.init_arrays(table, 6, names[1:])[names[1]], alone)
+    from_generator = [params.init_arrays(table, np.random.default_rng(5), names[1:])[names[1]] for _ in range(2)]
+    assert np.array_equal(*from_generator) and not np.array_equal(from_generator[0], alone)
+    std, n = table[names[1]].init[1], alone.size  # the rule's std and mean, 6 standard errors of slack
+    assert abs(float(alone.std()) / std - 1) < 6 / np.sqrt(2 * n) and abs(float(alone.mean())) < 6 * std / np.sqrt(n)
+
     assert params.init_arrays(table, 5, names, dtype=np.float16)[names[1]].dtype == np.float16
     with pytest.raises(KeyError, match="'text_model.nothing'"):
         params.init_arrays(table, 0, ["text_model.nothing"])
+
+def test_large_parameters_are_drawn_in_independent_blocks(monkeypatch):
+    table = params.parameter_table(make_config("quick_gelu", "CLIPTextModel"), "CLIPTextModel")
+    name = max(table, key=lambda n: np.prod(table[n].shape))
+    monkeypatch.setattr(params, "BLOCK", 256)
+    first, again = (params.init_arrays(table, 3, [name])[name].reshape(-1) for _ in range(2))
+    assert np.array_equal(first, again)  # whatever thread drew which block
+    count = first.size // 256
+    assert count >= 8
+    blocks = first[: count * 256].reshape(count, 256)
+    assert len({block.tobytes() for block in blocks}) == count  # no stream repeated
+    assert abs(float(np.corrcoef(blocks[0], blocks[1])[0, 1])) < 0.3  # 256 pairs: 5 standard errors
 
 
 # -- the three backends ------------------------------------------------------------------------------
