@@ -16,6 +16,7 @@ from importlib import resources
 import regex
 
 from .io import atomic_write_json, atomic_write_text
+from clip.errors import InputError
 
 BOS_TOKEN = "<|startoftext|>"
 EOS_TOKEN = "<|endoftext|>"
@@ -64,7 +65,7 @@ def read_vocab_files(vocab_path, merges_path) -> tuple[dict[str, int], list[tupl
     with open(vocab_path, encoding="utf-8") as f:
         vocab = json.load(f)
     if not isinstance(vocab, dict):
-        raise ValueError(f"{vocab_path}: expected a JSON object of token -> id")
+        raise InputError(f"{vocab_path}: expected a JSON object of token -> id")
     with open(merges_path, encoding="utf-8") as f:
         lines = f.read().strip().split("\n")
     if lines and lines[0].startswith("#version"):
@@ -73,7 +74,7 @@ def read_vocab_files(vocab_path, merges_path) -> tuple[dict[str, int], list[tupl
     for number, line in enumerate(lines[:NUM_MERGES], start=2):
         pair = tuple(line.split())
         if len(pair) != 2:
-            raise ValueError(f"{merges_path}:{number}: expected two symbols, got {line!r}")
+            raise InputError(f"{merges_path}:{number}: expected two symbols, got {line!r}")
         merges.append(pair)
     return vocab, merges
 
@@ -82,7 +83,7 @@ def vocab_from_tokenizer_json(data: dict) -> tuple[dict[str, int], list[tuple[st
     """vocab and merges of a tokenizer.json's BPE model (merges are "a b" strings or pairs)."""
     model = data.get("model") or {}
     if model.get("type") != "BPE":
-        raise ValueError(f"tokenizer.json holds a {model.get('type')!r} model, not a BPE model")
+        raise InputError(f"tokenizer.json holds a {model.get('type')!r} model, not a BPE model")
     merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
     return dict(model["vocab"]), merges
 

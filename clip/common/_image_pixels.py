@@ -22,6 +22,7 @@ from ._image_inputs import (
     reading,
     to_hwc,
 )
+from clip.errors import InputError
 
 # Pixel values this far beyond the documented range (after rescaling: [0, 1]) are warned about.
 _FAR_OUTSIDE = 10.0
@@ -32,7 +33,7 @@ def per_channel(value, name: str, channels: int, label: str) -> np.ndarray:
     if values.size == 1:
         values = np.repeat(values, channels)
     if values.ndim != 1 or values.size != channels:
-        raise ValueError(f"{label}: the image has {channels} channel(s) but {name} has {values.size} values")
+        raise InputError(f"{label}: the image has {channels} channel(s) but {name} has {values.size} values")
     return values
 
 
@@ -138,7 +139,7 @@ class _FloatMapped:
             std = per_channel(options["image_std"], "image_std", channels, label).astype(dtype)
             x = (x.astype(dtype) - mean) / std
         if not np.all(np.isfinite(x)):
-            raise ValueError(
+            raise InputError(
                 f"{label}: pixel values overflow float32 after rescaling and normalizing (input spans "
                 f"[{pixels.min()}, {pixels.max()}])"
             )
@@ -202,7 +203,7 @@ class Pool:
             cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
             num_threads = cores or 1
         if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
-            raise ValueError(f"num_threads must be a positive int or None, got {num_threads!r}")
+            raise InputError(f"num_threads must be a positive int or None, got {num_threads!r}")
         self.workers = min(num_threads, count)
         self.executor = ThreadPoolExecutor(self.workers) if self.workers > 1 else None
 

@@ -7,13 +7,14 @@ torch, TensorFlow or JAX tensors; the framework is imported only when its tensor
 from __future__ import annotations
 
 import numpy as np
+from clip.errors import InputError
 
 TENSOR_TYPES = ("np", "pt", "tf", "jax")
 
 
 def check_tensor_type(return_tensors):
     if return_tensors is not None and return_tensors not in TENSOR_TYPES:
-        raise ValueError(f"return_tensors must be one of {TENSOR_TYPES} or None, got {return_tensors!r}")
+        raise InputError(f"return_tensors must be one of {TENSOR_TYPES} or None, got {return_tensors!r}")
 
 
 def to_tensor(array, return_tensors):

@@ -13,6 +13,7 @@ import os
 
 from clip.common import hub
 from clip.common.io import atomic_write_text, read_json_object
+from clip.errors import InputError, InputTypeError
 
 # Activations every backend implements; the names are transformers' ACT2FN keys.
 SUPPORTED_ACTIVATIONS = ("quick_gelu", "gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
@@ -64,7 +65,7 @@ class _ConfigSurface:
         if value and self._attn_implementation is None:
             self._attn_implementation = "eager"
         if value and self._attn_implementation != "eager":
-            raise ValueError(f"output_attentions=True needs attn_implementation 'eager', this config has "
+            raise InputError(f"output_attentions=True needs attn_implementation 'eager', this config has "
                              f"{self._attn_implementation!r}; set config._attn_implementation = 'eager' first")
         self._output_attentions = value
 
@@ -115,7 +116,7 @@ class _ConfigSurface:
     def save_pretrained(self, save_directory, **kwargs):
         # push_to_hub and the like are refused by name rather than silently ignored
         if kwargs:
-            raise TypeError(f"save_pretrained got unexpected arguments {sorted(kwargs)}")
+            raise InputTypeError(f"save_pretrained got unexpected arguments {sorted(kwargs)}")
         os.makedirs(save_directory, exist_ok=True)
         atomic_write_text(os.path.join(save_directory, CONFIG_NAME), self.to_json_string())
 
@@ -145,21 +146,21 @@ class _TowerConfig(_ConfigSurface):
         for name in self._positive_ints():
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"{where}.{name} must be a positive integer, got {value!r}")
+                raise InputError(f"{where}.{name} must be a positive integer, got {value!r}")
         if self.hidden_size % self.num_attention_heads:
-            raise ValueError(
+            raise InputError(
                 f"{where}.hidden_size ({self.hidden_size}) must be divisible by "
                 f"{where}.num_attention_heads ({self.num_attention_heads})"
             )
         if self.hidden_act not in SUPPORTED_ACTIVATIONS:
-            raise ValueError(
+            raise InputError(
                 f"{where}.hidden_act {self.hidden_act!r} is not supported; "
                 f"choose one of {', '.join(SUPPORTED_ACTIVATIONS)}"
             )
         if not 0.0 <= float(self.attention_dropout) < 1.0:
-            raise ValueError(f"{where}.attention_dropout must be in [0, 1), got {self.attention_dropout!r}")
+            raise InputError(f"{where}.attention_dropout must be in [0, 1), got {self.attention_dropout!r}")
         if float(self.layer_norm_eps) <= 0:
-            raise ValueError(f"{where}.layer_norm_eps must be positive, got {self.layer_norm_eps!r}")
+            raise InputError(f"{where}.layer_norm_eps must be positive, got {self.layer_norm_eps!r}")
 
     # -- serialization ----------------------------------------------------------------------------
     @property
@@ -235,7 +236,7 @@ class CLIPVisionConfig(_TowerConfig):
     def validate(self):
         super().validate()
         if self.image_size % self.patch_size:
-            raise ValueError(
+            raise InputError(
                 f"CLIPVisionConfig.image_size ({self.image_size}) must be divisible by "
                 f"CLIPVisionConfig.patch_size ({self.patch_size})"
             )
@@ -282,7 +283,7 @@ class CLIPConfig(_ConfigSurface):
         self.text_config.validate()
         self.vision_config.validate()
         if not isinstance(self.projection_dim, int) or isinstance(self.projection_dim, bool) or self.projection_dim <= 0:
-            raise ValueError(f"CLIPConfig.projection_dim must be a positive integer, got {self.projection_dim!r}")
+            raise InputError(f"CLIPConfig.projection_dim must be a positive integer, got {self.projection_dim!r}")
 
     @classmethod
     def from_text_vision_configs(cls, text_config: CLIPTextConfig, vision_config: CLIPVisionConfig, **kwargs):
@@ -319,7 +320,7 @@ class CLIPConfig(_ConfigSurface):
             # JSON object keys are strings; transformers turns them back into ints.
             labels = data["id2label"]
             if not isinstance(labels, dict) or not all(isinstance(k, int) or str(k).lstrip("-").isdigit() for k in labels):
-                raise ValueError(f"CLIPConfig.id2label must map class indices to labels, got {labels!r}")
+                raise InputError(f"CLIPConfig.id2label must map class indices to labels, got {labels!r}")
             data["id2label"] = {int(k): v for k, v in labels.items()}
         return cls(**data)
 
@@ -327,7 +328,7 @@ class CLIPConfig(_ConfigSurface):
     def from_pretrained(cls, name_or_path, **hub_kwargs):
         data = _read_config_json(name_or_path, **hub_kwargs)
         if data.get("model_type") in ("clip_text_model", "clip_vision_model"):
-            raise ValueError(
+            raise InputError(
                 f"{name_or_path}: config.json describes a single {data['model_type']}, "
                 "not a full CLIP model; load it with CLIPTextConfig/CLIPVisionConfig"
             )
@@ -341,7 +342,7 @@ def _as_dict(value) -> dict:
         return copy.deepcopy(value)
     if hasattr(value, "to_dict"):
         return value.to_dict()
-    raise TypeError(f"expected a dict or a config object, got {type(value).__name__}")
+    raise InputTypeError(f"expected a dict or a config object, got {type(value).__name__}")
 
 
 def _read_config_json(name_or_path, **hub_kwargs) -> dict:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 from clip.common.io import read_json_object
-from clip.errors import CheckpointNotFoundError  # noqa: F401  (also importable from here, its former home)
+from clip.errors import CheckpointNotFoundError, InputError  # noqa: F401  (also importable from here, its former home)
 
 HUB_KWARGS = ("revision", "cache_dir", "token", "local_files_only", "subfolder", "force_download")
 
@@ -110,13 +110,13 @@ def index_shards(path) -> list[str]:
     beside the index: a damaged or hostile index must not make us open another file."""
     weight_map = read_json_object(path).get("weight_map")
     if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
-        raise ValueError(f"{path}: 'weight_map' must map tensor names to shard file names")
+        raise InputError(f"{path}: 'weight_map' must map tensor names to shard file names")
     shards = sorted(set(weight_map.values()))
     if not shards:
-        raise ValueError(f"{path}: the index lists no shards (empty 'weight_map')")
+        raise InputError(f"{path}: the index lists no shards (empty 'weight_map')")
     for shard in shards:
         if not shard or os.path.isabs(shard) or os.path.normpath(shard) != shard or shard.startswith(".."):
-            raise ValueError(f"{path}: shard {shard!r} is not a file name beside the index")
+            raise InputError(f"{path}: shard {shard!r} is not a file name beside the index")
     return shards
 
 

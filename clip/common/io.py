@@ -15,6 +15,7 @@ import struct
 import tempfile
 
 import numpy as np
+from clip.errors import InputError
 
 # safetensors dtype tag <-> numpy dtype name; BF16 needs ml_dtypes (a dependency of jax and
 # tensorflow, and of this package).
@@ -110,11 +111,11 @@ def loads_json(text: str | bytes, what, unique_keys: bool = False) -> object:
     unique_keys: a name given twice in one object is an error (json keeps the last silently; in a
     safetensors header the two entries would disagree on where a tensor is)."""
     if not _json_depth_ok(text):
-        raise ValueError(f"{what} is not valid JSON: nested deeper than {MAX_JSON_DEPTH} levels")
+        raise InputError(f"{what} is not valid JSON: nested deeper than {MAX_JSON_DEPTH} levels")
     try:
         return json.loads(text, object_pairs_hook=_unique_object if unique_keys else None)
     except (ValueError, RecursionError) as err:  # JSONDecodeError, UnicodeDecodeError, a name given twice
-        raise ValueError(f"{what} is not valid JSON: {err}") from None
+        raise InputError(f"{what} is not valid JSON: {err}") from None
 
 
 def _unique_object(pairs) -> dict:
@@ -122,7 +123,7 @@ def _unique_object(pairs) -> dict:
     if len(out) != len(pairs):
         seen = set()
         twice = next(key for key, _ in pairs if key in seen or seen.add(key))
-        raise ValueError(f"the name {twice!r} appears twice in one object")
+        raise InputError(f"the name {twice!r} appears twice in one object")
     return out
 
 
@@ -136,7 +137,7 @@ def read_json_object(path) -> dict:
     """A JSON file that must hold an object (config.json and friends), with errors naming the file."""
     data = read_json(path)
     if not isinstance(data, dict):
-        raise ValueError(f"{path} must hold a JSON object, found {type(data).__name__}")
+        raise InputError(f"{path} must hold a JSON object, found {type(data).__name__}")
     return data
 
 
@@ -150,7 +151,7 @@ def read_text(path) -> str:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         line = data.count(b"\n", 0, err.start) + 1
-        raise ValueError(f"{path}:{line}: not valid UTF-8 text (byte {data[err.start]:#04x}); save the file as UTF-8") from None
+        raise InputError(f"{path}:{line}: not valid UTF-8 text (byte {data[err.start]:#04x}); save the file as UTF-8") from None
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
@@ -159,13 +160,13 @@ def path_inside(directory, name, what: str = "file") -> str:
     is absolute or resolves outside `directory` (`../../etc/passwd`, a symlink out): a damaged or hostile
     manifest must never make us open another file."""
     if not isinstance(name, str) or not name or "\x00" in name:
-        raise ValueError(f"{directory}: {what} entry {name!r} is not a relative file name")
+        raise InputError(f"{directory}: {what} entry {name!r} is not a relative file name")
     if os.path.isabs(name):
-        raise ValueError(f"{directory}: {what} entry {name!r} is an absolute path; only names inside the directory are allowed")
+        raise InputError(f"{directory}: {what} entry {name!r} is an absolute path; only names inside the directory are allowed")
     root = os.path.realpath(directory)
     full = os.path.realpath(os.path.join(root, name))
     if os.path.commonpath([root, full]) != root:
-        raise ValueError(f"{directory}: {what} entry {name!r} points outside the directory")
+        raise InputError(f"{directory}: {what} entry {name!r} points outside the directory")
     return full
 
 
@@ -177,17 +178,17 @@ def read_safetensors_header(path) -> tuple[dict, int]:
     with open(path, "rb") as f:
         raw = f.read(8)
         if len(raw) < 8:
-            raise ValueError(f"{path}: not a safetensors file (shorter than its 8-byte header length)")
+            raise InputError(f"{path}: not a safetensors file (shorter than its 8-byte header length)")
         (n,) = struct.unpack("<Q", raw)
         if n > min(_MAX_HEADER, size - 8):
-            raise ValueError(f"{path}: not a safetensors file (header length {n} exceeds the file)")
+            raise InputError(f"{path}: not a safetensors file (header length {n} exceeds the file)")
         text = f.read(n)
     try:
         header = loads_json(text, "header", unique_keys=True)
     except ValueError as err:
-        raise ValueError(f"{path}: not a safetensors file ({err})") from None
+        raise InputError(f"{path}: not a safetensors file ({err})") from None
     if not isinstance(header, dict):
-        raise ValueError(f"{path}: not a safetensors file (header is not a JSON object)")
+        raise InputError(f"{path}: not a safetensors file (header is not a JSON object)")
     check_safetensors_header(path, header, size - 8 - n)
     return header, 8 + n
 
@@ -208,42 +209,42 @@ def check_safetensors_header(path, header: dict, data_size: int):
     byte after the last). A ValueError names the file and the tensor."""
     metadata = header.get("__metadata__")
     if metadata is not None and not (isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())):
-        raise ValueError(f"{path}: corrupt safetensors header (__metadata__ must map names to strings)")
+        raise InputError(f"{path}: corrupt safetensors header (__metadata__ must map names to strings)")
     ranges = []
     for name, info in header.items():
         if name == "__metadata__":
             continue
         where = f"{path}: tensor {name!r}"
         if not isinstance(info, dict):
-            raise ValueError(f"{where}: its header entry is a {type(info).__name__}, not an object")
+            raise InputError(f"{where}: its header entry is a {type(info).__name__}, not an object")
         if set(info) != _ENTRY_KEYS:
             missing, extra = sorted(_ENTRY_KEYS - set(info)), sorted(set(info) - _ENTRY_KEYS)
             detail = "; ".join(part for part in (missing and f"missing {', '.join(missing)}", extra and f"unknown {', '.join(extra)}") if part)
-            raise ValueError(f"{where}: its header entry must have exactly dtype, shape and data_offsets ({detail})")
+            raise InputError(f"{where}: its header entry must have exactly dtype, shape and data_offsets ({detail})")
         tag, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
         if not isinstance(tag, str) or tag not in _DTYPES:
-            raise ValueError(f"{where} has unsupported dtype {tag!r} (supported: {', '.join(_DTYPES)})")
+            raise InputError(f"{where} has unsupported dtype {tag!r} (supported: {', '.join(_DTYPES)})")
         if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
-            raise ValueError(f"{where}: shape {shape!r} is not a list of non-negative integers")
+            raise InputError(f"{where}: shape {shape!r} is not a list of non-negative integers")
         if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_int(o) and o >= 0 for o in offsets)):
-            raise ValueError(f"{where}: data_offsets {offsets!r} are not two non-negative integers")
+            raise InputError(f"{where}: data_offsets {offsets!r} are not two non-negative integers")
         begin, end = offsets
         nbytes = math.prod(shape) * numpy_dtype(_DTYPES[tag]).itemsize  # Python ints: no overflow
         if end < begin or end - begin != nbytes:
-            raise ValueError(f"{where} of shape {tuple(shape)} and dtype {tag} needs {nbytes} bytes, "
+            raise InputError(f"{where} of shape {tuple(shape)} and dtype {tag} needs {nbytes} bytes, "
                              f"its data_offsets {offsets} give {end - begin}")
         if end > data_size:
-            raise ValueError(f"{where}: its bytes {begin}..{end} run past the {data_size} bytes of data "
+            raise InputError(f"{where}: its bytes {begin}..{end} run past the {data_size} bytes of data "
                              "(file truncated or corrupt)")
         ranges.append((begin, end, name))
     cursor = 0
     for begin, end, name in sorted(ranges):
         if begin != cursor:
             problem = "overlap the tensor before them" if begin < cursor else f"leave a gap of {begin - cursor} bytes before them"
-            raise ValueError(f"{path}: tensor {name!r}: its bytes {begin}..{end} {problem} (corrupt safetensors header)")
+            raise InputError(f"{path}: tensor {name!r}: its bytes {begin}..{end} {problem} (corrupt safetensors header)")
         cursor = end
     if cursor != data_size:
-        raise ValueError(f"{path}: {data_size - cursor} bytes after the last tensor belong to none (corrupt safetensors header)")
+        raise InputError(f"{path}: {data_size - cursor} bytes after the last tensor belong to none (corrupt safetensors header)")
 
 
 def read_safetensors(path, mmap: bool = True) -> dict[str, np.ndarray]:
@@ -284,7 +285,7 @@ def write_safetensors(tensors: dict, path, metadata: dict | None = None):
     for name, array in sorted(items, key=lambda item: (-item[1].dtype.itemsize, item[0])):
         dtype_name = "bfloat16" if array.dtype.name == "bfloat16" else array.dtype.name
         if dtype_name not in _TAGS:
-            raise ValueError(f"tensor {name!r}: dtype {array.dtype} cannot be stored in safetensors")
+            raise InputError(f"tensor {name!r}: dtype {array.dtype} cannot be stored in safetensors")
         nbytes = array.size * array.dtype.itemsize
         header[name] = {"dtype": _TAGS[dtype_name], "shape": list(array.shape), "data_offsets": [offset, offset + nbytes]}
         offset += nbytes
@@ -307,7 +308,7 @@ def read_checkpoint(paths, origins: dict | None = None) -> dict[str, np.ndarray]
     for path in paths:
         for name, array in read_safetensors(path).items():
             if name in merged:
-                raise ValueError(f"{path}: tensor {name!r} also appears in another shard")
+                raise InputError(f"{path}: tensor {name!r} also appears in another shard")
             merged[name] = array
             if origins is not None:
                 origins[name] = os.fspath(path)

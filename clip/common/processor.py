@@ -15,6 +15,7 @@ from clip.common import hub
 from clip.common.batch import BatchEncoding
 from clip.common.image_processor import OPTIONS, PREPROCESS_KWARGS, CLIPImageProcessor
 from clip.common.io import atomic_write_json, atomic_write_text, read_json_object
+from clip.errors import InputError, InputTypeError
 
 _TOKENIZER_CONFIG = "tokenizer_config.json"
 
@@ -47,7 +48,7 @@ class CLIPProcessor:
             feature_extractor = kwargs.pop("feature_extractor")
             image_processor = feature_extractor if image_processor is None else image_processor
         if kwargs:
-            raise TypeError(f"CLIPProcessor got unexpected keyword arguments {sorted(kwargs)}")
+            raise InputTypeError(f"CLIPProcessor got unexpected keyword arguments {sorted(kwargs)}")
         self.image_processor = CLIPImageProcessor() if image_processor is None else image_processor
         self.tokenizer = _default_tokenizer_class(True)() if tokenizer is None else tokenizer
         self.chat_template = chat_template
@@ -74,7 +75,7 @@ class CLIPProcessor:
         """Render a conversation with the processor's (or the given) Jinja template, as the tokenizer does."""
         template = chat_template if chat_template is not None else self.chat_template
         if template is None:
-            raise ValueError(
+            raise InputError(
                 "Cannot use apply_chat_template because this processor does not have a chat template "
                 "(CLIP ships none); pass chat_template=..."
             )
@@ -88,9 +89,9 @@ class CLIPProcessor:
         keyword argument to the tokenizer.
         """
         if text is None and images is None:
-            raise ValueError("CLIPProcessor needs text, images or both; got neither")
+            raise InputError("CLIPProcessor needs text, images or both; got neither")
         if text is not None and not _is_text(text):
-            raise ValueError(
+            raise InputError(
                 f"text must be a string or a list of strings, got {type(text).__name__}; "
                 "pass images with images=..."
             )
@@ -121,7 +122,7 @@ class CLIPProcessor:
     def save_pretrained(self, save_directory) -> list[str]:
         save_directory = os.fspath(save_directory)
         if os.path.isfile(save_directory):
-            raise ValueError(f"{save_directory} is a file; save_pretrained needs a directory")
+            raise InputError(f"{save_directory} is a file; save_pretrained needs a directory")
         # transformers tags both configs so that AutoProcessor finds this class again.
         self.image_processor.processor_class = type(self).__name__
         paths = list(self.image_processor.save_pretrained(save_directory))

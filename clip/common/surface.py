@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 
 from clip.common.config import CLIPConfig
+from clip.errors import InputError, InputTypeError
 
 # Every backend runs one fused kernel ("sdpa": torch's scaled_dot_product_attention, Keras/TF ops,
 # jax.nn.dot_product_attention) or the explicit softmax of transformers' eager path.
@@ -33,7 +34,7 @@ def as_config(config, config_class, owner: str):
         if attn is not None:  # not part of to_dict() in transformers: carried over by hand
             converted._attn_implementation = attn
     else:
-        raise TypeError(
+        raise InputTypeError(
             f"{owner} needs a {config_class.__name__} (ours or transformers'), or a dict of its fields; "
             f"got {type(config).__module__}.{type(config).__name__}"
         )
@@ -72,7 +73,7 @@ def check_attn_implementation(name, owner: str, supported=ATTN_IMPLEMENTATIONS):
     values = name.values() if isinstance(name, dict) else [name]
     for value in values:
         if value is not None and value not in supported:
-            raise ValueError(f"{owner}: attn_implementation must be one of {', '.join(supported)} or None, got {value!r}")
+            raise InputError(f"{owner}: attn_implementation must be one of {', '.join(supported)} or None, got {value!r}")
 
 
 def tower_configs(config) -> list:
@@ -107,10 +108,10 @@ def parse_size(size) -> int:
     else:
         match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?I?B?)\s*", str(size).upper())
         if not match or match.group(2) not in _UNITS:
-            raise ValueError(f"max_shard_size must be a number of bytes or a size like '5GB' or '200MB', got {size!r}")
+            raise InputError(f"max_shard_size must be a number of bytes or a size like '5GB' or '200MB', got {size!r}")
         value = int(float(match.group(1)) * _UNITS[match.group(2)])
     if value <= 0:
-        raise ValueError(f"max_shard_size must be positive, got {size!r}")
+        raise InputError(f"max_shard_size must be positive, got {size!r}")
     return value
 
 

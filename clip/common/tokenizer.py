@@ -30,6 +30,7 @@ from ._tokenizer_base import CLIPTokenizerBase, rows_of
 from ._tokenizer_files import MERGES_FILE, TOKENIZER_FILE, VOCAB_FILE
 from .hub import CheckpointNotFoundError, resolve_file
 from .io import atomic_write_text
+from clip.errors import InputError, InputTypeError
 
 __all__ = ["DEFAULT_MAX_LENGTH", "CLIPTokenizer", "CLIPTokenizerFast"]
 
@@ -71,7 +72,7 @@ def _default_settings(kwargs) -> dict:
     chat_template = kwargs.pop("chat_template", None)
     unknown = set(kwargs) - set(settings)
     if unknown:
-        raise TypeError(f"unexpected keyword arguments {sorted(unknown)}")
+        raise InputTypeError(f"unexpected keyword arguments {sorted(unknown)}")
     settings.update(kwargs)
     from ._tokenizer_vocab import token_text
 
@@ -97,7 +98,7 @@ class CLIPTokenizer(CLIPTokenizerBase):
     def __init__(self, vocab_file=None, merges_file=None, tokenizer_file=None, **kwargs):
         settings = _default_settings(kwargs)
         if (vocab_file is None) != (merges_file is None):
-            raise ValueError("pass both vocab_file and merges_file, or neither (for the embedded CLIP vocabulary)")
+            raise InputError("pass both vocab_file and merges_file, or neither (for the embedded CLIP vocabulary)")
         if vocab_file is not None:
             vocab, merges = _bpe.read_vocab_files(vocab_file, merges_file)
         elif tokenizer_file is not None:
@@ -162,7 +163,7 @@ class CLIPTokenizer(CLIPTokenizerBase):
 
     def tokenize(self, text: str, **kwargs) -> list[str]:
         if not isinstance(text, str):
-            raise TypeError(f"text must be a string, got {type(text).__name__}")
+            raise InputTypeError(f"text must be a string, got {type(text).__name__}")
         out = []
         for piece, special in self._pieces(text):
             out.extend([piece] if special else self.bpe.tokens(_bpe.clean_text(piece)))
@@ -208,14 +209,14 @@ class CLIPTokenizerFast(CLIPTokenizerBase):
 
         settings = _default_settings(kwargs)
         if (vocab_file is None) != (merges_file is None):
-            raise ValueError("pass both vocab_file and merges_file, or neither")
+            raise InputError("pass both vocab_file and merges_file, or neither")
         if tokenizer_object is not None:
             # transformers' way to wrap a tokenizers.Tokenizer; a copy, so the caller's stays as it is
             backend = Tokenizer.from_str(tokenizer_object.to_str())
         elif tokenizer_file is not None:
             backend = Tokenizer.from_file(os.fspath(tokenizer_file))
             if type(backend.pre_tokenizer).__name__ != "Sequence":
-                raise ValueError(
+                raise InputError(
                     f"{tokenizer_file} was written for transformers < 4.17, whose CLIP pipeline differs; "
                     "load vocab.json and merges.txt instead"
                 )
@@ -281,7 +282,7 @@ class CLIPTokenizerFast(CLIPTokenizerBase):
 
     def tokenize(self, text: str, **kwargs) -> list[str]:
         if not isinstance(text, str):
-            raise TypeError(f"text must be a string, got {type(text).__name__}")
+            raise InputTypeError(f"text must be a string, got {type(text).__name__}")
         return self._backend.encode(utf8_safe(text), add_special_tokens=False).tokens
 
     def _content(self, texts, limit, from_end, with_offsets):

@@ -17,6 +17,7 @@ import math
 
 import numpy as np
 from PIL import Image, ImageDraw
+from clip.errors import InputError
 
 COLOURS = {
     "red": (220, 30, 30),
@@ -58,15 +59,15 @@ class SyntheticShapes:
     def __init__(self, size: int = 10000, seed: int = 0, image_size: int = 64, two_shape_fraction: float = 0.3,
                  exclude=HELD_OUT_COMBOS):
         if size <= 0:
-            raise ValueError(f"SyntheticShapes needs a positive size, got {size}")
+            raise InputError(f"SyntheticShapes needs a positive size, got {size}")
         if image_size < 16:
-            raise ValueError(f"SyntheticShapes renders at least 16x16 pixels, got image_size={image_size}")
+            raise InputError(f"SyntheticShapes renders at least 16x16 pixels, got image_size={image_size}")
         self.size, self.seed, self.image_size = int(size), int(seed), int(image_size)
         self.two_shape_fraction = float(two_shape_fraction)
         self.exclude = frozenset(tuple(c) for c in (exclude or ()))
         self.combos = [(c, s) for c in COLOURS for s in SHAPES if (c, s) not in self.exclude]
         if not self.combos:
-            raise ValueError("SyntheticShapes: every colour x shape combination is excluded")
+            raise InputError("SyntheticShapes: every colour x shape combination is excluded")
 
     def __len__(self):
         return self.size

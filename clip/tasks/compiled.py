@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from clip.common import checks
+from clip.errors import InputError
 
 # Batches up to this size run as CUDA graphs (torch.compile's "reduce-overhead" mode): there the
 # time goes to launching ~200 kernels per tower, not to computing them. Larger batches are compute
@@ -134,7 +135,7 @@ def set_flax_attention(net, implementation: str):
     from clip.flax.layers import CLIPAttention
 
     if implementation not in FLAX_ATTENTION:
-        raise ValueError(f"unknown Flax attention {implementation!r}; choose one of {', '.join(FLAX_ATTENTION)}")
+        raise InputError(f"unknown Flax attention {implementation!r}; choose one of {', '.join(FLAX_ATTENTION)}")
     for _, node in nnx.iter_graph(net.module):
         if isinstance(node, CLIPAttention):
             node.implementation = implementation

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 
 from clip.common.io import read_text
+from clip.errors import InputError
 
 LABEL_TEMPLATES = ("{}",)
 DEFAULT_TEMPLATES = ("This is a photo of {}.",)
@@ -119,16 +120,16 @@ def get_templates(spec=None) -> tuple[str, ...]:
         elif "{}" in spec:
             templates, where = [spec], "template"
         else:
-            raise ValueError(
+            raise InputError(
                 f"templates {spec!r}: not one of {', '.join(NAMED)}, not a file, and no '{{}}' placeholder in it"
             )
     else:
         templates, where = [str(t) for t in spec], "templates"
     if not templates:
-        raise ValueError(f"{where}: no templates given")
+        raise InputError(f"{where}: no templates given")
     for template in templates:
         if template.count("{}") != 1:
-            raise ValueError(f"{where}: template {template!r} must contain exactly one '{{}}' where the label goes")
+            raise InputError(f"{where}: template {template!r} must contain exactly one '{{}}' where the label goes")
     return tuple(templates)
 
 

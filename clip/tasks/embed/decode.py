@@ -19,6 +19,7 @@ import sys
 
 import numpy as np
 from PIL import Image
+from clip.errors import InputError
 
 _PIL_ERRORS = (OSError, SyntaxError, EOFError, ValueError, Image.DecompressionBombError)
 
@@ -104,7 +105,7 @@ def decode_crop(path, data, spec: CropSpec, out: np.ndarray) -> tuple[int, int]:
         message = str(err) or type(err).__name__
         if isinstance(err, Image.UnidentifiedImageError):
             message = "not an image PIL can read"
-        raise ValueError(message) from None
+        raise InputError(message) from None
     resized = np.asarray(rgb.resize((target_w, target_h), resample=spec.resample))
     crop_h, crop_w = spec.crop
     top, left = (target_h - crop_h) // 2, (target_w - crop_w) // 2
@@ -201,7 +202,7 @@ class Decoder:
             self.ring = np.zeros((slots, *spec.shape), np.uint8)
             self.pool = ThreadPoolExecutor(workers, thread_name_prefix="clip-decode")
         else:
-            raise ValueError(f"unknown decode mode {mode!r}; choose process or thread")
+            raise InputError(f"unknown decode mode {mode!r}; choose process or thread")
 
     def submit(self, jobs: list):
         if self.mode == "process":
