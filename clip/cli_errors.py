@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+
 from clip.errors import ClipError, InputError
 
 DEBUG_ENV = "CLIP_DEBUG"

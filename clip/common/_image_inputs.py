@@ -12,8 +12,9 @@ import os
 import numpy as np
 from PIL import Image
 
-from .batch import to_numpy
 from clip.errors import InputError
+
+from .batch import to_numpy
 
 _TENSOR_MODULES = ("torch", "tensorflow", "keras", "jax", "jaxlib")
 # PIL can fail on a broken file with any of these, on open or on the deferred decode.

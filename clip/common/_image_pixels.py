@@ -14,6 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from PIL import Image
 
+from clip.errors import InputError
+
 from ._image_inputs import (
     array_to_pil,
     from_pil,
@@ -22,7 +24,6 @@ from ._image_inputs import (
     reading,
     to_hwc,
 )
-from clip.errors import InputError
 
 # Pixel values this far beyond the documented range (after rescaling: [0, 1]) are warned about.
 _FAR_OUTSIDE = 10.0
@@ -159,7 +160,7 @@ def _table(pre_scaled: bool, channels: int, label: str, options: dict) -> np.nda
 
 
 def _compute_table(pre_scaled: bool, channels: int, label: str, options: dict) -> np.ndarray:
-    x = np.arange(256, dtype=np.uint8)
+    x: np.ndarray = np.arange(256, dtype=np.uint8)
     if pre_scaled:
         x = (x.astype(np.float64) * (1 / 255)).astype(np.float32)
     if options["do_rescale"]:

@@ -8,11 +8,12 @@ tokenizer's state and one instance can serve many threads.
 
 from __future__ import annotations
 
+from clip.errors import InputError, InputTypeError
+
 from . import _tokenizer_encode as enc
 from ._tokenizer_files import FilesMixin
 from ._tokenizer_vocab import VocabularyMixin
 from .batch import BatchEncoding, to_numpy
-from clip.errors import InputError, InputTypeError
 
 
 class CLIPTokenizerBase(VocabularyMixin, FilesMixin):
@@ -166,8 +167,9 @@ class CLIPTokenizerBase(VocabularyMixin, FilesMixin):
 
     def _fields(self, content, pair_content, plan, wanted, num_special, add_special_tokens, windows) -> dict:
         """Every field's rows, truncated (or cut into overflow windows), before padding."""
-        fields = {"input_ids": [], "token_type_ids": [], "special_tokens_mask": [], "offset_mapping": [],
-                  "overflowing_tokens": [], "num_truncated_tokens": [], "overflow_to_sample_mapping": []}
+        fields: dict[str, list] = {"input_ids": [], "token_type_ids": [], "special_tokens_mask": [],
+                                   "offset_mapping": [], "overflowing_tokens": [], "num_truncated_tokens": [],
+                                   "overflow_to_sample_mapping": []}
         for sample, ((ids, offsets), pair) in enumerate(zip(content, pair_content)):
             pair_ids, pair_offsets = pair if pair is not None else (None, None)
             total = len(ids) + (len(pair_ids) if pair_ids is not None else 0) + num_special

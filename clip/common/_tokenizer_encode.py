@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .batch import BatchEncoding, check_tensor_type, to_numpy, to_tensor
 from clip.errors import InputError
+
+from .batch import BatchEncoding, check_tensor_type, to_numpy, to_tensor
 
 # transformers writes a huge model_max_length (int(1e30)) for "no limit"; treat it as one.
 UNLIMITED = int(1e20)
@@ -154,6 +155,7 @@ def pad_rows(fields: dict, plan: Plan, pad_id) -> tuple[dict, int | None]:
     if plan.pad_mode is None or not rows:
         return fields, None
     width = max(len(r) for r in rows) if plan.pad_mode == "longest" else plan.max_length
+    assert width is not None  # make_plan: padding to max_length always has a max_length
     if plan.pad_to_multiple_of and width % plan.pad_to_multiple_of:
         width += plan.pad_to_multiple_of - width % plan.pad_to_multiple_of
     left = plan.padding_side == "left"
@@ -214,7 +216,7 @@ def id_arrays(rows: list, plan: Plan, special: tuple[int, int] | None, pad_id, r
     lengths = np.fromiter((len(r) + extra for r in rows), dtype=np.int64, count=len(rows))
     width = 0
     if plan.pad_mode is not None:
-        width = int(lengths.max(initial=0)) if plan.pad_mode == "longest" else plan.max_length
+        width = int(lengths.max(initial=0)) if plan.pad_mode == "longest" else plan.max_length  # type: ignore[assignment]
         if plan.pad_to_multiple_of and width % plan.pad_to_multiple_of:
             width += plan.pad_to_multiple_of - width % plan.pad_to_multiple_of
     # Rows longer than the padding width stay as they are (transformers'), so they may not stack.

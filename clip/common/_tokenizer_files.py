@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 import os
 
+from clip.errors import InputError
+
 from . import _bpe
 from ._tokenizer_vocab import CLIP_TOKEN_NAMES, SPECIAL_TOKEN_NAMES
 from .hub import resolve_file, split_hub_kwargs
 from .io import atomic_write_json, atomic_write_text, read_json_object
-from clip.errors import InputError
 
 VOCAB_FILE = "vocab.json"
 MERGES_FILE = "merges.txt"
@@ -171,7 +172,8 @@ class FilesMixin:
         ]
         if not tokenize:
             return texts if batched else texts[0]
-        out = self(texts if batched else texts[0], add_special_tokens=False, return_tensors=return_tensors)
+        out = self(texts if batched else texts[0], add_special_tokens=False,  # type: ignore[operator]  # mixin
+                   return_tensors=return_tensors)
         return out if return_dict else out["input_ids"]
 
 

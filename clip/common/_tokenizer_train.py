@@ -8,6 +8,7 @@ special tokens come first in the new vocabulary and the post-processor points at
 from __future__ import annotations
 
 import json
+
 from clip.errors import InputError
 
 

@@ -9,6 +9,7 @@ first four, and the rest are None until a user sets them, as in transformers.
 from __future__ import annotations
 
 import numpy as np
+
 from clip.errors import InputError, InputTypeError
 
 SPECIAL_TOKEN_NAMES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
@@ -102,7 +103,7 @@ class VocabularyMixin:
 
     @property
     def special_tokens_map(self) -> dict:
-        out = {name: token for name, token in self._special.items() if token is not None}
+        out: dict[str, object] = {name: token for name, token in self._special.items() if token is not None}
         if self._additional:
             out["additional_special_tokens"] = list(self._additional)
         return out
@@ -170,9 +171,9 @@ class VocabularyMixin:
                 tokens = [token_text(t) for t in value]
                 added += self.add_tokens(tokens, special_tokens=True)
                 if replace_additional_special_tokens:
-                    self._additional = tokens
+                    self._additional = tokens  # type: ignore[assignment]  # token_text is None only for None
                 else:
-                    self._additional += [t for t in tokens if t not in self._additional]
+                    self._additional += [t for t in tokens if t not in self._additional]  # type: ignore[misc]
             elif name in SPECIAL_TOKEN_NAMES:
                 text = token_text(value)
                 added += self.add_tokens([text], special_tokens=True)
@@ -198,7 +199,7 @@ class VocabularyMixin:
             raise InputTypeError("tokens must be a string or a list of strings")
         return [self.convert_tokens_to_ids(t) for t in tokens]
 
-    def _id_token(self, i: int) -> str:
+    def _id_token(self, i: int) -> str | None:
         token = self.decoder.get(i)
         if token is None:
             token = self._added_decoder().get(i)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+from collections.abc import Callable
 
 from clip.common import hub
 from clip.common.io import atomic_write_text, read_json_object
@@ -38,6 +39,8 @@ class _ConfigSurface:
     attention implementation, get_text_config, to_diff_dict). The values are not validated here:
     like transformers, a config takes any value and the model refuses what it cannot build
     (validate(), called by every model's constructor)."""
+
+    to_dict: Callable[[], dict]  # each kind of config defines it
 
     sub_configs: dict = {}
     return_dict = True
@@ -85,7 +88,8 @@ class _ConfigSurface:
         for key in self.sub_configs:
             sub = getattr(self, key, None)
             if sub is not None:
-                sub._attn_implementation = value.get(key, sub._attn_implementation) if isinstance(value, dict) else value
+                sub._attn_implementation = (value.get(key, sub._attn_implementation) if isinstance(value, dict)
+                                            else value)
 
     def get_text_config(self, decoder=None, encoder=None):
         """The text tower's config (the config itself for a tower), as transformers resolves it:
@@ -125,6 +129,8 @@ class _TowerConfig(_ConfigSurface):
     """Shared machinery: known fields with defaults, extra keys kept, validation."""
 
     model_type: str = ""
+    hidden_size: int  # set from `defaults` (or the caller's value) in __init__, like every field
+    num_attention_heads: int
     # field -> default, in the order transformers writes them
     defaults: dict = {}
 
@@ -213,6 +219,8 @@ class CLIPTextConfig(_TowerConfig):
 
 class CLIPVisionConfig(_TowerConfig):
     model_type = "clip_vision_model"
+    image_size: int
+    patch_size: int
     _sub_attr = "vision_config"
     defaults = {
         "hidden_size": 768,
@@ -282,7 +290,8 @@ class CLIPConfig(_ConfigSurface):
         """What a model needs of the config; raises one clear ValueError naming the field."""
         self.text_config.validate()
         self.vision_config.validate()
-        if not isinstance(self.projection_dim, int) or isinstance(self.projection_dim, bool) or self.projection_dim <= 0:
+        if (not isinstance(self.projection_dim, int) or isinstance(self.projection_dim, bool)
+                or self.projection_dim <= 0):
             raise InputError(f"CLIPConfig.projection_dim must be a positive integer, got {self.projection_dim!r}")
 
     @classmethod
@@ -319,7 +328,8 @@ class CLIPConfig(_ConfigSurface):
         if "id2label" in data and data["id2label"] is not None:
             # JSON object keys are strings; transformers turns them back into ints.
             labels = data["id2label"]
-            if not isinstance(labels, dict) or not all(isinstance(k, int) or str(k).lstrip("-").isdigit() for k in labels):
+            if not isinstance(labels, dict) or not all(isinstance(k, int) or str(k).lstrip("-").isdigit()
+                                                       for k in labels):
                 raise InputError(f"CLIPConfig.id2label must map class indices to labels, got {labels!r}")
             data["id2label"] = {int(k): v for k, v in labels.items()}
         return cls(**data)
@@ -346,4 +356,4 @@ def _as_dict(value) -> dict:
 
 
 def _read_config_json(name_or_path, **hub_kwargs) -> dict:
-    return read_json_object(hub.resolve_file(name_or_path, CONFIG_NAME, **hub_kwargs))
+    return read_json_object(hub.resolve_file(name_or_path, CONFIG_NAME, **hub_kwargs))  # type: ignore[arg-type]  # required

@@ -194,7 +194,7 @@ class CLIPImageProcessor:
     def to_json_string(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
-    def to_json_file(self, json_file_path):
+    def to_json_file(self, json_file_path: str | os.PathLike) -> None:
         atomic_write_text(os.fspath(json_file_path), self.to_json_string())
 
     @property
@@ -208,7 +208,7 @@ class CLIPImageProcessor:
         return isinstance(other, CLIPImageProcessor) and self.to_dict() == other.to_dict()
 
     @classmethod
-    def from_dict(cls, image_processor_dict: dict, **kwargs):
+    def from_dict(cls, image_processor_dict: dict, **kwargs) -> CLIPImageProcessor | tuple[CLIPImageProcessor, dict]:
         """A processor from to_dict()'s form; keyword arguments override it. With
         return_unused_kwargs=True, (processor, the keyword arguments that are not options)."""
         return_unused = kwargs.pop("return_unused_kwargs", False)
@@ -220,10 +220,10 @@ class CLIPImageProcessor:
         return (processor, unused) if return_unused else processor
 
     @classmethod
-    def from_json_file(cls, path, **kwargs):
+    def from_json_file(cls, path: str | os.PathLike, **kwargs) -> CLIPImageProcessor | tuple[CLIPImageProcessor, dict]:
         return cls.from_dict(read_json_object(path), **kwargs)
 
-    def save_pretrained(self, save_directory) -> list[str]:
+    def save_pretrained(self, save_directory: str | os.PathLike) -> list[str]:
         save_directory = os.fspath(save_directory)
         if os.path.isfile(save_directory):
             raise InputError(f"{save_directory} is a file; save_pretrained needs a directory")
@@ -233,7 +233,7 @@ class CLIPImageProcessor:
         return [path]
 
     @classmethod
-    def from_pretrained(cls, name_or_path, **kwargs):
+    def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs) -> CLIPImageProcessor:
         """Load preprocessor_config.json from a directory, a hub id or the JSON file itself.
 
         Hub arguments (revision, cache_dir, token, ...) select the file; other keyword
@@ -244,7 +244,8 @@ class CLIPImageProcessor:
             path = os.fspath(name_or_path)
         else:
             path = hub.resolve_file(name_or_path, IMAGE_PROCESSOR_NAME, **hub_kwargs)
-        return cls.from_json_file(path, **kwargs)
+        # (the processor, unused kwargs) with return_unused_kwargs=True, as transformers returns
+        return cls.from_json_file(path, **kwargs)  # type: ignore[return-value]
 
     # ----------------------------------------------------------------- single-image transforms
     # transformers' public methods, on one numpy image (HWC or CHW), returned in the same layout

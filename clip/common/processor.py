@@ -68,7 +68,7 @@ class CLIPProcessor:
     def to_json_string(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
-    def to_json_file(self, json_file_path):
+    def to_json_file(self, json_file_path: str | os.PathLike) -> None:
         atomic_write_text(os.fspath(json_file_path), self.to_json_string())
 
     def apply_chat_template(self, conversation, chat_template: str | None = None, **kwargs):
@@ -119,7 +119,7 @@ class CLIPProcessor:
         names = self.image_processor.model_input_names + self.tokenizer.model_input_names
         return list(dict.fromkeys(names))
 
-    def save_pretrained(self, save_directory) -> list[str]:
+    def save_pretrained(self, save_directory: str | os.PathLike) -> list[str]:
         save_directory = os.fspath(save_directory)
         if os.path.isfile(save_directory):
             raise InputError(f"{save_directory} is a file; save_pretrained needs a directory")
@@ -135,7 +135,7 @@ class CLIPProcessor:
         return paths
 
     @classmethod
-    def from_pretrained(cls, name_or_path, use_fast: bool = True, **kwargs):
+    def from_pretrained(cls, name_or_path: str | os.PathLike, use_fast: bool = True, **kwargs) -> CLIPProcessor:
         """Load from a directory or hub id holding preprocessor_config.json and tokenizer files.
 
         Hub arguments (revision, cache_dir, token, ...) apply to both; image options override the

@@ -20,10 +20,10 @@ DEFAULT_MAX_SHARD_SIZE = "5GB"
 _SHARD_NAME = re.compile(r"-\d{5}-of-\d{5}$")
 
 
-def plan_shards(sizes: dict, max_shard_size) -> list[list[str]]:
+def plan_shards(sizes: dict, max_shard_size: int | str) -> list[list[str]]:
     """{name: bytes} (in writing order) -> the names of each shard."""
     limit = parse_size(max_shard_size)
-    shards, current, filled = [], [], 0
+    shards, current, filled = [], [], 0  # type: list[list], list, int
     for name, size in sizes.items():
         if size > limit:  # alone, after the shard being filled
             shards.append([name])
@@ -80,7 +80,7 @@ def _remove_stale_shards(directory, base_name: str, keep: set):
             os.unlink(os.path.join(directory, file_name))
 
 
-def remove_weights(directory, base_name: str):
+def remove_weights(directory: str | os.PathLike, base_name: str) -> None:
     """Remove a save's weight files of `base_name` (the single file, its shards and index)."""
     _remove_stale_shards(directory, base_name, set())
     for file_name in (base_name, base_name + ".index.json"):

@@ -9,6 +9,8 @@ attention implementations a class offers, parameter counting, and max_shard_size
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
+from typing import Any
 
 from clip.common.config import CLIPConfig
 from clip.errors import InputError, InputTypeError
@@ -68,22 +70,23 @@ def output_flags(config, output_attentions, output_hidden_states, return_dict):
     return bool(attn), bool(hidden), bool(as_dict)
 
 
-def check_attn_implementation(name, owner: str, supported=ATTN_IMPLEMENTATIONS):
+def check_attn_implementation(name: str | None, owner: str, supported: tuple = ATTN_IMPLEMENTATIONS) -> None:
     """None (the default, sdpa) or one of `supported`; a dict names one per sub-config ("" = the model)."""
     values = name.values() if isinstance(name, dict) else [name]
     for value in values:
         if value is not None and value not in supported:
-            raise InputError(f"{owner}: attn_implementation must be one of {', '.join(supported)} or None, got {value!r}")
+            raise InputError(f"{owner}: attn_implementation must be one of {', '.join(supported)} or None, got "
+                             f"{value!r}")
 
 
-def tower_configs(config) -> list:
+def tower_configs(config: Any) -> list:
     """The tower configs inside `config` (itself for a tower config)."""
     if isinstance(config, CLIPConfig):
         return [config.text_config, config.vision_config]
     return [config]
 
 
-def count_parameters(entries, only_trainable=False, exclude_embeddings=False) -> int:
+def count_parameters(entries: Iterable, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
     """transformers' num_parameters over (size, trainable, is_embedding_table) triples."""
     return sum(size for size, trainable, embedding in entries
                if (trainable or not only_trainable) and not (embedding and exclude_embeddings))
@@ -101,7 +104,7 @@ _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
           "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
 
 
-def parse_size(size) -> int:
+def parse_size(size: int | str) -> int:
     """transformers' max_shard_size: bytes as an int, or "5GB" / "200MB" / "10KiB" (decimal and binary units)."""
     if isinstance(size, int) and not isinstance(size, bool):
         value = size

@@ -25,12 +25,13 @@ import os
 
 import regex
 
+from clip.errors import InputError, InputTypeError
+
 from . import _bpe
 from ._tokenizer_base import CLIPTokenizerBase, rows_of
 from ._tokenizer_files import MERGES_FILE, TOKENIZER_FILE, VOCAB_FILE
 from .hub import CheckpointNotFoundError, resolve_file
 from .io import atomic_write_text
-from clip.errors import InputError, InputTypeError
 
 __all__ = ["DEFAULT_MAX_LENGTH", "CLIPTokenizer", "CLIPTokenizerFast"]
 
@@ -147,7 +148,7 @@ class CLIPTokenizer(CLIPTokenizerBase):
         """Content ids of one text; with `limit`, only as much text as gives that many from the start
         (or the end): the rest is cut by truncation anyway."""
         pieces = self._pieces(text)
-        out = []
+        out: list = []
         for piece, special in reversed(pieces) if from_end else pieces:
             if special:
                 ids = [self._token_id(piece)]
@@ -164,7 +165,7 @@ class CLIPTokenizer(CLIPTokenizerBase):
     def tokenize(self, text: str, **kwargs) -> list[str]:
         if not isinstance(text, str):
             raise InputTypeError(f"text must be a string, got {type(text).__name__}")
-        out = []
+        out: list = []
         for piece, special in self._pieces(text):
             out.extend([piece] if special else self.bpe.tokens(_bpe.clean_text(piece)))
         return out
@@ -272,7 +273,7 @@ class CLIPTokenizerFast(CLIPTokenizerBase):
     def _merges(self):
         return _bpe.vocab_from_tokenizer_json(self._tokenizer_json())[1]
 
-    def save_pretrained(self, save_directory, legacy_format=None, filename_prefix: str | None = None,
+    def save_pretrained(self, save_directory, legacy_format=None, filename_prefix: str | None = None,  # type: ignore[override]
                         **kwargs) -> tuple[str, ...]:
         paths = super().save_pretrained(save_directory, legacy_format, filename_prefix, **kwargs)
         prefix = f"{filename_prefix}-" if filename_prefix else ""

@@ -11,8 +11,10 @@ layers) is a ValueError. Both name the file and what is wrong: the libraries' ow
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import numpy as np
+
 from clip.errors import InputError, UnreadableFileError
 
 _LFS_POINTER = b"version https://git-lfs.github.com/spec/"
@@ -29,12 +31,13 @@ def _reason(err: BaseException) -> str:
     return lines[0] if lines else type(err).__name__
 
 
-def unreadable(path, what: str, err: BaseException) -> OSError:
+def unreadable(path: str | os.PathLike, what: str, err: BaseException) -> OSError:
     """The OSError for a weight file that its library cannot read, naming the file and why."""
     try:
         with open(path, "rb") as f:
             if f.read(len(_LFS_POINTER)) == _LFS_POINTER:
-                return UnreadableFileError(f"{path}: a Git LFS pointer, not the {what} itself (fetch the file with `git lfs pull`)")
+                return UnreadableFileError(f"{path}: a Git LFS pointer, not the {what} itself (fetch the file with "
+                                           "`git lfs pull`)")
     except OSError:
         pass
     if os.path.isfile(path) and os.path.getsize(path) == 0:
@@ -43,7 +46,7 @@ def unreadable(path, what: str, err: BaseException) -> OSError:
 
 
 # -- PyTorch ---------------------------------------------------------------------------------------
-def torch_load(path, mmap: bool = False):
+def torch_load(path: str | os.PathLike, mmap: bool = False) -> Any:
     """torch.load(weights_only=True) of `path`: no pickle opcode outside tensors and plain containers
     runs. A file that does not load is an OSError naming it (a refused pickle says what it refused)."""
     import torch
@@ -58,7 +61,7 @@ def torch_load(path, mmap: bool = False):
         raise unreadable(path, "PyTorch weights file that torch.load(weights_only=True) reads", err) from None
 
 
-def torch_state_dict(path, mmap: bool = True) -> dict:
+def torch_state_dict(path: str | os.PathLike, mmap: bool = True) -> dict:
     """{name: tensor} of a state-dict file; anything else in it is a ValueError naming the entry."""
     import torch
 
@@ -73,7 +76,7 @@ def torch_state_dict(path, mmap: bool = True) -> dict:
 
 
 # -- transformers' TensorFlow h5 -------------------------------------------------------------------
-def read_h5(path) -> dict[str, np.ndarray]:
+def read_h5(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """{weight name: array} of a Keras 2 (tf_keras) HDF5 weights file, as transformers' save_pretrained writes it."""
     import h5py
 
@@ -102,7 +105,7 @@ def _text(value) -> str:
 
 
 # -- transformers' Flax msgpack --------------------------------------------------------------------
-def read_msgpack(path) -> dict:
+def read_msgpack(path: str | os.PathLike) -> dict:
     """The params tree of a flax .msgpack file (under "params" or not), every leaf an array."""
     from flax import serialization
 
@@ -126,7 +129,8 @@ def _check_tree(path, tree):
     while stack:
         where, node = stack.pop()
         if len(where) > MAX_TREE_DEPTH:
-            raise InputError(f"{path}: the params tree nests deeper than {MAX_TREE_DEPTH} levels at {'/'.join(where[:4])}/...")
+            raise InputError(f"{path}: the params tree nests deeper than {MAX_TREE_DEPTH} levels at "
+                             f"{'/'.join(where[:4])}/...")
         for key, value in node.items():
             if isinstance(value, dict):
                 stack.append((where + (str(key),), value))
@@ -139,7 +143,7 @@ def _check_tree(path, tree):
 KERAS_MEMBERS = ("config.json", "model.weights.h5")
 
 
-def check_keras_archive(path):
+def check_keras_archive(path: str | os.PathLike) -> None:
     """A .keras file is a zip archive holding config.json and model.weights.h5; anything else is an
     OSError saying which (Keras itself answers "File not found" for a damaged archive)."""
     import zipfile

@@ -17,6 +17,7 @@ import math
 
 import numpy as np
 from PIL import Image, ImageDraw
+
 from clip.errors import InputError
 
 COLOURS = {
@@ -31,7 +32,8 @@ SHAPES = ("circle", "square", "triangle", "star", "cross")
 SIZES = ("small", "large")
 RELATIONS = ("left of", "right of", "above", "below")
 # One combination per shape and per colour (orange keeps all five), so every word is still seen.
-HELD_OUT_COMBOS = (("red", "cross"), ("green", "star"), ("blue", "triangle"), ("yellow", "square"), ("purple", "circle"))
+HELD_OUT_COMBOS = (("red", "cross"), ("green", "star"), ("blue", "triangle"), ("yellow", "square"),
+                   ("purple", "circle"))
 BACKGROUNDS = ("noise", "stripes", "checks", "plain")
 
 _SUPERSAMPLE = 2  # draw at twice the size and downsample: smooth edges at small image sizes
@@ -170,7 +172,8 @@ def _polygon(shape, cx, cy, r, angle):
         points = [(-math.pi / 2 + k * math.pi / 5, r if k % 2 == 0 else 0.45 * r) for k in range(10)]
     else:  # cross: a plus sign of arm half-width w
         w = 0.33 * r
-        corners = [(w, r), (w, w), (r, w), (r, -w), (w, -w), (w, -r), (-w, -r), (-w, -w), (-r, -w), (-r, w), (-w, w), (-w, r)]
+        corners = [(w, r), (w, w), (r, w), (r, -w), (w, -w), (w, -r),
+                   (-w, -r), (-w, -w), (-r, -w), (-r, w), (-w, w), (-w, r)]
         points = [(math.atan2(py, px), math.hypot(px, py)) for px, py in corners]
     return [(cx + d * math.cos(a + angle), cy + d * math.sin(a + angle)) for a, d in points]
 

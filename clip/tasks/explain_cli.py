@@ -31,12 +31,14 @@ def add_parser(subparsers):
 
     from clip.cli import _command, _model_options
 
-    p = _command(subparsers, "explain", "relevance maps: which image regions and words drive an image-text match", DESCRIPTION, EXAMPLES)
+    p = _command(subparsers, "explain", "relevance maps: which image regions and words drive an image-text match",
+                 DESCRIPTION, EXAMPLES)
     p.add_argument("image", metavar="IMAGE", help="the image file")
     p.add_argument("--text", action="append", required=True, metavar="TEXT", help="a text to explain (repeat for more)")
     p.add_argument("--out", metavar="PNG", help="write the overlays to this PNG file")
     p.add_argument("--start-layer", type=int, default=0, metavar="N",
-                   help="first attention layer counted (default 0: all; -1: the last only, as Chefer et al.'s notebook)")
+                   help="first attention layer counted (default 0: all; -1: the last only, as Chefer et al.'s "
+                        "notebook)")
     p.add_argument("--alpha", type=float, default=0.5, help="opacity of the heat map over the image (default 0.5)")
     _model_options(p)
     p.set_defaults(run=run)
@@ -94,7 +96,8 @@ def plot_explanations(maps, out, alpha: float = 0.5, colormap: str = "jet") -> s
         scores = found.word_scores()
         top = max((share for _, share in scores), default=0.0) or 1.0
         x, line = 0.0, 0
-        for token, share in scores:  # words left to right, on up to three lines (about 0.022 of the width per character)
+        # words left to right, on up to three lines (about 0.022 of the width per character)
+        for token, share in scores:
             step = 0.04 + 0.022 * len(token)
             if x > 0 and x + step > 1.0:
                 x, line = 0.0, line + 1

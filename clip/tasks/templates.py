@@ -11,6 +11,7 @@ ImageNet (Radford et al. 2021, section 3.1.4 and its prompt-engineering notebook
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 from clip.common.io import read_text
 from clip.errors import InputError
@@ -101,10 +102,11 @@ IMAGENET_TEMPLATES = (
     "a tattoo of the {}.",
 )
 
-NAMED = {"default": DEFAULT_TEMPLATES, "label": LABEL_TEMPLATES, "simple": SIMPLE_TEMPLATES, "imagenet": IMAGENET_TEMPLATES}
+NAMED = {"default": DEFAULT_TEMPLATES, "label": LABEL_TEMPLATES, "simple": SIMPLE_TEMPLATES,
+         "imagenet": IMAGENET_TEMPLATES}
 
 
-def get_templates(spec=None) -> tuple[str, ...]:
+def get_templates(spec: str | Sequence[str] | None = None) -> tuple[str, ...]:
     """Templates from a name ("default", "label", "simple", "imagenet"), a file (one per line), one
     template string containing "{}", or a list of templates. None means "default" (transformers'
     pipeline prompt); "label" uses the labels verbatim (for models trained on bare labels)."""

@@ -14,6 +14,7 @@ import sys
 import numpy as np
 from PIL import Image
 
+from clip.errors import InputError
 from clip.tasks.backends import TaskError, as_tensors, nonfinite_rows
 from clip.tasks.embed.decode import (
     Decoder,
@@ -23,7 +24,6 @@ from clip.tasks.embed.decode import (
     pixel_table,
 )
 from clip.tasks.embed.inputs import Item, regular_file_error
-from clip.errors import InputError
 
 DECODE_MODES = ("auto", "process", "thread")
 # below this many images, starting worker processes costs more than it saves: threads decode them
@@ -81,7 +81,8 @@ def image_from_array(array, name: str = "image array") -> Image.Image:
         elif low >= 0 and high <= 1:
             array = np.round(array * 255).astype(np.uint8)
         else:
-            raise InputError(f"{name}: pixel values must be integers in [0, 255] or fractions in [0, 1], got [{low}, {high}]")
+            raise InputError(f"{name}: pixel values must be integers in [0, 255] or fractions in [0, 1], got [{low}, "
+                             f"{high}]")
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
     return Image.fromarray(np.ascontiguousarray(array)).convert("RGB")
@@ -132,7 +133,7 @@ def image_batches(encoder, items, batch_size: int = 64, workers: int | None = No
         # a few images per message to a worker: enough to hide its cost, few enough to keep all busy
         group = max(1, min(16, batch_size // (2 * (workers or default_workers()))))
         source = iter(items)
-        pending = collections.deque()  # (item, slot, future, position in the future's group)
+        pending: collections.deque = collections.deque()  # (item, slot, future, position in the future's group)
         free = collections.deque(range(slots))
 
         def top_up():
@@ -154,7 +155,7 @@ def image_batches(encoder, items, batch_size: int = 64, workers: int | None = No
 
         top_up()
         while pending:
-            done, slots_done, failures, used = [], [], [], []
+            done, slots_done, failures, used = [], [], [], []  # type: list, list, list, list
             while pending and len(done) + len(failures) < batch_size:
                 item, slot, future, position = pending.popleft()
                 if future is None:
