@@ -75,7 +75,7 @@ def test_embed_task_errors_are_clip_errors_and_value_errors(tmp_path):
 
     (tmp_path / "photos").mkdir()
     for kwargs in ({"chunk_size": 0}, {"storage": "floppy"}, {"shard": (2, 2)}):
-        err = _raised(lambda: embed_to_dir(None, tmp_path / "photos", tmp_path / "out", **kwargs))
+        err = _raised(lambda kwargs=kwargs: embed_to_dir(None, tmp_path / "photos", tmp_path / "out", **kwargs))
         assert isinstance(err, errors.TaskError) and isinstance(err, errors.ClipError) and isinstance(err, ValueError)
     err = _raised(lambda: embed_to_dir(None, tmp_path / "nothing-here", tmp_path / "out2"))
     assert isinstance(err, errors.ClipError) and isinstance(err, ValueError), type(err).__mro__
