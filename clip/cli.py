@@ -176,11 +176,11 @@ def _embed_parser(sub):
                    help="a folder of images, an image, a .txt file (one text per line), webdataset shards "
                         "(a.tar, 'shards-{00000..00009}.tar', 'a.tar::b.tar', s3:// or https:// URLs), "
                         "or a parquet/CSV/JSONL table of image paths")
-    p.add_argument("--out", required=True, metavar="EMB", help="output embedding directory (created; resumed if it "
-                                                               "exists)")
+    p.add_argument("--out", required=True, metavar="EMB",
+                   help="output embedding directory (created; resumed if it exists)")
     p.add_argument("--texts", action="store_true", help="read INPUT as a text file of lines whatever its name")
-    p.add_argument("--format", choices=("safetensors", "npy"), default="safetensors", help="chunk file format (default "
-                                                                                           "safetensors)")
+    p.add_argument("--format", choices=("safetensors", "npy"), default="safetensors",
+                   help="chunk file format (default safetensors)")
     p.add_argument("--chunk-size", type=_positive, default=1024, help="vectors per chunk file (default 1024)")
     p.add_argument("--overwrite", action="store_true", help="discard what --out holds and start again")
     p.add_argument("--shard", default="0/1", metavar="K/N",
@@ -348,8 +348,8 @@ def _run_similarity(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clip", description="CLIP in PyTorch, TensorFlow and JAX")
-    parser.add_argument("--debug", action="store_true", help="show the full traceback of any error (also: "
-                                                             "CLIP_DEBUG=1)")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of any error (also: CLIP_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)
     _zero_shot_parser(sub)
     _embed_parser(sub)

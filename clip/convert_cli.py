@@ -30,8 +30,8 @@ def configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     from clip import convert
 
     parser.add_argument("src", metavar="SRC", help="checkpoint file or directory")
-    parser.add_argument("dst", metavar="DST", help="output directory (a file for keras, flax-params, openai, "
-                                                   "open_clip)")
+    parser.add_argument("dst", metavar="DST",
+                        help="output directory (a file for keras, flax-params, openai, open_clip)")
     parser.add_argument("--from", dest="from_format", choices=convert.SOURCE_FORMATS + tuple(convert.ALIASES),
                         default=None, help="source format (default: detected)")
     parser.add_argument("--to", dest="to_format", choices=convert.TARGET_FORMATS, default="canonical",
@@ -40,8 +40,8 @@ def configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field, e.g. text_config.hidden_act=quick_gelu or "
                              "vision_config.num_attention_heads=16 (JSON values; repeatable)")
-    parser.add_argument("--no-processor", dest="processor", action="store_false", help="do not write tokenizer and "
-                                                                                       "processor files")
+    parser.add_argument("--no-processor", dest="processor", action="store_false",
+                        help="do not write tokenizer and processor files")
     parser.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
     parser.set_defaults(run=run, command="convert")
     return parser

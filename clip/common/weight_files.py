@@ -36,8 +36,8 @@ def unreadable(path: str | os.PathLike, what: str, err: BaseException) -> OSErro
     try:
         with open(path, "rb") as f:
             if f.read(len(_LFS_POINTER)) == _LFS_POINTER:
-                return UnreadableFileError(f"{path}: a Git LFS pointer, not the {what} itself (fetch the file with "
-                                           "`git lfs pull`)")
+                return UnreadableFileError(f"{path}: a Git LFS pointer, not the {what} itself "
+                                           "(fetch the file with `git lfs pull`)")
     except OSError:
         pass
     if os.path.isfile(path) and os.path.getsize(path) == 0:

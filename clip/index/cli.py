@@ -29,8 +29,8 @@ def _index_parser(sub):
     p.add_argument("embeddings", metavar="EMB", nargs="+", help="embedding directories (the shards of one input)")
     p.add_argument("--out", default=None, metavar="INDEX", help="where to write the index (default EMB/index)")
     p.add_argument("--memory", default="4GB", help="memory the index may occupy when searched (default 4GB)")
-    p.add_argument("--kind", choices=("auto", "flat", "hnsw", "ivfpq"), default="auto", help="index kind (default "
-                                                                                             "auto)")
+    p.add_argument("--kind", choices=("auto", "flat", "hnsw", "ivfpq"), default="auto",
+                   help="index kind (default auto)")
     p.add_argument("--threads", type=_positive, default=None, help="build threads (default: all cores)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a summary")
     p.set_defaults(run=_run_index)

@@ -86,8 +86,8 @@ def _read_manifest(path) -> dict:
                             f"{chunk!r}")
         for name in (chunk["file"], chunk["keys"]):
             if name in seen:
-                raise TaskError(f"{manifest_path}: {name!r} is listed twice (chunk {number}); its vectors would count "
-                                "twice")
+                raise TaskError(f"{manifest_path}: {name!r} is listed twice (chunk {number}); "
+                                "its vectors would count twice")
             seen.add(name)
         total += chunk["count"]
     if total != manifest["count"]:

@@ -237,8 +237,8 @@ def create_app(searcher: Searcher, max_body: int = 8 << 20) -> "FastAPI":
     async def _invalid(request, exc):
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        return error(400, f"{where}: {first.get('msg', 'invalid request')}" if where else first.get("msg", "invalid "
-                                                                                                           "request"))
+        message = first.get("msg", "invalid request")
+        return error(400, f"{where}: {message}" if where else message)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request, exc):

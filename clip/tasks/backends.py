@@ -277,8 +277,8 @@ def from_pretrained_complete(cls: Any, path: str, **kwargs) -> Any:
     net, info = loaded[0], loaded[-1]
     if info["missing_keys"]:
         total = len(weights.expected_parameters(net.config, "CLIPModel"))
-        raise TaskError(loading.missing_weights_message(path, info["missing_keys"], total) + "; the tasks need a "
-                                                                                             "complete checkpoint")
+        message = loading.missing_weights_message(path, info["missing_keys"], total)
+        raise TaskError(message + "; the tasks need a complete checkpoint")
     for record in held.records:
         logger.handle(record)
     return net

@@ -27,11 +27,11 @@ def add_parser(subparsers):
 
     p = _command(subparsers, "eval-zero-shot", "zero-shot accuracy on labelled images (CLIP_benchmark's metrics)",
                  DESCRIPTION, EXAMPLES)
-    p.add_argument("dataset", metavar="DATASET", help="class folders, a .csv/.jsonl table, .tar shards (pattern or "
-                                                      "folder) or a save_to_disk folder")
+    p.add_argument("dataset", metavar="DATASET",
+                   help="class folders, a .csv/.jsonl table, .tar shards (pattern or folder) or a save_to_disk folder")
     p.add_argument("--layout", choices=LAYOUTS, default="auto", help="how DATASET is laid out (default: detected)")
-    p.add_argument("--classnames", metavar="FILE", help="class names: JSON list or {index: name}, or text with one "
-                                                        "name per line")
+    p.add_argument("--classnames", metavar="FILE",
+                   help="class names: JSON list or {index: name}, or text with one name per line")
     p.add_argument("--templates", "--template", default="default", metavar="NAME_OR_FILE",
                    help="prompt templates, as clip zero-shot: default ('This is a photo of {}.'), label, simple, "
                         "imagenet (the CLIP paper's 80), a file, or one template with {}")
@@ -40,8 +40,8 @@ def add_parser(subparsers):
     p.add_argument("--output", metavar="JSON", help="write CLIP_benchmark's result JSON here")
     p.add_argument("--confusion", metavar="PNG", help="draw the confusion matrix into this PNG")
     p.add_argument("--dataset-name", metavar="NAME", help="the dataset's name in the results (default: from the path)")
-    p.add_argument("--cache-dir", metavar="DIR", help="where class embeddings are cached (default: "
-                                                      "~/.cache/clip/zero_shot)")
+    p.add_argument("--cache-dir", metavar="DIR",
+                   help="where class embeddings are cached (default: ~/.cache/clip/zero_shot)")
     p.add_argument("--no-cache", action="store_true", help="embed the class prompts again, caching nothing")
     _model_options(p)
     _batch_options(p)

@@ -113,9 +113,8 @@ def _not_regular(path) -> str | None:
         return "a broken link" if os.path.islink(path) else f"cannot read it ({err.strerror})"
     if stat.S_ISREG(mode):
         return None
-    for test, what in ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character "
-                                                                                                    "device"),
-                       (stat.S_ISBLK, "a block device")):
+    for test, what in ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
         if test(mode):
             return f"not a regular file ({what}); not read"
     return "not a regular file; not read"
