@@ -19,7 +19,7 @@ CHECK = textwrap.dedent("""
             importlib.import_module(name)
     changed = {k for k in set(before) | set(os.environ) if before.get(k) != os.environ.get(k)}
     assert not changed, f"importing clip changed {sorted(changed)}"
-    from clip.tasks.backends import TF_LOG_LEVEL_ENV, import_tensorflow_quietly
+    from clip.tasks.quiet_tensorflow import TF_LOG_LEVEL_ENV, import_tensorflow_quietly
     import_tensorflow_quietly()
     assert "tensorflow" in sys.modules
     assert os.environ.get(TF_LOG_LEVEL_ENV) == before.get(TF_LOG_LEVEL_ENV), os.environ.get(TF_LOG_LEVEL_ENV)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -28,8 +27,6 @@ from clip.tasks import compiled
 BACKENDS = ("pt", "tf", "flax")
 DTYPES = ("float32", "bfloat16", "float16")  # what the model computes in; vectors come out as float32
 _INSTALL = {"pt": "torch", "tf": "tf", "flax": "flax"}
-# TensorFlow's C++ log level, read once when TensorFlow starts (see import_tensorflow_quietly)
-TF_LOG_LEVEL_ENV = "TF_CPP_MIN_LOG_LEVEL"
 
 
 TENSOR_KINDS = ("np", "pt", "tf", "jax")
@@ -323,27 +320,10 @@ def _load_pt(path, place, dtype, compile=False):
     return image_fn, text_fn, logit_scale, net.config, fingerprint, str(device), net
 
 
-def import_tensorflow_quietly() -> ModuleType:
-    """`import tensorflow` with its C++ start-up chatter (CPU feature notes) kept off stderr, leaving the
-    user's environment as it was: TF_CPP_MIN_LOG_LEVEL is set only while TensorFlow is first imported,
-    only when the user has not set it, and removed again afterwards (jax, which TensorFlow may import,
-    sets it too). Later TensorFlow messages keep the level read at start-up."""
-    import sys
-
-    if "tensorflow" in sys.modules or TF_LOG_LEVEL_ENV in os.environ:
-        import tensorflow
-
-        return tensorflow
-    os.environ[TF_LOG_LEVEL_ENV] = "2"
-    try:
-        import tensorflow
-    finally:
-        os.environ.pop(TF_LOG_LEVEL_ENV, None)
-    return tensorflow
-
-
 def _load_tf(path, place, dtype):
     import contextlib
+
+    from clip.tasks.quiet_tensorflow import import_tensorflow_quietly
 
     tf = import_tensorflow_quietly()
 
