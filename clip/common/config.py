@@ -129,8 +129,12 @@ class _TowerConfig(_ConfigSurface):
     """Shared machinery: known fields with defaults, extra keys kept, validation."""
 
     model_type: str = ""
-    hidden_size: int  # set from `defaults` (or the caller's value) in __init__, like every field
+    # fields are set from `defaults` (or the caller's values) in __init__; the ones the code reads:
+    hidden_size: int
     num_attention_heads: int
+    hidden_act: str
+    attention_dropout: float
+    layer_norm_eps: float
     # field -> default, in the order transformers writes them
     defaults: dict = {}
 
@@ -147,7 +151,7 @@ class _TowerConfig(_ConfigSurface):
     def _positive_ints(self):
         return ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
 
-    def validate(self):
+    def validate(self) -> None:
         where = type(self).__name__
         for name in self._positive_ints():
             value = getattr(self, name)
@@ -241,7 +245,7 @@ class CLIPVisionConfig(_TowerConfig):
     def _positive_ints(self):
         return super()._positive_ints() + ("num_channels", "image_size", "patch_size", "projection_dim")
 
-    def validate(self):
+    def validate(self) -> None:
         super().validate()
         if self.image_size % self.patch_size:
             raise InputError(
@@ -258,6 +262,7 @@ class CLIPConfig(_ConfigSurface):
     """The two tower configs plus the joint-space fields (projection_dim, logit_scale_init_value)."""
 
     model_type = "clip"
+    projection_dim: int  # set from `defaults` in __init__, like every field
     sub_configs = {"text_config": CLIPTextConfig, "vision_config": CLIPVisionConfig}
     defaults = {
         "projection_dim": 512,
@@ -265,7 +270,8 @@ class CLIPConfig(_ConfigSurface):
         "initializer_factor": 1.0,
     }
 
-    def __init__(self, text_config=None, vision_config=None, **kwargs):
+    def __init__(self, text_config: dict | CLIPTextConfig | None = None,
+                 vision_config: dict | CLIPVisionConfig | None = None, **kwargs):
         attn_implementation = kwargs.pop("attn_implementation", None)
         # transformers <4.22 wrote `text_config_dict`/`vision_config_dict`; when both forms are
         # present the *_dict values win, as transformers resolves it.
@@ -286,7 +292,7 @@ class CLIPConfig(_ConfigSurface):
         if attn_implementation is not None:
             self._attn_implementation = attn_implementation
 
-    def validate(self):
+    def validate(self) -> None:
         """What a model needs of the config; raises one clear ValueError naming the field."""
         self.text_config.validate()
         self.vision_config.validate()
@@ -295,7 +301,8 @@ class CLIPConfig(_ConfigSurface):
             raise InputError(f"CLIPConfig.projection_dim must be a positive integer, got {self.projection_dim!r}")
 
     @classmethod
-    def from_text_vision_configs(cls, text_config: CLIPTextConfig, vision_config: CLIPVisionConfig, **kwargs):
+    def from_text_vision_configs(cls, text_config: CLIPTextConfig, vision_config: CLIPVisionConfig,
+                                 **kwargs) -> CLIPConfig:
         return cls(text_config=text_config.to_dict(), vision_config=vision_config.to_dict(), **kwargs)
 
     # -- labels (used by CLIPForImageClassification, as in transformers' PretrainedConfig) ----------
@@ -305,7 +312,7 @@ class CLIPConfig(_ConfigSurface):
         return len(id2label) if id2label else 2
 
     @num_labels.setter
-    def num_labels(self, value: int):
+    def num_labels(self, value: int) -> None:
         # CLIPConfig(num_labels=n), as transformers: default labels LABEL_0..LABEL_{n-1}
         if len(getattr(self, "id2label", None) or {}) != value:
             self.id2label = {i: f"LABEL_{i}" for i in range(value)}
@@ -313,7 +320,7 @@ class CLIPConfig(_ConfigSurface):
             self._extra_keys += [key for key in ("id2label", "label2id") if key not in self._extra_keys]
 
     def to_dict(self) -> dict:
-        out = {
+        out: dict = {
             "text_config": self.text_config.to_dict(),
             "vision_config": self.vision_config.to_dict(),
         }

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from typing import Any
 
 from clip.common import hub
 from clip.common.batch import BatchEncoding
@@ -40,7 +41,8 @@ class CLIPProcessor:
     feature_extractor_class = image_processor_class
     tokenizer_class = "AutoTokenizer"
 
-    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+    def __init__(self, image_processor: CLIPImageProcessor | None = None, tokenizer: Any = None,
+                 chat_template: str | None = None, **kwargs):
         if "feature_extractor" in kwargs:
             warnings.warn(
                 "the feature_extractor argument is deprecated; pass image_processor", FutureWarning, stacklevel=2
@@ -54,7 +56,7 @@ class CLIPProcessor:
         self.chat_template = chat_template
 
     @property
-    def feature_extractor(self):
+    def feature_extractor(self) -> CLIPImageProcessor:
         warnings.warn("feature_extractor is deprecated; use image_processor", FutureWarning, stacklevel=2)
         return self.image_processor
 

@@ -20,7 +20,7 @@ from clip.errors import InputError, InputTypeError
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa")
 
 
-def as_config(config, config_class, owner: str):
+def as_config(config: Any, config_class: Any, owner: str) -> Any:
     """Our `config_class` from ours, a dict, or any object with transformers' config fields
     (transformers' own CLIPConfig/CLIPTextConfig/CLIPVisionConfig); checked for what a model needs.
 
@@ -61,7 +61,8 @@ def _foreign_dict(config) -> dict:
     return data
 
 
-def output_flags(config, output_attentions, output_hidden_states, return_dict):
+def output_flags(config: Any, output_attentions: bool | None, output_hidden_states: bool | None,
+                 return_dict: bool | None) -> tuple[bool, bool, bool]:
     """The call's flags, each falling back to the config's. As in transformers 4.57's CLIP, the
     models read config.return_dict (use_return_dict, which torchscript turns off, is only reported)."""
     attn = output_attentions if output_attentions is not None else config.output_attentions

@@ -134,7 +134,7 @@ class CLIPTokenizer(CLIPTokenizerBase):
     def _merges(self):
         return self._merge_list
 
-    def clear_cache(self):
+    def clear_cache(self) -> None:
         """Forget the per-word BPE cache (benchmarks use it to time a cold start)."""
         self.bpe.clear_cache()
 
@@ -294,7 +294,7 @@ class CLIPTokenizerFast(CLIPTokenizerBase):
         # truncation (Rust would encode the whole text first anyway), so `limit` is not needed.
         return [(e.ids, None) for e in self._backend.encode_batch_fast(texts, add_special_tokens=False)]
 
-    def convert_tokens_to_string(self, tokens) -> str:
+    def convert_tokens_to_string(self, tokens: list[str]) -> str:
         # transformers' fast tokenizers run only the ByteLevel decoder here: "</w>" stays in the text.
         return self._backend.decoder.decode(list(tokens))
 

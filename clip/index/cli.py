@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from clip.cli import _command, _fail_on_explicit, _model_options, _positive, _print_json
 
 
-def add_parser(sub):
+def add_parser(sub: argparse._SubParsersAction) -> None:
     _index_parser(sub)
     _search_parser(sub)
 

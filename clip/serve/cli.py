@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from typing import TYPE_CHECKING
@@ -12,7 +13,7 @@ if TYPE_CHECKING:
     from clip.serve.app import Searcher
 
 
-def add_parser(sub):
+def add_parser(sub: argparse._SubParsersAction) -> None:
     p = _command(
         sub, "serve", "serve an index over HTTP: a JSON search API (clip-retrieval's /knn-service too) and a page",
         "Serve a built index (`clip index`) or an embedding directory: POST /search (text, base64 image or "

@@ -3,6 +3,7 @@ confusion matrix as a PNG, and CLIP_benchmark's result file."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 
@@ -20,7 +21,7 @@ EXAMPLES = [
 ]
 
 
-def add_parser(subparsers):
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Add `eval-zero-shot` to the `clip` command's subparsers."""
     from clip.cli import _batch_options, _command, _model_options
     from clip.tasks.eval_zero_shot_data import LAYOUTS

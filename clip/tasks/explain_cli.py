@@ -7,8 +7,14 @@ its similarity, and under it the text's words, each coloured by its share of the
 
 from __future__ import annotations
 
+import argparse
 import json
 import textwrap
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from clip.tasks.explain import Explanation
 
 PANEL = 3.0  # inches per panel side (the image); the words take another WORDS
 WORDS = 0.9
@@ -26,7 +32,7 @@ EXAMPLES = [
 ]
 
 
-def add_parser(subparsers):
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Add `explain` to the `clip` command's subparsers."""
 
     from clip.cli import _command, _model_options
@@ -73,7 +79,7 @@ def run(args) -> int:
     return 0
 
 
-def plot_explanations(maps, out, alpha: float = 0.5, colormap: str = "jet") -> str:
+def plot_explanations(maps: Sequence[Explanation], out: str, alpha: float = 0.5, colormap: str = "jet") -> str:
     """One panel per Explanation: the image with its heat map over it, the words coloured under it."""
     from matplotlib import colormaps
     from matplotlib.figure import Figure
