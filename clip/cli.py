@@ -23,7 +23,8 @@ def _command(sub, name, help, description, examples):
     )
 
 
-def _model_options(p, model_help="local directory or hub id, e.g. openai/clip-vit-base-patch32 (default: the embedded model)"):
+def _model_options(p, model_help="local directory or hub id, e.g. openai/clip-vit-base-patch32 (default: the embedded "
+                                 "model)"):
     p.add_argument("--model", default=None, metavar="DIR_OR_HUB_ID", help=model_help)
     p.add_argument("--backend", choices=BACKENDS, default="pt", help="framework to run the model in (default pt)")
     p.add_argument("--device", default="auto", metavar="DEVICE",
@@ -76,7 +77,8 @@ def _expand_images(paths):
     sources, explicit = [], set()
     for path in paths:
         if os.path.isdir(path):
-            images, unreadable = scan_folder(path)  # a named pipe is listed (then skipped with its reason), never opened
+            # a named pipe is listed (then skipped with its reason), never opened
+            images, unreadable = scan_folder(path)
             found = [os.path.join(path, *key.split("/")) for key in images + [e["source"] for e in unreadable]]
             if not found:
                 raise TaskError(f"{path}: the directory holds no files")
@@ -133,7 +135,8 @@ def _run_zero_shot(args) -> int:
     if args.top_k < 1:
         raise TaskError("--top-k must be at least 1")
     sources, explicit = _expand_images(args.images)
-    encoder = load_encoder(args.model, args.backend, device=args.device, dtype=args.dtype, compile=args.compile)  # model None: the embedded model (clip/models/default)
+    # model None: the embedded model (clip/models/default)
+    encoder = load_encoder(args.model, args.backend, device=args.device, dtype=args.dtype, compile=args.compile)
     classifier = ZeroShotClassifier(encoder, labels, args.templates)
     result = classifier.classify(sources, batch_size=args.batch_size, progress=_progress(args))
     _fail_on_explicit(result.skipped, explicit)
@@ -173,9 +176,11 @@ def _embed_parser(sub):
                    help="a folder of images, an image, a .txt file (one text per line), webdataset shards "
                         "(a.tar, 'shards-{00000..00009}.tar', 'a.tar::b.tar', s3:// or https:// URLs), "
                         "or a parquet/CSV/JSONL table of image paths")
-    p.add_argument("--out", required=True, metavar="EMB", help="output embedding directory (created; resumed if it exists)")
+    p.add_argument("--out", required=True, metavar="EMB",
+                   help="output embedding directory (created; resumed if it exists)")
     p.add_argument("--texts", action="store_true", help="read INPUT as a text file of lines whatever its name")
-    p.add_argument("--format", choices=("safetensors", "npy"), default="safetensors", help="chunk file format (default safetensors)")
+    p.add_argument("--format", choices=("safetensors", "npy"), default="safetensors",
+                   help="chunk file format (default safetensors)")
     p.add_argument("--chunk-size", type=_positive, default=1024, help="vectors per chunk file (default 1024)")
     p.add_argument("--overwrite", action="store_true", help="discard what --out holds and start again")
     p.add_argument("--shard", default="0/1", metavar="K/N",
@@ -189,7 +194,8 @@ def _embed_parser(sub):
     p.add_argument("--emb-dtype", choices=("float16", "float32"), default="float16",
                    help="dtype of clip-retrieval's img_emb/text_emb files (default float16, as clip-retrieval)")
     p.add_argument("--decode", choices=("auto", "process", "thread"), default="auto",
-                   help="decode images in worker processes (shared memory) or threads (default auto: processes beyond a few hundred images)")
+                   help="decode images in worker processes (shared memory) or threads (default auto: processes beyond "
+                        "a few hundred images)")
     p.add_argument("--draft", action="store_true",
                    help="decode big JPEGs at a reduced DCT scale (PIL draft): several times faster on photos "
                         "far larger than the model's input, vectors within ~1e-2 cosine (see README)")
@@ -207,7 +213,8 @@ def _run_embed(args) -> int:
     source = args.source
     kind = "text" if args.texts else "auto"
     shard = parse_shard(args.shard)
-    open_collection(source, kind, args.out, args.image_column, args.caption_column)  # check the input before loading a model
+    # check the input before loading a model
+    open_collection(source, kind, args.out, args.image_column, args.caption_column)
     encoder = load_encoder(args.model, args.backend, device=args.device, dtype=args.dtype, compile=args.compile)
     options = dict(kind=kind, batch_size=args.batch_size, chunk_size=args.chunk_size, storage=args.format,
                    overwrite=args.overwrite, workers=args.workers, progress=_progress(args), shard=shard,
@@ -322,7 +329,8 @@ def _run_similarity(args) -> int:
         raise TaskError("none of the images could be read")
     plot_similarity(similarity, kept, texts, args.out, cell=args.cell)
     if args.json:
-        _print_json({"images": kept, "texts": texts, "similarity": similarity.tolist(), "out": args.out, "skipped": skipped})
+        _print_json({"images": kept, "texts": texts, "similarity": similarity.tolist(), "out": args.out,
+                     "skipped": skipped})
         return 0
     width = max(len(os.path.basename(s)) for s in kept)
     print(f"{'':<{width}}  " + "  ".join(f"T{j + 1:<5}" for j in range(len(texts))))
@@ -340,7 +348,8 @@ def _run_similarity(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clip", description="CLIP in PyTorch, TensorFlow and JAX")
-    parser.add_argument("--debug", action="store_true", help="show the full traceback of any error (also: CLIP_DEBUG=1)")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of any error (also: CLIP_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)
     _zero_shot_parser(sub)
     _embed_parser(sub)

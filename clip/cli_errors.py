@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import sys
 
+from clip.errors import ClipError, InputError
+
 DEBUG_ENV = "CLIP_DEBUG"
 # Arguments that are text for the model (labels, queries, templates), not paths: bytes that are not
 # UTF-8 in them reach Python as lone surrogates (surrogateescape) that no tokenizer can take.
@@ -23,9 +25,7 @@ def debug_requested(args) -> bool:
 
 def _expected_errors() -> tuple:
     """The errors that mean bad input (an argument, a file, a model directory, a missing framework)."""
-    from clip.tasks.backends import TaskError
-
-    return (TaskError, ValueError, OSError, ImportError)
+    return (ClipError, ValueError, OSError, ImportError)
 
 
 def undecodable(value: str) -> str | None:
@@ -48,7 +48,7 @@ def check_text_arguments(args):
                 continue  # a --templates file: a path, read (and checked) as UTF-8 later
             where = undecodable(item)
             if where is not None:
-                raise ValueError(f"{flag} is not valid UTF-8 text ({where}); pass it in UTF-8 "
+                raise InputError(f"{flag} is not valid UTF-8 text ({where}); pass it in UTF-8 "
                                  "(check the terminal's or the script's encoding)")
 
 

@@ -19,7 +19,8 @@ DESCRIPTION = (
 )
 EXAMPLES = (
     "clip convert ViT-B-32.pt clip-vit-b32",
-    "clip convert open_clip_pytorch_model.bin out --from open_clip --set text_config.hidden_act=quick_gelu --set vision_config.hidden_act=quick_gelu",
+    "clip convert open_clip_pytorch_model.bin out --from open_clip --set text_config.hidden_act=quick_gelu --set "
+    "vision_config.hidden_act=quick_gelu",
     "clip convert clip-vit-b32 clip-vit-b32-tf --to transformers-tf",
     "clip convert clip-vit-b32 clip-vit-b32-bf16 --dtype bfloat16",
 )
@@ -29,16 +30,18 @@ def configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     from clip import convert
 
     parser.add_argument("src", metavar="SRC", help="checkpoint file or directory")
-    parser.add_argument("dst", metavar="DST", help="output directory (a file for keras, flax-params, openai, open_clip)")
-    parser.add_argument("--from", dest="from_format", choices=convert.SOURCE_FORMATS + tuple(convert.ALIASES), default=None,
-                        help="source format (default: detected)")
+    parser.add_argument("dst", metavar="DST",
+                        help="output directory (a file for keras, flax-params, openai, open_clip)")
+    parser.add_argument("--from", dest="from_format", choices=convert.SOURCE_FORMATS + tuple(convert.ALIASES),
+                        default=None, help="source format (default: detected)")
     parser.add_argument("--to", dest="to_format", choices=convert.TARGET_FORMATS, default="canonical",
                         help="target format (default canonical: config.json + model.safetensors + processor files)")
     parser.add_argument("--dtype", choices=convert.DTYPES, default=None, help="cast the weights (default: as stored)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field, e.g. text_config.hidden_act=quick_gelu or "
                              "vision_config.num_attention_heads=16 (JSON values; repeatable)")
-    parser.add_argument("--no-processor", dest="processor", action="store_false", help="do not write tokenizer and processor files")
+    parser.add_argument("--no-processor", dest="processor", action="store_false",
+                        help="do not write tokenizer and processor files")
     parser.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
     parser.set_defaults(run=run, command="convert")
     return parser
@@ -77,7 +80,8 @@ def run(args) -> int:
     )
     for note in checkpoint.notes:
         print(f"note: {note}", file=sys.stderr)
-    print(f"wrote {args.dst} ({args.to_format}, {checkpoint.model_class}, {len(checkpoint.arrays)} tensors)", file=sys.stderr)
+    print(f"wrote {args.dst} ({args.to_format}, {checkpoint.model_class}, {len(checkpoint.arrays)} tensors)",
+          file=sys.stderr)
     return 0
 
 

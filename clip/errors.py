@@ -18,6 +18,19 @@ class InputError(ClipError, ValueError):
     """A value, argument or input item that the library cannot use; the message names it."""
 
 
+class InputTypeError(ClipError, TypeError):
+    """An argument of the wrong type (or an unknown keyword argument), where transformers and Python raise
+    TypeError."""
+
+
+class UnreadableFileError(ClipError, OSError):
+    """A file that exists but cannot be read as what it should be (empty, damaged, a Git LFS pointer)."""
+
+
+class InputFileNotFoundError(ClipError, FileNotFoundError):
+    """An input file or directory named by the user that does not exist."""
+
+
 class TaskError(InputError):
     """A user-facing problem of a task (bad argument, unreadable input): the CLI prints it as one line."""
 
@@ -35,4 +48,5 @@ class ConversionError(InputError):
     """A source that is not a (supported) CLIP checkpoint, or tensors that do not fit its config."""
 
 
-__all__ = ["ClipError", "InputError", "TaskError", "CheckpointNotFoundError", "CheckpointShapeError", "ConversionError"]
+__all__ = ["ClipError", "InputError", "InputTypeError", "UnreadableFileError", "InputFileNotFoundError", "TaskError",
+           "CheckpointNotFoundError", "CheckpointShapeError", "ConversionError"]

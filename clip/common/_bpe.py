@@ -15,6 +15,8 @@ from importlib import resources
 
 import regex
 
+from clip.errors import InputError
+
 from .io import atomic_write_json, atomic_write_text
 
 BOS_TOKEN = "<|startoftext|>"
@@ -56,7 +58,7 @@ def embedded_vocabulary() -> tuple[dict[str, int], list[tuple[str, str]]]:
     symbols = list(BYTE_ENCODER.values())
     tokens = symbols + [s + END_OF_WORD for s in symbols] + ["".join(m) for m in merges]
     tokens += [BOS_TOKEN, EOS_TOKEN]
-    return {token: i for i, token in enumerate(tokens)}, merges
+    return {token: i for i, token in enumerate(tokens)}, merges  # type: ignore[return-value]  # pairs
 
 
 def read_vocab_files(vocab_path, merges_path) -> tuple[dict[str, int], list[tuple[str, str]]]:
@@ -64,7 +66,7 @@ def read_vocab_files(vocab_path, merges_path) -> tuple[dict[str, int], list[tupl
     with open(vocab_path, encoding="utf-8") as f:
         vocab = json.load(f)
     if not isinstance(vocab, dict):
-        raise ValueError(f"{vocab_path}: expected a JSON object of token -> id")
+        raise InputError(f"{vocab_path}: expected a JSON object of token -> id")
     with open(merges_path, encoding="utf-8") as f:
         lines = f.read().strip().split("\n")
     if lines and lines[0].startswith("#version"):
@@ -73,7 +75,7 @@ def read_vocab_files(vocab_path, merges_path) -> tuple[dict[str, int], list[tupl
     for number, line in enumerate(lines[:NUM_MERGES], start=2):
         pair = tuple(line.split())
         if len(pair) != 2:
-            raise ValueError(f"{merges_path}:{number}: expected two symbols, got {line!r}")
+            raise InputError(f"{merges_path}:{number}: expected two symbols, got {line!r}")
         merges.append(pair)
     return vocab, merges
 
@@ -82,9 +84,9 @@ def vocab_from_tokenizer_json(data: dict) -> tuple[dict[str, int], list[tuple[st
     """vocab and merges of a tokenizer.json's BPE model (merges are "a b" strings or pairs)."""
     model = data.get("model") or {}
     if model.get("type") != "BPE":
-        raise ValueError(f"tokenizer.json holds a {model.get('type')!r} model, not a BPE model")
+        raise InputError(f"tokenizer.json holds a {model.get('type')!r} model, not a BPE model")
     merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
-    return dict(model["vocab"]), merges
+    return dict(model["vocab"]), merges  # type: ignore[return-value]  # pairs, checked by the caller
 
 
 def write_vocab_files(directory, vocab, merges, filename_prefix=None) -> tuple[str, str]:
@@ -176,7 +178,7 @@ class BytePairEncoder:
 
     def tokens(self, text: str, limit: int | None = None, from_end: bool = False) -> list[str]:
         """Token strings of cleaned text; with `limit`, at least the first (or last) `limit` of them."""
-        out = []
+        out: list[str] = []
         for word in _words(text, from_end, limit):
             symbols = self.merge(_to_symbols(word))
             out.extend(reversed(symbols) if from_end else symbols)
@@ -188,7 +190,8 @@ class BytePairEncoder:
         """Token ids of cleaned text. With `limit`, words are read only until `limit` ids are
         found from the start (or, `from_end`, from the end): truncation keeps no more, and the
         words past it need no BPE. The ids found are those of the whole text, cut."""
-        cache, out = self._cache, []
+        cache = self._cache
+        out: list[int] = []
         for word in _words(text, from_end, limit):
             ids = cache.get(word)
             if ids is None:
@@ -213,7 +216,7 @@ def _words(text: str, from_end: bool, limit):
     return reversed(_WORDS.findall(text))
 
 
-def _merge_long(symbols: list[str], ranks: dict) -> list[str]:
+def _merge_long(symbols: list[str | None], ranks: dict) -> list[str]:
     """The same merges as BytePairEncoder.merge's loop, in O(n log n) for a long word.
 
     The loop merges, round after round, every occurrence (left to right, not overlapping) of the
@@ -236,7 +239,7 @@ def _merge_long(symbols: list[str], ranks: dict) -> list[str]:
             # Stale if `left` was merged away (symbols[left] None) or either symbol changed.
             if right < 0 or symbols[left] is None or ranks.get((symbols[left], symbols[right])) != round_rank:
                 continue
-            symbols[left] += symbols[right]
+            symbols[left] += symbols[right]  # type: ignore[operator]  # both live: checked above
             symbols[right] = None
             after = nxt[right]
             nxt[left] = after

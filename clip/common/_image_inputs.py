@@ -12,6 +12,8 @@ import os
 import numpy as np
 from PIL import Image
 
+from clip.errors import InputError
+
 from .batch import to_numpy
 
 _TENSOR_MODULES = ("torch", "tensorflow", "keras", "jax", "jaxlib")
@@ -25,13 +27,13 @@ def reading(label: str):
     try:
         yield
     except _PIL_ERRORS as err:
-        raise ValueError(f"{label}: cannot read the image ({type(err).__name__}: {err})") from err
+        raise InputError(f"{label}: cannot read the image ({type(err).__name__}: {err})") from err
 
 
 def flatten(images):
     """(label, image) pairs; a list may nest one level, and a 4-D array is a batch."""
     if images is None:
-        raise ValueError("images is None; pass a PIL image, a path, an array or a list of those")
+        raise InputError("images is None; pass a PIL image, a path, an array or a list of those")
     if not isinstance(images, (list, tuple)):
         images = [images]
         top = "images"
@@ -47,7 +49,7 @@ def flatten(images):
         else:
             pairs.append((label, image))
     if not pairs:
-        raise ValueError("images is empty; pass at least one image")
+        raise InputError("images is empty; pass at least one image")
     return pairs
 
 
@@ -74,7 +76,7 @@ def is_array(value) -> bool:
 def open_image(path, label: str) -> Image.Image:
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise ValueError(f"{label}: {path!r} is not an existing image file")
+        raise InputError(f"{label}: {path!r} is not an existing image file")
     with reading(label):
         image = Image.open(path)
         image.load()
@@ -89,25 +91,25 @@ def from_pil(image: Image.Image, label: str, options: dict):
     if image.mode in ("I;16", "I", "F"):
         # transformers reads these as numpy integers/floats; so do we.
         return np.asarray(image)
-    raise ValueError(f"{label}: a PIL image in mode {image.mode!r} needs do_convert_rgb=True")
+    raise InputError(f"{label}: a PIL image in mode {image.mode!r} needs do_convert_rgb=True")
 
 
 def to_hwc(image, label: str, options: dict) -> np.ndarray:
     if not is_array(image):
-        raise ValueError(
+        raise InputError(
             f"{label}: unsupported type {type(image).__name__}; expected a PIL image, a file path, "
             "a numpy array or a torch/TensorFlow/JAX tensor"
         )
     array = to_numpy(image)
     shape = array.shape
     if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_) or np.iscomplexobj(array):
-        raise ValueError(f"{label}: pixel values must be real numbers, got dtype {array.dtype}")
+        raise InputError(f"{label}: pixel values must be real numbers, got dtype {array.dtype}")
     if array.size == 0:
-        raise ValueError(f"{label}: the image is empty (shape {array.shape})")
+        raise InputError(f"{label}: the image is empty (shape {array.shape})")
     if array.ndim == 2:
         array = array[:, :, None]  # gray
     elif array.ndim != 3:
-        raise ValueError(
+        raise InputError(
             f"{label}: an image must have 2 (HW) or 3 (HWC or CHW) dimensions, got shape {array.shape}"
         )
     else:
@@ -119,7 +121,7 @@ def to_hwc(image, label: str, options: dict) -> np.ndarray:
             elif array.shape[2] in (1, 3):
                 fmt = "channels_last"
             else:
-                raise ValueError(
+                raise InputError(
                     f"{label}: no axis of size 1 or 3 (gray or RGB channels) first or last in shape {array.shape}; "
                     "pass input_data_format for other channel counts"
                 )
@@ -129,11 +131,11 @@ def to_hwc(image, label: str, options: dict) -> np.ndarray:
         # when the caller names the channel axis; the per-channel mean and std must match it.
         allowed = (1, 2, 3, 4) if explicit else (1, 3)
         if array.shape[2] not in allowed:
-            raise ValueError(
+            raise InputError(
                 f"{label}: {array.shape[2]} channels in {fmt} shape {shape}; expected {' or '.join(map(str, allowed))}"
             )
     if array.dtype != np.uint8 and not np.all(np.isfinite(array)):
-        raise ValueError(f"{label}: pixel values contain NaN or infinity")
+        raise InputError(f"{label}: pixel values contain NaN or infinity")
     if options["do_convert_rgb"] and array.shape[2] == 1:
         array = np.repeat(array, 3, axis=2)  # what PIL's L -> RGB conversion does
     return array
@@ -144,10 +146,10 @@ def needs_scaling_for_pil(array: np.ndarray, label: str) -> bool:
     if np.allclose(array, array.astype(int)):
         if array.min() >= 0 and array.max() <= 255:
             return False
-        raise ValueError(f"{label}: integral pixel values must lie in [0, 255], got [{array.min()}, {array.max()}]")
+        raise InputError(f"{label}: integral pixel values must lie in [0, 255], got [{array.min()}, {array.max()}]")
     if array.min() >= 0 and array.max() <= 1:
         return True
-    raise ValueError(
+    raise InputError(
         f"{label}: fractional pixel values must lie in [0, 1], got [{array.min()}, {array.max()}]"
     )
 

@@ -14,6 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from PIL import Image
 
+from clip.errors import InputError
+
 from ._image_inputs import (
     array_to_pil,
     from_pil,
@@ -32,7 +34,7 @@ def per_channel(value, name: str, channels: int, label: str) -> np.ndarray:
     if values.size == 1:
         values = np.repeat(values, channels)
     if values.ndim != 1 or values.size != channels:
-        raise ValueError(f"{label}: the image has {channels} channel(s) but {name} has {values.size} values")
+        raise InputError(f"{label}: the image has {channels} channel(s) but {name} has {values.size} values")
     return values
 
 
@@ -138,7 +140,7 @@ class _FloatMapped:
             std = per_channel(options["image_std"], "image_std", channels, label).astype(dtype)
             x = (x.astype(dtype) - mean) / std
         if not np.all(np.isfinite(x)):
-            raise ValueError(
+            raise InputError(
                 f"{label}: pixel values overflow float32 after rescaling and normalizing (input spans "
                 f"[{pixels.min()}, {pixels.max()}])"
             )
@@ -158,7 +160,7 @@ def _table(pre_scaled: bool, channels: int, label: str, options: dict) -> np.nda
 
 
 def _compute_table(pre_scaled: bool, channels: int, label: str, options: dict) -> np.ndarray:
-    x = np.arange(256, dtype=np.uint8)
+    x: np.ndarray = np.arange(256, dtype=np.uint8)
     if pre_scaled:
         x = (x.astype(np.float64) * (1 / 255)).astype(np.float32)
     if options["do_rescale"]:
@@ -202,7 +204,7 @@ class Pool:
             cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
             num_threads = cores or 1
         if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
-            raise ValueError(f"num_threads must be a positive int or None, got {num_threads!r}")
+            raise InputError(f"num_threads must be a positive int or None, got {num_threads!r}")
         self.workers = min(num_threads, count)
         self.executor = ThreadPoolExecutor(self.workers) if self.workers > 1 else None
 

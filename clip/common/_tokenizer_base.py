@@ -8,6 +8,8 @@ tokenizer's state and one instance can serve many threads.
 
 from __future__ import annotations
 
+from clip.errors import InputError, InputTypeError
+
 from . import _tokenizer_encode as enc
 from ._tokenizer_files import FilesMixin
 from ._tokenizer_vocab import VocabularyMixin
@@ -32,12 +34,12 @@ class CLIPTokenizerBase(VocabularyMixin, FilesMixin):
             if special:
                 self._added_special.add(token)
         if pad_token is not None and not isinstance(pad_token, str) and not hasattr(pad_token, "content"):
-            raise TypeError(f"pad_token must be a string, got {type(pad_token).__name__}")
+            raise InputTypeError(f"pad_token must be a string, got {type(pad_token).__name__}")
         if not enc.positive_int(model_max_length):
-            raise ValueError(f"model_max_length must be a positive int, got {model_max_length!r}")
+            raise InputError(f"model_max_length must be a positive int, got {model_max_length!r}")
         for name, side in (("padding_side", padding_side), ("truncation_side", truncation_side)):
             if side not in ("right", "left"):
-                raise ValueError(f"{name} must be 'right' or 'left', got {side!r}")
+                raise InputError(f"{name} must be 'right' or 'left', got {side!r}")
         self.padding_side, self.truncation_side = padding_side, truncation_side
         self.model_max_length = model_max_length
         self.clean_up_tokenization_spaces = bool(clean_up_tokenization_spaces)
@@ -75,7 +77,7 @@ class CLIPTokenizerBase(VocabularyMixin, FilesMixin):
         `text`; given with `text`, its input_ids come back as `labels` (transformers' seq2seq form).
         """
         if text is None and text_target is None:
-            raise ValueError("You need to specify either `text` or `text_target`.")
+            raise InputError("You need to specify either `text` or `text_target`.")
         if text is None:
             return self._encode(text_target, text_pair_target, **kwargs)
         out = self._encode(text, text_pair, **kwargs)
@@ -97,14 +99,14 @@ class CLIPTokenizerBase(VocabularyMixin, FilesMixin):
         if text_pair is not None:
             pairs, pair_batched = _as_batch(text_pair, "text_pair", is_split_into_words)
             if pair_batched != batched or len(pairs) != len(texts):
-                raise ValueError(f"text_pair must match text: {len(texts)} text(s) but {len(pairs)} pair(s)")
+                raise InputError(f"text_pair must match text: {len(texts)} text(s) but {len(pairs)} pair(s)")
         num_special = self.num_special_tokens_to_add(pair=pairs is not None) if add_special_tokens else 0
         plan = enc.make_plan(self, padding=padding, truncation=truncation, max_length=max_length,
                              pad_to_multiple_of=pad_to_multiple_of, padding_side=padding_side,
                              truncation_side=truncation_side, stride=stride, num_special=num_special)
         if return_token_type_ids and not add_special_tokens and not self.is_fast:
             # transformers' slow tokenizers refuse this pair; its fast ones return zeros
-            raise ValueError(
+            raise InputError(
                 "return_token_type_ids=True with add_special_tokens=False is undefined for CLIPTokenizer; "
                 "set add_special_tokens=True or return_token_type_ids=None"
             )
@@ -165,8 +167,9 @@ class CLIPTokenizerBase(VocabularyMixin, FilesMixin):
 
     def _fields(self, content, pair_content, plan, wanted, num_special, add_special_tokens, windows) -> dict:
         """Every field's rows, truncated (or cut into overflow windows), before padding."""
-        fields = {"input_ids": [], "token_type_ids": [], "special_tokens_mask": [], "offset_mapping": [],
-                  "overflowing_tokens": [], "num_truncated_tokens": [], "overflow_to_sample_mapping": []}
+        fields: dict[str, list] = {"input_ids": [], "token_type_ids": [], "special_tokens_mask": [],
+                                   "offset_mapping": [], "overflowing_tokens": [], "num_truncated_tokens": [],
+                                   "overflow_to_sample_mapping": []}
         for sample, ((ids, offsets), pair) in enumerate(zip(content, pair_content)):
             pair_ids, pair_offsets = pair if pair is not None else (None, None)
             total = len(ids) + (len(pair_ids) if pair_ids is not None else 0) + num_special
@@ -220,7 +223,7 @@ class CLIPTokenizerBase(VocabularyMixin, FilesMixin):
     def encode(self, text, text_pair=None, *, add_special_tokens=True, padding=False, truncation=None,
                max_length=None, return_tensors=None, **kwargs) -> list[int]:
         if not isinstance(text, str) and not (kwargs.get("is_split_into_words") and isinstance(text, (list, tuple))):
-            raise TypeError(f"text must be a string, got {type(text).__name__} (use __call__ for batches)")
+            raise InputTypeError(f"text must be a string, got {type(text).__name__} (use __call__ for batches)")
         return self(text, text_pair, add_special_tokens=add_special_tokens, padding=padding, truncation=truncation,
                     max_length=max_length, return_tensors=return_tensors, return_attention_mask=False,
                     **kwargs)["input_ids"]
@@ -244,7 +247,7 @@ class CLIPTokenizerBase(VocabularyMixin, FilesMixin):
         if strategy in ("do_not_truncate", False, None):
             return list(ids), pair_ids, []
         if strategy not in ("longest_first", "only_first", "only_second"):
-            raise ValueError(f"unknown truncation strategy {truncation_strategy!r}")
+            raise InputError(f"unknown truncation strategy {truncation_strategy!r}")
         return enc.truncate_pair(ids, pair_ids, num_tokens_to_remove, strategy, self.truncation_side, stride)
 
     def pad(self, encoded_inputs, padding=True, max_length=None, pad_to_multiple_of=None, padding_side=None,
@@ -253,7 +256,7 @@ class CLIPTokenizerBase(VocabularyMixin, FilesMixin):
         if isinstance(encoded_inputs, (list, tuple)) and encoded_inputs and isinstance(encoded_inputs[0], dict):
             encoded_inputs = {k: [example[k] for example in encoded_inputs] for k in encoded_inputs[0]}
         if not isinstance(encoded_inputs, dict) or "input_ids" not in encoded_inputs:
-            raise ValueError("pad needs an encoding or a list of encodings that includes input_ids")
+            raise InputError("pad needs an encoding or a list of encodings that includes input_ids")
         if return_tensors is None:
             first = encoded_inputs["input_ids"]
             first = first[0] if isinstance(first, (list, tuple)) and first else first
@@ -324,12 +327,12 @@ def _as_batch(text, name: str, split_into_words: bool) -> tuple[list[str], bool]
     kind = type(text).__name__
     if isinstance(text, (list, tuple)):
         kind = f"{kind} holding {sorted({type(t).__name__ for t in text if not isinstance(t, str)})}"
-    raise TypeError(f"{name} must be a string or a list of strings, got {kind}")
+    raise InputTypeError(f"{name} must be a string or a list of strings, got {kind}")
 
 
 def _check_words(words, name):
     if not isinstance(words, (list, tuple)) or not all(isinstance(w, str) for w in words):
-        raise TypeError(f"{name} with is_split_into_words=True must be a list of strings (or a list of those)")
+        raise InputTypeError(f"{name} with is_split_into_words=True must be a list of strings (or a list of those)")
     return words
 
 
@@ -338,5 +341,5 @@ def rows_of(sequences) -> list:
         return list(sequences)
     array = to_numpy(sequences)
     if array.ndim != 2:
-        raise TypeError(f"sequences must be a list of id sequences or a 2-D array, got {array.ndim}-D")
+        raise InputTypeError(f"sequences must be a list of id sequences or a 2-D array, got {array.ndim}-D")
     return list(array)

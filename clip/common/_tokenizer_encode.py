@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from clip.errors import InputError
+
 from .batch import BatchEncoding, check_tensor_type, to_numpy, to_tensor
 
 # transformers writes a huge model_max_length (int(1e30)) for "no limit"; treat it as one.
@@ -54,7 +56,7 @@ def make_plan(tokenizer, *, padding, truncation, max_length, pad_to_multiple_of,
     elif padding == "max_length":
         pad_mode = "max_length"
     else:
-        raise ValueError(f"padding must be True, False, 'longest', 'max_length' or 'do_not_pad', got {padding!r}")
+        raise InputError(f"padding must be True, False, 'longest', 'max_length' or 'do_not_pad', got {padding!r}")
     # transformers' backward-compatible rule: max_length alone switches truncation on.
     if max_length is not None and padding is False and truncation is None:
         truncation = True
@@ -63,21 +65,21 @@ def make_plan(tokenizer, *, padding, truncation, max_length, pad_to_multiple_of,
     elif isinstance(truncation, (bool, str)) and truncation in _TRUNCATION:
         strategy = _TRUNCATION[truncation]
     else:
-        raise ValueError(
+        raise InputError(
             "truncation must be True, False, None, 'longest_first', 'only_first', 'only_second' or "
             f"'do_not_truncate', got {truncation!r}"
         )
     if max_length is not None and not positive_int(max_length):
-        raise ValueError(f"max_length must be a positive int or None, got {max_length!r}")
+        raise InputError(f"max_length must be a positive int or None, got {max_length!r}")
     if pad_to_multiple_of is not None and not positive_int(pad_to_multiple_of):
-        raise ValueError(f"pad_to_multiple_of must be a positive int or None, got {pad_to_multiple_of!r}")
+        raise InputError(f"pad_to_multiple_of must be a positive int or None, got {pad_to_multiple_of!r}")
     if isinstance(stride, bool) or not isinstance(stride, int) or stride < 0:
-        raise ValueError(f"stride must be a non-negative int, got {stride!r}")
+        raise InputError(f"stride must be a non-negative int, got {stride!r}")
     padding_side = tokenizer.padding_side if padding_side is None else padding_side
     truncation_side = tokenizer.truncation_side if truncation_side is None else truncation_side
     for name, side in (("padding_side", padding_side), ("truncation_side", truncation_side)):
         if side not in _SIDES:
-            raise ValueError(f"{name} must be 'right' or 'left', got {side!r}")
+            raise InputError(f"{name} must be 'right' or 'left', got {side!r}")
     if max_length is None and (strategy or pad_mode == "max_length"):
         if tokenizer.model_max_length >= UNLIMITED:
             strategy = None
@@ -85,13 +87,13 @@ def make_plan(tokenizer, *, padding, truncation, max_length, pad_to_multiple_of,
         else:
             max_length = tokenizer.model_max_length
     if pad_mode and tokenizer.pad_token is None:
-        raise ValueError("padding needs a pad token, and this tokenizer has none (pass pad_token=...)")
+        raise InputError("padding needs a pad token, and this tokenizer has none (pass pad_token=...)")
     if strategy and pad_mode and pad_to_multiple_of and max_length % pad_to_multiple_of:
-        raise ValueError(
+        raise InputError(
             f"truncation length {max_length} is not a multiple of pad_to_multiple_of {pad_to_multiple_of}"
         )
     if strategy and max_length < num_special:
-        raise ValueError(f"max_length={max_length} leaves no room for the {num_special} special tokens")
+        raise InputError(f"max_length={max_length} leaves no room for the {num_special} special tokens")
     return Plan(pad_mode, max_length if strategy else None, strategy or "longest_first", max_length,
                 pad_to_multiple_of, padding_side, truncation_side, stride)
 
@@ -136,7 +138,7 @@ def overflow_windows(ids: list, keep: int, stride: int, side: str) -> list[tuple
     """(start, end) windows of at most `keep` ids covering `ids`, consecutive ones sharing `stride`
     ids: the rows a fast tokenizer returns with return_overflowing_tokens, from the truncated end."""
     if stride >= keep:
-        raise ValueError(f"stride={stride} must be less than the {keep} ids each overflow row holds")
+        raise InputError(f"stride={stride} must be less than the {keep} ids each overflow row holds")
     n = len(ids)
     spans, start = [], 0
     while True:
@@ -153,6 +155,7 @@ def pad_rows(fields: dict, plan: Plan, pad_id) -> tuple[dict, int | None]:
     if plan.pad_mode is None or not rows:
         return fields, None
     width = max(len(r) for r in rows) if plan.pad_mode == "longest" else plan.max_length
+    assert width is not None  # make_plan: padding to max_length always has a max_length
     if plan.pad_to_multiple_of and width % plan.pad_to_multiple_of:
         width += plan.pad_to_multiple_of - width % plan.pad_to_multiple_of
     left = plan.padding_side == "left"
@@ -190,7 +193,7 @@ def stack(name: str, rows: list, return_tensors) -> np.ndarray:
         return np.asarray(rows, dtype=dtype)
     lengths = {len(r) for r in rows}
     if len(lengths) > 1:
-        raise ValueError(
+        raise InputError(
             f"return_tensors={return_tensors!r} needs sequences of one length, but {name} has lengths "
             f"{sorted(lengths)}: pass padding=True or padding='max_length' (with truncation=True for "
             "texts longer than max_length)"
@@ -213,13 +216,13 @@ def id_arrays(rows: list, plan: Plan, special: tuple[int, int] | None, pad_id, r
     lengths = np.fromiter((len(r) + extra for r in rows), dtype=np.int64, count=len(rows))
     width = 0
     if plan.pad_mode is not None:
-        width = int(lengths.max(initial=0)) if plan.pad_mode == "longest" else plan.max_length
+        width = int(lengths.max(initial=0)) if plan.pad_mode == "longest" else plan.max_length  # type: ignore[assignment]
         if plan.pad_to_multiple_of and width % plan.pad_to_multiple_of:
             width += plan.pad_to_multiple_of - width % plan.pad_to_multiple_of
     # Rows longer than the padding width stay as they are (transformers'), so they may not stack.
     padded = sorted(set(np.maximum(lengths, width).tolist()))
     if len(padded) > 1:
-        raise ValueError(
+        raise InputError(
             f"return_tensors={return_tensors!r} needs sequences of one length, but input_ids has lengths "
             f"{padded}: pass padding=True or padding='max_length' (with truncation=True for texts longer "
             "than max_length)"
@@ -259,4 +262,4 @@ def as_id_rows(value, name: str) -> tuple[list, bool]:
         return [array.tolist()], False
     if array.ndim == 2:
         return array.tolist(), True
-    raise ValueError(f"{name} must hold one or two dimensions of ids, got shape {array.shape}")
+    raise InputError(f"{name} must hold one or two dimensions of ids, got shape {array.shape}")

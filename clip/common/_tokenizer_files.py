@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 
+from clip.errors import InputError
+
 from . import _bpe
 from ._tokenizer_vocab import CLIP_TOKEN_NAMES, SPECIAL_TOKEN_NAMES
 from .hub import resolve_file, split_hub_kwargs
@@ -78,11 +80,11 @@ class FilesMixin:
             if not isinstance(content, str) or not str(key).isdigit():
                 continue
             if content in vocab and vocab[content] != int(key):
-                raise ValueError(f"added token {content!r} has id {key} in the saved config but {vocab[content]} here")
+                raise InputError(f"added token {content!r} has id {key} in the saved config but {vocab[content]} here")
             if content not in vocab or content not in self._added and content not in self.all_special_tokens:
                 self.add_tokens([content], special_tokens=bool(entry.get("special")))
                 if self._token_id(content) != int(key):
-                    raise ValueError(f"added token {content!r} was saved with id {key}, which is not the next free id")
+                    raise InputError(f"added token {content!r} was saved with id {key}, which is not the next free id")
 
     @classmethod
     def _resolve_vocab_files(cls, name_or_path, hub) -> dict:
@@ -148,7 +150,7 @@ class FilesMixin:
         """
         template = chat_template if chat_template is not None else self.chat_template
         if template is None:
-            raise ValueError(
+            raise InputError(
                 "Cannot use chat template functions because tokenizer.chat_template is not set and no template "
                 "argument was passed: CLIP's tokenizers have none; pass chat_template=... or set "
                 "tokenizer.chat_template"
@@ -170,9 +172,10 @@ class FilesMixin:
         ]
         if not tokenize:
             return texts if batched else texts[0]
-        out = self(texts if batched else texts[0], add_special_tokens=False, return_tensors=return_tensors)
+        out = self(texts if batched else texts[0], add_special_tokens=False,  # type: ignore[operator]  # mixin
+                   return_tensors=return_tensors)
         return out if return_dict else out["input_ids"]
 
 
 def _raise_template_error(message):
-    raise ValueError(f"chat template error: {message}")
+    raise InputError(f"chat template error: {message}")

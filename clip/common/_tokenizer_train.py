@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 
+from clip.errors import InputError
+
 
 def train_backend(tokenizer, text_iterator, vocab_size: int, length=None, new_special_tokens=None,
                   special_tokens_map=None):
@@ -16,7 +18,7 @@ def train_backend(tokenizer, text_iterator, vocab_size: int, length=None, new_sp
     from tokenizers import Tokenizer, pre_tokenizers, trainers
 
     if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 1:
-        raise ValueError(f"vocab_size must be a positive int, got {vocab_size!r}")
+        raise InputError(f"vocab_size must be a positive int, got {vocab_size!r}")
     rename = dict(special_tokens_map or {})
     data = json.loads(tokenizer.backend_tokenizer.to_str())
     model = data["model"]
@@ -50,5 +52,5 @@ def train_backend(tokenizer, text_iterator, vocab_size: int, length=None, new_sp
 def _token_id(backend, token: str) -> int:
     found = backend.token_to_id(token)
     if found is None:
-        raise ValueError(f"the post-processor's token {token!r} is not in the trained vocabulary")
+        raise InputError(f"the post-processor's token {token!r} is not in the trained vocabulary")
     return found

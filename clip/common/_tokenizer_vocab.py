@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from clip.errors import InputError, InputTypeError
+
 SPECIAL_TOKEN_NAMES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 # The roles CLIP's files and constructors set; the others stay None unless a user sets them.
 CLIP_TOKEN_NAMES = ("bos_token", "eos_token", "unk_token", "pad_token")
@@ -22,7 +24,7 @@ def token_text(token) -> str | None:
     content = getattr(token, "content", None)
     if isinstance(content, str):
         return content
-    raise TypeError(f"a token must be a string or an AddedToken, got {type(token).__name__}")
+    raise InputTypeError(f"a token must be a string or an AddedToken, got {type(token).__name__}")
 
 
 def _role_property(name: str):
@@ -101,7 +103,7 @@ class VocabularyMixin:
 
     @property
     def special_tokens_map(self) -> dict:
-        out = {name: token for name, token in self._special.items() if token is not None}
+        out: dict[str, object] = {name: token for name, token in self._special.items() if token is not None}
         if self._additional:
             out["additional_special_tokens"] = list(self._additional)
         return out
@@ -142,7 +144,7 @@ class VocabularyMixin:
             special = special_tokens or bool(getattr(token, "special", False))
             text = token_text(token)
             if not text:
-                raise ValueError(f"cannot add an empty token (got {token!r})")
+                raise InputError(f"cannot add an empty token (got {token!r})")
             if special:
                 self._added_special.add(text)
             if text in self._added or (special and text in self.encoder):
@@ -162,22 +164,22 @@ class VocabularyMixin:
     def add_special_tokens(self, special_tokens_dict: dict, replace_additional_special_tokens: bool = True) -> int:
         """Set special token roles (and additional_special_tokens); returns how many tokens were new."""
         if not isinstance(special_tokens_dict, dict):
-            raise TypeError("special_tokens_dict must be a dict of role -> token")
+            raise InputTypeError("special_tokens_dict must be a dict of role -> token")
         added = 0
         for name, value in special_tokens_dict.items():
             if name == "additional_special_tokens":
                 tokens = [token_text(t) for t in value]
                 added += self.add_tokens(tokens, special_tokens=True)
                 if replace_additional_special_tokens:
-                    self._additional = tokens
+                    self._additional = tokens  # type: ignore[assignment]  # token_text is None only for None
                 else:
-                    self._additional += [t for t in tokens if t not in self._additional]
+                    self._additional += [t for t in tokens if t not in self._additional]  # type: ignore[misc]
             elif name in SPECIAL_TOKEN_NAMES:
                 text = token_text(value)
                 added += self.add_tokens([text], special_tokens=True)
                 self._special[name] = text
             else:
-                raise ValueError(f"{name!r} is not a special token role; known: {[*SPECIAL_TOKEN_NAMES]}")
+                raise InputError(f"{name!r} is not a special token role; known: {[*SPECIAL_TOKEN_NAMES]}")
         self._on_vocab_change()
         return added
 
@@ -194,10 +196,10 @@ class VocabularyMixin:
             return self.unk_token_id if found is None else found
         tokens = list(tokens)
         if not all(isinstance(t, str) for t in tokens):
-            raise TypeError("tokens must be a string or a list of strings")
+            raise InputTypeError("tokens must be a string or a list of strings")
         return [self.convert_tokens_to_ids(t) for t in tokens]
 
-    def _id_token(self, i: int) -> str:
+    def _id_token(self, i: int) -> str | None:
         token = self.decoder.get(i)
         if token is None:
             token = self._added_decoder().get(i)
@@ -228,7 +230,7 @@ class VocabularyMixin:
     def get_special_tokens_mask(self, token_ids_0, token_ids_1=None, already_has_special_tokens=False) -> list[int]:
         if already_has_special_tokens:
             if token_ids_1 is not None:
-                raise ValueError("token_ids_1 must be None when already_has_special_tokens=True")
+                raise InputError("token_ids_1 must be None when already_has_special_tokens=True")
             special = set(self.all_special_ids)
             return [1 if i in special else 0 for i in token_ids_0]
         mask = [1] + [0] * len(token_ids_0) + [1]
@@ -244,14 +246,14 @@ class VocabularyMixin:
         if array.size == 0:
             return []
         if array.ndim > 1 or array.dtype.kind not in "iu":
-            raise TypeError(
+            raise InputTypeError(
                 f"token_ids must be an int or a 1-D sequence of ints, got {array.ndim}-D values of dtype {array.dtype}"
             )
         ids = array.reshape(-1).tolist()
         size = len(self)
         bad = [i for i in ids if not 0 <= i < size or self._id_token(i) is None]
         if bad:
-            raise ValueError(f"token ids {bad[:5]} are not in the vocabulary (size {size})")
+            raise InputError(f"token ids {bad[:5]} are not in the vocabulary (size {size})")
         return ids
 
 

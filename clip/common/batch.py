@@ -6,17 +6,21 @@ torch, TensorFlow or JAX tensors; the framework is imported only when its tensor
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+
+from clip.errors import InputError
 
 TENSOR_TYPES = ("np", "pt", "tf", "jax")
 
 
-def check_tensor_type(return_tensors):
+def check_tensor_type(return_tensors: str | None) -> None:
     if return_tensors is not None and return_tensors not in TENSOR_TYPES:
-        raise ValueError(f"return_tensors must be one of {TENSOR_TYPES} or None, got {return_tensors!r}")
+        raise InputError(f"return_tensors must be one of {TENSOR_TYPES} or None, got {return_tensors!r}")
 
 
-def to_tensor(array, return_tensors):
+def to_tensor(array: np.ndarray, return_tensors: str | None) -> Any:
     """numpy array -> the framework's tensor (`return_tensors` in TENSOR_TYPES or None)."""
     check_tensor_type(return_tensors)
     if return_tensors is None:
@@ -37,7 +41,7 @@ def to_tensor(array, return_tensors):
     return jnp.asarray(array)
 
 
-def to_numpy(value):
+def to_numpy(value: Any) -> np.ndarray:
     """A torch/TF/JAX tensor, numpy array or nested list -> numpy array, without importing frameworks."""
     if isinstance(value, np.ndarray):
         return value

@@ -10,9 +10,11 @@ from __future__ import annotations
 import copy
 import json
 import os
+from collections.abc import Callable
 
 from clip.common import hub
 from clip.common.io import atomic_write_text, read_json_object
+from clip.errors import InputError, InputTypeError
 
 # Activations every backend implements; the names are transformers' ACT2FN keys.
 SUPPORTED_ACTIVATIONS = ("quick_gelu", "gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
@@ -37,6 +39,8 @@ class _ConfigSurface:
     attention implementation, get_text_config, to_diff_dict). The values are not validated here:
     like transformers, a config takes any value and the model refuses what it cannot build
     (validate(), called by every model's constructor)."""
+
+    to_dict: Callable[[], dict]  # each kind of config defines it
 
     sub_configs: dict = {}
     return_dict = True
@@ -64,7 +68,7 @@ class _ConfigSurface:
         if value and self._attn_implementation is None:
             self._attn_implementation = "eager"
         if value and self._attn_implementation != "eager":
-            raise ValueError(f"output_attentions=True needs attn_implementation 'eager', this config has "
+            raise InputError(f"output_attentions=True needs attn_implementation 'eager', this config has "
                              f"{self._attn_implementation!r}; set config._attn_implementation = 'eager' first")
         self._output_attentions = value
 
@@ -84,7 +88,8 @@ class _ConfigSurface:
         for key in self.sub_configs:
             sub = getattr(self, key, None)
             if sub is not None:
-                sub._attn_implementation = value.get(key, sub._attn_implementation) if isinstance(value, dict) else value
+                sub._attn_implementation = (value.get(key, sub._attn_implementation) if isinstance(value, dict)
+                                            else value)
 
     def get_text_config(self, decoder=None, encoder=None):
         """The text tower's config (the config itself for a tower), as transformers resolves it:
@@ -115,7 +120,7 @@ class _ConfigSurface:
     def save_pretrained(self, save_directory, **kwargs):
         # push_to_hub and the like are refused by name rather than silently ignored
         if kwargs:
-            raise TypeError(f"save_pretrained got unexpected arguments {sorted(kwargs)}")
+            raise InputTypeError(f"save_pretrained got unexpected arguments {sorted(kwargs)}")
         os.makedirs(save_directory, exist_ok=True)
         atomic_write_text(os.path.join(save_directory, CONFIG_NAME), self.to_json_string())
 
@@ -124,6 +129,12 @@ class _TowerConfig(_ConfigSurface):
     """Shared machinery: known fields with defaults, extra keys kept, validation."""
 
     model_type: str = ""
+    # fields are set from `defaults` (or the caller's values) in __init__; the ones the code reads:
+    hidden_size: int
+    num_attention_heads: int
+    hidden_act: str
+    attention_dropout: float
+    layer_norm_eps: float
     # field -> default, in the order transformers writes them
     defaults: dict = {}
 
@@ -140,26 +151,26 @@ class _TowerConfig(_ConfigSurface):
     def _positive_ints(self):
         return ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
 
-    def validate(self):
+    def validate(self) -> None:
         where = type(self).__name__
         for name in self._positive_ints():
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"{where}.{name} must be a positive integer, got {value!r}")
+                raise InputError(f"{where}.{name} must be a positive integer, got {value!r}")
         if self.hidden_size % self.num_attention_heads:
-            raise ValueError(
+            raise InputError(
                 f"{where}.hidden_size ({self.hidden_size}) must be divisible by "
                 f"{where}.num_attention_heads ({self.num_attention_heads})"
             )
         if self.hidden_act not in SUPPORTED_ACTIVATIONS:
-            raise ValueError(
+            raise InputError(
                 f"{where}.hidden_act {self.hidden_act!r} is not supported; "
                 f"choose one of {', '.join(SUPPORTED_ACTIVATIONS)}"
             )
         if not 0.0 <= float(self.attention_dropout) < 1.0:
-            raise ValueError(f"{where}.attention_dropout must be in [0, 1), got {self.attention_dropout!r}")
+            raise InputError(f"{where}.attention_dropout must be in [0, 1), got {self.attention_dropout!r}")
         if float(self.layer_norm_eps) <= 0:
-            raise ValueError(f"{where}.layer_norm_eps must be positive, got {self.layer_norm_eps!r}")
+            raise InputError(f"{where}.layer_norm_eps must be positive, got {self.layer_norm_eps!r}")
 
     # -- serialization ----------------------------------------------------------------------------
     @property
@@ -212,6 +223,8 @@ class CLIPTextConfig(_TowerConfig):
 
 class CLIPVisionConfig(_TowerConfig):
     model_type = "clip_vision_model"
+    image_size: int
+    patch_size: int
     _sub_attr = "vision_config"
     defaults = {
         "hidden_size": 768,
@@ -232,10 +245,10 @@ class CLIPVisionConfig(_TowerConfig):
     def _positive_ints(self):
         return super()._positive_ints() + ("num_channels", "image_size", "patch_size", "projection_dim")
 
-    def validate(self):
+    def validate(self) -> None:
         super().validate()
         if self.image_size % self.patch_size:
-            raise ValueError(
+            raise InputError(
                 f"CLIPVisionConfig.image_size ({self.image_size}) must be divisible by "
                 f"CLIPVisionConfig.patch_size ({self.patch_size})"
             )
@@ -249,6 +262,7 @@ class CLIPConfig(_ConfigSurface):
     """The two tower configs plus the joint-space fields (projection_dim, logit_scale_init_value)."""
 
     model_type = "clip"
+    projection_dim: int  # set from `defaults` in __init__, like every field
     sub_configs = {"text_config": CLIPTextConfig, "vision_config": CLIPVisionConfig}
     defaults = {
         "projection_dim": 512,
@@ -256,7 +270,8 @@ class CLIPConfig(_ConfigSurface):
         "initializer_factor": 1.0,
     }
 
-    def __init__(self, text_config=None, vision_config=None, **kwargs):
+    def __init__(self, text_config: dict | CLIPTextConfig | None = None,
+                 vision_config: dict | CLIPVisionConfig | None = None, **kwargs):
         attn_implementation = kwargs.pop("attn_implementation", None)
         # transformers <4.22 wrote `text_config_dict`/`vision_config_dict`; when both forms are
         # present the *_dict values win, as transformers resolves it.
@@ -277,15 +292,17 @@ class CLIPConfig(_ConfigSurface):
         if attn_implementation is not None:
             self._attn_implementation = attn_implementation
 
-    def validate(self):
+    def validate(self) -> None:
         """What a model needs of the config; raises one clear ValueError naming the field."""
         self.text_config.validate()
         self.vision_config.validate()
-        if not isinstance(self.projection_dim, int) or isinstance(self.projection_dim, bool) or self.projection_dim <= 0:
-            raise ValueError(f"CLIPConfig.projection_dim must be a positive integer, got {self.projection_dim!r}")
+        if (not isinstance(self.projection_dim, int) or isinstance(self.projection_dim, bool)
+                or self.projection_dim <= 0):
+            raise InputError(f"CLIPConfig.projection_dim must be a positive integer, got {self.projection_dim!r}")
 
     @classmethod
-    def from_text_vision_configs(cls, text_config: CLIPTextConfig, vision_config: CLIPVisionConfig, **kwargs):
+    def from_text_vision_configs(cls, text_config: CLIPTextConfig, vision_config: CLIPVisionConfig,
+                                 **kwargs) -> CLIPConfig:
         return cls(text_config=text_config.to_dict(), vision_config=vision_config.to_dict(), **kwargs)
 
     # -- labels (used by CLIPForImageClassification, as in transformers' PretrainedConfig) ----------
@@ -295,7 +312,7 @@ class CLIPConfig(_ConfigSurface):
         return len(id2label) if id2label else 2
 
     @num_labels.setter
-    def num_labels(self, value: int):
+    def num_labels(self, value: int) -> None:
         # CLIPConfig(num_labels=n), as transformers: default labels LABEL_0..LABEL_{n-1}
         if len(getattr(self, "id2label", None) or {}) != value:
             self.id2label = {i: f"LABEL_{i}" for i in range(value)}
@@ -303,7 +320,7 @@ class CLIPConfig(_ConfigSurface):
             self._extra_keys += [key for key in ("id2label", "label2id") if key not in self._extra_keys]
 
     def to_dict(self) -> dict:
-        out = {
+        out: dict = {
             "text_config": self.text_config.to_dict(),
             "vision_config": self.vision_config.to_dict(),
         }
@@ -318,8 +335,9 @@ class CLIPConfig(_ConfigSurface):
         if "id2label" in data and data["id2label"] is not None:
             # JSON object keys are strings; transformers turns them back into ints.
             labels = data["id2label"]
-            if not isinstance(labels, dict) or not all(isinstance(k, int) or str(k).lstrip("-").isdigit() for k in labels):
-                raise ValueError(f"CLIPConfig.id2label must map class indices to labels, got {labels!r}")
+            if not isinstance(labels, dict) or not all(isinstance(k, int) or str(k).lstrip("-").isdigit()
+                                                       for k in labels):
+                raise InputError(f"CLIPConfig.id2label must map class indices to labels, got {labels!r}")
             data["id2label"] = {int(k): v for k, v in labels.items()}
         return cls(**data)
 
@@ -327,7 +345,7 @@ class CLIPConfig(_ConfigSurface):
     def from_pretrained(cls, name_or_path, **hub_kwargs):
         data = _read_config_json(name_or_path, **hub_kwargs)
         if data.get("model_type") in ("clip_text_model", "clip_vision_model"):
-            raise ValueError(
+            raise InputError(
                 f"{name_or_path}: config.json describes a single {data['model_type']}, "
                 "not a full CLIP model; load it with CLIPTextConfig/CLIPVisionConfig"
             )
@@ -341,8 +359,8 @@ def _as_dict(value) -> dict:
         return copy.deepcopy(value)
     if hasattr(value, "to_dict"):
         return value.to_dict()
-    raise TypeError(f"expected a dict or a config object, got {type(value).__name__}")
+    raise InputTypeError(f"expected a dict or a config object, got {type(value).__name__}")
 
 
 def _read_config_json(name_or_path, **hub_kwargs) -> dict:
-    return read_json_object(hub.resolve_file(name_or_path, CONFIG_NAME, **hub_kwargs))
+    return read_json_object(hub.resolve_file(name_or_path, CONFIG_NAME, **hub_kwargs))  # type: ignore[arg-type]  # required

@@ -8,9 +8,10 @@ HF_HUB_OFFLINE behave the same everywhere.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 
 from clip.common.io import read_json_object
-from clip.errors import CheckpointNotFoundError  # noqa: F401  (also importable from here, its former home)
+from clip.errors import CheckpointNotFoundError, InputError  # noqa: F401  (also importable from here, its former home)
 
 HUB_KWARGS = ("revision", "cache_dir", "token", "local_files_only", "subfolder", "force_download")
 
@@ -105,18 +106,18 @@ def resolve_file(
         ) from None
 
 
-def index_shards(path) -> list[str]:
+def index_shards(path: str | os.PathLike) -> list[str]:
     """The shard file names a *.index.json lists (its weight_map's values), each a plain file name
     beside the index: a damaged or hostile index must not make us open another file."""
     weight_map = read_json_object(path).get("weight_map")
     if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
-        raise ValueError(f"{path}: 'weight_map' must map tensor names to shard file names")
+        raise InputError(f"{path}: 'weight_map' must map tensor names to shard file names")
     shards = sorted(set(weight_map.values()))
     if not shards:
-        raise ValueError(f"{path}: the index lists no shards (empty 'weight_map')")
+        raise InputError(f"{path}: the index lists no shards (empty 'weight_map')")
     for shard in shards:
         if not shard or os.path.isabs(shard) or os.path.normpath(shard) != shard or shard.startswith(".."):
-            raise ValueError(f"{path}: shard {shard!r} is not a file name beside the index")
+            raise InputError(f"{path}: shard {shard!r} is not a file name beside the index")
     return shards
 
 
@@ -125,7 +126,8 @@ def _looks_like_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
 
 
-def resolve_weight_files(name_or_path, candidates, **hub_kwargs) -> tuple[str, list[str]] | None:
+def resolve_weight_files(name_or_path: str | os.PathLike, candidates: Iterable[str],
+                         **hub_kwargs) -> tuple[str, list[str]] | None:
     """First of `candidates` (weight file names) present; index files expand into their shards.
 
     Returns (the name that matched, [local paths]) or None when none is present.
@@ -136,5 +138,6 @@ def resolve_weight_files(name_or_path, candidates, **hub_kwargs) -> tuple[str, l
             continue
         if not name.endswith(".index.json"):
             return name, [path]
-        return name, [resolve_file(name_or_path, shard, **hub_kwargs) for shard in index_shards(path)]
+        shards = [resolve_file(name_or_path, shard, **hub_kwargs) for shard in index_shards(path)]
+        return name, shards  # type: ignore[return-value]  # required files: resolve_file raises, never None
     return None

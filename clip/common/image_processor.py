@@ -37,6 +37,7 @@ from clip.common._image_pixels import (
 )
 from clip.common.batch import BatchFeature, check_tensor_type, to_numpy, to_tensor
 from clip.common.io import atomic_write_json, atomic_write_text, read_json_object
+from clip.errors import InputError, InputTypeError
 
 __all__ = ["CLIPFeatureExtractor", "CLIPImageProcessor", "convert_rgb", "resize_output_size"]
 
@@ -70,7 +71,7 @@ _NEEDED_BY = {"size": "do_resize", "resample": "do_resize", "crop_size": "do_cen
 def _size_dict(value, name: str, square: bool) -> dict:
     """The size forms transformers accepts, as a dict; `square` says what a bare int means."""
     if isinstance(value, bool):
-        raise ValueError(f"{name} must be an int, a (height, width) pair or a dict, got {value!r}")
+        raise InputError(f"{name} must be an int, a (height, width) pair or a dict, got {value!r}")
     if isinstance(value, (int, np.integer)):
         size = {"height": int(value), "width": int(value)} if square else {"shortest_edge": int(value)}
     elif isinstance(value, (tuple, list)) and len(value) == 2:
@@ -78,14 +79,14 @@ def _size_dict(value, name: str, square: bool) -> dict:
     elif isinstance(value, dict):
         size = dict(value)
     else:
-        raise ValueError(f"{name} must be an int, a (height, width) pair or a dict, got {value!r}")
+        raise InputError(f"{name} must be an int, a (height, width) pair or a dict, got {value!r}")
     allowed = [{"height", "width"}] if square else [{"shortest_edge"}, {"height", "width"}]
     if set(size) not in allowed:
         forms = " or ".join(str(sorted(keys)) for keys in allowed)
-        raise ValueError(f"{name} must have the keys {forms}, got {sorted(size)}")
+        raise InputError(f"{name} must have the keys {forms}, got {sorted(size)}")
     for key, edge in size.items():
         if isinstance(edge, bool) or not isinstance(edge, (int, np.integer)) or edge < 1:
-            raise ValueError(f"{name}[{key!r}] must be a positive int, got {edge!r}")
+            raise InputError(f"{name}[{key!r}] must be a positive int, got {edge!r}")
         size[key] = int(edge)
     return size
 
@@ -140,33 +141,33 @@ class CLIPImageProcessor:
     def _options(self, overrides: dict) -> dict:
         unknown = set(overrides) - set(OPTIONS) - set(_CALL_ONLY)
         if unknown:
-            raise ValueError(
+            raise InputError(
                 f"unknown image processor option(s) {sorted(unknown)}; known: {list(OPTIONS + _CALL_ONLY)}"
             )
         options = {name: getattr(self, name) for name in OPTIONS}
         options.update({k: v for k, v in overrides.items() if v is not None})
         for name in _BOOL_OPTIONS:
             if not isinstance(options[name], (bool, np.bool_)):
-                raise ValueError(f"{name} must be True or False, got {options[name]!r}")
+                raise InputError(f"{name} must be True or False, got {options[name]!r}")
         # As transformers' validate_preprocess_arguments: a setting must be there when its step
         # runs, and is not looked at when the step is off.
         # (size and crop_size are read whatever the steps, as transformers reads them.)
         for name, step in _NEEDED_BY.items():
             if options[name] is None and options[step]:
-                raise ValueError(f"{name} must be specified if {step} is True")
+                raise InputError(f"{name} must be specified if {step} is True")
         for name in ("size", "crop_size"):
             if options[name] is None:
-                raise ValueError(f"{name} must be specified (it is None)")
+                raise InputError(f"{name} must be specified (it is None)")
         options["size"] = _size_dict(options["size"], "size", square=False)
         options["crop_size"] = _size_dict(options["crop_size"], "crop_size", square=True)
         resample = options["resample"]
         if resample is not None:
             if isinstance(resample, bool) or not isinstance(resample, (int, np.integer)) or not 0 <= resample <= 5:
-                raise ValueError(f"resample must be a PIL resampling filter (an int 0..5), got {resample!r}")
+                raise InputError(f"resample must be a PIL resampling filter (an int 0..5), got {resample!r}")
             options["resample"] = int(resample)
         factor = options["rescale_factor"]
         if factor is not None and (isinstance(factor, bool) or not isinstance(factor, (int, float, np.number))):
-            raise ValueError(f"rescale_factor must be a number, got {factor!r}")
+            raise InputError(f"rescale_factor must be a number, got {factor!r}")
         for name in ("image_mean", "image_std"):
             if options[name] is None:
                 continue
@@ -175,10 +176,10 @@ class CLIPImageProcessor:
             except (TypeError, ValueError):
                 values = None
             if values is None or values.ndim > 1 or values.size == 0:
-                raise ValueError(f"{name} must be a number or a list of numbers, got {options[name]!r}")
+                raise InputError(f"{name} must be a number or a list of numbers, got {options[name]!r}")
         for name in _CALL_ONLY:
             if options.get(name) not in (None, *_FORMATS):
-                raise ValueError(f"{name} must be one of {_FORMATS} or None, got {options[name]!r}")
+                raise InputError(f"{name} must be one of {_FORMATS} or None, got {options[name]!r}")
         return options
 
     def to_dict(self) -> dict:
@@ -193,7 +194,7 @@ class CLIPImageProcessor:
     def to_json_string(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
-    def to_json_file(self, json_file_path):
+    def to_json_file(self, json_file_path: str | os.PathLike) -> None:
         atomic_write_text(os.fspath(json_file_path), self.to_json_string())
 
     @property
@@ -207,32 +208,32 @@ class CLIPImageProcessor:
         return isinstance(other, CLIPImageProcessor) and self.to_dict() == other.to_dict()
 
     @classmethod
-    def from_dict(cls, image_processor_dict: dict, **kwargs):
+    def from_dict(cls, image_processor_dict: dict, **kwargs) -> CLIPImageProcessor | tuple[CLIPImageProcessor, dict]:
         """A processor from to_dict()'s form; keyword arguments override it. With
         return_unused_kwargs=True, (processor, the keyword arguments that are not options)."""
         return_unused = kwargs.pop("return_unused_kwargs", False)
         if not isinstance(image_processor_dict, dict):
-            raise TypeError(f"image_processor_dict must be a dict, got {type(image_processor_dict).__name__}")
+            raise InputTypeError(f"image_processor_dict must be a dict, got {type(image_processor_dict).__name__}")
         options = {k: v for k, v in kwargs.items() if k in OPTIONS}
         unused = {k: v for k, v in kwargs.items() if k not in OPTIONS}
         processor = cls(**{**image_processor_dict, **options})
         return (processor, unused) if return_unused else processor
 
     @classmethod
-    def from_json_file(cls, path, **kwargs):
+    def from_json_file(cls, path: str | os.PathLike, **kwargs) -> CLIPImageProcessor | tuple[CLIPImageProcessor, dict]:
         return cls.from_dict(read_json_object(path), **kwargs)
 
-    def save_pretrained(self, save_directory) -> list[str]:
+    def save_pretrained(self, save_directory: str | os.PathLike) -> list[str]:
         save_directory = os.fspath(save_directory)
         if os.path.isfile(save_directory):
-            raise ValueError(f"{save_directory} is a file; save_pretrained needs a directory")
+            raise InputError(f"{save_directory} is a file; save_pretrained needs a directory")
         os.makedirs(save_directory, exist_ok=True)
         path = os.path.join(save_directory, IMAGE_PROCESSOR_NAME)
         atomic_write_json(path, self.to_dict())
         return [path]
 
     @classmethod
-    def from_pretrained(cls, name_or_path, **kwargs):
+    def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs) -> CLIPImageProcessor:
         """Load preprocessor_config.json from a directory, a hub id or the JSON file itself.
 
         Hub arguments (revision, cache_dir, token, ...) select the file; other keyword
@@ -243,7 +244,8 @@ class CLIPImageProcessor:
             path = os.fspath(name_or_path)
         else:
             path = hub.resolve_file(name_or_path, IMAGE_PROCESSOR_NAME, **hub_kwargs)
-        return cls.from_json_file(path, **kwargs)
+        # (the processor, unused kwargs) with return_unused_kwargs=True, as transformers returns
+        return cls.from_json_file(path, **kwargs)  # type: ignore[return-value]
 
     # ----------------------------------------------------------------- single-image transforms
     # transformers' public methods, on one numpy image (HWC or CHW), returned in the same layout
@@ -253,7 +255,7 @@ class CLIPImageProcessor:
                **kwargs) -> np.ndarray:
         """Resize through 8-bit PIL: uint8 and integral values give uint8, [0, 1] floats float32."""
         if not isinstance(size, dict):
-            raise TypeError(f"size must be a dict (shortest_edge, or height and width), got {size!r}")
+            raise InputTypeError(f"size must be a dict (shortest_edge, or height and width), got {size!r}")
         size = _size_dict(size, "size", square=False)
         array, fmt = _one_image(image, input_data_format)
         pre_scaled = array.dtype != np.uint8 and needs_scaling_for_pil(array, "image")
@@ -309,7 +311,7 @@ class CLIPImageProcessor:
             items = pool.map(lambda pair: process(pair[1], pair[0], options), pairs)
             shapes = {item.shape for item in items}
             if len(shapes) > 1 and return_tensors is not None:
-                raise ValueError(
+                raise InputError(
                     f"the processed images have different shapes {sorted(shapes)} and cannot be stacked; "
                     "enable do_center_crop or pass return_tensors=None"
                 )
@@ -351,24 +353,24 @@ def _one_image(image, input_data_format):
     if isinstance(image, Image.Image):
         image = np.asarray(image)
     if not is_array(image):
-        raise TypeError(f"image must be a numpy array or a tensor, got {type(image).__name__}")
+        raise InputTypeError(f"image must be a numpy array or a tensor, got {type(image).__name__}")
     array = to_numpy(image)
     if array.ndim == 2:
         return array[:, :, None], "channels_last"
     if array.ndim != 3:
-        raise ValueError(f"image must have 2 or 3 dimensions, got shape {array.shape}")
+        raise InputError(f"image must have 2 or 3 dimensions, got shape {array.shape}")
     fmt = input_data_format
     if fmt is None:
         fmt = "channels_first" if array.shape[0] in (1, 3) else "channels_last" if array.shape[2] in (1, 3) else None
         if fmt is None:
-            raise ValueError(f"cannot tell the channel axis of shape {array.shape}; pass input_data_format")
+            raise InputError(f"cannot tell the channel axis of shape {array.shape}; pass input_data_format")
     if fmt not in _FORMATS:
-        raise ValueError(f"input_data_format must be one of {_FORMATS}, got {fmt!r}")
+        raise InputError(f"input_data_format must be one of {_FORMATS}, got {fmt!r}")
     return (array.transpose(1, 2, 0) if fmt == "channels_first" else array), fmt
 
 
 def _to_format(array: np.ndarray, fmt) -> np.ndarray:
     fmt = getattr(fmt, "value", fmt)
     if fmt not in _FORMATS:
-        raise ValueError(f"data_format must be one of {_FORMATS}, got {fmt!r}")
+        raise InputError(f"data_format must be one of {_FORMATS}, got {fmt!r}")
     return np.ascontiguousarray(array.transpose(2, 0, 1)) if fmt == "channels_first" else array

@@ -14,8 +14,11 @@ import re
 import shutil
 import struct
 import tempfile
+from collections.abc import Iterable, Iterator
 
 import numpy as np
+
+from clip.errors import InputError
 
 # safetensors dtype tag <-> numpy dtype name; BF16 needs ml_dtypes (a dependency of jax and
 # tensorflow, and of this package).
@@ -47,7 +50,7 @@ def numpy_dtype(name: str) -> np.dtype:
 
 
 @contextlib.contextmanager
-def atomic_path(path, keep_name: bool = False):
+def atomic_path(path: str | os.PathLike, keep_name: bool = False) -> Iterator[str]:
     """Yield a temporary path beside `path`; on success it replaces `path` in one rename.
 
     A crash or an exception leaves any previous file untouched and no partial file behind.
@@ -114,13 +117,13 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write_text(path, text: str):
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
 
 
-def atomic_write_json(path, data):
+def atomic_write_json(path: str | os.PathLike, data: object) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
 
 
@@ -148,43 +151,43 @@ def _json_depth_ok(text: str | bytes, limit: int = MAX_JSON_DEPTH) -> bool:
     return True
 
 
-def loads_json(text: str | bytes, what, unique_keys: bool = False) -> object:
+def loads_json(text: str | bytes, what: object, unique_keys: bool = False) -> object:
     """json.loads with a nesting limit; every failure is a ValueError naming `what` (a path or a label).
 
     unique_keys: a name given twice in one object is an error (json keeps the last silently; in a
     safetensors header the two entries would disagree on where a tensor is)."""
     if not _json_depth_ok(text):
-        raise ValueError(f"{what} is not valid JSON: nested deeper than {MAX_JSON_DEPTH} levels")
+        raise InputError(f"{what} is not valid JSON: nested deeper than {MAX_JSON_DEPTH} levels")
     try:
         return json.loads(text, object_pairs_hook=_unique_object if unique_keys else None)
     except (ValueError, RecursionError) as err:  # JSONDecodeError, UnicodeDecodeError, a name given twice
-        raise ValueError(f"{what} is not valid JSON: {err}") from None
+        raise InputError(f"{what} is not valid JSON: {err}") from None
 
 
 def _unique_object(pairs) -> dict:
     out = dict(pairs)
     if len(out) != len(pairs):
-        seen = set()
-        twice = next(key for key, _ in pairs if key in seen or seen.add(key))
-        raise ValueError(f"the name {twice!r} appears twice in one object")
+        seen: set = set()
+        twice = next(key for key, _ in pairs if key in seen or seen.add(key))  # type: ignore[func-returns-value]
+        raise InputError(f"the name {twice!r} appears twice in one object")
     return out
 
 
-def read_json(path) -> object:
+def read_json(path: str | os.PathLike) -> object:
     """Any JSON file, depth-limited, with errors naming the file."""
     with open(path, "rb") as f:
         return loads_json(f.read(), path)
 
 
-def read_json_object(path) -> dict:
+def read_json_object(path: str | os.PathLike) -> dict:
     """A JSON file that must hold an object (config.json and friends), with errors naming the file."""
     data = read_json(path)
     if not isinstance(data, dict):
-        raise ValueError(f"{path} must hold a JSON object, found {type(data).__name__}")
+        raise InputError(f"{path} must hold a JSON object, found {type(data).__name__}")
     return data
 
 
-def read_text(path) -> str:
+def read_text(path: str | os.PathLike) -> str:
     """A UTF-8 text file's contents (a BOM dropped). Bytes that are not UTF-8 are a ValueError naming
     the file, the line and the byte, not a UnicodeDecodeError that names neither; the universal
     newlines of text mode (\r\n, \r) read as \n."""
@@ -194,26 +197,28 @@ def read_text(path) -> str:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         line = data.count(b"\n", 0, err.start) + 1
-        raise ValueError(f"{path}:{line}: not valid UTF-8 text (byte {data[err.start]:#04x}); save the file as UTF-8") from None
+        raise InputError(f"{path}:{line}: not valid UTF-8 text (byte {data[err.start]:#04x}); "
+                         "save the file as UTF-8") from None
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
-def path_inside(directory, name, what: str = "file") -> str:
+def path_inside(directory: str | os.PathLike, name: str, what: str = "file") -> str:
     """`directory/name` for a relative `name` read from a manifest or index, refused (ValueError) when it
     is absolute or resolves outside `directory` (`../../etc/passwd`, a symlink out): a damaged or hostile
     manifest must never make us open another file."""
     if not isinstance(name, str) or not name or "\x00" in name:
-        raise ValueError(f"{directory}: {what} entry {name!r} is not a relative file name")
+        raise InputError(f"{directory}: {what} entry {name!r} is not a relative file name")
     if os.path.isabs(name):
-        raise ValueError(f"{directory}: {what} entry {name!r} is an absolute path; only names inside the directory are allowed")
+        raise InputError(f"{directory}: {what} entry {name!r} is an absolute path; only names inside the directory are "
+                         "allowed")
     root = os.path.realpath(directory)
     full = os.path.realpath(os.path.join(root, name))
     if os.path.commonpath([root, full]) != root:
-        raise ValueError(f"{directory}: {what} entry {name!r} points outside the directory")
+        raise InputError(f"{directory}: {what} entry {name!r} points outside the directory")
     return full
 
 
-def read_safetensors_header(path) -> tuple[dict, int]:
+def read_safetensors_header(path: str | os.PathLike) -> tuple[dict, int]:
     """(header dict, byte offset where tensor data starts), the header checked entry by entry
     (check_safetensors_header) before any tensor is read."""
     path = os.fspath(path)
@@ -221,17 +226,17 @@ def read_safetensors_header(path) -> tuple[dict, int]:
     with open(path, "rb") as f:
         raw = f.read(8)
         if len(raw) < 8:
-            raise ValueError(f"{path}: not a safetensors file (shorter than its 8-byte header length)")
+            raise InputError(f"{path}: not a safetensors file (shorter than its 8-byte header length)")
         (n,) = struct.unpack("<Q", raw)
         if n > min(_MAX_HEADER, size - 8):
-            raise ValueError(f"{path}: not a safetensors file (header length {n} exceeds the file)")
+            raise InputError(f"{path}: not a safetensors file (header length {n} exceeds the file)")
         text = f.read(n)
     try:
         header = loads_json(text, "header", unique_keys=True)
     except ValueError as err:
-        raise ValueError(f"{path}: not a safetensors file ({err})") from None
+        raise InputError(f"{path}: not a safetensors file ({err})") from None
     if not isinstance(header, dict):
-        raise ValueError(f"{path}: not a safetensors file (header is not a JSON object)")
+        raise InputError(f"{path}: not a safetensors file (header is not a JSON object)")
     check_safetensors_header(path, header, size - 8 - n)
     return header, 8 + n
 
@@ -243,7 +248,7 @@ def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)  # JSON true is no offset
 
 
-def check_safetensors_header(path, header: dict, data_size: int):
+def check_safetensors_header(path: str | os.PathLike, header: dict, data_size: int) -> None:
     """The safetensors library's rules, so that a hostile header can neither point a tensor at
     the header's own bytes or past the file (negative or overlapping offsets) nor make two
     tensors share bytes: every entry an object with exactly dtype, shape and data_offsets; a known
@@ -252,52 +257,56 @@ def check_safetensors_header(path, header: dict, data_size: int):
     byte after the last). A ValueError names the file and the tensor."""
     metadata = header.get("__metadata__")
     if metadata is not None and not (isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())):
-        raise ValueError(f"{path}: corrupt safetensors header (__metadata__ must map names to strings)")
+        raise InputError(f"{path}: corrupt safetensors header (__metadata__ must map names to strings)")
     ranges = []
     for name, info in header.items():
         if name == "__metadata__":
             continue
         where = f"{path}: tensor {name!r}"
         if not isinstance(info, dict):
-            raise ValueError(f"{where}: its header entry is a {type(info).__name__}, not an object")
+            raise InputError(f"{where}: its header entry is a {type(info).__name__}, not an object")
         if set(info) != _ENTRY_KEYS:
             missing, extra = sorted(_ENTRY_KEYS - set(info)), sorted(set(info) - _ENTRY_KEYS)
-            detail = "; ".join(part for part in (missing and f"missing {', '.join(missing)}", extra and f"unknown {', '.join(extra)}") if part)
-            raise ValueError(f"{where}: its header entry must have exactly dtype, shape and data_offsets ({detail})")
+            detail = "; ".join(part for part in (missing and f"missing {', '.join(missing)}",
+                                                 extra and f"unknown {', '.join(extra)}") if part)
+            raise InputError(f"{where}: its header entry must have exactly dtype, shape and data_offsets ({detail})")
         tag, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
         if not isinstance(tag, str) or tag not in _DTYPES:
-            raise ValueError(f"{where} has unsupported dtype {tag!r} (supported: {', '.join(_DTYPES)})")
+            raise InputError(f"{where} has unsupported dtype {tag!r} (supported: {', '.join(_DTYPES)})")
         if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
-            raise ValueError(f"{where}: shape {shape!r} is not a list of non-negative integers")
+            raise InputError(f"{where}: shape {shape!r} is not a list of non-negative integers")
         if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_int(o) and o >= 0 for o in offsets)):
-            raise ValueError(f"{where}: data_offsets {offsets!r} are not two non-negative integers")
+            raise InputError(f"{where}: data_offsets {offsets!r} are not two non-negative integers")
         begin, end = offsets
         nbytes = math.prod(shape) * numpy_dtype(_DTYPES[tag]).itemsize  # Python ints: no overflow
         if end < begin or end - begin != nbytes:
-            raise ValueError(f"{where} of shape {tuple(shape)} and dtype {tag} needs {nbytes} bytes, "
+            raise InputError(f"{where} of shape {tuple(shape)} and dtype {tag} needs {nbytes} bytes, "
                              f"its data_offsets {offsets} give {end - begin}")
         if end > data_size:
-            raise ValueError(f"{where}: its bytes {begin}..{end} run past the {data_size} bytes of data "
+            raise InputError(f"{where}: its bytes {begin}..{end} run past the {data_size} bytes of data "
                              "(file truncated or corrupt)")
         ranges.append((begin, end, name))
     cursor = 0
     for begin, end, name in sorted(ranges):
         if begin != cursor:
-            problem = "overlap the tensor before them" if begin < cursor else f"leave a gap of {begin - cursor} bytes before them"
-            raise ValueError(f"{path}: tensor {name!r}: its bytes {begin}..{end} {problem} (corrupt safetensors header)")
+            problem = ("overlap the tensor before them" if begin < cursor
+                       else f"leave a gap of {begin - cursor} bytes before them")
+            raise InputError(f"{path}: tensor {name!r}: its bytes {begin}..{end} {problem} (corrupt safetensors "
+                             "header)")
         cursor = end
     if cursor != data_size:
-        raise ValueError(f"{path}: {data_size - cursor} bytes after the last tensor belong to none (corrupt safetensors header)")
+        raise InputError(f"{path}: {data_size - cursor} bytes after the last tensor belong to none (corrupt "
+                         "safetensors header)")
 
 
-def read_safetensors(path, mmap: bool = True) -> dict[str, np.ndarray]:
+def read_safetensors(path: str | os.PathLike, mmap: bool = True) -> dict[str, np.ndarray]:
     """All tensors of a safetensors file as numpy arrays (read-only views when `mmap`).
 
     Any dtype the format stores is returned (training state keeps uint8 RNG state, embedding
     directories integer keys); what a model takes as weights is checked by its loader."""
     path = os.fspath(path)
     header, start = read_safetensors_header(path)
-    tensors = {}
+    tensors: dict[str, np.ndarray] = {}
     if not any(name != "__metadata__" for name in header):
         return tensors
     buffer = np.memmap(path, dtype=np.uint8, mode="r") if mmap else np.fromfile(path, dtype=np.uint8)
@@ -310,27 +319,28 @@ def read_safetensors(path, mmap: bool = True) -> dict[str, np.ndarray]:
     return tensors
 
 
-def read_safetensors_metadata(path) -> dict:
+def read_safetensors_metadata(path: str | os.PathLike) -> dict:
     header, _ = read_safetensors_header(path)
     return dict(header.get("__metadata__") or {})
 
 
-def write_safetensors(tensors: dict, path, metadata: dict | None = None):
+def write_safetensors(tensors: dict, path: str | os.PathLike, metadata: dict | None = None) -> None:
     """Write numpy arrays (any order, any contiguity) as safetensors, atomically.
 
     Tensors are laid out as the safetensors library lays them out (widest dtype first, then by
     name; metadata first in the header), so our files are byte-identical to its files.
     """
-    header = {"__metadata__": {str(k): str(v) for k, v in metadata.items()}} if metadata else {}
+    header: dict[str, dict] = {"__metadata__": {str(k): str(v) for k, v in metadata.items()}} if metadata else {}
     offset = 0
     arrays = []
     items = [(name, np.asarray(array)) for name, array in tensors.items()]
     for name, array in sorted(items, key=lambda item: (-item[1].dtype.itemsize, item[0])):
         dtype_name = "bfloat16" if array.dtype.name == "bfloat16" else array.dtype.name
         if dtype_name not in _TAGS:
-            raise ValueError(f"tensor {name!r}: dtype {array.dtype} cannot be stored in safetensors")
+            raise InputError(f"tensor {name!r}: dtype {array.dtype} cannot be stored in safetensors")
         nbytes = array.size * array.dtype.itemsize
-        header[name] = {"dtype": _TAGS[dtype_name], "shape": list(array.shape), "data_offsets": [offset, offset + nbytes]}
+        header[name] = {"dtype": _TAGS[dtype_name], "shape": list(array.shape),
+                        "data_offsets": [offset, offset + nbytes]}
         offset += nbytes
         arrays.append(array)
     blob = json.dumps(header, separators=(",", ":")).encode("utf-8")
@@ -343,7 +353,7 @@ def write_safetensors(tensors: dict, path, metadata: dict | None = None):
                 f.write(np.ascontiguousarray(array).tobytes())
 
 
-def merge_shards(paths, read, origins: dict | None = None) -> dict:
+def merge_shards(paths: Iterable[str | os.PathLike], read, origins: dict | None = None) -> dict:
     """{name: value} of all shards, each read by `read(path)`; a name in two shards is an error.
 
     origins: when given, filled with {name: the file it came from} (for messages)."""
@@ -351,14 +361,14 @@ def merge_shards(paths, read, origins: dict | None = None) -> dict:
     for path in paths:
         for name, value in read(path).items():
             if name in merged:
-                raise ValueError(f"{path}: tensor {name!r} also appears in another shard")
+                raise InputError(f"{path}: tensor {name!r} also appears in another shard")
             merged[name] = value
             if origins is not None:
                 origins[name] = os.fspath(path)
     return merged
 
 
-def read_checkpoint(paths, origins: dict | None = None) -> dict[str, np.ndarray]:
+def read_checkpoint(paths: Iterable[str | os.PathLike], origins: dict | None = None) -> dict[str, np.ndarray]:
     """Merge the tensors of one or more safetensors shards; a name in two shards is an error.
 
     origins: when given, filled with {tensor name: the file it came from} (for messages)."""

@@ -15,13 +15,13 @@ class ModelOutput:
     def _set_fields(self):
         return [(f.name, getattr(self, f.name)) for f in dataclasses.fields(self) if getattr(self, f.name) is not None]
 
-    def keys(self):
+    def keys(self) -> list[str]:
         return [name for name, _ in self._set_fields()]
 
-    def values(self):
+    def values(self) -> list:
         return [value for _, value in self._set_fields()]
 
-    def items(self):
+    def items(self) -> list[tuple[str, Any]]:
         return self._set_fields()
 
     def __iter__(self):
@@ -40,7 +40,7 @@ class ModelOutput:
             return getattr(self, key)
         return self.to_tuple()[key]
 
-    def get(self, key, default=None):
+    def get(self, key: str, default: Any = None) -> Any:
         return getattr(self, key) if key in self.keys() else default
 
     def to_tuple(self) -> tuple:

@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from typing import Any
 
 from clip.common import hub
 from clip.common.batch import BatchEncoding
 from clip.common.image_processor import OPTIONS, PREPROCESS_KWARGS, CLIPImageProcessor
 from clip.common.io import atomic_write_json, atomic_write_text, read_json_object
+from clip.errors import InputError, InputTypeError
 
 _TOKENIZER_CONFIG = "tokenizer_config.json"
 
@@ -39,7 +41,8 @@ class CLIPProcessor:
     feature_extractor_class = image_processor_class
     tokenizer_class = "AutoTokenizer"
 
-    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+    def __init__(self, image_processor: CLIPImageProcessor | None = None, tokenizer: Any = None,
+                 chat_template: str | None = None, **kwargs):
         if "feature_extractor" in kwargs:
             warnings.warn(
                 "the feature_extractor argument is deprecated; pass image_processor", FutureWarning, stacklevel=2
@@ -47,13 +50,13 @@ class CLIPProcessor:
             feature_extractor = kwargs.pop("feature_extractor")
             image_processor = feature_extractor if image_processor is None else image_processor
         if kwargs:
-            raise TypeError(f"CLIPProcessor got unexpected keyword arguments {sorted(kwargs)}")
+            raise InputTypeError(f"CLIPProcessor got unexpected keyword arguments {sorted(kwargs)}")
         self.image_processor = CLIPImageProcessor() if image_processor is None else image_processor
         self.tokenizer = _default_tokenizer_class(True)() if tokenizer is None else tokenizer
         self.chat_template = chat_template
 
     @property
-    def feature_extractor(self):
+    def feature_extractor(self) -> CLIPImageProcessor:
         warnings.warn("feature_extractor is deprecated; use image_processor", FutureWarning, stacklevel=2)
         return self.image_processor
 
@@ -67,14 +70,14 @@ class CLIPProcessor:
     def to_json_string(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
-    def to_json_file(self, json_file_path):
+    def to_json_file(self, json_file_path: str | os.PathLike) -> None:
         atomic_write_text(os.fspath(json_file_path), self.to_json_string())
 
     def apply_chat_template(self, conversation, chat_template: str | None = None, **kwargs):
         """Render a conversation with the processor's (or the given) Jinja template, as the tokenizer does."""
         template = chat_template if chat_template is not None else self.chat_template
         if template is None:
-            raise ValueError(
+            raise InputError(
                 "Cannot use apply_chat_template because this processor does not have a chat template "
                 "(CLIP ships none); pass chat_template=..."
             )
@@ -88,9 +91,9 @@ class CLIPProcessor:
         keyword argument to the tokenizer.
         """
         if text is None and images is None:
-            raise ValueError("CLIPProcessor needs text, images or both; got neither")
+            raise InputError("CLIPProcessor needs text, images or both; got neither")
         if text is not None and not _is_text(text):
-            raise ValueError(
+            raise InputError(
                 f"text must be a string or a list of strings, got {type(text).__name__}; "
                 "pass images with images=..."
             )
@@ -118,10 +121,10 @@ class CLIPProcessor:
         names = self.image_processor.model_input_names + self.tokenizer.model_input_names
         return list(dict.fromkeys(names))
 
-    def save_pretrained(self, save_directory) -> list[str]:
+    def save_pretrained(self, save_directory: str | os.PathLike) -> list[str]:
         save_directory = os.fspath(save_directory)
         if os.path.isfile(save_directory):
-            raise ValueError(f"{save_directory} is a file; save_pretrained needs a directory")
+            raise InputError(f"{save_directory} is a file; save_pretrained needs a directory")
         # transformers tags both configs so that AutoProcessor finds this class again.
         self.image_processor.processor_class = type(self).__name__
         paths = list(self.image_processor.save_pretrained(save_directory))
@@ -134,7 +137,7 @@ class CLIPProcessor:
         return paths
 
     @classmethod
-    def from_pretrained(cls, name_or_path, use_fast: bool = True, **kwargs):
+    def from_pretrained(cls, name_or_path: str | os.PathLike, use_fast: bool = True, **kwargs) -> CLIPProcessor:
         """Load from a directory or hub id holding preprocessor_config.json and tokenizer files.
 
         Hub arguments (revision, cache_dir, token, ...) apply to both; image options override the

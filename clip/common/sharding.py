@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 
 from clip.common import hub, io
 from clip.common.surface import parse_size
@@ -20,10 +21,10 @@ DEFAULT_MAX_SHARD_SIZE = "5GB"
 _SHARD_NAME = re.compile(r"-\d{5}-of-\d{5}$")
 
 
-def plan_shards(sizes: dict, max_shard_size) -> list[list[str]]:
+def plan_shards(sizes: dict, max_shard_size: int | str) -> list[list[str]]:
     """{name: bytes} (in writing order) -> the names of each shard."""
     limit = parse_size(max_shard_size)
-    shards, current, filled = [], [], 0
+    shards, current, filled = [], [], 0  # type: list[list], list, int
     for name, size in sizes.items():
         if size > limit:  # alone, after the shard being filled
             shards.append([name])
@@ -43,7 +44,8 @@ def shard_file_name(base: str, index: int, count: int) -> str:
     return f"{stem}-{index:05d}-of-{count:05d}{ext}"
 
 
-def save_weights(directory, tensors: dict, sizes: dict, write, max_shard_size=DEFAULT_MAX_SHARD_SIZE,
+def save_weights(directory: str | os.PathLike, tensors: dict, sizes: dict, write: Callable[[dict, str], object],
+                 max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
                  base_name: str = hub.SAFETENSORS_NAME, total_parameters: int | None = None) -> list[str]:
     """Write `tensors` ({name: tensor}) into `directory` with `write(subset, path)` (atomic), sharded
     by their byte `sizes`; returns the file names written (shards and index, or the one file).
@@ -80,7 +82,7 @@ def _remove_stale_shards(directory, base_name: str, keep: set):
             os.unlink(os.path.join(directory, file_name))
 
 
-def remove_weights(directory, base_name: str):
+def remove_weights(directory: str | os.PathLike, base_name: str) -> None:
     """Remove a save's weight files of `base_name` (the single file, its shards and index)."""
     _remove_stale_shards(directory, base_name, set())
     for file_name in (base_name, base_name + ".index.json"):

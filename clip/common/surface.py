@@ -9,15 +9,18 @@ attention implementations a class offers, parameter counting, and max_shard_size
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
+from typing import Any
 
 from clip.common.config import CLIPConfig
+from clip.errors import InputError, InputTypeError
 
 # Every backend runs one fused kernel ("sdpa": torch's scaled_dot_product_attention, Keras/TF ops,
 # jax.nn.dot_product_attention) or the explicit softmax of transformers' eager path.
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa")
 
 
-def as_config(config, config_class, owner: str):
+def as_config(config: Any, config_class: Any, owner: str) -> Any:
     """Our `config_class` from ours, a dict, or any object with transformers' config fields
     (transformers' own CLIPConfig/CLIPTextConfig/CLIPVisionConfig); checked for what a model needs.
 
@@ -33,7 +36,7 @@ def as_config(config, config_class, owner: str):
         if attn is not None:  # not part of to_dict() in transformers: carried over by hand
             converted._attn_implementation = attn
     else:
-        raise TypeError(
+        raise InputTypeError(
             f"{owner} needs a {config_class.__name__} (ours or transformers'), or a dict of its fields; "
             f"got {type(config).__module__}.{type(config).__name__}"
         )
@@ -58,7 +61,8 @@ def _foreign_dict(config) -> dict:
     return data
 
 
-def output_flags(config, output_attentions, output_hidden_states, return_dict):
+def output_flags(config: Any, output_attentions: bool | None, output_hidden_states: bool | None,
+                 return_dict: bool | None) -> tuple[bool, bool, bool]:
     """The call's flags, each falling back to the config's. As in transformers 4.57's CLIP, the
     models read config.return_dict (use_return_dict, which torchscript turns off, is only reported)."""
     attn = output_attentions if output_attentions is not None else config.output_attentions
@@ -67,23 +71,24 @@ def output_flags(config, output_attentions, output_hidden_states, return_dict):
     return bool(attn), bool(hidden), bool(as_dict)
 
 
-def check_attn_implementation(name, owner: str, supported=ATTN_IMPLEMENTATIONS):
+def check_attn_implementation(name: str | None, owner: str, supported: tuple = ATTN_IMPLEMENTATIONS) -> None:
     """None (the default, sdpa) or one of `supported`; a dict names one per sub-config ("" = the model)."""
     values = name.values() if isinstance(name, dict) else [name]
     for value in values:
         if value is not None and value not in supported:
-            raise ValueError(f"{owner}: attn_implementation must be one of {', '.join(supported)} or None, got {value!r}")
+            raise InputError(f"{owner}: attn_implementation must be one of {', '.join(supported)} or None, got "
+                             f"{value!r}")
 
 
-def tower_configs(config) -> list:
+def tower_configs(config: Any) -> list:
     """The tower configs inside `config` (itself for a tower config)."""
     if isinstance(config, CLIPConfig):
         return [config.text_config, config.vision_config]
     return [config]
 
 
-def count_parameters(entries, only_trainable=False, exclude_embeddings=False) -> int:
-    """transformers' num_parameters over (size, trainable, is an embedding table) triples."""
+def count_parameters(entries: Iterable, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
+    """transformers' num_parameters over (size, trainable, is_embedding_table) triples."""
     return sum(size for size, trainable, embedding in entries
                if (trainable or not only_trainable) and not (embedding and exclude_embeddings))
 
@@ -92,17 +97,17 @@ _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
           "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
 
 
-def parse_size(size) -> int:
+def parse_size(size: int | str) -> int:
     """transformers' max_shard_size: bytes as an int, or "5GB" / "200MB" / "10KiB" (decimal and binary units)."""
     if isinstance(size, int) and not isinstance(size, bool):
         value = size
     else:
         match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?I?B?)\s*", str(size).upper())
         if not match or match.group(2) not in _UNITS:
-            raise ValueError(f"max_shard_size must be a number of bytes or a size like '5GB' or '200MB', got {size!r}")
+            raise InputError(f"max_shard_size must be a number of bytes or a size like '5GB' or '200MB', got {size!r}")
         value = int(float(match.group(1)) * _UNITS[match.group(2)])
     if value <= 0:
-        raise ValueError(f"max_shard_size must be positive, got {size!r}")
+        raise InputError(f"max_shard_size must be positive, got {size!r}")
     return value
 
 

@@ -25,6 +25,8 @@ import os
 
 import regex
 
+from clip.errors import InputError, InputTypeError
+
 from . import _bpe
 from ._tokenizer_base import CLIPTokenizerBase, rows_of
 from ._tokenizer_files import MERGES_FILE, TOKENIZER_FILE, VOCAB_FILE
@@ -71,7 +73,7 @@ def _default_settings(kwargs) -> dict:
     chat_template = kwargs.pop("chat_template", None)
     unknown = set(kwargs) - set(settings)
     if unknown:
-        raise TypeError(f"unexpected keyword arguments {sorted(unknown)}")
+        raise InputTypeError(f"unexpected keyword arguments {sorted(unknown)}")
     settings.update(kwargs)
     from ._tokenizer_vocab import token_text
 
@@ -97,7 +99,7 @@ class CLIPTokenizer(CLIPTokenizerBase):
     def __init__(self, vocab_file=None, merges_file=None, tokenizer_file=None, **kwargs):
         settings = _default_settings(kwargs)
         if (vocab_file is None) != (merges_file is None):
-            raise ValueError("pass both vocab_file and merges_file, or neither (for the embedded CLIP vocabulary)")
+            raise InputError("pass both vocab_file and merges_file, or neither (for the embedded CLIP vocabulary)")
         if vocab_file is not None:
             vocab, merges = _bpe.read_vocab_files(vocab_file, merges_file)
         elif tokenizer_file is not None:
@@ -132,7 +134,7 @@ class CLIPTokenizer(CLIPTokenizerBase):
     def _merges(self):
         return self._merge_list
 
-    def clear_cache(self):
+    def clear_cache(self) -> None:
         """Forget the per-word BPE cache (benchmarks use it to time a cold start)."""
         self.bpe.clear_cache()
 
@@ -146,7 +148,7 @@ class CLIPTokenizer(CLIPTokenizerBase):
         """Content ids of one text; with `limit`, only as much text as gives that many from the start
         (or the end): the rest is cut by truncation anyway."""
         pieces = self._pieces(text)
-        out = []
+        out: list = []
         for piece, special in reversed(pieces) if from_end else pieces:
             if special:
                 ids = [self._token_id(piece)]
@@ -162,8 +164,8 @@ class CLIPTokenizer(CLIPTokenizerBase):
 
     def tokenize(self, text: str, **kwargs) -> list[str]:
         if not isinstance(text, str):
-            raise TypeError(f"text must be a string, got {type(text).__name__}")
-        out = []
+            raise InputTypeError(f"text must be a string, got {type(text).__name__}")
+        out: list = []
         for piece, special in self._pieces(text):
             out.extend([piece] if special else self.bpe.tokens(_bpe.clean_text(piece)))
         return out
@@ -208,14 +210,14 @@ class CLIPTokenizerFast(CLIPTokenizerBase):
 
         settings = _default_settings(kwargs)
         if (vocab_file is None) != (merges_file is None):
-            raise ValueError("pass both vocab_file and merges_file, or neither")
+            raise InputError("pass both vocab_file and merges_file, or neither")
         if tokenizer_object is not None:
             # transformers' way to wrap a tokenizers.Tokenizer; a copy, so the caller's stays as it is
             backend = Tokenizer.from_str(tokenizer_object.to_str())
         elif tokenizer_file is not None:
             backend = Tokenizer.from_file(os.fspath(tokenizer_file))
             if type(backend.pre_tokenizer).__name__ != "Sequence":
-                raise ValueError(
+                raise InputError(
                     f"{tokenizer_file} was written for transformers < 4.17, whose CLIP pipeline differs; "
                     "load vocab.json and merges.txt instead"
                 )
@@ -271,7 +273,7 @@ class CLIPTokenizerFast(CLIPTokenizerBase):
     def _merges(self):
         return _bpe.vocab_from_tokenizer_json(self._tokenizer_json())[1]
 
-    def save_pretrained(self, save_directory, legacy_format=None, filename_prefix: str | None = None,
+    def save_pretrained(self, save_directory, legacy_format=None, filename_prefix: str | None = None,  # type: ignore[override]
                         **kwargs) -> tuple[str, ...]:
         paths = super().save_pretrained(save_directory, legacy_format, filename_prefix, **kwargs)
         prefix = f"{filename_prefix}-" if filename_prefix else ""
@@ -281,7 +283,7 @@ class CLIPTokenizerFast(CLIPTokenizerBase):
 
     def tokenize(self, text: str, **kwargs) -> list[str]:
         if not isinstance(text, str):
-            raise TypeError(f"text must be a string, got {type(text).__name__}")
+            raise InputTypeError(f"text must be a string, got {type(text).__name__}")
         return self._backend.encode(utf8_safe(text), add_special_tokens=False).tokens
 
     def _content(self, texts, limit, from_end, with_offsets):
@@ -292,7 +294,7 @@ class CLIPTokenizerFast(CLIPTokenizerBase):
         # truncation (Rust would encode the whole text first anyway), so `limit` is not needed.
         return [(e.ids, None) for e in self._backend.encode_batch_fast(texts, add_special_tokens=False)]
 
-    def convert_tokens_to_string(self, tokens) -> str:
+    def convert_tokens_to_string(self, tokens: list[str]) -> str:
         # transformers' fast tokenizers run only the ByteLevel decoder here: "</w>" stays in the text.
         return self._backend.decoder.decode(list(tokens))
 

@@ -14,10 +14,12 @@ from __future__ import annotations
 import os
 import warnings
 import zipfile
+from typing import Any
 
 import numpy as np
 
 from clip.common.io import atomic_path, numpy_dtype
+from clip.errors import InputError, UnreadableFileError
 
 _LFS_POINTER = b"version https://git-lfs.github.com/spec/"
 # msgpack allows deeper nesting than a params tree ever has (model/tower/encoder/layers/i/module/leaf)
@@ -33,21 +35,22 @@ def _reason(err: BaseException) -> str:
     return lines[0] if lines else type(err).__name__
 
 
-def unreadable(path, what: str, err: BaseException) -> OSError:
+def unreadable(path: str | os.PathLike, what: str, err: BaseException) -> OSError:
     """The OSError for a weight file that its library cannot read, naming the file and why."""
     try:
         with open(path, "rb") as f:
             if f.read(len(_LFS_POINTER)) == _LFS_POINTER:
-                return OSError(f"{path}: a Git LFS pointer, not the {what} itself (fetch the file with `git lfs pull`)")
+                return UnreadableFileError(f"{path}: a Git LFS pointer, not the {what} itself "
+                                           "(fetch the file with `git lfs pull`)")
     except OSError:
         pass
     if os.path.isfile(path) and os.path.getsize(path) == 0:
-        return OSError(f"{path}: the file is empty, not a {what}")
-    return OSError(f"{path}: not a readable {what} ({type(err).__name__}: {_reason(err)})")
+        return UnreadableFileError(f"{path}: the file is empty, not a {what}")
+    return UnreadableFileError(f"{path}: not a readable {what} ({type(err).__name__}: {_reason(err)})")
 
 
 # -- PyTorch ---------------------------------------------------------------------------------------
-def torch_load(path, mmap: bool = False):
+def torch_load(path: str | os.PathLike, mmap: bool = False) -> Any:
     """torch.load(weights_only=True) of `path`: no pickle opcode outside tensors and plain containers
     runs. A file that does not load is an OSError naming it (a refused pickle says what it refused)."""
     import torch
@@ -62,16 +65,16 @@ def torch_load(path, mmap: bool = False):
         raise unreadable(path, "PyTorch weights file that torch.load(weights_only=True) reads", err) from None
 
 
-def torch_state_dict(path, mmap: bool = True) -> dict:
+def torch_state_dict(path: str | os.PathLike, mmap: bool = True) -> dict:
     """{name: tensor} of a state-dict file; anything else in it is a ValueError naming the entry."""
     import torch
 
     state = torch_load(path, mmap=mmap)
     if not isinstance(state, dict):
-        raise ValueError(f"{path}: holds a {type(state).__name__}, not a state dict of tensors")
+        raise InputError(f"{path}: holds a {type(state).__name__}, not a state dict of tensors")
     for name, value in state.items():
         if not isinstance(name, str) or not isinstance(value, torch.Tensor):
-            raise ValueError(f"{path}: entry {name!r} is not a named tensor (found {type(value).__name__}); "
+            raise InputError(f"{path}: entry {name!r} is not a named tensor (found {type(value).__name__}); "
                              "not a state dict of a model")
     return state
 
@@ -164,7 +167,7 @@ def torchscript_state(path) -> dict:
 
 
 # -- transformers' TensorFlow h5 -------------------------------------------------------------------
-def read_h5(path) -> dict[str, np.ndarray]:
+def read_h5(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """{weight name: array} of a Keras 2 (tf_keras) HDF5 weights file, as transformers' save_pretrained writes it."""
     import h5py
 
@@ -174,7 +177,7 @@ def read_h5(path) -> dict[str, np.ndarray]:
         raise unreadable(path, "HDF5 weights file", err) from None
     with f:
         if "layer_names" not in f.attrs:
-            raise ValueError(f"{path}: not a Keras weights file (no 'layer_names' attribute)")
+            raise InputError(f"{path}: not a Keras weights file (no 'layer_names' attribute)")
         out = {}
         try:
             for layer in f.attrs["layer_names"]:
@@ -182,7 +185,7 @@ def read_h5(path) -> dict[str, np.ndarray]:
                 for name in group.attrs.get("weight_names", []):
                     out[_text(name)] = np.asarray(group[_text(name)])
         except (KeyError, TypeError, AttributeError) as err:  # a listed layer or weight that is not there
-            raise ValueError(f"{path}: a damaged Keras weights file ({type(err).__name__}: {_reason(err)})") from None
+            raise InputError(f"{path}: a damaged Keras weights file ({type(err).__name__}: {_reason(err)})") from None
         except OSError as err:  # truncated or corrupt data blocks
             raise unreadable(path, "HDF5 weights file", err) from None
     return out
@@ -193,7 +196,7 @@ def _text(value) -> str:
 
 
 # -- transformers' Flax msgpack --------------------------------------------------------------------
-def read_msgpack(path) -> dict:
+def read_msgpack(path: str | os.PathLike) -> dict:
     """The params tree of a flax .msgpack file (under "params" or not), every leaf an array."""
     from flax import serialization
 
@@ -204,7 +207,7 @@ def read_msgpack(path) -> dict:
     except Exception as err:  # msgpack's ExtraData, StackError, "incomplete input", UnicodeDecodeError
         raise unreadable(path, "msgpack params file", err) from None
     if not isinstance(tree, dict):
-        raise ValueError(f"{path}: the msgpack file holds a {type(tree).__name__}, not a params tree")
+        raise InputError(f"{path}: the msgpack file holds a {type(tree).__name__}, not a params tree")
     if set(tree) == {"params"} and isinstance(tree["params"], dict):
         tree = tree["params"]
     _check_tree(path, tree)
@@ -217,12 +220,13 @@ def _check_tree(path, tree):
     while stack:
         where, node = stack.pop()
         if len(where) > MAX_TREE_DEPTH:
-            raise ValueError(f"{path}: the params tree nests deeper than {MAX_TREE_DEPTH} levels at {'/'.join(where[:4])}/...")
+            raise InputError(f"{path}: the params tree nests deeper than {MAX_TREE_DEPTH} levels at "
+                             f"{'/'.join(where[:4])}/...")
         for key, value in node.items():
             if isinstance(value, dict):
                 stack.append((where + (str(key),), value))
             elif not isinstance(value, np.ndarray) or value.dtype.kind not in "biuf" and value.dtype.name != "bfloat16":
-                raise ValueError(f"{path}: params entry {'/'.join(where + (str(key),))!r} is not a numeric array "
+                raise InputError(f"{path}: params entry {'/'.join(where + (str(key),))!r} is not a numeric array "
                                  f"(found {type(value).__name__} {getattr(value, 'dtype', '')})".replace(" )", ")"))
 
 
@@ -230,11 +234,11 @@ def _check_tree(path, tree):
 KERAS_MEMBERS = ("config.json", "model.weights.h5")
 
 
-def check_keras_archive(path):
+def check_keras_archive(path: str | os.PathLike) -> None:
     """A .keras file is a zip archive holding config.json and model.weights.h5; anything else is an
     OSError saying which (Keras itself answers "File not found" for a damaged archive)."""
     if os.path.getsize(path) == 0:
-        raise OSError(f"{path}: the file is empty, not a .keras file")
+        raise UnreadableFileError(f"{path}: the file is empty, not a .keras file")
     try:
         with zipfile.ZipFile(path) as archive:
             names = set(archive.namelist())
@@ -242,7 +246,7 @@ def check_keras_archive(path):
     except (zipfile.BadZipFile, OSError, EOFError) as err:
         raise unreadable(path, ".keras file (a zip archive)", err) from None
     if damaged is not None:
-        raise OSError(f"{path}: a damaged .keras file (the archive member {damaged!r} fails its checksum)")
+        raise UnreadableFileError(f"{path}: a damaged .keras file (the archive member {damaged!r} fails its checksum)")
     missing = [name for name in KERAS_MEMBERS if name not in names]
     if missing:
-        raise OSError(f"{path}: not a .keras file (the zip archive lacks {', '.join(missing)})")
+        raise UnreadableFileError(f"{path}: not a .keras file (the zip archive lacks {', '.join(missing)})")

@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from clip.common.io import loads_json, read_text
+from clip.errors import InputError, InputFileNotFoundError
 
 IMAGE_KEYS = ("image", "image_path", "filepath", "path", "file", "filename")
 CAPTION_KEYS = ("caption", "text", "title", "label")
@@ -38,7 +39,7 @@ class CaptionDataset:
         self.source = source
         if not self.rows:
             detail = f"; {len(self.problems)} unusable row(s), first: {self.problems[0]}" if self.problems else ""
-            raise ValueError(f"{source or 'caption dataset'}: no usable (image, caption) rows{detail}")
+            raise InputError(f"{source or 'caption dataset'}: no usable (image, caption) rows{detail}")
 
     def __len__(self):
         return len(self.rows)
@@ -59,13 +60,13 @@ def load_captions(source, verify: bool = True, report: bool = True) -> CaptionDa
     if os.path.isdir(source):
         rows, problems = _folder_rows(source)
     elif not os.path.exists(source):
-        raise FileNotFoundError(f"{source}: no such file or directory")
+        raise InputFileNotFoundError(f"{source}: no such file or directory")
     elif source.lower().endswith((".jsonl", ".ndjson")):
         rows, problems = _jsonl_rows(source)
     elif source.lower().endswith((".csv", ".tsv")):
         rows, problems = _csv_rows(source)
     else:
-        raise ValueError(f"{source}: expected a .csv, .tsv or .jsonl file or a folder of images with .txt captions")
+        raise InputError(f"{source}: expected a .csv, .tsv or .jsonl file or a folder of images with .txt captions")
     good = []
     for where, path, caption in rows:
         problem = _check_row(path, caption, verify)
@@ -143,7 +144,8 @@ def _jsonl_rows(path):
             continue
         image_key, caption_key = _pick(IMAGE_KEYS, record), _pick(CAPTION_KEYS, record)
         if image_key is None or caption_key is None:
-            problems.append(f"{where}: needs an image key ({', '.join(IMAGE_KEYS)}) and a caption key ({', '.join(CAPTION_KEYS)})")
+            problems.append(f"{where}: needs an image key ({', '.join(IMAGE_KEYS)}) and a caption key "
+                            f"({', '.join(CAPTION_KEYS)})")
             continue
         rows.append((where, _resolve(base, str(record[image_key]).strip()), str(record[caption_key]).strip()))
     return rows, problems
@@ -188,7 +190,7 @@ class Subset:
 def split_indices(count: int, val_fraction: float, seed: int = 0):
     """(train indices, val indices): a seeded shuffle cut at round(count * val_fraction)."""
     if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        raise InputError(f"val_fraction must be in [0, 1), got {val_fraction}")
     order = np.random.default_rng([seed, 0x5EED]).permutation(count)
     n_val = int(round(count * val_fraction))
     return np.sort(order[n_val:]), np.sort(order[:n_val])

@@ -18,6 +18,8 @@ import math
 import numpy as np
 from PIL import Image, ImageDraw
 
+from clip.errors import InputError
+
 COLOURS = {
     "red": (220, 30, 30),
     "green": (30, 170, 50),
@@ -30,7 +32,8 @@ SHAPES = ("circle", "square", "triangle", "star", "cross")
 SIZES = ("small", "large")
 RELATIONS = ("left of", "right of", "above", "below")
 # One combination per shape and per colour (orange keeps all five), so every word is still seen.
-HELD_OUT_COMBOS = (("red", "cross"), ("green", "star"), ("blue", "triangle"), ("yellow", "square"), ("purple", "circle"))
+HELD_OUT_COMBOS = (("red", "cross"), ("green", "star"), ("blue", "triangle"), ("yellow", "square"),
+                   ("purple", "circle"))
 BACKGROUNDS = ("noise", "stripes", "checks", "plain")
 
 _SUPERSAMPLE = 2  # draw at twice the size and downsample: smooth edges at small image sizes
@@ -58,15 +61,15 @@ class SyntheticShapes:
     def __init__(self, size: int = 10000, seed: int = 0, image_size: int = 64, two_shape_fraction: float = 0.3,
                  exclude=HELD_OUT_COMBOS):
         if size <= 0:
-            raise ValueError(f"SyntheticShapes needs a positive size, got {size}")
+            raise InputError(f"SyntheticShapes needs a positive size, got {size}")
         if image_size < 16:
-            raise ValueError(f"SyntheticShapes renders at least 16x16 pixels, got image_size={image_size}")
+            raise InputError(f"SyntheticShapes renders at least 16x16 pixels, got image_size={image_size}")
         self.size, self.seed, self.image_size = int(size), int(seed), int(image_size)
         self.two_shape_fraction = float(two_shape_fraction)
         self.exclude = frozenset(tuple(c) for c in (exclude or ()))
         self.combos = [(c, s) for c in COLOURS for s in SHAPES if (c, s) not in self.exclude]
         if not self.combos:
-            raise ValueError("SyntheticShapes: every colour x shape combination is excluded")
+            raise InputError("SyntheticShapes: every colour x shape combination is excluded")
 
     def __len__(self):
         return self.size
@@ -169,7 +172,8 @@ def _polygon(shape, cx, cy, r, angle):
         points = [(-math.pi / 2 + k * math.pi / 5, r if k % 2 == 0 else 0.45 * r) for k in range(10)]
     else:  # cross: a plus sign of arm half-width w
         w = 0.33 * r
-        corners = [(w, r), (w, w), (r, w), (r, -w), (w, -w), (w, -r), (-w, -r), (-w, -w), (-r, -w), (-r, w), (-w, w), (-w, r)]
+        corners = [(w, r), (w, w), (r, w), (r, -w), (w, -w), (w, -r),
+                   (-w, -r), (-w, -w), (-r, -w), (-r, w), (-w, w), (-w, r)]
         points = [(math.atan2(py, px), math.hypot(px, py)) for px, py in corners]
     return [(cx + d * math.cos(a + angle), cy + d * math.sin(a + angle)) for a, d in points]
 

@@ -11,8 +11,9 @@ past what search needs) but holds twice the bytes per vector; usearch keeps floa
 vectors at the same recall and opens its file as a memory-mapped view, so under a memory budget it
 fits twice to four times the vectors. IVF-PQ (autofaiss's kind of choice for tight budgets)
 reached recall@10 0.53 on CLIP-like vectors without re-ranking: it is the last resort.
-The search-time knob (HNSW's expansion, IVF's nprobe) is tuned at build time, as autofaiss does: the smallest value that reaches the target
-recall@10 against exact search on sample queries, recorded in index.json with the recall it got.
+The search-time knob (HNSW's expansion, IVF's nprobe) is tuned at build time, as autofaiss does: the
+smallest value that reaches the target recall@10 against exact search on sample queries, recorded in
+index.json with the recall it got.
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Sequence
 
 import numpy as np
 
 from clip.common.io import atomic_write_json
+from clip.common.vectors import l2_normalize
 from clip.index import engines
 from clip.index.store import INDEX_FORMAT_VERSION, INDEX_JSON, is_index_dir, write_strings
 from clip.tasks.backends import TaskError
@@ -40,7 +43,7 @@ _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 
           "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30, "t": 1 << 40, "tb": 1 << 40, "tib": 1 << 40}
 
 
-def parse_memory(text) -> int:
+def parse_memory(text: str | int) -> int:
     """"4GB", "512MB", "1.5GiB" or a number of bytes -> bytes (binary units: 1 GB = 2**30)."""
     match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(text))
     if not match or match.group(2).lower() not in _UNITS or float(match.group(1)) <= 0:
@@ -50,7 +53,8 @@ def parse_memory(text) -> int:
 
 def choose(count: int, dim: int, memory: int, kind: str = "auto") -> tuple[str, dict]:
     """(kind, build parameters) for `count` vectors of width `dim` within `memory` bytes."""
-    candidates = [("flat", {})] if kind in ("auto", "flat") and (kind == "flat" or count < FLAT_MAX_ROWS) else []
+    flat_fits = kind in ("auto", "flat") and (kind == "flat" or count < FLAT_MAX_ROWS)
+    candidates: list[tuple[str, dict]] = [("flat", {})] if flat_fits else []
     if kind in ("auto", "hnsw"):
         candidates += [("hnsw", {"dtype": dtype, "connectivity": 16, "expansion_add": 128, "expansion_search": 64})
                        for dtype in ("f16", "i8")]
@@ -70,7 +74,7 @@ def choose(count: int, dim: int, memory: int, kind: str = "auto") -> tuple[str, 
                     f"--memory {memory / 2**30:.2f} GiB is too small (raise it, or use --kind auto)")
 
 
-def embedding_state(path) -> str:
+def embedding_state(path: str) -> str:
     """A digest of what an embedding directory holds now (its manifest, or its files' names and sizes),
     so an index can tell it was built from an older state."""
     from clip.tasks.embed import MANIFEST
@@ -84,17 +88,19 @@ def embedding_state(path) -> str:
         for root, dirs, files in os.walk(path):  # in place: pruning `dirs` keeps the walk out of index/
             dirs[:] = sorted(d for d in dirs if not (root == path and d == "index"))
             for name in sorted(files):
-                digest.update(f"{os.path.relpath(os.path.join(root, name), path)}:{os.path.getsize(os.path.join(root, name))}\n".encode())
+                file = os.path.join(root, name)
+                digest.update(f"{os.path.relpath(file, path)}:{os.path.getsize(file)}\n".encode())
     return digest.hexdigest()[:32]
 
 
-def default_out(paths) -> str:
+def default_out(paths: Sequence[str]) -> str:
     if len(paths) != 1:
         raise TaskError("several embedding directories build one index: name it with --out")
     return os.path.join(paths[0], "index")
 
 
-def build_index(paths, out=None, memory="4GB", kind: str = "auto", threads: int = 0,
+def build_index(paths: str | Sequence[str], out: str | None = None, memory: str | int = "4GB",
+                kind: str = "auto", threads: int = 0,
                 target_recall: float = TARGET_RECALL) -> dict:
     """Build the index of the embedding directories `paths` into `out` (default EMB/index); returns
     index.json's content. An existing index in `out` is replaced; any other non-empty `out` is refused."""
@@ -126,13 +132,14 @@ def build_index(paths, out=None, memory="4GB", kind: str = "auto", threads: int 
         write_strings(out, name, columns[name])
     build_s = time.perf_counter() - started
     engine = engines.open_engine(kind, out, len(vectors), vectors.shape[1], params)
-    recall = calibrate(kind, engine, vectors, params, target_recall)
+    recall = calibrate(kind, engine, vectors, params, target_recall)  # type: ignore[arg-type]  # flat returns before tuning
     manifest = embeddings.manifest or {}
     info = {
         "format_version": INDEX_FORMAT_VERSION, "kind": kind, "params": params, "count": len(vectors),
         "dim": int(vectors.shape[1]), "embedding_kind": embeddings.kind, "weights": manifest.get("weights"),
         "model": manifest.get("model"), "backend": manifest.get("backend"), "tables": tables,
-        "memory_budget": memory, "memory_estimate": engines.estimate_bytes(kind, len(vectors), vectors.shape[1], params),
+        "memory_budget": memory,
+        "memory_estimate": engines.estimate_bytes(kind, len(vectors), vectors.shape[1], params),
         "index_file_bytes": os.path.getsize(os.path.join(out, engines.FILES[kind])),
         "build_seconds": round(build_s, 3), "calibration_recall_at_10": recall,
         "built_from": [{"path": os.path.abspath(p), "state": embedding_state(p)} for p in paths],
@@ -142,7 +149,8 @@ def build_index(paths, out=None, memory="4GB", kind: str = "auto", threads: int 
     return info
 
 
-def calibrate(kind, engine, vectors, params, target_recall) -> float | None:
+def calibrate(kind: str, engine: engines.HnswEngine | engines.IvfPqEngine, vectors: np.ndarray, params: dict,
+              target_recall: float) -> float | None:
     """Tune the search-time knob to the smallest value that reaches `target_recall` (recall@10 against
     exact search) on synthetic fresh queries and MIDPOINT_RECALL on hard ones; updates `params` and
     returns the recall on the fresh ones.
@@ -168,10 +176,10 @@ def calibrate(kind, engine, vectors, params, target_recall) -> float | None:
     nearest = np.clip(topk_cosine(rows, vectors, 2)[0][:, -1:], -1.0, 1.0)  # each row's nearest other row
     step = pick(n) - pick(n)
     step -= np.sum(step * rows, axis=1, keepdims=True) * rows  # orthogonal to the row
-    step /= np.maximum(np.linalg.norm(step, axis=1, keepdims=True), 1e-12)
+    step = l2_normalize(step, axis=1, eps=1e-12)
     fresh = nearest * rows + np.sqrt(1.0 - nearest**2) * step
     hard = pick(n) + pick(n)
-    hard /= np.maximum(np.linalg.norm(hard, axis=1, keepdims=True), 1e-12)
+    hard = l2_normalize(hard, axis=1, eps=1e-12)
     k = min(10, len(vectors))
     truths = [topk_cosine(q, vectors, k)[1] for q in (fresh, hard)]
     knob, values = {"hnsw": ("expansion_search", (16, 32, 64, 128, 256, 512, 1024)),
@@ -196,4 +204,5 @@ def calibrate(kind, engine, vectors, params, target_recall) -> float | None:
 
 
 def describe(info: dict) -> str:
-    return json.dumps({k: info[k] for k in ("kind", "params", "count", "dim", "build_seconds", "calibration_recall_at_10")})
+    return json.dumps({k: info[k] for k in ("kind", "params", "count", "dim", "build_seconds",
+                                            "calibration_recall_at_10")})

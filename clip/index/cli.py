@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from clip.cli import _command, _fail_on_explicit, _model_options, _positive, _print_json
 
 
-def add_parser(sub):
+def add_parser(sub: argparse._SubParsersAction) -> None:
     _index_parser(sub)
     _search_parser(sub)
 
@@ -29,7 +30,8 @@ def _index_parser(sub):
     p.add_argument("embeddings", metavar="EMB", nargs="+", help="embedding directories (the shards of one input)")
     p.add_argument("--out", default=None, metavar="INDEX", help="where to write the index (default EMB/index)")
     p.add_argument("--memory", default="4GB", help="memory the index may occupy when searched (default 4GB)")
-    p.add_argument("--kind", choices=("auto", "flat", "hnsw", "ivfpq"), default="auto", help="index kind (default auto)")
+    p.add_argument("--kind", choices=("auto", "flat", "hnsw", "ivfpq"), default="auto",
+                   help="index kind (default auto)")
     p.add_argument("--threads", type=_positive, default=None, help="build threads (default: all cores)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a summary")
     p.set_defaults(run=_run_index)
@@ -43,7 +45,8 @@ def _run_index(args) -> int:
         _print_json(info)
         return 0
     params = ", ".join(f"{k}={v}" for k, v in info["params"].items())
-    print(f"indexed {info['count']} x {info['dim']} vectors as {info['kind']} ({params}) in {info['build_seconds']:.1f} s")
+    print(f"indexed {info['count']} x {info['dim']} vectors as {info['kind']} ({params}) in "
+          f"{info['build_seconds']:.1f} s")
     print(f"recall@10 on sample queries {info['calibration_recall_at_10']}, about "
           f"{info['memory_estimate'] / 2**20:.0f} MiB of {info['memory_budget'] / 2**20:.0f} MiB")
     print(f"wrote {info['out']}")

@@ -26,7 +26,7 @@ NORM_TOLERANCE = 2e-3  # float32 unit vectors are within 1e-6; float16 storage w
 CLIP_RETRIEVAL_DIRS = {"image": ("img_emb", "img_emb"), "text": ("text_emb", "text_emb")}
 
 
-def load_embeddings(path, kind: str | None = None) -> Embeddings:
+def load_embeddings(path: str | os.PathLike | list | tuple, kind: str | None = None) -> Embeddings:
     """The vectors and sources of an embedding directory, or of several (a list: the shards of one
     input), in the order given. kind ("image"/"text") picks the modality of a clip-retrieval layout
     holding both (default: image)."""
@@ -82,10 +82,12 @@ def _read_manifest(path) -> dict:
     for number, chunk in enumerate(manifest["chunks"]):
         if not (isinstance(chunk, dict) and isinstance(chunk.get("file"), str) and isinstance(chunk.get("keys"), str)
                 and _count(chunk.get("count"))):
-            raise TaskError(f"{manifest_path}: chunk {number} must be an object with file, keys and count, found {chunk!r}")
+            raise TaskError(f"{manifest_path}: chunk {number} must be an object with file, keys and count, found "
+                            f"{chunk!r}")
         for name in (chunk["file"], chunk["keys"]):
             if name in seen:
-                raise TaskError(f"{manifest_path}: {name!r} is listed twice (chunk {number}); its vectors would count twice")
+                raise TaskError(f"{manifest_path}: {name!r} is listed twice (chunk {number}); "
+                                "its vectors would count twice")
             seen.add(name)
         total += chunk["count"]
     if total != manifest["count"]:
@@ -115,7 +117,7 @@ def _chunks_of_ranges(path, manifest_path, manifest) -> list[dict]:
     return chunks
 
 
-def check_vectors(array, file, rows: int | None, dim: int | None) -> np.ndarray:
+def check_vectors(array: np.ndarray, file: str | os.PathLike, rows: int | None, dim: int | None) -> np.ndarray:
     """`array` as float32, refused unless it is rows x dim, finite, and of unit rows."""
     if array.ndim != 2 or (rows is not None and array.shape[0] != rows) or (dim is not None and array.shape[1] != dim):
         raise TaskError(f"{file}: expected {rows if rows is not None else 'N'} x {dim if dim is not None else 'D'} "
@@ -187,7 +189,8 @@ def _load_manifest_dir(path) -> Embeddings:
         start += len(array)
         chunk_skipped = side.get("skipped") or []
         if not isinstance(chunk_skipped, list):
-            raise TaskError(f"{inside(path, chunk['keys'], 'keys')}: 'skipped' must be a list, found {type(chunk_skipped).__name__}")
+            raise TaskError(f"{inside(path, chunk['keys'], 'keys')}: 'skipped' must be a list, found "
+                            f"{type(chunk_skipped).__name__}")
         skipped += chunk_skipped
         named = side.get("sources")  # webdataset members and table rows: where the image came from
         if manifest["kind"] == "text":
@@ -213,7 +216,7 @@ def _numbered(folder, prefix, suffix) -> dict[int, str]:
     return found
 
 
-def load_clip_retrieval_dir(path, kind: str | None = None) -> Embeddings:
+def load_clip_retrieval_dir(path: str | os.PathLike, kind: str | None = None) -> Embeddings:
     """img_emb/img_emb_{i}.npy (or text_emb/...) with metadata/metadata_{i}.parquet, as clip-retrieval's
     `clip inference` writes them: sources are the image paths (or urls, or captions for text)."""
     if kind is None:
@@ -225,7 +228,7 @@ def load_clip_retrieval_dir(path, kind: str | None = None) -> Embeddings:
     if not parts:
         raise TaskError(f"{os.path.join(path, folder)}: no {prefix}_N.npy files")
     metadata = _numbered(os.path.join(path, "metadata"), "metadata", ".parquet")
-    arrays, sources, columns, dim = [], [], {"captions": [], "urls": []}, None
+    arrays, sources, columns, dim = [], [], {"captions": [], "urls": []}, None  # type: list, list, dict[str, list], int | None
     for number in sorted(parts):
         array = load_npy(parts[number], mmap=True)
         array = check_vectors(array, parts[number], None, dim)
@@ -241,7 +244,8 @@ def load_clip_retrieval_dir(path, kind: str | None = None) -> Embeddings:
     manifest = {"format_version": FORMAT_VERSION, "kind": kind, "dim": dim, "count": sum(map(len, arrays)),
                 "weights": None, "model": None, "layout": "clip-retrieval", "root": os.path.abspath(path)}
     embeddings = Embeddings(np.concatenate(arrays), sources, [], kind, manifest)
-    embeddings.columns = {name: values for name, values in columns.items() if any(values)}
+    # clip-retrieval's extra columns, an attribute only these embeddings have
+    embeddings.columns = {name: values for name, values in columns.items() if any(values)}  # type: ignore[attr-defined]
     return embeddings
 
 
@@ -269,9 +273,11 @@ def _load_several(paths, kind=None) -> Embeddings:
         raise TaskError("no embedding directories given")
     parts = [load_embeddings(p, kind) for p in paths]
     first = parts[0].manifest
-    seen = {}
+    assert first is not None  # load_embeddings always reads or builds a manifest
+    seen: dict = {}
     for path, part in zip(paths, parts):
         manifest = part.manifest
+        assert manifest is not None
         for key in ("kind", "dim", "weights"):
             if manifest.get(key) != first.get(key):
                 raise TaskError(f"{path} holds {key}={manifest.get(key)!r} but {paths[0]} {first.get(key)!r}; "
@@ -287,6 +293,6 @@ def _load_several(paths, kind=None) -> Embeddings:
     combined = Embeddings(np.concatenate([p.vectors for p in parts]), [s for p in parts for s in p.sources],
                           [e for p in parts for e in p.skipped], parts[0].kind, first)
     if all(getattr(p, "columns", None) for p in parts):
-        combined.columns = {name: [v for p in parts for v in p.columns.get(name, [""] * len(p))]
-                            for name in parts[0].columns}
+        combined.columns = {name: [v for p in parts for v in p.columns.get(name, [""] * len(p))]  # type: ignore[attr-defined]
+                            for name in parts[0].columns}  # type: ignore[attr-defined]
     return combined

@@ -13,6 +13,7 @@ Opening reads headers only: the pages of the graph or the codes come in as queri
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -53,7 +54,7 @@ def _require(module: str):
 # --------------------------------------------------------------------- building
 
 
-def build(kind: str, vectors: np.ndarray, directory, params: dict, threads: int = 0) -> None:
+def build(kind: str, vectors: np.ndarray, directory: str | os.PathLike, params: dict, threads: int = 0) -> None:
     """Write the ANN structure of `kind` over `vectors` (N x D float32, unit rows) into `directory`."""
     path = os.path.join(directory, FILES[kind])
     if kind == "flat":
@@ -96,32 +97,34 @@ def build(kind: str, vectors: np.ndarray, directory, params: dict, threads: int 
 # --------------------------------------------------------------------- opening
 
 
-def open_engine(kind: str, directory, count: int, dim: int, params: dict):
+def open_engine(kind: str, directory: str | os.PathLike, count: int, dim: int, params: dict) -> Engine:
     path = inside(directory, FILES.get(kind, "?"), "index")
     if not os.path.isfile(path):
         raise TaskError(f"{path}: missing (the index directory is incomplete); rebuild it with `clip index`")
-    engine = {"flat": FlatEngine, "hnsw": HnswEngine, "ivfpq": IvfPqEngine}[kind](path, params)
+    engines: dict[str, type[FlatEngine | HnswEngine | IvfPqEngine]] = {"flat": FlatEngine, "hnsw": HnswEngine,
+                                                                        "ivfpq": IvfPqEngine}
+    engine = engines[kind](path, params)
     if (engine.count, engine.dim) != (count, dim):
         raise TaskError(f"{path}: holds {engine.count} x {engine.dim} vectors but index.json says {count} x {dim}")
     return engine
 
 
 class FlatEngine:
-    def __init__(self, path, params):
+    def __init__(self, path: str, params: dict):
         self.array = load_npy(path, mmap=True)
         if self.array.ndim != 2 or self.array.dtype != np.float32:
             raise TaskError(f"{path}: expected a 2-d float32 array, found {self.array.dtype} {self.array.shape}")
         self.count, self.dim = self.array.shape
 
-    def topk(self, queries, k):
+    def topk(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         return topk_cosine(queries, self.array, k)
 
-    def vectors(self, ids):
+    def vectors(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
         return np.asarray(self.array[np.asarray(ids, np.int64)], np.float32)
 
 
 class HnswEngine:
-    def __init__(self, path, params):
+    def __init__(self, path: str, params: dict):
         Index = _require("usearch.index").Index
         try:
             self.index = Index.restore(path, view=True)
@@ -132,7 +135,7 @@ class HnswEngine:
         self.index.expansion_search = int(params.get("expansion_search", 64))
         self.count, self.dim = len(self.index), self.index.ndim
 
-    def topk(self, queries, k):
+    def topk(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         k = min(k, self.count)
         # one query runs on this thread (no pool hand-off, which costs more than the search)
@@ -148,13 +151,13 @@ class HnswEngine:
             keys[row, found:], scores[row, found:] = -1, -np.inf
         return scores, keys
 
-    def vectors(self, ids):
+    def vectors(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
         ids = np.asarray(ids, np.uint64)
         return np.asarray(self.index.get(ids, dtype=np.float32), np.float32).reshape(len(ids), self.dim)
 
 
 class IvfPqEngine:
-    def __init__(self, path, params):
+    def __init__(self, path: str, params: dict):
         faiss = _require("faiss")
         try:
             self.index = faiss.read_index(path, faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
@@ -163,13 +166,17 @@ class IvfPqEngine:
         self.index.nprobe = int(params.get("nprobe", 16))
         self.count, self.dim = self.index.ntotal, self.index.d
 
-    def topk(self, queries, k):
+    def topk(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         scores, ids = self.index.search(queries, min(k, self.count))
         scores[ids < 0] = -np.inf
         return scores, ids.astype(np.int64)
 
-    def vectors(self, ids):
+    def vectors(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
         # PQ keeps no exact vectors: the stored codes decoded (enough to tell near duplicates apart)
         return np.stack([self.index.reconstruct(int(i)) for i in np.asarray(ids, np.int64)]) if len(ids) else \
             np.zeros((0, self.dim), np.float32)
+
+
+# what open_engine returns: the three engines share topk, vectors, count and dim
+Engine = FlatEngine | HnswEngine | IvfPqEngine

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING, Any
 
 from clip.index import engines
 from clip.index.store import StringTable, is_index_dir, read_index_json
 
+if TYPE_CHECKING:
+    from clip.tasks.search import EmbeddingIndex
+
 INDEX_SUBDIR = "index"  # where `clip index EMB` puts its index by default
 
 
-def find_index(path) -> tuple[str | None, str | None]:
+def find_index(path: str | os.PathLike) -> tuple[str | None, str | None]:
     """(the built index to search for `path`, or None; a note when one exists but is not used)."""
     if isinstance(path, (list, tuple)):
         return (None, None) if len(path) != 1 else find_index(path[0])
@@ -26,14 +30,15 @@ def find_index(path) -> tuple[str | None, str | None]:
     states = [entry.get("state") for entry in info["built_from"] if isinstance(entry, dict)]
     if states == [embedding_state(path)]:
         return inner, None
-    return None, f"{inner} was built from an earlier state of {path}; searching exactly (rebuild it with `clip index {path}`)"
+    return None, (f"{inner} was built from an earlier state of {path}; searching exactly "
+                  f"(rebuild it with `clip index {path}`)")
 
 
-def open_index(cls, directory):
+def open_index(cls: type[EmbeddingIndex], directory: str | os.PathLike) -> EmbeddingIndex:
     """An instance of `cls` (EmbeddingIndex) over the built index in `directory`: headers read, data
     memory-mapped, so opening costs the same at any size."""
     info = read_index_json(directory)
-    index = cls.__new__(cls)
+    index: Any = cls.__new__(cls)  # filled in here, as __init__ would from vectors in memory
     index.engine = engines.open_engine(info["kind"], directory, info["count"], info["dim"], info["params"])
     index.vectors = None
     index.sources = StringTable(directory, "sources", info["count"])

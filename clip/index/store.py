@@ -13,6 +13,7 @@ lookup reads only the bytes of the rows it returns.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -25,7 +26,7 @@ KINDS = ("flat", "hnsw", "ivfpq")
 EMBEDDING_KINDS = ("image", "text")
 
 
-def write_strings(directory, name: str, strings) -> None:
+def write_strings(directory: str | os.PathLike, name: str, strings: Iterable[str]) -> None:
     """Write `strings` as the table `name` (name.bin + name.offsets.npy), each file atomically."""
     encoded = [str(s).encode("utf-8", errors="surrogatepass") for s in strings]
     offsets = np.zeros(len(encoded) + 1, np.int64)
@@ -39,16 +40,18 @@ def write_strings(directory, name: str, strings) -> None:
 class StringTable:
     """A read-only sequence of strings over a memory-mapped table written by `write_strings`."""
 
-    def __init__(self, directory, name: str, count: int):
+    def __init__(self, directory: str | os.PathLike, name: str, count: int):
         offsets_path = inside(directory, f"{name}.offsets.npy", "table")
         blob_path = inside(directory, f"{name}.bin", "table")
         self.offsets = load_npy(offsets_path, mmap=True)
         if self.offsets.dtype != np.int64 or self.offsets.shape != (count + 1,):
-            raise TaskError(f"{offsets_path}: expected {count + 1} int64 offsets, found {self.offsets.dtype} {self.offsets.shape}")
+            raise TaskError(f"{offsets_path}: expected {count + 1} int64 offsets, found {self.offsets.dtype} "
+                            f"{self.offsets.shape}")
         size = os.path.getsize(blob_path)
         # the ends are checked here; a non-monotonic middle shows up as a bad slice, checked per lookup
         if self.offsets[0] != 0 or self.offsets[-1] != size:
-            raise TaskError(f"{blob_path}: holds {size} bytes but {offsets_path} ends at {int(self.offsets[-1])} (damaged table)")
+            raise TaskError(f"{blob_path}: holds {size} bytes but {offsets_path} ends at {int(self.offsets[-1])} "
+                            "(damaged table)")
         self.blob = np.memmap(blob_path, dtype=np.uint8, mode="r") if size else np.zeros(0, np.uint8)
         self.path = blob_path
 
@@ -72,7 +75,7 @@ class StringTable:
         return (self[i] for i in range(len(self)))
 
 
-def inside(directory, name, what: str = "file") -> str:
+def inside(directory: str | os.PathLike, name: str, what: str = "file") -> str:
     """clip.common.io.path_inside with its refusal as a TaskError (this package's one error type)."""
     try:
         return path_inside(directory, name, what)
@@ -80,7 +83,7 @@ def inside(directory, name, what: str = "file") -> str:
         raise TaskError(str(err)) from None
 
 
-def load_npy(path, mmap: bool = False) -> np.ndarray:
+def load_npy(path: str | os.PathLike, mmap: bool = False) -> np.ndarray:
     """np.load without pickles, every failure a TaskError naming the file."""
     try:
         return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
@@ -90,11 +93,11 @@ def load_npy(path, mmap: bool = False) -> np.ndarray:
         raise TaskError(f"{path}: cannot be read as a .npy array ({err})") from None
 
 
-def is_index_dir(path) -> bool:
+def is_index_dir(path: str | os.PathLike) -> bool:
     return os.path.isfile(os.path.join(os.fspath(path), INDEX_JSON))
 
 
-def read_index_json(directory) -> dict:
+def read_index_json(directory: str | os.PathLike) -> dict:
     """index.json of a built index, validated: a damaged file is one TaskError naming it."""
     path = os.path.join(os.fspath(directory), INDEX_JSON)
     try:

@@ -21,18 +21,28 @@ import logging
 import os
 import threading
 import time
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 
+from clip.common.vectors import l2_normalize
+from clip.errors import ClipError
 from clip.tasks.backends import TaskError
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from clip.tasks.backends import Encoder
+    from clip.tasks.search import EmbeddingIndex
 
 log = logging.getLogger("clip.serve")
 DEDUP_COSINE = 0.94  # hits at least this close to a better one are dropped (clip-retrieval's threshold)
 MAX_IMAGE_PIXELS = 40_000_000
 
 
-class BadRequest(Exception):
+class BadRequest(ClipError):
+    """A request the service cannot answer; `status` is the HTTP status it answers with instead."""
+
     def __init__(self, message: str, status: int = 400):
         super().__init__(message)
         self.status = status
@@ -42,21 +52,23 @@ class Searcher:
     """The index plus the query encoder, shared by all requests (encoder calls are serialized:
     a model call already uses every core, and tokenizers are not all thread-safe)."""
 
-    def __init__(self, index, encoder=None, name: str = "index", max_k: int = 1000):
+    def __init__(self, index: "EmbeddingIndex", encoder: "Encoder | None" = None, name: str = "index",
+                 max_k: int = 1000):
         self.index, self.encoder, self.name, self.max_k = index, encoder, name, max_k
         self._encoder_lock = threading.Lock()
 
-    def check_k(self, k) -> int:
+    def check_k(self, k: object) -> int:
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= self.max_k:
             raise BadRequest(f"k must be an integer from 1 to {self.max_k}, got {k!r}")
         return k
 
-    def embed_text(self, text) -> np.ndarray:
+    def embed_text(self, text: object) -> np.ndarray:
         if not isinstance(text, str) or not text.strip():
             raise BadRequest("text must be a non-empty string")
         if len(text) > 10_000:
             raise BadRequest(f"text is {len(text)} characters; at most 10000")
-        return self._encode(lambda: self.encoder.embed_texts([text]))
+        # _encode refuses a server without a model before it calls these
+        return self._encode(lambda: self.encoder.embed_texts([text]))  # type: ignore[union-attr]
 
     def embed_image_bytes(self, data: bytes, what: str = "image") -> np.ndarray:
         from PIL import Image
@@ -70,10 +82,11 @@ class Searcher:
         except BadRequest:
             raise
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-            raise BadRequest(f"{what} is not an image PIL can read ({str(err).splitlines()[0] if str(err) else type(err).__name__})") from None
-        return self._encode(lambda: self.encoder.encode_images(self.encoder.preprocess([rgb])))
+            raise BadRequest(f"{what} is not an image PIL can read "
+                             f"({str(err).splitlines()[0] if str(err) else type(err).__name__})") from None
+        return self._encode(lambda: self.encoder.encode_images(self.encoder.preprocess([rgb])))  # type: ignore[union-attr]
 
-    def embed_image_base64(self, text) -> np.ndarray:
+    def embed_image_base64(self, text: object) -> np.ndarray:
         if not isinstance(text, str) or not text:
             raise BadRequest("image must be a base64 string")
         if "," in text[:100] and text.startswith("data:"):
@@ -84,7 +97,7 @@ class Searcher:
             raise BadRequest("image is not valid base64") from None
         return self.embed_image_bytes(data)
 
-    def vector(self, values) -> np.ndarray:
+    def vector(self, values: object) -> np.ndarray:
         if not isinstance(values, list) or not values or not all(
                 isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
             raise BadRequest("a vector query must be a list of numbers")
@@ -140,7 +153,8 @@ class Searcher:
 
 def _dedup(scores, ids, vectors):
     """Drop each hit whose vector is within DEDUP_COSINE of a better hit already kept."""
-    vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    # the index's own dtype and its historic 1e-12 floor: the same cosines as before the shared helper
+    vectors = l2_normalize(vectors, axis=1, eps=1e-12, dtype=None)
     kept = []
     for row in range(len(ids)):
         if not kept or float(np.max(vectors[kept] @ vectors[row])) < DEDUP_COSINE:
@@ -155,7 +169,8 @@ def knn_service(searcher: Searcher, body: dict, base_url: str) -> list[dict]:
     if modality not in ("image", "text"):
         raise BadRequest(f"modality must be image or text, got {modality!r}")
     if modality != searcher.index.kind:
-        raise BadRequest(f"this index holds {searcher.index.kind} embeddings; ask with modality={searcher.index.kind!r}")
+        raise BadRequest(f"this index holds {searcher.index.kind} embeddings; ask with "
+                         f"modality={searcher.index.kind!r}")
     k = searcher.check_k(body.get("num_images", 40))
     if body.get("text"):
         query = searcher.embed_text(body["text"])
@@ -164,7 +179,8 @@ def knn_service(searcher: Searcher, body: dict, base_url: str) -> list[dict]:
     elif body.get("embedding_input") is not None:
         query = searcher.vector(body["embedding_input"])
     elif body.get("image_url"):
-        raise BadRequest("image_url is not supported: this server never fetches from the network; send the image as base64")
+        raise BadRequest("image_url is not supported: this server never fetches from the network; send the image as "
+                         "base64")
     else:
         raise BadRequest("send one of text, image (base64) or embedding_input")
     rows = searcher.search(query, k, bool(body.get("deduplicate", True)), base_url)
@@ -185,12 +201,13 @@ def search_json(searcher: Searcher, body: dict, base_url: str) -> dict:
     if len(given) != 1:
         raise BadRequest("send exactly one of text, image (base64) or vector")
     started = time.perf_counter()
-    query = {"text": searcher.embed_text, "image": searcher.embed_image_base64, "vector": searcher.vector}[given[0]](body[given[0]])
+    embed = {"text": searcher.embed_text, "image": searcher.embed_image_base64, "vector": searcher.vector}[given[0]]
+    query = embed(body[given[0]])
     results = searcher.search(query, k, bool(body.get("dedup", False)), base_url)
     return {"results": results, "took_ms": round(1e3 * (time.perf_counter() - started), 3)}
 
 
-def create_app(searcher: Searcher, max_body: int = 8 << 20):
+def create_app(searcher: Searcher, max_body: int = 8 << 20) -> "FastAPI":
     """The FastAPI application over `searcher`."""
     from fastapi import FastAPI, File, Form, Request, UploadFile
     from fastapi.exceptions import RequestValidationError
@@ -200,7 +217,8 @@ def create_app(searcher: Searcher, max_body: int = 8 << 20):
 
     from clip.serve.page import render_page
 
-    app = FastAPI(title="clip serve", description=f"Search {searcher.name}: {len(searcher.index)} {searcher.index.kind} "
+    app = FastAPI(title="clip serve", description=f"Search {searcher.name}: {len(searcher.index)} "
+                                                  f"{searcher.index.kind} "
                   "embeddings, by text, image or vector; clip-retrieval's /knn-service included.", version="1")
     app.add_middleware(BodyLimit, max_body=max_body)
 
@@ -219,7 +237,8 @@ def create_app(searcher: Searcher, max_body: int = 8 << 20):
     async def _invalid(request, exc):
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        return error(400, f"{where}: {first.get('msg', 'invalid request')}" if where else first.get("msg", "invalid request"))
+        message = first.get("msg", "invalid request")
+        return error(400, f"{where}: {message}" if where else message)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request, exc):

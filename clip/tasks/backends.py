@@ -16,10 +16,12 @@ import importlib
 import logging
 import os
 import warnings
+from typing import Any
 
 import numpy as np
 
 from clip.common import loading, weights
+from clip.common.vectors import l2_normalize  # also importable from here, its former home
 from clip.errors import TaskError  # noqa: F401  (also importable from here, its former home)
 from clip.tasks import compiled
 
@@ -31,7 +33,7 @@ _INSTALL = {"pt": "torch", "tf": "tf", "flax": "flax"}
 TENSOR_KINDS = ("np", "pt", "tf", "jax")
 
 
-def as_tensors(vectors: np.ndarray, return_tensors: str | None = "np"):
+def as_tensors(vectors: np.ndarray, return_tensors: str | None = "np") -> Any:
     """`vectors` as numpy ("np" or None), a torch tensor ("pt"), a TensorFlow tensor ("tf") or a
     JAX array ("jax"), on the framework's default device."""
     if return_tensors in (None, "np"):
@@ -51,13 +53,6 @@ def as_tensors(vectors: np.ndarray, return_tensors: str | None = "np"):
     raise TaskError(f"return_tensors={return_tensors!r}: choose one of {', '.join(TENSOR_KINDS)}")
 
 
-def l2_normalize(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length, in float32; all-zero rows stay zero."""
-    x = np.asarray(x, dtype=np.float32)
-    norm = np.linalg.norm(x, axis=-1, keepdims=True)
-    return x / np.maximum(norm, np.finfo(np.float32).tiny)
-
-
 class Encoder:
     """A loaded CLIP model and its processor behind numpy-in, numpy-out calls.
 
@@ -71,8 +66,8 @@ class Encoder:
     (clip.tasks.explain differentiates through it).
     """
 
-    def __init__(self, processor, model, backend, image_fn, text_fn, logit_scale, dim, max_text_length, fingerprint=None,
-                 device=None, dtype="float32", network=None):
+    def __init__(self, processor, model, backend, image_fn, text_fn, logit_scale, dim, max_text_length,
+                 fingerprint=None, device=None, dtype="float32", network=None):
         self.processor = processor
         self.model = model
         self.network = network
@@ -151,7 +146,8 @@ class Encoder:
                 try:
                     batch.append(load_image(image))  # decoded RGB: the processor takes every one of them
                 except ValueError as err:  # a path's error names the file; an array's gets its position
-                    raise TaskError(err if isinstance(image, (str, os.PathLike)) else f"item {position}: {err}") from None
+                    message = err if isinstance(image, (str, os.PathLike)) else f"item {position}: {err}"
+                    raise TaskError(message) from None
             out[start : start + batch_size] = self.encode_images(self.preprocess(batch))
         return out
 
@@ -166,13 +162,15 @@ class Encoder:
         """
         from PIL import Image
 
-        single = isinstance(items, (str, os.PathLike, Image.Image)) or (isinstance(items, np.ndarray) and items.ndim in (2, 3))
+        single = (isinstance(items, (str, os.PathLike, Image.Image))
+                  or (isinstance(items, np.ndarray) and items.ndim in (2, 3)))
         items = [items] if single else list(items)
         image_at, text_at = [], []
         for position, item in enumerate(items):
             if isinstance(item, str) and not os.path.isfile(item):
                 text_at.append(position)
-            elif isinstance(item, (str, os.PathLike, Image.Image)) or (isinstance(item, np.ndarray) and item.ndim in (2, 3)):
+            elif (isinstance(item, (str, os.PathLike, Image.Image))
+                  or (isinstance(item, np.ndarray) and item.ndim in (2, 3))):
                 image_at.append(position)
             else:
                 shape = f" of shape {item.shape}" if isinstance(item, np.ndarray) else ""
@@ -190,10 +188,11 @@ class Encoder:
         return np.asarray(self.processor.image_processor(list(images), return_tensors="np")["pixel_values"])
 
     def __repr__(self):
-        return f"Encoder(model={self.model!r}, backend={self.backend!r}, device={self.device!r}, dtype={self.dtype!r}, dim={self.dim})"
+        return (f"Encoder(model={self.model!r}, backend={self.backend!r}, device={self.device!r}, "
+                f"dtype={self.dtype!r}, dim={self.dim})")
 
 
-def nonfinite_rows(vectors) -> np.ndarray:
+def nonfinite_rows(vectors: np.ndarray) -> np.ndarray:
     """Indices of the rows holding a NaN or an infinity."""
     return np.flatnonzero(~np.isfinite(np.asarray(vectors)).all(axis=-1))
 
@@ -219,7 +218,8 @@ def load_encoder(model=None, backend: str = "pt", processor=None, device: str = 
     if compile and backend == "tf":
         raise TaskError("compile is for the pt backend (flax is always jitted); TensorFlow has no such option")
     if flax_attention not in compiled.FLAX_ATTENTION:
-        raise TaskError(f"unknown flax_attention {flax_attention!r}; choose one of {', '.join(compiled.FLAX_ATTENTION)}")
+        raise TaskError(f"unknown flax_attention {flax_attention!r}; choose one of "
+                        f"{', '.join(compiled.FLAX_ATTENTION)}")
     place = parse_device(device)
     from clip.common.processor import CLIPProcessor
 
@@ -233,7 +233,8 @@ def load_encoder(model=None, backend: str = "pt", processor=None, device: str = 
         processor = CLIPProcessor.from_pretrained(path)
     try:
         loader = {"pt": _load_pt, "tf": _load_tf, "flax": _load_flax}[backend]
-        options: dict[str, object] = {"compile": compile} if backend == "pt" else {"attention": flax_attention} if backend == "flax" else {}
+        options: dict[str, object] = ({"compile": compile} if backend == "pt"
+                                      else {"attention": flax_attention} if backend == "flax" else {})
         image_fn, text_fn, logit_scale, config, fingerprint, where, network = loader(path, place, dtype, **options)
     except ImportError as err:
         raise TaskError(
@@ -243,8 +244,8 @@ def load_encoder(model=None, backend: str = "pt", processor=None, device: str = 
     if not np.isfinite(np.exp(np.float64(logit_scale))):
         raise TaskError(f"{path}: logit_scale is {logit_scale}, its exponential (the temperature) is not finite")
     max_len = min(config.text_config.max_position_embeddings, processor.tokenizer.model_max_length)
-    return Encoder(processor, model, backend, image_fn, text_fn, logit_scale, config.projection_dim, max_len, fingerprint, where, dtype,
-                   network)
+    return Encoder(processor, model, backend, image_fn, text_fn, logit_scale, config.projection_dim, max_len,
+                   fingerprint, where, dtype, network)
 
 
 class _HeldRecords(logging.Handler):
@@ -256,7 +257,7 @@ class _HeldRecords(logging.Handler):
         self.records.append(record)
 
 
-def from_pretrained_complete(cls, path, **kwargs):
+def from_pretrained_complete(cls: Any, path: str, **kwargs) -> Any:
     """cls.from_pretrained(path, **kwargs), refused (TaskError) when the checkpoint lacks weights the
     model needs: a library call may initialize them (transformers' behaviour, with a warning), but a
     task would answer with confident probabilities from random weights. The loader's own warning
@@ -274,19 +275,21 @@ def from_pretrained_complete(cls, path, **kwargs):
     net, info = loaded[0], loaded[-1]
     if info["missing_keys"]:
         total = len(weights.expected_parameters(net.config, "CLIPModel"))
-        raise TaskError(loading.missing_weights_message(path, info["missing_keys"], total) + "; the tasks need a complete checkpoint")
+        message = loading.missing_weights_message(path, info["missing_keys"], total)
+        raise TaskError(message + "; the tasks need a complete checkpoint")
     for record in held.records:
         logger.handle(record)
     return net
 
 
-def parse_device(device) -> tuple[str, int] | None:
+def parse_device(device: str | None) -> tuple[str, int] | None:
     """"auto" -> None; "cpu" -> ("cpu", 0); "cuda", "gpu", "cuda:N", "gpu:N" -> ("gpu", N)."""
     text = str(device).strip().lower()
     if text == "auto":
         return None
     kind, _, index = text.partition(":")
-    if kind in ("cpu", "cuda", "gpu") and (not index or index.isdigit()) and not (kind == "cpu" and index not in ("", "0")):
+    if (kind in ("cpu", "cuda", "gpu") and (not index or index.isdigit())
+            and not (kind == "cpu" and index not in ("", "0"))):
         return ("cpu" if kind == "cpu" else "gpu", int(index or 0))
     raise TaskError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
 
@@ -327,10 +330,11 @@ def _load_pt(path, place, dtype, compile=False):
 
 
 def _load_tf(path, place, dtype):
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off stderr
     import contextlib
 
-    import tensorflow as tf
+    from clip.tasks.quiet_tensorflow import import_tensorflow_quietly
+
+    tf = import_tensorflow_quietly()
 
     from clip.tf import TFCLIPModel
 

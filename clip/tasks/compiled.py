@@ -9,9 +9,13 @@ The framework is imported inside the functions, when an encoder is loaded, never
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 
 from clip.common import checks
+from clip.errors import InputError
 
 # Batches up to this size run as CUDA graphs (torch.compile's "reduce-overhead" mode): there the
 # time goes to launching ~200 kernels per tower, not to computing them. Larger batches are compute
@@ -21,7 +25,7 @@ TEXT_LENGTH_MULTIPLE = 8  # texts are padded to a multiple of this: a few compil
 FLAX_ATTENTION = ("matmul", "xla", "cudnn", "auto")  # clip.flax.layers.attention's choices
 
 
-def trim_texts(ids: np.ndarray, mask: np.ndarray, config):
+def trim_texts(ids: np.ndarray, mask: np.ndarray, config: Any) -> tuple[np.ndarray, np.ndarray | None]:
     """(ids, mask or None) cut after the last pooled token; mask None when nothing is padded.
 
     Done on the host, so the device never has to report where the texts end: the text tower is
@@ -34,7 +38,7 @@ def trim_texts(ids: np.ndarray, mask: np.ndarray, config):
     return ids, (None if mask.all() else mask)
 
 
-def pad_texts(ids: np.ndarray, mask, length: int, config):
+def pad_texts(ids: np.ndarray, mask: np.ndarray, length: int, config: Any) -> tuple[np.ndarray, np.ndarray]:
     """ids and an explicit mask padded with masked tokens after the end up to `length` tokens.
 
     The added ids never win the pooling rule: 0 (1 where 0 is the end token) is below any real
@@ -59,7 +63,7 @@ def pad_rows(array: np.ndarray, rows: int) -> np.ndarray:
     return np.concatenate([array, np.zeros((rows - len(array),) + array.shape[1:], array.dtype)])
 
 
-def pt_calls(net, device, compile: bool = False):
+def pt_calls(net: Any, device: Any, compile: bool = False) -> tuple[Callable, Callable]:
     """(image_fn, text_fn): numpy in, float32 numpy out, for a clip.pt.CLIPModel on `device`.
 
     compile: torch.compile the towers (inductor); on CUDA, batches up to CUDA_GRAPH_MAX_BATCH
@@ -96,7 +100,8 @@ def pt_calls(net, device, compile: bool = False):
         n = len(ids)
         if compile:  # one mask-ful graph per shape: lengths in steps, small CUDA batches at full length
             small = cuda and n <= CUDA_GRAPH_MAX_BATCH
-            length = config.max_position_embeddings if small else -(-ids.shape[1] // TEXT_LENGTH_MULTIPLE) * TEXT_LENGTH_MULTIPLE
+            rounded_up = -(-ids.shape[1] // TEXT_LENGTH_MULTIPLE) * TEXT_LENGTH_MULTIPLE
+            length = config.max_position_embeddings if small else rounded_up
             ids, mask = pad_texts(ids, mask, min(length, config.max_position_embeddings), config)
             if small:
                 ids, mask = pad_rows(ids, padded_batch(n)), pad_rows(mask, padded_batch(n))
@@ -124,7 +129,7 @@ def _by_batch(torch, compiled, graphed):
     return call
 
 
-def set_flax_attention(net, implementation: str):
+def set_flax_attention(net: Any, implementation: str) -> None:
     """Route every attention of a clip.flax model through `implementation` (FLAX_ATTENTION):
     "matmul" the explicit batched matmuls (the default), "xla"/"cudnn" jax.nn.dot_product_attention
     with that implementation, "auto" the same with JAX's own choice (cuDNN's fused kernel where
@@ -134,7 +139,7 @@ def set_flax_attention(net, implementation: str):
     from clip.flax.layers import CLIPAttention
 
     if implementation not in FLAX_ATTENTION:
-        raise ValueError(f"unknown Flax attention {implementation!r}; choose one of {', '.join(FLAX_ATTENTION)}")
+        raise InputError(f"unknown Flax attention {implementation!r}; choose one of {', '.join(FLAX_ATTENTION)}")
     for _, node in nnx.iter_graph(net.module):
         if isinstance(node, CLIPAttention):
             node.implementation = implementation

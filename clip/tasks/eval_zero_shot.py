@@ -16,13 +16,19 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from clip.tasks.backends import TaskError
 from clip.tasks.eval_zero_shot_data import LabelledImages, open_labelled
 from clip.tasks.templates import fill, get_templates
 from clip.tasks.zero_shot import ensemble_embeddings
+
+if TYPE_CHECKING:
+    from clip.tasks.backends import Encoder
 
 TASK = "zeroshot_classification"
 CHUNK = 512  # images decoded and embedded per step of a streamed dataset
@@ -52,7 +58,7 @@ class ZeroShotEvaluation:
                 "confusion": self.confusion.tolist(), "classnames": self.classnames, "skipped": self.skipped}
 
 
-def classification_metrics(scores, targets, num_classes: int | None = None, k: int = 5) -> dict:
+def classification_metrics(scores: ArrayLike, targets: ArrayLike, num_classes: int | None = None, k: int = 5) -> dict:
     """acc1, acc5 (top-k, k capped at the class count), mean per-class recall (over the classes
     that occur in `targets`, as sklearn's balanced accuracy), per-class recall and the confusion matrix."""
     scores, targets = np.asarray(scores, np.float64), np.asarray(targets, np.int64)
@@ -84,7 +90,8 @@ def cache_dir() -> str:
     return os.path.join(base, "clip", "zero_shot")
 
 
-def class_embeddings(encoder, classnames, templates, cache=None) -> np.ndarray:
+def class_embeddings(encoder: Encoder, classnames: Sequence[str], templates: Sequence[str] | str | None,
+                     cache: str | None = None) -> np.ndarray:
     """(classes, D) unit vectors, each the ensemble of its prompts; read from / written to `cache`
     (a directory; None: no cache) under a key of the weights' fingerprint, templates and names."""
     from clip.common.io import read_safetensors, write_safetensors
@@ -105,22 +112,26 @@ def class_embeddings(encoder, classnames, templates, cache=None) -> np.ndarray:
     prompts = [fill(template, name) for name in classnames for template in templates]
     embeds = ensemble_embeddings(encoder.embed_texts(prompts).reshape(len(classnames), len(templates), -1))
     if path is not None:
-        os.makedirs(cache, exist_ok=True)
+        os.makedirs(os.path.dirname(path), exist_ok=True)  # the cache directory
         write_safetensors({"class_embeddings": embeds}, path, metadata={"fingerprint": encoder.fingerprint})
     return embeds
 
 
-def evaluate_zero_shot(encoder, source, templates=None, layout: str = "auto", classnames=None, image_key=None,
-                       label_key=None, batch_size: int = 64, workers: int | None = None, progress: bool = False,
+def evaluate_zero_shot(encoder: Encoder, source: str | LabelledImages, templates: Sequence[str] | str | None = None,
+                       layout: str = "auto", classnames: str | None = None,
+                       image_key: str | None = None, label_key: str | None = None, batch_size: int = 64,
+                       workers: int | None = None, progress: bool = False,
                        cache: str | None = "default", dataset_name: str | None = None) -> ZeroShotEvaluation:
     """Evaluate `encoder` on labelled images (`source`: a path, see clip.tasks.eval_zero_shot_data,
     or a LabelledImages). cache: a directory for class embeddings ("default": cache_dir(); None: off)."""
-    data = source if isinstance(source, LabelledImages) else open_labelled(source, layout, classnames, image_key, label_key)
+    data = (source if isinstance(source, LabelledImages)
+            else open_labelled(source, layout, classnames, image_key, label_key))
     classes = class_embeddings(encoder, data.classnames, templates, cache_dir() if cache == "default" else cache)
     vectors, targets, skipped = _embed_labelled(encoder, data, batch_size, workers, progress)
     skipped = [{"source": p.split(": ", 1)[0], "reason": p.split(": ", 1)[-1]} for p in data.problems] + skipped
     if not len(targets):
-        raise TaskError(f"{data.name}: no readable labelled image" + (f"; first problem: {skipped[0]['reason']}" if skipped else ""))
+        raise TaskError(f"{data.name}: no readable labelled image"
+                        + (f"; first problem: {skipped[0]['reason']}" if skipped else ""))
     found = classification_metrics(vectors @ classes.T, targets, len(data.classnames))
     per_class = [{"class": name, "support": int(n), "recall": float(r)}
                  for name, n, r in zip(data.classnames, found["support"], found["recall"])]
@@ -140,7 +151,8 @@ def _embed_labelled(encoder, data, batch_size, workers, progress):
     def flush():
         names, images, labels = zip(*chunk)
         # named by position, so that the kept rows map back to their labels even where names repeat
-        found = embed_images(encoder, list(images), batch_size=batch_size, workers=workers, names=[str(i) for i in range(len(chunk))])
+        found = embed_images(encoder, list(images), batch_size=batch_size, workers=workers,
+                             names=[str(i) for i in range(len(chunk))])
         vectors.append(found.vectors)
         targets.extend(labels[int(i)] for i in found.sources)
         skipped.extend({"source": names[int(e["source"])], "reason": e["reason"]} for e in found.skipped)
@@ -162,7 +174,7 @@ def _embed_labelled(encoder, data, batch_size, workers, progress):
     return stacked, np.asarray(targets, np.int64), skipped
 
 
-def plot_confusion(evaluation: ZeroShotEvaluation, out) -> str:
+def plot_confusion(evaluation: ZeroShotEvaluation, out: str) -> str:
     """The confusion matrix (rows: true class, columns: predicted; each row as fractions of its
     support) as a PNG at `out`."""
     from matplotlib.figure import Figure

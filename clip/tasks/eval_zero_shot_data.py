@@ -44,7 +44,7 @@ class LabelledImages:
     problems: list = dataclasses.field(default_factory=list)
 
 
-def read_classnames(path) -> list[str]:
+def read_classnames(path: str) -> list[str]:
     """Class names from a JSON list, a JSON object {index: name} or a text file of one name per line."""
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -73,7 +73,8 @@ def read_classnames(path) -> list[str]:
     return names
 
 
-def open_labelled(source, layout: str = "auto", classnames=None, image_key=None, label_key=None) -> LabelledImages:
+def open_labelled(source: str, layout: str = "auto", classnames: str | None = None,
+                  image_key: str | None = None, label_key: str | None = None) -> LabelledImages:
     """LabelledImages from `source` in `layout` (auto: a folder of class folders, a .csv/.jsonl
     table, a .tar shard pattern or a folder of shards, or a save_to_disk directory)."""
     source = os.fspath(source)
@@ -95,7 +96,7 @@ def _detect(source) -> str:
         if source.lower().endswith((".csv", ".jsonl", ".ndjson")):
             return "table"
         raise TaskError(f"{source}: expected a .csv or .jsonl table, .tar shards or a folder")
-    if os.path.isfile(os.path.join(source, "dataset_info.json")) or os.path.isfile(os.path.join(source, "dataset_dict.json")):
+    if any(os.path.isfile(os.path.join(source, name)) for name in ("dataset_info.json", "dataset_dict.json")):
         return "hf"
     if glob.glob(os.path.join(glob.escape(source), "*.tar")):
         return "webdataset"
@@ -136,10 +137,12 @@ def _table(path, names, image_key, label_key):
             continue
         rows.append((where, image, str(record[label_col]).strip()))
     if not rows:
-        raise TaskError(f"{path}: no usable (image, label) rows" + (f"; first problem: {problems[0]}" if problems else ""))
+        raise TaskError(f"{path}: no usable (image, label) rows"
+                        + (f"; first problem: {problems[0]}" if problems else ""))
     classnames, index_of = _label_indices([label for _, _, label in rows], names, path)
     samples = [(os.path.relpath(image, base), image, index_of(label)) for _, image, label in rows]
-    return LabelledImages(os.path.splitext(os.path.basename(path))[0], classnames, lambda: samples, len(samples), problems)
+    name = os.path.splitext(os.path.basename(path))[0]
+    return LabelledImages(name, classnames, lambda: samples, len(samples), problems)
 
 
 def _table_records(path):
@@ -178,7 +181,8 @@ def _label_indices(labels, names, where):
             return position[label]
         if label.isdigit() and int(label) < len(names):
             return int(label)
-        raise TaskError(f"{where}: label {label!r} is neither a class name of the mapping nor an index below {len(names)}")
+        raise TaskError(f"{where}: label {label!r} is neither a class name of the mapping nor an index below "
+                        f"{len(names)}")
 
     return names, index_of
 
@@ -234,7 +238,8 @@ def _hf_dataset(path, names, image_key, label_key):
     try:
         import datasets
     except ImportError:
-        raise TaskError(f"{path}: reading a Hugging Face datasets directory needs the datasets package: pip install datasets") from None
+        raise TaskError(f"{path}: reading a Hugging Face datasets directory needs the datasets package: pip install "
+                        "datasets") from None
     data = datasets.load_from_disk(path)
     if isinstance(data, datasets.DatasetDict):
         split = "test" if "test" in data else ("validation" if "validation" in data else next(iter(data)))

@@ -22,12 +22,17 @@ the text relevance is the pooled (end) token's row of the text tower's R. The ru
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 from clip.common import checks
 from clip.tasks.backends import TaskError
+
+if TYPE_CHECKING:
+    from clip.tasks.backends import Encoder
 
 
 @dataclasses.dataclass
@@ -62,12 +67,13 @@ class Explanation:
             "text": self.text,
             "similarity": self.similarity,
             "patch_relevance": np.round(self.patch_relevance, 6).tolist(),
-            "tokens": [{"token": t, "relevance": round(float(r), 6)} for t, r in zip(self.tokens, self.token_relevance)],
+            "tokens": [{"token": t, "relevance": round(float(r), 6)}
+                       for t, r in zip(self.tokens, self.token_relevance)],
             "word_scores": [{"token": t, "share": round(s, 6)} for t, s in self.word_scores()],
         }
 
 
-def relevance(attentions, gradients, start_layer: int = 0) -> np.ndarray:
+def relevance(attentions: Sequence, gradients: Sequence, start_layer: int = 0) -> np.ndarray:
     """Chefer et al.'s relevance R (B, L, L) from per-layer attention weights and their
     gradients, each (B, heads, L, L); layers before `start_layer` are left out."""
     first = np.asarray(attentions[0])
@@ -91,7 +97,7 @@ def scale_unit(values: np.ndarray) -> np.ndarray:
     return (values - low) / (high - low) if high > low else np.zeros_like(values)
 
 
-def explain(encoder, image, texts, start_layer: int = 0) -> list[Explanation]:
+def explain(encoder: Encoder, image, texts: str | Sequence[str], start_layer: int = 0) -> list[Explanation]:
     """The relevance maps of `image` (a path, a PIL image or an HxWxC array) for each of `texts`.
 
     start_layer: the first layer whose attention counts (Chefer et al.'s notebook uses only the
@@ -113,8 +119,10 @@ def explain(encoder, image, texts, start_layer: int = 0) -> list[Explanation]:
     if not -min(layers) <= start_layer < min(layers):
         raise TaskError(f"start_layer {start_layer} is out of range for towers of {layers[0]} and {layers[1]} layers")
     similarities, vision, text = attention_gradients(encoder, np.repeat(pixels, len(texts), axis=0), ids, mask)
-    image_rel = relevance(*zip(*vision), start_layer=start_layer % layers[0])[:, 0, 1:]  # T, N (class row, patches)
-    text_rel = relevance(*zip(*text), start_layer=start_layer % layers[1])  # T, L, L
+    (vision_attentions, vision_gradients), (text_attentions, text_gradients) = zip(*vision), zip(*text)
+    # T, N (class row, patches)
+    image_rel = relevance(vision_attentions, vision_gradients, start_layer=start_layer % layers[0])[:, 0, 1:]
+    text_rel = relevance(text_attentions, text_gradients, start_layer=start_layer % layers[1])  # T, L, L
     patch = config.vision_config.patch_size
     height, width = pixels.shape[2:]
     grid_shape = (height // patch, width // patch)
@@ -130,7 +138,7 @@ def explain(encoder, image, texts, start_layer: int = 0) -> list[Explanation]:
     return out
 
 
-def model_view(encoder, pixels: np.ndarray) -> np.ndarray:
+def model_view(encoder: Encoder, pixels: np.ndarray) -> np.ndarray:
     """The normalized (3, H, W) pixels the model saw, back as an H x W x 3 uint8 image."""
     processor = encoder.processor.image_processor
     mean = np.asarray(processor.image_mean, np.float32)[:, None, None] if processor.do_normalize else 0.0

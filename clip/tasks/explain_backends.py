@@ -35,7 +35,8 @@ def _pt(net, pixel_values, input_ids, attention_mask):
     parameter = next(net.parameters())
     device, dtype = parameter.device, parameter.dtype
     with torch.enable_grad():
-        out = net(input_ids=torch.from_numpy(input_ids).to(device), pixel_values=torch.from_numpy(pixel_values).to(device, dtype),
+        out = net(input_ids=torch.from_numpy(input_ids).to(device),
+                  pixel_values=torch.from_numpy(pixel_values).to(device, dtype),
                   attention_mask=torch.from_numpy(attention_mask).to(device), output_attentions=True, return_dict=True)
         similarities = out.logits_per_image.diagonal()
         weights = [*out.vision_model_output.attentions, *out.text_model_output.attentions]
@@ -82,7 +83,8 @@ def _flax(net, pixel_values, input_ids, attention_mask):
     if gradient is None:
         def summed_similarity(probes, params, pixel_values, input_ids, attention_mask):
             with attention_probes(probes):
-                out = net(input_ids, pixel_values, attention_mask, params=params, output_attentions=True, return_dict=True)
+                out = net(input_ids, pixel_values, attention_mask, params=params, output_attentions=True,
+                          return_dict=True)
             similarities = jnp.diagonal(out.logits_per_image)
             weights = [*out.vision_model_output.attentions, *out.text_model_output.attentions]
             return similarities.astype(jnp.float32).sum(), (similarities, weights)

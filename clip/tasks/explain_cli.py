@@ -7,8 +7,14 @@ its similarity, and under it the text's words, each coloured by its share of the
 
 from __future__ import annotations
 
+import argparse
 import json
 import textwrap
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from clip.tasks.explain import Explanation
 
 PANEL = 3.0  # inches per panel side (the image); the words take another WORDS
 WORDS = 0.9
@@ -26,17 +32,19 @@ EXAMPLES = [
 ]
 
 
-def add_parser(subparsers):
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Add `explain` to the `clip` command's subparsers."""
 
     from clip.cli import _command, _model_options
 
-    p = _command(subparsers, "explain", "relevance maps: which image regions and words drive an image-text match", DESCRIPTION, EXAMPLES)
+    p = _command(subparsers, "explain", "relevance maps: which image regions and words drive an image-text match",
+                 DESCRIPTION, EXAMPLES)
     p.add_argument("image", metavar="IMAGE", help="the image file")
     p.add_argument("--text", action="append", required=True, metavar="TEXT", help="a text to explain (repeat for more)")
     p.add_argument("--out", metavar="PNG", help="write the overlays to this PNG file")
     p.add_argument("--start-layer", type=int, default=0, metavar="N",
-                   help="first attention layer counted (default 0: all; -1: the last only, as Chefer et al.'s notebook)")
+                   help="first attention layer counted (default 0: all; -1: the last only, as Chefer et al.'s "
+                        "notebook)")
     p.add_argument("--alpha", type=float, default=0.5, help="opacity of the heat map over the image (default 0.5)")
     _model_options(p)
     p.set_defaults(run=run)
@@ -71,7 +79,7 @@ def run(args) -> int:
     return 0
 
 
-def plot_explanations(maps, out, alpha: float = 0.5, colormap: str = "jet") -> str:
+def plot_explanations(maps: Sequence[Explanation], out: str, alpha: float = 0.5, colormap: str = "jet") -> str:
     """One panel per Explanation: the image with its heat map over it, the words coloured under it."""
     from matplotlib import colormaps
     from matplotlib.figure import Figure
@@ -94,7 +102,8 @@ def plot_explanations(maps, out, alpha: float = 0.5, colormap: str = "jet") -> s
         scores = found.word_scores()
         top = max((share for _, share in scores), default=0.0) or 1.0
         x, line = 0.0, 0
-        for token, share in scores:  # words left to right, on up to three lines (about 0.022 of the width per character)
+        # words left to right, on up to three lines (about 0.022 of the width per character)
+        for token, share in scores:
             step = 0.04 + 0.022 * len(token)
             if x > 0 and x + step > 1.0:
                 x, line = 0.0, line + 1

@@ -38,6 +38,7 @@ import numpy as np
 from PIL import Image
 
 from clip.common.image_processor import resize_output_size
+from clip.errors import InputError
 
 DECODER_ORDER = ("torchvision", "nvimgcodec")
 _PIL_ERRORS = (OSError, SyntaxError, EOFError, ValueError, Image.DecompressionBombError)
@@ -69,7 +70,8 @@ def center_crop(array: np.ndarray, crop: tuple[int, int]) -> np.ndarray:
     src_top, src_left = max(top, 0), max(left, 0)
     dst_top, dst_left = src_top - top, src_left - left
     rows, cols = min(height - src_top, crop_h - dst_top), min(width - src_left, crop_w - dst_left)
-    out[dst_top : dst_top + rows, dst_left : dst_left + cols] = array[src_top : src_top + rows, src_left : src_left + cols]
+    out[dst_top : dst_top + rows, dst_left : dst_left + cols] = \
+        array[src_top : src_top + rows, src_left : src_left + cols]
     return out
 
 
@@ -120,9 +122,10 @@ class _TorchResize:
             new_h, new_w = resize_output_size(height, width, {"shortest_edge": size})
             top, left = (new_h - crop[0]) // 2, (new_w - crop[1]) // 2
             if top < 0 or left < 0:
-                raise ValueError("resized image smaller than the crop")  # rare: the CPU path pads
+                raise InputError("resized image smaller than the crop")  # rare: the CPU path pads
             x = torch.stack([images[i] for i in members]).float()  # B,3,H,W
-            x = torch.nn.functional.interpolate(x, size=(new_h, new_w), mode="bicubic", antialias=True, align_corners=False)
+            x = torch.nn.functional.interpolate(x, size=(new_h, new_w), mode="bicubic", antialias=True,
+                                                align_corners=False)
             x = x[:, :, top : top + crop[0], left : left + crop[1]].round_().clamp_(0, 255).to(torch.uint8)
             for i, row in zip(members, x.permute(0, 2, 3, 1)):  # BCHW -> BHWC
                 out[i] = row
@@ -166,7 +169,7 @@ class NvImageCodecDecoder(_TorchResize):
     def decode(self, datas, size, crop):
         images = self.decoder.decode(list(datas), params=self.params)
         if any(image is None for image in images):
-            raise ValueError("nvImageCodec refused an image")
+            raise InputError("nvImageCodec refused an image")
         # HWC device images (CUDA array interface) -> (3, H, W) tensors, no copy
         chw = [self.torch.as_tensor(image, device=self.device).permute(2, 0, 1) for image in images]
         return self.crops(chw, size, crop)

@@ -9,14 +9,21 @@ wrong items).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from clip.tasks.backends import TaskError
+
+if TYPE_CHECKING:
+    from clip.tasks.backends import Encoder
 
 DEFAULT_KS = (1, 5, 10)
 
 
-def ranks_of_targets(scores, targets, chunk_rows: int = 1024) -> np.ndarray:
+def ranks_of_targets(scores: ArrayLike, targets: Sequence | np.ndarray, chunk_rows: int = 1024) -> np.ndarray:
     """1-based rank of the best-scored correct column per row.
 
     scores: (Q, N) similarities; targets: per row, a column index or a collection of indices.
@@ -33,14 +40,15 @@ def ranks_of_targets(scores, targets, chunk_rows: int = 1024) -> np.ndarray:
     return ranks
 
 
-def metrics_from_ranks(ranks, ks=DEFAULT_KS) -> dict:
+def metrics_from_ranks(ranks: ArrayLike, ks: Iterable[int] = DEFAULT_KS) -> dict:
     ranks = np.asarray(ranks)
     out = {f"R@{k}": float(np.mean(ranks <= k)) for k in ks}
     out["MRR"] = float(np.mean(1.0 / ranks))
     return out
 
 
-def retrieval_metrics(image_embeds, text_embeds, text_to_image, ks=DEFAULT_KS, chunk_rows: int = 1024) -> dict:
+def retrieval_metrics(image_embeds: ArrayLike, text_embeds: ArrayLike, text_to_image: ArrayLike,
+                      ks: Iterable[int] = DEFAULT_KS, chunk_rows: int = 1024) -> dict:
     """Recall@K and MRR, both directions, from unit embeddings.
 
     text_to_image[j]: the row of image_embeds that caption j describes. Returns
@@ -53,7 +61,7 @@ def retrieval_metrics(image_embeds, text_embeds, text_to_image, ks=DEFAULT_KS, c
         raise TaskError(f"{len(text_embeds)} captions but {len(text_to_image)} caption -> image links")
     if len(text_to_image) and (text_to_image.min() < 0 or text_to_image.max() >= len(image_embeds)):
         raise TaskError("a caption points at an image index outside the image embeddings")
-    captions_of = [[] for _ in range(len(image_embeds))]
+    captions_of: list[list[int]] = [[] for _ in range(len(image_embeds))]
     for j, i in enumerate(text_to_image):
         captions_of[i].append(j)
     if any(not c for c in captions_of):
@@ -80,7 +88,8 @@ def flat_metrics(result: dict) -> dict[str, float]:
             for name, value in result[direction].items()}
 
 
-def evaluate_captions(encoder, captions, ks=DEFAULT_KS, batch_size: int = 64, workers=None, progress=False) -> dict:
+def evaluate_captions(encoder: Encoder, captions: str, ks: Iterable[int] = DEFAULT_KS, batch_size: int = 64,
+                      workers: int | None = None, progress: bool = False) -> dict:
     """Embed a captions file (CSV/JSONL of image, caption rows, or a folder; see clip.data.captions)
     and compute retrieval_metrics. Unusable rows and unreadable images are skipped and listed
     under "skipped"."""

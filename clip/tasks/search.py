@@ -14,8 +14,11 @@ index was dropped: exact like this path, and measured slower than it on CPUs.)
 from __future__ import annotations
 
 import dataclasses
+import os
+from collections.abc import Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from clip.tasks.backends import TaskError, l2_normalize
 
@@ -29,7 +32,8 @@ class Hit:
     source: object = None
 
 
-def topk_cosine(queries, vectors, k: int = 10, chunk_rows: int | None = None):
+def topk_cosine(queries: ArrayLike, vectors: ArrayLike, k: int = 10,
+                chunk_rows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(scores, indices), each (Q, min(k, N)): the k rows of `vectors` with the largest dot
     product with each query, best first (ties: lower index first). Rows are assumed unit length.
 
@@ -72,7 +76,8 @@ class EmbeddingIndex:
     `vectors` is None, `approximate` True, and `sources` a lazily read table).
     """
 
-    def __init__(self, vectors, sources=None, normalize: bool = True, kind: str | None = None):
+    def __init__(self, vectors: ArrayLike, sources: Sequence[str] | None = None, normalize: bool = True,
+                 kind: str | None = None):
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.ndim != 2:
             raise TaskError(f"an index needs a 2-d array of vectors, got shape {vectors.shape}")
@@ -84,11 +89,12 @@ class EmbeddingIndex:
         self.manifest: dict = {}
         self.engine = None  # a clip.index engine when opened from a built index
         self.tables: dict = {}  # optional per-entry captions / urls
-        self.note = None  # why a built index was not used, for the caller to show
+        self.note: str | None = None  # why a built index was not used, for the caller to show
         self._count, self._dim = self.vectors.shape
 
     @classmethod
-    def load(cls, path, exact: bool = False, kind: str | None = None) -> EmbeddingIndex:
+    def load(cls, path: str | os.PathLike | list | tuple, exact: bool = False,
+             kind: str | None = None) -> EmbeddingIndex:
         """Open a built index directory, or an embedding directory (or a list: shards of one input).
 
         An embedding directory with an up-to-date built index inside (EMB/index) is searched through
@@ -97,7 +103,7 @@ class EmbeddingIndex:
         from clip.index.open import find_index, open_index
 
         if not exact:
-            built, note = find_index(path)
+            built, note = find_index(path)  # type: ignore[arg-type]  # a list is never a built index
             if built is not None:
                 return open_index(cls, built)
         else:
@@ -105,7 +111,7 @@ class EmbeddingIndex:
         from clip.index.embeddings import load_embeddings
         from clip.index.store import is_index_dir
 
-        if not isinstance(path, (list, tuple)) and is_index_dir(path):
+        if not isinstance(path, (list, tuple)) and is_index_dir(path):  # type: ignore[arg-type]
             raise TaskError(f"{path} is a built index; exact search needs the embedding directories it was built from")
         embeddings = load_embeddings(path, kind)
         if not len(embeddings):
@@ -116,7 +122,7 @@ class EmbeddingIndex:
         index.note = note
         return index
 
-    def __len__(self):
+    def __len__(self) -> int:
         return self._count
 
     @property
@@ -127,7 +133,7 @@ class EmbeddingIndex:
     def approximate(self) -> bool:
         return self.engine is not None and self.manifest.get("kind") != "flat"
 
-    def topk(self, queries, k: int = 10):
+    def topk(self, queries: ArrayLike, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """(scores, indices) arrays, (Q, min(k, N)), best first; index -1 where an ANN search found fewer."""
         queries = l2_normalize(np.atleast_2d(queries))
         if k < 1:
@@ -138,13 +144,13 @@ class EmbeddingIndex:
             return self.engine.topk(queries, k)
         return topk_cosine(queries, self.vectors, k)
 
-    def vectors_of(self, ids) -> np.ndarray:
+    def vectors_of(self, ids: ArrayLike) -> np.ndarray:
         """The stored vectors of entries `ids` (an ANN index's own, possibly compressed, copies)."""
         if self.engine is not None:
             return self.engine.vectors(ids)
         return self.vectors[np.asarray(ids, np.int64)]
 
-    def search(self, queries, k: int = 10) -> list[list[Hit]]:
+    def search(self, queries: ArrayLike, k: int = 10) -> list[list[Hit]]:
         """For each query vector, its k nearest entries as Hit(score, index, source)."""
         scores, indices = self.topk(queries, k)
         return [
@@ -153,7 +159,8 @@ class EmbeddingIndex:
         ]
 
 
-def near_duplicates(vectors, threshold: float = 0.95, chunk_rows: int = 4096) -> list[tuple[int, int, float]]:
+def near_duplicates(vectors: ArrayLike, threshold: float = 0.95,
+                    chunk_rows: int = 4096) -> list[tuple[int, int, float]]:
     """Pairs (i, j, cosine) with i < j whose cosine is at least `threshold`, highest first."""
     vectors = l2_normalize(vectors)
     pairs = []

@@ -8,10 +8,16 @@ Its size in pixels is fixed by the layout (see `figure_pixels`), never by the te
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from clip.tasks.backends import TaskError
+
+if TYPE_CHECKING:
+    from clip.tasks.backends import Encoder
 
 CELL = 96  # pixels per matrix cell (and per thumbnail)
 LABEL_WIDTH = 320  # pixels left of the matrix for the text labels
@@ -20,7 +26,8 @@ MARGIN = 24  # pixels below the matrix and above the thumbnails
 DPI = 100
 
 
-def similarity_matrix(encoder, images, texts, batch_size: int = 64):
+def similarity_matrix(encoder: Encoder, images: Sequence, texts: Sequence[str],
+                      batch_size: int = 64) -> tuple[np.ndarray, list, list[dict]]:
     """(cosine (I, T) float32, kept image names, skipped) for image paths/PIL images and strings."""
     from clip.tasks.embed import embed_images
 
@@ -36,7 +43,8 @@ def figure_pixels(n_images: int, n_texts: int, cell: int = CELL) -> tuple[int, i
     return width, height
 
 
-def plot_similarity(similarity, images, texts, out, cell: int = CELL, title: str | None = None) -> str:
+def plot_similarity(similarity: ArrayLike, images: Sequence, texts: Sequence[str], out: str,
+                    cell: int = CELL, title: str | None = None) -> str:
     """Write the heatmap of `similarity` (I, T) as a PNG at `out`; returns `out`.
 
     images: PIL images or paths (the thumbnails, in column order); texts: the row labels.
@@ -78,7 +86,8 @@ def plot_similarity(similarity, images, texts, out, cell: int = CELL, title: str
             heat.text(i, j, f"{value:.2f}", ha="center", va="center", fontsize=font,
                       color="black" if value > middle else "white")
     for i, image in enumerate(images):
-        thumb = figure.add_axes((left + i * cell / width, (height - MARGIN - cell) / height, cell / width, cell / height))
+        bottom = (height - MARGIN - cell) / height
+        thumb = figure.add_axes((left + i * cell / width, bottom, cell / width, cell / height))
         thumb.imshow(np.asarray(ImageOps.fit(load_image(image), (cell, cell))), aspect="auto")  # centre square
         thumb.axis("off")
     bar = figure.add_axes(((LABEL_WIDTH + n_images * cell + 12) / width, bottom, 16 / width, matrix_h))

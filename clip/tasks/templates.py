@@ -11,8 +11,10 @@ ImageNet (Radford et al. 2021, section 3.1.4 and its prompt-engineering notebook
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 from clip.common.io import read_text
+from clip.errors import InputError
 
 LABEL_TEMPLATES = ("{}",)
 DEFAULT_TEMPLATES = ("This is a photo of {}.",)
@@ -100,10 +102,11 @@ IMAGENET_TEMPLATES = (
     "a tattoo of the {}.",
 )
 
-NAMED = {"default": DEFAULT_TEMPLATES, "label": LABEL_TEMPLATES, "simple": SIMPLE_TEMPLATES, "imagenet": IMAGENET_TEMPLATES}
+NAMED = {"default": DEFAULT_TEMPLATES, "label": LABEL_TEMPLATES, "simple": SIMPLE_TEMPLATES,
+         "imagenet": IMAGENET_TEMPLATES}
 
 
-def get_templates(spec=None) -> tuple[str, ...]:
+def get_templates(spec: str | Sequence[str] | None = None) -> tuple[str, ...]:
     """Templates from a name ("default", "label", "simple", "imagenet"), a file (one per line), one
     template string containing "{}", or a list of templates. None means "default" (transformers'
     pipeline prompt); "label" uses the labels verbatim (for models trained on bare labels)."""
@@ -119,16 +122,16 @@ def get_templates(spec=None) -> tuple[str, ...]:
         elif "{}" in spec:
             templates, where = [spec], "template"
         else:
-            raise ValueError(
+            raise InputError(
                 f"templates {spec!r}: not one of {', '.join(NAMED)}, not a file, and no '{{}}' placeholder in it"
             )
     else:
         templates, where = [str(t) for t in spec], "templates"
     if not templates:
-        raise ValueError(f"{where}: no templates given")
+        raise InputError(f"{where}: no templates given")
     for template in templates:
         if template.count("{}") != 1:
-            raise ValueError(f"{where}: template {template!r} must contain exactly one '{{}}' where the label goes")
+            raise InputError(f"{where}: template {template!r} must contain exactly one '{{}}' where the label goes")
     return tuple(templates)
 
 

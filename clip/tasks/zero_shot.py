@@ -13,10 +13,12 @@ embedded and L2-normalized, the unit vectors are averaged, and the mean is norma
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable, Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 
-from clip.tasks.backends import TaskError, l2_normalize, load_encoder
+from clip.tasks.backends import Encoder, TaskError, l2_normalize, load_encoder
 from clip.tasks.templates import fill, get_templates
 
 
@@ -57,7 +59,8 @@ class ZeroShotClassifier:
     "default" ("This is a photo of {}.", transformers' pipeline default), "label" (the label text as
     is), "simple", "imagenet", a file, or a list)."""
 
-    def __init__(self, encoder, labels, templates=None, batch_size: int = 256):
+    def __init__(self, encoder: Encoder, labels: Iterable[str], templates: Sequence[str] | str | None = None,
+                 batch_size: int = 256):
         labels = [str(label).strip() for label in labels]
         if not labels or not all(labels):
             raise TaskError("zero-shot classification needs at least one non-empty label")
@@ -70,14 +73,16 @@ class ZeroShotClassifier:
         self.class_embeddings = ensemble_embeddings(prompt_embeds.reshape(len(labels), len(self.templates), -1))
 
     @classmethod
-    def from_pretrained(cls, model=None, labels=(), templates=None, backend: str = "pt", **kwargs):
+    def from_pretrained(cls, model: str | None = None, labels: Iterable[str] = (),
+                        templates: Sequence[str] | str | None = None, backend: str = "pt",
+                        **kwargs) -> ZeroShotClassifier:
         return cls(load_encoder(model, backend), labels, templates, **kwargs)
 
-    def logits(self, image_embeds) -> np.ndarray:
+    def logits(self, image_embeds: ArrayLike) -> np.ndarray:
         """(N, labels) scaled cosine similarities for unit image embeddings."""
         return self.encoder.scale * (np.asarray(image_embeds, np.float32) @ self.class_embeddings.T)
 
-    def classify(self, images, batch_size: int = 64, progress: bool = False) -> ZeroShotResult:
+    def classify(self, images: Iterable, batch_size: int = 64, progress: bool = False) -> ZeroShotResult:
         """Image paths or PIL images -> ZeroShotResult (unreadable images are skipped and listed)."""
         from clip.tasks.embed import embed_images
 

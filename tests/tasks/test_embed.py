@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from task_helpers import PHOTOS, run_clip, run_json
 
-from clip.tasks.embed import KILL_AFTER_CHUNKS_ENV, embed_images, load_embeddings
+from clip.tasks.embed import embed_images, load_embeddings
 
 
 def test_embed_folder_writes_chunks_manifest_and_lists_skipped_files(photos_with_junk, tmp_path, encoder):
@@ -70,7 +70,7 @@ def test_resume_after_a_kill_recomputes_nothing(tmp_path):
     run_json("embed", folder, "--out", full, *args)
 
     out = tmp_path / "killed.emb"
-    killed = run_clip("embed", folder, "--out", out, *args, env={KILL_AFTER_CHUNKS_ENV: "2"}, check=False, subprocess_=True)
+    killed = run_clip("embed", folder, "--out", out, *args, kill_after_chunks=2, check=False, subprocess_=True)
     assert killed.returncode == -signal.SIGKILL
     manifest = json.loads((out / "manifest.json").read_text())
     assert not manifest["complete"] and manifest["count"] == 6 and manifest["chunk_ranges"] == [[0, 2]]

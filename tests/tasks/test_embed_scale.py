@@ -8,9 +8,9 @@ import sys
 
 import numpy as np
 import pytest
-from task_helpers import ROOT
+from task_helpers import KILL_SCRIPT, ROOT
 
-from clip.tasks.embed import KILL_AFTER_CHUNKS_ENV, embed_to_dir, load_embeddings
+from clip.tasks.embed import embed_to_dir, load_embeddings
 
 
 def _shapes(folder, count, size=48):
@@ -34,8 +34,8 @@ def test_ray_job_gives_the_local_vectors_and_a_killed_run_resumes_losing_nothing
     try:
         address = ray.get_runtime_context().gcs_address
         out = tmp_path / "ray.emb"
-        env = dict(os.environ, HF_HUB_OFFLINE="1", **{KILL_AFTER_CHUNKS_ENV: "2"})
-        killed = subprocess.run([sys.executable, "-m", "clip", "embed", str(folder), "--out", str(out), "--ray", address,
+        env = dict(os.environ, HF_HUB_OFFLINE="1")
+        killed = subprocess.run([sys.executable, KILL_SCRIPT, "2", "embed", str(folder), "--out", str(out), "--ray", address,
                                  "--chunk-size", "2", "--batch-size", "2"], check=False, capture_output=True, text=True, env=env,
                                 cwd=ROOT, timeout=300)
         assert killed.returncode == -signal.SIGKILL, killed.stderr
@@ -72,10 +72,9 @@ def _thumbnails(folder, count):
 def _embed(folder, out, chunk_size, kill_after=None):
     """`clip embed` in a child process: (exit status, its peak resident memory in bytes)."""
     env = dict(os.environ, HF_HUB_OFFLINE="1")
-    if kill_after:
-        env[KILL_AFTER_CHUNKS_ENV] = str(kill_after)
+    command = [sys.executable, "-m", "clip"] if not kill_after else [sys.executable, KILL_SCRIPT, str(kill_after)]
     with open(out.parent / f"{out.name}.stderr", "ab") as stderr:
-        child = subprocess.Popen([sys.executable, "-m", "clip", "embed", str(folder), "--out", str(out), "--chunk-size",
+        child = subprocess.Popen([*command, "embed", str(folder), "--out", str(out), "--chunk-size",
                                   str(chunk_size), "--batch-size", "256", "--json"], env=env, cwd=ROOT,
                                  stdout=subprocess.DEVNULL, stderr=stderr)
         _, status, usage = os.wait4(child.pid, 0)

@@ -41,7 +41,6 @@ from clip.tasks.embed.pipeline import (
 )
 from clip.tasks.embed.store import (
                                      FORMAT_VERSION,
-                                     KILL_AFTER_CHUNKS_ENV,
                                      LOCK,
                                      STORAGES,
                                      check_same_weights,
@@ -49,7 +48,6 @@ from clip.tasks.embed.store import (
 
 __all__ = [
                                      "FORMAT_VERSION",
-                                     "KILL_AFTER_CHUNKS_ENV",
                                      "LOCK",
                                      "MANIFEST",
                                      "STORAGES",

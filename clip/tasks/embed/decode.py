@@ -20,6 +20,8 @@ import sys
 import numpy as np
 from PIL import Image
 
+from clip.errors import InputError
+
 _PIL_ERRORS = (OSError, SyntaxError, EOFError, ValueError, Image.DecompressionBombError)
 
 
@@ -43,7 +45,8 @@ def crop_spec(image_processor, draft: bool = False) -> CropSpec | None:
     p = image_processor
     if not (p.do_resize and p.do_center_crop and p.do_convert_rgb):
         return None
-    return CropSpec(tuple(sorted(p.size.items())), int(p.resample), (p.crop_size["height"], p.crop_size["width"]), draft)
+    return CropSpec(tuple(sorted(p.size.items())), int(p.resample), (p.crop_size["height"], p.crop_size["width"]),
+                    draft)
 
 
 def pixel_table(image_processor) -> np.ndarray:
@@ -104,7 +107,7 @@ def decode_crop(path, data, spec: CropSpec, out: np.ndarray) -> tuple[int, int]:
         message = str(err) or type(err).__name__
         if isinstance(err, Image.UnidentifiedImageError):
             message = "not an image PIL can read"
-        raise ValueError(message) from None
+        raise InputError(message) from None
     resized = np.asarray(rgb.resize((target_w, target_h), resample=spec.resample))
     crop_h, crop_w = spec.crop
     top, left = (target_h - crop_h) // 2, (target_w - crop_w) // 2
@@ -115,13 +118,14 @@ def decode_crop(path, data, spec: CropSpec, out: np.ndarray) -> tuple[int, int]:
         src_top, src_left = max(top, 0), max(left, 0)
         dst_top, dst_left = src_top - top, src_left - left
         rows, cols = min(target_h - src_top, crop_h - dst_top), min(target_w - src_left, crop_w - dst_left)
-        out[dst_top : dst_top + rows, dst_left : dst_left + cols] = resized[src_top : src_top + rows, src_left : src_left + cols]
+        out[dst_top : dst_top + rows, dst_left : dst_left + cols] = \
+            resized[src_top : src_top + rows, src_left : src_left + cols]
     return width, height
 
 
 # --------------------------------------------------------------------- worker processes
 
-_worker = {}  # per worker process: the shared ring and the spec
+_worker: dict = {}  # per worker process: the shared ring and the spec
 
 
 def _die_with_parent(parent: int):
@@ -193,15 +197,16 @@ class Decoder:
             self.memory = shared_memory.SharedMemory(create=True, size=max(1, slots * int(np.prod(spec.shape))))
             self.ring = np.ndarray((slots, *spec.shape), np.uint8, buffer=self.memory.buf)
             self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(_start_method()),
-                                            initializer=_start_worker, initargs=(self.memory.name, slots, spec, os.getpid()))
+                                            initializer=_start_worker,
+                                            initargs=(self.memory.name, slots, spec, os.getpid()))
         elif mode == "thread":
             from concurrent.futures import ThreadPoolExecutor
 
-            self.memory = None
+            self.memory = None  # type: ignore[assignment]  # threads share the ring without shared memory
             self.ring = np.zeros((slots, *spec.shape), np.uint8)
-            self.pool = ThreadPoolExecutor(workers, thread_name_prefix="clip-decode")
+            self.pool = ThreadPoolExecutor(workers, thread_name_prefix="clip-decode")  # type: ignore[assignment]
         else:
-            raise ValueError(f"unknown decode mode {mode!r}; choose process or thread")
+            raise InputError(f"unknown decode mode {mode!r}; choose process or thread")
 
     def submit(self, jobs: list):
         if self.mode == "process":

@@ -113,8 +113,8 @@ def _not_regular(path) -> str | None:
         return "a broken link" if os.path.islink(path) else f"cannot read it ({err.strerror})"
     if stat.S_ISREG(mode):
         return None
-    for test, what in ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device")):
+    for test, what in ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
         if test(mode):
             return f"not a regular file ({what}); not read"
     return "not a regular file; not read"
@@ -211,4 +211,5 @@ def parse_meta(data: bytes, label: str) -> dict:
         return {}
     if not isinstance(value, dict):
         return {}
-    return {str(k): v if isinstance(v, (str, int, float, bool)) or v is None else json.dumps(v) for k, v in value.items()}
+    return {str(k): v if isinstance(v, (str, int, float, bool)) or v is None else json.dumps(v)
+            for k, v in value.items()}

@@ -113,10 +113,11 @@ class Job:
             raise TaskError(f"shard {shard[0]}/{shard[1]}: K must be in 0..N-1")
         self.collection = open_collection(self.source, kind, self.out, image_column, caption_column)
         if texts_too and (self.collection.kind != "image" or not self.collection.has_captions):
-            raise TaskError(f"{self.source}: --texts-too needs captions (webdataset .txt members or a table's caption column)")
+            raise TaskError(f"{self.source}: --texts-too needs captions (webdataset .txt members or a table's caption "
+                            "column)")
         self.encoder, self.chunk_size, self.shard, self.texts_too = encoder, chunk_size, tuple(shard), texts_too
-        self.wanted = settings(encoder, self.collection.kind, self.collection.input, self.collection.root, storage, shard,
-                               emb_dtype, texts_too)
+        self.wanted = settings(encoder, self.collection.kind, self.collection.input, self.collection.root, storage,
+                               shard, emb_dtype, texts_too)
         self.overwrite = overwrite
         check_out(self.out, overwrite)
         self.embedded, self.skipped = 0, []
@@ -139,7 +140,8 @@ class Job:
 
     def todo(self):
         """The items of this shard that no chunk holds yet."""
-        return (item for item in self.collection.iterate() if item.key not in self.done and in_shard(item.key, self.shard))
+        return (item for item in self.collection.iterate()
+                if item.key not in self.done and in_shard(item.key, self.shard))
 
     def add_images(self, finished, vectors, failures, captions=None):
         """finished: [(item, (width, height))] with their vectors; failures: [(item, reason)]."""
@@ -161,13 +163,14 @@ class Job:
 
     def finish(self) -> dict:
         self.manifest["complete"] = True
-        _write(self.writer, self.buffer, len(self.buffer), self.collection)  # the last, partial chunk and the final manifest
+        # the last, partial chunk and the final manifest
+        _write(self.writer, self.buffer, len(self.buffer), self.collection)
         if self.manifest["count"] == 0 and self.skipped:
             first = self.skipped[0]
             raise TaskError(f"{self.source}: nothing could be embedded; {len(self.skipped)} input(s) skipped "
                             f"(first: {first['source']}: {first['reason']})")
-        return {"out": self.out, "kind": self.collection.kind, "count": self.manifest["count"], "embedded": self.embedded,
-                "reused": self.reused, "skipped": self.skipped, "repaired": self.repairs,
+        return {"out": self.out, "kind": self.collection.kind, "count": self.manifest["count"],
+                "embedded": self.embedded, "reused": self.reused, "skipped": self.skipped, "repaired": self.repairs,
                 "manifest": os.path.join(self.out, MANIFEST)}
 
 
@@ -194,7 +197,8 @@ def embed_to_dir(encoder, source, out, kind: str = "auto", batch_size: int = 64,
     with job:
         collection = job.collection
         total = collection.total
-        with progress_bar(total, progress, f"embedding {collection.kind}s", initial=min(len(job.done), total or 0)) as bar:
+        initial = min(len(job.done), total or 0)
+        with progress_bar(total, progress, f"embedding {collection.kind}s", initial=initial) as bar:
             if collection.kind == "image":
                 for finished, pixels, failures in image_batches(encoder, job.todo(), batch_size, workers, prefetch,
                                                                 decode, draft, total):
@@ -216,7 +220,8 @@ def embed_to_dir(encoder, source, out, kind: str = "auto", batch_size: int = 64,
 
 
 def _image_row(item, size, collection) -> dict:
-    row = {"key": item.key, "image_path": item.path if collection.input in ("folder", "image", "table") else item.source}
+    row = {"key": item.key,
+           "image_path": item.path if collection.input in ("folder", "image", "table") else item.source}
     if collection.has_captions:
         row["caption"] = item.caption
     row["width"], row["height"] = size

@@ -14,6 +14,7 @@ import sys
 import numpy as np
 from PIL import Image
 
+from clip.errors import InputError
 from clip.tasks.backends import TaskError, as_tensors, nonfinite_rows
 from clip.tasks.embed.decode import (
     Decoder,
@@ -52,7 +53,7 @@ def load_image(source):
         return image_from_array(source)
     reason = regular_file_error(source) if os.path.exists(source) or os.path.islink(source) else None
     if reason:  # a named pipe would block the open forever
-        raise ValueError(f"{os.fspath(source)}: {reason}")
+        raise InputError(f"{os.fspath(source)}: {reason}")
     try:
         with Image.open(source) as image:
             image.load()  # decode now: truncated files fail here, not later
@@ -61,7 +62,7 @@ def load_image(source):
         message = str(err) or type(err).__name__
         if isinstance(err, Image.UnidentifiedImageError):
             message = "not an image PIL can read"
-        raise ValueError(f"{os.fspath(source)}: {message}") from None
+        raise InputError(f"{os.fspath(source)}: {message}") from None
 
 
 def image_from_array(array, name: str = "image array") -> Image.Image:
@@ -70,17 +71,18 @@ def image_from_array(array, name: str = "image array") -> Image.Image:
     fractions in [0, 1] times 255, here rounded rather than cut, so k / 255 gives k back)."""
     array = np.asarray(array)
     if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (1, 3, 4))) or array.size == 0:
-        raise ValueError(f"{name}: an image array must be HxW or HxWxC with C = 1, 3 or 4, got shape {array.shape}")
+        raise InputError(f"{name}: an image array must be HxW or HxWxC with C = 1, 3 or 4, got shape {array.shape}")
     if array.dtype != np.uint8:
         if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array) or not np.all(np.isfinite(array)):
-            raise ValueError(f"{name}: pixel values must be finite real numbers, got dtype {array.dtype}")
+            raise InputError(f"{name}: pixel values must be finite real numbers, got dtype {array.dtype}")
         low, high = float(array.min()), float(array.max())
         if np.allclose(array, np.round(array)) and low >= 0 and high <= 255:
             array = np.round(array).astype(np.uint8)
         elif low >= 0 and high <= 1:
             array = np.round(array * 255).astype(np.uint8)
         else:
-            raise ValueError(f"{name}: pixel values must be integers in [0, 255] or fractions in [0, 1], got [{low}, {high}]")
+            raise InputError(f"{name}: pixel values must be integers in [0, 255] or fractions in [0, 1], got [{low}, "
+                             f"{high}]")
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
     return Image.fromarray(np.ascontiguousarray(array)).convert("RGB")
@@ -131,7 +133,7 @@ def image_batches(encoder, items, batch_size: int = 64, workers: int | None = No
         # a few images per message to a worker: enough to hide its cost, few enough to keep all busy
         group = max(1, min(16, batch_size // (2 * (workers or default_workers()))))
         source = iter(items)
-        pending = collections.deque()  # (item, slot, future, position in the future's group)
+        pending: collections.deque = collections.deque()  # (item, slot, future, position in the future's group)
         free = collections.deque(range(slots))
 
         def top_up():
@@ -153,7 +155,7 @@ def image_batches(encoder, items, batch_size: int = 64, workers: int | None = No
 
         top_up()
         while pending:
-            done, slots_done, failures, used = [], [], [], []
+            done, slots_done, failures, used = [], [], [], []  # type: list, list, list, list
             while pending and len(done) + len(failures) < batch_size:
                 item, slot, future, position = pending.popleft()
                 if future is None:
@@ -212,7 +214,7 @@ def _image_from_bytes(data):
             image.load()
             return image.convert("RGB")
     except (OSError, SyntaxError, EOFError, ValueError, Image.DecompressionBombError) as err:
-        raise ValueError(str(err) or type(err).__name__) from None
+        raise InputError(str(err) or type(err).__name__) from None
 
 
 class _NoProgress:

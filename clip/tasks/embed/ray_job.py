@@ -87,7 +87,8 @@ def embed_to_dir_ray(encoder, source, out, address: str | None = "local", kind: 
         raise TaskError("--ray needs Ray Data: pip install 'clip[ray]'") from None
     spec = crop_spec(encoder.processor.image_processor, draft)
     if spec is None:
-        raise TaskError("--ray needs a processor that resizes, center-crops and converts to RGB (every CLIP checkpoint's)")
+        raise TaskError("--ray needs a processor that resizes, center-crops and converts to RGB (every CLIP "
+                        "checkpoint's)")
     started = not ray.is_initialized()
     if started:
         try:
@@ -136,6 +137,7 @@ def _run(ray, job, encoder, spec, batch_size, actors, texts_too):
                 finished.append((item, (int(width), int(height))))
                 vectors.append(vector)
         captions = encoder.embed_texts([item.caption or "" for item, _ in finished]) if texts_too and finished else None
-        job.add_images(finished, np.stack(vectors) if vectors else np.zeros((0, encoder.dim), np.float32), failures, captions)
+        stacked = np.stack(vectors) if vectors else np.zeros((0, encoder.dim), np.float32)
+        job.add_images(finished, stacked, failures, captions)
     if items:
         raise TaskError(f"Ray returned no result for {len(items)} input(s), e.g. {json.dumps(next(iter(items)))}")

@@ -18,7 +18,8 @@ def expand_shards(spec: str) -> list[str]:
     try:
         from webdataset.shardlists import expand_urls
     except ImportError:
-        raise TaskError(f"{spec}: reading webdataset shards needs the webdataset package: pip install 'clip[data]'") from None
+        raise TaskError(f"{spec}: reading webdataset shards needs the webdataset package: "
+                        "pip install 'clip[data]'") from None
     return list(expand_urls(spec))
 
 
@@ -86,7 +87,8 @@ def _shard_items(url: str, seen: set):
     count = 0
     try:
         with stream:
-            for sample in group_by_keys(tar_file_expander([{"url": url, "stream": stream}], handler=reraise), handler=reraise):
+            members = tar_file_expander([{"url": url, "stream": stream}], handler=reraise)
+            for sample in group_by_keys(members, handler=reraise):
                 count += 1
                 yield _item(sample, name, seen)
     except (tarfile.TarError, EOFError, OSError, ValueError) as err:

@@ -30,6 +30,7 @@ from clip.common.io import (
     read_safetensors,
     write_safetensors,
 )
+from clip.errors import InputError
 from clip.tasks.backends import TaskError
 from clip.tasks.embed.inputs import MANIFEST
 
@@ -38,11 +39,10 @@ FORMAT_VERSION = 2  # 1: the manifest listed every chunk (and every skipped inpu
 STORAGES = ("safetensors", "npy")
 EMB_DTYPES = ("float16", "float32")
 LAYOUT_DIRS = ("chunks", "img_emb", "text_emb", "metadata")
-# test hook: kill this process (SIGKILL, as a crash would) after writing N chunks
-KILL_AFTER_CHUNKS_ENV = "CLIP_EMBED_KILL_AFTER_CHUNKS"
 # what must match for a run to continue a directory (not the model's name: the same weights under
 # another path or hub id may go on)
-RESUME_KEYS = ("format_version", "kind", "input", "dim", "storage", "root", "compute_dtype", "shard", "emb_dtype", "texts_too")
+RESUME_KEYS = ("format_version", "kind", "input", "dim", "storage", "root", "compute_dtype", "shard", "emb_dtype",
+               "texts_too")
 
 
 def settings(encoder, kind, input_type, root, storage, shard, emb_dtype="float16", texts_too=False) -> dict:
@@ -50,7 +50,8 @@ def settings(encoder, kind, input_type, root, storage, shard, emb_dtype="float16
         "format_version": FORMAT_VERSION, "kind": kind, "input": input_type, "root": root,
         "model": None if encoder.model is None else os.fspath(encoder.model), "weights": encoder.fingerprint,
         "backend": encoder.backend, "dim": encoder.dim, "dtype": "float32", "compute_dtype": encoder.dtype,
-        "normalized": True, "storage": storage, "shard": list(shard), "emb_dtype": emb_dtype, "texts_too": bool(texts_too),
+        "normalized": True, "storage": storage, "shard": list(shard), "emb_dtype": emb_dtype,
+        "texts_too": bool(texts_too),
         # clip-retrieval's metadata parquet needs pyarrow (clip[data]); without it the npy files are still written
         "parquet": _have_pyarrow(),
     }
@@ -130,7 +131,9 @@ def open_manifest(out, wanted: dict, overwrite: bool) -> tuple[dict, list[str]]:
     if not os.path.isfile(path):
         for name in LAYOUT_DIRS:
             os.makedirs(os.path.join(out, name), exist_ok=True)
-        return {**wanted, "complete": False, "count": 0, "skipped": [], "skipped_count": 0, "next_chunk": 0, "chunks": []}, []
+        fresh = {**wanted, "complete": False, "count": 0, "skipped": [], "skipped_count": 0, "next_chunk": 0,
+                 "chunks": []}
+        return fresh, []
     advice = "pass --overwrite to start again, or choose another --out"
     try:
         manifest = read_json_object(path)
@@ -138,18 +141,20 @@ def open_manifest(out, wanted: dict, overwrite: bool) -> tuple[dict, list[str]]:
         raise TaskError(f"{out}: the manifest is damaged ({err}); {advice}") from None
     check_same_weights(manifest, wanted["weights"], out, advice)
     defaults = {"compute_dtype": "float32", "shard": [0, 1], "emb_dtype": None, "texts_too": False,
-                "input": {"text": "lines"}.get(manifest.get("kind"), "folder")}
+                "input": {"text": "lines"}.get(str(manifest.get("kind")), "folder")}
     for key, value in defaults.items():  # written before these options existed
         manifest.setdefault(key, value)
     if manifest["emb_dtype"] is None:
         manifest["emb_dtype"] = wanted["emb_dtype"]  # no clip-retrieval files yet: take this run's
     for key in RESUME_KEYS:
         if manifest.get(key) != wanted[key]:
-            raise TaskError(f"{out} holds embeddings made with {key}={manifest.get(key)!r}, not {wanted[key]!r}; {advice}")
+            raise TaskError(f"{out} holds embeddings made with {key}={manifest.get(key)!r}, not {wanted[key]!r}; "
+                            f"{advice}")
     if not isinstance(manifest.get("skipped", []), list):
         raise TaskError(f"{out}: the manifest's skipped entry is not a list; {advice}")
     try:
-        manifest["chunks"] = [chunk_entry(manifest, index, _count_or_none(out, index)) for index in chunk_numbers(manifest)]
+        manifest["chunks"] = [chunk_entry(manifest, index, _count_or_none(out, index))
+                              for index in chunk_numbers(manifest)]
     except ValueError as err:
         raise TaskError(f"{out}: {err}; {advice}") from None
     repairs = _verify(out, manifest)
@@ -166,12 +171,12 @@ def chunk_numbers(manifest: dict) -> list[int]:
     disjoint); a malformed value is a ValueError."""
     ranges = manifest.get("chunk_ranges")
     if not isinstance(ranges, list):
-        raise ValueError(f"the manifest's chunk_ranges is {type(ranges).__name__}, not a list of [start, stop] pairs")
-    numbers, last = [], 0
+        raise InputError(f"the manifest's chunk_ranges is {type(ranges).__name__}, not a list of [start, stop] pairs")
+    numbers, last = [], 0  # type: list[int], int
     for pair in ranges:
         if (not isinstance(pair, list) or len(pair) != 2 or not all(type(v) is int for v in pair)
                 or not last <= pair[0] < pair[1] <= MAX_CHUNKS):
-            raise ValueError(f"the manifest's chunk_ranges entry {pair!r} is not an ascending [start, stop] pair")
+            raise InputError(f"the manifest's chunk_ranges entry {pair!r} is not an ascending [start, stop] pair")
         numbers.extend(range(*pair))
         last = pair[1]
     return numbers
@@ -179,7 +184,7 @@ def chunk_numbers(manifest: dict) -> list[int]:
 
 def chunk_ranges(numbers) -> list[list[int]]:
     """[0, 1, 2, 5, 6] -> [[0, 3], [5, 7]]."""
-    ranges = []
+    ranges: list[list[int]] = []
     for number in numbers:
         if ranges and ranges[-1][1] == number:
             ranges[-1][1] += 1
@@ -221,7 +226,7 @@ def manifest_on_disk(manifest: dict) -> dict:
 
 
 def _verify(out, manifest) -> list[str]:
-    kept, repairs, seen_keys, seen_files = [], [], set(), set()
+    kept, repairs, seen_keys, seen_files = [], [], set(), set()  # type: list, list[str], set, set
     for number, entry in enumerate(manifest["chunks"]):
         problem = _chunk_problem(out, manifest, entry, seen_keys, seen_files)
         if problem is None:
@@ -316,8 +321,6 @@ class ChunkWriter:
 
     def __init__(self, out, manifest):
         self.out, self.manifest = out, manifest
-        self.kill_after = int(os.environ.get(KILL_AFTER_CHUNKS_ENV, "0") or 0)
-        self.written = 0
 
     def write(self, vectors, keys, skipped, rows, texts=None, sources=None, text_vectors=None):
         """One chunk: vectors (n, D), their keys, the inputs skipped meanwhile, the metadata rows,
@@ -362,11 +365,6 @@ class ChunkWriter:
 
     def _commit(self):
         atomic_write_json(os.path.join(self.out, MANIFEST), manifest_on_disk(self.manifest))  # the commit point
-        self.written += 1
-        if self.kill_after and self.written >= self.kill_after:
-            import signal
-
-            os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _save_npy(path, array):
@@ -383,6 +381,7 @@ def write_parquet(path, rows: list[dict]):
         table = pa.Table.from_pylist(rows)
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         fixed = ("key", "image_path", "caption", "width", "height")
-        table = pa.Table.from_pylist([{k: v if k in fixed or v is None else str(v) for k, v in row.items()} for row in rows])
+        table = pa.Table.from_pylist([{k: v if k in fixed or v is None else str(v) for k, v in row.items()}
+                                      for row in rows])
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)

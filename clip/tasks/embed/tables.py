@@ -42,7 +42,8 @@ def read_table(path: str):
 
         return pjson.read_json(path)
     except (pa.ArrowException, OSError, ValueError) as err:
-        raise TaskError(f"{path}: not a readable table ({str(err).splitlines()[0] if str(err) else type(err).__name__})") from None
+        raise TaskError(f"{path}: not a readable table "
+                        f"({str(err).splitlines()[0] if str(err) else type(err).__name__})") from None
 
 
 def _column(table, path: str, wanted, candidates, what: str, required: bool):
@@ -89,7 +90,8 @@ def table_collection(path: str, image_column=None, caption_column=None) -> Colle
         elif regular_file_error(full):
             error = regular_file_error(full)
         items.append(Item(key, value, path=full, caption=_text(caption), meta=meta, error=error))
-    return Collection("image", "table", os.path.abspath(path), items, len(items), has_captions=caption_column is not None)
+    return Collection("image", "table", os.path.abspath(path), items, len(items),
+                      has_captions=caption_column is not None)
 
 
 def _text(value):
