@@ -19,7 +19,7 @@ import numpy as np
 from clip.common.io import read_json_object
 from clip.tasks.backends import TaskError
 from clip.tasks.embed.inputs import open_collection
-from clip.tasks.embed.pipeline import finite_rows, image_batches, progress_bar
+from clip.tasks.embed.pipeline import encode_batch, finite_rows, image_batches, progress_bar
 from clip.tasks.embed.store import (
     EMB_DTYPES,
     MANIFEST,
@@ -196,10 +196,10 @@ def embed_to_dir(encoder, source, out, kind: str = "auto", batch_size: int = 64,
         total = collection.total
         with progress_bar(total, progress, f"embedding {collection.kind}s", initial=min(len(job.done), total or 0)) as bar:
             if collection.kind == "image":
-                for finished, pixels, failures in image_batches(encoder, job.todo(), batch_size, workers, prefetch,
+                for finished, images, failures in image_batches(encoder, job.todo(), batch_size, workers, prefetch,
                                                                 decode, draft, total):
                     captions = encoder.embed_texts([item.caption or "" for item, _ in finished]) if texts_too else None
-                    vectors = encoder.encode_images(pixels) if finished else np.zeros((0, encoder.dim), np.float32)
+                    vectors = encode_batch(encoder, images) if finished else np.zeros((0, encoder.dim), np.float32)
                     good, bad = finite_rows(encoder, vectors, list(range(len(finished))))
                     failures = list(failures) + [(finished[r][0], reason) for r, reason in bad]
                     if captions is not None:

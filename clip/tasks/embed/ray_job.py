@@ -17,7 +17,7 @@ import json
 import numpy as np
 
 from clip.tasks.backends import TaskError
-from clip.tasks.embed.decode import crop_spec, decode_crop, normalize, pixel_table
+from clip.tasks.embed.decode import crop_spec, decode_crop
 from clip.tasks.embed.inputs import Item
 from clip.tasks.embed.job import Job
 
@@ -55,14 +55,13 @@ class _Encode:
         if fingerprint is not None and self.encoder.fingerprint != fingerprint:
             raise TaskError(f"a Ray worker loaded other weights for {model!r} (fingerprint {self.encoder.fingerprint}, "
                             f"expected {fingerprint}); every node must see the same checkpoint")
-        self.table = pixel_table(self.encoder.processor.image_processor)
         self.texts_too = texts_too
 
     def __call__(self, batch: dict) -> dict:
         ok = np.array([not e for e in batch["error"]], bool)
         vectors = np.zeros((len(ok), self.encoder.dim), np.float32)
         if ok.any():
-            vectors[ok] = self.encoder.encode_images(normalize(batch["crop"][ok], self.table))
+            vectors[ok] = self.encoder.encode_crops(batch["crop"][ok])  # uint8, normalized on the actor's device
         out = {k: batch[k] for k in ("key", "width", "height", "error")}
         out["vector"] = vectors
         return out
