@@ -19,7 +19,12 @@ import numpy as np
 from clip.common.io import read_json_object
 from clip.tasks.backends import TaskError
 from clip.tasks.embed.inputs import open_collection
-from clip.tasks.embed.pipeline import encode_batch, finite_rows, image_batches, progress_bar
+from clip.tasks.embed.pipeline import (
+    encode_batch,
+    finite_rows,
+    image_batches,
+    progress_bar,
+)
 from clip.tasks.embed.store import (
     EMB_DTYPES,
     MANIFEST,
