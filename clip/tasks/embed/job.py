@@ -104,7 +104,8 @@ class Job:
     chunks and commits them. Use as a context manager; feed it with add(), then finish()."""
 
     def __init__(self, encoder, source, out, kind="auto", chunk_size=1024, storage="safetensors", overwrite=False,
-                 shard=(0, 1), image_column=None, caption_column=None, texts_too=False, emb_dtype="float16"):
+                 shard=(0, 1), image_column=None, caption_column=None, texts_too=False, emb_dtype="float16",
+                 listing=True):
         if isinstance(source, (list, tuple)):
             source = "::".join(os.fspath(s) for s in source)
         self.source, self.out = os.fspath(source), os.fspath(out)
@@ -116,7 +117,8 @@ class Job:
             raise TaskError(f"chunk size must be at least 1, got {chunk_size}")
         if not 0 <= shard[0] < shard[1]:
             raise TaskError(f"shard {shard[0]}/{shard[1]}: K must be in 0..N-1")
-        self.collection = open_collection(self.source, kind, self.out, image_column, caption_column)
+        # listing=False: Ray Data lists and reads the inputs (clip.tasks.embed.ray_readers), not this process
+        self.collection = open_collection(self.source, kind, self.out, image_column, caption_column, listing)
         if texts_too and (self.collection.kind != "image" or not self.collection.has_captions):
             raise TaskError(f"{self.source}: --texts-too needs captions (webdataset .txt members or a table's caption column)")
         self.encoder, self.chunk_size, self.shard, self.texts_too = encoder, chunk_size, tuple(shard), texts_too
