@@ -11,10 +11,16 @@ arithmetic on the device in float32 would differ from its float64 rescale by an 
     to_pixels = device_pixels(encoder)      # once per encoder
     pixels = to_pixels(crops)               # (N, 3, H, W) float32 on the model's device, NCHW
 
+On a CPU the device is the host, and numpy's take (one per channel) is that gather at 6-10x the
+speed of torch's CPU indexing (64 crops of 224x224: 28 ms against 280 ms on this machine, a tenth
+of ViT-B/32's time there), so a CPU model gets numpy pixels, which its image call takes as they are.
+
 Like clip.tasks.backends, the framework is imported when the function is built, never before.
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 
@@ -22,14 +28,31 @@ import numpy as np
 _CHANNEL_OFFSETS = (np.arange(3, dtype=np.int32) * 256).reshape(1, 3, 1, 1)
 
 
-def device_pixels(encoder):
-    """A function (N, H, W, 3) uint8 numpy crops -> (N, 3, H, W) float32 pixel values on the
-    encoder's device, as the framework's tensor (what the encoder's image call takes)."""
+def device_pixels(encoder, gather: str = "auto"):
+    """A function (N, H, W, 3) uint8 numpy crops -> (N, 3, H, W) float32 pixel values where the
+    encoder's model runs (what its image call takes). gather: "numpy" (on the host), "framework"
+    (the framework's gather on the model's device), or "auto": numpy for a model on a CPU."""
     from clip.tasks.embed.decode import pixel_table
 
-    table = pixel_table(encoder.processor.image_processor).reshape(-1)
+    table = pixel_table(encoder.processor.image_processor)
+    if gather == "numpy" or (gather == "auto" and on_cpu(encoder)):
+        return functools.partial(_numpy_pixels, table=table)
     build = {"pt": _torch_pixels, "tf": _tf_pixels, "flax": _jax_pixels}[encoder.backend]
-    return build(encoder, table)
+    return build(encoder, table.reshape(-1))
+
+
+def on_cpu(encoder) -> bool:
+    """Whether the encoder's model runs on the host's CPU."""
+    if encoder.backend == "flax":
+        return _jax_device(encoder).platform == "cpu"
+    return "cpu" in str(encoder.device).lower()  # torch "cpu", TensorFlow "/CPU:0"
+
+
+def _numpy_pixels(crops, table):
+    out = np.empty((len(crops), 3, *crops.shape[1:3]), np.float32)
+    for channel in range(3):  # NHWC -> NCHW as it gathers
+        np.take(table[channel], crops[..., channel], out=out[:, channel])
+    return out
 
 
 def _torch_pixels(encoder, table):
@@ -67,8 +90,7 @@ def _jax_pixels(encoder, table):
     import jax
     import jax.numpy as jnp
 
-    # the device the encoder's parameters were committed to (clip.tasks.backends._load_flax)
-    device = next(iter(jax.tree.leaves(encoder.network.params)[0].devices()))
+    device = _jax_device(encoder)
     table = jax.device_put(table, device)
 
     @jax.jit
@@ -80,3 +102,10 @@ def _jax_pixels(encoder, table):
         return gather(table, jax.device_put(crops, device))
 
     return to_pixels
+
+
+def _jax_device(encoder):
+    """The device the encoder's parameters were committed to (clip.tasks.backends._load_flax)."""
+    import jax
+
+    return next(iter(jax.tree.leaves(encoder.network.params)[0].devices()))

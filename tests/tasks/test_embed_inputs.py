@@ -79,11 +79,12 @@ def test_uint8_crops_normalized_on_the_device_equal_both_processors(backend, enc
         buffer = io.BytesIO()
         image.save(buffer, format="PNG")
         decode_crop(None, buffer.getvalue(), spec, out)
-    pixels = device_pixels(on_device)(crops)
-    pixels = pixels.cpu().numpy() if backend == "pt" else np.asarray(pixels)
-    for expected in (reference(images, return_tensors="np")["pixel_values"], on_device.preprocess(images)):
-        assert pixels.dtype == np.float32 and pixels.shape == expected.shape
-        assert np.abs(pixels - expected).max() <= 1e-6
+    for gather in ("framework", "numpy"):  # on an accelerator / on a CPU (the host) by default
+        pixels = device_pixels(on_device, gather)(crops)
+        pixels = pixels.cpu().numpy() if hasattr(pixels, "cpu") else np.asarray(pixels)
+        for expected in (reference(images, return_tensors="np")["pixel_values"], on_device.preprocess(images)):
+            assert pixels.dtype == np.float32 and pixels.shape == expected.shape
+            assert np.abs(pixels - expected).max() <= 1e-6, gather
     np.testing.assert_allclose(on_device.encode_crops(crops), on_device.encode_images(on_device.preprocess(images)), atol=1e-6)
     with pytest.raises(ValueError, match=r"crops must be \(N, 48, 48, 3\) uint8"):
         on_device.encode_crops(crops.astype(np.float32))
