@@ -12,8 +12,9 @@ arithmetic on the device in float32 would differ from its float64 rescale by an 
     pixels = to_pixels(crops)               # (N, 3, H, W) float32 on the model's device, NCHW
 
 On a CPU the device is the host, and numpy's take (one per channel) is that gather at 6-10x the
-speed of torch's CPU indexing (64 crops of 224x224: 28 ms against 280 ms on this machine, a tenth
-of ViT-B/32's time there), so a CPU model gets numpy pixels, which its image call takes as they are.
+speed of torch's CPU indexing (64 crops of 224x224: 28 ms against 280 ms on the 2-core test machine,
+where ViT-B/32 takes about 1.3 s for them in float32), so a CPU model gets numpy pixels, which its
+image call takes as they are.
 
 Like clip.tasks.backends, the framework is imported when the function is built, never before.
 """
