@@ -120,14 +120,14 @@ def _run(ray, job, encoder, spec, batch_size, actors, texts_too):
             for row in range(len(batch["key"])):
                 item = item_of({name: batch[name][row] for name in RECORD_FIELDS if name != "data"})
                 read += 1
-                if job.collection.input == "webdataset" and not item.error:
+                if job.collection.input == "webdataset":  # as shards._item: a repeated key, whatever the sample holds
                     if item.key in seen:
                         shard_name = item.source.rsplit("/", 1)[0]
                         item.key, item.error = f"{item.key}@{shard_name}", f"duplicate key {item.key!r}: an earlier sample has it"
-                    seen.add(item.key)
-                error = item.error or batch["error"][row]
-                if error:
-                    failures.append((item, str(error)))
+                    else:
+                        seen.add(item.key)
+                if item.error:  # the reader's or the decoder's reason
+                    failures.append((item, item.error))
                 else:
                     finished.append((item, (int(batch["width"][row]), int(batch["height"][row]))))
                     vectors.append(batch["vector"][row])

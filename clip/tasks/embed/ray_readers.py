@@ -49,10 +49,15 @@ def _records(items, done, shard):
 
 
 def item_of(row: dict) -> Item:
-    """The Item a record (or a result row carrying its fields) stands for, without its bytes."""
-    meta = row.get("meta")
-    return Item(str(row["key"]), str(row["source"]), path=row.get("path") or None, caption=row.get("caption"),
-                meta=json.loads(meta) if meta else None, error=row.get("error") or None)
+    """The Item a record (or a result row carrying its fields) stands for, without its bytes.
+    Only strings count: a column that is null in a whole block may come back as NaN floats."""
+    def text(name):
+        value = row.get(name)
+        return value if isinstance(value, str) else None
+
+    meta = text("meta")
+    return Item(str(row["key"]), str(row["source"]), path=text("path") or None, caption=text("caption"),
+                meta=json.loads(meta) if meta else None, error=text("error") or None)
 
 
 # --------------------------------------------------------------------- folders and single images
@@ -97,8 +102,8 @@ def _shard_records(batch, done, shard):
     from clip.tasks.embed.shards import _item
 
     items = []
-    for row in batch.to_pylist():
-        # a member a sample lacks is null in its row; Ray's reader keeps the tar's own (webdataset's) keys
+    for row in batch.to_dict("records"):
+        # a member a sample lacks is NaN in its row; Ray's reader keeps the tar's own (webdataset's) keys
         sample = {name: value for name, value in row.items() if isinstance(value, (bytes, str))}
         name = os.path.basename(sample["__url__"].rstrip("/")) or sample["__url__"]
         items.append(_item(sample, name, set()))  # duplicates across shards: found in order by the driver
@@ -156,7 +161,9 @@ def input_dataset(ray, collection, out, done, shard):
             raise TaskError(f"{collection.root}: --ray reads shards through pyarrow's file systems (local, s3://, "
                             "gs://, https://); a pipe: command is for a local run")
         samples = ray.data.read_webdataset(urls, decoder=None, file_extensions=None)
-        return samples.map_batches(_shard_records, fn_kwargs={"done": done, "shard": shard}, **options)
+        # pandas: the reader's own block format, whose NaN for a member some samples lack has no arrow type
+        return samples.map_batches(_shard_records, fn_kwargs={"done": done, "shard": shard},
+                                   **{**options, "batch_format": "pandas"})
     if collection.input == "table":
         image_column, caption_column = collection.columns
         table = _read_table(ray, collection.root)
