@@ -12,8 +12,8 @@ from task_helpers import ROOT
 
 from clip.tasks.embed import KILL_AFTER_CHUNKS_ENV, load_embeddings
 
-# 100,000 by the issue: 2 min 45 s on the 2-core test machine under load (generating the PNGs
-# included; uint8 crops normalized by numpy's take); CLIP_EMBED_SCALE_N=20000 for a quicker run
+# 100,000 by the issue: 2 min 45 s to 3 min 40 s on the 2-core test machine while other work loaded
+# it (load average 4-5; generating the PNGs included); CLIP_EMBED_SCALE_N=20000 for a quicker run
 SCALE_N = int(os.environ.get("CLIP_EMBED_SCALE_N", "100000"))
 
 
