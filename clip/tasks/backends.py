@@ -79,6 +79,7 @@ class Encoder:
         self.logit_scale = float(logit_scale)
         self.dim = int(dim)
         self.max_text_length = int(max_text_length)
+        self._crops_to_pixels = None  # clip.tasks.crops.device_pixels, built on the first encode_crops
 
     @property
     def scale(self) -> float:
@@ -95,6 +96,23 @@ class Encoder:
         if len(pixel_values) == 0:
             return np.zeros((0, self.dim), np.float32)
         return l2_normalize(self._image_fn(pixel_values))
+
+    def encode_crops(self, crops) -> np.ndarray:
+        """(N, H, W, 3) uint8 crops, resized and center-cropped to image_size (what clip.tasks.embed's
+        decode workers return) -> (N, D) unit vectors. Rescale and normalize run on the model's
+        device, one gather per batch (clip.tasks.crops): the processor's float32 pixels exactly, so
+        the vectors are encode_images(preprocess(images))'s."""
+        crops = np.asarray(crops)
+        if crops.dtype != np.uint8 or crops.ndim != 4 or crops.shape[1:] != (*self.image_size, 3):
+            raise TaskError(f"crops must be (N, {self.image_size[0]}, {self.image_size[1]}, 3) uint8, "
+                            f"got {crops.shape} {crops.dtype}")
+        if len(crops) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        if self._crops_to_pixels is None:
+            from clip.tasks.crops import device_pixels
+
+            self._crops_to_pixels = device_pixels(self)
+        return l2_normalize(self._image_fn(self._crops_to_pixels(np.ascontiguousarray(crops))))
 
     def encode_texts(self, input_ids, attention_mask=None) -> np.ndarray:
         """(M, L) token ids (+ mask) -> (M, D) unit vectors."""

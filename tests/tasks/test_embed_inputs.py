@@ -14,7 +14,7 @@ from PIL import Image
 from task_helpers import PHOTOS, ROOT, run_clip
 
 from clip.tasks.embed import embed_to_dir, load_embeddings
-from clip.tasks.embed.decode import crop_spec, decode_crop, normalize, pixel_table
+from clip.tasks.embed.decode import crop_spec, decode_crop
 
 
 def _read(path) -> bytes:
@@ -57,21 +57,37 @@ def collection(tmp_path_factory):
     return base, names
 
 
-def test_rescale_and_normalize_of_the_uint8_crops_equal_the_processor(encoder):
-    processor = encoder.processor.image_processor
-    spec, table = crop_spec(processor), pixel_table(processor)
+@pytest.mark.parametrize("backend", ["pt", "tf", "flax"])
+def test_uint8_crops_normalized_on_the_device_equal_both_processors(backend, encoder):
+    """The decode workers' uint8 crops, rescaled and normalized on the model's device (one gather),
+    are transformers' CLIPImageProcessor's float32 pixels and ours, on real photos and odd sizes."""
+    pytest.importorskip({"pt": "torch", "tf": "tensorflow", "flax": "flax"}[backend])
+    transformers = pytest.importorskip("transformers")
+    from clip.models import default_model_path
+    from clip.tasks import load_encoder
+    from clip.tasks.crops import device_pixels
+
+    on_device = encoder if backend == "pt" else load_encoder(backend=backend)
+    processor = on_device.processor.image_processor
+    reference = transformers.CLIPImageProcessor.from_pretrained(default_model_path())
+    spec = crop_spec(processor)
     rng = np.random.default_rng(0)
     images = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in ((37, 90), (300, 41), (8, 8))]
-    images += [Image.open(os.path.join(PHOTOS, n)) for n in sorted(os.listdir(PHOTOS))]
+    images += [Image.open(os.path.join(PHOTOS, n)).convert("RGB") for n in sorted(os.listdir(PHOTOS))]
     crops = np.zeros((len(images), *spec.shape), np.uint8)
     for image, out in zip(images, crops):
         buffer = io.BytesIO()
         image.save(buffer, format="PNG")
         decode_crop(None, buffer.getvalue(), spec, out)
-    expected = processor.preprocess([image.convert("RGB") for image in images], return_tensors="np")["pixel_values"]
-    got = normalize(crops, table)
-    assert got.dtype == np.float32 and got.shape == expected.shape
-    assert np.abs(got - expected).max() <= 1e-6
+    for gather in ("framework", "numpy"):  # on an accelerator / on a CPU (the host) by default
+        pixels = device_pixels(on_device, gather)(crops)
+        pixels = pixels.cpu().numpy() if hasattr(pixels, "cpu") else np.asarray(pixels)
+        for expected in (reference(images, return_tensors="np")["pixel_values"], on_device.preprocess(images)):
+            assert pixels.dtype == np.float32 and pixels.shape == expected.shape
+            assert np.abs(pixels - expected).max() <= 1e-6, gather
+    np.testing.assert_allclose(on_device.encode_crops(crops), on_device.encode_images(on_device.preprocess(images)), atol=1e-6)
+    with pytest.raises(ValueError, match=r"crops must be \(N, 48, 48, 3\) uint8"):
+        on_device.encode_crops(crops.astype(np.float32))
 
 
 def _by_key(out, sources_to_names):

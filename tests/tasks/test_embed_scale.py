@@ -1,4 +1,4 @@
-"""`clip embed` at scale (slow): Ray Data on a local cluster, and 100,000 small images."""
+"""`clip embed` at scale (slow): 100,000 small images (the Ray job is in test_embed_ray.py)."""
 
 import json
 import os
@@ -10,51 +10,11 @@ import numpy as np
 import pytest
 from task_helpers import KILL_SCRIPT, ROOT
 
-from clip.tasks.embed import embed_to_dir, load_embeddings
+from clip.tasks.embed import load_embeddings
 
-
-def _shapes(folder, count, size=48):
-    from clip.data import SyntheticShapes
-
-    folder.mkdir()
-    shapes = SyntheticShapes(count, seed=3, image_size=size)
-    for i in range(count):
-        shapes[i][0].save(folder / f"{i:03d}.png")
-    return folder
-
-
-@pytest.mark.slow
-def test_ray_job_gives_the_local_vectors_and_a_killed_run_resumes_losing_nothing(tmp_path, encoder):
-    ray = pytest.importorskip("ray")
-    from clip.tasks.embed.ray_job import embed_to_dir_ray
-
-    folder = _shapes(tmp_path / "shapes", 9)
-    local = load_embeddings(embed_to_dir(encoder, folder, tmp_path / "local.emb", chunk_size=2)["out"])
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        address = ray.get_runtime_context().gcs_address
-        out = tmp_path / "ray.emb"
-        env = dict(os.environ, HF_HUB_OFFLINE="1")
-        killed = subprocess.run([sys.executable, KILL_SCRIPT, "2", "embed", str(folder), "--out", str(out), "--ray", address,
-                                 "--chunk-size", "2", "--batch-size", "2"], check=False, capture_output=True, text=True, env=env,
-                                cwd=ROOT, timeout=300)
-        assert killed.returncode == -signal.SIGKILL, killed.stderr
-        assert json.loads((out / "manifest.json").read_text())["count"] == 4
-
-        summary = embed_to_dir_ray(encoder, folder, out, chunk_size=2, batch_size=2)  # on the Ray started here
-        assert summary["reused"] == 4 and summary["embedded"] == 5 and summary["count"] == 9
-    finally:
-        ray.shutdown()
-    resumed = load_embeddings(out)
-    assert sorted(resumed.sources) == local.sources  # each image once: nothing lost, nothing twice
-    by_source = dict(zip(resumed.sources, resumed.vectors))
-    np.testing.assert_allclose(np.stack([by_source[s] for s in local.sources]), local.vectors, atol=1e-6)
-    assert sorted(os.listdir(out / "img_emb")) == [f"img_emb_{i:06d}.npy" for i in range(5)]
-
-
-# 100,000 by the issue; the default keeps this test to a few minutes on 2 busy cores (the embedded
-# model runs at ~200 images/s there); CLIP_EMBED_SCALE_N=100000 runs the full size
-SCALE_N = int(os.environ.get("CLIP_EMBED_SCALE_N", "20000"))
+# 100,000 by the issue: 2 min 45 s to 3 min 40 s on the 2-core test machine while other work loaded
+# it (load average 4-5; generating the PNGs included); CLIP_EMBED_SCALE_N=20000 for a quicker run
+SCALE_N = int(os.environ.get("CLIP_EMBED_SCALE_N", "100000"))
 
 
 def _thumbnails(folder, count):

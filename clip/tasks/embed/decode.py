@@ -1,9 +1,10 @@
 """Decode workers: file or bytes -> uint8 crop (H x W x 3, resized and center-cropped), in processes.
 
-The workers write their crops into one shared-memory ring of slots (no pixels go through a pipe);
-the main process turns a batch of crops into the model's float32 input in one batched op,
-`normalize`: a per-channel 256-entry table computed with transformers' arithmetic (float64
-rescale, float32 normalize), so the result equals CLIPImageProcessor's float32 output exactly.
+The workers write their crops into one shared-memory ring of slots (no pixels go through a pipe),
+and the crops go on to the model's device as uint8 (a quarter of float32's bytes), where
+Encoder.encode_crops turns them into the model's float32 input in one gather from `pixel_table`:
+a per-channel 256-entry table computed with transformers' arithmetic (float64 rescale, float32
+normalize), so the result equals CLIPImageProcessor's float32 output exactly.
 
 `draft=True` lets PIL decode large JPEGs at 1/2, 1/4 or 1/8 scale (DCT scaling) when that still
 leaves at least the resize target: much faster on phone photos, slightly different pixels.
@@ -61,15 +62,6 @@ def pixel_table(image_processor) -> np.ndarray:
         std = np.asarray(p.image_std, np.float32).reshape(-1, 1)
         x = (x - mean) / std
     return np.ascontiguousarray(x, np.float32)
-
-
-def normalize(crops: np.ndarray, table: np.ndarray) -> np.ndarray:
-    """(N, H, W, 3) uint8 crops -> (N, 3, H, W) float32 pixel values, one gather per channel."""
-    crops = np.asarray(crops)
-    out = np.empty((len(crops), 3, *crops.shape[1:3]), np.float32)
-    for channel in range(3):
-        np.take(table[channel], crops[..., channel], out=out[:, channel])
-    return out
 
 
 def _resize_target(height: int, width: int, size: dict) -> tuple[int, int]:

@@ -55,6 +55,7 @@ class Collection:
     items: object  # a list of Item, or a callable giving an iterator of them (streams)
     total: int | None = None  # known in advance for lists (progress bars), None for streams
     has_captions: bool = False
+    columns: tuple | None = None  # a table's (image column, caption column or None)
 
     def iterate(self):
         return iter(self.items) if isinstance(self.items, list) else self.items()
@@ -165,8 +166,13 @@ def detect_kind(source) -> str:
     return "text" if source.lower().endswith(TEXT_SUFFIXES) else "image"
 
 
-def open_collection(source, kind: str = "auto", out=None, image_column=None, caption_column=None) -> Collection:
-    """Resolve `source` (see the module docstring) into a Collection; a bad input is a TaskError."""
+def open_collection(source, kind: str = "auto", out=None, image_column=None, caption_column=None,
+                    listing: bool = True) -> Collection:
+    """Resolve `source` (see the module docstring) into a Collection; a bad input is a TaskError.
+
+    listing=False: check what the user named (the folder exists, the table's columns, the shards
+    open) without listing a folder's files or reading a table's rows, for a reader elsewhere (Ray
+    Data: clip.tasks.embed.ray_readers); a folder's or table's items are then left empty."""
     from clip.tasks.embed.shards import shard_collection
     from clip.tasks.embed.tables import table_collection
 
@@ -184,6 +190,8 @@ def open_collection(source, kind: str = "auto", out=None, image_column=None, cap
         return Collection("text", "lines", os.path.abspath(source), items, len(items))
     if os.path.isdir(source):
         root = os.path.abspath(source)
+        if not listing:
+            return Collection("image", "folder", root, [], None)
         keys, unreadable = scan_folder(root, exclude=out)
         if not keys and not unreadable:
             raise TaskError(f"{source}: the directory holds no image files to embed")
@@ -193,7 +201,7 @@ def open_collection(source, kind: str = "auto", out=None, image_column=None, cap
     if is_shard_spec(source):
         return shard_collection(source)
     if source.lower().endswith(TABLE_SUFFIXES):
-        return table_collection(source, image_column, caption_column)
+        return table_collection(source, image_column, caption_column, listing)
     if not os.path.isfile(source):
         raise TaskError(f"{source}: no such file or directory")
     name = os.path.basename(source)

@@ -19,7 +19,12 @@ import numpy as np
 from clip.common.io import read_json_object
 from clip.tasks.backends import TaskError
 from clip.tasks.embed.inputs import open_collection
-from clip.tasks.embed.pipeline import finite_rows, image_batches, progress_bar
+from clip.tasks.embed.pipeline import (
+    encode_batch,
+    finite_rows,
+    image_batches,
+    progress_bar,
+)
 from clip.tasks.embed.store import (
     EMB_DTYPES,
     MANIFEST,
@@ -99,7 +104,8 @@ class Job:
     chunks and commits them. Use as a context manager; feed it with add(), then finish()."""
 
     def __init__(self, encoder, source, out, kind="auto", chunk_size=1024, storage="safetensors", overwrite=False,
-                 shard=(0, 1), image_column=None, caption_column=None, texts_too=False, emb_dtype="float16"):
+                 shard=(0, 1), image_column=None, caption_column=None, texts_too=False, emb_dtype="float16",
+                 listing=True):
         if isinstance(source, (list, tuple)):
             source = "::".join(os.fspath(s) for s in source)
         self.source, self.out = os.fspath(source), os.fspath(out)
@@ -111,7 +117,8 @@ class Job:
             raise TaskError(f"chunk size must be at least 1, got {chunk_size}")
         if not 0 <= shard[0] < shard[1]:
             raise TaskError(f"shard {shard[0]}/{shard[1]}: K must be in 0..N-1")
-        self.collection = open_collection(self.source, kind, self.out, image_column, caption_column)
+        # listing=False: Ray Data lists and reads the inputs (clip.tasks.embed.ray_readers), not this process
+        self.collection = open_collection(self.source, kind, self.out, image_column, caption_column, listing)
         if texts_too and (self.collection.kind != "image" or not self.collection.has_captions):
             raise TaskError(f"{self.source}: --texts-too needs captions (webdataset .txt members or a table's caption "
                             "column)")
@@ -200,10 +207,10 @@ def embed_to_dir(encoder, source, out, kind: str = "auto", batch_size: int = 64,
         initial = min(len(job.done), total or 0)
         with progress_bar(total, progress, f"embedding {collection.kind}s", initial=initial) as bar:
             if collection.kind == "image":
-                for finished, pixels, failures in image_batches(encoder, job.todo(), batch_size, workers, prefetch,
+                for finished, images, failures in image_batches(encoder, job.todo(), batch_size, workers, prefetch,
                                                                 decode, draft, total):
                     captions = encoder.embed_texts([item.caption or "" for item, _ in finished]) if texts_too else None
-                    vectors = encoder.encode_images(pixels) if finished else np.zeros((0, encoder.dim), np.float32)
+                    vectors = encode_batch(encoder, images) if finished else np.zeros((0, encoder.dim), np.float32)
                     good, bad = finite_rows(encoder, vectors, list(range(len(finished))))
                     failures = list(failures) + [(finished[r][0], reason) for r, reason in bad]
                     if captions is not None:

@@ -1,4 +1,4 @@
-"""The in-memory pipeline: items -> decode workers -> normalize -> encoder, batch by batch.
+"""The in-memory pipeline: items -> decode workers (uint8 crops) -> encoder (normalize on its device), batch by batch.
 
     result = embed_images(encoder, ["a.jpg", "b.png"])   # Embeddings(vectors, sources, skipped)
     vectors = embed_texts(encoder, ["a dog", "a cat"])      # (2, D) numpy, as encoder.embed_texts
@@ -16,13 +16,7 @@ from PIL import Image
 
 from clip.errors import InputError
 from clip.tasks.backends import TaskError, as_tensors, nonfinite_rows
-from clip.tasks.embed.decode import (
-    Decoder,
-    crop_spec,
-    default_workers,
-    normalize,
-    pixel_table,
-)
+from clip.tasks.embed.decode import Decoder, crop_spec, default_workers
 from clip.tasks.embed.inputs import Item, regular_file_error
 
 DECODE_MODES = ("auto", "process", "thread")
@@ -113,11 +107,13 @@ def choose_mode(decode: str, count: int | None, batch_size: int) -> str:
 
 def image_batches(encoder, items, batch_size: int = 64, workers: int | None = None, prefetch: int | None = None,
                   decode: str = "auto", draft: bool = False, count: int | None = None):
-    """Yield (done, pixel_values, failures) per batch of `items` (Item objects), in order.
+    """Yield (done, images, failures) per batch of `items` (Item objects), in order.
 
-    done: [(item, (width, height))] for the rows of pixel_values ((n, 3, H, W) float32, exactly the
-    processor's output); failures: [(item, reason)]. Decoding runs `prefetch` images (default 4
-    batches) ahead of the consumer, so the next batches decode while the model runs on this one.
+    done: [(item, (width, height))] for the rows of images: (n, H, W, 3) uint8 crops (resized and
+    center-cropped; encoder.encode_crops rescales and normalizes them on the model's device), or
+    (n, 3, H, W) float32 pixel values for a processor configured unlike CLIP's; encode_batch takes
+    either. failures: [(item, reason)]. Decoding runs `prefetch` images (default 4 batches) ahead
+    of the consumer, so the next batches decode while the model runs on this one.
     """
     if batch_size < 1:
         raise TaskError(f"batch size must be at least 1, got {batch_size}")
@@ -126,7 +122,6 @@ def image_batches(encoder, items, batch_size: int = 64, workers: int | None = No
     if spec is None:  # a processor configured unlike CLIP's: let it do everything
         yield from _processor_batches(processor, items, batch_size, encoder.image_size)
         return
-    table = pixel_table(processor)
     slots = max(prefetch or 4 * batch_size, batch_size)
     mode = choose_mode(decode, count, batch_size)
     with Decoder(spec, slots, workers, mode) as decoder:
@@ -168,10 +163,18 @@ def image_batches(encoder, items, batch_size: int = 64, workers: int | None = No
                     slots_done.append(slot)
                 else:
                     failures.append((item, reason))
-            pixels = normalize(decoder.ring[slots_done], table)  # a copy: the slots can be reused now
+            crops = decoder.ring[slots_done]  # a copy: the slots can be reused now
             free.extend(used)
             top_up()  # the next batches decode while the caller runs the model on this one
-            yield done, pixels, failures
+            yield done, crops, failures
+
+
+def encode_batch(encoder, images) -> np.ndarray:
+    """The unit vectors of one image_batches batch: uint8 crops are rescaled and normalized on the
+    model's device (encoder.encode_crops), float pixel values go in as they are."""
+    if images.dtype == np.uint8:
+        return encoder.encode_crops(images)
+    return encoder.encode_images(images)
 
 
 def _submit(decoder, jobs, members, pending):
@@ -255,12 +258,12 @@ def embed_images(encoder, images, batch_size: int = 64, workers: int | None = No
     in_memory = [i for i, image in enumerate(images) if not isinstance(image, (str, os.PathLike))]
     with progress_bar(len(images), progress, "embedding images") as bar:
         items = (_path_item(i, images[i]) for i in paths)
-        for done, pixels, failures in image_batches(encoder, items, batch_size, workers, decode=decode, draft=draft,
-                                                    count=len(paths)):
+        for done, batch, failures in image_batches(encoder, items, batch_size, workers, decode=decode, draft=draft,
+                                                   count=len(paths)):
             rows = [int(item.key) for item, _ in done]
             failures = [(int(item.key), reason) for item, reason in failures]
             if rows:
-                _keep_finite(encoder, encoder.encode_images(pixels), rows, vectors, kept, failures)
+                _keep_finite(encoder, encode_batch(encoder, batch), rows, vectors, kept, failures)
             skipped += [{"source": names[i], "reason": reason} for i, reason in failures]
             bar.update(len(done) + len(failures))
         for start in range(0, len(in_memory), batch_size):

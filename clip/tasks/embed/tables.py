@@ -42,12 +42,36 @@ def read_table(path: str):
 
         return pjson.read_json(path)
     except (pa.ArrowException, OSError, ValueError) as err:
-        raise TaskError(f"{path}: not a readable table "
-                        f"({str(err).splitlines()[0] if str(err) else type(err).__name__})") from None
+        raise TaskError(f"{path}: not a readable table ({str(err).splitlines()[0] if str(err) else type(err).__name__})") from None
+
+
+def read_schema(path: str):
+    """The table's schema (its column names), reading as little as the format allows: a parquet
+    footer, the first block of a CSV or JSONL file."""
+    import pyarrow as pa
+
+    lower = path.lower()
+    try:
+        if lower.endswith(".parquet"):
+            import pyarrow.parquet as pq
+
+            return pq.read_schema(path)
+        if lower.endswith((".csv", ".tsv")):
+            import pyarrow.csv as pcsv
+
+            delimiter = "\t" if lower.endswith(".tsv") else ","
+            with pcsv.open_csv(path, parse_options=pcsv.ParseOptions(delimiter=delimiter)) as reader:
+                return reader.schema
+        import pyarrow.json as pjson
+
+        with pjson.open_json(path) as reader:
+            return reader.schema
+    except (pa.ArrowException, OSError, ValueError) as err:
+        raise TaskError(f"{path}: not a readable table ({str(err).splitlines()[0] if str(err) else type(err).__name__})") from None
 
 
 def _column(table, path: str, wanted, candidates, what: str, required: bool):
-    names = table.column_names
+    names = list(getattr(table, "schema", table).names)  # a Table's or a Schema's column names
     if wanted is not None:
         if wanted not in names:
             raise TaskError(f"{path}: no column {wanted!r} (columns: {', '.join(names) or 'none'})")
@@ -59,39 +83,42 @@ def _column(table, path: str, wanted, candidates, what: str, required: bool):
     return found
 
 
-def table_collection(path: str, image_column=None, caption_column=None) -> Collection:
+def table_collection(path: str, image_column=None, caption_column=None, listing: bool = True) -> Collection:
+    """The table's rows as items; listing=False checks the file and its columns only (the rows are
+    read elsewhere, by Ray Data: clip.tasks.embed.ray_readers) and leaves the items empty."""
     if not os.path.isfile(path):
         raise TaskError(f"{path}: no such file")
-    table = read_table(path)
+    table = read_table(path) if listing else read_schema(path)
     image_column = _column(table, path, image_column, IMAGE_COLUMNS, "image path", True)
     caption_column = _column(table, path, caption_column, CAPTION_COLUMNS, "caption", False)
-    if table.num_rows == 0:
+    if listing and table.num_rows == 0:
         raise TaskError(f"{path}: the table has no rows")
     base = os.path.dirname(os.path.abspath(path))
-    rows = table.to_pylist()
-    items = []
-    for number, row in enumerate(rows):
-        value = row.get(image_column)
-        caption = row.get(caption_column) if caption_column else None
-        meta = {k: v for k, v in row.items() if k not in (image_column, caption_column)}
-        meta = {k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool)) or v is None}
-        key = str(number)
-        if not isinstance(value, str) or not value.strip():
-            items.append(Item(key, f"row {number}", caption=_text(caption), meta=meta,
-                              error=f"row {number}: no path in column {image_column!r}"))
-            continue
-        if "://" in value:
-            items.append(Item(key, value, path=value, caption=_text(caption), meta=meta))
-            continue
-        full = value if os.path.isabs(value) else os.path.join(base, value)
-        error = None
-        if not os.path.exists(full):
-            error = f"no such file: {value}"
-        elif regular_file_error(full):
-            error = regular_file_error(full)
-        items.append(Item(key, value, path=full, caption=_text(caption), meta=meta, error=error))
-    return Collection("image", "table", os.path.abspath(path), items, len(items),
-                      has_captions=caption_column is not None)
+    rows = table.to_pylist() if listing else []
+    items = [row_item(number, row, image_column, caption_column, base) for number, row in enumerate(rows)]
+    return Collection("image", "table", os.path.abspath(path), items, len(items) if listing else None,
+                      has_captions=caption_column is not None, columns=(image_column, caption_column))
+
+
+def row_item(number: int, row: dict, image_column: str, caption_column, base: str) -> Item:
+    """The item of row `number` (a dict of its values); `base`: the table's folder, for relative paths."""
+    value = row.get(image_column)
+    caption = row.get(caption_column) if caption_column else None
+    meta = {k: v for k, v in row.items() if k not in (image_column, caption_column)}
+    meta = {k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool)) or v is None}
+    key = str(number)
+    if not isinstance(value, str) or not value.strip():
+        return Item(key, f"row {number}", caption=_text(caption), meta=meta,
+                    error=f"row {number}: no path in column {image_column!r}")
+    if "://" in value:
+        return Item(key, value, path=value, caption=_text(caption), meta=meta)
+    full = value if os.path.isabs(value) else os.path.join(base, value)
+    error = None
+    if not os.path.exists(full):
+        error = f"no such file: {value}"
+    elif regular_file_error(full):
+        error = regular_file_error(full)
+    return Item(key, value, path=full, caption=_text(caption), meta=meta, error=error)
 
 
 def _text(value):
