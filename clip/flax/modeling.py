@@ -84,10 +84,15 @@ def l2_normalize(x):
 
 
 def scaled_similarity(text_embeds, image_embeds, logit_scale):
-    """exp(logit_scale) * cosine similarity, (T,E) x (I,E) -> (T,I), finite in float16."""
+    """exp(logit_scale) * cosine similarity, (T,E) x (I,E) -> (T,I), finite in float16.
+
+    In the dtype transformers' Flax CLIP returns: the promotion of the compute dtype and the
+    parameters' (bfloat16 compute over float32 parameters: float32 logits).
+    """
     cosine = text_embeds @ image_embeds.T  # unit vectors: |cosine| <= 1 in any dtype
-    if cosine.dtype != jnp.float16:
-        return cosine * jnp.exp(logit_scale).astype(cosine.dtype)
+    dtype = jnp.result_type(cosine.dtype, logit_scale.dtype)
+    if dtype != jnp.float16:
+        return cosine.astype(dtype) * jnp.exp(logit_scale).astype(dtype)
     logits = cosine.astype(jnp.float32) * jnp.exp(logit_scale.astype(jnp.float32))
     return jnp.clip(logits, -65504.0, 65504.0).astype(jnp.float16)
 

@@ -47,7 +47,12 @@ def l2_normalize(x):
 
 
 def scaled_similarity(text_embeds, image_embeds, logit_scale):
-    """logit_scale.exp() * cosine similarity, (T,E) x (I,E) -> (T,I), in float32 under every dtype policy."""
+    """logit_scale.exp() * cosine similarity, (T,E) x (I,E) -> (T,I), in float32 under every dtype policy.
+
+    transformers' TF CLIP has no reduced-precision behaviour to follow (it fails under a mixed or
+    half policy), so Keras' mixed-precision rule holds: a model's outputs in float32. (PyTorch and
+    Flax return the dtype transformers' classes return there.)
+    """
     cosine = tf.matmul(tf.cast(text_embeds, tf.float32), tf.cast(image_embeds, tf.float32), transpose_b=True)
     return cosine * tf.exp(tf.cast(logit_scale, tf.float32))
 
