@@ -128,6 +128,16 @@ def check_batch_sizes(text_batch: int, image_batch: int):
         )
 
 
+def check_loss_inputs(return_loss, input_ids, pixel_values):
+    """With return_loss, the text and image batches of a CLIPModel call must pair up (static
+    sizes only: a dimension a graph leaves open, None, passes)."""
+    if not return_loss or input_ids is None or pixel_values is None or len(input_ids.shape) != 2:
+        return
+    text_batch, image_batch = input_ids.shape[0], pixel_values.shape[0]
+    if text_batch is not None and image_batch is not None:
+        check_batch_sizes(text_batch, image_batch)
+
+
 # -- pooling --------------------------------------------------------------------------------------
 def text_pooling_rule(config) -> str:
     """How the text tower picks the token whose state is pooled.

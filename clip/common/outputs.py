@@ -55,6 +55,12 @@ class ModelOutput:
         return cls(*components)
 
 
+def as_requested(output: ModelOutput, return_dict: bool):
+    """What a public model call returns: the output itself, or with return_dict=False its
+    to_tuple() form (transformers' rule, the same in every backend)."""
+    return output if return_dict else output.to_tuple()
+
+
 @dataclasses.dataclass
 class BaseModelOutput(ModelOutput):
     last_hidden_state: Any = None

@@ -1,7 +1,7 @@
 """The transformer blocks both CLIP towers share, in flax.nnx: attention, MLP, pre-LN encoder layer, encoder.
 
-A translation of clip/pt/layers.py (same classes, attribute names and order). Towers in
-clip.flax.towers, public models in clip.flax.modeling.
+A translation of clip/pt/layers.py (same classes, attribute names, argument names and order, with
+`dropout_rng` last). Towers in clip.flax.towers, public models in clip.flax.modeling.
 
 Shapes: B batch, L tokens, D width, H heads, d head width (D = H * d).
 """
@@ -33,7 +33,7 @@ ACTIVATIONS = {
 }
 
 
-def attention(q, k, v, bias, is_causal, scale, dropout=0.0, dropout_rng=None):
+def explicit_attention(q, k, v, bias, is_causal, scale, dropout=0.0, dropout_rng=None):
     """softmax(q k^T * scale + bias) v, also returning the weights: (B,L,H,d) -> (B,L,H,d), (B,H,L,S).
 
     As batched matmuls over heads-major copies (B,H,L,d): XLA runs these 1.3x faster on the CPU than
@@ -43,7 +43,7 @@ def attention(q, k, v, bias, is_causal, scale, dropout=0.0, dropout_rng=None):
     q, k, v = (t.transpose(0, 2, 1, 3) for t in (q, k, v))  # BLHd -> BHLd
     weights = kernels.matmul(q, k.swapaxes(-1, -2), q.dtype) * jnp.asarray(scale, q.dtype)
     if is_causal:
-        bias = causal_mask(q.shape[2], weights.dtype)  # BHLd: L is axis 2 now
+        bias = causal_bias(q.shape[2], weights.dtype)  # BHLd: L is axis 2 now
     if bias is not None:
         weights = weights + bias
     weights = jax.nn.softmax(weights.astype(jnp.float32), axis=-1).astype(q.dtype)
@@ -58,7 +58,7 @@ def attention(q, k, v, bias, is_causal, scale, dropout=0.0, dropout_rng=None):
 
 def fused_attention(q, k, v, bias, is_causal, scale, implementation):
     """jax.nn.dot_product_attention in the (B,L,H,d) layout: implementation "xla", "cudnn" or "auto"
-    (JAX's choice); no weights. The same values as `attention` to float rounding."""
+    (JAX's choice); no weights. The same values as `explicit_attention` to float rounding."""
     return jax.nn.dot_product_attention(q, k, v, bias=bias, scale=scale, is_causal=is_causal,
                                         implementation=None if implementation == "auto" else implementation)
 
@@ -81,13 +81,13 @@ def attention_probes(probes):
         _ATTENTION_PROBES.reset(token)
 
 
-def causal_mask(length, dtype):
+def causal_bias(length, dtype):
     # additive: the dtype's minimum above the diagonal (not -inf, so rows stay finite), as transformers
     return jnp.triu(jnp.full((length, length), jnp.finfo(dtype).min, dtype=dtype), 1)
 
 
 class CLIPAttention(nnx.Module):
-    # "matmul": `attention`; else `fused_attention`'s implementation (clip.tasks.compiled.set_flax_attention)
+    # "matmul": `explicit_attention`; else `fused_attention`'s implementation (clip.tasks.compiled.set_flax_attention)
     implementation = "matmul"
 
     def __init__(self, config, *, dtype=jnp.float32, param_dtype=jnp.float32, rngs: nnx.Rngs):
@@ -110,10 +110,10 @@ class CLIPAttention(nnx.Module):
         if self.implementation != "matmul" and not output_attentions and dropout == 0:
             out, weights = fused_attention(q, k, v, bias, is_causal, self.scale, self.implementation), None
         else:
-            out, weights = attention(q, k, v, bias, is_causal, self.scale, dropout, dropout_rng)
+            out, weights = explicit_attention(q, k, v, bias, is_causal, self.scale, dropout, dropout_rng)
         return self.out_proj(out.reshape(B, L, D)), (weights if output_attentions else None)  # BLHd -> BLD
 
-    def call_query(self, x, query, bias=None, dropout_rng=None):
+    def attend_one(self, x, query, bias=None, dropout_rng=None):
         """Attention output for one query per sequence: x (B,L,D), query (B,D) -> (B,D)."""
         B, L, D = x.shape
         q = self.q_proj(query).reshape(B, 1, self.num_heads, self.head_dim)  # B,1,H,d
@@ -122,7 +122,7 @@ class CLIPAttention(nnx.Module):
         dropout = self.dropout if dropout_rng is not None else 0.0
         if self.implementation != "matmul" and dropout == 0:
             return self.out_proj(fused_attention(q, k, v, bias, False, self.scale, self.implementation).reshape(B, D))
-        out, _ = attention(q, k, v, bias, False, self.scale, dropout, dropout_rng)
+        out, _ = explicit_attention(q, k, v, bias, False, self.scale, dropout, dropout_rng)
         return self.out_proj(out.reshape(B, D))
 
 
@@ -155,7 +155,7 @@ class CLIPEncoderLayer(nnx.Module):
         x = x + self.mlp(self.layer_norm2(x))
         return x, weights
 
-    def call_at(self, x, index, bias=None, dropout_rng=None):
+    def output_at(self, x, index, bias=None, dropout_rng=None):
         """The layer's output at position index[b] of each sequence, (B,L,D) -> (B,D).
 
         Pooling reads one token of the last layer, so only that token needs its query, its
@@ -163,7 +163,7 @@ class CLIPEncoderLayer(nnx.Module):
         """
         h = self.layer_norm1(x)
         take = lambda t: jnp.take_along_axis(t, index[:, None, None], axis=1)[:, 0]  # noqa: E731  BLD -> BD
-        y = take(x) + self.self_attn.call_query(h, take(h), bias, dropout_rng)  # BD
+        y = take(x) + self.self_attn.attend_one(h, take(h), bias, dropout_rng)  # BD
         return y + self.mlp(self.layer_norm2(y))
 
 
@@ -191,12 +191,13 @@ class CLIPEncoder(nnx.Module):
                 attentions += (weights,)
         return BaseModelOutput(last_hidden_state=x, hidden_states=states, attentions=attentions)
 
-    def call_pooled(self, x, index, bias=None, is_causal=False, row_bias=None, dropout_rng=None):
-        """Only the last layer's output at `index` (B,), for callers that need nothing else."""
+    def output_at(self, x, index, bias=None, is_causal=False, row_bias=None, dropout_rng=None):
+        """Only the last layer's output at `index` (B,), for callers that need nothing else;
+        `row_bias` (B,1,1,L) is `bias`'s row of each pooled query."""
         rngs = [None if dropout_rng is None else jax.random.fold_in(dropout_rng, i) for i in range(len(self.layers))]
         for layer, rng in zip(self.layers[:-1], rngs):
             x, _ = self._run(layer, x, bias, is_causal, False, rng)
-        return self.layers[-1].call_at(x, index, row_bias, rngs[-1])
+        return self.layers[-1].output_at(x, index, row_bias, rngs[-1])
 
     def _run(self, layer, x, bias, is_causal, output_attentions, dropout_rng):
         if self.gradient_checkpointing:

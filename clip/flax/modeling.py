@@ -46,7 +46,7 @@ from flax import nnx
 
 from clip.common import checks, outputs, params
 from clip.common.config import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
-from clip.common.outputs import CLIPOutput, CLIPTextModelOutput, CLIPVisionModelOutput
+from clip.common.outputs import CLIPOutput, CLIPTextModelOutput, CLIPVisionModelOutput, as_requested
 from clip.flax.kernels import Linear
 from clip.flax.layers import CLIPAttention, CLIPEncoder, CLIPEncoderLayer, CLIPMLP
 from clip.flax.loss import clip_loss
@@ -84,10 +84,15 @@ def l2_normalize(x):
 
 
 def scaled_similarity(text_embeds, image_embeds, logit_scale):
-    """exp(logit_scale) * cosine similarity, (T,E) x (I,E) -> (T,I), finite in float16."""
+    """exp(logit_scale) * cosine similarity, (T,E) x (I,E) -> (T,I), finite in float16.
+
+    In the dtype transformers' Flax CLIP returns: the promotion of the compute dtype and the
+    parameters' (bfloat16 compute over float32 parameters: float32 logits).
+    """
     cosine = text_embeds @ image_embeds.T  # unit vectors: |cosine| <= 1 in any dtype
-    if cosine.dtype != jnp.float16:
-        return cosine * jnp.exp(logit_scale).astype(cosine.dtype)
+    dtype = jnp.result_type(cosine.dtype, logit_scale.dtype)
+    if dtype != jnp.float16:
+        return cosine.astype(dtype) * jnp.exp(logit_scale).astype(dtype)
     logits = cosine.astype(jnp.float32) * jnp.exp(logit_scale.astype(jnp.float32))
     return jnp.clip(logits, -65504.0, 65504.0).astype(jnp.float16)
 
@@ -106,7 +111,7 @@ class CLIPTextModule(nnx.Module):
 
     def __call__(self, input_ids=None, attention_mask=None, position_ids=None, output_attentions=False,
                  output_hidden_states=False, dropout_rng=None):
-        return self.text_model(input_ids, attention_mask, position_ids, output_attentions, output_hidden_states, dropout_rng)
+        return self.text_model(input_ids, attention_mask, position_ids, output_attentions, output_hidden_states, dropout_rng=dropout_rng)
 
 
 class CLIPTextModelWithProjectionModule(nnx.Module):
@@ -117,7 +122,7 @@ class CLIPTextModelWithProjectionModule(nnx.Module):
 
     def __call__(self, input_ids=None, attention_mask=None, position_ids=None, output_attentions=False,
                  output_hidden_states=False, dropout_rng=None):
-        out = self.text_model(input_ids, attention_mask, position_ids, output_attentions, output_hidden_states, dropout_rng)
+        out = self.text_model(input_ids, attention_mask, position_ids, output_attentions, output_hidden_states, dropout_rng=dropout_rng)
         embeds = self.text_projection(out.pooler_output)
         return CLIPTextModelOutput(embeds, out.last_hidden_state, out.hidden_states, out.attentions)
 
@@ -128,7 +133,7 @@ class CLIPVisionModule(nnx.Module):
 
     def __call__(self, pixel_values=None, output_attentions=False, output_hidden_states=False,
                  interpolate_pos_encoding=False, dropout_rng=None):
-        return self.vision_model(pixel_values, output_attentions, output_hidden_states, interpolate_pos_encoding, dropout_rng)
+        return self.vision_model(pixel_values, output_attentions, output_hidden_states, interpolate_pos_encoding, dropout_rng=dropout_rng)
 
 
 class CLIPVisionModelWithProjectionModule(nnx.Module):
@@ -139,7 +144,7 @@ class CLIPVisionModelWithProjectionModule(nnx.Module):
 
     def __call__(self, pixel_values=None, output_attentions=False, output_hidden_states=False,
                  interpolate_pos_encoding=False, dropout_rng=None):
-        out = self.vision_model(pixel_values, output_attentions, output_hidden_states, interpolate_pos_encoding, dropout_rng)
+        out = self.vision_model(pixel_values, output_attentions, output_hidden_states, interpolate_pos_encoding, dropout_rng=dropout_rng)
         embeds = self.visual_projection(out.pooler_output)
         return CLIPVisionModelOutput(embeds, out.last_hidden_state, out.hidden_states, out.attentions)
 
@@ -159,32 +164,25 @@ class CLIPModule(nnx.Module):
 
     def get_text_features(self, input_ids=None, attention_mask=None, position_ids=None, dropout_rng=None):
         """Projected (not normalized) text embeddings, (B, projection_dim)."""
-        out = self.text_model(input_ids, attention_mask, position_ids, dropout_rng=dropout_rng, pooled_only=True)
+        out = self.text_model(input_ids, attention_mask, position_ids, pooled_only=True, dropout_rng=dropout_rng)
         return self.text_projection(out.pooler_output)
 
     def get_image_features(self, pixel_values=None, interpolate_pos_encoding=False, dropout_rng=None):
         """Projected (not normalized) image embeddings, (B, projection_dim)."""
-        out = self.vision_model(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, dropout_rng=dropout_rng, pooled_only=True)
+        out = self.vision_model(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, pooled_only=True, dropout_rng=dropout_rng)
         return self.visual_projection(out.pooler_output)
 
     def __call__(self, input_ids=None, pixel_values=None, attention_mask=None, position_ids=None, return_loss=False,
                  output_attentions=False, output_hidden_states=False, interpolate_pos_encoding=False, dropout_rng=None):
-        self.check_inputs(input_ids, pixel_values, attention_mask, position_ids, return_loss, interpolate_pos_encoding)
+        checks.check_loss_inputs(return_loss, input_ids, pixel_values)
         vision_rng, text_rng = _split_rng(dropout_rng, 2)
-        vision = self.vision_model(pixel_values, output_attentions, output_hidden_states, interpolate_pos_encoding, vision_rng)
-        text = self.text_model(input_ids, attention_mask, position_ids, output_attentions, output_hidden_states, text_rng)
+        vision = self.vision_model(pixel_values, output_attentions, output_hidden_states, interpolate_pos_encoding, dropout_rng=vision_rng)
+        text = self.text_model(input_ids, attention_mask, position_ids, output_attentions, output_hidden_states, dropout_rng=text_rng)
         image_embeds = l2_normalize(self.visual_projection(vision.pooler_output))
         text_embeds = l2_normalize(self.text_projection(text.pooler_output))
         logits_per_text = scaled_similarity(text_embeds, image_embeds, self.logit_scale[...])  # T,I
         loss = clip_loss(logits_per_text) if return_loss else None
         return CLIPOutput(loss, logits_per_text.T, logits_per_text, text_embeds, image_embeds, text, vision)
-
-    def check_inputs(self, input_ids, pixel_values, attention_mask, position_ids, return_loss, interpolate_pos_encoding):
-        """All argument checks of a forward, in clip.pt's order, on shapes and dtypes only."""
-        if return_loss and input_ids is not None and pixel_values is not None and input_ids.ndim == 2:
-            checks.check_batch_sizes(input_ids.shape[0], pixel_values.shape[0])
-        self.vision_model.check_inputs(pixel_values, interpolate_pos_encoding)
-        self.text_model.check_inputs(input_ids, attention_mask, position_ids)
 
 
 # -- public wrappers: config + module + params, functional calls ---------------------------------
@@ -195,10 +193,6 @@ def _str_keys(tree):
 def _as_array(x):
     # arrays (numpy, jax, tracers) pass as they are, so the checks see their real dtype
     return x if x is None or hasattr(x, "shape") else jnp.asarray(x)
-
-
-def _finish(output, return_dict):
-    return output if return_dict else output.to_tuple()
 
 
 class FlaxCLIPPreTrainedModel(FlaxPreTrainedSurface):
@@ -314,11 +308,10 @@ class FlaxCLIPTextModel(FlaxCLIPPreTrainedModel):
     def __call__(self, input_ids, attention_mask=None, position_ids=None, params=None, dropout_rng=None, train=False,
                  output_attentions=None, output_hidden_states=None, return_dict=None):
         input_ids, attention_mask, position_ids = map(_as_array, (input_ids, attention_mask, position_ids))
-        self.module.text_model.check_inputs(input_ids, attention_mask, position_ids)
         attn, hidden, return_dict = self._output_flags(output_attentions, output_hidden_states, return_dict)
         module, rng = self._bind(params), self._dropout_rng(train, dropout_rng)
         out = module(input_ids, attention_mask, position_ids, attn, hidden, rng)
-        return _finish(out, return_dict)
+        return as_requested(out, return_dict)
 
 
 class FlaxCLIPTextModelWithProjection(FlaxCLIPTextModel):
@@ -333,10 +326,9 @@ class FlaxCLIPVisionModel(FlaxCLIPPreTrainedModel):
     def __call__(self, pixel_values, params=None, dropout_rng=None, train=False, output_attentions=None,
                  output_hidden_states=None, interpolate_pos_encoding=False, return_dict=None):
         pixel_values = _as_array(pixel_values)
-        self.module.vision_model.check_inputs(pixel_values, interpolate_pos_encoding)
         attn, hidden, return_dict = self._output_flags(output_attentions, output_hidden_states, return_dict)
         module, rng = self._bind(params), self._dropout_rng(train, dropout_rng)
-        return _finish(module(pixel_values, attn, hidden, interpolate_pos_encoding, rng), return_dict)
+        return as_requested(module(pixel_values, attn, hidden, interpolate_pos_encoding, rng), return_dict)
 
 
 class FlaxCLIPVisionModelWithProjection(FlaxCLIPVisionModel):
@@ -350,14 +342,12 @@ class FlaxCLIPModel(FlaxCLIPPreTrainedModel):
     def get_text_features(self, input_ids, attention_mask=None, position_ids=None, params=None, dropout_rng=None, train=False):
         """Projected (not normalized) text embeddings, (B, projection_dim)."""
         input_ids, attention_mask, position_ids = map(_as_array, (input_ids, attention_mask, position_ids))
-        self.module.text_model.check_inputs(input_ids, attention_mask, position_ids)
         module, rng = self._bind(params), self._dropout_rng(train, dropout_rng)
         return module.get_text_features(input_ids, attention_mask, position_ids, rng)
 
     def get_image_features(self, pixel_values, params=None, dropout_rng=None, train=False, interpolate_pos_encoding=False):
         """Projected (not normalized) image embeddings, (B, projection_dim)."""
         pixel_values = _as_array(pixel_values)
-        self.module.vision_model.check_inputs(pixel_values, interpolate_pos_encoding)
         module, rng = self._bind(params), self._dropout_rng(train, dropout_rng)
         return module.get_image_features(pixel_values, interpolate_pos_encoding, rng)
 
@@ -365,8 +355,7 @@ class FlaxCLIPModel(FlaxCLIPPreTrainedModel):
                  train=False, return_loss=None, output_attentions=None, output_hidden_states=None,
                  interpolate_pos_encoding=False, return_dict=None):
         input_ids, pixel_values, attention_mask, position_ids = map(_as_array, (input_ids, pixel_values, attention_mask, position_ids))
-        self.module.check_inputs(input_ids, pixel_values, attention_mask, position_ids, return_loss, interpolate_pos_encoding)
         attn, hidden, return_dict = self._output_flags(output_attentions, output_hidden_states, return_dict)
         module, rng = self._bind(params), self._dropout_rng(train, dropout_rng)
         out = module(input_ids, pixel_values, attention_mask, position_ids, bool(return_loss), attn, hidden, interpolate_pos_encoding, rng)
-        return _finish(out, return_dict)
+        return as_requested(out, return_dict)

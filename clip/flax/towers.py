@@ -17,7 +17,7 @@ from clip.common import checks, weights
 from clip.common.config import CLIPTextConfig, CLIPVisionConfig
 from clip.common.outputs import BaseModelOutputWithPooling
 from clip.flax.kernels import patch_tokens
-from clip.flax.layers import CLIPEncoder, causal_mask, layer_norm
+from clip.flax.layers import CLIPEncoder, causal_bias, layer_norm
 
 
 class CLIPTextEmbeddings(nnx.Module):
@@ -72,10 +72,11 @@ class CLIPVisionEmbeddings(nnx.Module):
         return jnp.concatenate([weight[:1], grid]).astype(self.dtype)
 
 
-def text_attention_mask(attention_mask, dtype):
-    """(bias, is_causal) for the text encoder: the causal kernel alone when no mask is given.
+def text_attention_bias(attention_mask, dtype):
+    """(bias, is_causal) for the text encoder: the causal kernel alone when no mask is given, else
+    an additive bias (B,1,L,L) of padding and causal masking.
 
-    With a mask, an additive bias for every batch (all ones gives the same values as the causal
+    With a mask, the bias for every batch (all ones gives the same values as the causal
     kernel), so nothing branches on array values under jit.
     """
     if attention_mask is None:
@@ -83,7 +84,7 @@ def text_attention_mask(attention_mask, dtype):
     length = attention_mask.shape[1]
     padding = jnp.where(attention_mask == 0, jnp.finfo(dtype).min, 0).astype(dtype)
     # B,1,1,L + L,L -> B,1,L,L; doubly masked entries become -inf, as in transformers' sum of masks
-    return padding[:, None, None, :] + causal_mask(length, dtype), False
+    return padding[:, None, None, :] + causal_bias(length, dtype), False
 
 
 class CLIPTextTransformer(nnx.Module):
@@ -95,24 +96,30 @@ class CLIPTextTransformer(nnx.Module):
         self.final_layer_norm = layer_norm(config, **kw)
 
     def __call__(self, input_ids=None, attention_mask=None, position_ids=None, output_attentions=False,
-                 output_hidden_states=False, dropout_rng=None, pooled_only=False):
+                 output_hidden_states=False, pooled_only=False, dropout_rng=None):
         self.check_inputs(input_ids, attention_mask, position_ids)
-        x = self.embeddings(input_ids, position_ids)
-        bias, is_causal = text_attention_mask(attention_mask, x.dtype)
         index = self.pooled_positions(input_ids)
         if pooled_only and not (output_attentions or output_hidden_states):
-            # the bias rows of the pooled queries: B,1,1,L
-            full = bias if bias is not None else causal_mask(x.shape[1], x.dtype)[None, None]
-            row_bias = jnp.take_along_axis(full[:, 0], index[:, None, None], axis=1)[:, None]
-            pooled = self.final_layer_norm(self.encoder.call_pooled(x, index, bias, is_causal, row_bias, dropout_rng))
-            return BaseModelOutputWithPooling(None, pooled)
+            return BaseModelOutputWithPooling(None, self.pooled_only(input_ids, attention_mask, position_ids, index, dropout_rng))
+        x = self.embeddings(input_ids, position_ids)
+        bias, is_causal = text_attention_bias(attention_mask, x.dtype)
         encoded = self.encoder(x, bias, is_causal, output_attentions, output_hidden_states, dropout_rng)
         last = self.final_layer_norm(encoded.last_hidden_state)
         pooled = jnp.take_along_axis(last, index[:, None, None], axis=1)[:, 0]  # BD
         return BaseModelOutputWithPooling(last, pooled, encoded.hidden_states, encoded.attentions)
 
+    def pooled_only(self, input_ids, attention_mask, position_ids, index, dropout_rng=None):
+        """The pooled output alone, (B,D): the last layer runs only the pooled queries (all tokens
+        still run the other layers: under jit shapes cannot follow the index, as in clip.pt)."""
+        x = self.embeddings(input_ids, position_ids)
+        bias, is_causal = text_attention_bias(attention_mask, x.dtype)
+        # the bias rows of the pooled queries: B,1,1,L
+        full = bias if bias is not None else causal_bias(x.shape[1], x.dtype)[None, None]
+        row_bias = jnp.take_along_axis(full[:, 0], index[:, None, None], axis=1)[:, None]
+        return self.final_layer_norm(self.encoder.output_at(x, index, bias, is_causal, row_bias, dropout_rng))
+
     def check_inputs(self, input_ids, attention_mask=None, position_ids=None):
-        """clip.common.checks on shapes and dtypes only: static under jit, run before any tracing."""
+        """ValueError naming the input unless the shapes and dtypes are what the tower takes (static under jit)."""
         checks.check_text_inputs(self.config, input_ids, attention_mask, position_ids)
 
     def pooled_positions(self, input_ids):
@@ -132,16 +139,17 @@ class CLIPVisionTransformer(nnx.Module):
         self.post_layernorm = layer_norm(config, **kw)
 
     def __call__(self, pixel_values=None, output_attentions=False, output_hidden_states=False,
-                 interpolate_pos_encoding=False, dropout_rng=None, pooled_only=False):
+                 interpolate_pos_encoding=False, pooled_only=False, dropout_rng=None):
         self.check_inputs(pixel_values, interpolate_pos_encoding)
         x = self.pre_layrnorm(self.embeddings(pixel_values, interpolate_pos_encoding))
         if pooled_only and not (output_attentions or output_hidden_states):
             index = jnp.zeros((x.shape[0],), jnp.int32)  # the class token
-            return BaseModelOutputWithPooling(None, self.post_layernorm(self.encoder.call_pooled(x, index, dropout_rng=dropout_rng)))
+            return BaseModelOutputWithPooling(None, self.post_layernorm(self.encoder.output_at(x, index, dropout_rng=dropout_rng)))
         encoded = self.encoder(x, None, False, output_attentions, output_hidden_states, dropout_rng)
         last = encoded.last_hidden_state
         pooled = self.post_layernorm(last[:, 0])  # the class token, BD
         return BaseModelOutputWithPooling(last, pooled, encoded.hidden_states, encoded.attentions)
 
     def check_inputs(self, pixel_values, interpolate_pos_encoding=False):
+        """ValueError naming the input unless the shape and dtype are what the tower takes (static under jit)."""
         checks.check_image_inputs(self.config, pixel_values, interpolate_pos_encoding)

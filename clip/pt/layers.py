@@ -1,7 +1,8 @@
 """The transformer blocks both CLIP towers share: attention, MLP, pre-LN encoder layer, encoder.
 
-Also the pooled-token shortcut of the last layer (`forward_at`, `forward_pooled`) and the in-place
-rules of CPU inference. Towers in clip.pt.towers, public models in clip.pt.modeling.
+Also the pooled-token shortcut of the last layer (`output_at`) and the in-place rules of CPU
+inference. The three backends share the blocks' names and argument order: (x, bias, is_causal,
+output_attentions, ...) with what only one framework needs last (here `inplace`). Towers in clip.pt.towers, public models in clip.pt.modeling.
 
 Shapes: B batch, L tokens, D width, H heads, d head width (D = H * d).
 """
@@ -50,19 +51,19 @@ def residual(x, update, inplace):
     return update.add_(x) if inplace else x + update
 
 
-def explicit_attention(q, k, v, mask, is_causal, scale, dropout):
-    """softmax(q k^T * scale + mask) v, also returning the weights: (B,H,L,d) -> (B,H,L,d), (B,H,L,L)."""
+def explicit_attention(q, k, v, bias, is_causal, scale, dropout):
+    """softmax(q k^T * scale + bias) v, also returning the weights: (B,H,L,d) -> (B,H,L,d), (B,H,L,L)."""
     weights = torch.matmul(q, k.transpose(-1, -2)) * scale
     if is_causal:
-        mask = causal_mask(q.shape[-2], weights.dtype, weights.device)
-    if mask is not None:
-        weights = weights + mask
+        bias = causal_bias(q.shape[-2], weights.dtype, weights.device)
+    if bias is not None:
+        weights = weights + bias
     weights = F.softmax(weights, dim=-1, dtype=torch.float32).to(q.dtype)
     weights = F.dropout(weights, p=dropout, training=dropout > 0)
     return torch.matmul(weights, v), weights
 
 
-def causal_mask(length, dtype, device):
+def causal_bias(length, dtype, device):
     # additive: the dtype's minimum above the diagonal (not -inf, so rows stay finite), as transformers
     return torch.full((length, length), torch.finfo(dtype).min, dtype=dtype, device=device).triu(1)
 
@@ -80,7 +81,7 @@ class CLIPAttention(nn.Module):
         self.q_proj = Linear(width, width)
         self.out_proj = Linear(width, width)
 
-    def forward(self, x, mask=None, is_causal=False, output_attentions=False):
+    def forward(self, x, bias=None, is_causal=False, output_attentions=False):
         B, L, D = x.shape
         # BLD -> BLHd -> BHLd (views: SDPA takes the strides as they are)
         q = self.q_proj(x).view(B, L, self.num_heads, self.head_dim).transpose(1, 2)
@@ -88,15 +89,15 @@ class CLIPAttention(nn.Module):
         v = self.v_proj(x).view(B, L, self.num_heads, self.head_dim).transpose(1, 2)
         dropout = self.dropout if self.training else 0.0
         if output_attentions or self.eager:
-            out, weights = explicit_attention(q, k, v, mask, is_causal, self.scale, dropout)
+            out, weights = explicit_attention(q, k, v, bias, is_causal, self.scale, dropout)
             weights = weights if output_attentions else None
         else:
-            out = F.scaled_dot_product_attention(q, k, v, mask, dropout, is_causal=is_causal, scale=self.scale)
+            out = F.scaled_dot_product_attention(q, k, v, bias, dropout, is_causal=is_causal, scale=self.scale)
             weights = None
         out = out.transpose(1, 2).reshape(B, L, D)  # BHLd -> BLHd -> BLD
         return self.out_proj(out), weights
 
-    def forward_query(self, x, query, mask=None):
+    def attend_one(self, x, query, bias=None):
         """Attention output for one query per sequence: x (B,L,D), query (B,D) -> (B,D)."""
         B, L, D = x.shape
         q = self.q_proj(query).view(B, 1, self.num_heads, self.head_dim).transpose(1, 2)  # B,H,1,d
@@ -104,9 +105,9 @@ class CLIPAttention(nn.Module):
         v = self.v_proj(x).view(B, L, self.num_heads, self.head_dim).transpose(1, 2)
         dropout = self.dropout if self.training else 0.0
         if self.eager:
-            out, _ = explicit_attention(q, k, v, mask, False, self.scale, dropout)
+            out, _ = explicit_attention(q, k, v, bias, False, self.scale, dropout)
         else:
-            out = F.scaled_dot_product_attention(q, k, v, mask, dropout, scale=self.scale)  # B,H,1,d
+            out = F.scaled_dot_product_attention(q, k, v, bias, dropout, scale=self.scale)  # B,H,1,d
         return self.out_proj(out.reshape(B, D))
 
     @property
@@ -138,15 +139,15 @@ class CLIPEncoderLayer(nn.Module):
         self.mlp = CLIPMLP(config)
         self.layer_norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
-    def forward(self, x, mask=None, is_causal=False, output_attentions=False, inplace=None):
+    def forward(self, x, bias=None, is_causal=False, output_attentions=False, inplace=None):
         if inplace is None:  # callers running many layers ask once for all of them
             inplace = can_work_in_place(self)
-        attn, weights = self.self_attn(self.layer_norm1(x), mask, is_causal, output_attentions)
+        attn, weights = self.self_attn(self.layer_norm1(x), bias, is_causal, output_attentions)
         x = residual(x, attn, inplace)
         x = residual(x, self.mlp(self.layer_norm2(x), inplace), inplace)
         return x, weights
 
-    def forward_at(self, x, index, mask=None, inplace=None):
+    def output_at(self, x, index, bias=None, inplace=None):
         """The layer's output at position index[b] of each sequence, (B,L,D) -> (B,D).
 
         Pooling reads one token of the last layer, so only that token needs its query, its
@@ -156,7 +157,7 @@ class CLIPEncoderLayer(nn.Module):
             inplace = can_work_in_place(self)
         h = self.layer_norm1(x)
         rows = torch.arange(x.shape[0], device=x.device)
-        y = residual(x[rows, index], self.self_attn.forward_query(h, h[rows, index], mask), inplace)  # BD
+        y = residual(x[rows, index], self.self_attn.attend_one(h, h[rows, index], bias), inplace)  # BD
         return residual(y, self.mlp(self.layer_norm2(y), inplace), inplace)
 
 
@@ -166,27 +167,28 @@ class CLIPEncoder(nn.Module):
         self.layers = nn.ModuleList([CLIPEncoderLayer(config) for _ in range(config.num_hidden_layers)])
         self.gradient_checkpointing = False
 
-    def forward(self, x, mask=None, is_causal=False, output_attentions=False, output_hidden_states=False):
+    def forward(self, x, bias=None, is_causal=False, output_attentions=False, output_hidden_states=False):
         states = (x,) if output_hidden_states else None
         attentions = () if output_attentions else None
         inplace = can_work_in_place(self)
         for layer in self.layers:
-            x, weights = self._run(layer, x, mask, is_causal, output_attentions, inplace)
+            x, weights = self._run(layer, x, bias, is_causal, output_attentions, inplace)
             if output_hidden_states:
                 states += (x,)
             if output_attentions:
                 attentions += (weights,)
         return BaseModelOutput(last_hidden_state=x, hidden_states=states, attentions=attentions)
 
-    def forward_pooled(self, x, index, mask=None, is_causal=False, row_mask=None):
-        """Only the last layer's output at `index` (B,), for callers that need nothing else."""
+    def output_at(self, x, index, bias=None, is_causal=False, row_bias=None):
+        """Only the last layer's output at `index` (B,), for callers that need nothing else;
+        `row_bias` (B,1,1,L) is `bias`'s row of each pooled query."""
         inplace = can_work_in_place(self)
         for layer in self.layers[:-1]:
-            x, _ = self._run(layer, x, mask, is_causal, False, inplace)
-        return self.layers[-1].forward_at(x, index, row_mask, inplace)
+            x, _ = self._run(layer, x, bias, is_causal, False, inplace)
+        return self.layers[-1].output_at(x, index, row_bias, inplace)
 
-    def _run(self, layer, x, mask, is_causal, output_attentions, inplace):
+    def _run(self, layer, x, bias, is_causal, output_attentions, inplace):
         if self.gradient_checkpointing and self.training:
             # recompute the layer in backward instead of keeping its activations
-            return checkpoint(layer, x, mask, is_causal, output_attentions, inplace, use_reentrant=False)
-        return layer(x, mask, is_causal, output_attentions, inplace)
+            return checkpoint(layer, x, bias, is_causal, output_attentions, inplace, use_reentrant=False)
+        return layer(x, bias, is_causal, output_attentions, inplace)

@@ -17,7 +17,7 @@ from torch import nn
 
 from clip.common import checks, params
 from clip.common.config import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
-from clip.common.outputs import CLIPOutput, CLIPTextModelOutput, CLIPVisionModelOutput, ImageClassifierOutput
+from clip.common.outputs import CLIPOutput, CLIPTextModelOutput, CLIPVisionModelOutput, ImageClassifierOutput, as_requested
 from clip.pt.kernels import Linear
 from clip.pt.layers import CLIPAttention, CLIPEncoder, CLIPEncoderLayer, CLIPMLP
 from clip.pt.loss import classification_loss, clip_loss
@@ -108,10 +108,6 @@ class CLIPPreTrainedModel(PreTrainedSurface, nn.Module):
         return loading.save_pretrained(self, save_directory, safe_serialization=safe_serialization, **kwargs)
 
 
-def _finish(output, return_dict):
-    return output if return_dict else output.to_tuple()
-
-
 class CLIPTextModel(CLIPPreTrainedModel):
     config_class = CLIPTextConfig
     _no_split_modules = ["CLIPTextEmbeddings", "CLIPEncoderLayer"]
@@ -130,7 +126,7 @@ class CLIPTextModel(CLIPPreTrainedModel):
 
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, output_attentions=None, output_hidden_states=None, return_dict=None):
         attn, hidden, return_dict = self._output_flags(output_attentions, output_hidden_states, return_dict)
-        return _finish(self.text_model(input_ids, attention_mask, position_ids, attn, hidden), return_dict)
+        return as_requested(self.text_model(input_ids, attention_mask, position_ids, attn, hidden), return_dict)
 
 
 class CLIPTextModelWithProjection(CLIPPreTrainedModel):
@@ -155,7 +151,7 @@ class CLIPTextModelWithProjection(CLIPPreTrainedModel):
         attn, hidden, return_dict = self._output_flags(output_attentions, output_hidden_states, return_dict)
         out = self.text_model(input_ids, attention_mask, position_ids, attn, hidden)
         embeds = self.text_projection(out.pooler_output)
-        return _finish(CLIPTextModelOutput(embeds, out.last_hidden_state, out.hidden_states, out.attentions), return_dict)
+        return as_requested(CLIPTextModelOutput(embeds, out.last_hidden_state, out.hidden_states, out.attentions), return_dict)
 
 
 class CLIPVisionModel(CLIPPreTrainedModel):
@@ -174,7 +170,7 @@ class CLIPVisionModel(CLIPPreTrainedModel):
 
     def forward(self, pixel_values=None, output_attentions=None, output_hidden_states=None, interpolate_pos_encoding=False, return_dict=None):
         attn, hidden, return_dict = self._output_flags(output_attentions, output_hidden_states, return_dict)
-        return _finish(self.vision_model(pixel_values, attn, hidden, interpolate_pos_encoding), return_dict)
+        return as_requested(self.vision_model(pixel_values, attn, hidden, interpolate_pos_encoding), return_dict)
 
 
 class CLIPVisionModelWithProjection(CLIPPreTrainedModel):
@@ -198,7 +194,7 @@ class CLIPVisionModelWithProjection(CLIPPreTrainedModel):
         attn, hidden, return_dict = self._output_flags(output_attentions, output_hidden_states, return_dict)
         out = self.vision_model(pixel_values, attn, hidden, interpolate_pos_encoding)
         embeds = self.visual_projection(out.pooler_output)
-        return _finish(CLIPVisionModelOutput(embeds, out.last_hidden_state, out.hidden_states, out.attentions), return_dict)
+        return as_requested(CLIPVisionModelOutput(embeds, out.last_hidden_state, out.hidden_states, out.attentions), return_dict)
 
 
 class CLIPModel(CLIPPreTrainedModel):
@@ -238,8 +234,7 @@ class CLIPModel(CLIPPreTrainedModel):
         return_dict=None,
     ):
         attn, hidden, return_dict = self._output_flags(output_attentions, output_hidden_states, return_dict)
-        if return_loss and input_ids is not None and pixel_values is not None and input_ids.ndim == 2:
-            checks.check_batch_sizes(input_ids.shape[0], pixel_values.shape[0])
+        checks.check_loss_inputs(return_loss, input_ids, pixel_values)
         vision = self.vision_model(pixel_values, attn, hidden, interpolate_pos_encoding)
         text = self.text_model(input_ids, attention_mask, position_ids, attn, hidden)
         image_embeds = l2_normalize(self.visual_projection(vision.pooler_output))
@@ -247,7 +242,7 @@ class CLIPModel(CLIPPreTrainedModel):
         logits_per_text = scaled_similarity(text_embeds, image_embeds, self.logit_scale)  # T,I
         loss = clip_loss(logits_per_text) if return_loss else None
         output = CLIPOutput(loss, logits_per_text.t(), logits_per_text, text_embeds, image_embeds, text, vision)
-        return _finish(output, return_dict)
+        return as_requested(output, return_dict)
 
 
 class CLIPForImageClassification(CLIPPreTrainedModel):
@@ -271,4 +266,4 @@ class CLIPForImageClassification(CLIPPreTrainedModel):
         out = self.vision_model(pixel_values, attn, hidden, interpolate_pos_encoding)
         logits = self.classifier(out.last_hidden_state[:, 1:].mean(dim=1))  # mean of the patch tokens
         loss = None if labels is None else classification_loss(logits, labels, self.config, self.num_labels)
-        return _finish(ImageClassifierOutput(loss, logits, out.hidden_states, out.attentions), return_dict)
+        return as_requested(ImageClassifierOutput(loss, logits, out.hidden_states, out.attentions), return_dict)

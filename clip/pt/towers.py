@@ -17,7 +17,7 @@ from clip.common import checks
 from clip.common.config import CLIPTextConfig, CLIPVisionConfig
 from clip.common.outputs import BaseModelOutputWithPooling
 from clip.pt.kernels import PatchConv, patch_tokens, tracing
-from clip.pt.layers import CLIPEncoder, causal_mask
+from clip.pt.layers import CLIPEncoder, causal_bias
 
 
 class CLIPTextEmbeddings(nn.Module):
@@ -64,11 +64,12 @@ class CLIPVisionEmbeddings(nn.Module):
         return torch.cat([weight[:1], grid])
 
 
-def text_attention_mask(attention_mask, dtype):
-    """(mask, is_causal) for the text encoder: the causal kernel alone when nothing is padded.
+def text_attention_bias(attention_mask, dtype):
+    """(bias, is_causal) for the text encoder: the causal kernel alone when nothing is padded, else
+    an additive bias (B,1,L,L) of padding and causal masking.
 
-    Traced (jit.trace, export, compile), always the mask: a branch on its values would be baked in.
-    On an accelerator also always the mask: reading its values would wait for the device (and
+    Traced (jit.trace, export, compile), always the bias: a branch on its values would be baked in.
+    On an accelerator also always the bias: reading its values would wait for the device (and
     break CUDA-graph capture); an all-ones mask gives the causal kernel's values. Callers that know
     on the host that nothing is padded pass None (clip.tasks.backends does).
     """
@@ -78,7 +79,7 @@ def text_attention_mask(attention_mask, dtype):
     padding = torch.zeros(attention_mask.shape, dtype=dtype, device=attention_mask.device)
     padding = padding.masked_fill(attention_mask == 0, torch.finfo(dtype).min)
     # B,1,1,L + L,L -> B,1,L,L; doubly masked entries become -inf, as in transformers' sum of masks
-    return padding[:, None, None, :] + causal_mask(length, dtype, attention_mask.device), False
+    return padding[:, None, None, :] + causal_bias(length, dtype, attention_mask.device), False
 
 
 def reads_values_freely(tensor) -> bool:
@@ -95,13 +96,13 @@ class CLIPTextTransformer(nn.Module):
         self.final_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, output_attentions=False, output_hidden_states=False, pooled_only=False):
-        checks.check_text_inputs(self.config, input_ids, attention_mask, position_ids)
+        self.check_inputs(input_ids, attention_mask, position_ids)
         index = self.pooled_positions(input_ids)
         if pooled_only and not (output_attentions or output_hidden_states):
             return BaseModelOutputWithPooling(None, self.pooled_only(input_ids, attention_mask, position_ids, index))
         x = self.embeddings(input_ids, position_ids)
-        mask, is_causal = text_attention_mask(attention_mask, x.dtype)
-        encoded = self.encoder(x, mask, is_causal, output_attentions, output_hidden_states)
+        bias, is_causal = text_attention_bias(attention_mask, x.dtype)
+        encoded = self.encoder(x, bias, is_causal, output_attentions, output_hidden_states)
         last = self.final_layer_norm(encoded.last_hidden_state)
         rows = torch.arange(x.shape[0], device=x.device)
         return BaseModelOutputWithPooling(last, last[rows, index.to(x.device)], encoded.hidden_states, encoded.attentions)
@@ -119,13 +120,17 @@ class CLIPTextTransformer(nn.Module):
             attention_mask = None if attention_mask is None else attention_mask[:, :keep]
             position_ids = None if position_ids is None else position_ids[..., :keep]
         x = self.embeddings(input_ids, position_ids)
-        mask, is_causal = text_attention_mask(attention_mask, x.dtype)
+        bias, is_causal = text_attention_bias(attention_mask, x.dtype)
         index = index.to(x.device)
         rows = torch.arange(x.shape[0], device=x.device)
-        # the mask rows of the pooled queries: B,1,1,L
-        full = mask if mask is not None else causal_mask(x.shape[1], x.dtype, x.device).expand(x.shape[0], 1, -1, -1)
-        row_mask = full[rows, :, index].unsqueeze(2)
-        return self.final_layer_norm(self.encoder.forward_pooled(x, index, mask, is_causal, row_mask))
+        # the bias rows of the pooled queries: B,1,1,L
+        full = bias if bias is not None else causal_bias(x.shape[1], x.dtype, x.device).expand(x.shape[0], 1, -1, -1)
+        row_bias = full[rows, :, index].unsqueeze(2)
+        return self.final_layer_norm(self.encoder.output_at(x, index, bias, is_causal, row_bias))
+
+    def check_inputs(self, input_ids, attention_mask=None, position_ids=None):
+        """ValueError naming the input unless the shapes and dtypes are what the tower takes."""
+        checks.check_text_inputs(self.config, input_ids, attention_mask, position_ids)
 
     def pooled_positions(self, input_ids):
         # int32 as transformers (ONNX argmax); argmax returns the first maximum
@@ -144,12 +149,16 @@ class CLIPVisionTransformer(nn.Module):
         self.post_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
     def forward(self, pixel_values=None, output_attentions=False, output_hidden_states=False, interpolate_pos_encoding=False, pooled_only=False):
-        checks.check_image_inputs(self.config, pixel_values, interpolate_pos_encoding)
+        self.check_inputs(pixel_values, interpolate_pos_encoding)
         x = self.pre_layrnorm(self.embeddings(pixel_values, interpolate_pos_encoding))
         if pooled_only and not (output_attentions or output_hidden_states):
             index = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)  # the class token
-            return BaseModelOutputWithPooling(None, self.post_layernorm(self.encoder.forward_pooled(x, index)))
+            return BaseModelOutputWithPooling(None, self.post_layernorm(self.encoder.output_at(x, index)))
         encoded = self.encoder(x, None, False, output_attentions, output_hidden_states)
         last = encoded.last_hidden_state
         pooled = self.post_layernorm(last[:, 0])  # the class token, BD
         return BaseModelOutputWithPooling(last, pooled, encoded.hidden_states, encoded.attentions)
+
+    def check_inputs(self, pixel_values, interpolate_pos_encoding=False):
+        """ValueError naming the input unless the shape and dtype are what the tower takes."""
+        checks.check_image_inputs(self.config, pixel_values, interpolate_pos_encoding)

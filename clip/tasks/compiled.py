@@ -22,7 +22,7 @@ from clip.errors import InputError
 # bound and take the plain compiled graph, which holds no static memory pool per shape.
 CUDA_GRAPH_MAX_BATCH = 32
 TEXT_LENGTH_MULTIPLE = 8  # texts are padded to a multiple of this: a few compiled shapes serve all
-FLAX_ATTENTION = ("matmul", "xla", "cudnn", "auto")  # clip.flax.layers.attention's choices
+FLAX_ATTENTION = ("matmul", "xla", "cudnn", "auto")  # clip.flax.layers.CLIPAttention.implementation's choices
 
 
 def trim_texts(ids: np.ndarray, mask: np.ndarray, config: Any) -> tuple[np.ndarray, np.ndarray | None]:
@@ -30,7 +30,7 @@ def trim_texts(ids: np.ndarray, mask: np.ndarray, config: Any) -> tuple[np.ndarr
 
     Done on the host, so the device never has to report where the texts end: the text tower is
     causal, so tokens after the pooled one cannot change it, and an all-ones mask gives the
-    causal kernel's values (the towers' own rules, clip.pt.towers.text_attention_mask).
+    causal kernel's values (the towers' own rules, clip.pt.towers.text_attention_bias).
     """
     if ids.size:
         keep = int(checks.pooled_token_positions(ids, config).max()) + 1

@@ -6,7 +6,8 @@ a ViT-B/32 image at batch 1 spends 60% of its eager time there. The model's publ
 run a `tf.function` of the same method instead, from the second call of a kind on (a trace costs
 a few eager calls): traced once per set of Python arguments, with the batch size (and, for text,
 the length) left open, so new batch sizes and paddings reuse it.
-Inputs are checked eagerly first (inside the graph the open dimensions pass every check).
+Inputs of a graph call are checked eagerly first, on their concrete shapes (inside the graph the
+open dimensions would pass every check); the towers skip their own checks while it is traced.
 
 Not wrapped: calls inside a tf.function / fit / predict (already a graph), `training=True`
 calls (eager training stays step-through debuggable), and inputs that are not plain arrays.
@@ -22,6 +23,8 @@ import weakref
 
 import numpy as np
 import tensorflow as tf
+
+from clip.common import checks
 
 _TEXT_INPUTS = ("input_ids", "attention_mask", "position_ids")  # (batch, length): both dims open
 # config fields the methods read at trace time: a graph is only reused while they are unchanged
@@ -45,7 +48,6 @@ def graph_when_eager(method):
         if static.get("training") or not all(_hashable(v) for v in static.values()):
             return method(self, *args, **kwargs)
         tensors = {k: tf.convert_to_tensor(v) for k, v in tensors.items()}
-        check_eager_inputs(self, signature, tensors, static)
         names = tuple(sorted(tensors))
         specs = tuple(tf.TensorSpec(_open_shape(n, tensors[n]), tensors[n].dtype) for n in names)
         flags = tuple(getattr(self.config, f, None) for f in _CONFIG_FLAGS)
@@ -58,6 +60,7 @@ def graph_when_eager(method):
         if fn is None:  # the first call of a kind runs op by op: one-off calls never pay for a trace
             graphs[key] = _SEEN_ONCE
             return method(self, *args, **kwargs)
+        check_eager_inputs(self, signature, tensors, static)  # the towers skip theirs in this graph
         if fn is _SEEN_ONCE:
             fn = graphs[key] = _graph(method, weakref.ref(self), static, names, specs)
         return fn(*(tensors[n] for n in names))
@@ -67,6 +70,12 @@ def graph_when_eager(method):
 
 _SEEN_ONCE = object()
 _tracing_own_graph = threading.local()
+
+
+def inputs_checked_eagerly() -> bool:
+    """True while tracing one of these graphs: check_eager_inputs has checked the concrete inputs,
+    so a tower does not check them again (each public call checks its inputs once)."""
+    return getattr(_tracing_own_graph, "active", False)
 
 
 def values_may_set_shapes() -> bool:
@@ -106,12 +115,8 @@ def _open_shape(name, tensor):
 def check_eager_inputs(model, signature, tensors, static):
     """The checks a tower runs on static shapes, on the concrete ones, before the graph opens them."""
     params = signature.parameters
+    checks.check_loss_inputs(static.get("return_loss"), tensors.get("input_ids"), tensors.get("pixel_values"))
     if "pixel_values" in params and hasattr(model, "vision_model"):  # vision first, as the towers run
         model.vision_model.check_inputs(tensors.get("pixel_values", static.get("pixel_values")), bool(static.get("interpolate_pos_encoding")))
     if "input_ids" in params and hasattr(model, "text_model"):
         model.text_model.check_inputs(*(tensors.get(n, static.get(n)) for n in _TEXT_INPUTS))
-    ids, pixels = tensors.get("input_ids"), tensors.get("pixel_values")
-    if static.get("return_loss") and ids is not None and pixels is not None and len(ids.shape) == 2:
-        from clip.common import checks
-
-        checks.check_batch_sizes(ids.shape[0], pixels.shape[0])

@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from clip.common import checks, params, weights
 from clip.common.config import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
-from clip.common.outputs import CLIPOutput, CLIPTextModelOutput, CLIPVisionModelOutput
+from clip.common.outputs import CLIPOutput, CLIPTextModelOutput, CLIPVisionModelOutput, as_requested
 from clip.tf.eager import graph_when_eager
 from clip.tf.layers import CLIPAttention, CLIPEncoder, CLIPEncoderLayer, CLIPMLP
 from clip.tf.loss import clip_loss
@@ -48,7 +48,12 @@ def l2_normalize(x):
 
 
 def scaled_similarity(text_embeds, image_embeds, logit_scale):
-    """logit_scale.exp() * cosine similarity, (T,E) x (I,E) -> (T,I), in float32 under every dtype policy."""
+    """logit_scale.exp() * cosine similarity, (T,E) x (I,E) -> (T,I), in float32 under every dtype policy.
+
+    transformers' TF CLIP has no reduced-precision behaviour to follow (it fails under a mixed or
+    half policy), so Keras' mixed-precision rule holds: a model's outputs in float32. (PyTorch and
+    Flax return the dtype transformers' classes return there.)
+    """
     cosine = tf.matmul(tf.cast(text_embeds, tf.float32), tf.cast(image_embeds, tf.float32), transpose_b=True)
     return cosine * tf.exp(tf.cast(logit_scale, tf.float32))
 
@@ -153,10 +158,6 @@ def set_embedding_table(layer, value):
     layer.embeddings.assign(tf.cast(table, layer.embeddings.dtype))
 
 
-def _finish(output, return_dict):
-    return output if return_dict else output.to_tuple()
-
-
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class TFCLIPTextModel(TFCLIPPreTrainedModel):
     config_class = CLIPTextConfig
@@ -179,7 +180,7 @@ class TFCLIPTextModel(TFCLIPPreTrainedModel):
     @graph_when_eager
     def call(self, input_ids=None, attention_mask=None, position_ids=None, output_attentions=None, output_hidden_states=None, return_dict=None, training=False):
         attn, hidden, return_dict = self._output_flags(output_attentions, output_hidden_states, return_dict)
-        return _finish(self.text_model(input_ids, attention_mask, position_ids, output_attentions=attn, output_hidden_states=hidden, training=training), return_dict)
+        return as_requested(self.text_model(input_ids, attention_mask, position_ids, output_attentions=attn, output_hidden_states=hidden, training=training), return_dict)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -213,7 +214,7 @@ class TFCLIPTextModelWithProjection(TFCLIPPreTrainedModel):
         attn, hidden, return_dict = self._output_flags(output_attentions, output_hidden_states, return_dict)
         out = self.text_model(input_ids, attention_mask, position_ids, output_attentions=attn, output_hidden_states=hidden, training=training)
         embeds = self.text_projection(out.pooler_output)
-        return _finish(CLIPTextModelOutput(embeds, out.last_hidden_state, out.hidden_states, out.attentions), return_dict)
+        return as_requested(CLIPTextModelOutput(embeds, out.last_hidden_state, out.hidden_states, out.attentions), return_dict)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -236,7 +237,7 @@ class TFCLIPVisionModel(TFCLIPPreTrainedModel):
     def call(self, pixel_values=None, output_attentions=None, output_hidden_states=None, interpolate_pos_encoding=False, return_dict=None, training=False):
         attn, hidden, return_dict = self._output_flags(output_attentions, output_hidden_states, return_dict)
         out = self.vision_model(pixel_values, output_attentions=attn, output_hidden_states=hidden, interpolate_pos_encoding=interpolate_pos_encoding, training=training)
-        return _finish(out, return_dict)
+        return as_requested(out, return_dict)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -267,7 +268,7 @@ class TFCLIPVisionModelWithProjection(TFCLIPPreTrainedModel):
         attn, hidden, return_dict = self._output_flags(output_attentions, output_hidden_states, return_dict)
         out = self.vision_model(pixel_values, output_attentions=attn, output_hidden_states=hidden, interpolate_pos_encoding=interpolate_pos_encoding, training=training)
         embeds = self.visual_projection(out.pooler_output)
-        return _finish(CLIPVisionModelOutput(embeds, out.last_hidden_state, out.hidden_states, out.attentions), return_dict)
+        return as_requested(CLIPVisionModelOutput(embeds, out.last_hidden_state, out.hidden_states, out.attentions), return_dict)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -331,8 +332,7 @@ class TFCLIPModel(TFCLIPPreTrainedModel):
         training=False,
     ):
         attn, hidden, return_dict = self._output_flags(output_attentions, output_hidden_states, return_dict)
-        if return_loss and input_ids is not None and pixel_values is not None and len(input_ids.shape) == 2:
-            checks.check_batch_sizes(input_ids.shape[0], pixel_values.shape[0])  # static sizes; None passes
+        checks.check_loss_inputs(return_loss, input_ids, pixel_values)
         vision = self.vision_model(pixel_values, output_attentions=attn, output_hidden_states=hidden, interpolate_pos_encoding=interpolate_pos_encoding, training=training)
         text = self.text_model(input_ids, attention_mask, position_ids, output_attentions=attn, output_hidden_states=hidden, training=training)
         image_embeds = l2_normalize(self.visual_projection(vision.pooler_output))
@@ -340,7 +340,7 @@ class TFCLIPModel(TFCLIPPreTrainedModel):
         logits_per_text = scaled_similarity(text_embeds, image_embeds, self.logit_scale)  # T,I float32
         loss = clip_loss(logits_per_text) if return_loss else None
         output = CLIPOutput(loss, tf.transpose(logits_per_text), logits_per_text, text_embeds, image_embeds, text, vision)
-        return _finish(output, return_dict)
+        return as_requested(output, return_dict)
 
     # -- Keras training -----------------------------------------------------------------------------
     @staticmethod

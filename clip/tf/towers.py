@@ -14,7 +14,7 @@ import tensorflow as tf
 from clip.common import checks, weights
 from clip.common.config import CLIPTextConfig, CLIPVisionConfig
 from clip.common.outputs import BaseModelOutputWithPooling
-from clip.tf.eager import values_may_set_shapes
+from clip.tf.eager import inputs_checked_eagerly, values_may_set_shapes
 from clip.tf.kernels import patch_tokens
 from clip.tf.layers import CLIPEncoder, causal_bias, layer_norm, normalize
 
@@ -76,13 +76,13 @@ class CLIPVisionEmbeddings(keras.layers.Layer):
 
 
 def text_attention_bias(attention_mask, length):
-    """Additive float32 bias for the text encoder: causal, plus padding when anything is padded."""
-    causal = causal_bias(length)  # L,L
+    """(bias, is_causal) for the text encoder: the causal bias alone when no mask is given, else an
+    additive float32 bias (B,1,L,L) of padding and causal masking."""
     if attention_mask is None:
-        return causal
+        return None, True
     padding = tf.where(tf.equal(attention_mask, 0), np.finfo(np.float32).min, 0.0)  # BL
     # B,1,1,L + L,L -> B,1,L,L; doubly masked entries become -inf, as in transformers' sum of masks
-    return padding[:, None, None, :] + causal
+    return padding[:, None, None, :] + causal_bias(length), False
 
 
 def _static_shape(tensor, fill):
@@ -104,13 +104,15 @@ class CLIPTextTransformer(keras.layers.Layer):
             sub.build((None, self.config.hidden_size))
 
     def call(self, input_ids=None, attention_mask=None, position_ids=None, output_attentions=False, output_hidden_states=False, pooled_only=False, training=False):
-        self.check_inputs(input_ids, attention_mask, position_ids)
+        if not inputs_checked_eagerly():
+            self.check_inputs(input_ids, attention_mask, position_ids)
         index = self.pooled_positions(input_ids)
         if pooled_only and not (output_attentions or output_hidden_states):
             return BaseModelOutputWithPooling(None, self.pooled_only(input_ids, attention_mask, position_ids, index, training))
         x = self.embeddings(input_ids, position_ids=position_ids)
-        bias = text_attention_bias(attention_mask, tf.shape(input_ids)[1])
-        encoded = self.encoder(x, bias=bias, output_attentions=output_attentions, output_hidden_states=output_hidden_states, training=training)
+        bias, is_causal = text_attention_bias(attention_mask, tf.shape(input_ids)[1])
+        encoded = self.encoder(x, bias=bias, is_causal=is_causal, output_attentions=output_attentions,
+                               output_hidden_states=output_hidden_states, training=training)
         last = self.final_layer_norm(encoded.last_hidden_state)
         pooled = tf.gather(last, index, batch_dims=1)  # BD
         return BaseModelOutputWithPooling(last, pooled, encoded.hidden_states, encoded.attentions)
@@ -129,10 +131,11 @@ class CLIPTextTransformer(keras.layers.Layer):
             position_ids = None if position_ids is None else position_ids[..., :keep]
         x = self.embeddings(input_ids, position_ids=position_ids)
         length = tf.shape(input_ids)[1]
-        bias = text_attention_bias(attention_mask, length)
-        full = tf.broadcast_to(bias, (tf.shape(input_ids)[0], 1, length, length))
-        row_bias = tf.gather(full[:, 0], index, batch_dims=1)[:, None, None, :]  # the pooled queries' rows: B,1,1,L
-        return normalize(self.final_layer_norm, self.encoder.call_pooled(x, index, bias, row_bias, training))
+        bias, is_causal = text_attention_bias(attention_mask, length)
+        # the bias rows of the pooled queries: B,1,1,L
+        full = tf.broadcast_to(causal_bias(length) if bias is None else bias, (tf.shape(input_ids)[0], 1, length, length))
+        row_bias = tf.gather(full[:, 0], index, batch_dims=1)[:, None, None, :]
+        return normalize(self.final_layer_norm, self.encoder.output_at(x, index, bias, is_causal, row_bias, training))
 
     def check_inputs(self, input_ids, attention_mask=None, position_ids=None):
         """ValueError naming the input unless the shapes and dtypes are what the tower takes."""
@@ -163,11 +166,12 @@ class CLIPVisionTransformer(keras.layers.Layer):
             sub.build((None, self.config.hidden_size))
 
     def call(self, pixel_values=None, output_attentions=False, output_hidden_states=False, interpolate_pos_encoding=False, pooled_only=False, training=False):
-        self.check_inputs(pixel_values, interpolate_pos_encoding)
+        if not inputs_checked_eagerly():
+            self.check_inputs(pixel_values, interpolate_pos_encoding)
         x = self.pre_layrnorm(self.embeddings(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding))
         if pooled_only and not (output_attentions or output_hidden_states):
             index = tf.zeros(tf.shape(x)[:1], tf.int32)  # the class token
-            return BaseModelOutputWithPooling(None, normalize(self.post_layernorm, self.encoder.call_pooled(x, index, training=training)))
+            return BaseModelOutputWithPooling(None, normalize(self.post_layernorm, self.encoder.output_at(x, index, training=training)))
         encoded = self.encoder(x, output_attentions=output_attentions, output_hidden_states=output_hidden_states, training=training)
         last = encoded.last_hidden_state
         pooled = self.post_layernorm(last[:, 0])  # the class token, BD
