@@ -65,8 +65,17 @@ def pipeline_rate(encoder, folder, out, batch_size, draft=False, workers=None):
     from clip.tasks.embed import embed_to_dir, load_embeddings
 
     start = time.perf_counter()
-    summary = embed_to_dir(encoder, folder, out, batch_size=batch_size, overwrite=True, decode="process",
-                           draft=draft, workers=workers, chunk_size=4096)
+    summary = embed_to_dir(
+        encoder,
+        folder,
+        out,
+        batch_size=batch_size,
+        overwrite=True,
+        decode="process",
+        draft=draft,
+        workers=workers,
+        chunk_size=4096,
+    )
     elapsed = time.perf_counter() - start
     return summary["embedded"] / elapsed, load_embeddings(out)
 
@@ -101,8 +110,10 @@ def main():
     root = tempfile.mkdtemp(prefix="bench_embed_")
     try:
         make_model(os.path.join(root, "model"), args.quick)
-        sets = {"500x375": (os.path.join(root, "small"), args.small, (500, 375)),
-                "4000x3000": (os.path.join(root, "big"), args.big, (4000, 3000))}
+        sets = {
+            "500x375": (os.path.join(root, "small"), args.small, (500, 375)),
+            "4000x3000": (os.path.join(root, "big"), args.big, (4000, 3000)),
+        }
         for folder, count, size in sets.values():
             make_jpegs(folder, count, size)
         if not args.decode_only:
@@ -115,7 +126,9 @@ def main():
 def pipeline_table(args, root, sets):
     from clip.tasks import load_encoder
 
-    print("\n| dtype | images | model only (img/s) | pipeline (img/s) | ratio | --draft pipeline (img/s) | --draft worst cosine |")
+    print(
+        "\n| dtype | images | model only (img/s) | pipeline (img/s) | ratio | --draft pipeline (img/s) | --draft worst cosine |"
+    )
     print("|---|---|---|---|---|---|---|")
     for dtype in ("float32", "bfloat16"):
         encoder = load_encoder(os.path.join(root, "model"), "pt", device="cpu", dtype=dtype)
@@ -124,17 +137,24 @@ def pipeline_table(args, root, sets):
             rate, exact = pipeline_rate(encoder, folder, os.path.join(root, "out"), args.batch_size)
             draft_cells = ["", ""]
             if label == "4000x3000":
-                draft_rate, drafted = pipeline_rate(encoder, folder, os.path.join(root, "out"), args.batch_size, draft=True)
+                draft_rate, drafted = pipeline_rate(
+                    encoder, folder, os.path.join(root, "out"), args.batch_size, draft=True
+                )
                 cosine = np.sum(exact.vectors * drafted.vectors, axis=1).min()
                 draft_cells = [f"{draft_rate:.1f}", f"{cosine:.4f}"]
-            print(f"| {dtype} | {label} | {alone:.1f} | {rate:.1f} | {rate / alone:.2f} | {draft_cells[0]} | {draft_cells[1]} |", flush=True)
+            print(
+                f"| {dtype} | {label} | {alone:.1f} | {rate:.1f} | {rate / alone:.2f} | {draft_cells[0]} | {draft_cells[1]} |",
+                flush=True,
+            )
 
 
 def decode_table(args, root, sets, cores):
     from clip.tasks import load_encoder
 
     encoder = load_encoder(os.path.join(root, "model"), "pt", device="cpu")
-    print("\n| images | workers | threads (img/s per worker) | processes (img/s per worker) | processes --draft (img/s per worker) |")
+    print(
+        "\n| images | workers | threads (img/s per worker) | processes (img/s per worker) | processes --draft (img/s per worker) |"
+    )
     print("|---|---|---|---|---|")
     for label, (folder, _, _) in sets.items():
         for workers in sorted({1, cores}):

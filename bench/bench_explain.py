@@ -29,7 +29,11 @@ def _model_dir(folder, quick):
     from clip.pt import CLIPModel
 
     torch.manual_seed(0)
-    config = CLIPConfig(text_config={"num_hidden_layers": 2}, vision_config={"num_hidden_layers": 4}) if quick else CLIPConfig()
+    config = (
+        CLIPConfig(text_config={"num_hidden_layers": 2}, vision_config={"num_hidden_layers": 4})
+        if quick
+        else CLIPConfig()
+    )
     CLIPModel(config).save_pretrained(folder)
     CLIPProcessor().save_pretrained(folder)
     return folder
@@ -70,7 +74,10 @@ def main(argv=None):
                 first = time.perf_counter() - t0
                 took = _best(lambda: explain(encoder, image, texts[:count]), args.repeats)  # noqa: B023
                 forward = _best(lambda: encoder.encode([image, *texts[:count]]), args.repeats)  # noqa: B023
-                print(f"| {backend} | {count} | {first:.2f} | {took:.3f} | {forward:.3f} | {took / forward:.1f} |", flush=True)
+                print(
+                    f"| {backend} | {count} | {first:.2f} | {took:.3f} | {forward:.3f} | {took / forward:.1f} |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

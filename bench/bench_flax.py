@@ -50,7 +50,10 @@ def rows(quick: bool = False) -> list[dict]:
     vc, tc = config.vision_config, config.text_config
     patches = vc.num_patches
     image_flops = tower_flops(
-        vc.hidden_size, vc.intermediate_size, vc.num_hidden_layers, patches + 1,
+        vc.hidden_size,
+        vc.intermediate_size,
+        vc.num_hidden_layers,
+        patches + 1,
         extra=2 * patches * 3 * vc.patch_size**2 * vc.hidden_size,
     )
     text_flops = tower_flops(tc.hidden_size, tc.intermediate_size, tc.num_hidden_layers, TEXT_LEN)
@@ -64,7 +67,9 @@ def rows(quick: bool = False) -> list[dict]:
         theirs = transformers.FlaxCLIPModel(ref_config, dtype=dtype, _do_init=False)
         calls = {  # [ours, theirs], jitted alike
             "image": [jax.jit(lambda p, x, m=m: m.get_image_features(x, params=p)) for m in (ours, theirs)],
-            "text": [jax.jit(lambda p, ids, mask, m=m: m.get_text_features(ids, mask, params=p)) for m in (ours, theirs)],
+            "text": [
+                jax.jit(lambda p, ids, mask, m=m: m.get_text_features(ids, mask, params=p)) for m in (ours, theirs)
+            ],
         }
         for batch in (1, 32):
             pixels = jnp.asarray(rng.standard_normal((batch, 3, vc.image_size, vc.image_size)), dtype)
@@ -74,9 +79,16 @@ def rows(quick: bool = False) -> list[dict]:
             cases = [("image", (pixels,), image_flops), ("text", (ids, mask), text_flops)]
             for tower, args, flops in cases:
                 f_ours, f_theirs = calls[tower]
-                diff = float(jnp.abs(f_ours(params, *args).astype(jnp.float32) - f_theirs(params, *args).astype(jnp.float32)).max())
+                diff = float(
+                    jnp.abs(
+                        f_ours(params, *args).astype(jnp.float32) - f_theirs(params, *args).astype(jnp.float32)
+                    ).max()
+                )
                 t_ours, t_theirs = _best_interleaved(
-                    [lambda: f_ours(params, *args).block_until_ready(), lambda: f_theirs(params, *args).block_until_ready()],
+                    [
+                        lambda: f_ours(params, *args).block_until_ready(),
+                        lambda: f_theirs(params, *args).block_until_ready(),
+                    ],
                     repeats=2 if quick else 5,
                 )
                 achieved = batch * flops / t_ours / 1e9

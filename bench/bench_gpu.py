@@ -86,20 +86,38 @@ def parity_rows(torch, ctx):
     ours, theirs = make_pair(torch, transformers, config, device)  # float32 first, bfloat16 below
     pixels, ids, mask = _inputs(torch, config, 8, torch.float32, device, padded=True)
     out = []
-    for dtype_name, dtype, target in (("float32", torch.float32, "<= 1e-5"), ("bfloat16", torch.bfloat16, "bf16 rounding")):
+    for dtype_name, dtype, target in (
+        ("float32", torch.float32, "<= 1e-5"),
+        ("bfloat16", torch.bfloat16, "bf16 rounding"),
+    ):
         ours.to(dtype)
         theirs.to(dtype)
         with torch.inference_mode():
             pairs = {
-                "image features": (ours.get_image_features(pixel_values=pixels.to(dtype)), theirs.get_image_features(pixel_values=pixels.to(dtype))),
-                "text features (padded)": (ours.get_text_features(input_ids=ids, attention_mask=mask), theirs.get_text_features(input_ids=ids, attention_mask=mask)),
+                "image features": (
+                    ours.get_image_features(pixel_values=pixels.to(dtype)),
+                    theirs.get_image_features(pixel_values=pixels.to(dtype)),
+                ),
+                "text features (padded)": (
+                    ours.get_text_features(input_ids=ids, attention_mask=mask),
+                    theirs.get_text_features(input_ids=ids, attention_mask=mask),
+                ),
             }
         for what, (x, y) in pairs.items():
-            x, y = (getattr(t, "pooler_output", t).float() for t in (x, y))  # transformers 5 may return an output object
+            x, y = (
+                getattr(t, "pooler_output", t).float() for t in (x, y)
+            )  # transformers 5 may return an output object
             diff = float((x - y).abs().max())
             cosine = float(torch.nn.functional.cosine_similarity(x, y).min())
-            out.append(_row(f"parity {dtype_name}, {what}", target=target, max_abs_diff=diff, min_cosine=cosine,
-                            note=f"max abs diff {diff:.1e}, min cosine {cosine:.6f}"))
+            out.append(
+                _row(
+                    f"parity {dtype_name}, {what}",
+                    target=target,
+                    max_abs_diff=diff,
+                    min_cosine=cosine,
+                    note=f"max abs diff {diff:.1e}, min cosine {cosine:.6f}",
+                )
+            )
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
     ctx["pairs"][id(config)] = (ours, theirs)  # now in bfloat16: the towers and compile sections reuse them
@@ -132,28 +150,51 @@ def _flops(config, tower):
     vc, tc = config.vision_config, config.text_config
     if tower == "image":
         return tower_flops(vc.hidden_size, vc.intermediate_size, vc.num_hidden_layers, vc.num_patches + 1)
-    return tower_flops(tc.hidden_size, tc.intermediate_size, tc.num_hidden_layers, min(TEXT_LEN, tc.max_position_embeddings))
+    return tower_flops(
+        tc.hidden_size, tc.intermediate_size, tc.num_hidden_layers, min(TEXT_LEN, tc.max_position_embeddings)
+    )
 
 
 def _tower_row(name, batch, flops, t_ours, t_theirs, peak, unit):
     tflops = batch * flops / (t_ours / 1e3) / 1e12
-    return _row(name, ours_s=t_ours / 1e3, baseline_s=t_theirs / 1e3, ratio=t_theirs / t_ours, target=">= 1.0x",
-                ours_per_s=batch / t_ours * 1e3, baseline_per_s=batch / t_theirs * 1e3, tflops=tflops,
-                fraction_of_peak=tflops / peak if peak else None,
-                note=f"{batch / t_ours * 1e3:,.0f} vs {batch / t_theirs * 1e3:,.0f} {unit}/s; {tflops:.1f} TFLOP/s"
-                     + (f" = {tflops / peak:.0%} of peak" if peak else ""))
+    return _row(
+        name,
+        ours_s=t_ours / 1e3,
+        baseline_s=t_theirs / 1e3,
+        ratio=t_theirs / t_ours,
+        target=">= 1.0x",
+        ours_per_s=batch / t_ours * 1e3,
+        baseline_per_s=batch / t_theirs * 1e3,
+        tflops=tflops,
+        fraction_of_peak=tflops / peak if peak else None,
+        note=f"{batch / t_ours * 1e3:,.0f} vs {batch / t_theirs * 1e3:,.0f} {unit}/s; {tflops:.1f} TFLOP/s"
+        + (f" = {tflops / peak:.0%} of peak" if peak else ""),
+    )
 
 
 def _tower_pair_rows(torch, transformers, ctx, label, config, batch):
     device, peak = ctx["device"], ctx.get("peak_tflops")
     ours, theirs = _bf16_pair(torch, transformers, ctx, config)
     pixels, ids, _ = _inputs(torch, config, batch, torch.bfloat16, device)
-    calls = {"image": (lambda m: m.get_image_features(pixel_values=pixels), "img"), "text": (lambda m: m.get_text_features(input_ids=ids), "txt")}
+    calls = {
+        "image": (lambda m: m.get_image_features(pixel_values=pixels), "img"),
+        "text": (lambda m: m.get_text_features(input_ids=ids), "txt"),
+    }
     out = []
     for tower, (call, unit) in calls.items():
         with torch.inference_mode():
             t_ours, t_theirs = median_ms(torch, [lambda c=call: c(ours), lambda c=call: c(theirs)], device)
-        out.append(_tower_row(f"{label} {tower} tower, bf16, batch {batch}", batch, _flops(config, tower), t_ours, t_theirs, peak, unit))
+        out.append(
+            _tower_row(
+                f"{label} {tower} tower, bf16, batch {batch}",
+                batch,
+                _flops(config, tower),
+                t_ours,
+                t_theirs,
+                peak,
+                unit,
+            )
+        )
     return out
 
 
@@ -187,8 +228,17 @@ def compile_rows(torch, ctx):
     with torch.inference_mode():
         t_ours, t_theirs = median_ms(torch, [lambda: fast_ours(pixels), lambda: fast_theirs(pixels)], device, warmup=3)
     label = "tiny" if quick else "ViT-L/14"
-    out.append(_tower_row(f"{label} image tower, torch.compile ({backend}) on both, bf16, batch {batch}",
-                          batch, _flops(config, "image"), t_ours, t_theirs, peak, "img"))
+    out.append(
+        _tower_row(
+            f"{label} image tower, torch.compile ({backend}) on both, bf16, batch {batch}",
+            batch,
+            _flops(config, "image"),
+            t_ours,
+            t_theirs,
+            peak,
+            "img",
+        )
+    )
     fast_ours = fast_theirs = None  # the compiled graphs' memory
     ctx["pairs"].pop(id(config), None)  # the ViT-L/14 pair is no longer needed
 
@@ -196,10 +246,21 @@ def compile_rows(torch, ctx):
     ours, theirs = _bf16_pair(torch, transformers, ctx, config)
     one, _, _ = _inputs(torch, config, 1, torch.bfloat16, device)
     with torch.inference_mode():
-        t_ours, t_theirs = median_ms(torch, [lambda: ours.get_image_features(pixel_values=one),
-                                             lambda: theirs.get_image_features(pixel_values=one)], device)
-    out.append(_row(f"{'tiny' if quick else 'ViT-B/32'} image, batch 1, bf16, eager", ours_s=t_ours / 1e3, baseline_s=t_theirs / 1e3,
-                    ratio=t_theirs / t_ours, target="<= 0.5x theirs with graphs", note=f"{t_ours:.2f} ms vs {t_theirs:.2f} ms"))
+        t_ours, t_theirs = median_ms(
+            torch,
+            [lambda: ours.get_image_features(pixel_values=one), lambda: theirs.get_image_features(pixel_values=one)],
+            device,
+        )
+    out.append(
+        _row(
+            f"{'tiny' if quick else 'ViT-B/32'} image, batch 1, bf16, eager",
+            ours_s=t_ours / 1e3,
+            baseline_s=t_theirs / 1e3,
+            ratio=t_theirs / t_ours,
+            target="<= 0.5x theirs with graphs",
+            note=f"{t_ours:.2f} ms vs {t_theirs:.2f} ms",
+        )
+    )
     if device.type != "cuda":
         out.append(unavailable("batch 1 through load_encoder(compile=True) (CUDA graphs)", "needs a CUDA device"))
         return out
@@ -207,11 +268,22 @@ def compile_rows(torch, ctx):
     eager_encoder = load_encoder(model_dir, "pt", device="cuda", dtype="bfloat16")
     graphed_encoder = load_encoder(model_dir, "pt", device="cuda", dtype="bfloat16", compile=True)
     pixels_np = one.float().cpu().numpy()
-    t_eager, t_graphed = median_ms(torch, [lambda: eager_encoder.encode_images(pixels_np),
-                                           lambda: graphed_encoder.encode_images(pixels_np)], device, warmup=3)
-    out.append(_row("ViT-B/32 image, batch 1, bf16, load_encoder eager vs compile=True (CUDA graphs)", ours_s=t_graphed / 1e3,
-                    baseline_s=t_eager / 1e3, ratio=t_eager / t_graphed, target=f"<= {t_theirs / 2:.2f} ms (half of transformers)",
-                    note=f"graphed {t_graphed:.2f} ms, eager {t_eager:.2f} ms, transformers (model call) {t_theirs:.2f} ms; with host copies"))
+    t_eager, t_graphed = median_ms(
+        torch,
+        [lambda: eager_encoder.encode_images(pixels_np), lambda: graphed_encoder.encode_images(pixels_np)],
+        device,
+        warmup=3,
+    )
+    out.append(
+        _row(
+            "ViT-B/32 image, batch 1, bf16, load_encoder eager vs compile=True (CUDA graphs)",
+            ours_s=t_graphed / 1e3,
+            baseline_s=t_eager / 1e3,
+            ratio=t_eager / t_graphed,
+            target=f"<= {t_theirs / 2:.2f} ms (half of transformers)",
+            note=f"graphed {t_graphed:.2f} ms, eager {t_eager:.2f} ms, transformers (model call) {t_theirs:.2f} ms; with host copies",
+        )
+    )
     return out
 
 
@@ -232,7 +304,11 @@ def flax_rows(torch, ctx):
     config, batch = (TINY, 4) if quick else (VIT_L_14, 256)
     model_dir = ctx["model_dir"](config)
     where = "cuda" if device.type == "cuda" else "cpu"
-    pixels = np.random.default_rng(0).standard_normal((batch, 3, config.vision_config.image_size, config.vision_config.image_size)).astype(np.float32)
+    pixels = (
+        np.random.default_rng(0)
+        .standard_normal((batch, 3, config.vision_config.image_size, config.vision_config.image_size))
+        .astype(np.float32)
+    )
     pt = load_encoder(model_dir, "pt", device=where, dtype="bfloat16")
     encoders = {"pt": pt}
     for kernel in ("matmul", "auto", "cudnn"):
@@ -243,7 +319,14 @@ def flax_rows(torch, ctx):
         except Exception as err:  # noqa: BLE001 - recorded in the JSON
             encoders[f"flax ({kernel})"] = f"{type(err).__name__}: {str(err)[:200]}"
     names = [n for n, e in encoders.items() if not isinstance(e, str)]
-    times = dict(zip(names, median_ms(torch, [lambda e=encoders[n]: e.encode_images(pixels) for n in names], device, warmup=2, repeats=10)))
+    times = dict(
+        zip(
+            names,
+            median_ms(
+                torch, [lambda e=encoders[n]: e.encode_images(pixels) for n in names], device, warmup=2, repeats=10
+            ),
+        )
+    )
     label = "tiny" if quick else "ViT-L/14"
     out = []
     for name, encoder in encoders.items():
@@ -253,9 +336,16 @@ def flax_rows(torch, ctx):
             out.append(unavailable(f"{label} image through load_encoder, {name} vs pt", encoder))
             continue
         ratio = times["pt"] / times[name]
-        out.append(_row(f"{label} image through load_encoder, {name} vs pt, bf16, batch {batch}", ours_s=times[name] / 1e3,
-                        baseline_s=times["pt"] / 1e3, ratio=ratio, target=">= 0.95x",
-                        note=f"{batch / times[name] * 1e3:,.0f} vs {batch / times['pt'] * 1e3:,.0f} img/s (numpy in and out)"))
+        out.append(
+            _row(
+                f"{label} image through load_encoder, {name} vs pt, bf16, batch {batch}",
+                ours_s=times[name] / 1e3,
+                baseline_s=times["pt"] / 1e3,
+                ratio=ratio,
+                target=">= 0.95x",
+                note=f"{batch / times[name] * 1e3:,.0f} vs {batch / times['pt'] * 1e3:,.0f} img/s (numpy in and out)",
+            )
+        )
     return out
 
 
@@ -274,8 +364,11 @@ def run(sections, quick, out_path=None):
         torch.set_num_threads(1)  # tiny shapes gain nothing from threads, and a busy machine's OpenMP spin-waits
     dirs = gpu_models.ModelDirs()
     ctx = {"quick": quick, "device": device, "model_dir": dirs.get, "workdir": dirs.root, "pairs": {}}
-    versions = {"torch": torch.__version__, "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
-                "cpus": os.cpu_count()}
+    versions = {
+        "torch": torch.__version__,
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
+        "cpus": os.cpu_count(),
+    }
     for name in ("transformers", "jax", "flax", "torchvision"):
         try:
             versions[name] = __import__(name).__version__
@@ -284,8 +377,16 @@ def run(sections, quick, out_path=None):
     rows = [_row("environment", note=", ".join(f"{k} {v}" for k, v in versions.items()), **versions)]
     import gpu_pipeline
 
-    runners = {"peak": peak_rows, "parity": parity_rows, "towers": tower_rows, "compile": compile_rows, "flax": flax_rows,
-               "decode": gpu_pipeline.decode_rows, "embed": gpu_pipeline.embed_rows, "decode_diff": gpu_pipeline.decode_diff_rows}
+    runners = {
+        "peak": peak_rows,
+        "parity": parity_rows,
+        "towers": tower_rows,
+        "compile": compile_rows,
+        "flax": flax_rows,
+        "decode": gpu_pipeline.decode_rows,
+        "embed": gpu_pipeline.embed_rows,
+        "decode_diff": gpu_pipeline.decode_diff_rows,
+    }
     try:
         for section in sections:
             start = time.perf_counter()
@@ -293,7 +394,13 @@ def run(sections, quick, out_path=None):
                 new = runners[section](torch, ctx)
             except Exception as err:  # noqa: BLE001 - one section's failure must not lose the others
                 traceback.print_exc()
-                new = [_row(f"{section}: failed", error=f"{type(err).__name__}: {err}", note=f"failed: {type(err).__name__}: {str(err)[:300]}")]
+                new = [
+                    _row(
+                        f"{section}: failed",
+                        error=f"{type(err).__name__}: {err}",
+                        note=f"failed: {type(err).__name__}: {str(err)[:300]}",
+                    )
+                ]
             for row in new:
                 row["section"] = section
                 print(f"  {section}: {row['name']}: {row.get('note', '')}", file=sys.stderr, flush=True)

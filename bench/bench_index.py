@@ -66,13 +66,31 @@ def write_embedding_dir(path, vectors, chunk=100_000):
         part = vectors[start : start + chunk]
         np.save(os.path.join(path, "chunks", f"{number:06d}.npy"), part)
         keys = [str(i) for i in range(start, start + len(part))]
-        atomic_write_json(os.path.join(path, "chunks", f"{number:06d}.json"),
-                          {"keys": keys, "texts": [f"item {k}" for k in keys]})
+        atomic_write_json(
+            os.path.join(path, "chunks", f"{number:06d}.json"), {"keys": keys, "texts": [f"item {k}" for k in keys]}
+        )
         chunks.append({"file": f"chunks/{number:06d}.npy", "keys": f"chunks/{number:06d}.json", "count": len(part)})
-    atomic_write_json(os.path.join(path, "manifest.json"), {
-        "format_version": 1, "kind": "text", "root": "/bench", "model": None, "weights": "bench", "backend": "pt",
-        "dim": vectors.shape[1], "dtype": "float32", "compute_dtype": "float32", "normalized": True, "storage": "npy",
-        "shard": [0, 1], "complete": True, "count": len(vectors), "chunks": chunks, "skipped": []})
+    atomic_write_json(
+        os.path.join(path, "manifest.json"),
+        {
+            "format_version": 1,
+            "kind": "text",
+            "root": "/bench",
+            "model": None,
+            "weights": "bench",
+            "backend": "pt",
+            "dim": vectors.shape[1],
+            "dtype": "float32",
+            "compute_dtype": "float32",
+            "normalized": True,
+            "storage": "npy",
+            "shard": [0, 1],
+            "complete": True,
+            "count": len(vectors),
+            "chunks": chunks,
+            "skipped": [],
+        },
+    )
 
 
 def recall_at(found, truth):
@@ -97,7 +115,10 @@ def main_build(args):
     data = ClipLike(args.dim)
     t = time.perf_counter()
     vectors = data.sample(args.n, seed=1)
-    queries = {"image-like": data.sample(args.queries, seed=2), "text-like": data.sample(args.queries, seed=3, gap=0.35)}
+    queries = {
+        "image-like": data.sample(args.queries, seed=2),
+        "text-like": data.sample(args.queries, seed=3, gap=0.35),
+    }
     gen_s = time.perf_counter() - t
     work = tempfile.mkdtemp(prefix="bench_index_", dir=args.work)
     rows = []
@@ -105,7 +126,7 @@ def main_build(args):
         emb = os.path.join(work, "emb")
         write_embedding_dir(emb, vectors)
         truth = {name: topk_cosine(q, vectors, 10)[1] for name, q in queries.items()}
-        exact_ms = batch1_ms(lambda q: topk_cosine(q, vectors, 10), queries["image-like"][:args.exact_queries])
+        exact_ms = batch1_ms(lambda q: topk_cosine(q, vectors, 10), queries["image-like"][: args.exact_queries])
         from clip.index.build import build_index
 
         for kind in args.kinds:
@@ -116,31 +137,63 @@ def main_build(args):
             t = time.perf_counter()
             index = EmbeddingIndex.load(out)
             open_s = time.perf_counter() - t
-            row = {"kind": kind, "n": args.n, "dim": args.dim, "params": info["params"], "build_s": round(info["build_seconds"], 1),
-                   "build_wall_s (with loading + calibration)": round(wall, 1), "open_s": round(open_s, 4),
-                   "index_file_MiB": round(info["index_file_bytes"] / 2**20, 1),
-                   "memory_estimate_MiB": round(info["memory_estimate"] / 2**20, 1),
-                   "budget_MiB": round(info["memory_budget"] / 2**20), "exact_batch1_ms_p50": round(exact_ms[0], 2)}
+            row = {
+                "kind": kind,
+                "n": args.n,
+                "dim": args.dim,
+                "params": info["params"],
+                "build_s": round(info["build_seconds"], 1),
+                "build_wall_s (with loading + calibration)": round(wall, 1),
+                "open_s": round(open_s, 4),
+                "index_file_MiB": round(info["index_file_bytes"] / 2**20, 1),
+                "memory_estimate_MiB": round(info["memory_estimate"] / 2**20, 1),
+                "budget_MiB": round(info["memory_budget"] / 2**20),
+                "exact_batch1_ms_p50": round(exact_ms[0], 2),
+            }
             for name, q in queries.items():
                 found = index.topk(q, 10)[1]
                 row[f"recall@10 {name}"] = round(recall_at(found, truth[name]), 4)
             p50, p99 = batch1_ms(lambda q: index.topk(q, 10), queries["image-like"])
-            row.update({"batch1_ms_p50": round(p50, 3), "batch1_ms_p99": round(p99, 3),
-                        "speedup_vs_exact": round(exact_ms[0] / p50, 1)})
+            row.update(
+                {
+                    "batch1_ms_p50": round(p50, 3),
+                    "batch1_ms_p99": round(p99, 3),
+                    "speedup_vs_exact": round(exact_ms[0] / p50, 1),
+                }
+            )
             print(json.dumps(row), flush=True)
             rows.append(row)
             for ef in args.efs if kind == "hnsw" else ():  # the effort / recall trade-off on the same graph
                 index.engine.index.expansion_search = ef
                 recall = {name: round(recall_at(index.topk(q, 10)[1], truth[name]), 4) for name, q in queries.items()}
                 p50, p99 = batch1_ms(lambda q: index.topk(q, 10), queries["image-like"])
-                print(json.dumps({"kind": kind, "n": args.n, "expansion_search": ef, "recall@10": recall,
-                                  "batch1_ms_p50": round(p50, 3), "batch1_ms_p99": round(p99, 3),
-                                  "speedup_vs_exact": round(exact_ms[0] / p50, 1)}), flush=True)
+                print(
+                    json.dumps(
+                        {
+                            "kind": kind,
+                            "n": args.n,
+                            "expansion_search": ef,
+                            "recall@10": recall,
+                            "batch1_ms_p50": round(p50, 3),
+                            "batch1_ms_p99": round(p99, 3),
+                            "speedup_vs_exact": round(exact_ms[0] / p50, 1),
+                        }
+                    ),
+                    flush=True,
+                )
             index = None  # unmapped before the work folder goes
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(json.dumps({"generation_s": round(gen_s, 1), "peak_rss_MiB": round(rss_mb()), "cpus": os.cpu_count(),
-                      "load_avg": os.getloadavg()}))
+    print(
+        json.dumps(
+            {
+                "generation_s": round(gen_s, 1),
+                "peak_rss_MiB": round(rss_mb()),
+                "cpus": os.cpu_count(),
+                "load_avg": os.getloadavg(),
+            }
+        )
+    )
     return rows
 
 
@@ -158,23 +211,47 @@ def main_compare(args):
             set_knob(value)
             recall = recall_at(np.vstack([search(q[None]) for q in queries]), truth)
             p50, _ = batch1_ms(search, queries[:200])
-            print(json.dumps({"engine": name, "n": args.n, "build_s": round(build_s, 1), "knob": value,
-                              "recall@10": round(recall, 4), "batch1_ms_p50": round(p50, 3), "MiB": round(size / 2**20)}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "engine": name,
+                        "n": args.n,
+                        "build_s": round(build_s, 1),
+                        "knob": value,
+                        "recall@10": round(recall, 4),
+                        "batch1_ms_p50": round(p50, 3),
+                        "MiB": round(size / 2**20),
+                    }
+                ),
+                flush=True,
+            )
             if recall >= 0.97:
                 break
 
     t = time.perf_counter()
     u = Index(ndim=args.dim, metric="cos", dtype="f16", connectivity=16, expansion_add=128)
     u.add(np.arange(len(vectors), dtype=np.uint64), vectors)
-    report("usearch HNSW f16 M16", time.perf_counter() - t, lambda q: u.search(q, 10, threads=1).keys.reshape(1, -1),
-           (16, 32, 64, 128, 256), lambda v: setattr(u, "expansion_search", v), u.memory_usage)
+    report(
+        "usearch HNSW f16 M16",
+        time.perf_counter() - t,
+        lambda q: u.search(q, 10, threads=1).keys.reshape(1, -1),
+        (16, 32, 64, 128, 256),
+        lambda v: setattr(u, "expansion_search", v),
+        u.memory_usage,
+    )
     u = None
     t = time.perf_counter()
     h = faiss.IndexHNSWFlat(args.dim, 32, faiss.METRIC_INNER_PRODUCT)
     h.hnsw.efConstruction = 128
     h.add(vectors)
-    report("faiss HNSW32 flat f32", time.perf_counter() - t, lambda q: h.search(q, 10)[1], (16, 32, 64, 128, 256),
-           lambda v: setattr(h.hnsw, "efSearch", v), len(vectors) * (args.dim * 4 + 32 * 2 * 4))
+    report(
+        "faiss HNSW32 flat f32",
+        time.perf_counter() - t,
+        lambda q: h.search(q, 10)[1],
+        (16, 32, 64, 128, 256),
+        lambda v: setattr(h.hnsw, "efSearch", v),
+        len(vectors) * (args.dim * 4 + 32 * 2 * 4),
+    )
     h = None
     # autofaiss's choice for ~1M vectors under a few GB: an IVF with ~4 sqrt(N) lists and PQ codes of D/8 bytes
     nlist = 2 ** round(np.log2(4 * np.sqrt(args.n)))
@@ -184,8 +261,14 @@ def main_compare(args):
     ivf.do_polysemous_training = False
     ivf.train(vectors[np.random.default_rng(0).choice(len(vectors), min(len(vectors), 40 * nlist), replace=False)])
     ivf.add(vectors)
-    report(f"faiss IVF{nlist},PQ{args.dim // 8}", time.perf_counter() - t, lambda q: ivf.search(q, 10)[1], (8, 16, 32, 64, 128, 256),
-           lambda v: setattr(ivf, "nprobe", v), len(vectors) * (args.dim // 8 + 8))
+    report(
+        f"faiss IVF{nlist},PQ{args.dim // 8}",
+        time.perf_counter() - t,
+        lambda q: ivf.search(q, 10)[1],
+        (8, 16, 32, 64, 128, 256),
+        lambda v: setattr(ivf, "nprobe", v),
+        len(vectors) * (args.dim // 8 + 8),
+    )
 
 
 if __name__ == "__main__":
@@ -196,8 +279,13 @@ if __name__ == "__main__":
     parser.add_argument("--exact-queries", type=int, default=50)
     parser.add_argument("--memory", default="4GB")
     parser.add_argument("--kinds", nargs="+", default=["hnsw"])
-    parser.add_argument("--efs", nargs="*", type=int, default=[32, 64, 128, 256],
-                        help="HNSW search efforts to measure besides the calibrated one")
+    parser.add_argument(
+        "--efs",
+        nargs="*",
+        type=int,
+        default=[32, 64, 128, 256],
+        help="HNSW search efforts to measure besides the calibrated one",
+    )
     parser.add_argument("--work", default=None, help="scratch folder (default: the system's temp)")
     parser.add_argument("--compare", action="store_true", help="the engine comparison instead of the build proof")
     args = parser.parse_args()

@@ -67,9 +67,7 @@ def rows(quick: bool = False) -> list[dict]:
     torch.manual_seed(0)
     config = CLIPConfig()  # ViT-B/32 defaults
     if quick:
-        config = CLIPConfig(
-            text_config={"num_hidden_layers": 2}, vision_config={"num_hidden_layers": 2}
-        )
+        config = CLIPConfig(text_config={"num_hidden_layers": 2}, vision_config={"num_hidden_layers": 2})
     ours = CLIPModel(config).eval()
     theirs = transformers.CLIPModel(transformers.CLIPConfig(**config.to_dict())).eval()
     theirs.load_state_dict(ours.state_dict(), strict=False)
@@ -77,7 +75,10 @@ def rows(quick: bool = False) -> list[dict]:
     vc, tc = config.vision_config, config.text_config
     patches = vc.num_patches
     image_flops = tower_flops(
-        vc.hidden_size, vc.intermediate_size, vc.num_hidden_layers, patches + 1,
+        vc.hidden_size,
+        vc.intermediate_size,
+        vc.num_hidden_layers,
+        patches + 1,
         extra=2 * patches * 3 * vc.patch_size**2 * vc.hidden_size,
     )
     text_flops = tower_flops(tc.hidden_size, tc.intermediate_size, tc.num_hidden_layers, TEXT_LEN)
@@ -89,7 +90,9 @@ def rows(quick: bool = False) -> list[dict]:
         ours.to(dtype)
         theirs.to(dtype)
         for batch in (1, 32):
-            pixels = torch.from_numpy(rng.standard_normal((batch, 3, vc.image_size, vc.image_size), dtype=np.float32)).to(dtype)
+            pixels = torch.from_numpy(
+                rng.standard_normal((batch, 3, vc.image_size, vc.image_size), dtype=np.float32)
+            ).to(dtype)
             ids = torch.from_numpy(rng.integers(0, tc.vocab_size - 2, (batch, TEXT_LEN)))
             ids[:, -1] = tc.eos_token_id
             mask = torch.ones_like(ids)
@@ -142,8 +145,13 @@ def _padded_text_row(torch, ours, theirs, tc, rng, quick):
         t_ours, t_theirs = _best_interleaved([lambda: call(ours), lambda: call(theirs)], repeats=2 if quick else 4)
     return {
         "name": "pt text tower, batch 32, float32, padded to 77",
-        "ours_s": t_ours, "baseline_s": t_theirs, "ratio": t_theirs / t_ours, "target": "(no target)",
-        "ours_items_per_s": batch / t_ours, "baseline_items_per_s": batch / t_theirs, "max_abs_diff": diff,
+        "ours_s": t_ours,
+        "baseline_s": t_theirs,
+        "ratio": t_theirs / t_ours,
+        "target": "(no target)",
+        "ours_items_per_s": batch / t_ours,
+        "baseline_items_per_s": batch / t_theirs,
+        "max_abs_diff": diff,
         "note": f"texts of 8-16 tokens padded to {TEXT_LEN}; diff {diff:.1e}",
     }
 

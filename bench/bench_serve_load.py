@@ -54,9 +54,17 @@ async def client(number, url, until, vectors, latencies, errors):
     async with httpx.AsyncClient(timeout=30) as http:
         while time.monotonic() < until:
             if number % 2:
-                request = http.post(f"{url}/knn-service", content=json.dumps(
-                    {"embedding_input": vectors[rng.integers(len(vectors))].tolist(), "num_images": 10, "deduplicate": False,
-                     "modality": "text"}))
+                request = http.post(
+                    f"{url}/knn-service",
+                    content=json.dumps(
+                        {
+                            "embedding_input": vectors[rng.integers(len(vectors))].tolist(),
+                            "num_images": 10,
+                            "deduplicate": False,
+                            "modality": "text",
+                        }
+                    ),
+                )
             else:
                 request = http.post(f"{url}/search", json={"text": WORDS[rng.integers(len(WORDS))], "k": 10})
             started = time.perf_counter()
@@ -101,8 +109,12 @@ def main():
         queries = data.sample(200, seed=2)
         port = free_port()
         env = dict(os.environ, PYTHONPATH=ROOT, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-        server = subprocess.Popen([sys.executable, "-m", "clip", "serve", os.path.join(work, "emb"), "--port", str(port)],
-                                  env=env, stderr=subprocess.PIPE, text=True)
+        server = subprocess.Popen(
+            [sys.executable, "-m", "clip", "serve", os.path.join(work, "emb"), "--port", str(port)],
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         url = f"http://127.0.0.1:{port}"
         import httpx
 
@@ -130,12 +142,23 @@ def main():
         server.terminate()
         server.wait(10)
         ms = 1e3 * np.asarray(latencies)
-        print(json.dumps({
-            "clients": args.clients, "seconds": round(wall, 1), "index": f"{info['kind']} {args.n} x {dim}",
-            "requests": len(latencies), "errors": len(errors), "throughput_rps": round(len(latencies) / wall, 1),
-            "p50_ms": round(float(np.percentile(ms, 50)), 1), "p99_ms": round(float(np.percentile(ms, 99)), 1),
-            "server_rss_mib_first_last_max": [round(memory[0]), round(memory[-1]), round(max(memory))],
-            "cpus": os.cpu_count(), "load_avg": [round(x, 1) for x in os.getloadavg()]}))
+        print(
+            json.dumps(
+                {
+                    "clients": args.clients,
+                    "seconds": round(wall, 1),
+                    "index": f"{info['kind']} {args.n} x {dim}",
+                    "requests": len(latencies),
+                    "errors": len(errors),
+                    "throughput_rps": round(len(latencies) / wall, 1),
+                    "p50_ms": round(float(np.percentile(ms, 50)), 1),
+                    "p99_ms": round(float(np.percentile(ms, 99)), 1),
+                    "server_rss_mib_first_last_max": [round(memory[0]), round(memory[-1]), round(max(memory))],
+                    "cpus": os.cpu_count(),
+                    "load_avg": [round(x, 1) for x in os.getloadavg()],
+                }
+            )
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -22,18 +22,37 @@ import numpy as np
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-TEXT = dict(vocab_size=99, hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-            max_position_embeddings=16, projection_dim=24, eos_token_id=98, pad_token_id=0)
-VISION = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4, image_size=16,
-              patch_size=4, projection_dim=24)
+TEXT = dict(
+    vocab_size=99,
+    hidden_size=32,
+    intermediate_size=37,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    max_position_embeddings=16,
+    projection_dim=24,
+    eos_token_id=98,
+    pad_token_id=0,
+)
+VISION = dict(
+    hidden_size=32,
+    intermediate_size=37,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    image_size=16,
+    patch_size=4,
+    projection_dim=24,
+)
 
 
 def batch(batch_size=3, length=7, seed=0):
     rng = np.random.default_rng(seed)
     ids = rng.integers(3, 97, (batch_size, length))
     ids[:, -1] = 98
-    return {"input_ids": ids, "attention_mask": np.ones_like(ids),
-            "pixel_values": rng.standard_normal((batch_size, 3, 16, 16)).astype(np.float32)}
+    return {
+        "input_ids": ids,
+        "attention_mask": np.ones_like(ids),
+        "pixel_values": rng.standard_normal((batch_size, 3, 16, 16)).astype(np.float32),
+    }
 
 
 def arrays_of(value):
@@ -154,27 +173,37 @@ def pt_calls():
         "Model(config dict)": lambda ns: run(ns.CLIPModel(cfg.to_dict()).eval()).logits_per_image.shape,
         "from_pretrained + forward": lambda ns: run(model(ns)),
         "forward return_dict=False": lambda ns: run(model(ns), return_dict=False),
-        "forward output_hidden_states/attentions": lambda ns: run(model(ns, attn_implementation="eager"), output_hidden_states=True, output_attentions=True),
+        "forward output_hidden_states/attentions": lambda ns: run(
+            model(ns, attn_implementation="eager"), output_hidden_states=True, output_attentions=True
+        ),
         "config.output_* defaults": hidden_from_config,
         "config.return_dict=False": lambda ns: run(model(ns, return_dict=False)),
         "get_text_features": lambda ns: model(ns).get_text_features(**text),
         "get_image_features": lambda ns: model(ns).get_image_features(pixel_values=t["pixel_values"]),
         "text model forward": lambda ns: run(model(ns, "CLIPTextModel"), text),
-        "vision model forward": lambda ns: run(model(ns, "CLIPVisionModelWithProjection"), {"pixel_values": t["pixel_values"]}),
+        "vision model forward": lambda ns: run(
+            model(ns, "CLIPVisionModelWithProjection"), {"pixel_values": t["pixel_values"]}
+        ),
         "save/load safetensors": lambda ns: save_load(ns),
         "save/load safe_serialization=False": lambda ns: save_load(ns, safe_serialization=False),
         "save/load max_shard_size": lambda ns: save_load(ns, max_shard_size="20KB"),
         "from_pretrained output_loading_info": lambda ns: sorted(model_info(ns, seed_dir)),
-        "from_pretrained(None, config, state_dict)": lambda ns: run(ns.CLIPModel.from_pretrained(None, config=cfg, state_dict=model(ns).state_dict()).eval()),
+        "from_pretrained(None, config, state_dict)": lambda ns: run(
+            ns.CLIPModel.from_pretrained(None, config=cfg, state_dict=model(ns).state_dict()).eval()
+        ),
         "from_pretrained dtype=bfloat16": lambda ns: str(model(ns, dtype=torch.bfloat16).dtype),
         "from_pretrained torch_dtype=float16": lambda ns: str(model(ns, torch_dtype=torch.float16).dtype),
-        "_from_config(attn_implementation=eager)": lambda ns: ns.CLIPModel._from_config(cfg, attn_implementation="eager").config._attn_implementation,
+        "_from_config(attn_implementation=eager)": lambda ns: (
+            ns.CLIPModel._from_config(cfg, attn_implementation="eager").config._attn_implementation
+        ),
         "set_attn_implementation": lambda ns: (lambda m: (m.set_attn_implementation("eager"), run(m))[1])(model(ns)),
         "eager == sdpa": lambda ns: run(model(ns, attn_implementation="eager")),
         "num_parameters()": lambda ns: model(ns).num_parameters(),
         "num_parameters(only_trainable)": lambda ns: model(ns).num_parameters(only_trainable=True),
         "num_parameters(exclude_embeddings)": lambda ns: model(ns).num_parameters(exclude_embeddings=True),
-        "get_input_embeddings (text)": lambda ns: type(model(ns, "CLIPTextModel").get_input_embeddings()).__mro__[-3].__name__,
+        "get_input_embeddings (text)": lambda ns: (
+            type(model(ns, "CLIPTextModel").get_input_embeddings()).__mro__[-3].__name__
+        ),
         "get_input_embeddings (CLIPModel)": lambda ns: model(ns).get_input_embeddings(),
         "set_input_embeddings (text)": set_text_embeddings,
         "get_output_embeddings": lambda ns: model(ns).get_output_embeddings(),
@@ -194,12 +223,21 @@ def pt_calls():
         "ignore_mismatched_sizes=True": lambda ns: classifier_mismatch(ns, True),
         "meta device context refused": meta,
         "state_dict keys": lambda ns: sorted(model(ns).state_dict()),
-        "model.to(bfloat16) forward": lambda ns: str(run(model(ns).to(torch.bfloat16), {**t, "pixel_values": t["pixel_values"].bfloat16()}).logits_per_image.dtype),
+        "model.to(bfloat16) forward": lambda ns: str(
+            run(
+                model(ns).to(torch.bfloat16), {**t, "pixel_values": t["pixel_values"].bfloat16()}
+            ).logits_per_image.dtype
+        ),
         "training step gradients": train_step,
         "torch.jit.trace (torchscript=True)": trace,
-        "gradient_checkpointing_enable": lambda ns: (lambda m: (m.gradient_checkpointing_enable(), m.is_gradient_checkpointing)[1])(model(ns).train()),
+        "gradient_checkpointing_enable": lambda ns: (
+            lambda m: (m.gradient_checkpointing_enable(), m.is_gradient_checkpointing)[1]
+        )(model(ns).train()),
         "dtype / device": lambda ns: (str(model(ns).dtype), str(model(ns).device)),
-        "config.use_return_dict / is_encoder_decoder": lambda ns: (model(ns).config.use_return_dict, model(ns).config.is_encoder_decoder),
+        "config.use_return_dict / is_encoder_decoder": lambda ns: (
+            model(ns).config.use_return_dict,
+            model(ns).config.is_encoder_decoder,
+        ),
         "config.get_text_config": lambda ns: model(ns).config.get_text_config().hidden_size,
         "config.to_diff_dict projection_dim": lambda ns: model(ns).config.to_diff_dict()["projection_dim"],
     }
@@ -247,7 +285,9 @@ def tf_calls():
     def fit(ns):
         m = model(ns)
         m.compile(optimizer=keras.optimizers.SGD(0.01) if ns.ours else tf.keras.optimizers.SGD(0.01))
-        return m.fit({**t, "return_loss": tf.constant(True)} if not ns.ours else t, epochs=1, batch_size=3, verbose=0).history["loss"]
+        return m.fit(
+            {**t, "return_loss": tf.constant(True)} if not ns.ours else t, epochs=1, batch_size=3, verbose=0
+        ).history["loss"]
 
     return {
         "Model(transformers config)": lambda ns: ns.TFCLIPModel(cfg)(**t).logits_per_image.shape,
@@ -255,14 +295,20 @@ def tf_calls():
         "from_pretrained + call(**kwargs)": lambda ns: model(ns)(**t),
         "call(dict)": lambda ns: model(ns)(t),
         "call(BatchEncoding)": lambda ns: model(ns)(transformers.BatchEncoding(b)),
-        "call(BatchFeature) vision": lambda ns: model(ns, "TFCLIPVisionModel")(transformers.BatchFeature({"pixel_values": b["pixel_values"]})),
-        "call([input_ids, pixel_values, mask])": lambda ns: model(ns)([t["input_ids"], t["pixel_values"], t["attention_mask"]]),
+        "call(BatchFeature) vision": lambda ns: model(ns, "TFCLIPVisionModel")(
+            transformers.BatchFeature({"pixel_values": b["pixel_values"]})
+        ),
+        "call([input_ids, pixel_values, mask])": lambda ns: model(ns)(
+            [t["input_ids"], t["pixel_values"], t["attention_mask"]]
+        ),
         "call return_dict=False": lambda ns: model(ns)(t, return_dict=False),
         "call output_hidden_states": lambda ns: model(ns)(t, output_hidden_states=True),
         "text model call(dict)": lambda ns: model(ns, "TFCLIPTextModel")(text),
         "get_text_features": lambda ns: model(ns).get_text_features(**text),
         "get_image_features": lambda ns: model(ns).get_image_features(pixel_values=t["pixel_values"]),
-        "input_signature": lambda ns: sorted((k, str(v.dtype), str(v.shape)) for k, v in model(ns).input_signature.items()),
+        "input_signature": lambda ns: sorted(
+            (k, str(v.dtype), str(v.shape)) for k, v in model(ns).input_signature.items()
+        ),
         "dummy_inputs call": lambda ns: (lambda m: m(m.dummy_inputs))(model(ns)),
         "serving(dummy_inputs)": lambda ns: (lambda m: m.serving(m.dummy_inputs)["logits_per_image"])(model(ns)),
         "serving_output": lambda ns: (lambda m: m.serving_output(m(t)))(model(ns))["logits_per_image"],
@@ -270,9 +316,16 @@ def tf_calls():
         "keras save / load_model, dict call": keras_save,
         "save_pretrained / from_pretrained": save_load,
         "save_pretrained max_shard_size": lambda ns: save_load(ns, max_shard_size="20KB"),
-        "save_pretrained saved_model=True": lambda ns: (lambda d: (model(ns).save_pretrained(d, saved_model=True), os.path.isdir(os.path.join(d, "saved_model", "1")))[1])(tempfile.mkdtemp()),
+        "save_pretrained saved_model=True": lambda ns: (
+            lambda d: (
+                model(ns).save_pretrained(d, saved_model=True),
+                os.path.isdir(os.path.join(d, "saved_model", "1")),
+            )[1]
+        )(tempfile.mkdtemp()),
         "num_parameters()": lambda ns: (lambda m: (m(t), m.num_parameters())[1])(model(ns)),
-        "num_parameters(only_trainable)": lambda ns: (lambda m: (m(t), m.num_parameters(only_trainable=True))[1])(model(ns)),
+        "num_parameters(only_trainable)": lambda ns: (lambda m: (m(t), m.num_parameters(only_trainable=True))[1])(
+            model(ns)
+        ),
         "get_input_embeddings (text)": lambda ns: model(ns, "TFCLIPTextModel").get_input_embeddings() is not None,
         "get_output_embeddings": lambda ns: model(ns).get_output_embeddings(),
         "base_model_prefix": lambda ns: ns.TFCLIPModel.base_model_prefix,
@@ -320,22 +373,34 @@ def flax_calls():
         "from_pretrained + call": lambda ns: model(ns)(**b),
         "call return_dict=False": lambda ns: model(ns)(**b, return_dict=False),
         "call output_hidden_states": lambda ns: model(ns)(**b, output_hidden_states=True),
-        "jit(call) with params": lambda ns: (lambda m: jax.jit(lambda p: m(**b, params=p).logits_per_image)(m.params))(model(ns)),
+        "jit(call) with params": lambda ns: (lambda m: jax.jit(lambda p: m(**b, params=p).logits_per_image)(m.params))(
+            model(ns)
+        ),
         "get_text_features": lambda ns: model(ns).get_text_features(**text),
         "get_image_features": lambda ns: model(ns).get_image_features(b["pixel_values"]),
         "text model call": lambda ns: model(ns, "FlaxCLIPTextModel")(**text),
         "_do_init=False: params raises": lambda ns: no_init(ns, "params"),
         "_do_init=False: call without params raises": lambda ns: no_init(ns, "call"),
         "from_pretrained(_do_init=False)": lambda ns: (lambda mp: mp[0](**b, params=mp[1]))(model(ns, _do_init=False)),
-        "init_weights(rng, input_shape)": lambda ns: (lambda m: jax.tree.map(jnp.shape, m.init_weights(jax.random.PRNGKey(0), m.input_shape)))(ns.FlaxCLIPModel(cfg, _do_init=False)),
+        "init_weights(rng, input_shape)": lambda ns: (
+            lambda m: jax.tree.map(jnp.shape, m.init_weights(jax.random.PRNGKey(0), m.input_shape))
+        )(ns.FlaxCLIPModel(cfg, _do_init=False)),
         "input_shape": lambda ns: ns.FlaxCLIPModel(cfg, _do_init=False).input_shape,
-        "params_shape_tree": lambda ns: jax.tree.map(jnp.shape, dict(ns.FlaxCLIPModel(cfg, _do_init=False).params_shape_tree)),
+        "params_shape_tree": lambda ns: jax.tree.map(
+            jnp.shape, dict(ns.FlaxCLIPModel(cfg, _do_init=False).params_shape_tree)
+        ),
         "to_bf16": lambda ns: (lambda m: jax.tree.map(lambda x: str(x.dtype), m.to_bf16(m.params)))(model(ns)),
-        "to_fp16 with mask": lambda ns: (lambda m: jax.tree.map(lambda x: str(x.dtype), m.to_fp16(m.params, mask_of(m.params))))(model(ns)),
-        "to_fp32": lambda ns: (lambda m: jax.tree.map(lambda x: str(x.dtype), m.to_fp32(m.to_bf16(m.params))))(model(ns)),
+        "to_fp16 with mask": lambda ns: (
+            lambda m: jax.tree.map(lambda x: str(x.dtype), m.to_fp16(m.params, mask_of(m.params)))
+        )(model(ns)),
+        "to_fp32": lambda ns: (lambda m: jax.tree.map(lambda x: str(x.dtype), m.to_fp32(m.to_bf16(m.params))))(
+            model(ns)
+        ),
         "from_pretrained dtype=bfloat16": lambda ns: str(model(ns, dtype=jnp.bfloat16)(**b).text_embeds.dtype),
         "save_pretrained / from_pretrained": save_load,
-        "save_pretrained(params=)": lambda ns: (lambda m: (m.save_pretrained(tempfile.mkdtemp(), params=m.params), True)[1])(model(ns)),
+        "save_pretrained(params=)": lambda ns: (
+            lambda m: (m.save_pretrained(tempfile.mkdtemp(), params=m.params), True)[1]
+        )(model(ns)),
         "save_pretrained max_shard_size": lambda ns: save_load(ns, max_shard_size="20KB"),
         "module attribute": lambda ns: model(ns).module is not None,
         "base_model_prefix": lambda ns: ns.FlaxCLIPModel.base_model_prefix,
@@ -343,7 +408,9 @@ def flax_calls():
         "config_class": lambda ns: ns.FlaxCLIPModel.config_class.__name__,
         "can_generate": lambda ns: ns.FlaxCLIPModel.can_generate(),
         "framework": lambda ns: model(ns).framework,
-        "enable_gradient_checkpointing": lambda ns: (lambda m: (m.enable_gradient_checkpointing(), m(**b))[1])(model(ns)),
+        "enable_gradient_checkpointing": lambda ns: (lambda m: (m.enable_gradient_checkpointing(), m(**b))[1])(
+            model(ns)
+        ),
         "train=True with dropout_rng": lambda ns: model(ns)(**b, train=True, dropout_rng=jax.random.PRNGKey(0)),
     }
 
@@ -360,7 +427,9 @@ def namespace(backend: str, ours: bool):
     else:
         import transformers
 
-        ns = types.SimpleNamespace(**{n: getattr(transformers, n) for n in dir(transformers) if "CLIP" in n and not n.startswith("_")})
+        ns = types.SimpleNamespace(
+            **{n: getattr(transformers, n) for n in dir(transformers) if "CLIP" in n and not n.startswith("_")}
+        )
     ns.ours = ours
     return ns
 
@@ -373,7 +442,9 @@ def main(backends):
     summary = []
     for backend in backends:
         rows, works, total = measure(makers[backend](), namespace(backend, False), namespace(backend, True))
-        print(f"\n## {backend}: {works}/{total} = {100 * works / total:.0f}% of the calls that work with transformers work with ours")
+        print(
+            f"\n## {backend}: {works}/{total} = {100 * works / total:.0f}% of the calls that work with transformers work with ours"
+        )
         for name, theirs, mine, ok in rows:
             mark = "ok " if ok else ("+  " if beyond((name, theirs, mine, ok)) else "-- ")
             detail = "" if ok else f"  (transformers: {_say(theirs)}; ours: {_say(mine)})"

@@ -102,18 +102,20 @@ def embed_rows(quick: bool) -> list[dict]:
         t_pipeline, t_model = _best_interleaved([pipeline, model_only], repeats=2 if quick else 3)
         ratio = t_model / t_pipeline
         size = "4-layer ViT-B/32-width" if quick else "ViT-B/32"
-        return [{
-            "name": f"embed pipeline vs model only, {size}, batch {batch}",
-            "ours_s": t_pipeline,
-            "baseline_s": t_model,
-            "ratio": ratio,
-            "target": ">= 0.90",
-            "ours_items_per_s": count / t_pipeline,
-            "baseline_items_per_s": count / t_model,
-            "model_busy_fraction": max(busy),
-            "note": f"{count} JPEGs 500x375: pipeline {count / t_pipeline:.1f} img/s, model alone {count / t_model:.1f} img/s "
-                    f"({ratio:.0%}); model busy {max(busy):.0%} of the pipeline's wall time; {os.cpu_count()} cpus",
-        }]
+        return [
+            {
+                "name": f"embed pipeline vs model only, {size}, batch {batch}",
+                "ours_s": t_pipeline,
+                "baseline_s": t_model,
+                "ratio": ratio,
+                "target": ">= 0.90",
+                "ours_items_per_s": count / t_pipeline,
+                "baseline_items_per_s": count / t_model,
+                "model_busy_fraction": max(busy),
+                "note": f"{count} JPEGs 500x375: pipeline {count / t_pipeline:.1f} img/s, model alone {count / t_model:.1f} img/s "
+                f"({ratio:.0%}); model busy {max(busy):.0%} of the pipeline's wall time; {os.cpu_count()} cpus",
+            }
+        ]
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -139,11 +141,16 @@ def search_rows(quick: bool) -> list[dict]:
 
         np.testing.assert_array_equal(ours()[1], naive())
         t_ours, t_naive = _best_interleaved([ours, naive], repeats=3)
-        out.append({
-            "name": f"search top-{k}, {n // 1000}k x {dim}, {q} quer{'y' if q == 1 else 'ies'}",
-            "ours_s": t_ours, "baseline_s": t_naive, "ratio": t_naive / t_ours, "target": "< 0.1 s",
-            "note": f"chunked numpy {t_ours * 1e3:.0f} ms vs full matmul + argsort {t_naive * 1e3:.0f} ms",
-        })
+        out.append(
+            {
+                "name": f"search top-{k}, {n // 1000}k x {dim}, {q} quer{'y' if q == 1 else 'ies'}",
+                "ours_s": t_ours,
+                "baseline_s": t_naive,
+                "ratio": t_naive / t_ours,
+                "target": "< 0.1 s",
+                "note": f"chunked numpy {t_ours * 1e3:.0f} ms vs full matmul + argsort {t_naive * 1e3:.0f} ms",
+            }
+        )
     return out
 
 
@@ -155,5 +162,7 @@ if __name__ == "__main__":
     import sys
 
     for row in rows(quick="--quick" in sys.argv):
-        print(f"{row['name']:<58} ours {row['ours_s']:.4f}s  baseline {row['baseline_s']:.4f}s  "
-              f"ratio {row['ratio']:.2f}  ({row['target']})  {row['note']}")
+        print(
+            f"{row['name']:<58} ours {row['ours_s']:.4f}s  baseline {row['baseline_s']:.4f}s  "
+            f"ratio {row['ratio']:.2f}  ({row['target']})  {row['note']}"
+        )

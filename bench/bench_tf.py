@@ -59,14 +59,22 @@ def rows(quick: bool = False) -> list[dict]:
 
     vc, tc = config.vision_config, config.text_config
     patches = vc.num_patches
-    image_flops = tower_flops(vc.hidden_size, vc.intermediate_size, vc.num_hidden_layers, patches + 1,
-                              extra=2 * patches * 3 * vc.patch_size**2 * vc.hidden_size)
+    image_flops = tower_flops(
+        vc.hidden_size,
+        vc.intermediate_size,
+        vc.num_hidden_layers,
+        patches + 1,
+        extra=2 * patches * 3 * vc.patch_size**2 * vc.hidden_size,
+    )
     text_flops = tower_flops(tc.hidden_size, tc.intermediate_size, tc.num_hidden_layers, TEXT_LEN)
     peak = matmul_peak_gflops(tf)
 
     towers = {
         "image": (lambda m, x: m.get_image_features(pixel_values=x["pixel_values"]), image_flops),
-        "text": (lambda m, x: m.get_text_features(input_ids=x["input_ids"], attention_mask=x["attention_mask"]), text_flops),
+        "text": (
+            lambda m, x: m.get_text_features(input_ids=x["input_ids"], attention_mask=x["attention_mask"]),
+            text_flops,
+        ),
     }
     out = []
     rng = np.random.default_rng(0)
@@ -74,7 +82,9 @@ def rows(quick: bool = False) -> list[dict]:
         ids = rng.integers(0, tc.vocab_size - 2, (batch, TEXT_LEN)).astype(np.int32)
         ids[:, -1] = tc.eos_token_id
         inputs = {
-            "pixel_values": tf.constant(rng.standard_normal((batch, 3, vc.image_size, vc.image_size), dtype=np.float32)),
+            "pixel_values": tf.constant(
+                rng.standard_normal((batch, 3, vc.image_size, vc.image_size), dtype=np.float32)
+            ),
             "input_ids": tf.constant(ids),
             "attention_mask": tf.ones_like(tf.constant(ids)),
         }
@@ -87,21 +97,23 @@ def rows(quick: bool = False) -> list[dict]:
             for mode, (t_ours, t_theirs) in (("eager", times[:2]), ("jit_compile", times[2:])):
                 achieved = batch * flops / t_ours / 1e9
                 theirs_frac = batch * flops / t_theirs / 1e9 / peak
-                out.append({
-                    "name": f"tf {tower} tower, batch {batch}, float32, {mode}" + (" (2-layer)" if quick else ""),
-                    "ours_s": t_ours,
-                    "baseline_s": t_theirs,
-                    "ratio": t_theirs / t_ours,
-                    "target": ">= 1.2x",
-                    "ours_items_per_s": batch / t_ours,
-                    "baseline_items_per_s": batch / t_theirs,
-                    "ours_fraction_of_peak": achieved / peak,
-                    "baseline_fraction_of_peak": theirs_frac,
-                    "peak_gflops": peak,
-                    "max_abs_diff": diff,
-                    "note": f"{achieved / peak:.0%} of {peak:.0f} GFLOP/s peak (theirs {theirs_frac:.0%}); diff {diff:.1e}"
-                    + (f"; theirs eager {times[1]:.4f}s" if mode == "jit_compile" else ""),
-                })
+                out.append(
+                    {
+                        "name": f"tf {tower} tower, batch {batch}, float32, {mode}" + (" (2-layer)" if quick else ""),
+                        "ours_s": t_ours,
+                        "baseline_s": t_theirs,
+                        "ratio": t_theirs / t_ours,
+                        "target": ">= 1.2x",
+                        "ours_items_per_s": batch / t_ours,
+                        "baseline_items_per_s": batch / t_theirs,
+                        "ours_fraction_of_peak": achieved / peak,
+                        "baseline_fraction_of_peak": theirs_frac,
+                        "peak_gflops": peak,
+                        "max_abs_diff": diff,
+                        "note": f"{achieved / peak:.0%} of {peak:.0f} GFLOP/s peak (theirs {theirs_frac:.0%}); diff {diff:.1e}"
+                        + (f"; theirs eager {times[1]:.4f}s" if mode == "jit_compile" else ""),
+                    }
+                )
     out.append(_padded_text_row(tf, ours, theirs, tc, rng, quick))
     return out
 
@@ -123,8 +135,13 @@ def _padded_text_row(tf, ours, theirs, tc, rng, quick):
     t_ours, t_theirs = _best_interleaved(calls, repeats=2 if quick else 3)
     return {
         "name": "tf text tower, batch 32, float32, eager, padded to 77",
-        "ours_s": t_ours, "baseline_s": t_theirs, "ratio": t_theirs / t_ours, "target": "(no target)",
-        "ours_items_per_s": batch / t_ours, "baseline_items_per_s": batch / t_theirs, "max_abs_diff": diff,
+        "ours_s": t_ours,
+        "baseline_s": t_theirs,
+        "ratio": t_theirs / t_ours,
+        "target": "(no target)",
+        "ours_items_per_s": batch / t_ours,
+        "baseline_items_per_s": batch / t_theirs,
+        "max_abs_diff": diff,
         "note": f"texts of 8-16 tokens padded to {TEXT_LEN}; diff {diff:.1e}",
     }
 

@@ -19,13 +19,27 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from clip.common.tokenizer import CLIPTokenizer, CLIPTokenizerFast  # noqa: E402
 
 _ADJECTIVES = "red small old young wooden shiny fluffy crowded empty bright dark tiny huge striped rusty".split()
-_NOUNS = ("cat dog man woman child car bus train bicycle horse bird kite boat plate pizza sandwich table "
-          "chair laptop phone clock umbrella giraffe elephant zebra skateboard surfboard street beach "
-          "kitchen mountain field river bridge building tower market garden").split()
-_VERBS = ("sitting on|standing next to|riding|holding|looking at|walking along|parked near|lying on|"
-          "flying over|eating|playing with|crossing").split("|")
-_TAILS = ["", ".", " at night.", " on a sunny day.", " in the snow", ", close up.", " in black and white",
-          " with a blue sky.", " near the water.", "!"]
+_NOUNS = (
+    "cat dog man woman child car bus train bicycle horse bird kite boat plate pizza sandwich table "
+    "chair laptop phone clock umbrella giraffe elephant zebra skateboard surfboard street beach "
+    "kitchen mountain field river bridge building tower market garden"
+).split()
+_VERBS = (
+    "sitting on|standing next to|riding|holding|looking at|walking along|parked near|lying on|"
+    "flying over|eating|playing with|crossing"
+).split("|")
+_TAILS = [
+    "",
+    ".",
+    " at night.",
+    " on a sunny day.",
+    " in the snow",
+    ", close up.",
+    " in black and white",
+    " with a blue sky.",
+    " near the water.",
+    "!",
+]
 
 
 def captions(count: int, seed: int = 0) -> list[str]:
@@ -75,10 +89,7 @@ def rows(quick: bool = False) -> list[dict]:
         ours_slow.clear_cache()
         _clear_transformers_cache(ref_slow)
 
-    pairs = [
-        ("slow", ours_slow, ref_slow, ">= 3.0x", cold_start),
-        ("fast", ours_fast, ref_fast, ">= 0.9x", None),
-    ]
+    pairs = [("slow", ours_slow, ref_slow, ">= 3.0x", cold_start), ("fast", ours_fast, ref_fast, ">= 0.9x", None)]
     out = []
     for kind, ours, ref, target, before in pairs:
         # Warm-up (imports, compiled regexes, Rust thread pool) and a check that both agree.
@@ -86,15 +97,17 @@ def rows(quick: bool = False) -> list[dict]:
         ours_s = _best_of(repeats, lambda: ours(texts, **kwargs), before)
         baseline_s = _best_of(repeats, lambda: ref(texts, **kwargs), before)
         cache = "cold BPE cache each repeat" if kind == "slow" else "Rust, encode_batch"
-        out.append({
-            "name": f"tokenizer {kind}, {len(texts)} captions",
-            "ours_s": round(ours_s, 4),
-            "baseline_s": round(baseline_s, 4),
-            "ratio": round(baseline_s / ours_s, 2),
-            "target": target,
-            "note": f"vs transformers {transformers.__version__} CLIPTokenizer{'Fast' if kind == 'fast' else ''}; "
-                    f"padding=max_length, truncation, np; best of {repeats}; {cache}; ids equal: {bool(same)}",
-        })
+        out.append(
+            {
+                "name": f"tokenizer {kind}, {len(texts)} captions",
+                "ours_s": round(ours_s, 4),
+                "baseline_s": round(baseline_s, 4),
+                "ratio": round(baseline_s / ours_s, 2),
+                "target": target,
+                "note": f"vs transformers {transformers.__version__} CLIPTokenizer{'Fast' if kind == 'fast' else ''}; "
+                f"padding=max_length, truncation, np; best of {repeats}; {cache}; ids equal: {bool(same)}",
+            }
+        )
     return out
 
 

@@ -21,8 +21,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from clip.common.tokenizer import CLIPTokenizer, CLIPTokenizerFast  # noqa: E402
 
-SETTINGS = [{}, {"truncation": True, "max_length": 8}, {"padding": "max_length", "truncation": True, "max_length": 16},
-            {"padding": True}]
+SETTINGS = [
+    {},
+    {"truncation": True, "max_length": 8},
+    {"padding": "max_length", "truncation": True, "max_length": 16},
+    {"padding": True},
+]
 
 
 def _word(letters: int) -> str:
@@ -82,8 +86,10 @@ def thread_rows(quick: bool) -> list[dict]:
             thread.join()
 
     eight = _seconds(run_all)
-    return [{"threads": 1, "calls": len(jobs), "seconds": single, "errors": 0},
-            {"threads": 8, "calls": 8 * len(jobs), "seconds": eight, "errors": len(errors)}]
+    return [
+        {"threads": 1, "calls": len(jobs), "seconds": single, "errors": 0},
+        {"threads": 8, "calls": 8 * len(jobs), "seconds": eight, "errors": len(errors)},
+    ]
 
 
 def main():

@@ -95,16 +95,18 @@ def _step_rows(quick):
     repeats = 2 if quick else 3
     t_ours, t_theirs = _time_steps(step_ours, repeats), _time_steps(step_theirs, repeats)
     size = "2-layer" if quick else "ViT-B/32"
-    return [{
-        "name": f"pt train step, {size}, batch {batch}, fp32",
-        "ours_s": t_ours,
-        "baseline_s": t_theirs,
-        "ratio": t_theirs / t_ours,
-        "target": ">= 1.0x",
-        "ours_pairs_per_s": batch / t_ours,
-        "baseline_pairs_per_s": batch / t_theirs,
-        "note": f"{batch / t_ours:.1f} pairs/s (transformers {batch / t_theirs:.1f})",
-    }]
+    return [
+        {
+            "name": f"pt train step, {size}, batch {batch}, fp32",
+            "ours_s": t_ours,
+            "baseline_s": t_theirs,
+            "ratio": t_theirs / t_ours,
+            "target": ">= 1.0x",
+            "ours_pairs_per_s": batch / t_ours,
+            "baseline_pairs_per_s": batch / t_theirs,
+            "note": f"{batch / t_ours:.1f} pairs/s (transformers {batch / t_theirs:.1f})",
+        }
+    ]
 
 
 def _ddp_worker(rank, world, port, quick, batch, result_path):
@@ -155,19 +157,25 @@ def _scaling_rows(quick):
             with open(path) as f:
                 seconds[world] = json.load(f)["seconds"]
     cpus = os.cpu_count()
-    return [{
-        "name": f"pt DDP (gloo) 2 vs 1 process, global batch {batch}" + (" (2-layer)" if quick else ""),
-        "ours_s": seconds[2],
-        "baseline_s": seconds[1],
-        "ratio": seconds[1] / seconds[2],
-        "target": "~2x with 2x cores",
-        "note": f"step time, same global batch; {cpus} CPU cores shared by both runs, threads split between processes",
-    }]
+    return [
+        {
+            "name": f"pt DDP (gloo) 2 vs 1 process, global batch {batch}" + (" (2-layer)" if quick else ""),
+            "ours_s": seconds[2],
+            "baseline_s": seconds[1],
+            "ratio": seconds[1] / seconds[2],
+            "target": "~2x with 2x cores",
+            "note": f"step time, same global batch; {cpus} CPU cores shared by both runs, threads split between processes",
+        }
+    ]
 
 
 def _numpy_batch(config, n, seed=0):
     ids, mask, pixels = _batch(config, n, seed)
-    return {"input_ids": ids.numpy().astype(np.int32), "attention_mask": mask.numpy().astype(np.int32), "pixel_values": pixels.numpy()}
+    return {
+        "input_ids": ids.numpy().astype(np.int32),
+        "attention_mask": mask.numpy().astype(np.int32),
+        "pixel_values": pixels.numpy(),
+    }
 
 
 def _flax_step_seconds(config, batch, repeats):
@@ -198,7 +206,9 @@ def _tf_step_seconds(config, batch, repeats):
 
     strategy = tf.distribute.get_strategy()
     model = TFCLIPModel(config)
-    optimizer, variables = trainer.build_optimizer(model, steps=100, base_lr=1e-5, warmup=10, weight_decay=0.1, grad_clip=1.0)
+    optimizer, variables = trainer.build_optimizer(
+        model, steps=100, base_lr=1e-5, warmup=10, weight_decay=0.1, grad_clip=1.0
+    )
     step = trainer.make_train_step(strategy, model, optimizer, variables)
     inputs = {k: tf.constant(v[None]) for k, v in _numpy_batch(config, batch).items()}
     return _time_steps(lambda: float(step(inputs)), repeats)
@@ -216,16 +226,18 @@ def _backend_rows(quick, pt_seconds):
         except ImportError as err:
             out.append({"name": f"{name} train step, {size}, batch {batch}, fp32", "note": f"skipped: {err}"})
             continue
-        out.append({
-            "name": f"{name} train step, {size}, batch {batch}, fp32",
-            "ours_s": seconds,
-            "baseline_s": pt_seconds,
-            "ratio": pt_seconds / seconds,
-            "target": "informative (baseline: our pt step)",
-            "ours_pairs_per_s": batch / seconds,
-            "baseline_pairs_per_s": batch / pt_seconds,
-            "note": f"{batch / seconds:.1f} pairs/s ({name}) vs {batch / pt_seconds:.1f} pairs/s (pt)",
-        })
+        out.append(
+            {
+                "name": f"{name} train step, {size}, batch {batch}, fp32",
+                "ours_s": seconds,
+                "baseline_s": pt_seconds,
+                "ratio": pt_seconds / seconds,
+                "target": "informative (baseline: our pt step)",
+                "ours_pairs_per_s": batch / seconds,
+                "baseline_pairs_per_s": batch / pt_seconds,
+                "note": f"{batch / seconds:.1f} pairs/s ({name}) vs {batch / pt_seconds:.1f} pairs/s (pt)",
+            }
+        )
     return out
 
 
@@ -247,11 +259,18 @@ def _accum_child(backend, k, m, quick):
 
         model = CLIPModel(config).train()
         optimizer = build_optimizer(model, 1e-5, 0.1)
-        micro = [{key: torch.from_numpy(v[a]).long() if key != "pixel_values" else torch.from_numpy(v[a]) for key, v in stacked.items()}
-                 for a in range(k)]
+        micro = [
+            {
+                key: torch.from_numpy(v[a]).long() if key != "pixel_values" else torch.from_numpy(v[a])
+                for key, v in stacked.items()
+            }
+            for a in range(k)
+        ]
         objective, params = pt_step.ContrastiveObjective(model), list(model.parameters())
         setup = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        seconds = _time_steps(lambda: pt_step.optimizer_step(objective, optimizer, params, micro, grad_clip=1.0), repeats)
+        seconds = _time_steps(
+            lambda: pt_step.optimizer_step(objective, optimizer, params, micro, grad_clip=1.0), repeats
+        )
     elif backend == "tf":
         import tensorflow as tf
 
@@ -259,7 +278,9 @@ def _accum_child(backend, k, m, quick):
         from clip.train import tf as trainer
 
         model = TFCLIPModel(config)
-        optimizer, variables = trainer.build_optimizer(model, steps=100, base_lr=1e-5, warmup=10, weight_decay=0.1, grad_clip=1.0)
+        optimizer, variables = trainer.build_optimizer(
+            model, steps=100, base_lr=1e-5, warmup=10, weight_decay=0.1, grad_clip=1.0
+        )
         step = trainer.make_train_step(tf.distribute.get_strategy(), model, optimizer, variables)
         inputs = {key: tf.constant(v) for key, v in stacked.items()}
         setup = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -296,23 +317,46 @@ def _accum_rows(quick):
     for backend in ("pt", "tf", "flax"):
         results = {}
         for kk, mm in ((k, m), (1, k * m)):
-            code = (f"import json, sys; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r}); import bench_train; "
-                    f"print(json.dumps(bench_train._accum_child({backend!r}, {kk}, {mm}, {quick})))")
-            done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-            results[kk] = json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else {"error": done.stderr[-300:]}
+            code = (
+                f"import json, sys; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r}); import bench_train; "
+                f"print(json.dumps(bench_train._accum_child({backend!r}, {kk}, {mm}, {quick})))"
+            )
+            done = subprocess.run(
+                [sys.executable, "-c", code],
+                capture_output=True,
+                text=True,
+                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+            )
+            results[kk] = (
+                json.loads(done.stdout.strip().splitlines()[-1])
+                if done.returncode == 0
+                else {"error": done.stderr[-300:]}
+            )
         acc, whole = results[k], results[1]
         if "error" in acc or "error" in whole:
-            out.append({"name": f"{backend} accumulation {k} x {m} vs {k * m}, {size}", "note": f"failed: {acc.get('error') or whole.get('error')}"})
+            out.append(
+                {
+                    "name": f"{backend} accumulation {k} x {m} vs {k * m}, {size}",
+                    "note": f"failed: {acc.get('error') or whole.get('error')}",
+                }
+            )
             continue
-        out.append({
-            "name": f"{backend} accumulation {k} x {m} vs one batch of {k * m}, {size}, fp32",
-            "ours_s": acc["seconds"], "baseline_s": whole["seconds"], "ratio": whole["seconds"] / acc["seconds"],
-            "target": "informative: ~0.75x (one extra forward) for memory ~ m",
-            "ours_pairs_per_s": k * m / acc["seconds"], "baseline_pairs_per_s": k * m / whole["seconds"],
-            "note": (f"{k * m / acc['seconds']:.1f} vs {k * m / whole['seconds']:.1f} pairs/s; peak RSS {acc['peak_mib']:.0f} vs "
-                     f"{whole['peak_mib']:.0f} MiB (step's growth over setup {acc['peak_mib'] - acc['setup_mib']:.0f} vs "
-                     f"{whole['peak_mib'] - whole['setup_mib']:.0f} MiB)"),
-        })
+        out.append(
+            {
+                "name": f"{backend} accumulation {k} x {m} vs one batch of {k * m}, {size}, fp32",
+                "ours_s": acc["seconds"],
+                "baseline_s": whole["seconds"],
+                "ratio": whole["seconds"] / acc["seconds"],
+                "target": "informative: ~0.75x (one extra forward) for memory ~ m",
+                "ours_pairs_per_s": k * m / acc["seconds"],
+                "baseline_pairs_per_s": k * m / whole["seconds"],
+                "note": (
+                    f"{k * m / acc['seconds']:.1f} vs {k * m / whole['seconds']:.1f} pairs/s; peak RSS {acc['peak_mib']:.0f} vs "
+                    f"{whole['peak_mib']:.0f} MiB (step's growth over setup {acc['peak_mib'] - acc['setup_mib']:.0f} vs "
+                    f"{whole['peak_mib'] - whole['setup_mib']:.0f} MiB)"
+                ),
+            }
+        )
     return out
 
 
@@ -338,27 +382,50 @@ def _compile_rows(quick):
         objective = pt_step.ContrastiveObjective(model)
         if compiled:
             objective.compile()
-        micro = [{k: torch.from_numpy(v).long() if k != "pixel_values" else torch.from_numpy(v) for k, v in numpy_batch.items()}]
+        micro = [
+            {
+                k: torch.from_numpy(v).long() if k != "pixel_values" else torch.from_numpy(v)
+                for k, v in numpy_batch.items()
+            }
+        ]
         step = lambda: pt_step.optimizer_step(objective, optimizer, list(model.parameters()), micro, grad_clip=1.0)  # noqa: E731
         t0 = time.perf_counter()
         step()
         first[compiled] = time.perf_counter() - t0
         seconds[compiled] = _time_steps(step, repeats)
-    out.append({"name": f"pt train step torch.compile vs eager, batch {batch}" + (" (2-layer)" if quick else ""),
-                "ours_s": seconds[True], "baseline_s": seconds[False], "ratio": seconds[False] / seconds[True],
-                "target": "informative: --compile pays when > 1", "note": f"first (compiling) step {first[True]:.1f} s"})
+    out.append(
+        {
+            "name": f"pt train step torch.compile vs eager, batch {batch}" + (" (2-layer)" if quick else ""),
+            "ours_s": seconds[True],
+            "baseline_s": seconds[False],
+            "ratio": seconds[False] / seconds[True],
+            "target": "informative: --compile pays when > 1",
+            "note": f"first (compiling) step {first[True]:.1f} s",
+        }
+    )
     for compiled in (False, True):
         model = TFCLIPModel(config)
-        optimizer, variables = tf_trainer.build_optimizer(model, steps=100, base_lr=1e-5, warmup=10, weight_decay=0.1, grad_clip=1.0)
-        step = tf_trainer.make_train_step(tf.distribute.get_strategy(), model, optimizer, variables, jit_compile=compiled)
+        optimizer, variables = tf_trainer.build_optimizer(
+            model, steps=100, base_lr=1e-5, warmup=10, weight_decay=0.1, grad_clip=1.0
+        )
+        step = tf_trainer.make_train_step(
+            tf.distribute.get_strategy(), model, optimizer, variables, jit_compile=compiled
+        )
         inputs = {k: tf.constant(v[None]) for k, v in numpy_batch.items()}
         t0 = time.perf_counter()
         float(step(inputs))
         first[compiled] = time.perf_counter() - t0
         seconds[compiled] = _time_steps(lambda: float(step(inputs)), repeats)
-    out.append({"name": f"tf train step jit_compile=True vs tf.function, batch {batch}" + (" (2-layer)" if quick else ""),
-                "ours_s": seconds[True], "baseline_s": seconds[False], "ratio": seconds[False] / seconds[True],
-                "target": "informative: --compile pays when > 1", "note": f"first (compiling) step {first[True]:.1f} s"})
+    out.append(
+        {
+            "name": f"tf train step jit_compile=True vs tf.function, batch {batch}" + (" (2-layer)" if quick else ""),
+            "ours_s": seconds[True],
+            "baseline_s": seconds[False],
+            "ratio": seconds[False] / seconds[True],
+            "target": "informative: --compile pays when > 1",
+            "note": f"first (compiling) step {first[True]:.1f} s",
+        }
+    )
     return out
 
 

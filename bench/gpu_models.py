@@ -14,21 +14,53 @@ from clip.common.config import CLIPConfig
 # The published shapes (weights are random: the bench needs no network)
 VIT_B_32 = CLIPConfig()
 VIT_L_14 = CLIPConfig(
-    text_config={"hidden_size": 768, "intermediate_size": 3072, "num_attention_heads": 12, "num_hidden_layers": 12, "projection_dim": 768},
-    vision_config={"hidden_size": 1024, "intermediate_size": 4096, "num_attention_heads": 16, "num_hidden_layers": 24, "patch_size": 14,
-                   "projection_dim": 768},
+    text_config={
+        "hidden_size": 768,
+        "intermediate_size": 3072,
+        "num_attention_heads": 12,
+        "num_hidden_layers": 12,
+        "projection_dim": 768,
+    },
+    vision_config={
+        "hidden_size": 1024,
+        "intermediate_size": 4096,
+        "num_attention_heads": 16,
+        "num_hidden_layers": 24,
+        "patch_size": 14,
+        "projection_dim": 768,
+    },
     projection_dim=768,
 )
 TINY = CLIPConfig(  # --quick: seconds on a CPU
-    text_config={"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2, "num_hidden_layers": 2, "projection_dim": 16},
-    vision_config={"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2, "num_hidden_layers": 2, "image_size": 32,
-                   "patch_size": 8, "projection_dim": 16},
+    text_config={
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_attention_heads": 2,
+        "num_hidden_layers": 2,
+        "projection_dim": 16,
+    },
+    vision_config={
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_attention_heads": 2,
+        "num_hidden_layers": 2,
+        "image_size": 32,
+        "patch_size": 8,
+        "projection_dim": 16,
+    },
     projection_dim=16,
 )
 
 
 def unavailable(name, reason):
-    return {"name": name, "ours_s": None, "baseline_s": None, "ratio": None, "target": "", "note": f"unavailable: {reason}"}
+    return {
+        "name": name,
+        "ours_s": None,
+        "baseline_s": None,
+        "ratio": None,
+        "target": "",
+        "note": f"unavailable: {reason}",
+    }
 
 
 def make_pair(torch, transformers, config, device, dtype=None):

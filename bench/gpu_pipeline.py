@@ -85,15 +85,25 @@ def decode_rows(torch, ctx):
     for path in paths:
         with open(path, "rb") as f:
             datas.append(f.read())
-    decoders = _each_decoder(device) or ([gpu_decode.PillowTorchDecoder(device)] if quick else [])  # quick: the loop's code runs
+    decoders = _each_decoder(device) or (
+        [gpu_decode.PillowTorchDecoder(device)] if quick else []
+    )  # quick: the loop's code runs
     out = []
     cpu_n = datas[: 24 if quick else 300]
     start = time.perf_counter()
     gpu_decode.decode_batch(cpu_n, 224, decoder=None)
     cpu_rate = len(cpu_n) / (time.perf_counter() - start)
-    out.append(_row("decode + resize + crop, CPU path (PIL, one thread), 500x375 JPEGs", ours_per_s=cpu_rate, note=f"{cpu_rate:,.0f} img/s"))
+    out.append(
+        _row(
+            "decode + resize + crop, CPU path (PIL, one thread), 500x375 JPEGs",
+            ours_per_s=cpu_rate,
+            note=f"{cpu_rate:,.0f} img/s",
+        )
+    )
     if not decoders:
-        out.append(unavailable("decode + resize + crop on the GPU", "no GPU decoder (torchvision with CUDA, or nvImageCodec)"))
+        out.append(
+            unavailable("decode + resize + crop on the GPU", "no GPU decoder (torchvision with CUDA, or nvImageCodec)")
+        )
     batch = 256
     for decoder in decoders:
         gpu_decode.decode_batch(datas[:batch], 224, decoder=decoder)  # warm-up: nvJPEG handles, kernels
@@ -103,8 +113,14 @@ def decode_rows(torch, ctx):
             gpu_decode.decode_batch(datas[i : i + batch], 224, decoder=decoder)
         _sync(torch, device)
         rate = len(datas) / (time.perf_counter() - start)
-        out.append(_row(f"decode + resize + crop, {decoder.name} on {device.type}, 500x375 JPEGs, batch {batch}", ours_per_s=rate,
-                        ratio=rate / cpu_rate, note=f"{rate:,.0f} img/s ({rate / cpu_rate:.0f}x one CPU thread); bytes in memory"))
+        out.append(
+            _row(
+                f"decode + resize + crop, {decoder.name} on {device.type}, 500x375 JPEGs, batch {batch}",
+                ours_per_s=rate,
+                ratio=rate / cpu_rate,
+                note=f"{rate:,.0f} img/s ({rate / cpu_rate:.0f}x one CPU thread); bytes in memory",
+            )
+        )
     return out
 
 
@@ -128,8 +144,26 @@ def _clip_embed_seconds(folder, out, model_dir, device, dtype, workers, quick):
     env = dict(os.environ, PYTHONPATH=ROOT, HF_HUB_OFFLINE="1", USE_TF="0", TOKENIZERS_PARALLELISM="false")
     if quick:
         env["OMP_NUM_THREADS"] = "1"  # as the parent: a smoke run on a possibly busy CPU
-    command = [sys.executable, "-m", "clip", "embed", folder, "--out", out, "--model", model_dir, "--device", device,
-               "--dtype", dtype, "--batch-size", "256", "--workers", str(workers), "--json"]
+    command = [
+        sys.executable,
+        "-m",
+        "clip",
+        "embed",
+        folder,
+        "--out",
+        out,
+        "--model",
+        model_dir,
+        "--device",
+        device,
+        "--dtype",
+        dtype,
+        "--batch-size",
+        "256",
+        "--workers",
+        str(workers),
+        "--json",
+    ]
     start = time.perf_counter()
     proc = subprocess.run(command, check=False, capture_output=True, text=True, env=env, cwd=ROOT)
     seconds = time.perf_counter() - start
@@ -154,7 +188,11 @@ def embed_rows(torch, ctx):
             target = os.path.join(folders[small], os.path.basename(path))
             if not os.path.exists(target):
                 os.link(path, target)
-    cases = [("tiny", TINY, "float32")] if quick else [("ViT-B/32", VIT_B_32, "float16"), ("ViT-L/14", VIT_L_14, "bfloat16")]
+    cases = (
+        [("tiny", TINY, "float32")]
+        if quick
+        else [("ViT-B/32", VIT_B_32, "float16"), ("ViT-L/14", VIT_L_14, "bfloat16")]
+    )
     out = []
     for label, config, dtype in cases:
         model_dir = ctx["model_dir"](config)
@@ -164,16 +202,36 @@ def embed_rows(torch, ctx):
         model_ms = median_ms(torch, [lambda e=encoder, x=pixels: e.encode_images(x)], device, warmup=2, repeats=5)[0]
         model_rate = 256 / model_ms * 1e3
         encoder = None  # free the device before `clip embed` loads its own copy
-        runs = {n: _clip_embed_seconds(folder, os.path.join(ctx["workdir"], f"emb-{label.replace('/', '')}-{n}"), model_dir, where, dtype, workers, quick)
-                for n, folder in sorted(folders.items())}
+        runs = {
+            n: _clip_embed_seconds(
+                folder,
+                os.path.join(ctx["workdir"], f"emb-{label.replace('/', '')}-{n}"),
+                model_dir,
+                where,
+                dtype,
+                workers,
+                quick,
+            )
+            for n, folder in sorted(folders.items())
+        }
         # the marginal rate of the larger run over the smaller: start-up (imports, loading) cancels out
         marginal = (big - small) / (runs[big] - runs[small]) if small and runs[big] > runs[small] else big / runs[big]
         what = "marginal" if small else "with start-up"
         target = ">= 8,000 img/s" if label == "ViT-B/32" else ">= 90% of model-only"
-        out.append(_row(f"clip embed {label} {dtype}, {big} JPEGs 500x375, {workers} workers", ours_s=runs[big], ours_per_s=marginal,
-                        model_only_per_s=model_rate, fraction_of_model=marginal / model_rate, target=target,
-                        note=f"{marginal:,.0f} img/s {what}" + (f" ({big / runs[big]:,.0f} with start-up)" if small else "") + f"; model alone {model_rate:,.0f} img/s "
-                             f"(load_encoder, numpy in/out) = {marginal / model_rate:.0%}"))
+        out.append(
+            _row(
+                f"clip embed {label} {dtype}, {big} JPEGs 500x375, {workers} workers",
+                ours_s=runs[big],
+                ours_per_s=marginal,
+                model_only_per_s=model_rate,
+                fraction_of_model=marginal / model_rate,
+                target=target,
+                note=f"{marginal:,.0f} img/s {what}"
+                + (f" ({big / runs[big]:,.0f} with start-up)" if small else "")
+                + f"; model alone {model_rate:,.0f} img/s "
+                f"(load_encoder, numpy in/out) = {marginal / model_rate:.0%}",
+            )
+        )
     out += _gpu_decode_loop_rows(torch, ctx, paths)
     return out
 
@@ -204,8 +262,14 @@ def _gpu_decode_loop_rows(torch, ctx, paths):
     rate = len(paths) / (time.perf_counter() - start)
     name = decoder.name
     label = "tiny" if quick else "ViT-B/32 fp16"
-    return [_row(f"decode_batch ({name}) -> model, {label}, {len(paths)} JPEGs from disk, one thread", ours_per_s=rate,
-                 target=">= 8,000 img/s" if not quick else "", note=f"{rate:,.0f} img/s (what hooking gpu_decode into embed could give)")]
+    return [
+        _row(
+            f"decode_batch ({name}) -> model, {label}, {len(paths)} JPEGs from disk, one thread",
+            ours_per_s=rate,
+            target=">= 8,000 img/s" if not quick else "",
+            note=f"{rate:,.0f} img/s (what hooking gpu_decode into embed could give)",
+        )
+    ]
 
 
 # --------------------------------------------------------------------- GPU vs CPU difference
@@ -234,7 +298,10 @@ def decode_diff_rows(torch, ctx):
 
     out = []
     random = ("tiny", TINY) if quick else ("ViT-B/32", VIT_B_32)
-    models = [(f"{random[0]} random weights", ctx["model_dir"](random[1])), ("embedded default model", default_model_path())]
+    models = [
+        (f"{random[0]} random weights", ctx["model_dir"](random[1])),
+        ("embedded default model", default_model_path()),
+    ]
     for label, model_dir in models:
         model = CLIPModel.from_pretrained(model_dir, device=device).eval()
         side = model.config.vision_config.image_size
@@ -252,15 +319,30 @@ def _diff_rows(torch, model, device, label, side, names, datas, cpu, decoder):
     gpu = gpu.cpu().numpy()
     diff = np.abs(gpu.astype(np.int16) - cpu.astype(np.int16))
     with torch.inference_mode():
-        vectors = [model.get_image_features(pixel_values=_to_model_input(torch, torch.from_numpy(c).to(device), torch.float32)) for c in (cpu, gpu)]
+        vectors = [
+            model.get_image_features(pixel_values=_to_model_input(torch, torch.from_numpy(c).to(device), torch.float32))
+            for c in (cpu, gpu)
+        ]
     cosine = torch.nn.functional.cosine_similarity(*vectors).cpu().numpy()
     which = decoder.name
     out = []
     for i, name in enumerate(names):
-        out.append(_row(f"decode diff {label} ({side}px), {which}, {name}", max_abs_pixel_diff=int(diff[i].max()),
-                        mean_abs_pixel_diff=float(diff[i].mean()), cosine=float(cosine[i]),
-                        note=f"max abs {int(diff[i].max())}, mean abs {diff[i].mean():.3f}, cosine {cosine[i]:.6f}"))
-    out.append(_row(f"decode diff {label} ({side}px), all photos, GPU decoder {which}", max_abs_pixel_diff=int(diff.max()),
-                    mean_abs_pixel_diff=float(diff.mean()), min_cosine=float(cosine.min()),
-                    note=f"max abs {int(diff.max())}, mean abs {diff.mean():.3f}, min cosine {cosine.min():.6f}"))
+        out.append(
+            _row(
+                f"decode diff {label} ({side}px), {which}, {name}",
+                max_abs_pixel_diff=int(diff[i].max()),
+                mean_abs_pixel_diff=float(diff[i].mean()),
+                cosine=float(cosine[i]),
+                note=f"max abs {int(diff[i].max())}, mean abs {diff[i].mean():.3f}, cosine {cosine[i]:.6f}",
+            )
+        )
+    out.append(
+        _row(
+            f"decode diff {label} ({side}px), all photos, GPU decoder {which}",
+            max_abs_pixel_diff=int(diff.max()),
+            mean_abs_pixel_diff=float(diff.mean()),
+            min_cosine=float(cosine.min()),
+            note=f"max abs {int(diff.max())}, mean abs {diff.mean():.3f}, min cosine {cosine.min():.6f}",
+        )
+    )
     return out

@@ -1,6 +1,6 @@
 """A Markdown table of one or more bench/run.py JSON files, for bench/RESULTS.md.
 
-    .venv/bin/python bench/report.py bench/results/A.json [B.json ...] > bench/RESULTS.md
+.venv/bin/python bench/report.py bench/results/A.json [B.json ...] > bench/RESULTS.md
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def table(path) -> str:
 
 
 def main(argv=None):
-    paths = (argv if argv is not None else sys.argv[1:])
+    paths = argv if argv is not None else sys.argv[1:]
     if not paths:
         raise SystemExit(__doc__)
     print("\n".join(table(p) for p in paths))

@@ -26,7 +26,13 @@ def _fmt(value, spec):
 
 
 def print_table(rows):
-    columns = [("name", "<46", "s"), ("ours_s", ">10", ".4f"), ("baseline_s", ">10", ".4f"), ("ratio", ">7", ".2f"), ("target", ">9", "s")]
+    columns = [
+        ("name", "<46", "s"),
+        ("ours_s", ">10", ".4f"),
+        ("baseline_s", ">10", ".4f"),
+        ("ratio", ">7", ".2f"),
+        ("target", ">9", "s"),
+    ]
     header = "  ".join(format(name, align) for name, align, _ in columns) + "  note"
     print(header)
     print("-" * len(header))

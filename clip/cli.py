@@ -18,22 +18,37 @@ from clip.tasks.backends import BACKENDS, DTYPES
 
 def _command(sub, name, help, description, examples):
     return sub.add_parser(
-        name, help=help, description=textwrap.fill(description, 100), epilog="examples:\n  " + "\n  ".join(examples),
+        name,
+        help=help,
+        description=textwrap.fill(description, 100),
+        epilog="examples:\n  " + "\n  ".join(examples),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
 
 
-def _model_options(p, model_help="local directory or hub id, e.g. openai/clip-vit-base-patch32 (default: the embedded "
-                                 "model)"):
+def _model_options(
+    p, model_help="local directory or hub id, e.g. openai/clip-vit-base-patch32 (default: the embedded model)"
+):
     p.add_argument("--model", default=None, metavar="DIR_OR_HUB_ID", help=model_help)
     p.add_argument("--backend", choices=BACKENDS, default="pt", help="framework to run the model in (default pt)")
-    p.add_argument("--device", default="auto", metavar="DEVICE",
-                   help="auto (a GPU when the framework sees one, else the CPU; default), cpu, cuda or cuda:N")
-    p.add_argument("--dtype", choices=DTYPES, default="float32",
-                   help="what the model computes in (default float32; bfloat16: 1.5-1.9x faster on AVX-512 BF16 CPUs)")
-    p.add_argument("--compile", action="store_true",
-                   help="pt: run the towers through torch.compile (CUDA graphs for small batches on a GPU); "
-                        "pays on GPUs and long jobs, costs start-up time on a CPU")
+    p.add_argument(
+        "--device",
+        default="auto",
+        metavar="DEVICE",
+        help="auto (a GPU when the framework sees one, else the CPU; default), cpu, cuda or cuda:N",
+    )
+    p.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        default="float32",
+        help="what the model computes in (default float32; bfloat16: 1.5-1.9x faster on AVX-512 BF16 CPUs)",
+    )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="pt: run the towers through torch.compile (CUDA graphs for small batches on a GPU); "
+        "pays on GPUs and long jobs, costs start-up time on a CPU",
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
@@ -105,7 +120,9 @@ def _fail_on_explicit(skipped, explicit):
 
 def _zero_shot_parser(sub):
     p = _command(
-        sub, "zero-shot", "zero-shot classification of images against text labels",
+        sub,
+        "zero-shot",
+        "zero-shot classification of images against text labels",
         "Classify images against free-text labels by image-text similarity, with optional prompt "
         "ensembling (--templates). Folders are searched recursively; unreadable files in them are skipped.",
         [
@@ -115,10 +132,15 @@ def _zero_shot_parser(sub):
     )
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders")
     p.add_argument("--labels", required=True, help="comma-separated labels")
-    p.add_argument("--templates", "--template", default="default", metavar="NAME_OR_FILE",
-                   help="prompt templates: default ('This is a photo of {}.', as transformers' pipeline), label "
-                        "(the label as is), simple ('a photo of a {}.'), imagenet (the CLIP paper's 80), a file "
-                        "with one template per line, or one template with {}")
+    p.add_argument(
+        "--templates",
+        "--template",
+        default="default",
+        metavar="NAME_OR_FILE",
+        help="prompt templates: default ('This is a photo of {}.', as transformers' pipeline), label "
+        "(the label as is), simple ('a photo of a {}.'), imagenet (the CLIP paper's 80), a file "
+        "with one template per line, or one template with {}",
+    )
     _model_options(p)
     p.add_argument("--top-k", type=int, default=5, help="how many labels to print per image (default 5)")
     _batch_options(p)
@@ -156,7 +178,9 @@ def _run_zero_shot(args) -> int:
 
 def _embed_parser(sub):
     p = _command(
-        sub, "embed", "embed a folder of images or a text file of lines, resumably",
+        sub,
+        "embed",
+        "embed a folder of images or a text file of lines, resumably",
         "Embed every image under a folder (or one image, each line of a .txt file, webdataset shards, or "
         "the images a parquet/CSV/JSONL table names) into an embedding directory: float32 unit vectors in "
         "chunks (safetensors or .npy) with a small JSON manifest, and clip-retrieval's img_emb/, text_emb/ "
@@ -172,35 +196,75 @@ def _embed_parser(sub):
             "clip embed photos/ --out photos.emb --ray auto   (on the Ray cluster this machine belongs to)",
         ],
     )
-    p.add_argument("source", metavar="INPUT",
-                   help="a folder of images, an image, a .txt file (one text per line), webdataset shards "
-                        "(a.tar, 'shards-{00000..00009}.tar', 'a.tar::b.tar', s3:// or https:// URLs), "
-                        "or a parquet/CSV/JSONL table of image paths")
-    p.add_argument("--out", required=True, metavar="EMB",
-                   help="output embedding directory (created; resumed if it exists)")
+    p.add_argument(
+        "source",
+        metavar="INPUT",
+        help="a folder of images, an image, a .txt file (one text per line), webdataset shards "
+        "(a.tar, 'shards-{00000..00009}.tar', 'a.tar::b.tar', s3:// or https:// URLs), "
+        "or a parquet/CSV/JSONL table of image paths",
+    )
+    p.add_argument(
+        "--out", required=True, metavar="EMB", help="output embedding directory (created; resumed if it exists)"
+    )
     p.add_argument("--texts", action="store_true", help="read INPUT as a text file of lines whatever its name")
-    p.add_argument("--format", choices=("safetensors", "npy"), default="safetensors",
-                   help="chunk file format (default safetensors)")
+    p.add_argument(
+        "--format",
+        choices=("safetensors", "npy"),
+        default="safetensors",
+        help="chunk file format (default safetensors)",
+    )
     p.add_argument("--chunk-size", type=_positive, default=1024, help="vectors per chunk file (default 1024)")
     p.add_argument("--overwrite", action="store_true", help="discard what --out holds and start again")
-    p.add_argument("--shard", default="0/1", metavar="K/N",
-                   help="embed only the K-th of N disjoint parts of the input, into its own --out (default 0/1: all)")
-    p.add_argument("--image-column", default=None, metavar="NAME",
-                   help="a table's image path column (default: the first of image_path, filepath, path, url, image)")
-    p.add_argument("--caption-column", default=None, metavar="NAME",
-                   help="a table's caption column (default: the first of caption, text, title, if any)")
-    p.add_argument("--texts-too", action="store_true",
-                   help="also embed the captions (webdataset .txt, a table's caption column) into text_emb/")
-    p.add_argument("--emb-dtype", choices=("float16", "float32"), default="float16",
-                   help="dtype of clip-retrieval's img_emb/text_emb files (default float16, as clip-retrieval)")
-    p.add_argument("--decode", choices=("auto", "process", "thread"), default="auto",
-                   help="decode images in worker processes (shared memory) or threads (default auto: processes beyond "
-                        "a few hundred images)")
-    p.add_argument("--draft", action="store_true",
-                   help="decode big JPEGs at a reduced DCT scale (PIL draft): several times faster on photos "
-                        "far larger than the model's input, vectors within ~1e-2 cosine (see README)")
-    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
-                   help="run on a Ray cluster (ADDRESS, or a local one when omitted); needs clip[ray]")
+    p.add_argument(
+        "--shard",
+        default="0/1",
+        metavar="K/N",
+        help="embed only the K-th of N disjoint parts of the input, into its own --out (default 0/1: all)",
+    )
+    p.add_argument(
+        "--image-column",
+        default=None,
+        metavar="NAME",
+        help="a table's image path column (default: the first of image_path, filepath, path, url, image)",
+    )
+    p.add_argument(
+        "--caption-column",
+        default=None,
+        metavar="NAME",
+        help="a table's caption column (default: the first of caption, text, title, if any)",
+    )
+    p.add_argument(
+        "--texts-too",
+        action="store_true",
+        help="also embed the captions (webdataset .txt, a table's caption column) into text_emb/",
+    )
+    p.add_argument(
+        "--emb-dtype",
+        choices=("float16", "float32"),
+        default="float16",
+        help="dtype of clip-retrieval's img_emb/text_emb files (default float16, as clip-retrieval)",
+    )
+    p.add_argument(
+        "--decode",
+        choices=("auto", "process", "thread"),
+        default="auto",
+        help="decode images in worker processes (shared memory) or threads (default auto: processes beyond "
+        "a few hundred images)",
+    )
+    p.add_argument(
+        "--draft",
+        action="store_true",
+        help="decode big JPEGs at a reduced DCT scale (PIL draft): several times faster on photos "
+        "far larger than the model's input, vectors within ~1e-2 cosine (see README)",
+    )
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        default=None,
+        metavar="ADDRESS",
+        help="run on a Ray cluster (ADDRESS, or a local one when omitted); needs clip[ray]",
+    )
     _model_options(p)
     _batch_options(p)
     p.set_defaults(run=_run_embed)
@@ -216,10 +280,21 @@ def _run_embed(args) -> int:
     # check the input before loading a model
     open_collection(source, kind, args.out, args.image_column, args.caption_column)
     encoder = load_encoder(args.model, args.backend, device=args.device, dtype=args.dtype, compile=args.compile)
-    options = dict(kind=kind, batch_size=args.batch_size, chunk_size=args.chunk_size, storage=args.format,
-                   overwrite=args.overwrite, workers=args.workers, progress=_progress(args), shard=shard,
-                   image_column=args.image_column, caption_column=args.caption_column, texts_too=args.texts_too,
-                   emb_dtype=args.emb_dtype, draft=args.draft)
+    options = dict(
+        kind=kind,
+        batch_size=args.batch_size,
+        chunk_size=args.chunk_size,
+        storage=args.format,
+        overwrite=args.overwrite,
+        workers=args.workers,
+        progress=_progress(args),
+        shard=shard,
+        image_column=args.image_column,
+        caption_column=args.caption_column,
+        texts_too=args.texts_too,
+        emb_dtype=args.emb_dtype,
+        draft=args.draft,
+    )
     if args.ray is not None:
         from clip.tasks.embed.ray_job import embed_to_dir_ray
 
@@ -230,8 +305,10 @@ def _run_embed(args) -> int:
         _print_json(summary)
         return 0
     reused = f" ({summary['reused']} from an earlier run)" if summary["reused"] else ""
-    print(f"{summary['count']} {summary['kind']} vectors of {encoder.dim} dimensions in {summary['out']}{reused}; "
-          f"embedded now: {summary['embedded']}, skipped now: {len(summary['skipped'])}")
+    print(
+        f"{summary['count']} {summary['kind']} vectors of {encoder.dim} dimensions in {summary['out']}{reused}; "
+        f"embedded now: {summary['embedded']}, skipped now: {len(summary['skipped'])}"
+    )
     for repair in summary.get("repaired", []):
         print(f"  repaired: {repair}")
     _report_skipped(summary["skipped"], sys.stdout)
@@ -243,7 +320,9 @@ def _run_embed(args) -> int:
 
 def _retrieval_parser(sub):
     p = _command(
-        sub, "eval-retrieval", "image-text retrieval metrics (Recall@K, MRR) on a captions file",
+        sub,
+        "eval-retrieval",
+        "image-text retrieval metrics (Recall@K, MRR) on a captions file",
         "Embed the images and captions of a CSV/JSONL file of (image, caption) rows, or of a folder of "
         "images with .txt captions, and report Recall@1/5/10 and mean reciprocal rank for text -> image "
         "and image -> text. An image may have several captions. Unusable rows are skipped and listed.",
@@ -290,7 +369,9 @@ def _run_retrieval(args) -> int:
 
 def _similarity_parser(sub):
     p = _command(
-        sub, "similarity", "image x text cosine similarity matrix as a PNG heatmap",
+        sub,
+        "similarity",
+        "image x text cosine similarity matrix as a PNG heatmap",
         "Embed images and texts, print their cosine similarity matrix and draw it as a heatmap with the "
         "images as thumbnails and the texts as row labels (the figure of the CLIP notebook).",
         [
@@ -329,8 +410,9 @@ def _run_similarity(args) -> int:
         raise TaskError("none of the images could be read")
     plot_similarity(similarity, kept, texts, args.out, cell=args.cell)
     if args.json:
-        _print_json({"images": kept, "texts": texts, "similarity": similarity.tolist(), "out": args.out,
-                     "skipped": skipped})
+        _print_json(
+            {"images": kept, "texts": texts, "similarity": similarity.tolist(), "out": args.out, "skipped": skipped}
+        )
         return 0
     width = max(len(os.path.basename(s)) for s in kept)
     print(f"{'':<{width}}  " + "  ".join(f"T{j + 1:<5}" for j in range(len(texts))))
@@ -348,8 +430,9 @@ def _run_similarity(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clip", description="CLIP in PyTorch, TensorFlow and JAX")
-    parser.add_argument("--debug", action="store_true",
-                        help="show the full traceback of any error (also: CLIP_DEBUG=1)")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the full traceback of any error (also: CLIP_DEBUG=1)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     _zero_shot_parser(sub)
     _embed_parser(sub)

@@ -48,8 +48,10 @@ def check_text_arguments(args):
                 continue  # a --templates file: a path, read (and checked) as UTF-8 later
             where = undecodable(item)
             if where is not None:
-                raise InputError(f"{flag} is not valid UTF-8 text ({where}); pass it in UTF-8 "
-                                 "(check the terminal's or the script's encoding)")
+                raise InputError(
+                    f"{flag} is not valid UTF-8 text ({where}); pass it in UTF-8 "
+                    "(check the terminal's or the script's encoding)"
+                )
 
 
 def _quiet_broken_pipe():
@@ -95,9 +97,12 @@ def run(args) -> int:
         if isinstance(err, _expected_errors()):
             print(f"{name}: {_message(err)}", file=sys.stderr)
             return EXIT_BAD_INPUT
-        print(f"{name}: internal error ({type(err).__name__}: {_message(err)}). This is a bug in clip; "
-              f"run the command again with `clip --debug {args.command} ...` (or {DEBUG_ENV}=1) to see the "
-              "traceback, and report it.", file=sys.stderr)
+        print(
+            f"{name}: internal error ({type(err).__name__}: {_message(err)}). This is a bug in clip; "
+            f"run the command again with `clip --debug {args.command} ...` (or {DEBUG_ENV}=1) to see the "
+            "traceback, and report it.",
+            file=sys.stderr,
+        )
         return EXIT_BUG
 
 

@@ -44,9 +44,33 @@ from clip.common.formats import checkpoint as checks
 from clip.common.formats import keras, open_clip, openai, transformers_flax, transformers_pt, transformers_tf
 from clip.errors import ConversionError  # noqa: F401  (also importable from here, its former home)
 
-SOURCE_FORMATS = ("transformers-pt", "transformers-tf", "transformers-flax", "keras", "flax-params", "openai", "open_clip")
-TARGET_FORMATS = ("canonical", "pytorch-bin", "transformers-tf", "transformers-flax", "keras", "flax-params", "openai", "open_clip")
-ALIASES = {"canonical": "transformers-pt", "safetensors": "transformers-pt", "pytorch": "transformers-pt", "tf": "transformers-tf", "flax": "transformers-flax", "open-clip": "open_clip"}
+SOURCE_FORMATS = (
+    "transformers-pt",
+    "transformers-tf",
+    "transformers-flax",
+    "keras",
+    "flax-params",
+    "openai",
+    "open_clip",
+)
+TARGET_FORMATS = (
+    "canonical",
+    "pytorch-bin",
+    "transformers-tf",
+    "transformers-flax",
+    "keras",
+    "flax-params",
+    "openai",
+    "open_clip",
+)
+ALIASES = {
+    "canonical": "transformers-pt",
+    "safetensors": "transformers-pt",
+    "pytorch": "transformers-pt",
+    "tf": "transformers-tf",
+    "flax": "transformers-flax",
+    "open-clip": "open_clip",
+}
 DIRECTORY_TARGETS = ("canonical", "pytorch-bin", "transformers-tf", "transformers-flax")
 DTYPES = ("float32", "float16", "bfloat16")
 
@@ -82,8 +106,16 @@ class Checkpoint:
 
 
 # -- public entry point -----------------------------------------------------------------------------
-def convert(src, dst, from_format=None, to_format="canonical", dtype=None, overwrite=False,
-            config_overrides=None, processor=True) -> Checkpoint:
+def convert(
+    src,
+    dst,
+    from_format=None,
+    to_format="canonical",
+    dtype=None,
+    overwrite=False,
+    config_overrides=None,
+    processor=True,
+) -> Checkpoint:
     """Convert `src` into `dst`; returns the (validated) checkpoint that was written."""
     src, dst = os.fspath(src), os.fspath(dst)
     to_format = {"open-clip": "open_clip"}.get(to_format, to_format)
@@ -108,7 +140,9 @@ def load(src, from_format=None, config_overrides=None) -> Checkpoint:
         raise ConversionError(f"{src}: no such file or directory")
     fmt = ALIASES.get(from_format, from_format) if from_format else None
     if fmt is not None and fmt not in SOURCE_FORMATS:
-        raise ConversionError(f"unknown source format {from_format!r}; expected one of {', '.join(SOURCE_FORMATS)} (or canonical)")
+        raise ConversionError(
+            f"unknown source format {from_format!r}; expected one of {', '.join(SOURCE_FORMATS)} (or canonical)"
+        )
     with _conversion_errors(reading=True):
         checkpoint = READERS[fmt or detect_format(src)](src, config_overrides or {})
     checkpoint.validate()
@@ -188,7 +222,9 @@ def _classify_names(src, names) -> str:
         return "transformers-pt"
     if any(n.startswith(open_clip.DDP_PREFIX) or n.startswith(open_clip.CUSTOM_TEXT_PREFIX) for n in names):
         return "open_clip"
-    if "open_clip" in os.path.basename(src) or os.path.isfile(os.path.join(os.path.dirname(os.path.abspath(src)), open_clip.CONFIG_NAME)):
+    if "open_clip" in os.path.basename(src) or os.path.isfile(
+        os.path.join(os.path.dirname(os.path.abspath(src)), open_clip.CONFIG_NAME)
+    ):
         return "open_clip"
     if any(n in ("state_dict", "epoch", "optimizer") for n in names):
         return "open_clip"  # a training checkpoint's wrapper
@@ -209,13 +245,17 @@ def read_transformers_tf(src, overrides) -> Checkpoint:
 
 
 def read_transformers_flax(src, overrides) -> Checkpoint:
-    paths, directory = _weight_files(src, (transformers_flax.FILE_NAME, transformers_flax.INDEX_NAME), "flax_model.msgpack")
+    paths, directory = _weight_files(
+        src, (transformers_flax.FILE_NAME, transformers_flax.INDEX_NAME), "flax_model.msgpack"
+    )
     return _with_config(transformers_flax.read(paths), directory, paths[0], overrides, {})
 
 
 def read_flax_params(src, overrides) -> Checkpoint:
     checkpoint = read_transformers_flax(src, overrides)
-    checkpoint.processor_dir = None if not checks.has_processor_files(checkpoint.processor_dir) else checkpoint.processor_dir
+    checkpoint.processor_dir = (
+        None if not checks.has_processor_files(checkpoint.processor_dir) else checkpoint.processor_dir
+    )
     return checkpoint
 
 
@@ -226,7 +266,14 @@ def read_keras(src, overrides) -> Checkpoint:
 
 def read_openai(src, overrides, layout="openai") -> Checkpoint:
     src = open_clip.checkpoint_file(src)
-    heads = {kw: int(overrides[key]) for key, kw in (("text_config.num_attention_heads", "text_heads"), ("vision_config.num_attention_heads", "vision_heads")) if key in overrides}
+    heads = {
+        kw: int(overrides[key])
+        for key, kw in (
+            ("text_config.num_attention_heads", "text_heads"),
+            ("vision_config.num_attention_heads", "vision_heads"),
+        )
+        if key in overrides
+    }
     state = open_clip.unwrap(openai.read_file(src))  # a training checkpoint's {"state_dict": ...} and DDP's "module."
     if layout == "open_clip":
         arrays, config, names, notes = open_clip.canonical_checkpoint(state, src, **heads)
@@ -260,7 +307,9 @@ def _with_config(arrays, directory, weights_path, overrides, names) -> Checkpoin
     """The Checkpoint of a format whose config is config.json beside the weights."""
     path = os.path.join(directory, config_module.CONFIG_NAME)
     if not os.path.isfile(path):
-        raise ConversionError(f"{weights_path}: no config.json beside it (needed for this format: the config is not in the weights)")
+        raise ConversionError(
+            f"{weights_path}: no config.json beside it (needed for this format: the config is not in the weights)"
+        )
     config = checks.apply_overrides(io.read_json_object(path), overrides)
     return Checkpoint(arrays, config, checks.model_class_of(config), weights_path, names, directory)
 
@@ -276,7 +325,9 @@ def write_pytorch_bin(checkpoint, directory):
 
 def write_tf_h5(checkpoint, directory):
     if checkpoint.model_class != "CLIPModel":
-        raise ConversionError(f"transformers-tf output is written for CLIPModel checkpoints only, not {checkpoint.model_class}")
+        raise ConversionError(
+            f"transformers-tf output is written for CLIPModel checkpoints only, not {checkpoint.model_class}"
+        )
     if any(np.asarray(a).dtype.name == "bfloat16" for a in checkpoint.arrays.values()):
         raise ConversionError("transformers-tf (HDF5) cannot store bfloat16; convert with --dtype float32 or float16")
     transformers_tf.write(checkpoint.arrays, checkpoint.kinds(), os.path.join(directory, transformers_tf.FILE_NAME))
@@ -303,7 +354,12 @@ DIRECTORY_WRITERS = {
     "transformers-tf": write_tf_h5,
     "transformers-flax": write_flax_msgpack,
 }
-FILE_WRITERS = {"keras": write_keras, "flax-params": write_flax_msgpack, "openai": write_openai, "open_clip": write_openai}
+FILE_WRITERS = {
+    "keras": write_keras,
+    "flax-params": write_flax_msgpack,
+    "openai": write_openai,
+    "open_clip": write_openai,
+}
 
 
 def _write_config(checkpoint, directory):

@@ -48,5 +48,14 @@ class ConversionError(InputError):
     """A source that is not a (supported) CLIP checkpoint, or tensors that do not fit its config."""
 
 
-__all__ = ["ClipError", "InputError", "InputTypeError", "UnreadableFileError", "InputFileNotFoundError", "TaskError",
-           "CheckpointNotFoundError", "CheckpointShapeError", "ConversionError"]
+__all__ = [
+    "ClipError",
+    "InputError",
+    "InputTypeError",
+    "UnreadableFileError",
+    "InputFileNotFoundError",
+    "TaskError",
+    "CheckpointNotFoundError",
+    "CheckpointShapeError",
+    "ConversionError",
+]

@@ -9,6 +9,7 @@ export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 TOKENIZERS_PARALLELISM=false
 # CLIP_LINT=0 skips them (running one test file while editing).
 if [ "${CLIP_LINT:-1}" != 0 ]; then
   .venv/bin/ruff check .
+  .venv/bin/ruff format --check .
   .venv/bin/mypy
 fi
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

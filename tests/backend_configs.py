@@ -6,7 +6,13 @@ import numpy as np
 
 from clip.common.config import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
 
-CLASSES = ("CLIPModel", "CLIPTextModel", "CLIPTextModelWithProjection", "CLIPVisionModel", "CLIPVisionModelWithProjection")
+CLASSES = (
+    "CLIPModel",
+    "CLIPTextModel",
+    "CLIPTextModelWithProjection",
+    "CLIPVisionModel",
+    "CLIPVisionModelWithProjection",
+)
 TEXT_CLASSES = ("CLIPTextModel", "CLIPTextModelWithProjection")
 VISION_CLASSES = ("CLIPVisionModel", "CLIPVisionModelWithProjection")
 
@@ -14,25 +20,78 @@ VISION_CLASSES = ("CLIPVisionModel", "CLIPVisionModelWithProjection")
 # patch/image size, projection width != hidden width, pad == eos, the legacy pooling rule.
 CONFIGS = {
     "quick_gelu": dict(
-        text=dict(vocab_size=99, hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-                  max_position_embeddings=16, projection_dim=24, eos_token_id=98, pad_token_id=0, hidden_act="quick_gelu"),
-        vision=dict(hidden_size=48, intermediate_size=40, num_hidden_layers=2, num_attention_heads=4,
-                    image_size=16, patch_size=4, projection_dim=24, hidden_act="quick_gelu"),
+        text=dict(
+            vocab_size=99,
+            hidden_size=32,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=16,
+            projection_dim=24,
+            eos_token_id=98,
+            pad_token_id=0,
+            hidden_act="quick_gelu",
+        ),
+        vision=dict(
+            hidden_size=48,
+            intermediate_size=40,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            image_size=16,
+            patch_size=4,
+            projection_dim=24,
+            hidden_act="quick_gelu",
+        ),
         projection_dim=24,
     ),
     "gelu": dict(
-        text=dict(vocab_size=80, hidden_size=64, intermediate_size=96, num_hidden_layers=1, num_attention_heads=2,
-                  max_position_embeddings=12, projection_dim=40, eos_token_id=79, pad_token_id=79, hidden_act="gelu"),
-        vision=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=2,
-                    image_size=32, patch_size=8, projection_dim=40, hidden_act="gelu"),
+        text=dict(
+            vocab_size=80,
+            hidden_size=64,
+            intermediate_size=96,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            max_position_embeddings=12,
+            projection_dim=40,
+            eos_token_id=79,
+            pad_token_id=79,
+            hidden_act="gelu",
+        ),
+        vision=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=3,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+            projection_dim=40,
+            hidden_act="gelu",
+        ),
         projection_dim=40,
         logit_scale_init_value=3.0,
     ),
     "legacy_eos": dict(
-        text=dict(vocab_size=50, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=2,
-                  max_position_embeddings=10, projection_dim=16, eos_token_id=2, hidden_act="gelu_new"),
-        vision=dict(hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=8,
-                    image_size=24, patch_size=8, projection_dim=16, hidden_act="relu"),
+        text=dict(
+            vocab_size=50,
+            hidden_size=32,
+            intermediate_size=48,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=10,
+            projection_dim=16,
+            eos_token_id=2,
+            hidden_act="gelu_new",
+        ),
+        vision=dict(
+            hidden_size=32,
+            intermediate_size=48,
+            num_hidden_layers=1,
+            num_attention_heads=8,
+            image_size=24,
+            patch_size=8,
+            projection_dim=16,
+            hidden_act="relu",
+        ),
         projection_dim=16,
         id2label={0: "cat", 1: "dog", 2: "bird"},
     ),

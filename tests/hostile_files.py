@@ -25,8 +25,10 @@ def tiny_checkpoint(directory, seed=0) -> dict:
     config = make_config("quick_gelu", "CLIPModel")
     config.save_pretrained(directory)
     rng = np.random.default_rng(seed)
-    arrays = {name: rng.standard_normal(shape).astype(np.float32) * 0.02
-              for name, (shape, _) in weights.expected_parameters(config, "CLIPModel").items()}
+    arrays = {
+        name: rng.standard_normal(shape).astype(np.float32) * 0.02
+        for name, (shape, _) in weights.expected_parameters(config, "CLIPModel").items()
+    }
     arrays[LOGIT] = np.array(np.log(1 / 0.07), np.float32)
     io.write_safetensors(arrays, os.path.join(directory, "model.safetensors"), metadata={"format": "pt"})
     return arrays
@@ -88,19 +90,38 @@ def _astype(dtype):
         arrays = dict(io.read_safetensors(path, mmap=False))
         arrays[LN_A] = (arrays[LN_A] * 100).astype(dtype)
         io.write_safetensors(arrays, path)
+
     return damage
 
 
 # name -> (damage(path of model.safetensors), regex the error must match)
 SAFETENSORS_CASES = {
-    "negative offsets": (lambda p: rewrite_header(p, _negative_offsets), rf"model\.safetensors: tensor '{LOGIT}'.*data_offsets.*non-negative"),
-    "overlapping offsets": (lambda p: rewrite_header(p, _overlapping_offsets), r"model\.safetensors: tensor 'text_model\.final_layer_norm\.\w+'.*overlap"),
+    "negative offsets": (
+        lambda p: rewrite_header(p, _negative_offsets),
+        rf"model\.safetensors: tensor '{LOGIT}'.*data_offsets.*non-negative",
+    ),
+    "overlapping offsets": (
+        lambda p: rewrite_header(p, _overlapping_offsets),
+        r"model\.safetensors: tensor 'text_model\.final_layer_norm\.\w+'.*overlap",
+    ),
     "gap": (lambda p: rewrite_header(p, _gap), r"model\.safetensors: tensor '.*'.*gap"),
-    "entry not an object": (lambda p: rewrite_header(p, _not_an_object), rf"model\.safetensors: tensor '{LN_A}'.*list, not an object"),
-    "missing shape": (lambda p: rewrite_header(p, _missing_shape), rf"model\.safetensors: tensor '{LN_A}'.*missing shape"),
+    "entry not an object": (
+        lambda p: rewrite_header(p, _not_an_object),
+        rf"model\.safetensors: tensor '{LN_A}'.*list, not an object",
+    ),
+    "missing shape": (
+        lambda p: rewrite_header(p, _missing_shape),
+        rf"model\.safetensors: tensor '{LN_A}'.*missing shape",
+    ),
     "deeply nested": (_nested, r"model\.safetensors: .*nested deeper"),
-    "bool weight": (_astype(bool), rf"model\.safetensors: tensor '{LN_A}' has dtype bool; model weights must be floating point"),
-    "int64 weight": (_astype(np.int64), rf"model\.safetensors: tensor '{LN_A}' has dtype int64; model weights must be floating point"),
+    "bool weight": (
+        _astype(bool),
+        rf"model\.safetensors: tensor '{LN_A}' has dtype bool; model weights must be floating point",
+    ),
+    "int64 weight": (
+        _astype(np.int64),
+        rf"model\.safetensors: tensor '{LN_A}' has dtype int64; model weights must be floating point",
+    ),
 }
 
 

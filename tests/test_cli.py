@@ -30,7 +30,9 @@ def test_zero_shot_defaults_to_the_embedded_model(tmp_path):
         paths.append(str(tmp_path / f"{i}.png"))
         image.save(paths[-1])
     # labels as they are: the model was trained on bare captions (the default prompt costs it ~50 points)
-    proc = _clip("zero-shot", *paths, "--labels", ",".join(all_labels), "--templates", "label", "--top-k", "1", "--json")
+    proc = _clip(
+        "zero-shot", *paths, "--labels", ",".join(all_labels), "--templates", "label", "--top-k", "1", "--json"
+    )
     assert proc.returncode == 0, proc.stderr
     results = json.loads(proc.stdout)
     assert [r["labels"][0]["label"] for r in results] == [all_labels[t] for t in targets]
@@ -48,15 +50,21 @@ def tiny_model_dir(tmp_path_factory):
     config = transformers.CLIPConfig(
         text_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2},
         vision_config={
-            "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
-            "image_size": 32, "patch_size": 8,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "image_size": 32,
+            "patch_size": 8,
         },
         projection_dim=16,
     )
     path = tmp_path_factory.mktemp("tiny")
     reference = transformers.CLIPModel(config).eval()
     reference.save_pretrained(path)
-    CLIPProcessor(CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}), CLIPTokenizerFast()).save_pretrained(path)
+    CLIPProcessor(
+        CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}), CLIPTokenizerFast()
+    ).save_pretrained(path)
     return path, reference
 
 
@@ -66,8 +74,18 @@ def test_zero_shot_with_a_model_gives_transformers_probabilities(tiny_model_dir)
 
     path, reference = tiny_model_dir
     labels = ["a photo of a cat", "a photo of a dog", "a rocket"]
-    proc = _clip("zero-shot", CAT, os.path.join(IMAGES, "rocket.jpg"), "--labels", ",".join(labels), "--model", str(path),
-                 "--templates", "label", "--json")
+    proc = _clip(
+        "zero-shot",
+        CAT,
+        os.path.join(IMAGES, "rocket.jpg"),
+        "--labels",
+        ",".join(labels),
+        "--model",
+        str(path),
+        "--templates",
+        "label",
+        "--json",
+    )
     assert proc.returncode == 0, proc.stderr
     results = json.loads(proc.stdout)
 
@@ -85,10 +103,7 @@ def test_zero_shot_with_a_model_gives_transformers_probabilities(tiny_model_dir)
 
 @pytest.mark.parametrize(
     "args, message",
-    [
-        (["--labels", " , "], "--labels is empty"),
-        (["--labels", "a,b", "--model", "/no/such/dir"], "no such directory"),
-    ],
+    [(["--labels", " , "], "--labels is empty"), (["--labels", "a,b", "--model", "/no/such/dir"], "no such directory")],
 )
 def test_bad_input_is_one_clear_line(args, message):
     proc = _clip("zero-shot", CAT, *args)

@@ -25,17 +25,31 @@ def model_dir(path, change=None):
     from clip.common.processor import CLIPProcessor
     from clip.common.tokenizer import CLIPTokenizerFast
 
-    config = CLIPConfig(text_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=2),
-                        vision_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=2,
-                                           image_size=32, patch_size=8), projection_dim=16)
+    config = CLIPConfig(
+        text_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=2),
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=37,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+        ),
+        projection_dim=16,
+    )
     config.save_pretrained(path)
     rng = np.random.default_rng(0)
-    arrays = {n: rng.standard_normal(shape).astype(np.float32) * 0.05 for n, (shape, _) in weights.expected_parameters(config, "CLIPModel").items()}
+    arrays = {
+        n: rng.standard_normal(shape).astype(np.float32) * 0.05
+        for n, (shape, _) in weights.expected_parameters(config, "CLIPModel").items()
+    }
     arrays["logit_scale"] = np.array(2.6592, np.float32)
     if change is not None:
         arrays = change(arrays)
     io.write_safetensors(arrays, os.path.join(path, "model.safetensors"))
-    CLIPProcessor(CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}), CLIPTokenizerFast()).save_pretrained(path)
+    CLIPProcessor(
+        CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}), CLIPTokenizerFast()
+    ).save_pretrained(path)
     return str(path)
 
 
@@ -52,8 +66,15 @@ def one_line_error(err):
 # ------------------------------------------------------------------ weights the model needs
 
 
-@pytest.mark.parametrize("backend, held", [("pt", {"foo": np.ones(3, np.float32)}), ("pt", {}), ("tf", {"foo": np.ones(3, np.float32)}),
-                                           ("flax", {"foo": np.ones(3, np.float32)})])
+@pytest.mark.parametrize(
+    "backend, held",
+    [
+        ("pt", {"foo": np.ones(3, np.float32)}),
+        ("pt", {}),
+        ("tf", {"foo": np.ones(3, np.float32)}),
+        ("flax", {"foo": np.ones(3, np.float32)}),
+    ],
+)
 def test_zero_shot_refuses_a_checkpoint_without_the_weights(tmp_path, capsys, backend, held):
     path = model_dir(tmp_path, change=lambda arrays: held)
     code, out, err = run(capsys, "zero-shot", CAT, "--labels", "cat,dog", "--model", path, "--backend", backend)
@@ -65,10 +86,14 @@ def test_zero_shot_refuses_a_checkpoint_without_the_weights(tmp_path, capsys, ba
 
 
 def test_zero_shot_refuses_a_checkpoint_missing_one_weight(tmp_path, capsys):
-    path = model_dir(tmp_path, change=lambda arrays: {n: a for n, a in arrays.items() if n != "visual_projection.weight"})
+    path = model_dir(
+        tmp_path, change=lambda arrays: {n: a for n, a in arrays.items() if n != "visual_projection.weight"}
+    )
     code, _, err = run(capsys, "zero-shot", CAT, "--labels", "cat,dog", "--model", path)
     assert code == 2 and one_line_error(err)
-    assert "lacks 1 of the 46 weights the model needs (they would be random, not trained): visual_projection.weight" in err
+    assert (
+        "lacks 1 of the 46 weights the model needs (they would be random, not trained): visual_projection.weight" in err
+    )
 
 
 def test_a_complete_checkpoint_still_classifies(tmp_path, capsys):
@@ -88,9 +113,13 @@ def test_float16_overflow_skips_the_image_naming_it(tmp_path, capsys):
     path = model_dir(tmp_path, change=huge_projection)
     code, out, err = run(capsys, "zero-shot", IMAGES, "--labels", "cat,dog", "--model", path, "--json")
     assert code == 0 and "not finite" not in err  # float32: finite
-    code, out, err = run(capsys, "zero-shot", IMAGES, "--labels", "cat,dog", "--model", path, "--dtype", "float16", "--json")
+    code, out, err = run(
+        capsys, "zero-shot", IMAGES, "--labels", "cat,dog", "--model", path, "--dtype", "float16", "--json"
+    )
     assert code == 0 and out.strip() == "[]"
-    assert "chelsea.png: the model's vector is not finite (NaN or inf) in float16" in err and "try --dtype float32" in err
+    assert (
+        "chelsea.png: the model's vector is not finite (NaN or inf) in float16" in err and "try --dtype float32" in err
+    )
     # a file named on the command line that gives no vector is an error, as an unreadable one is
     code, _, err = run(capsys, "zero-shot", CAT, "--labels", "cat,dog", "--model", path, "--dtype", "float16")
     assert code == 2 and one_line_error(err) and "chelsea.png: the model's vector is not finite" in err
@@ -101,10 +130,22 @@ def test_nan_text_vectors_are_an_error_naming_the_label(tmp_path, capsys):
         arrays["text_projection.weight"][0, 0] = np.nan
         return arrays
 
-    code, _, err = run(capsys, "zero-shot", CAT, "--labels", "cat,dog", "--templates", "label",
-                       "--model", model_dir(tmp_path, change=nan_projection))
+    code, _, err = run(
+        capsys,
+        "zero-shot",
+        CAT,
+        "--labels",
+        "cat,dog",
+        "--templates",
+        "label",
+        "--model",
+        model_dir(tmp_path, change=nan_projection),
+    )
     assert code == 2 and one_line_error(err)
-    assert "the model's vectors for 2 text(s) are not finite (NaN or inf) in float32; the checkpoint's weights may be damaged: 'cat', 'dog'" in err
+    assert (
+        "the model's vectors for 2 text(s) are not finite (NaN or inf) in float32; the checkpoint's weights may be damaged: 'cat', 'dog'"
+        in err
+    )
 
 
 # ------------------------------------------------------------------ bugs and --debug
@@ -141,9 +182,18 @@ def test_debug_shows_the_traceback(monkeypatch, how):
 
 def test_debug_in_a_real_process_prints_the_traceback(tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1", CLIP_DEBUG="1")
-    proc = subprocess.run([sys.executable, "-m", "clip", "zero-shot", CAT, "--labels", "a", "--model", str(tmp_path / "none")],
-                          capture_output=True, text=True, env=env, check=False)
-    assert proc.returncode == 1 and "Traceback (most recent call last)" in proc.stderr and "no such directory" in proc.stderr
+    proc = subprocess.run(
+        [sys.executable, "-m", "clip", "zero-shot", CAT, "--labels", "a", "--model", str(tmp_path / "none")],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert (
+        proc.returncode == 1
+        and "Traceback (most recent call last)" in proc.stderr
+        and "no such directory" in proc.stderr
+    )
 
 
 def test_a_subcommands_own_exit_message_is_bad_input(capsys, tmp_path):
@@ -156,19 +206,29 @@ def test_a_subcommands_own_exit_message_is_bad_input(capsys, tmp_path):
 
 def test_non_utf8_bytes_in_argv_are_a_clear_error():
     env = dict(os.environ, HF_HUB_OFFLINE="1", LC_ALL="C.UTF-8")
-    proc = subprocess.run([sys.executable, "-m", "clip", "zero-shot", CAT, "--labels", b"caf\xe9,dog"], capture_output=True, env=env, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "clip", "zero-shot", CAT, "--labels", b"caf\xe9,dog"],
+        capture_output=True,
+        env=env,
+        check=False,
+    )
     assert proc.returncode == 2
     err = proc.stderr.decode()
-    assert err == ("clip zero-shot: --labels is not valid UTF-8 text (byte 0xe9 at character 4); pass it in UTF-8 "
-                   "(check the terminal's or the script's encoding)\n")
+    assert err == (
+        "clip zero-shot: --labels is not valid UTF-8 text (byte 0xe9 at character 4); pass it in UTF-8 "
+        "(check the terminal's or the script's encoding)\n"
+    )
 
 
-@pytest.mark.parametrize("argv, flag", [
-    (["zero-shot", CAT, "--labels", "a,\udcff"], "--labels"),
-    (["similarity", CAT, "--texts", "ok", "b\udcfe", "--out", "x.png"], "--texts"),
-    (["search", "emb", "--text", "\udc80"], "--text"),
-    (["zero-shot", CAT, "--labels", "a", "--templates", "a {} \udcff"], "--templates"),
-])
+@pytest.mark.parametrize(
+    "argv, flag",
+    [
+        (["zero-shot", CAT, "--labels", "a,\udcff"], "--labels"),
+        (["similarity", CAT, "--texts", "ok", "b\udcfe", "--out", "x.png"], "--texts"),
+        (["search", "emb", "--text", "\udc80"], "--text"),
+        (["zero-shot", CAT, "--labels", "a", "--templates", "a {} \udcff"], "--templates"),
+    ],
+)
 def test_every_text_argument_is_checked(capsys, argv, flag):
     code, _, err = run(capsys, *argv)
     assert code == 2 and one_line_error(err) and f": {flag} is not valid UTF-8 text (byte 0x" in err
@@ -177,10 +237,17 @@ def test_every_text_argument_is_checked(capsys, argv, flag):
 @pytest.mark.parametrize("command", ["similarity", "embed", "templates", "captions.csv", "captions.jsonl"])
 def test_text_files_that_are_not_utf8_name_file_and_line(tmp_path, capsys, command):
     bad = tmp_path / ("texts.txt" if "." not in command else command)
-    lines = {"captions.csv": (b"image,caption\n", f"{CAT},a cat \u00e9\n".encode(), f"{CAT},a \xff cat\n".encode("latin-1")),
-             "captions.jsonl": (b"\n", json.dumps({"image": CAT, "caption": "a cat \u00e9"}).encode() + b"\n",
-                                b'{"image": "x.png", "caption": "a \xff cat"}\n')}
-    bad.write_bytes(b"".join(lines.get(command, ("first line\n".encode(), "second \u00e9\n".encode(), b"third \xff\n"))))
+    lines = {
+        "captions.csv": (b"image,caption\n", f"{CAT},a cat \u00e9\n".encode(), f"{CAT},a \xff cat\n".encode("latin-1")),
+        "captions.jsonl": (
+            b"\n",
+            json.dumps({"image": CAT, "caption": "a cat \u00e9"}).encode() + b"\n",
+            b'{"image": "x.png", "caption": "a \xff cat"}\n',
+        ),
+    }
+    bad.write_bytes(
+        b"".join(lines.get(command, ("first line\n".encode(), "second \u00e9\n".encode(), b"third \xff\n")))
+    )
     argv = {
         "similarity": ["similarity", CAT, "--texts-file", str(bad), "--out", str(tmp_path / "m.png")],
         "embed": ["embed", str(bad), "--out", str(tmp_path / "emb")],

@@ -30,7 +30,9 @@ CHECK = textwrap.dedent("""
 def test_imports_and_tensorflow_loading_leave_the_environment_alone():
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     env["PYTHONPATH"] = os.pathsep.join([ROOT, env.get("PYTHONPATH", "")])
-    unset = subprocess.run([sys.executable, "-c", CHECK], capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    unset = subprocess.run(
+        [sys.executable, "-c", CHECK], capture_output=True, text=True, cwd=ROOT, env=env, timeout=300
+    )
     assert unset.returncode == 0, unset.stderr[-3000:]
     assert int(unset.stdout.split()[-1]) > 40  # the walk reached the library's modules
     # TensorFlow's CPU-feature notice is what the level hides while it starts

@@ -43,22 +43,40 @@ def _cases(tokenizers, missing):
         "tokenizer: token ids of the wrong type": (lambda t: t.decode([1.5, 2.0]), ours_tok, their_tok),
         "tokenizer: unknown padding": (lambda t: t("a", padding="maximum"), ours_tok, their_tok),
         "tokenizer: unknown truncation": (lambda t: t("a", truncation="sideways"), ours_tok, their_tok),
-        "tokenizer: missing directory": (lambda cls: cls.from_pretrained(missing), CLIPTokenizerFast,
-                                         transformers.CLIPTokenizerFast),
-        "image processor: unknown return_tensors": (lambda p: p(images=image, return_tensors="torchy"),
-                                                    CLIPImageProcessor(), transformers.CLIPImageProcessor()),
-        "image processor: missing directory": (lambda cls: cls.from_pretrained(missing), CLIPImageProcessor,
-                                               transformers.CLIPImageProcessor),
+        "tokenizer: missing directory": (
+            lambda cls: cls.from_pretrained(missing),
+            CLIPTokenizerFast,
+            transformers.CLIPTokenizerFast,
+        ),
+        "image processor: unknown return_tensors": (
+            lambda p: p(images=image, return_tensors="torchy"),
+            CLIPImageProcessor(),
+            transformers.CLIPImageProcessor(),
+        ),
+        "image processor: missing directory": (
+            lambda cls: cls.from_pretrained(missing),
+            CLIPImageProcessor,
+            transformers.CLIPImageProcessor,
+        ),
         "config: sub-config of the wrong type": (lambda cls: cls(text_config=5), CLIPConfig, transformers.CLIPConfig),
-        "config: missing directory": (lambda cls: cls.from_pretrained(missing), CLIPTextConfig,
-                                      transformers.CLIPTextConfig),
+        "config: missing directory": (
+            lambda cls: cls.from_pretrained(missing),
+            CLIPTextConfig,
+            transformers.CLIPTextConfig,
+        ),
     }
 
 
-CASES = ["tokenizer: token ids of the wrong type", "tokenizer: unknown padding", "tokenizer: unknown truncation",
-         "tokenizer: missing directory", "image processor: unknown return_tensors",
-         "image processor: missing directory",
-         "config: sub-config of the wrong type", "config: missing directory"]
+CASES = [
+    "tokenizer: token ids of the wrong type",
+    "tokenizer: unknown padding",
+    "tokenizer: unknown truncation",
+    "tokenizer: missing directory",
+    "image processor: unknown return_tensors",
+    "image processor: missing directory",
+    "config: sub-config of the wrong type",
+    "config: missing directory",
+]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -82,10 +100,16 @@ def test_embed_task_errors_are_clip_errors_and_value_errors(tmp_path):
 
 
 def test_each_family_member_is_the_builtin_it_promises():
-    promised = {errors.InputError: ValueError, errors.InputTypeError: TypeError, errors.TaskError: ValueError,
-                errors.UnreadableFileError: OSError, errors.InputFileNotFoundError: FileNotFoundError,
-                errors.CheckpointNotFoundError: OSError, errors.CheckpointShapeError: (ValueError, RuntimeError),
-                errors.ConversionError: ValueError}
+    promised = {
+        errors.InputError: ValueError,
+        errors.InputTypeError: TypeError,
+        errors.TaskError: ValueError,
+        errors.UnreadableFileError: OSError,
+        errors.InputFileNotFoundError: FileNotFoundError,
+        errors.CheckpointNotFoundError: OSError,
+        errors.CheckpointShapeError: (ValueError, RuntimeError),
+        errors.ConversionError: ValueError,
+    }
     assert set(promised) | {errors.ClipError} == {getattr(errors, name) for name in errors.__all__}
     for member, builtin in promised.items():
         assert issubclass(member, errors.ClipError) and issubclass(member, builtin), member

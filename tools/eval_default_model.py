@@ -45,9 +45,13 @@ def main(argv=None) -> dict:
     from clip.models import default_model_path
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model", nargs="?", default=default_model_path(), help="model directory (default: the embedded model)")
+    p.add_argument(
+        "model", nargs="?", default=default_model_path(), help="model directory (default: the embedded model)"
+    )
     p.add_argument("--images", type=int, default=600, help="single-shape images over all 30 combinations (default 600)")
-    p.add_argument("--held-out-images", type=int, default=300, help="images of the 5 held-out combinations (default 300)")
+    p.add_argument(
+        "--held-out-images", type=int, default=300, help="images of the 5 held-out combinations (default 300)"
+    )
     p.add_argument("--pairs", type=int, default=2000, help="held-out captioned pairs for retrieval (default 2000)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     args = p.parse_args(argv)
@@ -103,12 +107,17 @@ def main(argv=None) -> dict:
     out["zero_shot_top1_per_shape"] = per_shape
 
     if args.held_out_images:
-        images, _, targets = data.zero_shot_set(args.held_out_images, seed=HELD_OUT_SEED, image_size=size,
-                                                combos=data.HELD_OUT_COMBOS)
+        images, _, targets = data.zero_shot_set(
+            args.held_out_images, seed=HELD_OUT_SEED, image_size=size, combos=data.HELD_OUT_COMBOS
+        )
         pred = predict(images)
         out["held_out_combos_top1"] = float((pred == targets).mean())
-        out["held_out_combos_colour_correct"] = float(np.mean([combos[a][0] == combos[b][0] for a, b in zip(pred, targets)]))
-        out["held_out_combos_shape_correct"] = float(np.mean([combos[a][1] == combos[b][1] for a, b in zip(pred, targets)]))
+        out["held_out_combos_colour_correct"] = float(
+            np.mean([combos[a][0] == combos[b][0] for a, b in zip(pred, targets)])
+        )
+        out["held_out_combos_shape_correct"] = float(
+            np.mean([combos[a][1] == combos[b][1] for a, b in zip(pred, targets)])
+        )
         out["held_out_combos_images"] = int(args.held_out_images)
 
     if args.pairs:

@@ -36,13 +36,39 @@ DEFAULT_OUT = os.path.join(HERE, "..", "tests", "fixtures", "conversion")
 
 # OpenAI-style: heads = width // 64 in both towers; the MLP width is read off c_fc (4x in OpenAI's models,
 # 1x here to keep the files small).
-OPENAI = dict(embed_dim=24, image_resolution=16, vision_layers=1, vision_width=64, vision_patch_size=8, vision_mlp=64,
-              context_length=8, vocab_size=48, transformer_width=64, transformer_heads=1, transformer_layers=1,
-              text_mlp=64, vision_heads=1, act="quick_gelu")
+OPENAI = dict(
+    embed_dim=24,
+    image_resolution=16,
+    vision_layers=1,
+    vision_width=64,
+    vision_patch_size=8,
+    vision_mlp=64,
+    context_length=8,
+    vocab_size=48,
+    transformer_width=64,
+    transformer_heads=1,
+    transformer_layers=1,
+    text_mlp=64,
+    vision_heads=1,
+    act="quick_gelu",
+)
 # open_clip-style: a GELU model with 2-head towers of width 32 (heads from open_clip_config.json).
-OPEN_CLIP = dict(embed_dim=16, image_resolution=8, vision_layers=1, vision_width=32, vision_patch_size=4, vision_mlp=64,
-                 context_length=6, vocab_size=40, transformer_width=32, transformer_heads=2, transformer_layers=1,
-                 text_mlp=64, vision_heads=2, act="gelu")
+OPEN_CLIP = dict(
+    embed_dim=16,
+    image_resolution=8,
+    vision_layers=1,
+    vision_width=32,
+    vision_patch_size=4,
+    vision_mlp=64,
+    context_length=6,
+    vocab_size=40,
+    transformer_width=32,
+    transformer_heads=2,
+    transformer_layers=1,
+    text_mlp=64,
+    vision_heads=2,
+    act="gelu",
+)
 
 
 class QuickGELU(nn.Module):
@@ -56,7 +82,11 @@ class ResidualAttentionBlock(nn.Module):
         self.attn = nn.MultiheadAttention(width, heads)  # in_proj_weight: q, k, v stacked on axis 0
         self.ln_1 = nn.LayerNorm(width)
         activation = QuickGELU() if act == "quick_gelu" else nn.GELU()
-        self.mlp = nn.Sequential(OrderedDict([("c_fc", nn.Linear(width, mlp_width)), ("gelu", activation), ("c_proj", nn.Linear(mlp_width, width))]))
+        self.mlp = nn.Sequential(
+            OrderedDict(
+                [("c_fc", nn.Linear(width, mlp_width)), ("gelu", activation), ("c_proj", nn.Linear(mlp_width, width))]
+            )
+        )
         self.ln_2 = nn.LayerNorm(width)
 
     def forward(self, x, attn_mask: Optional[torch.Tensor] = None):  # LND
@@ -98,10 +128,27 @@ class VisionTransformer(nn.Module):
 
 
 class OpenAIStyleCLIP(nn.Module):
-    def __init__(self, embed_dim, image_resolution, vision_layers, vision_width, vision_patch_size, vision_mlp, context_length,
-                 vocab_size, transformer_width, transformer_heads, transformer_layers, text_mlp, vision_heads, act):
+    def __init__(
+        self,
+        embed_dim,
+        image_resolution,
+        vision_layers,
+        vision_width,
+        vision_patch_size,
+        vision_mlp,
+        context_length,
+        vocab_size,
+        transformer_width,
+        transformer_heads,
+        transformer_layers,
+        text_mlp,
+        vision_heads,
+        act,
+    ):
         super().__init__()
-        self.visual = VisionTransformer(image_resolution, vision_patch_size, vision_width, vision_layers, vision_heads, vision_mlp, embed_dim, act)
+        self.visual = VisionTransformer(
+            image_resolution, vision_patch_size, vision_width, vision_layers, vision_heads, vision_mlp, embed_dim, act
+        )
         self.transformer = Transformer(transformer_width, transformer_layers, transformer_heads, text_mlp, act)
         self.token_embedding = nn.Embedding(vocab_size, transformer_width)
         self.positional_embedding = nn.Parameter(torch.randn(context_length, transformer_width))
@@ -118,7 +165,9 @@ class OpenAIStyleCLIP(nn.Module):
         x = self.token_embedding(text) + self.positional_embedding
         x = self.transformer(x.permute(1, 0, 2), self.attn_mask).permute(1, 0, 2)  # NLD -> LND -> NLD
         x = self.ln_final(x)
-        return x[torch.arange(x.shape[0]), text.argmax(dim=-1)] @ self.text_projection  # the end-of-text token (highest id)
+        return (
+            x[torch.arange(x.shape[0]), text.argmax(dim=-1)] @ self.text_projection
+        )  # the end-of-text token (highest id)
 
     def forward(self, image, text):
         image_features = self.encode_image(image)
@@ -162,11 +211,21 @@ def open_clip_config(spec: dict) -> dict:
         "model_cfg": {
             "embed_dim": spec["embed_dim"],
             "quick_gelu": spec["act"] == "quick_gelu",
-            "vision_cfg": {"image_size": spec["image_resolution"], "layers": spec["vision_layers"], "width": spec["vision_width"],
-                           "patch_size": spec["vision_patch_size"], "head_width": spec["vision_width"] // spec["vision_heads"],
-                           "mlp_ratio": spec["vision_mlp"] / spec["vision_width"]},
-            "text_cfg": {"context_length": spec["context_length"], "vocab_size": spec["vocab_size"], "width": spec["transformer_width"],
-                         "heads": spec["transformer_heads"], "layers": spec["transformer_layers"]},
+            "vision_cfg": {
+                "image_size": spec["image_resolution"],
+                "layers": spec["vision_layers"],
+                "width": spec["vision_width"],
+                "patch_size": spec["vision_patch_size"],
+                "head_width": spec["vision_width"] // spec["vision_heads"],
+                "mlp_ratio": spec["vision_mlp"] / spec["vision_width"],
+            },
+            "text_cfg": {
+                "context_length": spec["context_length"],
+                "vocab_size": spec["vocab_size"],
+                "width": spec["transformer_width"],
+                "heads": spec["transformer_heads"],
+                "layers": spec["transformer_layers"],
+            },
         },
         "preprocess_cfg": {"mean": [0.48145466, 0.4578275, 0.40821073], "std": [0.26862954, 0.26130258, 0.27577711]},
     }
@@ -177,7 +236,9 @@ def main(out_dir=DEFAULT_OUT):
     reference = {}
 
     model = build(OPENAI, seed=0, jit_buffers=True).half()
-    state = {k: v for k, v in model.state_dict().items() if k not in ("input_resolution", "context_length", "vocab_size")}
+    state = {
+        k: v for k, v in model.state_dict().items() if k not in ("input_resolution", "context_length", "vocab_size")
+    }
     torch.save(state, os.path.join(out_dir, "openai_vit.pt"))
     torch.jit.script(model).save(os.path.join(out_dir, "openai_vit_jit.pt"))
     ids, pixels = inputs(OPENAI)
@@ -186,7 +247,11 @@ def main(out_dir=DEFAULT_OUT):
     reference.update(openai_input_ids=ids, openai_pixel_values=pixels, openai_logits_per_image=logits.numpy())
 
     model = build(OPEN_CLIP, seed=1)
-    checkpoint = {"epoch": 3, "name": "tiny-gelu", "state_dict": {"module." + k: v for k, v in model.state_dict().items()}}
+    checkpoint = {
+        "epoch": 3,
+        "name": "tiny-gelu",
+        "state_dict": {"module." + k: v for k, v in model.state_dict().items()},
+    }
     torch.save(checkpoint, os.path.join(out_dir, "open_clip", "open_clip_pytorch_model.bin"))
     with open(os.path.join(out_dir, "open_clip", "open_clip_config.json"), "w") as f:
         json.dump(open_clip_config(OPEN_CLIP), f, indent=2)

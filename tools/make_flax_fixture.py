@@ -18,10 +18,28 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_OUT = os.path.join(HERE, "..", "tests", "fixtures", "transformers_flax")
 
-TEXT = dict(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
-            max_position_embeddings=12, projection_dim=24, eos_token_id=63, pad_token_id=0, hidden_act="quick_gelu")
-VISION = dict(hidden_size=32, intermediate_size=40, num_hidden_layers=2, num_attention_heads=4, image_size=16,
-              patch_size=8, projection_dim=24, hidden_act="gelu")
+TEXT = dict(
+    vocab_size=64,
+    hidden_size=32,
+    intermediate_size=48,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    max_position_embeddings=12,
+    projection_dim=24,
+    eos_token_id=63,
+    pad_token_id=0,
+    hidden_act="quick_gelu",
+)
+VISION = dict(
+    hidden_size=32,
+    intermediate_size=40,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    image_size=16,
+    patch_size=8,
+    projection_dim=24,
+    hidden_act="gelu",
+)
 
 
 def inputs():
@@ -40,7 +58,9 @@ def main(out_dir=DEFAULT_OUT):
     import jax
     import transformers
 
-    config = transformers.CLIPConfig(text_config=TEXT, vision_config=VISION, projection_dim=24, logit_scale_init_value=2.0)
+    config = transformers.CLIPConfig(
+        text_config=TEXT, vision_config=VISION, projection_dim=24, logit_scale_init_value=2.0
+    )
     model = transformers.FlaxCLIPModel(config, seed=0)
     leaves, tree = jax.tree_util.tree_flatten(model.params)
     keys = jax.random.split(jax.random.key(1), len(leaves))

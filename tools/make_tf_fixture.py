@@ -17,10 +17,28 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "..", "tests", "fixtures", "transformers_tf")
 
-TEXT = dict(vocab_size=64, hidden_size=32, intermediate_size=40, num_hidden_layers=2, num_attention_heads=4,
-            max_position_embeddings=12, projection_dim=24, eos_token_id=63, pad_token_id=0, hidden_act="quick_gelu")
-VISION = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=2, image_size=8,
-              patch_size=4, projection_dim=24, hidden_act="gelu")
+TEXT = dict(
+    vocab_size=64,
+    hidden_size=32,
+    intermediate_size=40,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    max_position_embeddings=12,
+    projection_dim=24,
+    eos_token_id=63,
+    pad_token_id=0,
+    hidden_act="quick_gelu",
+)
+VISION = dict(
+    hidden_size=32,
+    intermediate_size=48,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    image_size=8,
+    patch_size=4,
+    projection_dim=24,
+    hidden_act="gelu",
+)
 
 
 def inputs(np):
@@ -41,7 +59,9 @@ def main():
     import transformers
 
     tf.random.set_seed(0)
-    config = transformers.CLIPConfig(text_config=TEXT, vision_config=VISION, projection_dim=24, logit_scale_init_value=2.0)
+    config = transformers.CLIPConfig(
+        text_config=TEXT, vision_config=VISION, projection_dim=24, logit_scale_init_value=2.0
+    )
     model = transformers.TFCLIPModel(config)
     model(model.dummy_inputs)
     rng = np.random.default_rng(1)

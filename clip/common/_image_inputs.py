@@ -109,9 +109,7 @@ def to_hwc(image, label: str, options: dict) -> np.ndarray:
     if array.ndim == 2:
         array = array[:, :, None]  # gray
     elif array.ndim != 3:
-        raise InputError(
-            f"{label}: an image must have 2 (HW) or 3 (HWC or CHW) dimensions, got shape {array.shape}"
-        )
+        raise InputError(f"{label}: an image must have 2 (HW) or 3 (HWC or CHW) dimensions, got shape {array.shape}")
     else:
         fmt = options.get("input_data_format")
         explicit = fmt is not None
@@ -149,9 +147,7 @@ def needs_scaling_for_pil(array: np.ndarray, label: str) -> bool:
         raise InputError(f"{label}: integral pixel values must lie in [0, 255], got [{array.min()}, {array.max()}]")
     if array.min() >= 0 and array.max() <= 1:
         return True
-    raise InputError(
-        f"{label}: fractional pixel values must lie in [0, 1], got [{array.min()}, {array.max()}]"
-    )
+    raise InputError(f"{label}: fractional pixel values must lie in [0, 1], got [{array.min()}, {array.max()}]")
 
 
 def array_to_pil(array: np.ndarray) -> Image.Image:

@@ -16,14 +16,7 @@ from PIL import Image
 
 from clip.errors import InputError
 
-from ._image_inputs import (
-    array_to_pil,
-    from_pil,
-    needs_scaling_for_pil,
-    open_image,
-    reading,
-    to_hwc,
-)
+from ._image_inputs import array_to_pil, from_pil, needs_scaling_for_pil, open_image, reading, to_hwc
 
 # Pixel values this far beyond the documented range (after rescaling: [0, 1]) are warned about.
 _FAR_OUTSIDE = 10.0

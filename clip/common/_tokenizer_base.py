@@ -24,11 +24,28 @@ class CLIPTokenizerBase(VocabularyMixin, FilesMixin):
     truncation_side = "right"
     is_fast = False
 
-    def _setup(self, vocab, *, bos_token, eos_token, unk_token, pad_token, model_max_length,
-               clean_up_tokenization_spaces, errors, padding_side="right", truncation_side="right",
-               additional_special_tokens=None, init_kwargs=None, added=None, **roles):
-        self._init_vocabulary(vocab, {"bos_token": bos_token, "eos_token": eos_token, "unk_token": unk_token,
-                                      "pad_token": pad_token, **roles})
+    def _setup(
+        self,
+        vocab,
+        *,
+        bos_token,
+        eos_token,
+        unk_token,
+        pad_token,
+        model_max_length,
+        clean_up_tokenization_spaces,
+        errors,
+        padding_side="right",
+        truncation_side="right",
+        additional_special_tokens=None,
+        init_kwargs=None,
+        added=None,
+        **roles,
+    ):
+        self._init_vocabulary(
+            vocab,
+            {"bos_token": bos_token, "eos_token": eos_token, "unk_token": unk_token, "pad_token": pad_token, **roles},
+        )
         for token, (i, special) in (added or {}).items():
             self._added[token] = i
             if special:
@@ -85,14 +102,30 @@ class CLIPTokenizerBase(VocabularyMixin, FilesMixin):
             out["labels"] = self._encode(text_target, text_pair_target, **kwargs)["input_ids"]
         return out
 
-    def _encode(self, text=None, text_pair=None, *, add_special_tokens: bool = True, padding=False,
-                 truncation=None, max_length: int | None = None, stride: int = 0,
-                 is_split_into_words: bool = False, pad_to_multiple_of: int | None = None,
-                 padding_side: str | None = None, truncation_side: str | None = None, return_tensors=None,
-                 return_token_type_ids: bool | None = None, return_attention_mask: bool | None = None,
-                 return_overflowing_tokens: bool = False, return_special_tokens_mask: bool = False,
-                 return_offsets_mapping: bool = False, return_length: bool = False, verbose: bool = True,
-                 **kwargs) -> BatchEncoding:
+    def _encode(
+        self,
+        text=None,
+        text_pair=None,
+        *,
+        add_special_tokens: bool = True,
+        padding=False,
+        truncation=None,
+        max_length: int | None = None,
+        stride: int = 0,
+        is_split_into_words: bool = False,
+        pad_to_multiple_of: int | None = None,
+        padding_side: str | None = None,
+        truncation_side: str | None = None,
+        return_tensors=None,
+        return_token_type_ids: bool | None = None,
+        return_attention_mask: bool | None = None,
+        return_overflowing_tokens: bool = False,
+        return_special_tokens_mask: bool = False,
+        return_offsets_mapping: bool = False,
+        return_length: bool = False,
+        verbose: bool = True,
+        **kwargs,
+    ) -> BatchEncoding:
         enc.warn_unknown(kwargs)
         texts, batched = _as_batch(text, "text", is_split_into_words)
         pairs = None
@@ -101,9 +134,17 @@ class CLIPTokenizerBase(VocabularyMixin, FilesMixin):
             if pair_batched != batched or len(pairs) != len(texts):
                 raise InputError(f"text_pair must match text: {len(texts)} text(s) but {len(pairs)} pair(s)")
         num_special = self.num_special_tokens_to_add(pair=pairs is not None) if add_special_tokens else 0
-        plan = enc.make_plan(self, padding=padding, truncation=truncation, max_length=max_length,
-                             pad_to_multiple_of=pad_to_multiple_of, padding_side=padding_side,
-                             truncation_side=truncation_side, stride=stride, num_special=num_special)
+        plan = enc.make_plan(
+            self,
+            padding=padding,
+            truncation=truncation,
+            max_length=max_length,
+            pad_to_multiple_of=pad_to_multiple_of,
+            padding_side=padding_side,
+            truncation_side=truncation_side,
+            stride=stride,
+            num_special=num_special,
+        )
         if return_token_type_ids and not add_special_tokens and not self.is_fast:
             # transformers' slow tokenizers refuse this pair; its fast ones return zeros
             raise InputError(
@@ -112,8 +153,7 @@ class CLIPTokenizerBase(VocabularyMixin, FilesMixin):
             )
         if return_offsets_mapping and not self.is_fast:
             raise NotImplementedError(
-                "return_offsets_mapping is not available with the Python tokenizer CLIPTokenizer; "
-                "use CLIPTokenizerFast"
+                "return_offsets_mapping is not available with the Python tokenizer CLIPTokenizer; use CLIPTokenizerFast"
             )
         overflow = return_overflowing_tokens and plan.truncate_to is not None
         windows = overflow and self.is_fast
@@ -123,11 +163,20 @@ class CLIPTokenizerBase(VocabularyMixin, FilesMixin):
         limit = None if plan.truncate_to is None or pairs or overflow else plan.truncate_to - num_special
         from_end = plan.truncation_side == "left"
         content = self._content(texts, limit, from_end, return_offsets_mapping)
-        plain = not (pairs or overflow or return_tensors is None or return_offsets_mapping or return_length
-                     or return_token_type_ids or return_special_tokens_mask or return_overflowing_tokens)
+        plain = not (
+            pairs
+            or overflow
+            or return_tensors is None
+            or return_offsets_mapping
+            or return_length
+            or return_token_type_ids
+            or return_special_tokens_mask
+            or return_overflowing_tokens
+        )
         if plain:  # the common call, in numpy at once
-            return self._plain_arrays(content, plan, num_special, add_special_tokens, return_attention_mask,
-                                      return_tensors)
+            return self._plain_arrays(
+                content, plan, num_special, add_special_tokens, return_attention_mask, return_tensors
+            )
         pair_content = self._content(pairs, None, False, return_offsets_mapping) if pairs else [None] * len(texts)
         wanted = {
             "token_type_ids": bool(return_token_type_ids),
@@ -167,26 +216,37 @@ class CLIPTokenizerBase(VocabularyMixin, FilesMixin):
 
     def _fields(self, content, pair_content, plan, wanted, num_special, add_special_tokens, windows) -> dict:
         """Every field's rows, truncated (or cut into overflow windows), before padding."""
-        fields: dict[str, list] = {"input_ids": [], "token_type_ids": [], "special_tokens_mask": [],
-                                   "offset_mapping": [], "overflowing_tokens": [], "num_truncated_tokens": [],
-                                   "overflow_to_sample_mapping": []}
+        fields: dict[str, list] = {
+            "input_ids": [],
+            "token_type_ids": [],
+            "special_tokens_mask": [],
+            "offset_mapping": [],
+            "overflowing_tokens": [],
+            "num_truncated_tokens": [],
+            "overflow_to_sample_mapping": [],
+        }
         for sample, ((ids, offsets), pair) in enumerate(zip(content, pair_content)):
             pair_ids, pair_offsets = pair if pair is not None else (None, None)
             total = len(ids) + (len(pair_ids) if pair_ids is not None else 0) + num_special
             if windows:
                 keep = plan.truncate_to - num_special
-                spans = enc.overflow_windows(ids, keep, plan.stride, plan.truncation_side) if len(ids) > keep \
+                spans = (
+                    enc.overflow_windows(ids, keep, plan.stride, plan.truncation_side)
+                    if len(ids) > keep
                     else [(0, len(ids))]
+                )
                 for start, end in spans:
-                    self._add_row(fields, wanted, ids[start:end], None, offsets and offsets[start:end], None,
-                                  add_special_tokens)
+                    self._add_row(
+                        fields, wanted, ids[start:end], None, offsets and offsets[start:end], None, add_special_tokens
+                    )
                     fields["overflow_to_sample_mapping"].append(sample)
                 continue
             dropped = []
             if plan.truncate_to is not None:
                 remove = total - plan.truncate_to
-                ids, pair_ids, dropped = enc.truncate_pair(ids, pair_ids, remove, plan.strategy,
-                                                           plan.truncation_side, plan.stride)
+                ids, pair_ids, dropped = enc.truncate_pair(
+                    ids, pair_ids, remove, plan.strategy, plan.truncation_side, plan.stride
+                )
                 offsets = _keep(offsets, ids, plan.truncation_side)
                 pair_offsets = _keep(pair_offsets, pair_ids, plan.truncation_side)
             self._add_row(fields, wanted, ids, pair_ids, offsets, pair_offsets, add_special_tokens)
@@ -220,13 +280,31 @@ class CLIPTokenizerBase(VocabularyMixin, FilesMixin):
                 spans = [*offsets, *(pair_offsets or [])]
             fields["offset_mapping"].append(spans)
 
-    def encode(self, text, text_pair=None, *, add_special_tokens=True, padding=False, truncation=None,
-               max_length=None, return_tensors=None, **kwargs) -> list[int]:
+    def encode(
+        self,
+        text,
+        text_pair=None,
+        *,
+        add_special_tokens=True,
+        padding=False,
+        truncation=None,
+        max_length=None,
+        return_tensors=None,
+        **kwargs,
+    ) -> list[int]:
         if not isinstance(text, str) and not (kwargs.get("is_split_into_words") and isinstance(text, (list, tuple))):
             raise InputTypeError(f"text must be a string, got {type(text).__name__} (use __call__ for batches)")
-        return self(text, text_pair, add_special_tokens=add_special_tokens, padding=padding, truncation=truncation,
-                    max_length=max_length, return_tensors=return_tensors, return_attention_mask=False,
-                    **kwargs)["input_ids"]
+        return self(
+            text,
+            text_pair,
+            add_special_tokens=add_special_tokens,
+            padding=padding,
+            truncation=truncation,
+            max_length=max_length,
+            return_tensors=return_tensors,
+            return_attention_mask=False,
+            **kwargs,
+        )["input_ids"]
 
     def encode_plus(self, text, text_pair=None, **kwargs) -> BatchEncoding:
         """transformers' older name for __call__ on one text."""
@@ -235,13 +313,17 @@ class CLIPTokenizerBase(VocabularyMixin, FilesMixin):
     def batch_encode_plus(self, batch_text_or_text_pairs, **kwargs) -> BatchEncoding:
         """transformers' older name for __call__ on a batch (pairs given as tuples)."""
         items = list(batch_text_or_text_pairs)
-        if items and all(isinstance(t, (tuple, list)) and len(t) == 2 for t in items) and \
-                not kwargs.get("is_split_into_words"):
+        if (
+            items
+            and all(isinstance(t, (tuple, list)) and len(t) == 2 for t in items)
+            and not kwargs.get("is_split_into_words")
+        ):
             return self([a for a, _ in items], [b for _, b in items], **kwargs)
         return self(items, **kwargs)
 
-    def truncate_sequences(self, ids, pair_ids=None, num_tokens_to_remove: int = 0,
-                           truncation_strategy="longest_first", stride: int = 0):
+    def truncate_sequences(
+        self, ids, pair_ids=None, num_tokens_to_remove: int = 0, truncation_strategy="longest_first", stride: int = 0
+    ):
         """(ids, pair_ids, overflowing ids), by transformers' rules and this tokenizer's truncation_side."""
         strategy = getattr(truncation_strategy, "value", truncation_strategy)
         if strategy in ("do_not_truncate", False, None):
@@ -250,8 +332,17 @@ class CLIPTokenizerBase(VocabularyMixin, FilesMixin):
             raise InputError(f"unknown truncation strategy {truncation_strategy!r}")
         return enc.truncate_pair(ids, pair_ids, num_tokens_to_remove, strategy, self.truncation_side, stride)
 
-    def pad(self, encoded_inputs, padding=True, max_length=None, pad_to_multiple_of=None, padding_side=None,
-            return_attention_mask=None, return_tensors=None, verbose=True) -> BatchEncoding:
+    def pad(
+        self,
+        encoded_inputs,
+        padding=True,
+        max_length=None,
+        pad_to_multiple_of=None,
+        padding_side=None,
+        return_attention_mask=None,
+        return_tensors=None,
+        verbose=True,
+    ) -> BatchEncoding:
         """Pad encodings (a dict of lists, a list of dicts, arrays or tensors) as transformers does."""
         if isinstance(encoded_inputs, (list, tuple)) and encoded_inputs and isinstance(encoded_inputs[0], dict):
             encoded_inputs = {k: [example[k] for example in encoded_inputs] for k in encoded_inputs[0]}
@@ -271,21 +362,29 @@ class CLIPTokenizerBase(VocabularyMixin, FilesMixin):
             fields["attention_mask"] = [[1] * len(r) for r in rows]
         elif return_attention_mask is False:
             fields.pop("attention_mask", None)
-        plan = enc.make_plan(self, padding=padding, truncation=False, max_length=max_length,
-                             pad_to_multiple_of=pad_to_multiple_of, padding_side=padding_side,
-                             truncation_side=None, stride=0, num_special=0)
+        plan = enc.make_plan(
+            self,
+            padding=padding,
+            truncation=False,
+            max_length=max_length,
+            pad_to_multiple_of=pad_to_multiple_of,
+            padding_side=padding_side,
+            truncation_side=None,
+            stride=0,
+            num_special=0,
+        )
         fields, _ = enc.pad_rows(fields, plan, self.pad_token_id)
         return enc.finish(fields, return_tensors, batched)
 
     # -- decoding ------------------------------------------------------------------------------
 
-    def decode(self, token_ids, skip_special_tokens: bool = False, clean_up_tokenization_spaces=None,
-               **kwargs) -> str:
+    def decode(self, token_ids, skip_special_tokens: bool = False, clean_up_tokenization_spaces=None, **kwargs) -> str:
         text = self._decode(self._check_ids(token_ids), skip_special_tokens)
         return self._clean_up(text, clean_up_tokenization_spaces)
 
-    def batch_decode(self, sequences, skip_special_tokens=False, clean_up_tokenization_spaces=None,
-                     **kwargs) -> list[str]:
+    def batch_decode(
+        self, sequences, skip_special_tokens=False, clean_up_tokenization_spaces=None, **kwargs
+    ) -> list[str]:
         return [self.decode(seq, skip_special_tokens, clean_up_tokenization_spaces) for seq in rows_of(sequences)]
 
     def convert_tokens_to_string(self, tokens) -> str:
@@ -297,21 +396,33 @@ class CLIPTokenizerBase(VocabularyMixin, FilesMixin):
         if not clean_up_tokenization_spaces:
             return text
         # transformers' English clean-up of spaces before punctuation and contractions
-        for before, after in ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),
-                              (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re")):
+        for before, after in (
+            (" .", "."),
+            (" ?", "?"),
+            (" !", "!"),
+            (" ,", ","),
+            (" ' ", "'"),
+            (" n't", "n't"),
+            (" 'm", "'m"),
+            (" 's", "'s"),
+            (" 've", "'ve"),
+            (" 're", "'re"),
+        ):
             text = text.replace(before, after)
         return text
 
     def __repr__(self):
-        return (f"{type(self).__name__}(vocab_size={self.vocab_size}, model_max_length={self.model_max_length}, "
-                f"pad_token={self.pad_token!r})")
+        return (
+            f"{type(self).__name__}(vocab_size={self.vocab_size}, model_max_length={self.model_max_length}, "
+            f"pad_token={self.pad_token!r})"
+        )
 
 
 def _keep(offsets, kept_ids, side):
     """The offsets of the ids truncation kept."""
     if offsets is None or kept_ids is None:
         return None
-    return offsets[len(offsets) - len(kept_ids):] if side == "left" else offsets[: len(kept_ids)]
+    return offsets[len(offsets) - len(kept_ids) :] if side == "left" else offsets[: len(kept_ids)]
 
 
 def _as_batch(text, name: str, split_into_words: bool) -> tuple[list[str], bool]:

@@ -21,8 +21,12 @@ from .batch import BatchEncoding, check_tensor_type, to_numpy, to_tensor
 # transformers writes a huge model_max_length (int(1e30)) for "no limit"; treat it as one.
 UNLIMITED = int(1e20)
 _SIDES = ("right", "left")
-_TRUNCATION = {True: "longest_first", "longest_first": "longest_first", "only_first": "only_first",
-               "only_second": "only_second"}
+_TRUNCATION = {
+    True: "longest_first",
+    "longest_first": "longest_first",
+    "only_first": "only_first",
+    "only_second": "only_second",
+}
 _NO_TRUNCATION = (None, False, "do_not_truncate")
 # Fill values of each field for padded positions (transformers' choices).
 PAD_VALUES = {"token_type_ids": 0, "special_tokens_mask": 1, "attention_mask": 0, "offset_mapping": (0, 0)}
@@ -47,8 +51,18 @@ class Plan:
     fields: dict = field(default_factory=dict)  # which optional fields to return
 
 
-def make_plan(tokenizer, *, padding, truncation, max_length, pad_to_multiple_of, padding_side, truncation_side,
-              stride, num_special) -> Plan:
+def make_plan(
+    tokenizer,
+    *,
+    padding,
+    truncation,
+    max_length,
+    pad_to_multiple_of,
+    padding_side,
+    truncation_side,
+    stride,
+    num_special,
+) -> Plan:
     if padding is True or padding == "longest":
         pad_mode = "longest"
     elif padding is False or padding == "do_not_pad" or padding is None:
@@ -89,13 +103,19 @@ def make_plan(tokenizer, *, padding, truncation, max_length, pad_to_multiple_of,
     if pad_mode and tokenizer.pad_token is None:
         raise InputError("padding needs a pad token, and this tokenizer has none (pass pad_token=...)")
     if strategy and pad_mode and pad_to_multiple_of and max_length % pad_to_multiple_of:
-        raise InputError(
-            f"truncation length {max_length} is not a multiple of pad_to_multiple_of {pad_to_multiple_of}"
-        )
+        raise InputError(f"truncation length {max_length} is not a multiple of pad_to_multiple_of {pad_to_multiple_of}")
     if strategy and max_length < num_special:
         raise InputError(f"max_length={max_length} leaves no room for the {num_special} special tokens")
-    return Plan(pad_mode, max_length if strategy else None, strategy or "longest_first", max_length,
-                pad_to_multiple_of, padding_side, truncation_side, stride)
+    return Plan(
+        pad_mode,
+        max_length if strategy else None,
+        strategy or "longest_first",
+        max_length,
+        pad_to_multiple_of,
+        padding_side,
+        truncation_side,
+        stride,
+    )
 
 
 def truncate_pair(ids, pair_ids, remove: int, strategy: str, side: str, stride: int = 0):
@@ -123,7 +143,7 @@ def truncate_pair(ids, pair_ids, remove: int, strategy: str, side: str, stride: 
     # Removing all ids (or more) empties the sequence, as transformers' fast tokenizers do; its
     # slow ones log an error and leave the ids uncut.
     window = min(len(target), stride + remove)
-    overflow = target[:window] if side == "left" else target[len(target) - window:]
+    overflow = target[:window] if side == "left" else target[len(target) - window :]
     target = _cut(target, remove, side)
     return (ids, target, overflow) if second else (target, pair_ids, overflow)
 
@@ -235,8 +255,9 @@ def id_arrays(rows: list, plan: Plan, special: tuple[int, int] | None, pad_id, r
     ids = np.full(mask.shape, 0 if pad_id is None else pad_id, dtype=dtype)
     content = mask if not special else (columns > start) & (columns < end - 1)
     # Boolean assignment fills row by row, left to right: exactly the tokens' order.
-    ids[content] = np.fromiter(itertools.chain.from_iterable(rows), dtype=dtype,
-                               count=int(lengths.sum()) - extra * len(rows))
+    ids[content] = np.fromiter(
+        itertools.chain.from_iterable(rows), dtype=dtype, count=int(lengths.sum()) - extra * len(rows)
+    )
     if special and len(rows):
         where = np.arange(len(rows))
         ids[where, start[:, 0]] = special[0]

@@ -25,8 +25,16 @@ SPECIAL_TOKENS_FILE = "special_tokens_map.json"
 CHAT_TEMPLATE_FILE = "chat_template.jinja"
 # The tokenizer_config.json keys the constructors take; the rest (tokenizer_class,
 # added_tokens_decoder, ...) describe what the constructors already do.
-CONFIG_KEYS = (*SPECIAL_TOKEN_NAMES, "additional_special_tokens", "model_max_length",
-               "clean_up_tokenization_spaces", "errors", "padding_side", "truncation_side", "chat_template")
+CONFIG_KEYS = (
+    *SPECIAL_TOKEN_NAMES,
+    "additional_special_tokens",
+    "model_max_length",
+    "clean_up_tokenization_spaces",
+    "errors",
+    "padding_side",
+    "truncation_side",
+    "chat_template",
+)
 
 
 def _token_value(value):
@@ -90,8 +98,15 @@ class FilesMixin:
     def _resolve_vocab_files(cls, name_or_path, hub) -> dict:
         raise NotImplementedError
 
-    def save_pretrained(self, save_directory, legacy_format=None, filename_prefix: str | None = None,
-                        push_to_hub: bool = False, save_jinja_files: bool = True, **kwargs) -> tuple[str, ...]:
+    def save_pretrained(
+        self,
+        save_directory,
+        legacy_format=None,
+        filename_prefix: str | None = None,
+        push_to_hub: bool = False,
+        save_jinja_files: bool = True,
+        **kwargs,
+    ) -> tuple[str, ...]:
         """Write the files transformers' tokenizers load (vocab.json, merges.txt, tokenizer_config.json,
         special_tokens_map.json, chat_template.jinja when there is a template, and tokenizer.json
         for the fast tokenizer)."""
@@ -106,13 +121,24 @@ class FilesMixin:
         special_path = os.path.join(save_directory, prefix + SPECIAL_TOKENS_FILE)
         special = set(self.all_special_tokens) | self._added_special
         added = {
-            str(i): {"content": token, "lstrip": False, "normalized": token not in self._added_special,
-                     "rstrip": False, "single_word": False, "special": token in special}
+            str(i): {
+                "content": token,
+                "lstrip": False,
+                "normalized": token not in self._added_special,
+                "rstrip": False,
+                "single_word": False,
+                "special": token in special,
+            }
             for token, i in self.added_tokens_encoder.items()
         }
         roles = {name: getattr(self, name) for name in CLIP_TOKEN_NAMES}
-        roles.update({name: getattr(self, name) for name in SPECIAL_TOKEN_NAMES
-                      if name not in CLIP_TOKEN_NAMES and getattr(self, name) is not None})
+        roles.update(
+            {
+                name: getattr(self, name)
+                for name in SPECIAL_TOKEN_NAMES
+                if name not in CLIP_TOKEN_NAMES and getattr(self, name) is not None
+            }
+        )
         config = {
             **roles,
             "added_tokens_decoder": added,
@@ -142,8 +168,16 @@ class FilesMixin:
             raise NotADirectoryError(f"{save_directory} is not a directory")
         return _bpe.write_vocab_files(save_directory, self.encoder, self._merges(), filename_prefix)
 
-    def apply_chat_template(self, conversation, chat_template: str | None = None, add_generation_prompt=False,
-                            tokenize: bool = True, return_dict: bool = False, return_tensors=None, **kwargs):
+    def apply_chat_template(
+        self,
+        conversation,
+        chat_template: str | None = None,
+        add_generation_prompt=False,
+        tokenize: bool = True,
+        return_dict: bool = False,
+        return_tensors=None,
+        **kwargs,
+    ):
         """Render a conversation with a Jinja chat template (needs jinja2), as transformers does.
 
         CLIP's tokenizers ship no template: pass `chat_template=` or set `tokenizer.chat_template`.
@@ -166,14 +200,21 @@ class FilesMixin:
         env.globals["raise_exception"] = _raise_template_error
         compiled = env.from_string(template)
         texts = [
-            compiled.render(messages=[dict(m) for m in chat], add_generation_prompt=add_generation_prompt,
-                            **self.special_tokens_map, **kwargs)
+            compiled.render(
+                messages=[dict(m) for m in chat],
+                add_generation_prompt=add_generation_prompt,
+                **self.special_tokens_map,
+                **kwargs,
+            )
             for chat in conversations
         ]
         if not tokenize:
             return texts if batched else texts[0]
-        out = self(texts if batched else texts[0], add_special_tokens=False,  # type: ignore[operator]  # mixin
-                   return_tensors=return_tensors)
+        out = self(
+            texts if batched else texts[0],
+            add_special_tokens=False,  # type: ignore[operator]  # mixin
+            return_tensors=return_tensors,
+        )
         return out if return_dict else out["input_ids"]
 
 

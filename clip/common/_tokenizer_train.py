@@ -12,8 +12,9 @@ import json
 from clip.errors import InputError
 
 
-def train_backend(tokenizer, text_iterator, vocab_size: int, length=None, new_special_tokens=None,
-                  special_tokens_map=None):
+def train_backend(
+    tokenizer, text_iterator, vocab_size: int, length=None, new_special_tokens=None, special_tokens_map=None
+):
     """A trained `tokenizers.Tokenizer` with `tokenizer`'s pipeline and a vocabulary of `vocab_size`."""
     from tokenizers import Tokenizer, pre_tokenizers, trainers
 

@@ -68,8 +68,10 @@ class _ConfigSurface:
         if value and self._attn_implementation is None:
             self._attn_implementation = "eager"
         if value and self._attn_implementation != "eager":
-            raise InputError(f"output_attentions=True needs attn_implementation 'eager', this config has "
-                             f"{self._attn_implementation!r}; set config._attn_implementation = 'eager' first")
+            raise InputError(
+                f"output_attentions=True needs attn_implementation 'eager', this config has "
+                f"{self._attn_implementation!r}; set config._attn_implementation = 'eager' first"
+            )
         self._output_attentions = value
 
     @property
@@ -88,8 +90,9 @@ class _ConfigSurface:
         for key in self.sub_configs:
             sub = getattr(self, key, None)
             if sub is not None:
-                sub._attn_implementation = (value.get(key, sub._attn_implementation) if isinstance(value, dict)
-                                            else value)
+                sub._attn_implementation = (
+                    value.get(key, sub._attn_implementation) if isinstance(value, dict) else value
+                )
 
     def get_text_config(self, decoder=None, encoder=None):
         """The text tower's config (the config itself for a tower), as transformers resolves it:
@@ -264,14 +267,14 @@ class CLIPConfig(_ConfigSurface):
     model_type = "clip"
     projection_dim: int  # set from `defaults` in __init__, like every field
     sub_configs = {"text_config": CLIPTextConfig, "vision_config": CLIPVisionConfig}
-    defaults = {
-        "projection_dim": 512,
-        "logit_scale_init_value": 2.6592,
-        "initializer_factor": 1.0,
-    }
+    defaults = {"projection_dim": 512, "logit_scale_init_value": 2.6592, "initializer_factor": 1.0}
 
-    def __init__(self, text_config: dict | CLIPTextConfig | None = None,
-                 vision_config: dict | CLIPVisionConfig | None = None, **kwargs):
+    def __init__(
+        self,
+        text_config: dict | CLIPTextConfig | None = None,
+        vision_config: dict | CLIPVisionConfig | None = None,
+        **kwargs,
+    ):
         attn_implementation = kwargs.pop("attn_implementation", None)
         # transformers <4.22 wrote `text_config_dict`/`vision_config_dict`; when both forms are
         # present the *_dict values win, as transformers resolves it.
@@ -296,13 +299,17 @@ class CLIPConfig(_ConfigSurface):
         """What a model needs of the config; raises one clear ValueError naming the field."""
         self.text_config.validate()
         self.vision_config.validate()
-        if (not isinstance(self.projection_dim, int) or isinstance(self.projection_dim, bool)
-                or self.projection_dim <= 0):
+        if (
+            not isinstance(self.projection_dim, int)
+            or isinstance(self.projection_dim, bool)
+            or self.projection_dim <= 0
+        ):
             raise InputError(f"CLIPConfig.projection_dim must be a positive integer, got {self.projection_dim!r}")
 
     @classmethod
-    def from_text_vision_configs(cls, text_config: CLIPTextConfig, vision_config: CLIPVisionConfig,
-                                 **kwargs) -> CLIPConfig:
+    def from_text_vision_configs(
+        cls, text_config: CLIPTextConfig, vision_config: CLIPVisionConfig, **kwargs
+    ) -> CLIPConfig:
         return cls(text_config=text_config.to_dict(), vision_config=vision_config.to_dict(), **kwargs)
 
     # -- labels (used by CLIPForImageClassification, as in transformers' PretrainedConfig) ----------
@@ -320,10 +327,7 @@ class CLIPConfig(_ConfigSurface):
             self._extra_keys += [key for key in ("id2label", "label2id") if key not in self._extra_keys]
 
     def to_dict(self) -> dict:
-        out: dict = {
-            "text_config": self.text_config.to_dict(),
-            "vision_config": self.vision_config.to_dict(),
-        }
+        out: dict = {"text_config": self.text_config.to_dict(), "vision_config": self.vision_config.to_dict()}
         out.update({name: copy.deepcopy(getattr(self, name)) for name in self.defaults})
         out.update({name: copy.deepcopy(getattr(self, name)) for name in self._extra_keys})
         out["model_type"] = self.model_type
@@ -335,8 +339,9 @@ class CLIPConfig(_ConfigSurface):
         if "id2label" in data and data["id2label"] is not None:
             # JSON object keys are strings; transformers turns them back into ints.
             labels = data["id2label"]
-            if not isinstance(labels, dict) or not all(isinstance(k, int) or str(k).lstrip("-").isdigit()
-                                                       for k in labels):
+            if not isinstance(labels, dict) or not all(
+                isinstance(k, int) or str(k).lstrip("-").isdigit() for k in labels
+            ):
                 raise InputError(f"CLIPConfig.id2label must map class indices to labels, got {labels!r}")
             data["id2label"] = {int(k): v for k, v in labels.items()}
         return cls(**data)

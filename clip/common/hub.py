@@ -88,8 +88,7 @@ def resolve_file(
         return None
     except errors.RepositoryNotFoundError:
         raise CheckpointNotFoundError(
-            f"{name_or_path}: no such local directory, and no such hub repository "
-            "(or it is private: pass token=...)"
+            f"{name_or_path}: no such local directory, and no such hub repository (or it is private: pass token=...)"
         ) from None
     except errors.RevisionNotFoundError:
         raise CheckpointNotFoundError(f"{name_or_path}: revision {revision!r} does not exist") from None
@@ -126,8 +125,9 @@ def _looks_like_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
 
 
-def resolve_weight_files(name_or_path: str | os.PathLike, candidates: Iterable[str],
-                         **hub_kwargs) -> tuple[str, list[str]] | None:
+def resolve_weight_files(
+    name_or_path: str | os.PathLike, candidates: Iterable[str], **hub_kwargs
+) -> tuple[str, list[str]] | None:
     """First of `candidates` (weight file names) present; index files expand into their shards.
 
     Returns (the name that matched, [local paths]) or None when none is present.

@@ -21,20 +21,8 @@ import numpy as np
 from PIL import Image
 
 from clip.common import hub
-from clip.common._image_inputs import (
-    array_to_pil,
-    flatten,
-    is_array,
-    load_repeated,
-    needs_scaling_for_pil,
-)
-from clip.common._image_pixels import (
-    Pool,
-    center_crop_hwc,
-    per_channel,
-    process,
-    resize_output_size,
-)
+from clip.common._image_inputs import array_to_pil, flatten, is_array, load_repeated, needs_scaling_for_pil
+from clip.common._image_pixels import Pool, center_crop_hwc, per_channel, process, resize_output_size
 from clip.common.batch import BatchFeature, check_tensor_type, to_numpy, to_tensor
 from clip.common.io import atomic_write_json, atomic_write_text, read_json_object
 from clip.errors import InputError, InputTypeError
@@ -64,8 +52,14 @@ _CALL_ONLY = ("input_data_format", "data_format")
 PREPROCESS_KWARGS = frozenset((*OPTIONS, *_CALL_ONLY, "num_threads"))
 _FORMATS = ("channels_first", "channels_last")
 # Each setting and the step that needs it.
-_NEEDED_BY = {"size": "do_resize", "resample": "do_resize", "crop_size": "do_center_crop",
-              "rescale_factor": "do_rescale", "image_mean": "do_normalize", "image_std": "do_normalize"}
+_NEEDED_BY = {
+    "size": "do_resize",
+    "resample": "do_resize",
+    "crop_size": "do_center_crop",
+    "rescale_factor": "do_rescale",
+    "image_mean": "do_normalize",
+    "image_std": "do_normalize",
+}
 
 
 def _size_dict(value, name: str, square: bool) -> dict:
@@ -251,8 +245,9 @@ class CLIPImageProcessor:
     # transformers' public methods, on one numpy image (HWC or CHW), returned in the same layout
     # (or data_format) and with transformers' dtypes.
 
-    def resize(self, image, size, resample=Image.Resampling.BICUBIC, data_format=None, input_data_format=None,
-               **kwargs) -> np.ndarray:
+    def resize(
+        self, image, size, resample=Image.Resampling.BICUBIC, data_format=None, input_data_format=None, **kwargs
+    ) -> np.ndarray:
         """Resize through 8-bit PIL: uint8 and integral values give uint8, [0, 1] floats float32."""
         if not isinstance(size, dict):
             raise InputTypeError(f"size must be a dict (shortest_edge, or height and width), got {size!r}")

@@ -197,8 +197,9 @@ def read_text(path: str | os.PathLike) -> str:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         line = data.count(b"\n", 0, err.start) + 1
-        raise InputError(f"{path}:{line}: not valid UTF-8 text (byte {data[err.start]:#04x}); "
-                         "save the file as UTF-8") from None
+        raise InputError(
+            f"{path}:{line}: not valid UTF-8 text (byte {data[err.start]:#04x}); save the file as UTF-8"
+        ) from None
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
@@ -209,8 +210,9 @@ def path_inside(directory: str | os.PathLike, name: str, what: str = "file") -> 
     if not isinstance(name, str) or not name or "\x00" in name:
         raise InputError(f"{directory}: {what} entry {name!r} is not a relative file name")
     if os.path.isabs(name):
-        raise InputError(f"{directory}: {what} entry {name!r} is an absolute path; only names inside the directory are "
-                         "allowed")
+        raise InputError(
+            f"{directory}: {what} entry {name!r} is an absolute path; only names inside the directory are allowed"
+        )
     root = os.path.realpath(directory)
     full = os.path.realpath(os.path.join(root, name))
     if os.path.commonpath([root, full]) != root:
@@ -267,8 +269,11 @@ def check_safetensors_header(path: str | os.PathLike, header: dict, data_size: i
             raise InputError(f"{where}: its header entry is a {type(info).__name__}, not an object")
         if set(info) != _ENTRY_KEYS:
             missing, extra = sorted(_ENTRY_KEYS - set(info)), sorted(set(info) - _ENTRY_KEYS)
-            detail = "; ".join(part for part in (missing and f"missing {', '.join(missing)}",
-                                                 extra and f"unknown {', '.join(extra)}") if part)
+            detail = "; ".join(
+                part
+                for part in (missing and f"missing {', '.join(missing)}", extra and f"unknown {', '.join(extra)}")
+                if part
+            )
             raise InputError(f"{where}: its header entry must have exactly dtype, shape and data_offsets ({detail})")
         tag, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
         if not isinstance(tag, str) or tag not in _DTYPES:
@@ -280,23 +285,31 @@ def check_safetensors_header(path: str | os.PathLike, header: dict, data_size: i
         begin, end = offsets
         nbytes = math.prod(shape) * numpy_dtype(_DTYPES[tag]).itemsize  # Python ints: no overflow
         if end < begin or end - begin != nbytes:
-            raise InputError(f"{where} of shape {tuple(shape)} and dtype {tag} needs {nbytes} bytes, "
-                             f"its data_offsets {offsets} give {end - begin}")
+            raise InputError(
+                f"{where} of shape {tuple(shape)} and dtype {tag} needs {nbytes} bytes, "
+                f"its data_offsets {offsets} give {end - begin}"
+            )
         if end > data_size:
-            raise InputError(f"{where}: its bytes {begin}..{end} run past the {data_size} bytes of data "
-                             "(file truncated or corrupt)")
+            raise InputError(
+                f"{where}: its bytes {begin}..{end} run past the {data_size} bytes of data (file truncated or corrupt)"
+            )
         ranges.append((begin, end, name))
     cursor = 0
     for begin, end, name in sorted(ranges):
         if begin != cursor:
-            problem = ("overlap the tensor before them" if begin < cursor
-                       else f"leave a gap of {begin - cursor} bytes before them")
-            raise InputError(f"{path}: tensor {name!r}: its bytes {begin}..{end} {problem} (corrupt safetensors "
-                             "header)")
+            problem = (
+                "overlap the tensor before them"
+                if begin < cursor
+                else f"leave a gap of {begin - cursor} bytes before them"
+            )
+            raise InputError(
+                f"{path}: tensor {name!r}: its bytes {begin}..{end} {problem} (corrupt safetensors header)"
+            )
         cursor = end
     if cursor != data_size:
-        raise InputError(f"{path}: {data_size - cursor} bytes after the last tensor belong to none (corrupt "
-                         "safetensors header)")
+        raise InputError(
+            f"{path}: {data_size - cursor} bytes after the last tensor belong to none (corrupt safetensors header)"
+        )
 
 
 def read_safetensors(path: str | os.PathLike, mmap: bool = True) -> dict[str, np.ndarray]:
@@ -339,8 +352,11 @@ def write_safetensors(tensors: dict, path: str | os.PathLike, metadata: dict | N
         if dtype_name not in _TAGS:
             raise InputError(f"tensor {name!r}: dtype {array.dtype} cannot be stored in safetensors")
         nbytes = array.size * array.dtype.itemsize
-        header[name] = {"dtype": _TAGS[dtype_name], "shape": list(array.shape),
-                        "data_offsets": [offset, offset + nbytes]}
+        header[name] = {
+            "dtype": _TAGS[dtype_name],
+            "shape": list(array.shape),
+            "data_offsets": [offset, offset + nbytes],
+        }
         offset += nbytes
         arrays.append(array)
     blob = json.dumps(header, separators=(",", ":")).encode("utf-8")

@@ -31,18 +31,25 @@ RUNTIME_CONFIG_KEYS = ("output_attentions", "output_hidden_states", "return_dict
 # transformers' from_pretrained keywords that change nothing here, accepted (and checked) so its
 # calls run unchanged: CLIP needs no remote code; loading always streams from the memory-mapped
 # file (low memory); the TF and Flax backends read PyTorch-named safetensors natively (from_pt).
-NO_OP_KWARGS = {"pt": ("trust_remote_code", "low_cpu_mem_usage"), "tf": ("trust_remote_code", "from_pt"),
-                "flax": ("trust_remote_code", "from_pt")}
+NO_OP_KWARGS = {
+    "pt": ("trust_remote_code", "low_cpu_mem_usage"),
+    "tf": ("trust_remote_code", "from_pt"),
+    "flax": ("trust_remote_code", "from_pt"),
+}
 SAFETENSORS_FILES = (hub.SAFETENSORS_NAME, hub.SAFETENSORS_INDEX_NAME)
 
 # Per backend: the weight files its from_pretrained looks for, best first (safetensors, then the
 # backend's legacy format as transformers writes it), and what to suggest when none is there.
 WEIGHT_FILES = {
     "pt": (SAFETENSORS_FILES + (hub.PYTORCH_NAME, hub.PYTORCH_INDEX_NAME), ""),
-    "tf": (SAFETENSORS_FILES + (hub.TF_NAME,),
-           "; pytorch_model.bin needs clip.pt: load it there and save_pretrained to get model.safetensors"),
-    "flax": (SAFETENSORS_FILES + (transformers_flax.FILE_NAME, transformers_flax.INDEX_NAME),
-             "; convert PyTorch .bin checkpoints with clip.pt first"),
+    "tf": (
+        SAFETENSORS_FILES + (hub.TF_NAME,),
+        "; pytorch_model.bin needs clip.pt: load it there and save_pretrained to get model.safetensors",
+    ),
+    "flax": (
+        SAFETENSORS_FILES + (transformers_flax.FILE_NAME, transformers_flax.INDEX_NAME),
+        "; convert PyTorch .bin checkpoints with clip.pt first",
+    ),
 }
 # The weight files (each with its shards and index) that some backend's from_pretrained reads:
 # after a save, those the save did not write are stale, and the next load (here or in
@@ -50,8 +57,11 @@ WEIGHT_FILES = {
 WEIGHT_FILE_NAMES = (hub.SAFETENSORS_NAME, hub.PYTORCH_NAME, hub.TF_NAME, transformers_flax.FILE_NAME)
 NOT_GIVEN = object()  # a keyword left out (None is a value some callers pass)
 # transformers' save_pretrained keywords that clip cannot honour (per backend): refused when set
-UNSUPPORTED_SAVE_KWARGS = {"pt": ("variant", "push_to_hub", "save_peft_format"), "tf": ("push_to_hub", "create_pr"),
-                           "flax": ("push_to_hub",)}
+UNSUPPORTED_SAVE_KWARGS = {
+    "pt": ("variant", "push_to_hub", "save_peft_format"),
+    "tf": ("push_to_hub", "create_pr"),
+    "flax": ("push_to_hub",),
+}
 
 
 def pop_no_op_kwargs(kwargs: dict, backend: str):
@@ -112,7 +122,9 @@ def find_weights(name_or_path, candidates, hub_kwargs: dict, hint: str = "") -> 
     """(the weight file name that matched, [local paths]); a clear error when none is there."""
     found = hub.resolve_weight_files(name_or_path, candidates, **hub_kwargs)
     if found is None:
-        raise hub.CheckpointNotFoundError(f"{name_or_path}: no weights found (looked for {', '.join(candidates)}{hint})")
+        raise hub.CheckpointNotFoundError(
+            f"{name_or_path}: no weights found (looked for {', '.join(candidates)}{hint})"
+        )
     return found
 
 
@@ -139,7 +151,9 @@ def read_canonical_safetensors(paths) -> tuple[dict, dict]:
     origins = {}
     tensors = io.read_checkpoint(paths, origins)
     canonical = weights.normalize_checkpoint_keys(tensors)  # checkpoint name -> canonical name
-    return {canon: tensors[name] for name, canon in canonical.items()}, {canon: origins[name] for name, canon in canonical.items()}
+    return {canon: tensors[name] for name, canon in canonical.items()}, {
+        canon: origins[name] for name, canon in canonical.items()
+    }
 
 
 def is_float_dtype(dtype) -> bool:
@@ -157,31 +171,47 @@ def check_float_weights(arrays: dict, expected: dict, files: dict, default_file)
     the model does not take (older checkpoints' int64 position_ids buffers) are not looked at."""
     for name in expected:
         if name in arrays and not is_float_dtype(arrays[name].dtype):
-            raise ValueError(f"{files.get(name, default_file)}: tensor {name!r} has dtype {arrays[name].dtype}; "
-                             "model weights must be floating point (float16, bfloat16, float32 or float64)")
+            raise ValueError(
+                f"{files.get(name, default_file)}: tensor {name!r} has dtype {arrays[name].dtype}; "
+                "model weights must be floating point (float16, bfloat16, float32 or float64)"
+            )
 
 
 def missing_weights_message(name_or_path, missing, total: int) -> str:
     """'DIR lacks N of the M weights the model needs ...: a, b, c and K more' (what the tasks refuse
     with, what from_pretrained warns with)."""
     shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-    return (f"{name_or_path} lacks {len(missing)} of the {total} weights the model needs "
-            f"(they would be random, not trained): {shown}")
+    return (
+        f"{name_or_path} lacks {len(missing)} of the {total} weights the model needs "
+        f"(they would be random, not trained): {shown}"
+    )
 
 
 def loading_info(cls, name_or_path, report: dict) -> dict:
     """Log what was not loaded, as transformers does, and return its output_loading_info dict."""
     if report["missing_keys"]:
-        logger.warning("Some weights of %s were not in %s and are newly initialized: %s", cls.__name__, name_or_path, report["missing_keys"])
+        logger.warning(
+            "Some weights of %s were not in %s and are newly initialized: %s",
+            cls.__name__,
+            name_or_path,
+            report["missing_keys"],
+        )
         # a log line scrolls past; a model with untrained weights gives confident wrong answers
         # (stacklevel: the caller of Model.from_pretrained, through the backend's loading module)
-        warnings.warn(f"{cls.__name__}.from_pretrained: {len(report['missing_keys'])} weight(s) newly initialized: "
-                      + missing_weights_message(name_or_path, report["missing_keys"], report["expected_count"]),
-                      UserWarning, stacklevel=4)
+        warnings.warn(
+            f"{cls.__name__}.from_pretrained: {len(report['missing_keys'])} weight(s) newly initialized: "
+            + missing_weights_message(name_or_path, report["missing_keys"], report["expected_count"]),
+            UserWarning,
+            stacklevel=4,
+        )
     if report["unexpected_keys"]:
-        logger.warning("Some weights of %s were not used by %s: %s", name_or_path, cls.__name__, report["unexpected_keys"])
+        logger.warning(
+            "Some weights of %s were not used by %s: %s", name_or_path, cls.__name__, report["unexpected_keys"]
+        )
     if report["mismatched_keys"]:
-        logger.warning("Some weights of %s had other shapes and are newly initialized: %s", cls.__name__, report["mismatched_keys"])
+        logger.warning(
+            "Some weights of %s had other shapes and are newly initialized: %s", cls.__name__, report["mismatched_keys"]
+        )
     info = {k: report[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
     return {**info, "error_msgs": []}
 
@@ -210,7 +240,9 @@ def canonical_class(model_or_cls, prefix: str = "") -> str:
     for base in cls.__mro__:
         if base.__name__.removeprefix(prefix) in weights.MODEL_CLASSES:
             return base.__name__.removeprefix(prefix)
-    raise TypeError(f"{cls.__name__} is not one of {', '.join(prefix + n for n in weights.MODEL_CLASSES)} nor a subclass of one")
+    raise TypeError(
+        f"{cls.__name__} is not one of {', '.join(prefix + n for n in weights.MODEL_CLASSES)} nor a subclass of one"
+    )
 
 
 class CanonicalArrays(Mapping):
@@ -243,8 +275,16 @@ class LoadedCheckpoint:
     first_dtype: object = None  # the dtype of the checkpoint's first tensor the model takes (dtype="auto")
 
 
-def read_pretrained(cls, name_or_path, adapter, config, kwargs: dict, use_safetensors=None,
-                    ignore_mismatched_sizes: bool = False, state_dict=None) -> LoadedCheckpoint:
+def read_pretrained(
+    cls,
+    name_or_path,
+    adapter,
+    config,
+    kwargs: dict,
+    use_safetensors=None,
+    ignore_mismatched_sizes: bool = False,
+    state_dict=None,
+) -> LoadedCheckpoint:
     """The config, then the weights of name_or_path (safetensors here, the backend's legacy format
     through adapter.read_legacy) or the given `state_dict`, by canonical name, every tensor checked
     (floating point, shape) against the model class before anything is assigned."""
@@ -263,7 +303,9 @@ def read_pretrained(cls, name_or_path, adapter, config, kwargs: dict, use_safete
         source, default_file = name_or_path, paths[0]
     expected = weights.expected_parameters(config, adapter.canonical_class(cls))
     check_float_weights(arrays, expected, files, default_file)
-    report = check_checkpoint(cls, source, expected, {n: tuple(a.shape) for n, a in arrays.items()}, ignore_mismatched_sizes)
+    report = check_checkpoint(
+        cls, source, expected, {n: tuple(a.shape) for n, a in arrays.items()}, ignore_mismatched_sizes
+    )
     fresh = [n for n in expected if n not in arrays or n in report["mismatched"]]
     first_dtype = next((a.dtype for n, a in arrays.items() if n in expected), None)
     taken = {n: arrays[n] for n in expected if n not in fresh}
@@ -283,9 +325,18 @@ def check_save_kwargs(kwargs: dict, backend: str):
         raise TypeError(f"save_pretrained got unexpected arguments {sorted(kwargs)}")
 
 
-def save_pretrained(model, save_directory, adapter, kwargs: dict, arrays=None, safetensors: bool = True,
-                    legacy: bool = False, max_shard_size=sharding.DEFAULT_MAX_SHARD_SIZE, is_main_process: bool = True,
-                    safe_serialization=NOT_GIVEN):
+def save_pretrained(
+    model,
+    save_directory,
+    adapter,
+    kwargs: dict,
+    arrays=None,
+    safetensors: bool = True,
+    legacy: bool = False,
+    max_shard_size=sharding.DEFAULT_MAX_SHARD_SIZE,
+    is_main_process: bool = True,
+    safe_serialization=NOT_GIVEN,
+):
     """config.json, then the weights (`arrays`, default adapter.canonical_arrays(model)) as
     model.safetensors ({"format": "pt"}, canonical names; sharded beyond max_shard_size with
     transformers' index json) and/or the backend's legacy format (adapter.write_legacy); each file
@@ -301,8 +352,14 @@ def save_pretrained(model, save_directory, adapter, kwargs: dict, arrays=None, s
     arrays = dict(adapter.canonical_arrays(model) if arrays is None else arrays)
     written = []
     if safetensors:
-        written += sharding.save_weights(directory, arrays, {n: a.nbytes for n, a in arrays.items()}, write_safetensors,
-                                         max_shard_size, total_parameters=sum(math.prod(a.shape) for a in arrays.values()))
+        written += sharding.save_weights(
+            directory,
+            arrays,
+            {n: a.nbytes for n, a in arrays.items()},
+            write_safetensors,
+            max_shard_size,
+            total_parameters=sum(math.prod(a.shape) for a in arrays.values()),
+        )
     if legacy:
         written += adapter.write_legacy(model, directory, arrays, max_shard_size)
     remove_stale_weights(directory, written)

@@ -58,7 +58,9 @@ def row(name: str, shape, kind: str, init: tuple, decay: bool | None = None) -> 
     """A Param whose decay flag defaults to the kind's (DECAYED_KINDS)."""
     if kind not in KINDS:
         raise ValueError(f"unknown parameter kind {kind!r} for {name!r}; expected one of {', '.join(KINDS)}")
-    return Param(name, tuple(int(d) for d in shape), kind, tuple(init), kind in DECAYED_KINDS if decay is None else decay)
+    return Param(
+        name, tuple(int(d) for d in shape), kind, tuple(init), kind in DECAYED_KINDS if decay is None else decay
+    )
 
 
 # -- building blocks, in the order of PyTorch's state_dict() ---------------------------------------------
@@ -70,8 +72,10 @@ def _linear(prefix: str, out_dim: int, in_dim: int, std: float, bias: bool = Tru
 
 
 def _layer_norm(prefix: str, width: int) -> list[Param]:
-    return [row(f"{prefix}.weight", (width,), "layer_norm_weight", ("ones",)),
-            row(f"{prefix}.bias", (width,), "layer_norm_bias", ("zeros",))]
+    return [
+        row(f"{prefix}.weight", (width,), "layer_norm_weight", ("ones",)),
+        row(f"{prefix}.bias", (width,), "layer_norm_bias", ("zeros",)),
+    ]
 
 
 def _encoder(prefix: str, tower) -> list[Param]:
@@ -81,7 +85,12 @@ def _encoder(prefix: str, tower) -> list[Param]:
     rows = []
     for i in range(tower.num_hidden_layers):
         layer = f"{prefix}.encoder.layers.{i}"
-        for proj, std in (("k_proj", depth_std), ("v_proj", depth_std), ("q_proj", depth_std), ("out_proj", width**-0.5 * factor)):
+        for proj, std in (
+            ("k_proj", depth_std),
+            ("v_proj", depth_std),
+            ("q_proj", depth_std),
+            ("out_proj", width**-0.5 * factor),
+        ):
             rows += _linear(f"{layer}.self_attn.{proj}", width, width, std)
         rows += _layer_norm(f"{layer}.layer_norm1", width)
         rows += _linear(f"{layer}.mlp.fc1", inner, width, (2 * width) ** -0.5 * factor)
@@ -93,9 +102,18 @@ def _encoder(prefix: str, tower) -> list[Param]:
 def text_tower(config) -> list[Param]:
     width, factor = config.hidden_size, config.initializer_factor
     rows = [  # a fixed 0.02, not initializer_range, as transformers
-        row("text_model.embeddings.token_embedding.weight", (config.vocab_size, width), "embedding", ("normal", 0.02 * factor)),
-        row("text_model.embeddings.position_embedding.weight", (config.max_position_embeddings, width), "embedding",
-            ("normal", 0.02 * factor)),
+        row(
+            "text_model.embeddings.token_embedding.weight",
+            (config.vocab_size, width),
+            "embedding",
+            ("normal", 0.02 * factor),
+        ),
+        row(
+            "text_model.embeddings.position_embedding.weight",
+            (config.max_position_embeddings, width),
+            "embedding",
+            ("normal", 0.02 * factor),
+        ),
     ]
     return rows + _encoder("text_model", config) + _layer_norm("text_model.final_layer_norm", width)
 
@@ -104,10 +122,18 @@ def vision_tower(config) -> list[Param]:
     width, patch, factor = config.hidden_size, config.patch_size, config.initializer_factor
     rows = [
         row("vision_model.embeddings.class_embedding", (width,), "variable", ("normal", width**-0.5 * factor)),
-        row("vision_model.embeddings.patch_embedding.weight", (width, config.num_channels, patch, patch), "conv_weight",
-            ("normal", config.initializer_range * factor)),
-        row("vision_model.embeddings.position_embedding.weight", (config.num_patches + 1, width), "embedding",
-            ("normal", config.initializer_range * factor)),
+        row(
+            "vision_model.embeddings.patch_embedding.weight",
+            (width, config.num_channels, patch, patch),
+            "conv_weight",
+            ("normal", config.initializer_range * factor),
+        ),
+        row(
+            "vision_model.embeddings.position_embedding.weight",
+            (config.num_patches + 1, width),
+            "embedding",
+            ("normal", config.initializer_range * factor),
+        ),
     ]
     rows += _layer_norm("vision_model.pre_layrnorm", width)  # transformers' historic spelling
     return rows + _encoder("vision_model", config) + _layer_norm("vision_model.post_layernorm", width)
@@ -129,7 +155,9 @@ def parameter_table(config, model_class: str) -> dict[str, Param]:
     if model_class == "CLIPModel":
         text, vision = config.text_config, config.vision_config
         factor = config.initializer_factor
-        rows = [row("logit_scale", (), "variable", ("constant", float(config.logit_scale_init_value)))]  # a module's own first
+        rows = [
+            row("logit_scale", (), "variable", ("constant", float(config.logit_scale_init_value)))
+        ]  # a module's own first
         rows += text_tower(text) + vision_tower(vision)
         rows += head("visual_projection", config.projection_dim, vision, factor)
         rows += head("text_projection", config.projection_dim, text, factor)
@@ -140,7 +168,9 @@ def parameter_table(config, model_class: str) -> dict[str, Param]:
     elif model_class == "CLIPVisionModel":
         rows = vision_tower(config)
     elif model_class == "CLIPVisionModelWithProjection":
-        rows = vision_tower(config) + head("visual_projection", config.projection_dim, config, config.initializer_factor)
+        rows = vision_tower(config) + head(
+            "visual_projection", config.projection_dim, config, config.initializer_factor
+        )
     elif model_class == "CLIPForImageClassification":
         rows = vision_tower(config.vision_config)
         if config.num_labels > 0:  # else the head is an identity
@@ -180,7 +210,9 @@ def init_arrays(table: dict[str, Param], seed, names=None, dtype=np.float32) -> 
             array = np.empty(param.shape, np.float32)
             flat = array.reshape(-1)
             key = _name_key(int(seed), name)
-            blocks += [(key, start, flat[start : start + BLOCK], np.float32(rule[1])) for start in range(0, flat.size, BLOCK)]
+            blocks += [
+                (key, start, flat[start : start + BLOCK], np.float32(rule[1])) for start in range(0, flat.size, BLOCK)
+            ]
         elif rule[0] in ("zeros", "ones", "constant"):
             array = np.full(param.shape, {"zeros": 0.0, "ones": 1.0}.get(rule[0], rule[-1]), np.float32)
         else:

@@ -41,8 +41,13 @@ class CLIPProcessor:
     feature_extractor_class = image_processor_class
     tokenizer_class = "AutoTokenizer"
 
-    def __init__(self, image_processor: CLIPImageProcessor | None = None, tokenizer: Any = None,
-                 chat_template: str | None = None, **kwargs):
+    def __init__(
+        self,
+        image_processor: CLIPImageProcessor | None = None,
+        tokenizer: Any = None,
+        chat_template: str | None = None,
+        **kwargs,
+    ):
         if "feature_extractor" in kwargs:
             warnings.warn(
                 "the feature_extractor argument is deprecated; pass image_processor", FutureWarning, stacklevel=2
@@ -83,8 +88,9 @@ class CLIPProcessor:
             )
         return self.tokenizer.apply_chat_template(conversation, chat_template=template, **kwargs)
 
-    def __call__(self, text=None, images=None, return_tensors=None, padding=False, truncation=None,
-                 max_length=None, **kwargs) -> BatchEncoding:
+    def __call__(
+        self, text=None, images=None, return_tensors=None, padding=False, truncation=None, max_length=None, **kwargs
+    ) -> BatchEncoding:
         """Text -> input_ids and attention_mask; images -> pixel_values; both -> all three.
 
         Image options (do_resize, size, crop_size, ...) go to the image processor, any other
@@ -94,8 +100,7 @@ class CLIPProcessor:
             raise InputError("CLIPProcessor needs text, images or both; got neither")
         if text is not None and not _is_text(text):
             raise InputError(
-                f"text must be a string or a list of strings, got {type(text).__name__}; "
-                "pass images with images=..."
+                f"text must be a string or a list of strings, got {type(text).__name__}; pass images with images=..."
             )
         image_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in PREPROCESS_KWARGS}
         out = BatchEncoding()
@@ -104,8 +109,12 @@ class CLIPProcessor:
         if text is not None:
             out.update(
                 self.tokenizer(
-                    text, return_tensors=return_tensors, padding=padding, truncation=truncation,
-                    max_length=max_length, **kwargs,
+                    text,
+                    return_tensors=return_tensors,
+                    padding=padding,
+                    truncation=truncation,
+                    max_length=max_length,
+                    **kwargs,
                 )
             )
         return out

@@ -44,9 +44,15 @@ def shard_file_name(base: str, index: int, count: int) -> str:
     return f"{stem}-{index:05d}-of-{count:05d}{ext}"
 
 
-def save_weights(directory: str | os.PathLike, tensors: dict, sizes: dict, write: Callable[[dict, str], object],
-                 max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
-                 base_name: str = hub.SAFETENSORS_NAME, total_parameters: int | None = None) -> list[str]:
+def save_weights(
+    directory: str | os.PathLike,
+    tensors: dict,
+    sizes: dict,
+    write: Callable[[dict, str], object],
+    max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
+    base_name: str = hub.SAFETENSORS_NAME,
+    total_parameters: int | None = None,
+) -> list[str]:
     """Write `tensors` ({name: tensor}) into `directory` with `write(subset, path)` (atomic), sharded
     by their byte `sizes`; returns the file names written (shards and index, or the one file).
     Shards of an earlier, differently sharded save of the same base name are removed."""

@@ -61,8 +61,9 @@ def _foreign_dict(config) -> dict:
     return data
 
 
-def output_flags(config: Any, output_attentions: bool | None, output_hidden_states: bool | None,
-                 return_dict: bool | None) -> tuple[bool, bool, bool]:
+def output_flags(
+    config: Any, output_attentions: bool | None, output_hidden_states: bool | None, return_dict: bool | None
+) -> tuple[bool, bool, bool]:
     """The call's flags, each falling back to the config's. As in transformers 4.57's CLIP, the
     models read config.return_dict (use_return_dict, which torchscript turns off, is only reported)."""
     attn = output_attentions if output_attentions is not None else config.output_attentions
@@ -76,8 +77,9 @@ def check_attn_implementation(name: str | None, owner: str, supported: tuple = A
     values = name.values() if isinstance(name, dict) else [name]
     for value in values:
         if value is not None and value not in supported:
-            raise InputError(f"{owner}: attn_implementation must be one of {', '.join(supported)} or None, got "
-                             f"{value!r}")
+            raise InputError(
+                f"{owner}: attn_implementation must be one of {', '.join(supported)} or None, got {value!r}"
+            )
 
 
 def tower_configs(config: Any) -> list:
@@ -89,12 +91,25 @@ def tower_configs(config: Any) -> list:
 
 def count_parameters(entries: Iterable, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
     """transformers' num_parameters over (size, trainable, is_embedding_table) triples."""
-    return sum(size for size, trainable, embedding in entries
-               if (trainable or not only_trainable) and not (embedding and exclude_embeddings))
+    return sum(
+        size
+        for size, trainable, embedding in entries
+        if (trainable or not only_trainable) and not (embedding and exclude_embeddings)
+    )
 
 
-_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
-          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+_UNITS = {
+    "": 1,
+    "B": 1,
+    "KB": 10**3,
+    "MB": 10**6,
+    "GB": 10**9,
+    "TB": 10**12,
+    "KIB": 2**10,
+    "MIB": 2**20,
+    "GIB": 2**30,
+    "TIB": 2**40,
+}
 
 
 def parse_size(size: int | str) -> int:

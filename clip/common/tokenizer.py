@@ -38,9 +38,21 @@ __all__ = ["DEFAULT_MAX_LENGTH", "CLIPTokenizer", "CLIPTokenizerFast"]
 DEFAULT_MAX_LENGTH = 77  # CLIP's text model has 77 positions
 # Settings transformers' CLIP tokenizers accept that change nothing here: CLIP always lower-cases
 # (do_lower_case), and the rest are transformers' own bookkeeping.
-_ACCEPTED_NO_EFFECT = ("do_lower_case", "verbose", "add_prefix_space", "split_special_tokens", "name_or_path",
-                       "tokenizer_class", "added_tokens_decoder", "processor_class", "use_fast", "legacy",
-                       "spaces_between_special_tokens", "model_input_names", "extra_special_tokens")
+_ACCEPTED_NO_EFFECT = (
+    "do_lower_case",
+    "verbose",
+    "add_prefix_space",
+    "split_special_tokens",
+    "name_or_path",
+    "tokenizer_class",
+    "added_tokens_decoder",
+    "processor_class",
+    "use_fast",
+    "legacy",
+    "spaces_between_special_tokens",
+    "model_input_names",
+    "extra_special_tokens",
+)
 _SURROGATES = regex.compile(r"[\ud800-\udfff]")
 
 
@@ -273,8 +285,13 @@ class CLIPTokenizerFast(CLIPTokenizerBase):
     def _merges(self):
         return _bpe.vocab_from_tokenizer_json(self._tokenizer_json())[1]
 
-    def save_pretrained(self, save_directory, legacy_format=None, filename_prefix: str | None = None,  # type: ignore[override]
-                        **kwargs) -> tuple[str, ...]:
+    def save_pretrained(
+        self,
+        save_directory,
+        legacy_format=None,
+        filename_prefix: str | None = None,  # type: ignore[override]
+        **kwargs,
+    ) -> tuple[str, ...]:
         paths = super().save_pretrained(save_directory, legacy_format, filename_prefix, **kwargs)
         prefix = f"{filename_prefix}-" if filename_prefix else ""
         path = os.path.join(os.fspath(save_directory), prefix + TOKENIZER_FILE)
@@ -305,14 +322,16 @@ class CLIPTokenizerFast(CLIPTokenizerBase):
         # The ByteLevel decoder knows nothing of BPE's end-of-word suffix; it marks a space.
         return text.replace(self._end_of_word, " ").strip()
 
-    def batch_decode(self, sequences, skip_special_tokens=False, clean_up_tokenization_spaces=None,
-                     **kwargs) -> list[str]:
+    def batch_decode(
+        self, sequences, skip_special_tokens=False, clean_up_tokenization_spaces=None, **kwargs
+    ) -> list[str]:
         rows = [self._check_ids(seq) for seq in rows_of(sequences)]
         texts = self._backend.decode_batch(rows, skip_special_tokens=skip_special_tokens)
         return [self._clean_up(self._finish_decode(t), clean_up_tokenization_spaces) for t in texts]
 
-    def train_new_from_iterator(self, text_iterator, vocab_size: int, length=None, new_special_tokens=None,
-                                special_tokens_map=None, **kwargs):
+    def train_new_from_iterator(
+        self, text_iterator, vocab_size: int, length=None, new_special_tokens=None, special_tokens_map=None, **kwargs
+    ):
         """A new CLIPTokenizerFast with CLIP's pipeline and a BPE vocabulary learned from the texts."""
         from ._tokenizer_train import train_backend
 
@@ -329,16 +348,7 @@ class CLIPTokenizerFast(CLIPTokenizerBase):
 
 def _build_backend(vocab, merges, settings):
     """The Rust pipeline equivalent to transformers' conversion of the slow CLIP tokenizer."""
-    from tokenizers import (
-        AddedToken,
-        Regex,
-        Tokenizer,
-        decoders,
-        models,
-        normalizers,
-        pre_tokenizers,
-        processors,
-    )
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
     bos, eos = settings["bos_token"], settings["eos_token"]
     backend = Tokenizer(

@@ -9,8 +9,9 @@ from numpy.typing import ArrayLike, DTypeLike
 FLOAT32_TINY = float(np.finfo(np.float32).tiny)
 
 
-def l2_normalize(x: ArrayLike, axis: int = -1, eps: float = FLOAT32_TINY,
-                 dtype: DTypeLike | None = np.float32) -> np.ndarray:
+def l2_normalize(
+    x: ArrayLike, axis: int = -1, eps: float = FLOAT32_TINY, dtype: DTypeLike | None = np.float32
+) -> np.ndarray:
     """`x` scaled to unit L2 length along `axis`; a vector shorter than `eps` is divided by `eps` instead,
     so an all-zero vector stays zero (never NaN).
 

@@ -40,8 +40,9 @@ def unreadable(path: str | os.PathLike, what: str, err: BaseException) -> OSErro
     try:
         with open(path, "rb") as f:
             if f.read(len(_LFS_POINTER)) == _LFS_POINTER:
-                return UnreadableFileError(f"{path}: a Git LFS pointer, not the {what} itself "
-                                           "(fetch the file with `git lfs pull`)")
+                return UnreadableFileError(
+                    f"{path}: a Git LFS pointer, not the {what} itself (fetch the file with `git lfs pull`)"
+                )
     except OSError:
         pass
     if os.path.isfile(path) and os.path.getsize(path) == 0:
@@ -74,8 +75,10 @@ def torch_state_dict(path: str | os.PathLike, mmap: bool = True) -> dict:
         raise InputError(f"{path}: holds a {type(state).__name__}, not a state dict of tensors")
     for name, value in state.items():
         if not isinstance(name, str) or not isinstance(value, torch.Tensor):
-            raise InputError(f"{path}: entry {name!r} is not a named tensor (found {type(value).__name__}); "
-                             "not a state dict of a model")
+            raise InputError(
+                f"{path}: entry {name!r} is not a named tensor (found {type(value).__name__}); "
+                "not a state dict of a model"
+            )
     return state
 
 
@@ -159,10 +162,14 @@ def torchscript_state(path) -> dict:
 
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # "torch.jit.load is deprecated": the archives are TorchScript
+            warnings.simplefilter(
+                "ignore", DeprecationWarning
+            )  # "torch.jit.load is deprecated": the archives are TorchScript
             module = torch.jit.load(path, map_location="cpu")
     except RuntimeError as err:
-        raise OSError(f"{path}: a TorchScript archive that torch.jit.load cannot read ({str(err).splitlines()[0]})") from None
+        raise OSError(
+            f"{path}: a TorchScript archive that torch.jit.load cannot read ({str(err).splitlines()[0]})"
+        ) from None
     return dict(module.state_dict())
 
 
@@ -220,14 +227,17 @@ def _check_tree(path, tree):
     while stack:
         where, node = stack.pop()
         if len(where) > MAX_TREE_DEPTH:
-            raise InputError(f"{path}: the params tree nests deeper than {MAX_TREE_DEPTH} levels at "
-                             f"{'/'.join(where[:4])}/...")
+            raise InputError(
+                f"{path}: the params tree nests deeper than {MAX_TREE_DEPTH} levels at {'/'.join(where[:4])}/..."
+            )
         for key, value in node.items():
             if isinstance(value, dict):
                 stack.append((where + (str(key),), value))
             elif not isinstance(value, np.ndarray) or value.dtype.kind not in "biuf" and value.dtype.name != "bfloat16":
-                raise InputError(f"{path}: params entry {'/'.join(where + (str(key),))!r} is not a numeric array "
-                                 f"(found {type(value).__name__} {getattr(value, 'dtype', '')})".replace(" )", ")"))
+                raise InputError(
+                    f"{path}: params entry {'/'.join(where + (str(key),))!r} is not a numeric array "
+                    f"(found {type(value).__name__} {getattr(value, 'dtype', '')})".replace(" )", ")")
+                )
 
 
 # -- Keras 3 .keras archives -----------------------------------------------------------------------

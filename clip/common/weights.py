@@ -37,9 +37,15 @@ IGNORED_SUFFIXES = ("embeddings.position_ids",)
 # Per-leaf rules. "names" gives the last name component per backend, "transpose" the axis order
 # that turns the canonical (PyTorch) array into the backend's layout (None: unchanged).
 LEAF_RULES = {
-    "linear_weight": {"names": {"pt": "weight", "tf": "kernel", "flax": "kernel"}, "transpose": {"tf": (1, 0), "flax": (1, 0)}},
+    "linear_weight": {
+        "names": {"pt": "weight", "tf": "kernel", "flax": "kernel"},
+        "transpose": {"tf": (1, 0), "flax": (1, 0)},
+    },
     "linear_bias": {"names": {"pt": "bias", "tf": "bias", "flax": "bias"}, "transpose": {}},
-    "conv_weight": {"names": {"pt": "weight", "tf": "kernel", "flax": "kernel"}, "transpose": {"tf": (2, 3, 1, 0), "flax": (2, 3, 1, 0)}},  # OIHW -> HWIO
+    "conv_weight": {
+        "names": {"pt": "weight", "tf": "kernel", "flax": "kernel"},
+        "transpose": {"tf": (2, 3, 1, 0), "flax": (2, 3, 1, 0)},
+    },  # OIHW -> HWIO
     "layer_norm_weight": {"names": {"pt": "weight", "tf": "gamma", "flax": "scale"}, "transpose": {}},
     "layer_norm_bias": {"names": {"pt": "bias", "tf": "beta", "flax": "bias"}, "transpose": {}},
     "embedding": {"names": {"pt": "weight", "tf": "embeddings", "flax": "embedding"}, "transpose": {}},
@@ -77,7 +83,9 @@ def match_checkpoint(expected: dict, found: dict) -> dict:
     missing = [n for n in expected if n not in found]
     unexpected = sorted(n for n in found if n not in expected)
     mismatched = [
-        (n, tuple(expected[n][0]), tuple(found[n])) for n in expected if n in found and tuple(found[n]) != tuple(expected[n][0])
+        (n, tuple(expected[n][0]), tuple(found[n]))
+        for n in expected
+        if n in found and tuple(found[n]) != tuple(expected[n][0])
     ]
     return {"missing_keys": missing, "unexpected_keys": unexpected, "mismatched_keys": mismatched}
 
@@ -122,7 +130,9 @@ def fingerprint(tensors) -> str:
         count = min(FINGERPRINT_SAMPLES, array.size)
         flat = np.linspace(0, array.size - 1, count).round().astype(np.int64)
         sample = array[np.unravel_index(flat, array.shape)] if array.ndim else array.reshape(1)
-        parts[name] = f"{name}:{tuple(array.shape)};".encode() + np.ascontiguousarray(sample, dtype=np.float32).tobytes()
+        parts[name] = (
+            f"{name}:{tuple(array.shape)};".encode() + np.ascontiguousarray(sample, dtype=np.float32).tobytes()
+        )
     digest = hashlib.sha256()
     for name in sorted(parts):
         digest.update(parts[name])

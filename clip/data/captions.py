@@ -144,8 +144,9 @@ def _jsonl_rows(path):
             continue
         image_key, caption_key = _pick(IMAGE_KEYS, record), _pick(CAPTION_KEYS, record)
         if image_key is None or caption_key is None:
-            problems.append(f"{where}: needs an image key ({', '.join(IMAGE_KEYS)}) and a caption key "
-                            f"({', '.join(CAPTION_KEYS)})")
+            problems.append(
+                f"{where}: needs an image key ({', '.join(IMAGE_KEYS)}) and a caption key ({', '.join(CAPTION_KEYS)})"
+            )
             continue
         rows.append((where, _resolve(base, str(record[image_key]).strip()), str(record[caption_key]).strip()))
     return rows, problems

@@ -18,8 +18,7 @@ def _load_digits():
         from sklearn.datasets import load_digits
     except ImportError:
         raise ImportError(
-            "the digits dataset needs scikit-learn, which is not installed; "
-            "install it with `pip install scikit-learn`"
+            "the digits dataset needs scikit-learn, which is not installed; install it with `pip install scikit-learn`"
         ) from None
     return load_digits()
 

@@ -32,8 +32,13 @@ SHAPES = ("circle", "square", "triangle", "star", "cross")
 SIZES = ("small", "large")
 RELATIONS = ("left of", "right of", "above", "below")
 # One combination per shape and per colour (orange keeps all five), so every word is still seen.
-HELD_OUT_COMBOS = (("red", "cross"), ("green", "star"), ("blue", "triangle"), ("yellow", "square"),
-                   ("purple", "circle"))
+HELD_OUT_COMBOS = (
+    ("red", "cross"),
+    ("green", "star"),
+    ("blue", "triangle"),
+    ("yellow", "square"),
+    ("purple", "circle"),
+)
 BACKGROUNDS = ("noise", "stripes", "checks", "plain")
 
 _SUPERSAMPLE = 2  # draw at twice the size and downsample: smooth edges at small image sizes
@@ -58,8 +63,14 @@ class SyntheticShapes:
     two_shape_fraction: share of two-shape scenes; exclude: (colour, shape) pairs never drawn.
     """
 
-    def __init__(self, size: int = 10000, seed: int = 0, image_size: int = 64, two_shape_fraction: float = 0.3,
-                 exclude=HELD_OUT_COMBOS):
+    def __init__(
+        self,
+        size: int = 10000,
+        seed: int = 0,
+        image_size: int = 64,
+        two_shape_fraction: float = 0.3,
+        exclude=HELD_OUT_COMBOS,
+    ):
         if size <= 0:
             raise InputError(f"SyntheticShapes needs a positive size, got {size}")
         if image_size < 16:
@@ -133,15 +144,29 @@ def _single_shape(rng, colour, shape, size) -> dict:
 def _shape(rng, colour, shape, size, radius, x, y) -> dict:
     jitter = rng.integers(-18, 19, size=3)
     rgb = tuple(int(v) for v in np.clip(np.asarray(COLOURS[colour]) + jitter, 0, 255))
-    return {"colour": colour, "shape": shape, "size": size, "rgb": rgb, "radius": float(radius),
-            "x": float(x), "y": float(y), "angle": float(rng.uniform(-0.3, 0.3))}
+    return {
+        "colour": colour,
+        "shape": shape,
+        "size": size,
+        "rgb": rgb,
+        "radius": float(radius),
+        "x": float(x),
+        "y": float(y),
+        "angle": float(rng.uniform(-0.3, 0.3)),
+    }
 
 
 def _background_spec(rng) -> dict:
     kind = BACKGROUNDS[rng.integers(len(BACKGROUNDS))]
     low, high = sorted(int(v) for v in rng.integers(70, 200, size=2))
-    return {"kind": kind, "low": low, "high": max(high, low + 25), "period": int(rng.integers(3, 9)),
-            "vertical": bool(rng.integers(2)), "noise_seed": int(rng.integers(2**31))}
+    return {
+        "kind": kind,
+        "low": low,
+        "high": max(high, low + 25),
+        "period": int(rng.integers(3, 9)),
+        "vertical": bool(rng.integers(2)),
+        "noise_seed": int(rng.integers(2**31)),
+    }
 
 
 def _background(spec, size) -> np.ndarray:
@@ -172,8 +197,20 @@ def _polygon(shape, cx, cy, r, angle):
         points = [(-math.pi / 2 + k * math.pi / 5, r if k % 2 == 0 else 0.45 * r) for k in range(10)]
     else:  # cross: a plus sign of arm half-width w
         w = 0.33 * r
-        corners = [(w, r), (w, w), (r, w), (r, -w), (w, -w), (w, -r),
-                   (-w, -r), (-w, -w), (-r, -w), (-r, w), (-w, w), (-w, r)]
+        corners = [
+            (w, r),
+            (w, w),
+            (r, w),
+            (r, -w),
+            (w, -w),
+            (w, -r),
+            (-w, -r),
+            (-w, -w),
+            (-r, -w),
+            (-r, w),
+            (-w, w),
+            (-w, r),
+        ]
         points = [(math.atan2(py, px), math.hypot(px, py)) for px, py in corners]
     return [(cx + d * math.cos(a + angle), cy + d * math.sin(a + angle)) for a, d in points]
 

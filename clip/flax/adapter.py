@@ -46,7 +46,9 @@ def assign_canonical(model, arrays: dict) -> list:
         raise KeyError(f"{type(model).__name__} has no weights named {unknown}")
     for name, array in arrays.items():
         if tuple(np.shape(array)) != tuple(expected[name][0]):
-            raise ValueError(f"{name}: the model's parameter has shape {tuple(expected[name][0])}, the checkpoint gives {tuple(np.shape(array))}")
+            raise ValueError(
+                f"{name}: the model's parameter has shape {tuple(expected[name][0])}, the checkpoint gives {tuple(np.shape(array))}"
+            )
     fresh = [name for name in expected if name not in arrays]
     kept = from_params(model.params, expected) if fresh else {}
     model.params = params_tree(model, {**kept, **arrays})

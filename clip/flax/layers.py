@@ -59,8 +59,15 @@ def explicit_attention(q, k, v, bias, is_causal, scale, dropout=0.0, dropout_rng
 def fused_attention(q, k, v, bias, is_causal, scale, implementation):
     """jax.nn.dot_product_attention in the (B,L,H,d) layout: implementation "xla", "cudnn" or "auto"
     (JAX's choice); no weights. The same values as `explicit_attention` to float rounding."""
-    return jax.nn.dot_product_attention(q, k, v, bias=bias, scale=scale, is_causal=is_causal,
-                                        implementation=None if implementation == "auto" else implementation)
+    return jax.nn.dot_product_attention(
+        q,
+        k,
+        v,
+        bias=bias,
+        scale=scale,
+        is_causal=is_causal,
+        implementation=None if implementation == "auto" else implementation,
+    )
 
 
 _ATTENTION_PROBES = contextvars.ContextVar("clip_flax_attention_probes", default=None)
@@ -138,7 +145,9 @@ class CLIPMLP(nnx.Module):
 
 
 def layer_norm(config, dtype, param_dtype, rngs):
-    return nnx.LayerNorm(config.hidden_size, epsilon=config.layer_norm_eps, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    return nnx.LayerNorm(
+        config.hidden_size, epsilon=config.layer_norm_eps, dtype=dtype, param_dtype=param_dtype, rngs=rngs
+    )
 
 
 class CLIPEncoderLayer(nnx.Module):
@@ -179,7 +188,9 @@ class CLIPEncoder(nnx.Module):
         self.layers = nnx.List([CLIPEncoderLayer(config, **kw) for _ in range(config.num_hidden_layers)])
         self.gradient_checkpointing = False
 
-    def __call__(self, x, bias=None, is_causal=False, output_attentions=False, output_hidden_states=False, dropout_rng=None):
+    def __call__(
+        self, x, bias=None, is_causal=False, output_attentions=False, output_hidden_states=False, dropout_rng=None
+    ):
         states = (x,) if output_hidden_states else None
         attentions = () if output_attentions else None
         for i, layer in enumerate(self.layers):

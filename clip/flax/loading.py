@@ -73,7 +73,9 @@ def from_pretrained(
 ):
     """transformers' arguments, from_pt and trust_remote_code included (they change nothing here);
     with _do_init=False returns (model, params), as transformers' Flax models do."""
-    checkpoint = loading.read_pretrained(cls, name_or_path, adapter, config, kwargs, use_safetensors, ignore_mismatched_sizes)
+    checkpoint = loading.read_pretrained(
+        cls, name_or_path, adapter, config, kwargs, use_safetensors, ignore_mismatched_sizes
+    )
     model = cls(checkpoint.config, seed=seed, dtype=dtype, param_dtype=param_dtype, _do_init=False)
     fresh = init_arrays(checkpoint.config, canonical_class(cls), seed, checkpoint.fresh, param_dtype)
     params = adapter.params_tree(model, {**checkpoint.arrays, **fresh})
@@ -88,12 +90,26 @@ def from_pretrained(
 
 
 # -- saving ---------------------------------------------------------------------------------------
-def save_pretrained(model, save_directory, params=None, flax_msgpack=False, max_shard_size=sharding.DEFAULT_MAX_SHARD_SIZE,
-                    safe_serialization=True, **kwargs):
+def save_pretrained(
+    model,
+    save_directory,
+    params=None,
+    flax_msgpack=False,
+    max_shard_size=sharding.DEFAULT_MAX_SHARD_SIZE,
+    safe_serialization=True,
+    **kwargs,
+):
     """config.json + model.safetensors (canonical names, {"format": "pt"}; sharded beyond
     max_shard_size with transformers' index json); with `flax_msgpack` also transformers'
     flax_model.msgpack. Each file is written atomically. transformers' safe_serialization=False
     (its Flax default: msgpack only) is accepted and still writes safetensors beside the msgpack."""
-    loading.save_pretrained(model, save_directory, adapter, kwargs, None if params is None else adapter.canonical_arrays(model, params),
-                            legacy=flax_msgpack or not safe_serialization, max_shard_size=max_shard_size,
-                            safe_serialization=safe_serialization)
+    loading.save_pretrained(
+        model,
+        save_directory,
+        adapter,
+        kwargs,
+        None if params is None else adapter.canonical_arrays(model, params),
+        legacy=flax_msgpack or not safe_serialization,
+        max_shard_size=max_shard_size,
+        safe_serialization=safe_serialization,
+    )

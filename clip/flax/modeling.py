@@ -48,17 +48,27 @@ from clip.common import checks, outputs, params
 from clip.common.config import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
 from clip.common.outputs import CLIPOutput, CLIPTextModelOutput, CLIPVisionModelOutput, as_requested
 from clip.flax.kernels import Linear
-from clip.flax.layers import CLIPAttention, CLIPEncoder, CLIPEncoderLayer, CLIPMLP
+from clip.flax.layers import CLIPMLP, CLIPAttention, CLIPEncoder, CLIPEncoderLayer
 from clip.flax.loss import clip_loss
 from clip.flax.pretrained import FlaxPreTrainedSurface
 from clip.flax.towers import CLIPTextEmbeddings, CLIPTextTransformer, CLIPVisionEmbeddings, CLIPVisionTransformer
 
 # the blocks and towers stay importable from here
 __all__ = [
-    "CLIPAttention", "CLIPMLP", "CLIPEncoderLayer", "CLIPEncoder",
-    "CLIPTextEmbeddings", "CLIPVisionEmbeddings", "CLIPTextTransformer", "CLIPVisionTransformer",
-    "FlaxCLIPPreTrainedModel", "FlaxCLIPTextModel", "FlaxCLIPTextModelWithProjection", "FlaxCLIPVisionModel",
-    "FlaxCLIPVisionModelWithProjection", "FlaxCLIPModel",
+    "CLIPAttention",
+    "CLIPMLP",
+    "CLIPEncoderLayer",
+    "CLIPEncoder",
+    "CLIPTextEmbeddings",
+    "CLIPVisionEmbeddings",
+    "CLIPTextTransformer",
+    "CLIPVisionTransformer",
+    "FlaxCLIPPreTrainedModel",
+    "FlaxCLIPTextModel",
+    "FlaxCLIPTextModelWithProjection",
+    "FlaxCLIPVisionModel",
+    "FlaxCLIPVisionModelWithProjection",
+    "FlaxCLIPModel",
 ]
 
 
@@ -67,14 +77,14 @@ def _register_outputs():
     for cls in vars(outputs).values():
         if isinstance(cls, type) and issubclass(cls, outputs.ModelOutput) and dataclasses.is_dataclass(cls):
             try:
-                jax.tree_util.register_dataclass(cls, data_fields=[f.name for f in dataclasses.fields(cls)], meta_fields=[])
+                jax.tree_util.register_dataclass(
+                    cls, data_fields=[f.name for f in dataclasses.fields(cls)], meta_fields=[]
+                )
             except ValueError:  # already registered
                 pass
 
 
 _register_outputs()
-
-
 
 
 def l2_normalize(x):
@@ -109,9 +119,18 @@ class CLIPTextModule(nnx.Module):
     def __init__(self, config: CLIPTextConfig, *, dtype=jnp.float32, param_dtype=jnp.float32, rngs: nnx.Rngs):
         self.text_model = CLIPTextTransformer(config, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
-    def __call__(self, input_ids=None, attention_mask=None, position_ids=None, output_attentions=False,
-                 output_hidden_states=False, dropout_rng=None):
-        return self.text_model(input_ids, attention_mask, position_ids, output_attentions, output_hidden_states, dropout_rng=dropout_rng)
+    def __call__(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        position_ids=None,
+        output_attentions=False,
+        output_hidden_states=False,
+        dropout_rng=None,
+    ):
+        return self.text_model(
+            input_ids, attention_mask, position_ids, output_attentions, output_hidden_states, dropout_rng=dropout_rng
+        )
 
 
 class CLIPTextModelWithProjectionModule(nnx.Module):
@@ -120,9 +139,18 @@ class CLIPTextModelWithProjectionModule(nnx.Module):
         bias = params.has_parameter(config, "CLIPTextModelWithProjection", "text_projection.bias")  # the table decides
         self.text_projection = _projection(config.hidden_size, config.projection_dim, dtype, param_dtype, rngs, bias)
 
-    def __call__(self, input_ids=None, attention_mask=None, position_ids=None, output_attentions=False,
-                 output_hidden_states=False, dropout_rng=None):
-        out = self.text_model(input_ids, attention_mask, position_ids, output_attentions, output_hidden_states, dropout_rng=dropout_rng)
+    def __call__(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        position_ids=None,
+        output_attentions=False,
+        output_hidden_states=False,
+        dropout_rng=None,
+    ):
+        out = self.text_model(
+            input_ids, attention_mask, position_ids, output_attentions, output_hidden_states, dropout_rng=dropout_rng
+        )
         embeds = self.text_projection(out.pooler_output)
         return CLIPTextModelOutput(embeds, out.last_hidden_state, out.hidden_states, out.attentions)
 
@@ -131,20 +159,38 @@ class CLIPVisionModule(nnx.Module):
     def __init__(self, config: CLIPVisionConfig, *, dtype=jnp.float32, param_dtype=jnp.float32, rngs: nnx.Rngs):
         self.vision_model = CLIPVisionTransformer(config, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
-    def __call__(self, pixel_values=None, output_attentions=False, output_hidden_states=False,
-                 interpolate_pos_encoding=False, dropout_rng=None):
-        return self.vision_model(pixel_values, output_attentions, output_hidden_states, interpolate_pos_encoding, dropout_rng=dropout_rng)
+    def __call__(
+        self,
+        pixel_values=None,
+        output_attentions=False,
+        output_hidden_states=False,
+        interpolate_pos_encoding=False,
+        dropout_rng=None,
+    ):
+        return self.vision_model(
+            pixel_values, output_attentions, output_hidden_states, interpolate_pos_encoding, dropout_rng=dropout_rng
+        )
 
 
 class CLIPVisionModelWithProjectionModule(nnx.Module):
     def __init__(self, config: CLIPVisionConfig, *, dtype=jnp.float32, param_dtype=jnp.float32, rngs: nnx.Rngs):
         self.vision_model = CLIPVisionTransformer(config, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        bias = params.has_parameter(config, "CLIPVisionModelWithProjection", "visual_projection.bias")  # the table decides
+        bias = params.has_parameter(
+            config, "CLIPVisionModelWithProjection", "visual_projection.bias"
+        )  # the table decides
         self.visual_projection = _projection(config.hidden_size, config.projection_dim, dtype, param_dtype, rngs, bias)
 
-    def __call__(self, pixel_values=None, output_attentions=False, output_hidden_states=False,
-                 interpolate_pos_encoding=False, dropout_rng=None):
-        out = self.vision_model(pixel_values, output_attentions, output_hidden_states, interpolate_pos_encoding, dropout_rng=dropout_rng)
+    def __call__(
+        self,
+        pixel_values=None,
+        output_attentions=False,
+        output_hidden_states=False,
+        interpolate_pos_encoding=False,
+        dropout_rng=None,
+    ):
+        out = self.vision_model(
+            pixel_values, output_attentions, output_hidden_states, interpolate_pos_encoding, dropout_rng=dropout_rng
+        )
         embeds = self.visual_projection(out.pooler_output)
         return CLIPVisionModelOutput(embeds, out.last_hidden_state, out.hidden_states, out.attentions)
 
@@ -157,10 +203,12 @@ class CLIPModule(nnx.Module):
         self.text_model = CLIPTextTransformer(text, **kw)
         self.vision_model = CLIPVisionTransformer(vision, **kw)
         table = params.parameter_table(config, "CLIPModel")  # which optional parameters exist
-        self.visual_projection = _projection(vision.hidden_size, config.projection_dim, dtype, param_dtype, rngs,
-                                             "visual_projection.bias" in table)
-        self.text_projection = _projection(text.hidden_size, config.projection_dim, dtype, param_dtype, rngs,
-                                           "text_projection.bias" in table)
+        self.visual_projection = _projection(
+            vision.hidden_size, config.projection_dim, dtype, param_dtype, rngs, "visual_projection.bias" in table
+        )
+        self.text_projection = _projection(
+            text.hidden_size, config.projection_dim, dtype, param_dtype, rngs, "text_projection.bias" in table
+        )
 
     def get_text_features(self, input_ids=None, attention_mask=None, position_ids=None, dropout_rng=None):
         """Projected (not normalized) text embeddings, (B, projection_dim)."""
@@ -169,15 +217,31 @@ class CLIPModule(nnx.Module):
 
     def get_image_features(self, pixel_values=None, interpolate_pos_encoding=False, dropout_rng=None):
         """Projected (not normalized) image embeddings, (B, projection_dim)."""
-        out = self.vision_model(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, pooled_only=True, dropout_rng=dropout_rng)
+        out = self.vision_model(
+            pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, pooled_only=True, dropout_rng=dropout_rng
+        )
         return self.visual_projection(out.pooler_output)
 
-    def __call__(self, input_ids=None, pixel_values=None, attention_mask=None, position_ids=None, return_loss=False,
-                 output_attentions=False, output_hidden_states=False, interpolate_pos_encoding=False, dropout_rng=None):
+    def __call__(
+        self,
+        input_ids=None,
+        pixel_values=None,
+        attention_mask=None,
+        position_ids=None,
+        return_loss=False,
+        output_attentions=False,
+        output_hidden_states=False,
+        interpolate_pos_encoding=False,
+        dropout_rng=None,
+    ):
         checks.check_loss_inputs(return_loss, input_ids, pixel_values)
         vision_rng, text_rng = _split_rng(dropout_rng, 2)
-        vision = self.vision_model(pixel_values, output_attentions, output_hidden_states, interpolate_pos_encoding, dropout_rng=vision_rng)
-        text = self.text_model(input_ids, attention_mask, position_ids, output_attentions, output_hidden_states, dropout_rng=text_rng)
+        vision = self.vision_model(
+            pixel_values, output_attentions, output_hidden_states, interpolate_pos_encoding, dropout_rng=vision_rng
+        )
+        text = self.text_model(
+            input_ids, attention_mask, position_ids, output_attentions, output_hidden_states, dropout_rng=text_rng
+        )
         image_embeds = l2_normalize(self.visual_projection(vision.pooler_output))
         text_embeds = l2_normalize(self.text_projection(text.pooler_output))
         logits_per_text = scaled_similarity(text_embeds, image_embeds, self.logit_scale[...])  # T,I
@@ -210,8 +274,9 @@ class FlaxCLIPPreTrainedModel(FlaxPreTrainedSurface):
     module_class = CLIPModule
     main_input_name = "input_ids"
 
-    def __init__(self, config, input_shape=None, seed: int = 0, dtype=jnp.float32, _do_init: bool = True,
-                 param_dtype=jnp.float32):
+    def __init__(
+        self, config, input_shape=None, seed: int = 0, dtype=jnp.float32, _do_init: bool = True, param_dtype=jnp.float32
+    ):
         config = self._take_config(config)
         self.config, self.dtype, self.param_dtype = config, dtype, param_dtype
         self.input_shape = input_shape if input_shape is not None else self.default_input_shape()
@@ -264,7 +329,9 @@ class FlaxCLIPPreTrainedModel(FlaxPreTrainedSurface):
         return dropout_rng
 
     def _has_dropout(self):
-        configs = [getattr(self.config, k) for k in ("text_config", "vision_config") if hasattr(self.config, k)] or [self.config]
+        configs = [getattr(self.config, k) for k in ("text_config", "vision_config") if hasattr(self.config, k)] or [
+            self.config
+        ]
         return any(c.attention_dropout > 0 for c in configs)
 
     supports_gradient_checkpointing = True
@@ -281,7 +348,9 @@ class FlaxCLIPPreTrainedModel(FlaxPreTrainedSurface):
 
     @property
     def is_gradient_checkpointing(self) -> bool:
-        return any(node.gradient_checkpointing for _, node in nnx.iter_graph(self.module) if isinstance(node, CLIPEncoder))
+        return any(
+            node.gradient_checkpointing for _, node in nnx.iter_graph(self.module) if isinstance(node, CLIPEncoder)
+        )
 
     def _set_gradient_checkpointing(self, enabled):
         for _, node in nnx.iter_graph(self.module):
@@ -305,8 +374,18 @@ class FlaxCLIPTextModel(FlaxCLIPPreTrainedModel):
     config_class = CLIPTextConfig
     module_class = CLIPTextModule
 
-    def __call__(self, input_ids, attention_mask=None, position_ids=None, params=None, dropout_rng=None, train=False,
-                 output_attentions=None, output_hidden_states=None, return_dict=None):
+    def __call__(
+        self,
+        input_ids,
+        attention_mask=None,
+        position_ids=None,
+        params=None,
+        dropout_rng=None,
+        train=False,
+        output_attentions=None,
+        output_hidden_states=None,
+        return_dict=None,
+    ):
         input_ids, attention_mask, position_ids = map(_as_array, (input_ids, attention_mask, position_ids))
         attn, hidden, return_dict = self._output_flags(output_attentions, output_hidden_states, return_dict)
         module, rng = self._bind(params), self._dropout_rng(train, dropout_rng)
@@ -323,8 +402,17 @@ class FlaxCLIPVisionModel(FlaxCLIPPreTrainedModel):
     module_class = CLIPVisionModule
     main_input_name = "pixel_values"
 
-    def __call__(self, pixel_values, params=None, dropout_rng=None, train=False, output_attentions=None,
-                 output_hidden_states=None, interpolate_pos_encoding=False, return_dict=None):
+    def __call__(
+        self,
+        pixel_values,
+        params=None,
+        dropout_rng=None,
+        train=False,
+        output_attentions=None,
+        output_hidden_states=None,
+        interpolate_pos_encoding=False,
+        return_dict=None,
+    ):
         pixel_values = _as_array(pixel_values)
         attn, hidden, return_dict = self._output_flags(output_attentions, output_hidden_states, return_dict)
         module, rng = self._bind(params), self._dropout_rng(train, dropout_rng)
@@ -339,23 +427,51 @@ class FlaxCLIPModel(FlaxCLIPPreTrainedModel):
     config_class = CLIPConfig
     module_class = CLIPModule
 
-    def get_text_features(self, input_ids, attention_mask=None, position_ids=None, params=None, dropout_rng=None, train=False):
+    def get_text_features(
+        self, input_ids, attention_mask=None, position_ids=None, params=None, dropout_rng=None, train=False
+    ):
         """Projected (not normalized) text embeddings, (B, projection_dim)."""
         input_ids, attention_mask, position_ids = map(_as_array, (input_ids, attention_mask, position_ids))
         module, rng = self._bind(params), self._dropout_rng(train, dropout_rng)
         return module.get_text_features(input_ids, attention_mask, position_ids, rng)
 
-    def get_image_features(self, pixel_values, params=None, dropout_rng=None, train=False, interpolate_pos_encoding=False):
+    def get_image_features(
+        self, pixel_values, params=None, dropout_rng=None, train=False, interpolate_pos_encoding=False
+    ):
         """Projected (not normalized) image embeddings, (B, projection_dim)."""
         pixel_values = _as_array(pixel_values)
         module, rng = self._bind(params), self._dropout_rng(train, dropout_rng)
         return module.get_image_features(pixel_values, interpolate_pos_encoding, rng)
 
-    def __call__(self, input_ids, pixel_values, attention_mask=None, position_ids=None, params=None, dropout_rng=None,
-                 train=False, return_loss=None, output_attentions=None, output_hidden_states=None,
-                 interpolate_pos_encoding=False, return_dict=None):
-        input_ids, pixel_values, attention_mask, position_ids = map(_as_array, (input_ids, pixel_values, attention_mask, position_ids))
+    def __call__(
+        self,
+        input_ids,
+        pixel_values,
+        attention_mask=None,
+        position_ids=None,
+        params=None,
+        dropout_rng=None,
+        train=False,
+        return_loss=None,
+        output_attentions=None,
+        output_hidden_states=None,
+        interpolate_pos_encoding=False,
+        return_dict=None,
+    ):
+        input_ids, pixel_values, attention_mask, position_ids = map(
+            _as_array, (input_ids, pixel_values, attention_mask, position_ids)
+        )
         attn, hidden, return_dict = self._output_flags(output_attentions, output_hidden_states, return_dict)
         module, rng = self._bind(params), self._dropout_rng(train, dropout_rng)
-        out = module(input_ids, pixel_values, attention_mask, position_ids, bool(return_loss), attn, hidden, interpolate_pos_encoding, rng)
+        out = module(
+            input_ids,
+            pixel_values,
+            attention_mask,
+            position_ids,
+            bool(return_loss),
+            attn,
+            hidden,
+            interpolate_pos_encoding,
+            rng,
+        )
         return as_requested(out, return_dict)

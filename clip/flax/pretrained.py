@@ -22,6 +22,7 @@ NOT_INITIALIZED = (
 def cast_floating(params, dtype, mask=None):
     """params with every floating leaf cast to `dtype`; with `mask` (a tree of booleans of the same
     structure) only where the mask is True, as transformers' to_fp16/to_bf16/to_fp32."""
+
     def cast(leaf, selected=True):
         if selected and jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
             return jnp.asarray(leaf, dtype=dtype)
@@ -47,7 +48,6 @@ class FlaxPreTrainedSurface(surface.ConfigSurface):
     framework = "flax"
     _is_initialized = False
 
-
     def default_input_shape(self) -> tuple:
         """transformers' input_shape: (1, 1) token ids and/or one NHWC image of the config's size."""
         if "Text" in type(self).__name__:
@@ -63,7 +63,10 @@ class FlaxPreTrainedSurface(surface.ConfigSurface):
 
     @property
     def required_params(self) -> set:
-        return {tuple(str(k.key) for k in path) for path, _ in jax.tree_util.tree_flatten_with_path(self._abstract_params())[0]}
+        return {
+            tuple(str(k.key) for k in path)
+            for path, _ in jax.tree_util.tree_flatten_with_path(self._abstract_params())[0]
+        }
 
     def to_bf16(self, params, mask=None):
         """Cast the floating params to bfloat16 (where `mask` is True): returns a new tree."""

@@ -42,8 +42,13 @@ class CLIPVisionEmbeddings(nnx.Module):
         self.image_size, self.patch_size, self.dtype = config.image_size, config.patch_size, dtype
         self.class_embedding = nnx.Param(jnp.zeros((config.hidden_size,), param_dtype))
         self.patch_embedding = nnx.Conv(
-            config.num_channels, config.hidden_size, (config.patch_size,) * 2, strides=(config.patch_size,) * 2,
-            padding="VALID", use_bias=False, **kw,
+            config.num_channels,
+            config.hidden_size,
+            (config.patch_size,) * 2,
+            strides=(config.patch_size,) * 2,
+            padding="VALID",
+            use_bias=False,
+            **kw,
         )
         self.position_embedding = nnx.Embed(config.num_patches + 1, config.hidden_size, **kw)
 
@@ -95,12 +100,22 @@ class CLIPTextTransformer(nnx.Module):
         self.encoder = CLIPEncoder(config, **kw)
         self.final_layer_norm = layer_norm(config, **kw)
 
-    def __call__(self, input_ids=None, attention_mask=None, position_ids=None, output_attentions=False,
-                 output_hidden_states=False, pooled_only=False, dropout_rng=None):
+    def __call__(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        position_ids=None,
+        output_attentions=False,
+        output_hidden_states=False,
+        pooled_only=False,
+        dropout_rng=None,
+    ):
         self.check_inputs(input_ids, attention_mask, position_ids)
         index = self.pooled_positions(input_ids)
         if pooled_only and not (output_attentions or output_hidden_states):
-            return BaseModelOutputWithPooling(None, self.pooled_only(input_ids, attention_mask, position_ids, index, dropout_rng))
+            return BaseModelOutputWithPooling(
+                None, self.pooled_only(input_ids, attention_mask, position_ids, index, dropout_rng)
+            )
         x = self.embeddings(input_ids, position_ids)
         bias, is_causal = text_attention_bias(attention_mask, x.dtype)
         encoded = self.encoder(x, bias, is_causal, output_attentions, output_hidden_states, dropout_rng)
@@ -138,13 +153,22 @@ class CLIPVisionTransformer(nnx.Module):
         self.encoder = CLIPEncoder(config, **kw)
         self.post_layernorm = layer_norm(config, **kw)
 
-    def __call__(self, pixel_values=None, output_attentions=False, output_hidden_states=False,
-                 interpolate_pos_encoding=False, pooled_only=False, dropout_rng=None):
+    def __call__(
+        self,
+        pixel_values=None,
+        output_attentions=False,
+        output_hidden_states=False,
+        interpolate_pos_encoding=False,
+        pooled_only=False,
+        dropout_rng=None,
+    ):
         self.check_inputs(pixel_values, interpolate_pos_encoding)
         x = self.pre_layrnorm(self.embeddings(pixel_values, interpolate_pos_encoding))
         if pooled_only and not (output_attentions or output_hidden_states):
             index = jnp.zeros((x.shape[0],), jnp.int32)  # the class token
-            return BaseModelOutputWithPooling(None, self.post_layernorm(self.encoder.output_at(x, index, dropout_rng=dropout_rng)))
+            return BaseModelOutputWithPooling(
+                None, self.post_layernorm(self.encoder.output_at(x, index, dropout_rng=dropout_rng))
+            )
         encoded = self.encoder(x, None, False, output_attentions, output_hidden_states, dropout_rng)
         last = encoded.last_hidden_state
         pooled = self.post_layernorm(last[:, 0])  # the class token, BD

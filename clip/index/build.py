@@ -39,12 +39,26 @@ FLAT_MAX_ROWS = 50_000
 TARGET_RECALL = 0.97
 MIDPOINT_RECALL = 0.90
 CALIBRATION_QUERIES = 200
-_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mb": 1 << 20, "mib": 1 << 20,
-          "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30, "t": 1 << 40, "tb": 1 << 40, "tib": 1 << 40}
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1 << 10,
+    "kb": 1 << 10,
+    "kib": 1 << 10,
+    "m": 1 << 20,
+    "mb": 1 << 20,
+    "mib": 1 << 20,
+    "g": 1 << 30,
+    "gb": 1 << 30,
+    "gib": 1 << 30,
+    "t": 1 << 40,
+    "tb": 1 << 40,
+    "tib": 1 << 40,
+}
 
 
 def parse_memory(text: str | int) -> int:
-    """"4GB", "512MB", "1.5GiB" or a number of bytes -> bytes (binary units: 1 GB = 2**30)."""
+    """ "4GB", "512MB", "1.5GiB" or a number of bytes -> bytes (binary units: 1 GB = 2**30)."""
     match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(text))
     if not match or match.group(2).lower() not in _UNITS or float(match.group(1)) <= 0:
         raise TaskError(f"--memory takes a size such as 4GB or 512MB, got {text!r}")
@@ -56,22 +70,27 @@ def choose(count: int, dim: int, memory: int, kind: str = "auto") -> tuple[str, 
     flat_fits = kind in ("auto", "flat") and (kind == "flat" or count < FLAT_MAX_ROWS)
     candidates: list[tuple[str, dict]] = [("flat", {})] if flat_fits else []
     if kind in ("auto", "hnsw"):
-        candidates += [("hnsw", {"dtype": dtype, "connectivity": 16, "expansion_add": 128, "expansion_search": 64})
-                       for dtype in ("f16", "i8")]
+        candidates += [
+            ("hnsw", {"dtype": dtype, "connectivity": 16, "expansion_add": 128, "expansion_search": 64})
+            for dtype in ("f16", "i8")
+        ]
     if kind in ("auto", "ivfpq"):
         nlist = int(min(65536, max(16, 2 ** round(np.log2(4 * np.sqrt(count))), 1)))
         while nlist > 16 and nlist * 39 > count:  # k-means needs ~39 points per centroid
             nlist //= 2
-        candidates += [("ivfpq", {"nlist": nlist, "pq_bytes": m, "nprobe": 16})
-                       for m in (64, 32, 16, 8) if dim % m == 0]
+        candidates += [
+            ("ivfpq", {"nlist": nlist, "pq_bytes": m, "nprobe": 16}) for m in (64, 32, 16, 8) if dim % m == 0
+        ]
     if not candidates:
         raise TaskError(f"unknown index kind {kind!r}; choose auto, flat, hnsw or ivfpq")
     for name, params in candidates:
         if engines.estimate_bytes(name, count, dim, params) <= memory:
             return name, params
     need = min(engines.estimate_bytes(n, count, dim, p) for n, p in candidates)
-    raise TaskError(f"{count} x {dim} vectors need at least {need / 2**30:.2f} GiB as a {kind} index; "
-                    f"--memory {memory / 2**30:.2f} GiB is too small (raise it, or use --kind auto)")
+    raise TaskError(
+        f"{count} x {dim} vectors need at least {need / 2**30:.2f} GiB as a {kind} index; "
+        f"--memory {memory / 2**30:.2f} GiB is too small (raise it, or use --kind auto)"
+    )
 
 
 def embedding_state(path: str) -> str:
@@ -99,9 +118,14 @@ def default_out(paths: Sequence[str]) -> str:
     return os.path.join(paths[0], "index")
 
 
-def build_index(paths: str | Sequence[str], out: str | None = None, memory: str | int = "4GB",
-                kind: str = "auto", threads: int = 0,
-                target_recall: float = TARGET_RECALL) -> dict:
+def build_index(
+    paths: str | Sequence[str],
+    out: str | None = None,
+    memory: str | int = "4GB",
+    kind: str = "auto",
+    threads: int = 0,
+    target_recall: float = TARGET_RECALL,
+) -> dict:
     """Build the index of the embedding directories `paths` into `out` (default EMB/index); returns
     index.json's content. An existing index in `out` is replaced; any other non-empty `out` is refused."""
     from clip.index.embeddings import load_embeddings
@@ -135,13 +159,21 @@ def build_index(paths: str | Sequence[str], out: str | None = None, memory: str 
     recall = calibrate(kind, engine, vectors, params, target_recall)  # type: ignore[arg-type]  # flat returns before tuning
     manifest = embeddings.manifest or {}
     info = {
-        "format_version": INDEX_FORMAT_VERSION, "kind": kind, "params": params, "count": len(vectors),
-        "dim": int(vectors.shape[1]), "embedding_kind": embeddings.kind, "weights": manifest.get("weights"),
-        "model": manifest.get("model"), "backend": manifest.get("backend"), "tables": tables,
+        "format_version": INDEX_FORMAT_VERSION,
+        "kind": kind,
+        "params": params,
+        "count": len(vectors),
+        "dim": int(vectors.shape[1]),
+        "embedding_kind": embeddings.kind,
+        "weights": manifest.get("weights"),
+        "model": manifest.get("model"),
+        "backend": manifest.get("backend"),
+        "tables": tables,
         "memory_budget": memory,
         "memory_estimate": engines.estimate_bytes(kind, len(vectors), vectors.shape[1], params),
         "index_file_bytes": os.path.getsize(os.path.join(out, engines.FILES[kind])),
-        "build_seconds": round(build_s, 3), "calibration_recall_at_10": recall,
+        "build_seconds": round(build_s, 3),
+        "calibration_recall_at_10": recall,
         "built_from": [{"path": os.path.abspath(p), "state": embedding_state(p)} for p in paths],
     }
     atomic_write_json(os.path.join(out, INDEX_JSON), info)  # the commit point: an index exists from here
@@ -149,8 +181,9 @@ def build_index(paths: str | Sequence[str], out: str | None = None, memory: str 
     return info
 
 
-def calibrate(kind: str, engine: engines.HnswEngine | engines.IvfPqEngine, vectors: np.ndarray, params: dict,
-              target_recall: float) -> float | None:
+def calibrate(
+    kind: str, engine: engines.HnswEngine | engines.IvfPqEngine, vectors: np.ndarray, params: dict, target_recall: float
+) -> float | None:
     """Tune the search-time knob to the smallest value that reaches `target_recall` (recall@10 against
     exact search) on synthetic fresh queries and MIDPOINT_RECALL on hard ones; updates `params` and
     returns the recall on the fresh ones.
@@ -182,8 +215,10 @@ def calibrate(kind: str, engine: engines.HnswEngine | engines.IvfPqEngine, vecto
     hard = l2_normalize(hard, axis=1, eps=1e-12)
     k = min(10, len(vectors))
     truths = [topk_cosine(q, vectors, k)[1] for q in (fresh, hard)]
-    knob, values = {"hnsw": ("expansion_search", (16, 32, 64, 128, 256, 512, 1024)),
-                    "ivfpq": ("nprobe", (4, 8, 16, 32, 64, 128, 256, 512))}[kind]
+    knob, values = {
+        "hnsw": ("expansion_search", (16, 32, 64, 128, 256, 512, 1024)),
+        "ivfpq": ("nprobe", (4, 8, 16, 32, 64, 128, 256, 512)),
+    }[kind]
     recalls = [0.0, 0.0]
     for value in values:
         if kind == "ivfpq" and value > params["nlist"]:
@@ -193,9 +228,10 @@ def calibrate(kind: str, engine: engines.HnswEngine | engines.IvfPqEngine, vecto
             engine.index.expansion_search = value
         else:
             engine.index.nprobe = value
-        recalls = [float(np.mean([len(set(f.tolist()) & set(t.tolist())) / k
-                                  for f, t in zip(engine.topk(q, k)[1], truth)]))
-                   for q, truth in zip((fresh, hard), truths)]
+        recalls = [
+            float(np.mean([len(set(f.tolist()) & set(t.tolist())) / k for f, t in zip(engine.topk(q, k)[1], truth)]))
+            for q, truth in zip((fresh, hard), truths)
+        ]
         if recalls[0] >= target_recall and recalls[1] >= MIDPOINT_RECALL:
             break
     if kind == "hnsw":  # one step of margin: real queries can crowd among near-ties more than these do
@@ -204,5 +240,6 @@ def calibrate(kind: str, engine: engines.HnswEngine | engines.IvfPqEngine, vecto
 
 
 def describe(info: dict) -> str:
-    return json.dumps({k: info[k] for k in ("kind", "params", "count", "dim", "build_seconds",
-                                            "calibration_recall_at_10")})
+    return json.dumps(
+        {k: info[k] for k in ("kind", "params", "count", "dim", "build_seconds", "calibration_recall_at_10")}
+    )

@@ -15,7 +15,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _index_parser(sub):
     p = _command(
-        sub, "index", "build a persisted, memory-mapped ANN index over embedding directories",
+        sub,
+        "index",
+        "build a persisted, memory-mapped ANN index over embedding directories",
         "Build an approximate nearest-neighbour index over the vectors of one or more embedding directories "
         "(`clip embed` output or clip-retrieval's img_emb/ layout), sized to --memory. auto picks exact "
         "search (flat) below 50,000 vectors, else an HNSW graph over float16 (or int8) vectors, else IVF-PQ; "
@@ -30,8 +32,9 @@ def _index_parser(sub):
     p.add_argument("embeddings", metavar="EMB", nargs="+", help="embedding directories (the shards of one input)")
     p.add_argument("--out", default=None, metavar="INDEX", help="where to write the index (default EMB/index)")
     p.add_argument("--memory", default="4GB", help="memory the index may occupy when searched (default 4GB)")
-    p.add_argument("--kind", choices=("auto", "flat", "hnsw", "ivfpq"), default="auto",
-                   help="index kind (default auto)")
+    p.add_argument(
+        "--kind", choices=("auto", "flat", "hnsw", "ivfpq"), default="auto", help="index kind (default auto)"
+    )
     p.add_argument("--threads", type=_positive, default=None, help="build threads (default: all cores)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a summary")
     p.set_defaults(run=_run_index)
@@ -45,17 +48,22 @@ def _run_index(args) -> int:
         _print_json(info)
         return 0
     params = ", ".join(f"{k}={v}" for k, v in info["params"].items())
-    print(f"indexed {info['count']} x {info['dim']} vectors as {info['kind']} ({params}) in "
-          f"{info['build_seconds']:.1f} s")
-    print(f"recall@10 on sample queries {info['calibration_recall_at_10']}, about "
-          f"{info['memory_estimate'] / 2**20:.0f} MiB of {info['memory_budget'] / 2**20:.0f} MiB")
+    print(
+        f"indexed {info['count']} x {info['dim']} vectors as {info['kind']} ({params}) in {info['build_seconds']:.1f} s"
+    )
+    print(
+        f"recall@10 on sample queries {info['calibration_recall_at_10']}, about "
+        f"{info['memory_estimate'] / 2**20:.0f} MiB of {info['memory_budget'] / 2**20:.0f} MiB"
+    )
     print(f"wrote {info['out']}")
     return 0
 
 
 def _search_parser(sub):
     p = _command(
-        sub, "search", "search an embedding directory or a built index by text or by image, or list near duplicates",
+        sub,
+        "search",
+        "search an embedding directory or a built index by text or by image, or list near duplicates",
         "Find the entries closest to a text or an image by cosine similarity: text -> image, image -> image, "
         "image -> text, text -> text. A built index (`clip index`) is used when there is one: an index "
         "directory, or EMB/index when it is up to date with EMB; --exact searches the vectors exactly. "
@@ -70,8 +78,12 @@ def _search_parser(sub):
             'clip search photos.emb/0 photos.emb/1 --text "a cat"  (the shards of one input)',
         ],
     )
-    p.add_argument("index", metavar="EMB_OR_INDEX", nargs="+",
-                   help="an embedding directory, several (the shards of one input), or a built index")
+    p.add_argument(
+        "index",
+        metavar="EMB_OR_INDEX",
+        nargs="+",
+        help="an embedding directory, several (the shards of one input), or a built index",
+    )
     query = p.add_mutually_exclusive_group(required=True)
     query.add_argument("--text", action="append", metavar="TEXT", help="a text query (repeat for several)")
     query.add_argument("--image", action="append", metavar="PATH", help="an image query (repeat for several)")
@@ -103,8 +115,13 @@ def _run_search(args) -> int:
         return 0
     model = args.model if args.model is not None else index.manifest.get("model")
     encoder = load_encoder(model, args.backend, device=args.device, dtype=args.dtype, compile=args.compile)
-    check_same_weights(index.manifest, encoder.fingerprint, " ".join(args.index),
-                       "pass --model with the model the vectors were made with", unrecorded_ok=True)
+    check_same_weights(
+        index.manifest,
+        encoder.fingerprint,
+        " ".join(args.index),
+        "pass --model with the model the vectors were made with",
+        unrecorded_ok=True,
+    )
     if args.text:
         queries, vectors = args.text, encoder.embed_texts(args.text)
     else:
@@ -113,8 +130,15 @@ def _run_search(args) -> int:
         queries, vectors = args.image, embedded.vectors
     results = []
     for query, hits in zip(queries, index.search(vectors, args.top_k)):
-        results.append({"query": query, "results": [{"rank": r, "score": h.score, "index": h.index, "source": h.source}
-                                                     for r, h in enumerate(hits, start=1)]})
+        results.append(
+            {
+                "query": query,
+                "results": [
+                    {"rank": r, "score": h.score, "index": h.index, "source": h.source}
+                    for r, h in enumerate(hits, start=1)
+                ],
+            }
+        )
     if args.json:
         _print_json(results)
         return 0

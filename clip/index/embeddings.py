@@ -39,8 +39,9 @@ def load_embeddings(path: str | os.PathLike | list | tuple, kind: str | None = N
         return _load_manifest_dir(path)
     if any(os.path.isdir(os.path.join(path, d)) for d, _ in CLIP_RETRIEVAL_DIRS.values()):
         return load_clip_retrieval_dir(path, kind)
-    raise TaskError(f"{path}: not an embedding directory (no {MANIFEST}, no img_emb/ or text_emb/); "
-                    "make one with `clip embed`")
+    raise TaskError(
+        f"{path}: not an embedding directory (no {MANIFEST}, no img_emb/ or text_emb/); make one with `clip embed`"
+    )
 
 
 def _field(manifest_path, manifest, key, ok, expected):
@@ -65,8 +66,10 @@ def _read_manifest(path) -> dict:
         raise TaskError(str(err)) from None
     version = manifest.get("format_version")
     if version not in READABLE_VERSIONS:
-        raise TaskError(f"{manifest_path}: unknown format_version {version!r} (this version reads "
-                        f"{', '.join(map(str, READABLE_VERSIONS))})")
+        raise TaskError(
+            f"{manifest_path}: unknown format_version {version!r} (this version reads "
+            f"{', '.join(map(str, READABLE_VERSIONS))})"
+        )
     _field(manifest_path, manifest, "kind", lambda v: v in KINDS, "one of " + ", ".join(KINDS))
     _field(manifest_path, manifest, "dim", lambda v: _count(v) and v > 0, "a positive integer")
     _field(manifest_path, manifest, "count", _count, "a count")
@@ -80,14 +83,20 @@ def _read_manifest(path) -> dict:
         manifest = {**manifest, "chunks": _chunks_of_ranges(path, manifest_path, manifest)}
     seen, total = set(), 0
     for number, chunk in enumerate(manifest["chunks"]):
-        if not (isinstance(chunk, dict) and isinstance(chunk.get("file"), str) and isinstance(chunk.get("keys"), str)
-                and _count(chunk.get("count"))):
-            raise TaskError(f"{manifest_path}: chunk {number} must be an object with file, keys and count, found "
-                            f"{chunk!r}")
+        if not (
+            isinstance(chunk, dict)
+            and isinstance(chunk.get("file"), str)
+            and isinstance(chunk.get("keys"), str)
+            and _count(chunk.get("count"))
+        ):
+            raise TaskError(
+                f"{manifest_path}: chunk {number} must be an object with file, keys and count, found {chunk!r}"
+            )
         for name in (chunk["file"], chunk["keys"]):
             if name in seen:
-                raise TaskError(f"{manifest_path}: {name!r} is listed twice (chunk {number}); "
-                                "its vectors would count twice")
+                raise TaskError(
+                    f"{manifest_path}: {name!r} is listed twice (chunk {number}); its vectors would count twice"
+                )
             seen.add(name)
         total += chunk["count"]
     if total != manifest["count"]:
@@ -120,8 +129,10 @@ def _chunks_of_ranges(path, manifest_path, manifest) -> list[dict]:
 def check_vectors(array: np.ndarray, file: str | os.PathLike, rows: int | None, dim: int | None) -> np.ndarray:
     """`array` as float32, refused unless it is rows x dim, finite, and of unit rows."""
     if array.ndim != 2 or (rows is not None and array.shape[0] != rows) or (dim is not None and array.shape[1] != dim):
-        raise TaskError(f"{file}: expected {rows if rows is not None else 'N'} x {dim if dim is not None else 'D'} "
-                        f"vectors, found shape {array.shape}")
+        raise TaskError(
+            f"{file}: expected {rows if rows is not None else 'N'} x {dim if dim is not None else 'D'} "
+            f"vectors, found shape {array.shape}"
+        )
     if array.dtype.kind != "f":
         raise TaskError(f"{file}: expected floating-point vectors, found {array.dtype}")
     array = np.asarray(array, dtype=np.float32)
@@ -131,8 +142,10 @@ def check_vectors(array: np.ndarray, file: str | os.PathLike, rows: int | None, 
     norms = np.linalg.norm(array, axis=1)
     off = np.flatnonzero(np.abs(norms - 1) > NORM_TOLERANCE)
     if len(off):
-        raise TaskError(f"{file}: row {int(off[0])} has length {norms[off[0]]:.4f}, not 1: the vectors are not "
-                        "normalized (scores would not be cosines)")
+        raise TaskError(
+            f"{file}: row {int(off[0])} has length {norms[off[0]]:.4f}, not 1: the vectors are not "
+            "normalized (scores would not be cosines)"
+        )
     return array
 
 
@@ -189,8 +202,9 @@ def _load_manifest_dir(path) -> Embeddings:
         start += len(array)
         chunk_skipped = side.get("skipped") or []
         if not isinstance(chunk_skipped, list):
-            raise TaskError(f"{inside(path, chunk['keys'], 'keys')}: 'skipped' must be a list, found "
-                            f"{type(chunk_skipped).__name__}")
+            raise TaskError(
+                f"{inside(path, chunk['keys'], 'keys')}: 'skipped' must be a list, found {type(chunk_skipped).__name__}"
+            )
         skipped += chunk_skipped
         named = side.get("sources")  # webdataset members and table rows: where the image came from
         if manifest["kind"] == "text":
@@ -241,8 +255,16 @@ def load_clip_retrieval_dir(path: str | os.PathLike, kind: str | None = None) ->
         columns["captions"].extend(table.get("caption") or [""] * len(array))
         columns["urls"].extend(table.get("url") or [""] * len(array))
         arrays.append(array)
-    manifest = {"format_version": FORMAT_VERSION, "kind": kind, "dim": dim, "count": sum(map(len, arrays)),
-                "weights": None, "model": None, "layout": "clip-retrieval", "root": os.path.abspath(path)}
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "kind": kind,
+        "dim": dim,
+        "count": sum(map(len, arrays)),
+        "weights": None,
+        "model": None,
+        "layout": "clip-retrieval",
+        "root": os.path.abspath(path),
+    }
     embeddings = Embeddings(np.concatenate(arrays), sources, [], kind, manifest)
     # clip-retrieval's extra columns, an attribute only these embeddings have
     embeddings.columns = {name: values for name, values in columns.items() if any(values)}  # type: ignore[attr-defined]
@@ -280,19 +302,30 @@ def _load_several(paths, kind=None) -> Embeddings:
         assert manifest is not None
         for key in ("kind", "dim", "weights"):
             if manifest.get(key) != first.get(key):
-                raise TaskError(f"{path} holds {key}={manifest.get(key)!r} but {paths[0]} {first.get(key)!r}; "
-                                "search directories of one model and kind together")
+                raise TaskError(
+                    f"{path} holds {key}={manifest.get(key)!r} but {paths[0]} {first.get(key)!r}; "
+                    "search directories of one model and kind together"
+                )
         shard = manifest.get("shard", [0, 1])
         k, n = shard if isinstance(shard, list) and len(shard) == 2 else (0, 1)
         root = manifest.get("root")
         for other_k, other_n, other_path in seen.get(root, []):
             if other_n != n or other_k == k:  # the same part twice, or parts of two different splits
-                raise TaskError(f"{path} (shard {k}/{n}) and {other_path} (shard {other_k}/{other_n}) overlap: "
-                                f"both hold inputs of {root}")
+                raise TaskError(
+                    f"{path} (shard {k}/{n}) and {other_path} (shard {other_k}/{other_n}) overlap: "
+                    f"both hold inputs of {root}"
+                )
         seen.setdefault(root, []).append((k, n, path))
-    combined = Embeddings(np.concatenate([p.vectors for p in parts]), [s for p in parts for s in p.sources],
-                          [e for p in parts for e in p.skipped], parts[0].kind, first)
+    combined = Embeddings(
+        np.concatenate([p.vectors for p in parts]),
+        [s for p in parts for s in p.sources],
+        [e for p in parts for e in p.skipped],
+        parts[0].kind,
+        first,
+    )
     if all(getattr(p, "columns", None) for p in parts):
-        combined.columns = {name: [v for p in parts for v in p.columns.get(name, [""] * len(p))]  # type: ignore[attr-defined]
-                            for name in parts[0].columns}  # type: ignore[attr-defined]
+        combined.columns = {
+            name: [v for p in parts for v in p.columns.get(name, [""] * len(p))]  # type: ignore[attr-defined]
+            for name in parts[0].columns
+        }  # type: ignore[attr-defined]
     return combined

@@ -47,8 +47,9 @@ def _require(module: str):
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise TaskError(f"this index kind needs {module.split('.')[0]}, which is not installed: "
-                        "pip install 'clip[index]'") from None
+        raise TaskError(
+            f"this index kind needs {module.split('.')[0]}, which is not installed: pip install 'clip[index]'"
+        ) from None
 
 
 # --------------------------------------------------------------------- building
@@ -62,8 +63,14 @@ def build(kind: str, vectors: np.ndarray, directory: str | os.PathLike, params: 
             np.save(f, np.ascontiguousarray(vectors, dtype=np.float32), allow_pickle=False)
     elif kind == "hnsw":
         Index = _require("usearch.index").Index
-        index = Index(ndim=vectors.shape[1], metric="cos", dtype=params["dtype"], connectivity=params["connectivity"],
-                      expansion_add=params["expansion_add"], expansion_search=params["expansion_search"])
+        index = Index(
+            ndim=vectors.shape[1],
+            metric="cos",
+            dtype=params["dtype"],
+            connectivity=params["connectivity"],
+            expansion_add=params["expansion_add"],
+            expansion_search=params["expansion_search"],
+        )
         for start in range(0, len(vectors), 65536):  # in slices: bounded float32 copies of a memory-mapped input
             block = np.ascontiguousarray(vectors[start : start + 65536], dtype=np.float32)
             index.add(np.arange(start, start + len(block), dtype=np.uint64), block, threads=threads)
@@ -76,8 +83,9 @@ def build(kind: str, vectors: np.ndarray, directory: str | os.PathLike, params: 
         # built from its parts, not faiss.index_factory: the factory crashes (SIGSEGV) in a process that
         # imported usearch first (faiss-cpu 1.15 + usearch 2.26, measured)
         quantizer = faiss.IndexFlatIP(vectors.shape[1])
-        index = faiss.IndexIVFPQ(quantizer, vectors.shape[1], params["nlist"], params["pq_bytes"], 8,
-                                 faiss.METRIC_INNER_PRODUCT)
+        index = faiss.IndexIVFPQ(
+            quantizer, vectors.shape[1], params["nlist"], params["pq_bytes"], 8, faiss.METRIC_INNER_PRODUCT
+        )
         # polysemous training (an annealing over PQ codes for Hamming filtering, which we never use)
         # took minutes on a few thousand vectors here: off
         index.do_polysemous_training = False
@@ -101,8 +109,11 @@ def open_engine(kind: str, directory: str | os.PathLike, count: int, dim: int, p
     path = inside(directory, FILES.get(kind, "?"), "index")
     if not os.path.isfile(path):
         raise TaskError(f"{path}: missing (the index directory is incomplete); rebuild it with `clip index`")
-    engines: dict[str, type[FlatEngine | HnswEngine | IvfPqEngine]] = {"flat": FlatEngine, "hnsw": HnswEngine,
-                                                                        "ivfpq": IvfPqEngine}
+    engines: dict[str, type[FlatEngine | HnswEngine | IvfPqEngine]] = {
+        "flat": FlatEngine,
+        "hnsw": HnswEngine,
+        "ivfpq": IvfPqEngine,
+    }
     engine = engines[kind](path, params)
     if (engine.count, engine.dim) != (count, dim):
         raise TaskError(f"{path}: holds {engine.count} x {engine.dim} vectors but index.json says {count} x {dim}")
@@ -174,8 +185,11 @@ class IvfPqEngine:
 
     def vectors(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
         # PQ keeps no exact vectors: the stored codes decoded (enough to tell near duplicates apart)
-        return np.stack([self.index.reconstruct(int(i)) for i in np.asarray(ids, np.int64)]) if len(ids) else \
-            np.zeros((0, self.dim), np.float32)
+        return (
+            np.stack([self.index.reconstruct(int(i)) for i in np.asarray(ids, np.int64)])
+            if len(ids)
+            else np.zeros((0, self.dim), np.float32)
+        )
 
 
 # what open_engine returns: the three engines share topk, vectors, count and dim

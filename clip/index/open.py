@@ -30,8 +30,9 @@ def find_index(path: str | os.PathLike) -> tuple[str | None, str | None]:
     states = [entry.get("state") for entry in info["built_from"] if isinstance(entry, dict)]
     if states == [embedding_state(path)]:
         return inner, None
-    return None, (f"{inner} was built from an earlier state of {path}; searching exactly "
-                  f"(rebuild it with `clip index {path}`)")
+    return None, (
+        f"{inner} was built from an earlier state of {path}; searching exactly (rebuild it with `clip index {path}`)"
+    )
 
 
 def open_index(cls: type[EmbeddingIndex], directory: str | os.PathLike) -> EmbeddingIndex:

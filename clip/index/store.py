@@ -45,13 +45,15 @@ class StringTable:
         blob_path = inside(directory, f"{name}.bin", "table")
         self.offsets = load_npy(offsets_path, mmap=True)
         if self.offsets.dtype != np.int64 or self.offsets.shape != (count + 1,):
-            raise TaskError(f"{offsets_path}: expected {count + 1} int64 offsets, found {self.offsets.dtype} "
-                            f"{self.offsets.shape}")
+            raise TaskError(
+                f"{offsets_path}: expected {count + 1} int64 offsets, found {self.offsets.dtype} {self.offsets.shape}"
+            )
         size = os.path.getsize(blob_path)
         # the ends are checked here; a non-monotonic middle shows up as a bad slice, checked per lookup
         if self.offsets[0] != 0 or self.offsets[-1] != size:
-            raise TaskError(f"{blob_path}: holds {size} bytes but {offsets_path} ends at {int(self.offsets[-1])} "
-                            "(damaged table)")
+            raise TaskError(
+                f"{blob_path}: holds {size} bytes but {offsets_path} ends at {int(self.offsets[-1])} (damaged table)"
+            )
         self.blob = np.memmap(blob_path, dtype=np.uint8, mode="r") if size else np.zeros(0, np.uint8)
         self.path = blob_path
 
@@ -105,8 +107,10 @@ def read_index_json(directory: str | os.PathLike) -> dict:
     except ValueError as err:
         raise TaskError(str(err)) from None
     if info.get("format_version") != INDEX_FORMAT_VERSION:
-        raise TaskError(f"{path}: unknown format_version {info.get('format_version')!r} (this version reads "
-                        f"{INDEX_FORMAT_VERSION}); rebuild it with `clip index`")
+        raise TaskError(
+            f"{path}: unknown format_version {info.get('format_version')!r} (this version reads "
+            f"{INDEX_FORMAT_VERSION}); rebuild it with `clip index`"
+        )
     checks = {
         "kind": lambda v: v in KINDS,
         "embedding_kind": lambda v: v in EMBEDDING_KINDS,

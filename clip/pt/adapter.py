@@ -63,8 +63,15 @@ def read_legacy(kind, paths, files: dict) -> dict:
 
 def write_legacy(model, directory, arrays: dict, max_shard_size) -> list:
     """pytorch_model.bin (sharded beyond max_shard_size), each file written atomically."""
-    return sharding.save_weights(directory, arrays, {n: a.nbytes for n, a in arrays.items()}, _write_bin, max_shard_size,
-                                 hub.PYTORCH_NAME, total_parameters=sum(a.size for a in arrays.values()))
+    return sharding.save_weights(
+        directory,
+        arrays,
+        {n: a.nbytes for n, a in arrays.items()},
+        _write_bin,
+        max_shard_size,
+        hub.PYTORCH_NAME,
+        total_parameters=sum(a.size for a in arrays.values()),
+    )
 
 
 def _write_bin(arrays: dict, path):

@@ -26,7 +26,13 @@ def gelu_tanh(x):
     return F.gelu(x, approximate="tanh")
 
 
-ACTIVATIONS = {"quick_gelu": quick_gelu, "gelu": F.gelu, "gelu_new": gelu_tanh, "gelu_pytorch_tanh": gelu_tanh, "relu": F.relu}
+ACTIVATIONS = {
+    "quick_gelu": quick_gelu,
+    "gelu": F.gelu,
+    "gelu_new": gelu_tanh,
+    "gelu_pytorch_tanh": gelu_tanh,
+    "relu": F.relu,
+}
 
 
 def quick_gelu_(x):

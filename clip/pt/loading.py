@@ -60,8 +60,9 @@ def from_pretrained(
     target_dtype = resolve_dtype(dtype if dtype is not None else torch_dtype) or torch.get_default_dtype()
     device = resolve_device(device, device_map)
     check_attn_implementation(attn_implementation)
-    checkpoint = loading.read_pretrained(cls, name_or_path, adapter, config, kwargs, use_safetensors,
-                                         ignore_mismatched_sizes, state_dict)
+    checkpoint = loading.read_pretrained(
+        cls, name_or_path, adapter, config, kwargs, use_safetensors, ignore_mismatched_sizes, state_dict
+    )
     if attn_implementation is not None:
         checkpoint.config._attn_implementation = attn_implementation
     with torch.device("meta"):
@@ -95,8 +96,10 @@ def resolve_device(device, device_map) -> torch.device:
         if isinstance(device_map, dict):
             targets = set(device_map.values())
             if len(targets) != 1:
-                raise ValueError(f"device_map puts parts of the model on {sorted(map(str, targets))}; clip.pt "
-                                 "loads the whole model onto one device (pass device= or a one-device map)")
+                raise ValueError(
+                    f"device_map puts parts of the model on {sorted(map(str, targets))}; clip.pt "
+                    "loads the whole model onto one device (pass device= or a one-device map)"
+                )
             device_map = targets.pop()
         if device_map in ("auto", "balanced", "balanced_low_0", "sequential"):
             device_map = "cuda" if torch.cuda.is_available() else "cpu"
@@ -109,11 +112,27 @@ def resolve_device(device, device_map) -> torch.device:
 
 
 # -- writing --------------------------------------------------------------------------------------
-def save_pretrained(model, save_directory, safe_serialization=True, state_dict=None,
-                    max_shard_size=sharding.DEFAULT_MAX_SHARD_SIZE, is_main_process=True, **kwargs):
+def save_pretrained(
+    model,
+    save_directory,
+    safe_serialization=True,
+    state_dict=None,
+    max_shard_size=sharding.DEFAULT_MAX_SHARD_SIZE,
+    is_main_process=True,
+    **kwargs,
+):
     """config.json + model.safetensors ({"format": "pt"}), or pytorch_model.bin; sharded beyond
     max_shard_size with transformers' index json; each file written atomically. On processes other
     than the main one (is_main_process=False) nothing is written, as in transformers."""
     arrays = None if state_dict is None else adapter.canonical_arrays(model, state_dict)  # None: the model's
-    loading.save_pretrained(model, save_directory, adapter, kwargs, arrays, safetensors=bool(safe_serialization),
-                            legacy=not safe_serialization, max_shard_size=max_shard_size, is_main_process=is_main_process)
+    loading.save_pretrained(
+        model,
+        save_directory,
+        adapter,
+        kwargs,
+        arrays,
+        safetensors=bool(safe_serialization),
+        legacy=not safe_serialization,
+        max_shard_size=max_shard_size,
+        is_main_process=is_main_process,
+    )

@@ -17,19 +17,36 @@ from torch import nn
 
 from clip.common import checks, params
 from clip.common.config import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
-from clip.common.outputs import CLIPOutput, CLIPTextModelOutput, CLIPVisionModelOutput, ImageClassifierOutput, as_requested
+from clip.common.outputs import (
+    CLIPOutput,
+    CLIPTextModelOutput,
+    CLIPVisionModelOutput,
+    ImageClassifierOutput,
+    as_requested,
+)
 from clip.pt.kernels import Linear
-from clip.pt.layers import CLIPAttention, CLIPEncoder, CLIPEncoderLayer, CLIPMLP
+from clip.pt.layers import CLIPMLP, CLIPAttention, CLIPEncoder, CLIPEncoderLayer
 from clip.pt.loss import classification_loss, clip_loss
 from clip.pt.pretrained import PreTrainedSurface
 from clip.pt.towers import CLIPTextEmbeddings, CLIPTextTransformer, CLIPVisionEmbeddings, CLIPVisionTransformer
 
 # the blocks and towers stay importable from here (and pickles that name them here keep loading)
 __all__ = [
-    "CLIPAttention", "CLIPMLP", "CLIPEncoderLayer", "CLIPEncoder",
-    "CLIPTextEmbeddings", "CLIPVisionEmbeddings", "CLIPTextTransformer", "CLIPVisionTransformer",
-    "CLIPPreTrainedModel", "CLIPTextModel", "CLIPTextModelWithProjection", "CLIPVisionModel",
-    "CLIPVisionModelWithProjection", "CLIPModel", "CLIPForImageClassification",
+    "CLIPAttention",
+    "CLIPMLP",
+    "CLIPEncoderLayer",
+    "CLIPEncoder",
+    "CLIPTextEmbeddings",
+    "CLIPVisionEmbeddings",
+    "CLIPTextTransformer",
+    "CLIPVisionTransformer",
+    "CLIPPreTrainedModel",
+    "CLIPTextModel",
+    "CLIPTextModelWithProjection",
+    "CLIPVisionModel",
+    "CLIPVisionModelWithProjection",
+    "CLIPModel",
+    "CLIPForImageClassification",
 ]
 
 
@@ -124,7 +141,15 @@ class CLIPTextModel(CLIPPreTrainedModel):
     def set_input_embeddings(self, value):
         self.text_model.embeddings.token_embedding = value
 
-    def forward(self, input_ids=None, attention_mask=None, position_ids=None, output_attentions=None, output_hidden_states=None, return_dict=None):
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        position_ids=None,
+        output_attentions=None,
+        output_hidden_states=None,
+        return_dict=None,
+    ):
         attn, hidden, return_dict = self._output_flags(output_attentions, output_hidden_states, return_dict)
         return as_requested(self.text_model(input_ids, attention_mask, position_ids, attn, hidden), return_dict)
 
@@ -147,11 +172,21 @@ class CLIPTextModelWithProjection(CLIPPreTrainedModel):
     def set_input_embeddings(self, value):
         self.text_model.embeddings.token_embedding = value
 
-    def forward(self, input_ids=None, attention_mask=None, position_ids=None, output_attentions=None, output_hidden_states=None, return_dict=None):
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        position_ids=None,
+        output_attentions=None,
+        output_hidden_states=None,
+        return_dict=None,
+    ):
         attn, hidden, return_dict = self._output_flags(output_attentions, output_hidden_states, return_dict)
         out = self.text_model(input_ids, attention_mask, position_ids, attn, hidden)
         embeds = self.text_projection(out.pooler_output)
-        return as_requested(CLIPTextModelOutput(embeds, out.last_hidden_state, out.hidden_states, out.attentions), return_dict)
+        return as_requested(
+            CLIPTextModelOutput(embeds, out.last_hidden_state, out.hidden_states, out.attentions), return_dict
+        )
 
 
 class CLIPVisionModel(CLIPPreTrainedModel):
@@ -168,7 +203,14 @@ class CLIPVisionModel(CLIPPreTrainedModel):
     def get_input_embeddings(self):
         return self.vision_model.embeddings.patch_embedding
 
-    def forward(self, pixel_values=None, output_attentions=None, output_hidden_states=None, interpolate_pos_encoding=False, return_dict=None):
+    def forward(
+        self,
+        pixel_values=None,
+        output_attentions=None,
+        output_hidden_states=None,
+        interpolate_pos_encoding=False,
+        return_dict=None,
+    ):
         attn, hidden, return_dict = self._output_flags(output_attentions, output_hidden_states, return_dict)
         return as_requested(self.vision_model(pixel_values, attn, hidden, interpolate_pos_encoding), return_dict)
 
@@ -183,18 +225,29 @@ class CLIPVisionModelWithProjection(CLIPPreTrainedModel):
         super().__init__(config)
         config = self.config  # ours, converted from transformers' or a dict
         self.vision_model = CLIPVisionTransformer(config)
-        bias = params.has_parameter(config, "CLIPVisionModelWithProjection", "visual_projection.bias")  # the table decides
+        bias = params.has_parameter(
+            config, "CLIPVisionModelWithProjection", "visual_projection.bias"
+        )  # the table decides
         self.visual_projection = Linear(config.hidden_size, config.projection_dim, bias=bias)
         self.init_weights()
 
     def get_input_embeddings(self):
         return self.vision_model.embeddings.patch_embedding
 
-    def forward(self, pixel_values=None, output_attentions=None, output_hidden_states=None, interpolate_pos_encoding=False, return_dict=None):
+    def forward(
+        self,
+        pixel_values=None,
+        output_attentions=None,
+        output_hidden_states=None,
+        interpolate_pos_encoding=False,
+        return_dict=None,
+    ):
         attn, hidden, return_dict = self._output_flags(output_attentions, output_hidden_states, return_dict)
         out = self.vision_model(pixel_values, attn, hidden, interpolate_pos_encoding)
         embeds = self.visual_projection(out.pooler_output)
-        return as_requested(CLIPVisionModelOutput(embeds, out.last_hidden_state, out.hidden_states, out.attentions), return_dict)
+        return as_requested(
+            CLIPVisionModelOutput(embeds, out.last_hidden_state, out.hidden_states, out.attentions), return_dict
+        )
 
 
 class CLIPModel(CLIPPreTrainedModel):
@@ -208,17 +261,25 @@ class CLIPModel(CLIPPreTrainedModel):
         self.text_model = CLIPTextTransformer(config.text_config)
         self.vision_model = CLIPVisionTransformer(config.vision_config)
         table = params.parameter_table(config, "CLIPModel")  # which optional parameters exist
-        self.visual_projection = Linear(config.vision_config.hidden_size, config.projection_dim, bias="visual_projection.bias" in table)
-        self.text_projection = Linear(config.text_config.hidden_size, config.projection_dim, bias="text_projection.bias" in table)
+        self.visual_projection = Linear(
+            config.vision_config.hidden_size, config.projection_dim, bias="visual_projection.bias" in table
+        )
+        self.text_projection = Linear(
+            config.text_config.hidden_size, config.projection_dim, bias="text_projection.bias" in table
+        )
         self.init_weights()
 
     def get_text_features(self, input_ids=None, attention_mask=None, position_ids=None):
         """Projected (not normalized) text embeddings, (B, projection_dim)."""
-        return self.text_projection(self.text_model(input_ids, attention_mask, position_ids, pooled_only=True).pooler_output)
+        return self.text_projection(
+            self.text_model(input_ids, attention_mask, position_ids, pooled_only=True).pooler_output
+        )
 
     def get_image_features(self, pixel_values=None, interpolate_pos_encoding=False):
         """Projected (not normalized) image embeddings, (B, projection_dim)."""
-        pooled = self.vision_model(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, pooled_only=True).pooler_output
+        pooled = self.vision_model(
+            pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, pooled_only=True
+        ).pooler_output
         return self.visual_projection(pooled)
 
     def forward(
@@ -258,10 +319,22 @@ class CLIPForImageClassification(CLIPPreTrainedModel):
         self.vision_model = CLIPVisionTransformer(config.vision_config)
         width = config.vision_config.hidden_size
         table = params.parameter_table(config, "CLIPForImageClassification")  # no rows without labels: an identity
-        self.classifier = Linear(width, self.num_labels, bias="classifier.bias" in table) if "classifier.weight" in table else nn.Identity()
+        self.classifier = (
+            Linear(width, self.num_labels, bias="classifier.bias" in table)
+            if "classifier.weight" in table
+            else nn.Identity()
+        )
         self.init_weights()
 
-    def forward(self, pixel_values=None, labels=None, output_attentions=None, output_hidden_states=None, return_dict=None, interpolate_pos_encoding=False):
+    def forward(
+        self,
+        pixel_values=None,
+        labels=None,
+        output_attentions=None,
+        output_hidden_states=None,
+        return_dict=None,
+        interpolate_pos_encoding=False,
+    ):
         attn, hidden, return_dict = self._output_flags(output_attentions, output_hidden_states, return_dict)
         out = self.vision_model(pixel_values, attn, hidden, interpolate_pos_encoding)
         logits = self.classifier(out.last_hidden_state[:, 1:].mean(dim=1))  # mean of the patch tokens

@@ -29,7 +29,6 @@ class PreTrainedSurface(surface.ConfigSurface):
     _supports_attention_backend = True
     _no_split_modules = ["CLIPEncoderLayer"]
 
-
     # -- class-level facts ------------------------------------------------------------------------
 
     @classmethod
@@ -64,8 +63,10 @@ class PreTrainedSurface(surface.ConfigSurface):
         return surface.count_parameters(entries, only_trainable, exclude_embeddings)
 
     def get_input_embeddings(self):
-        raise NotImplementedError(f"{type(self).__name__} has no single input embedding (as in transformers); "
-                                  "use the tower's: model.text_model.embeddings.token_embedding")
+        raise NotImplementedError(
+            f"{type(self).__name__} has no single input embedding (as in transformers); "
+            "use the tower's: model.text_model.embeddings.token_embedding"
+        )
 
     def set_input_embeddings(self, value):
         raise NotImplementedError(f"{type(self).__name__} has no input embedding to replace (as in transformers)")
@@ -82,12 +83,16 @@ class PreTrainedSurface(surface.ConfigSurface):
         return None
 
     def get_position_embeddings(self):
-        raise NotImplementedError(f"get_position_embeddings is not implemented for {type(self).__name__} (as in transformers)")
+        raise NotImplementedError(
+            f"get_position_embeddings is not implemented for {type(self).__name__} (as in transformers)"
+        )
 
     def resize_position_embeddings(self, new_num_position_embeddings: int):
         # transformers' CLIP raises the same; for images, interpolate_pos_encoding=True resizes per call
-        raise NotImplementedError(f"resize_position_embeddings is not implemented for {type(self).__name__} (as in "
-                                  "transformers); pass interpolate_pos_encoding=True for other image sizes")
+        raise NotImplementedError(
+            f"resize_position_embeddings is not implemented for {type(self).__name__} (as in "
+            "transformers); pass interpolate_pos_encoding=True for other image sizes"
+        )
 
     # -- attention --------------------------------------------------------------------------------
     def set_attn_implementation(self, attn_implementation):

@@ -40,7 +40,9 @@ class CLIPVisionEmbeddings(nn.Module):
         super().__init__()
         self.image_size, self.patch_size = config.image_size, config.patch_size
         self.class_embedding = nn.Parameter(torch.empty(config.hidden_size))
-        self.patch_embedding = PatchConv(config.num_channels, config.hidden_size, config.patch_size, config.patch_size, bias=False)
+        self.patch_embedding = PatchConv(
+            config.num_channels, config.hidden_size, config.patch_size, config.patch_size, bias=False
+        )
         self.position_embedding = nn.Embedding(config.num_patches + 1, config.hidden_size)
 
     def forward(self, pixel_values, interpolate_pos_encoding=False):
@@ -59,7 +61,12 @@ class CLIPVisionEmbeddings(nn.Module):
         side = math.isqrt(weight.shape[0] - 1)
         grid = weight[1:].reshape(1, side, side, -1).permute(0, 3, 1, 2)  # 1,s,s,D -> 1,D,s,s
         # resample in float32: bicubic weights in half precision cost accuracy (and CPU support)
-        grid = F.interpolate(grid.float(), size=(height // self.patch_size, width // self.patch_size), mode="bicubic", align_corners=False)
+        grid = F.interpolate(
+            grid.float(),
+            size=(height // self.patch_size, width // self.patch_size),
+            mode="bicubic",
+            align_corners=False,
+        )
         grid = grid.to(weight.dtype).permute(0, 2, 3, 1).reshape(-1, weight.shape[1])  # 1,D,h,w -> (hw),D
         return torch.cat([weight[:1], grid])
 
@@ -95,7 +102,15 @@ class CLIPTextTransformer(nn.Module):
         self.encoder = CLIPEncoder(config)
         self.final_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
-    def forward(self, input_ids=None, attention_mask=None, position_ids=None, output_attentions=False, output_hidden_states=False, pooled_only=False):
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        position_ids=None,
+        output_attentions=False,
+        output_hidden_states=False,
+        pooled_only=False,
+    ):
         self.check_inputs(input_ids, attention_mask, position_ids)
         index = self.pooled_positions(input_ids)
         if pooled_only and not (output_attentions or output_hidden_states):
@@ -105,7 +120,9 @@ class CLIPTextTransformer(nn.Module):
         encoded = self.encoder(x, bias, is_causal, output_attentions, output_hidden_states)
         last = self.final_layer_norm(encoded.last_hidden_state)
         rows = torch.arange(x.shape[0], device=x.device)
-        return BaseModelOutputWithPooling(last, last[rows, index.to(x.device)], encoded.hidden_states, encoded.attentions)
+        return BaseModelOutputWithPooling(
+            last, last[rows, index.to(x.device)], encoded.hidden_states, encoded.attentions
+        )
 
     def pooled_only(self, input_ids, attention_mask, position_ids, index):
         """The pooled output alone, (B,D).
@@ -148,7 +165,14 @@ class CLIPVisionTransformer(nn.Module):
         self.encoder = CLIPEncoder(config)
         self.post_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
-    def forward(self, pixel_values=None, output_attentions=False, output_hidden_states=False, interpolate_pos_encoding=False, pooled_only=False):
+    def forward(
+        self,
+        pixel_values=None,
+        output_attentions=False,
+        output_hidden_states=False,
+        interpolate_pos_encoding=False,
+        pooled_only=False,
+    ):
         self.check_inputs(pixel_values, interpolate_pos_encoding)
         x = self.pre_layrnorm(self.embeddings(pixel_values, interpolate_pos_encoding))
         if pooled_only and not (output_attentions or output_hidden_states):

@@ -13,7 +13,6 @@ Request bodies are capped (max_body) and k is capped (max_k).
 (No `from __future__ import annotations` here: FastAPI reads the endpoints' annotations as types.)
 """
 
-
 import base64
 import binascii
 import io
@@ -52,8 +51,9 @@ class Searcher:
     """The index plus the query encoder, shared by all requests (encoder calls are serialized:
     a model call already uses every core, and tokenizers are not all thread-safe)."""
 
-    def __init__(self, index: "EmbeddingIndex", encoder: "Encoder | None" = None, name: str = "index",
-                 max_k: int = 1000):
+    def __init__(
+        self, index: "EmbeddingIndex", encoder: "Encoder | None" = None, name: str = "index", max_k: int = 1000
+    ):
         self.index, self.encoder, self.name, self.max_k = index, encoder, name, max_k
         self._encoder_lock = threading.Lock()
 
@@ -82,8 +82,9 @@ class Searcher:
         except BadRequest:
             raise
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-            raise BadRequest(f"{what} is not an image PIL can read "
-                             f"({str(err).splitlines()[0] if str(err) else type(err).__name__})") from None
+            raise BadRequest(
+                f"{what} is not an image PIL can read ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
+            ) from None
         return self._encode(lambda: self.encoder.encode_images(self.encoder.preprocess([rgb])))  # type: ignore[union-attr]
 
     def embed_image_base64(self, text: object) -> np.ndarray:
@@ -98,8 +99,11 @@ class Searcher:
         return self.embed_image_bytes(data)
 
     def vector(self, values: object) -> np.ndarray:
-        if not isinstance(values, list) or not values or not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        if (
+            not isinstance(values, list)
+            or not values
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        ):
             raise BadRequest("a vector query must be a list of numbers")
         vector = np.asarray(values, np.float32)[None]
         if vector.shape[1] != self.index.dim:
@@ -169,8 +173,9 @@ def knn_service(searcher: Searcher, body: dict, base_url: str) -> list[dict]:
     if modality not in ("image", "text"):
         raise BadRequest(f"modality must be image or text, got {modality!r}")
     if modality != searcher.index.kind:
-        raise BadRequest(f"this index holds {searcher.index.kind} embeddings; ask with "
-                         f"modality={searcher.index.kind!r}")
+        raise BadRequest(
+            f"this index holds {searcher.index.kind} embeddings; ask with modality={searcher.index.kind!r}"
+        )
     k = searcher.check_k(body.get("num_images", 40))
     if body.get("text"):
         query = searcher.embed_text(body["text"])
@@ -179,8 +184,9 @@ def knn_service(searcher: Searcher, body: dict, base_url: str) -> list[dict]:
     elif body.get("embedding_input") is not None:
         query = searcher.vector(body["embedding_input"])
     elif body.get("image_url"):
-        raise BadRequest("image_url is not supported: this server never fetches from the network; send the image as "
-                         "base64")
+        raise BadRequest(
+            "image_url is not supported: this server never fetches from the network; send the image as base64"
+        )
     else:
         raise BadRequest("send one of text, image (base64) or embedding_input")
     rows = searcher.search(query, k, bool(body.get("deduplicate", True)), base_url)
@@ -217,9 +223,13 @@ def create_app(searcher: Searcher, max_body: int = 8 << 20) -> "FastAPI":
 
     from clip.serve.page import render_page
 
-    app = FastAPI(title="clip serve", description=f"Search {searcher.name}: {len(searcher.index)} "
-                                                  f"{searcher.index.kind} "
-                  "embeddings, by text, image or vector; clip-retrieval's /knn-service included.", version="1")
+    app = FastAPI(
+        title="clip serve",
+        description=f"Search {searcher.name}: {len(searcher.index)} "
+        f"{searcher.index.kind} "
+        "embeddings, by text, image or vector; clip-retrieval's /knn-service included.",
+        version="1",
+    )
     app.add_middleware(BodyLimit, max_body=max_body)
 
     def error(status, message):
@@ -280,8 +290,12 @@ def create_app(searcher: Searcher, max_body: int = 8 << 20) -> "FastAPI":
         return await run_in_threadpool(search_json, searcher, await json_body(request), str(request.base_url))
 
     @app.post("/search/image", summary="an uploaded image -> the k nearest entries")
-    async def search_image(request: Request, file: Annotated[UploadFile, File()], k: Annotated[int, Form()] = 10,
-                           dedup: Annotated[bool, Form()] = False):
+    async def search_image(
+        request: Request,
+        file: Annotated[UploadFile, File()],
+        k: Annotated[int, Form()] = 10,
+        dedup: Annotated[bool, Form()] = False,
+    ):
         k = searcher.check_k(k)
         data, name = await file.read(), f"upload {file.filename!r}"
 
@@ -332,6 +346,11 @@ async def _reject(send, message):
     import json
 
     body = json.dumps({"error": message}).encode()
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

@@ -15,7 +15,9 @@ if TYPE_CHECKING:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = _command(
-        sub, "serve", "serve an index over HTTP: a JSON search API (clip-retrieval's /knn-service too) and a page",
+        sub,
+        "serve",
+        "serve an index over HTTP: a JSON search API (clip-retrieval's /knn-service too) and a page",
         "Serve a built index (`clip index`) or an embedding directory: POST /search (text, base64 image or "
         "vector), POST /search/image (upload), POST /knn-service (clip-retrieval's ClipClient works against "
         "it), GET /image/ID (the index's own images only), the page at /, the OpenAPI docs at /docs. "
@@ -36,8 +38,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_run_serve)
 
 
-def build_searcher(index_path: str, model: str | None = None, backend: str = "pt", device: str = "auto",
-                   dtype: str = "float32", exact: bool = False, max_k: int = 1000) -> Searcher:
+def build_searcher(
+    index_path: str,
+    model: str | None = None,
+    backend: str = "pt",
+    device: str = "auto",
+    dtype: str = "float32",
+    exact: bool = False,
+    max_k: int = 1000,
+) -> Searcher:
     from clip.serve.app import Searcher
     from clip.tasks.backends import load_encoder
     from clip.tasks.embed import check_same_weights
@@ -46,10 +55,16 @@ def build_searcher(index_path: str, model: str | None = None, backend: str = "pt
     index = EmbeddingIndex.load(index_path, exact=exact)
     if index.note:
         print(f"clip serve: {index.note}", file=sys.stderr)
-    encoder = load_encoder(model if model is not None else index.manifest.get("model"), backend, device=device,
-                           dtype=dtype)
-    check_same_weights(index.manifest, encoder.fingerprint, index_path,
-                       "pass --model with the model the vectors were made with", unrecorded_ok=True)
+    encoder = load_encoder(
+        model if model is not None else index.manifest.get("model"), backend, device=device, dtype=dtype
+    )
+    check_same_weights(
+        index.manifest,
+        encoder.fingerprint,
+        index_path,
+        "pass --model with the model the vectors were made with",
+        unrecorded_ok=True,
+    )
     name = os.path.basename(os.path.normpath(os.fspath(index_path)))
     return Searcher(index, encoder, name=name, max_k=max_k)
 
@@ -61,9 +76,12 @@ def _run_serve(args) -> int:
 
     searcher = build_searcher(args.index, args.model, args.backend, args.device, args.dtype, args.exact, args.max_k)
     app = create_app(searcher, max_body=args.max_body_mb << 20)
-    print(f"serving {len(searcher.index)} {searcher.index.kind} embeddings of {args.index} on "
-          f"http://{args.host}:{args.port}/ "
-          f"({'ANN ' + searcher.index.manifest.get('kind', '') if searcher.index.engine is not None else 'exact'})",
-          file=sys.stderr, flush=True)
+    print(
+        f"serving {len(searcher.index)} {searcher.index.kind} embeddings of {args.index} on "
+        f"http://{args.host}:{args.port}/ "
+        f"({'ANN ' + searcher.index.manifest.get('kind', '') if searcher.index.engine is not None else 'exact'})",
+        file=sys.stderr,
+        flush=True,
+    )
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
     return 0

@@ -69,7 +69,10 @@ form.addEventListener("submit", async (event) => {{
 
 
 def render_page(name: str, count: int, kind: str, has_model: bool) -> str:
-    return _PAGE.format(name=html.escape(name), count=count, kind=html.escape(str(kind)),
-                        disabled="" if has_model else "disabled",
-                        status="" if has_model else
-                        "no model loaded: this server answers vector queries only (see /docs)")
+    return _PAGE.format(
+        name=html.escape(name),
+        count=count,
+        kind=html.escape(str(kind)),
+        disabled="" if has_model else "disabled",
+        status="" if has_model else "no model loaded: this server answers vector queries only (see /docs)",
+    )

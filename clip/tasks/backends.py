@@ -66,8 +66,21 @@ class Encoder:
     (clip.tasks.explain differentiates through it).
     """
 
-    def __init__(self, processor, model, backend, image_fn, text_fn, logit_scale, dim, max_text_length,
-                 fingerprint=None, device=None, dtype="float32", network=None):
+    def __init__(
+        self,
+        processor,
+        model,
+        backend,
+        image_fn,
+        text_fn,
+        logit_scale,
+        dim,
+        max_text_length,
+        fingerprint=None,
+        device=None,
+        dtype="float32",
+        network=None,
+    ):
         self.processor = processor
         self.model = model
         self.network = network
@@ -104,8 +117,10 @@ class Encoder:
         the vectors are encode_images(preprocess(images))'s."""
         crops = np.asarray(crops)
         if crops.dtype != np.uint8 or crops.ndim != 4 or crops.shape[1:] != (*self.image_size, 3):
-            raise TaskError(f"crops must be (N, {self.image_size[0]}, {self.image_size[1]}, 3) uint8, "
-                            f"got {crops.shape} {crops.dtype}")
+            raise TaskError(
+                f"crops must be (N, {self.image_size[0]}, {self.image_size[1]}, 3) uint8, "
+                f"got {crops.shape} {crops.dtype}"
+            )
         if len(crops) == 0:
             return np.zeros((0, self.dim), np.float32)
         if self._crops_to_pixels is None:
@@ -125,8 +140,11 @@ class Encoder:
 
     def tokenize(self, texts) -> dict:
         """Texts -> {"input_ids", "attention_mask"} padded to the longest, cut to max_text_length."""
-        return dict(self.processor(text=list(texts), padding=True, truncation=True,
-                                   max_length=self.max_text_length, return_tensors="np"))
+        return dict(
+            self.processor(
+                text=list(texts), padding=True, truncation=True, max_length=self.max_text_length, return_tensors="np"
+            )
+        )
 
     def embed_texts(self, texts, batch_size: int = 256, return_tensors: str = "np"):
         """A list of strings -> (M, D) unit vectors, in batches (numpy, or see as_tensors); a text whose
@@ -144,8 +162,11 @@ class Encoder:
 
     def nonfinite_reason(self) -> str:
         """Why a vector may be NaN or inf, and what to try (for messages naming the input)."""
-        hint = f"; {self.dtype} overflows where float32 does not: try --dtype float32" if self.dtype == "float16" else (
-            "; try --dtype float32" if self.dtype != "float32" else "; the checkpoint's weights may be damaged")
+        hint = (
+            f"; {self.dtype} overflows where float32 does not: try --dtype float32"
+            if self.dtype == "float16"
+            else ("; try --dtype float32" if self.dtype != "float32" else "; the checkpoint's weights may be damaged")
+        )
         return f"not finite (NaN or inf) in {self.dtype}{hint}"
 
     def embed_images(self, images, batch_size: int = 64, return_tensors: str = "np"):
@@ -180,20 +201,24 @@ class Encoder:
         """
         from PIL import Image
 
-        single = (isinstance(items, (str, os.PathLike, Image.Image))
-                  or (isinstance(items, np.ndarray) and items.ndim in (2, 3)))
+        single = isinstance(items, (str, os.PathLike, Image.Image)) or (
+            isinstance(items, np.ndarray) and items.ndim in (2, 3)
+        )
         items = [items] if single else list(items)
         image_at, text_at = [], []
         for position, item in enumerate(items):
             if isinstance(item, str) and not os.path.isfile(item):
                 text_at.append(position)
-            elif (isinstance(item, (str, os.PathLike, Image.Image))
-                  or (isinstance(item, np.ndarray) and item.ndim in (2, 3))):
+            elif isinstance(item, (str, os.PathLike, Image.Image)) or (
+                isinstance(item, np.ndarray) and item.ndim in (2, 3)
+            ):
                 image_at.append(position)
             else:
                 shape = f" of shape {item.shape}" if isinstance(item, np.ndarray) else ""
-                raise TaskError(f"item {position}: {type(item).__name__}{shape} is neither a text, an image path, "
-                                "a PIL image nor an HxWxC array")
+                raise TaskError(
+                    f"item {position}: {type(item).__name__}{shape} is neither a text, an image path, "
+                    "a PIL image nor an HxWxC array"
+                )
         out = np.zeros((len(items), self.dim), np.float32)
         if image_at:
             out[image_at] = self._image_vectors([items[i] for i in image_at], image_at, batch_size)
@@ -206,8 +231,10 @@ class Encoder:
         return np.asarray(self.processor.image_processor(list(images), return_tensors="np")["pixel_values"])
 
     def __repr__(self):
-        return (f"Encoder(model={self.model!r}, backend={self.backend!r}, device={self.device!r}, "
-                f"dtype={self.dtype!r}, dim={self.dim})")
+        return (
+            f"Encoder(model={self.model!r}, backend={self.backend!r}, device={self.device!r}, "
+            f"dtype={self.dtype!r}, dim={self.dim})"
+        )
 
 
 def nonfinite_rows(vectors: np.ndarray) -> np.ndarray:
@@ -215,8 +242,15 @@ def nonfinite_rows(vectors: np.ndarray) -> np.ndarray:
     return np.flatnonzero(~np.isfinite(np.asarray(vectors)).all(axis=-1))
 
 
-def load_encoder(model=None, backend: str = "pt", processor=None, device: str = "auto", dtype: str = "float32",
-                 compile: bool = False, flax_attention: str = "matmul") -> Encoder:
+def load_encoder(
+    model=None,
+    backend: str = "pt",
+    processor=None,
+    device: str = "auto",
+    dtype: str = "float32",
+    compile: bool = False,
+    flax_attention: str = "matmul",
+) -> Encoder:
     """Load `model` (a local directory or hub id; None: the embedded default) in `backend`.
 
     device: "auto" (the framework's first GPU when it sees one, else the CPU), "cpu", "cuda" (or
@@ -236,8 +270,9 @@ def load_encoder(model=None, backend: str = "pt", processor=None, device: str = 
     if compile and backend == "tf":
         raise TaskError("compile is for the pt backend (flax is always jitted); TensorFlow has no such option")
     if flax_attention not in compiled.FLAX_ATTENTION:
-        raise TaskError(f"unknown flax_attention {flax_attention!r}; choose one of "
-                        f"{', '.join(compiled.FLAX_ATTENTION)}")
+        raise TaskError(
+            f"unknown flax_attention {flax_attention!r}; choose one of {', '.join(compiled.FLAX_ATTENTION)}"
+        )
     place = parse_device(device)
     from clip.common.processor import CLIPProcessor
 
@@ -251,8 +286,9 @@ def load_encoder(model=None, backend: str = "pt", processor=None, device: str = 
         processor = CLIPProcessor.from_pretrained(path)
     try:
         loader = {"pt": _load_pt, "tf": _load_tf, "flax": _load_flax}[backend]
-        options: dict[str, object] = ({"compile": compile} if backend == "pt"
-                                      else {"attention": flax_attention} if backend == "flax" else {})
+        options: dict[str, object] = (
+            {"compile": compile} if backend == "pt" else {"attention": flax_attention} if backend == "flax" else {}
+        )
         image_fn, text_fn, logit_scale, config, fingerprint, where, network = loader(path, place, dtype, **options)
     except ImportError as err:
         raise TaskError(
@@ -262,8 +298,20 @@ def load_encoder(model=None, backend: str = "pt", processor=None, device: str = 
     if not np.isfinite(np.exp(np.float64(logit_scale))):
         raise TaskError(f"{path}: logit_scale is {logit_scale}, its exponential (the temperature) is not finite")
     max_len = min(config.text_config.max_position_embeddings, processor.tokenizer.model_max_length)
-    return Encoder(processor, model, backend, image_fn, text_fn, logit_scale, config.projection_dim, max_len,
-                   fingerprint, where, dtype, network)
+    return Encoder(
+        processor,
+        model,
+        backend,
+        image_fn,
+        text_fn,
+        logit_scale,
+        config.projection_dim,
+        max_len,
+        fingerprint,
+        where,
+        dtype,
+        network,
+    )
 
 
 class _HeldRecords(logging.Handler):
@@ -301,13 +349,16 @@ def from_pretrained_complete(cls: Any, path: str, **kwargs) -> Any:
 
 
 def parse_device(device: str | None) -> tuple[str, int] | None:
-    """"auto" -> None; "cpu" -> ("cpu", 0); "cuda", "gpu", "cuda:N", "gpu:N" -> ("gpu", N)."""
+    """ "auto" -> None; "cpu" -> ("cpu", 0); "cuda", "gpu", "cuda:N", "gpu:N" -> ("gpu", N)."""
     text = str(device).strip().lower()
     if text == "auto":
         return None
     kind, _, index = text.partition(":")
-    if (kind in ("cpu", "cuda", "gpu") and (not index or index.isdigit())
-            and not (kind == "cpu" and index not in ("", "0"))):
+    if (
+        kind in ("cpu", "cuda", "gpu")
+        and (not index or index.isdigit())
+        and not (kind == "cpu" and index not in ("", "0"))
+    ):
         return ("cpu" if kind == "cpu" else "gpu", int(index or 0))
     raise TaskError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
 

@@ -50,12 +50,24 @@ class ZeroShotEvaluation:
 
     def to_benchmark_json(self, language: str = "en") -> dict:
         """CLIP_benchmark's result file: dataset, model, pretrained, task, metrics, language."""
-        return {"dataset": self.dataset, "model": self.model, "pretrained": self.model, "task": TASK,
-                "metrics": dict(self.metrics), "language": language}
+        return {
+            "dataset": self.dataset,
+            "model": self.model,
+            "pretrained": self.model,
+            "task": TASK,
+            "metrics": dict(self.metrics),
+            "language": language,
+        }
 
     def to_json(self) -> dict:
-        return {**self.to_benchmark_json(), "count": self.count, "per_class": self.per_class,
-                "confusion": self.confusion.tolist(), "classnames": self.classnames, "skipped": self.skipped}
+        return {
+            **self.to_benchmark_json(),
+            "count": self.count,
+            "per_class": self.per_class,
+            "confusion": self.confusion.tolist(),
+            "classnames": self.classnames,
+            "skipped": self.skipped,
+        }
 
 
 def classification_metrics(scores: ArrayLike, targets: ArrayLike, num_classes: int | None = None, k: int = 5) -> dict:
@@ -90,8 +102,9 @@ def cache_dir() -> str:
     return os.path.join(base, "clip", "zero_shot")
 
 
-def class_embeddings(encoder: Encoder, classnames: Sequence[str], templates: Sequence[str] | str | None,
-                     cache: str | None = None) -> np.ndarray:
+def class_embeddings(
+    encoder: Encoder, classnames: Sequence[str], templates: Sequence[str] | str | None, cache: str | None = None
+) -> np.ndarray:
     """(classes, D) unit vectors, each the ensemble of its prompts; read from / written to `cache`
     (a directory; None: no cache) under a key of the weights' fingerprint, templates and names."""
     from clip.common.io import read_safetensors, write_safetensors
@@ -99,8 +112,11 @@ def class_embeddings(encoder: Encoder, classnames: Sequence[str], templates: Seq
     templates = get_templates(templates)
     path = None
     if cache is not None and encoder.fingerprint:
-        key = hashlib.sha256("\x00".join([encoder.fingerprint, str(encoder.max_text_length), *templates, "\x01",
-                                          *classnames]).encode("utf-8")).hexdigest()[:32]
+        key = hashlib.sha256(
+            "\x00".join([encoder.fingerprint, str(encoder.max_text_length), *templates, "\x01", *classnames]).encode(
+                "utf-8"
+            )
+        ).hexdigest()[:32]
         path = os.path.join(cache, f"{key}.safetensors")
         if os.path.isfile(path):
             try:
@@ -117,28 +133,51 @@ def class_embeddings(encoder: Encoder, classnames: Sequence[str], templates: Seq
     return embeds
 
 
-def evaluate_zero_shot(encoder: Encoder, source: str | LabelledImages, templates: Sequence[str] | str | None = None,
-                       layout: str = "auto", classnames: str | None = None,
-                       image_key: str | None = None, label_key: str | None = None, batch_size: int = 64,
-                       workers: int | None = None, progress: bool = False,
-                       cache: str | None = "default", dataset_name: str | None = None) -> ZeroShotEvaluation:
+def evaluate_zero_shot(
+    encoder: Encoder,
+    source: str | LabelledImages,
+    templates: Sequence[str] | str | None = None,
+    layout: str = "auto",
+    classnames: str | None = None,
+    image_key: str | None = None,
+    label_key: str | None = None,
+    batch_size: int = 64,
+    workers: int | None = None,
+    progress: bool = False,
+    cache: str | None = "default",
+    dataset_name: str | None = None,
+) -> ZeroShotEvaluation:
     """Evaluate `encoder` on labelled images (`source`: a path, see clip.tasks.eval_zero_shot_data,
     or a LabelledImages). cache: a directory for class embeddings ("default": cache_dir(); None: off)."""
-    data = (source if isinstance(source, LabelledImages)
-            else open_labelled(source, layout, classnames, image_key, label_key))
+    data = (
+        source
+        if isinstance(source, LabelledImages)
+        else open_labelled(source, layout, classnames, image_key, label_key)
+    )
     classes = class_embeddings(encoder, data.classnames, templates, cache_dir() if cache == "default" else cache)
     vectors, targets, skipped = _embed_labelled(encoder, data, batch_size, workers, progress)
     skipped = [{"source": p.split(": ", 1)[0], "reason": p.split(": ", 1)[-1]} for p in data.problems] + skipped
     if not len(targets):
-        raise TaskError(f"{data.name}: no readable labelled image"
-                        + (f"; first problem: {skipped[0]['reason']}" if skipped else ""))
+        raise TaskError(
+            f"{data.name}: no readable labelled image" + (f"; first problem: {skipped[0]['reason']}" if skipped else "")
+        )
     found = classification_metrics(vectors @ classes.T, targets, len(data.classnames))
-    per_class = [{"class": name, "support": int(n), "recall": float(r)}
-                 for name, n, r in zip(data.classnames, found["support"], found["recall"])]
+    per_class = [
+        {"class": name, "support": int(n), "recall": float(r)}
+        for name, n, r in zip(data.classnames, found["support"], found["recall"])
+    ]
     metrics = {key: found[key] for key in ("acc1", "acc5", "mean_per_class_recall")}
     model = encoder.model if encoder.model is not None else "default"
-    return ZeroShotEvaluation(dataset_name or data.name, str(model), list(data.classnames), metrics, per_class,
-                              found["confusion"], len(targets), skipped)
+    return ZeroShotEvaluation(
+        dataset_name or data.name,
+        str(model),
+        list(data.classnames),
+        metrics,
+        per_class,
+        found["confusion"],
+        len(targets),
+        skipped,
+    )
 
 
 def _embed_labelled(encoder, data, batch_size, workers, progress):
@@ -151,8 +190,9 @@ def _embed_labelled(encoder, data, batch_size, workers, progress):
     def flush():
         names, images, labels = zip(*chunk)
         # named by position, so that the kept rows map back to their labels even where names repeat
-        found = embed_images(encoder, list(images), batch_size=batch_size, workers=workers,
-                             names=[str(i) for i in range(len(chunk))])
+        found = embed_images(
+            encoder, list(images), batch_size=batch_size, workers=workers, names=[str(i) for i in range(len(chunk))]
+        )
         vectors.append(found.vectors)
         targets.extend(labels[int(i)] for i in found.sources)
         skipped.extend({"source": names[int(e["source"])], "reason": e["reason"]} for e in found.skipped)
@@ -198,8 +238,15 @@ def plot_confusion(evaluation: ZeroShotEvaluation, out: str) -> str:
         for i in range(n):
             for j in range(n):
                 if counts[i, j]:
-                    axes.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=font,
-                              color="white" if rates[i, j] > 0.5 else "black")
+                    axes.text(
+                        j,
+                        i,
+                        str(counts[i, j]),
+                        ha="center",
+                        va="center",
+                        fontsize=font,
+                        color="white" if rates[i, j] > 0.5 else "black",
+                    )
     figure.colorbar(shown, ax=axes, fraction=0.046, pad=0.04)
     axes.set_title(f"{evaluation.dataset}: top-1 {evaluation.metrics['acc1']:.1%}", fontsize=10)
     with atomic_path(out) as tmp:

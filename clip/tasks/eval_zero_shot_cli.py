@@ -26,29 +26,43 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     from clip.cli import _batch_options, _command, _model_options
     from clip.tasks.eval_zero_shot_data import LAYOUTS
 
-    p = _command(subparsers, "eval-zero-shot", "zero-shot accuracy on labelled images (CLIP_benchmark's metrics)",
-                 DESCRIPTION, EXAMPLES)
-    p.add_argument("dataset", metavar="DATASET",
-                   help="class folders, a .csv/.jsonl table, .tar shards (pattern or folder) or a save_to_disk folder")
+    p = _command(
+        subparsers,
+        "eval-zero-shot",
+        "zero-shot accuracy on labelled images (CLIP_benchmark's metrics)",
+        DESCRIPTION,
+        EXAMPLES,
+    )
+    p.add_argument(
+        "dataset",
+        metavar="DATASET",
+        help="class folders, a .csv/.jsonl table, .tar shards (pattern or folder) or a save_to_disk folder",
+    )
     p.add_argument("--layout", choices=LAYOUTS, default="auto", help="how DATASET is laid out (default: detected)")
-    p.add_argument("--classnames", metavar="FILE",
-                   help="class names: JSON list or {index: name}, or text with one name per line")
-    p.add_argument("--templates", "--template", default="default", metavar="NAME_OR_FILE",
-                   help="prompt templates, as clip zero-shot: default ('This is a photo of {}.'), label, simple, "
-                        "imagenet (the CLIP paper's 80), a file, or one template with {}")
+    p.add_argument(
+        "--classnames", metavar="FILE", help="class names: JSON list or {index: name}, or text with one name per line"
+    )
+    p.add_argument(
+        "--templates",
+        "--template",
+        default="default",
+        metavar="NAME_OR_FILE",
+        help="prompt templates, as clip zero-shot: default ('This is a photo of {}.'), label, simple, "
+        "imagenet (the CLIP paper's 80), a file, or one template with {}",
+    )
     p.add_argument("--image-key", metavar="KEY", help="the image column / field (default: image, path, ... or jpg/png)")
     p.add_argument("--label-key", metavar="KEY", help="the label column / field (default: label, class, cls, ...)")
     p.add_argument("--output", metavar="JSON", help="write CLIP_benchmark's result JSON here")
     p.add_argument("--confusion", metavar="PNG", help="draw the confusion matrix into this PNG")
     p.add_argument("--dataset-name", metavar="NAME", help="the dataset's name in the results (default: from the path)")
-    p.add_argument("--cache-dir", metavar="DIR",
-                   help="where class embeddings are cached (default: ~/.cache/clip/zero_shot)")
+    p.add_argument(
+        "--cache-dir", metavar="DIR", help="where class embeddings are cached (default: ~/.cache/clip/zero_shot)"
+    )
     p.add_argument("--no-cache", action="store_true", help="embed the class prompts again, caching nothing")
     _model_options(p)
     _batch_options(p)
     p.set_defaults(run=run)
     return p
-
 
 
 def run(args) -> int:
@@ -63,10 +77,20 @@ def run(args) -> int:
     templates = get_templates(args.templates)  # a bad template fails before the model loads
     encoder = load_encoder(args.model, args.backend, device=args.device, dtype=args.dtype, compile=args.compile)
     cache = None if args.no_cache else (args.cache_dir or "default")
-    result = evaluate_zero_shot(encoder, args.dataset, templates, args.layout, args.classnames, args.image_key,
-                                args.label_key, args.batch_size, args.workers,
-                                progress=not args.json and sys.stderr.isatty(), cache=cache,
-                                dataset_name=args.dataset_name)
+    result = evaluate_zero_shot(
+        encoder,
+        args.dataset,
+        templates,
+        args.layout,
+        args.classnames,
+        args.image_key,
+        args.label_key,
+        args.batch_size,
+        args.workers,
+        progress=not args.json and sys.stderr.isatty(),
+        cache=cache,
+        dataset_name=args.dataset_name,
+    )
     if args.output:
         atomic_write_json(args.output, result.to_benchmark_json())
     if args.confusion:

@@ -73,8 +73,13 @@ def read_classnames(path: str) -> list[str]:
     return names
 
 
-def open_labelled(source: str, layout: str = "auto", classnames: str | None = None,
-                  image_key: str | None = None, label_key: str | None = None) -> LabelledImages:
+def open_labelled(
+    source: str,
+    layout: str = "auto",
+    classnames: str | None = None,
+    image_key: str | None = None,
+    label_key: str | None = None,
+) -> LabelledImages:
     """LabelledImages from `source` in `layout` (auto: a folder of class folders, a .csv/.jsonl
     table, a .tar shard pattern or a folder of shards, or a save_to_disk directory)."""
     source = os.fspath(source)
@@ -111,8 +116,11 @@ def _image_folder(root, names, image_key, label_key):
         raise TaskError(f"{root}: no class sub-folders (an ImageFolder has one folder per class)")
     if names is not None and len(names) != len(folders):
         raise TaskError(f"{root}: {len(folders)} class folders but {len(names)} class names in the mapping")
-    samples = [(f"{folder}/{key}", os.path.join(root, folder, *key.split("/")), index)
-               for index, folder in enumerate(folders) for key in list_images(os.path.join(root, folder))]
+    samples = [
+        (f"{folder}/{key}", os.path.join(root, folder, *key.split("/")), index)
+        for index, folder in enumerate(folders)
+        for key in list_images(os.path.join(root, folder))
+    ]
     if not samples:
         raise TaskError(f"{root}: the class folders hold no files")
     classnames = names or [folder.replace("_", " ").strip() for folder in folders]
@@ -127,8 +135,10 @@ def _table(path, names, image_key, label_key):
         image_col = image_key or next((k for k in IMAGE_KEYS if k in record), None)
         label_col = label_key or next((k for k in LABEL_KEYS if k in record), None)
         if image_col not in record or label_col not in record:
-            problems.append(f"{where}: needs an image column ({image_key or ', '.join(IMAGE_KEYS)}) "
-                            f"and a label column ({label_key or ', '.join(LABEL_KEYS)})")
+            problems.append(
+                f"{where}: needs an image column ({image_key or ', '.join(IMAGE_KEYS)}) "
+                f"and a label column ({label_key or ', '.join(LABEL_KEYS)})"
+            )
             continue
         try:
             image = path_inside(base, str(record[image_col]).strip(), "image")
@@ -137,8 +147,9 @@ def _table(path, names, image_key, label_key):
             continue
         rows.append((where, image, str(record[label_col]).strip()))
     if not rows:
-        raise TaskError(f"{path}: no usable (image, label) rows"
-                        + (f"; first problem: {problems[0]}" if problems else ""))
+        raise TaskError(
+            f"{path}: no usable (image, label) rows" + (f"; first problem: {problems[0]}" if problems else "")
+        )
     classnames, index_of = _label_indices([label for _, _, label in rows], names, path)
     samples = [(os.path.relpath(image, base), image, index_of(label)) for _, image, label in rows]
     name = os.path.splitext(os.path.basename(path))[0]
@@ -181,8 +192,9 @@ def _label_indices(labels, names, where):
             return position[label]
         if label.isdigit() and int(label) < len(names):
             return int(label)
-        raise TaskError(f"{where}: label {label!r} is neither a class name of the mapping nor an index below "
-                        f"{len(names)}")
+        raise TaskError(
+            f"{where}: label {label!r} is neither a class name of the mapping nor an index below {len(names)}"
+        )
 
     return names, index_of
 
@@ -238,8 +250,9 @@ def _hf_dataset(path, names, image_key, label_key):
     try:
         import datasets
     except ImportError:
-        raise TaskError(f"{path}: reading a Hugging Face datasets directory needs the datasets package: pip install "
-                        "datasets") from None
+        raise TaskError(
+            f"{path}: reading a Hugging Face datasets directory needs the datasets package: pip install datasets"
+        ) from None
     data = datasets.load_from_disk(path)
     if isinstance(data, datasets.DatasetDict):
         split = "test" if "test" in data else ("validation" if "validation" in data else next(iter(data)))

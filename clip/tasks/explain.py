@@ -67,8 +67,9 @@ class Explanation:
             "text": self.text,
             "similarity": self.similarity,
             "patch_relevance": np.round(self.patch_relevance, 6).tolist(),
-            "tokens": [{"token": t, "relevance": round(float(r), 6)}
-                       for t, r in zip(self.tokens, self.token_relevance)],
+            "tokens": [
+                {"token": t, "relevance": round(float(r), 6)} for t, r in zip(self.tokens, self.token_relevance)
+            ],
             "word_scores": [{"token": t, "share": round(s, 6)} for t, s in self.word_scores()],
         }
 
@@ -133,8 +134,17 @@ def explain(encoder: Encoder, image, texts: str | Sequence[str], start_layer: in
         grid = image_rel[t].reshape(grid_shape).astype(np.float32)
         end = int(ends[t])
         names = [encoder.processor.tokenizer.decode([int(i)]).strip() for i in ids[t, : end + 1]]
-        out.append(Explanation(text_value, float(similarities[t]), grid, scale_unit(upsample(grid, height, width)),
-                               names, text_rel[t, end, : end + 1].astype(np.float32), view))
+        out.append(
+            Explanation(
+                text_value,
+                float(similarities[t]),
+                grid,
+                scale_unit(upsample(grid, height, width)),
+                names,
+                text_rel[t, end, : end + 1].astype(np.float32),
+                view,
+            )
+        )
     return out
 
 

@@ -35,9 +35,13 @@ def _pt(net, pixel_values, input_ids, attention_mask):
     parameter = next(net.parameters())
     device, dtype = parameter.device, parameter.dtype
     with torch.enable_grad():
-        out = net(input_ids=torch.from_numpy(input_ids).to(device),
-                  pixel_values=torch.from_numpy(pixel_values).to(device, dtype),
-                  attention_mask=torch.from_numpy(attention_mask).to(device), output_attentions=True, return_dict=True)
+        out = net(
+            input_ids=torch.from_numpy(input_ids).to(device),
+            pixel_values=torch.from_numpy(pixel_values).to(device, dtype),
+            attention_mask=torch.from_numpy(attention_mask).to(device),
+            output_attentions=True,
+            return_dict=True,
+        )
         similarities = out.logits_per_image.diagonal()
         weights = [*out.vision_model_output.attentions, *out.text_model_output.attentions]
         grads = torch.autograd.grad(similarities.sum(), weights)
@@ -53,8 +57,13 @@ def _tf(net, pixel_values, input_ids, attention_mask):
     net.eager_as_graph = False  # op by op, so that the tape sees the attention weights
     try:
         with tf.GradientTape() as tape:
-            out = net(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask,
-                      output_attentions=True, return_dict=True)
+            out = net(
+                input_ids=input_ids,
+                pixel_values=pixel_values,
+                attention_mask=attention_mask,
+                output_attentions=True,
+                return_dict=True,
+            )
             similarities = tf.linalg.diag_part(out.logits_per_image)
             total = tf.reduce_sum(tf.cast(similarities, tf.float32))
         weights = [*out.vision_model_output.attentions, *out.text_model_output.attentions]
@@ -81,10 +90,12 @@ def _flax(net, pixel_values, input_ids, attention_mask):
 
     gradient = net.__dict__.get("_explain_gradient")
     if gradient is None:
+
         def summed_similarity(probes, params, pixel_values, input_ids, attention_mask):
             with attention_probes(probes):
-                out = net(input_ids, pixel_values, attention_mask, params=params, output_attentions=True,
-                          return_dict=True)
+                out = net(
+                    input_ids, pixel_values, attention_mask, params=params, output_attentions=True, return_dict=True
+                )
             similarities = jnp.diagonal(out.logits_per_image)
             weights = [*out.vision_model_output.attentions, *out.text_model_output.attentions]
             return similarities.astype(jnp.float32).sum(), (similarities, weights)

@@ -37,14 +37,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
     from clip.cli import _command, _model_options
 
-    p = _command(subparsers, "explain", "relevance maps: which image regions and words drive an image-text match",
-                 DESCRIPTION, EXAMPLES)
+    p = _command(
+        subparsers,
+        "explain",
+        "relevance maps: which image regions and words drive an image-text match",
+        DESCRIPTION,
+        EXAMPLES,
+    )
     p.add_argument("image", metavar="IMAGE", help="the image file")
     p.add_argument("--text", action="append", required=True, metavar="TEXT", help="a text to explain (repeat for more)")
     p.add_argument("--out", metavar="PNG", help="write the overlays to this PNG file")
-    p.add_argument("--start-layer", type=int, default=0, metavar="N",
-                   help="first attention layer counted (default 0: all; -1: the last only, as Chefer et al.'s "
-                        "notebook)")
+    p.add_argument(
+        "--start-layer",
+        type=int,
+        default=0,
+        metavar="N",
+        help="first attention layer counted (default 0: all; -1: the last only, as Chefer et al.'s notebook)",
+    )
     p.add_argument("--alpha", type=float, default=0.5, help="opacity of the heat map over the image (default 0.5)")
     _model_options(p)
     p.set_defaults(run=run)
@@ -69,8 +78,13 @@ def run(args) -> int:
     if args.out:
         plot_explanations(maps, args.out, alpha=args.alpha)
     if args.json:
-        print(json.dumps({"image": args.image, "out": args.out, "explanations": [m.to_json() for m in maps]}, indent=2,
-                         ensure_ascii=False))
+        print(
+            json.dumps(
+                {"image": args.image, "out": args.out, "explanations": [m.to_json() for m in maps]},
+                indent=2,
+                ensure_ascii=False,
+            )
+        )
     else:
         for found in maps:
             words = "  ".join(f"{token} {share:.0%}" for token, share in found.word_scores())
@@ -109,10 +123,17 @@ def plot_explanations(maps: Sequence[Explanation], out: str, alpha: float = 0.5,
                 x, line = 0.0, line + 1
             if line > 2:
                 break
-            words.text(x, 0.8 - 0.35 * line, token, fontsize=8, ha="left", va="center", transform=words.transAxes,
-                       bbox={"facecolor": cmap(share / top), "alpha": 0.6, "edgecolor": "none", "pad": 1.5})
+            words.text(
+                x,
+                0.8 - 0.35 * line,
+                token,
+                fontsize=8,
+                ha="left",
+                va="center",
+                transform=words.transAxes,
+                bbox={"facecolor": cmap(share / top), "alpha": 0.6, "edgecolor": "none", "pad": 1.5},
+            )
             x += step
     with atomic_path(out) as tmp:
         figure.savefig(tmp, format="png", dpi=DPI)
     return out
-

@@ -70,8 +70,9 @@ def center_crop(array: np.ndarray, crop: tuple[int, int]) -> np.ndarray:
     src_top, src_left = max(top, 0), max(left, 0)
     dst_top, dst_left = src_top - top, src_left - left
     rows, cols = min(height - src_top, crop_h - dst_top), min(width - src_left, crop_w - dst_left)
-    out[dst_top : dst_top + rows, dst_left : dst_left + cols] = \
-        array[src_top : src_top + rows, src_left : src_left + cols]
+    out[dst_top : dst_top + rows, dst_left : dst_left + cols] = array[
+        src_top : src_top + rows, src_left : src_left + cols
+    ]
     return out
 
 
@@ -124,8 +125,9 @@ class _TorchResize:
             if top < 0 or left < 0:
                 raise InputError("resized image smaller than the crop")  # rare: the CPU path pads
             x = torch.stack([images[i] for i in members]).float()  # B,3,H,W
-            x = torch.nn.functional.interpolate(x, size=(new_h, new_w), mode="bicubic", antialias=True,
-                                                align_corners=False)
+            x = torch.nn.functional.interpolate(
+                x, size=(new_h, new_w), mode="bicubic", antialias=True, align_corners=False
+            )
             x = x[:, :, top : top + crop[0], left : left + crop[1]].round_().clamp_(0, 255).to(torch.uint8)
             for i, row in zip(members, x.permute(0, 2, 3, 1)):  # BCHW -> BHWC
                 out[i] = row
@@ -202,7 +204,7 @@ def select_decoder(device, order=DECODER_ORDER):
     """The first decoder of `order` that imports and has its CUDA device; None: the CPU path only."""
     if not str(device).startswith(("cuda", "gpu")):
         return None
-    device = "cuda" + str(device)[len("gpu"):] if str(device).startswith("gpu") else str(device)
+    device = "cuda" + str(device)[len("gpu") :] if str(device).startswith("gpu") else str(device)
     try:
         import torch
 

@@ -47,8 +47,13 @@ def metrics_from_ranks(ranks: ArrayLike, ks: Iterable[int] = DEFAULT_KS) -> dict
     return out
 
 
-def retrieval_metrics(image_embeds: ArrayLike, text_embeds: ArrayLike, text_to_image: ArrayLike,
-                      ks: Iterable[int] = DEFAULT_KS, chunk_rows: int = 1024) -> dict:
+def retrieval_metrics(
+    image_embeds: ArrayLike,
+    text_embeds: ArrayLike,
+    text_to_image: ArrayLike,
+    ks: Iterable[int] = DEFAULT_KS,
+    chunk_rows: int = 1024,
+) -> dict:
     """Recall@K and MRR, both directions, from unit embeddings.
 
     text_to_image[j]: the row of image_embeds that caption j describes. Returns
@@ -84,12 +89,21 @@ def retrieval_metrics(image_embeds: ArrayLike, text_embeds: ArrayLike, text_to_i
 def flat_metrics(result: dict) -> dict[str, float]:
     """retrieval_metrics' result as flat keys, "image_to_text_R@1", ..., "image_to_text_MRR", then
     "text_to_image_...": the names `clip train` logs and writes to metrics.json."""
-    return {f"{direction}_{name}": value for direction in ("image_to_text", "text_to_image")
-            for name, value in result[direction].items()}
+    return {
+        f"{direction}_{name}": value
+        for direction in ("image_to_text", "text_to_image")
+        for name, value in result[direction].items()
+    }
 
 
-def evaluate_captions(encoder: Encoder, captions: str, ks: Iterable[int] = DEFAULT_KS, batch_size: int = 64,
-                      workers: int | None = None, progress: bool = False) -> dict:
+def evaluate_captions(
+    encoder: Encoder,
+    captions: str,
+    ks: Iterable[int] = DEFAULT_KS,
+    batch_size: int = 64,
+    workers: int | None = None,
+    progress: bool = False,
+) -> dict:
     """Embed a captions file (CSV/JSONL of image, caption rows, or a folder; see clip.data.captions)
     and compute retrieval_metrics. Unusable rows and unreadable images are skipped and listed
     under "skipped"."""
@@ -100,8 +114,12 @@ def evaluate_captions(encoder: Encoder, captions: str, ks: Iterable[int] = DEFAU
         dataset = load_captions(captions, verify=False, report=False)
     except FileNotFoundError as err:
         raise TaskError(str(err)) from None
-    skipped = [{"source": where, "reason": "unusable row"} if ": " not in where else
-               {"source": where.split(": ", 1)[0], "reason": where.split(": ", 1)[1]} for where in dataset.problems]
+    skipped = [
+        {"source": where, "reason": "unusable row"}
+        if ": " not in where
+        else {"source": where.split(": ", 1)[0], "reason": where.split(": ", 1)[1]}
+        for where in dataset.problems
+    ]
     paths = list(dict.fromkeys(path for path, _ in dataset.rows))
     images = embed_images(encoder, paths, batch_size=batch_size, workers=workers, progress=progress)
     skipped += images.skipped

@@ -32,8 +32,9 @@ class Hit:
     source: object = None
 
 
-def topk_cosine(queries: ArrayLike, vectors: ArrayLike, k: int = 10,
-                chunk_rows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def topk_cosine(
+    queries: ArrayLike, vectors: ArrayLike, k: int = 10, chunk_rows: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(scores, indices), each (Q, min(k, N)): the k rows of `vectors` with the largest dot
     product with each query, best first (ties: lower index first). Rows are assumed unit length.
 
@@ -76,8 +77,9 @@ class EmbeddingIndex:
     `vectors` is None, `approximate` True, and `sources` a lazily read table).
     """
 
-    def __init__(self, vectors: ArrayLike, sources: Sequence[str] | None = None, normalize: bool = True,
-                 kind: str | None = None):
+    def __init__(
+        self, vectors: ArrayLike, sources: Sequence[str] | None = None, normalize: bool = True, kind: str | None = None
+    ):
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.ndim != 2:
             raise TaskError(f"an index needs a 2-d array of vectors, got shape {vectors.shape}")
@@ -93,8 +95,9 @@ class EmbeddingIndex:
         self._count, self._dim = self.vectors.shape
 
     @classmethod
-    def load(cls, path: str | os.PathLike | list | tuple, exact: bool = False,
-             kind: str | None = None) -> EmbeddingIndex:
+    def load(
+        cls, path: str | os.PathLike | list | tuple, exact: bool = False, kind: str | None = None
+    ) -> EmbeddingIndex:
         """Open a built index directory, or an embedding directory (or a list: shards of one input).
 
         An embedding directory with an up-to-date built index inside (EMB/index) is searched through
@@ -159,8 +162,9 @@ class EmbeddingIndex:
         ]
 
 
-def near_duplicates(vectors: ArrayLike, threshold: float = 0.95,
-                    chunk_rows: int = 4096) -> list[tuple[int, int, float]]:
+def near_duplicates(
+    vectors: ArrayLike, threshold: float = 0.95, chunk_rows: int = 4096
+) -> list[tuple[int, int, float]]:
     """Pairs (i, j, cosine) with i < j whose cosine is at least `threshold`, highest first."""
     vectors = l2_normalize(vectors)
     pairs = []

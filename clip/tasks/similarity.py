@@ -26,8 +26,9 @@ MARGIN = 24  # pixels below the matrix and above the thumbnails
 DPI = 100
 
 
-def similarity_matrix(encoder: Encoder, images: Sequence, texts: Sequence[str],
-                      batch_size: int = 64) -> tuple[np.ndarray, list, list[dict]]:
+def similarity_matrix(
+    encoder: Encoder, images: Sequence, texts: Sequence[str], batch_size: int = 64
+) -> tuple[np.ndarray, list, list[dict]]:
     """(cosine (I, T) float32, kept image names, skipped) for image paths/PIL images and strings."""
     from clip.tasks.embed import embed_images
 
@@ -43,8 +44,9 @@ def figure_pixels(n_images: int, n_texts: int, cell: int = CELL) -> tuple[int, i
     return width, height
 
 
-def plot_similarity(similarity: ArrayLike, images: Sequence, texts: Sequence[str], out: str,
-                    cell: int = CELL, title: str | None = None) -> str:
+def plot_similarity(
+    similarity: ArrayLike, images: Sequence, texts: Sequence[str], out: str, cell: int = CELL, title: str | None = None
+) -> str:
     """Write the heatmap of `similarity` (I, T) as a PNG at `out`; returns `out`.
 
     images: PIL images or paths (the thumbnails, in column order); texts: the row labels.
@@ -71,8 +73,14 @@ def plot_similarity(similarity: ArrayLike, images: Sequence, texts: Sequence[str
     low, high = float(similarity.min()), float(similarity.max())
     if high - low < 1e-6:
         low, high = low - 0.05, high + 0.05
-    shown = heat.imshow(similarity.T, cmap="viridis", vmin=low, vmax=high, aspect="auto",
-                        extent=(-0.5, n_images - 0.5, n_texts - 0.5, -0.5))
+    shown = heat.imshow(
+        similarity.T,
+        cmap="viridis",
+        vmin=low,
+        vmax=high,
+        aspect="auto",
+        extent=(-0.5, n_images - 0.5, n_texts - 0.5, -0.5),
+    )
     heat.set_xticks([])
     heat.set_yticks(range(n_texts))
     font = max(6, min(14, cell // 8))
@@ -83,8 +91,15 @@ def plot_similarity(similarity: ArrayLike, images: Sequence, texts: Sequence[str
     for i in range(n_images):
         for j in range(n_texts):
             value = similarity[i, j]
-            heat.text(i, j, f"{value:.2f}", ha="center", va="center", fontsize=font,
-                      color="black" if value > middle else "white")
+            heat.text(
+                i,
+                j,
+                f"{value:.2f}",
+                ha="center",
+                va="center",
+                fontsize=font,
+                color="black" if value > middle else "white",
+            )
     for i, image in enumerate(images):
         bottom = (height - MARGIN - cell) / height
         thumb = figure.add_axes((left + i * cell / width, bottom, cell / width, cell / height))

@@ -102,8 +102,12 @@ IMAGENET_TEMPLATES = (
     "a tattoo of the {}.",
 )
 
-NAMED = {"default": DEFAULT_TEMPLATES, "label": LABEL_TEMPLATES, "simple": SIMPLE_TEMPLATES,
-         "imagenet": IMAGENET_TEMPLATES}
+NAMED = {
+    "default": DEFAULT_TEMPLATES,
+    "label": LABEL_TEMPLATES,
+    "simple": SIMPLE_TEMPLATES,
+    "imagenet": IMAGENET_TEMPLATES,
+}
 
 
 def get_templates(spec: str | Sequence[str] | None = None) -> tuple[str, ...]:

@@ -59,8 +59,13 @@ class ZeroShotClassifier:
     "default" ("This is a photo of {}.", transformers' pipeline default), "label" (the label text as
     is), "simple", "imagenet", a file, or a list)."""
 
-    def __init__(self, encoder: Encoder, labels: Iterable[str], templates: Sequence[str] | str | None = None,
-                 batch_size: int = 256):
+    def __init__(
+        self,
+        encoder: Encoder,
+        labels: Iterable[str],
+        templates: Sequence[str] | str | None = None,
+        batch_size: int = 256,
+    ):
         labels = [str(label).strip() for label in labels]
         if not labels or not all(labels):
             raise TaskError("zero-shot classification needs at least one non-empty label")
@@ -73,9 +78,14 @@ class ZeroShotClassifier:
         self.class_embeddings = ensemble_embeddings(prompt_embeds.reshape(len(labels), len(self.templates), -1))
 
     @classmethod
-    def from_pretrained(cls, model: str | None = None, labels: Iterable[str] = (),
-                        templates: Sequence[str] | str | None = None, backend: str = "pt",
-                        **kwargs) -> ZeroShotClassifier:
+    def from_pretrained(
+        cls,
+        model: str | None = None,
+        labels: Iterable[str] = (),
+        templates: Sequence[str] | str | None = None,
+        backend: str = "pt",
+        **kwargs,
+    ) -> ZeroShotClassifier:
         return cls(load_encoder(model, backend), labels, templates, **kwargs)
 
     def logits(self, image_embeds: ArrayLike) -> np.ndarray:

@@ -42,11 +42,15 @@ def assign_canonical(model, arrays: dict) -> list:
         variable, kind = variables[name]
         value = weights.to_backend_layout(array, kind, BACKEND)
         if tuple(value.shape) != tuple(variable.shape):
-            raise ValueError(f"{name}: the model's variable has shape {tuple(variable.shape)}, the checkpoint gives {tuple(value.shape)} (Keras layout)")
+            raise ValueError(
+                f"{name}: the model's variable has shape {tuple(variable.shape)}, the checkpoint gives {tuple(value.shape)} (Keras layout)"
+            )
         converted[name] = value
     for name, value in converted.items():
         variable = variables[name][0]
-        variable.assign(np.asarray(value, dtype=np.dtype(variable.dtype) if variable.dtype != "bfloat16" else np.float32))
+        variable.assign(
+            np.asarray(value, dtype=np.dtype(variable.dtype) if variable.dtype != "bfloat16" else np.float32)
+        )
     return [name for name in variables if name not in converted]
 
 

@@ -43,7 +43,9 @@ def graph_when_eager(method):
         except TypeError:
             return method(self, *args, **kwargs)  # let the method raise its own error
         values = {k: v for k, v in bound.arguments.items() if k != "self"}
-        tensors = {k: v for k, v in values.items() if isinstance(v, (tf.Tensor, np.ndarray)) and not isinstance(v, tf.Variable)}
+        tensors = {
+            k: v for k, v in values.items() if isinstance(v, (tf.Tensor, np.ndarray)) and not isinstance(v, tf.Variable)
+        }
         static = {k: v for k, v in values.items() if k not in tensors}
         if static.get("training") or not all(_hashable(v) for v in static.values()):
             return method(self, *args, **kwargs)
@@ -117,6 +119,8 @@ def check_eager_inputs(model, signature, tensors, static):
     params = signature.parameters
     checks.check_loss_inputs(static.get("return_loss"), tensors.get("input_ids"), tensors.get("pixel_values"))
     if "pixel_values" in params and hasattr(model, "vision_model"):  # vision first, as the towers run
-        model.vision_model.check_inputs(tensors.get("pixel_values", static.get("pixel_values")), bool(static.get("interpolate_pos_encoding")))
+        model.vision_model.check_inputs(
+            tensors.get("pixel_values", static.get("pixel_values")), bool(static.get("interpolate_pos_encoding"))
+        )
     if "input_ids" in params and hasattr(model, "text_model"):
         model.text_model.check_inputs(*(tensors.get(n, static.get(n)) for n in _TEXT_INPUTS))

@@ -28,7 +28,13 @@ def gelu_tanh(x):
     return tf.nn.gelu(x, approximate=True)
 
 
-ACTIVATIONS = {"quick_gelu": quick_gelu, "gelu": tf.nn.gelu, "gelu_new": gelu_tanh, "gelu_pytorch_tanh": gelu_tanh, "relu": tf.nn.relu}
+ACTIVATIONS = {
+    "quick_gelu": quick_gelu,
+    "gelu": tf.nn.gelu,
+    "gelu_new": gelu_tanh,
+    "gelu_pytorch_tanh": gelu_tanh,
+    "relu": tf.nn.relu,
+}
 
 
 def attention_weights(q, k, bias, is_causal, scale):
@@ -61,7 +67,11 @@ class CLIPAttention(keras.layers.Layer):
         self.q_proj = keras.layers.Dense(self.width, name="q_proj", dtype=self.dtype_policy)
         self.out_proj = keras.layers.Dense(self.width, name="out_proj", dtype=self.dtype_policy)
         # only when used: a Dropout layer carries a seed variable
-        self.dropout = keras.layers.Dropout(config.attention_dropout, name="dropout", dtype=self.dtype_policy) if config.attention_dropout else None
+        self.dropout = (
+            keras.layers.Dropout(config.attention_dropout, name="dropout", dtype=self.dtype_policy)
+            if config.attention_dropout
+            else None
+        )
 
     def build(self, input_shape=None):
         for proj in (self.k_proj, self.v_proj, self.q_proj, self.out_proj):
@@ -107,7 +117,9 @@ def normalize(norm, x):
     """norm(x) (a keras LayerNormalization) in float32, as Keras computes it, without the call overhead."""
     x32 = tf.cast(x, tf.float32)
     mean, variance = tf.nn.moments(x32, axes=[-1], keepdims=True)
-    y = (x32 - mean) * tf.math.rsqrt(variance + norm.epsilon) * tf.cast(norm.gamma, tf.float32) + tf.cast(norm.beta, tf.float32)
+    y = (x32 - mean) * tf.math.rsqrt(variance + norm.epsilon) * tf.cast(norm.gamma, tf.float32) + tf.cast(
+        norm.beta, tf.float32
+    )
     return tf.cast(y, x.dtype)
 
 
@@ -130,8 +142,13 @@ class CLIPEncoderLayer(keras.layers.Layer):
             sub.build((None, self.width))
 
     def call(self, x, bias=None, is_causal=False, output_attentions=False, training=False):
-        attn, weights = self.self_attn(normalize(self.layer_norm1, x), bias=bias, is_causal=is_causal,
-                                       output_attentions=output_attentions, training=training)
+        attn, weights = self.self_attn(
+            normalize(self.layer_norm1, x),
+            bias=bias,
+            is_causal=is_causal,
+            output_attentions=output_attentions,
+            training=training,
+        )
         x = x + attn
         x = x + self.mlp(normalize(self.layer_norm2, x))
         return x, weights
@@ -143,7 +160,9 @@ class CLIPEncoderLayer(keras.layers.Layer):
         residual and its MLP: about 1/num_layers of the tower's work saved, exactly.
         """
         h = normalize(self.layer_norm1, x)
-        y = tf.gather(x, index, batch_dims=1) + self.self_attn.attend_one(h, tf.gather(h, index, batch_dims=1), bias, training)  # BD
+        y = tf.gather(x, index, batch_dims=1) + self.self_attn.attend_one(
+            h, tf.gather(h, index, batch_dims=1), bias, training
+        )  # BD
         return y + self.mlp(normalize(self.layer_norm2, y))
 
 
@@ -151,7 +170,10 @@ class CLIPEncoder(keras.layers.Layer):
     def __init__(self, config, **kwargs):
         super().__init__(**kwargs)
         self._convert_input_args = False  # as CLIPAttention
-        self.layers = [CLIPEncoderLayer(config, name=f"layers.{i}", dtype=self.dtype_policy) for i in range(config.num_hidden_layers)]
+        self.layers = [
+            CLIPEncoderLayer(config, name=f"layers.{i}", dtype=self.dtype_policy)
+            for i in range(config.num_hidden_layers)
+        ]
         self.gradient_checkpointing = False
 
     def build(self, input_shape=None):

@@ -22,23 +22,31 @@ from clip.common import checks, params, weights
 from clip.common.config import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
 from clip.common.outputs import CLIPOutput, CLIPTextModelOutput, CLIPVisionModelOutput, as_requested
 from clip.tf.eager import graph_when_eager
-from clip.tf.layers import CLIPAttention, CLIPEncoder, CLIPEncoderLayer, CLIPMLP
+from clip.tf.layers import CLIPMLP, CLIPAttention, CLIPEncoder, CLIPEncoderLayer
 from clip.tf.loss import clip_loss
 from clip.tf.pretrained import TFPreTrainedSurface, unpack_inputs
 from clip.tf.towers import CLIPTextEmbeddings, CLIPTextTransformer, CLIPVisionEmbeddings, CLIPVisionTransformer
 
 # the blocks and towers stay importable from here
 __all__ = [
-    "CLIPAttention", "CLIPMLP", "CLIPEncoderLayer", "CLIPEncoder",
-    "CLIPTextEmbeddings", "CLIPVisionEmbeddings", "CLIPTextTransformer", "CLIPVisionTransformer",
-    "TFCLIPPreTrainedModel", "TFCLIPTextModel", "TFCLIPTextModelWithProjection", "TFCLIPVisionModel",
-    "TFCLIPVisionModelWithProjection", "TFCLIPModel",
+    "CLIPAttention",
+    "CLIPMLP",
+    "CLIPEncoderLayer",
+    "CLIPEncoder",
+    "CLIPTextEmbeddings",
+    "CLIPVisionEmbeddings",
+    "CLIPTextTransformer",
+    "CLIPVisionTransformer",
+    "TFCLIPPreTrainedModel",
+    "TFCLIPTextModel",
+    "TFCLIPTextModelWithProjection",
+    "TFCLIPVisionModel",
+    "TFCLIPVisionModelWithProjection",
+    "TFCLIPModel",
 ]
 
 
 PACKAGE = "clip"  # register_keras_serializable package: "clip>TFCLIPModel" in .keras files
-
-
 
 
 def l2_normalize(x):
@@ -153,8 +161,10 @@ class TFCLIPPreTrainedModel(TFPreTrainedSurface, keras.Model):
 def set_embedding_table(layer, value):
     table = value.embeddings if isinstance(value, keras.layers.Embedding) else value
     if tuple(table.shape) != tuple(layer.embeddings.shape):
-        raise ValueError(f"set_input_embeddings: the table has shape {tuple(layer.embeddings.shape)}, got {tuple(table.shape)} "
-                         "(resizing the vocabulary is not supported)")
+        raise ValueError(
+            f"set_input_embeddings: the table has shape {tuple(layer.embeddings.shape)}, got {tuple(table.shape)} "
+            "(resizing the vocabulary is not supported)"
+        )
     layer.embeddings.assign(tf.cast(table, layer.embeddings.dtype))
 
 
@@ -178,9 +188,28 @@ class TFCLIPTextModel(TFCLIPPreTrainedModel):
 
     @unpack_inputs
     @graph_when_eager
-    def call(self, input_ids=None, attention_mask=None, position_ids=None, output_attentions=None, output_hidden_states=None, return_dict=None, training=False):
+    def call(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        position_ids=None,
+        output_attentions=None,
+        output_hidden_states=None,
+        return_dict=None,
+        training=False,
+    ):
         attn, hidden, return_dict = self._output_flags(output_attentions, output_hidden_states, return_dict)
-        return as_requested(self.text_model(input_ids, attention_mask, position_ids, output_attentions=attn, output_hidden_states=hidden, training=training), return_dict)
+        return as_requested(
+            self.text_model(
+                input_ids,
+                attention_mask,
+                position_ids,
+                output_attentions=attn,
+                output_hidden_states=hidden,
+                training=training,
+            ),
+            return_dict,
+        )
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -210,11 +239,29 @@ class TFCLIPTextModelWithProjection(TFCLIPPreTrainedModel):
 
     @unpack_inputs
     @graph_when_eager
-    def call(self, input_ids=None, attention_mask=None, position_ids=None, output_attentions=None, output_hidden_states=None, return_dict=None, training=False):
+    def call(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        position_ids=None,
+        output_attentions=None,
+        output_hidden_states=None,
+        return_dict=None,
+        training=False,
+    ):
         attn, hidden, return_dict = self._output_flags(output_attentions, output_hidden_states, return_dict)
-        out = self.text_model(input_ids, attention_mask, position_ids, output_attentions=attn, output_hidden_states=hidden, training=training)
+        out = self.text_model(
+            input_ids,
+            attention_mask,
+            position_ids,
+            output_attentions=attn,
+            output_hidden_states=hidden,
+            training=training,
+        )
         embeds = self.text_projection(out.pooler_output)
-        return as_requested(CLIPTextModelOutput(embeds, out.last_hidden_state, out.hidden_states, out.attentions), return_dict)
+        return as_requested(
+            CLIPTextModelOutput(embeds, out.last_hidden_state, out.hidden_states, out.attentions), return_dict
+        )
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -234,9 +281,23 @@ class TFCLIPVisionModel(TFCLIPPreTrainedModel):
 
     @unpack_inputs
     @graph_when_eager
-    def call(self, pixel_values=None, output_attentions=None, output_hidden_states=None, interpolate_pos_encoding=False, return_dict=None, training=False):
+    def call(
+        self,
+        pixel_values=None,
+        output_attentions=None,
+        output_hidden_states=None,
+        interpolate_pos_encoding=False,
+        return_dict=None,
+        training=False,
+    ):
         attn, hidden, return_dict = self._output_flags(output_attentions, output_hidden_states, return_dict)
-        out = self.vision_model(pixel_values, output_attentions=attn, output_hidden_states=hidden, interpolate_pos_encoding=interpolate_pos_encoding, training=training)
+        out = self.vision_model(
+            pixel_values,
+            output_attentions=attn,
+            output_hidden_states=hidden,
+            interpolate_pos_encoding=interpolate_pos_encoding,
+            training=training,
+        )
         return as_requested(out, return_dict)
 
 
@@ -264,11 +325,27 @@ class TFCLIPVisionModelWithProjection(TFCLIPPreTrainedModel):
 
     @unpack_inputs
     @graph_when_eager
-    def call(self, pixel_values=None, output_attentions=None, output_hidden_states=None, interpolate_pos_encoding=False, return_dict=None, training=False):
+    def call(
+        self,
+        pixel_values=None,
+        output_attentions=None,
+        output_hidden_states=None,
+        interpolate_pos_encoding=False,
+        return_dict=None,
+        training=False,
+    ):
         attn, hidden, return_dict = self._output_flags(output_attentions, output_hidden_states, return_dict)
-        out = self.vision_model(pixel_values, output_attentions=attn, output_hidden_states=hidden, interpolate_pos_encoding=interpolate_pos_encoding, training=training)
+        out = self.vision_model(
+            pixel_values,
+            output_attentions=attn,
+            output_hidden_states=hidden,
+            interpolate_pos_encoding=interpolate_pos_encoding,
+            training=training,
+        )
         embeds = self.visual_projection(out.pooler_output)
-        return as_requested(CLIPVisionModelOutput(embeds, out.last_hidden_state, out.hidden_states, out.attentions), return_dict)
+        return as_requested(
+            CLIPVisionModelOutput(embeds, out.last_hidden_state, out.hidden_states, out.attentions), return_dict
+        )
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -290,8 +367,12 @@ class TFCLIPModel(TFCLIPPreTrainedModel):
         self.text_model = CLIPTextTransformer(config.text_config, name="text_model", dtype=self.dtype_policy)
         self.vision_model = CLIPVisionTransformer(config.vision_config, name="vision_model", dtype=self.dtype_policy)
         table = params.parameter_table(config, self.canonical_class)  # which optional parameters exist
-        self.visual_projection = dense(config.projection_dim, "visual_projection", self.dtype_policy, "visual_projection.bias" in table)
-        self.text_projection = dense(config.projection_dim, "text_projection", self.dtype_policy, "text_projection.bias" in table)
+        self.visual_projection = dense(
+            config.projection_dim, "visual_projection", self.dtype_policy, "visual_projection.bias" in table
+        )
+        self.text_projection = dense(
+            config.projection_dim, "text_projection", self.dtype_policy, "text_projection.bias" in table
+        )
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self._finish_init()
 
@@ -307,13 +388,17 @@ class TFCLIPModel(TFCLIPPreTrainedModel):
     @graph_when_eager
     def get_text_features(self, input_ids=None, attention_mask=None, position_ids=None, training=False):
         """Projected (not normalized) text embeddings, (B, projection_dim)."""
-        return self.text_projection(self.text_model(input_ids, attention_mask, position_ids, pooled_only=True, training=training).pooler_output)
+        return self.text_projection(
+            self.text_model(input_ids, attention_mask, position_ids, pooled_only=True, training=training).pooler_output
+        )
 
     @unpack_inputs
     @graph_when_eager
     def get_image_features(self, pixel_values=None, interpolate_pos_encoding=False, training=False):
         """Projected (not normalized) image embeddings, (B, projection_dim)."""
-        out = self.vision_model(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, pooled_only=True, training=training)
+        out = self.vision_model(
+            pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, pooled_only=True, training=training
+        )
         return self.visual_projection(out.pooler_output)
 
     @unpack_inputs
@@ -333,13 +418,28 @@ class TFCLIPModel(TFCLIPPreTrainedModel):
     ):
         attn, hidden, return_dict = self._output_flags(output_attentions, output_hidden_states, return_dict)
         checks.check_loss_inputs(return_loss, input_ids, pixel_values)
-        vision = self.vision_model(pixel_values, output_attentions=attn, output_hidden_states=hidden, interpolate_pos_encoding=interpolate_pos_encoding, training=training)
-        text = self.text_model(input_ids, attention_mask, position_ids, output_attentions=attn, output_hidden_states=hidden, training=training)
+        vision = self.vision_model(
+            pixel_values,
+            output_attentions=attn,
+            output_hidden_states=hidden,
+            interpolate_pos_encoding=interpolate_pos_encoding,
+            training=training,
+        )
+        text = self.text_model(
+            input_ids,
+            attention_mask,
+            position_ids,
+            output_attentions=attn,
+            output_hidden_states=hidden,
+            training=training,
+        )
         image_embeds = l2_normalize(self.visual_projection(vision.pooler_output))
         text_embeds = l2_normalize(self.text_projection(text.pooler_output))
         logits_per_text = scaled_similarity(text_embeds, image_embeds, self.logit_scale)  # T,I float32
         loss = clip_loss(logits_per_text) if return_loss else None
-        output = CLIPOutput(loss, tf.transpose(logits_per_text), logits_per_text, text_embeds, image_embeds, text, vision)
+        output = CLIPOutput(
+            loss, tf.transpose(logits_per_text), logits_per_text, text_embeds, image_embeds, text, vision
+        )
         return as_requested(output, return_dict)
 
     # -- Keras training -----------------------------------------------------------------------------

@@ -29,8 +29,10 @@ def unpack_inputs(method):
         if args and isinstance(args[0], Mapping):
             unknown = sorted(set(args[0]) - set(names))
             if unknown:
-                raise ValueError(f"{type(self).__name__}: the inputs hold keys it does not take: {unknown}; "
-                                 f"it takes {', '.join(names)}")
+                raise ValueError(
+                    f"{type(self).__name__}: the inputs hold keys it does not take: {unknown}; "
+                    f"it takes {', '.join(names)}"
+                )
             kwargs = {**dict(args[0]), **kwargs}
             args = args[1:]
         elif args and isinstance(args[0], (list, tuple)):
@@ -57,15 +59,18 @@ class TFPreTrainedSurface(surface.ConfigSurface):
             args = (dict(args[0]), *args[1:])
         return super().__call__(*args, **kwargs)
 
-
     def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
         trainable = {id(v) for v in self.trainable_variables}
-        entries = [(int(np.prod(variable.shape)), id(variable) in trainable, kind == "embedding")  # the table's kind
-                   for variable, kind in self.canonical_variables().values()]
+        entries = [
+            (int(np.prod(variable.shape)), id(variable) in trainable, kind == "embedding")  # the table's kind
+            for variable, kind in self.canonical_variables().values()
+        ]
         return surface.count_parameters(entries, only_trainable, exclude_embeddings)
 
     def get_input_embeddings(self):
-        raise NotImplementedError(f"{type(self).__name__} has no single input embedding (as in transformers' PyTorch CLIP)")
+        raise NotImplementedError(
+            f"{type(self).__name__} has no single input embedding (as in transformers' PyTorch CLIP)"
+        )
 
     def set_input_embeddings(self, value):
         raise NotImplementedError(f"{type(self).__name__} has no input embedding to replace")
@@ -92,7 +97,9 @@ class TFPreTrainedSurface(surface.ConfigSurface):
         for name in self._input_names():
             if name == "pixel_values":
                 vision = self._vision_config()
-                specs[name] = tf.TensorSpec((None, vision.num_channels, vision.image_size, vision.image_size), tf.float32, name=name)
+                specs[name] = tf.TensorSpec(
+                    (None, vision.num_channels, vision.image_size, vision.image_size), tf.float32, name=name
+                )
             else:
                 specs[name] = tf.TensorSpec((None, None), tf.int32, name=name)
         return specs
@@ -100,8 +107,13 @@ class TFPreTrainedSurface(surface.ConfigSurface):
     @property
     def dummy_inputs(self) -> dict:
         """A tiny batch of every input (ones), enough to build or trace the model."""
-        return {name: tf.ones([1 if d is None else d for d in spec.shape[:1]] + [2 if d is None else d for d in spec.shape[1:]], spec.dtype)
-                for name, spec in self.input_signature.items()}
+        return {
+            name: tf.ones(
+                [1 if d is None else d for d in spec.shape[:1]] + [2 if d is None else d for d in spec.shape[1:]],
+                spec.dtype,
+            )
+            for name, spec in self.input_signature.items()
+        }
 
     def serving_output(self, output):
         """The outputs a serving graph returns: every set field, as nested plain dicts (what a
@@ -113,6 +125,7 @@ class TFPreTrainedSurface(surface.ConfigSurface):
         """A tf.function over input_signature (one dict argument) returning serving_output(call(inputs))."""
         fn = self.__dict__.get("_serving_fn")
         if fn is None:
+
             def serve(inputs):
                 return self.serving_output(self.call(**inputs))
 
@@ -121,8 +134,17 @@ class TFPreTrainedSurface(surface.ConfigSurface):
         return fn
 
     # -- data ---------------------------------------------------------------------------------------
-    def prepare_tf_dataset(self, dataset, batch_size: int = 8, shuffle: bool = True, tokenizer=None, collate_fn=None,
-                           collate_fn_args=None, drop_remainder=None, prefetch: bool = True):
+    def prepare_tf_dataset(
+        self,
+        dataset,
+        batch_size: int = 8,
+        shuffle: bool = True,
+        tokenizer=None,
+        collate_fn=None,
+        collate_fn_args=None,
+        drop_remainder=None,
+        prefetch: bool = True,
+    ):
         """A tf.data.Dataset of input dicts from `dataset`: a datasets.Dataset (anything with
         column_names and row access) or a {column: values} mapping. Columns the model does not take
         are dropped, as in transformers; rows are batched by `collate_fn`, else padded by
@@ -131,7 +153,9 @@ class TFPreTrainedSurface(surface.ConfigSurface):
         names = list(inspect.signature(self.call).parameters)
         keep = [c for c in columns if c in names]
         if not keep:
-            raise ValueError(f"prepare_tf_dataset: none of the dataset's columns {columns} is an input of {type(self).__name__}")
+            raise ValueError(
+                f"prepare_tf_dataset: none of the dataset's columns {columns} is an input of {type(self).__name__}"
+            )
         rows = _rows(dataset, keep)
         collate = _collate(collate_fn, collate_fn_args, tokenizer)
         order = np.random.default_rng().permutation(len(rows)) if shuffle else np.arange(len(rows))
@@ -142,7 +166,7 @@ class TFPreTrainedSurface(surface.ConfigSurface):
 
         def batches():
             for start in range(0, stop, batch_size):
-                yield _as_numpy(collate([rows[i] for i in order[start:start + batch_size]]))
+                yield _as_numpy(collate([rows[i] for i in order[start : start + batch_size]]))
 
         data = tf.data.Dataset.from_generator(batches, output_signature=signature)
         data = data.apply(tf.data.experimental.assert_cardinality(-(-stop // batch_size)))
@@ -160,7 +184,9 @@ def _columns(dataset) -> list:
         return list(dataset)
     if hasattr(dataset, "column_names"):
         return list(dataset.column_names)
-    raise TypeError(f"prepare_tf_dataset needs a datasets.Dataset or a {{column: values}} mapping, got {type(dataset).__name__}")
+    raise TypeError(
+        f"prepare_tf_dataset needs a datasets.Dataset or a {{column: values}} mapping, got {type(dataset).__name__}"
+    )
 
 
 def _rows(dataset, keep) -> list:
@@ -182,4 +208,3 @@ def _collate(collate_fn, collate_fn_args, tokenizer):
 
 def _as_numpy(batch) -> dict:
     return {k: np.asarray(v) for k, v in dict(batch).items()}
-

@@ -22,8 +22,12 @@ from clip.tf.layers import CLIPEncoder, causal_bias, layer_norm, normalize
 class CLIPTextEmbeddings(keras.layers.Layer):
     def __init__(self, config: CLIPTextConfig, **kwargs):
         super().__init__(**kwargs)
-        self.token_embedding = keras.layers.Embedding(config.vocab_size, config.hidden_size, name="token_embedding", dtype=self.dtype_policy)
-        self.position_embedding = keras.layers.Embedding(config.max_position_embeddings, config.hidden_size, name="position_embedding", dtype=self.dtype_policy)
+        self.token_embedding = keras.layers.Embedding(
+            config.vocab_size, config.hidden_size, name="token_embedding", dtype=self.dtype_policy
+        )
+        self.position_embedding = keras.layers.Embedding(
+            config.max_position_embeddings, config.hidden_size, name="position_embedding", dtype=self.dtype_policy
+        )
 
     def build(self, input_shape=None):
         self.token_embedding.build()
@@ -42,8 +46,17 @@ class CLIPVisionEmbeddings(keras.layers.Layer):
         super().__init__(**kwargs)
         self.config = config
         self.image_size, self.patch_size, self.width = config.image_size, config.patch_size, config.hidden_size
-        self.patch_embedding = keras.layers.Conv2D(self.width, self.patch_size, self.patch_size, use_bias=False, name="patch_embedding", dtype=self.dtype_policy)
-        self.position_embedding = keras.layers.Embedding(config.num_patches + 1, self.width, name="position_embedding", dtype=self.dtype_policy)
+        self.patch_embedding = keras.layers.Conv2D(
+            self.width,
+            self.patch_size,
+            self.patch_size,
+            use_bias=False,
+            name="patch_embedding",
+            dtype=self.dtype_policy,
+        )
+        self.position_embedding = keras.layers.Embedding(
+            config.num_patches + 1, self.width, name="position_embedding", dtype=self.dtype_policy
+        )
 
     def build(self, input_shape=None):
         self.class_embedding = self.add_weight(shape=(self.width,), initializer="zeros", name="class_embedding")
@@ -103,16 +116,33 @@ class CLIPTextTransformer(keras.layers.Layer):
         for sub in (self.embeddings, self.encoder, self.final_layer_norm):
             sub.build((None, self.config.hidden_size))
 
-    def call(self, input_ids=None, attention_mask=None, position_ids=None, output_attentions=False, output_hidden_states=False, pooled_only=False, training=False):
+    def call(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        position_ids=None,
+        output_attentions=False,
+        output_hidden_states=False,
+        pooled_only=False,
+        training=False,
+    ):
         if not inputs_checked_eagerly():
             self.check_inputs(input_ids, attention_mask, position_ids)
         index = self.pooled_positions(input_ids)
         if pooled_only and not (output_attentions or output_hidden_states):
-            return BaseModelOutputWithPooling(None, self.pooled_only(input_ids, attention_mask, position_ids, index, training))
+            return BaseModelOutputWithPooling(
+                None, self.pooled_only(input_ids, attention_mask, position_ids, index, training)
+            )
         x = self.embeddings(input_ids, position_ids=position_ids)
         bias, is_causal = text_attention_bias(attention_mask, tf.shape(input_ids)[1])
-        encoded = self.encoder(x, bias=bias, is_causal=is_causal, output_attentions=output_attentions,
-                               output_hidden_states=output_hidden_states, training=training)
+        encoded = self.encoder(
+            x,
+            bias=bias,
+            is_causal=is_causal,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            training=training,
+        )
         last = self.final_layer_norm(encoded.last_hidden_state)
         pooled = tf.gather(last, index, batch_dims=1)  # BD
         return BaseModelOutputWithPooling(last, pooled, encoded.hidden_states, encoded.attentions)
@@ -133,7 +163,9 @@ class CLIPTextTransformer(keras.layers.Layer):
         length = tf.shape(input_ids)[1]
         bias, is_causal = text_attention_bias(attention_mask, length)
         # the bias rows of the pooled queries: B,1,1,L
-        full = tf.broadcast_to(causal_bias(length) if bias is None else bias, (tf.shape(input_ids)[0], 1, length, length))
+        full = tf.broadcast_to(
+            causal_bias(length) if bias is None else bias, (tf.shape(input_ids)[0], 1, length, length)
+        )
         row_bias = tf.gather(full[:, 0], index, batch_dims=1)[:, None, None, :]
         return normalize(self.final_layer_norm, self.encoder.output_at(x, index, bias, is_causal, row_bias, training))
 
@@ -165,14 +197,26 @@ class CLIPVisionTransformer(keras.layers.Layer):
         for sub in (self.embeddings, self.pre_layrnorm, self.encoder, self.post_layernorm):
             sub.build((None, self.config.hidden_size))
 
-    def call(self, pixel_values=None, output_attentions=False, output_hidden_states=False, interpolate_pos_encoding=False, pooled_only=False, training=False):
+    def call(
+        self,
+        pixel_values=None,
+        output_attentions=False,
+        output_hidden_states=False,
+        interpolate_pos_encoding=False,
+        pooled_only=False,
+        training=False,
+    ):
         if not inputs_checked_eagerly():
             self.check_inputs(pixel_values, interpolate_pos_encoding)
         x = self.pre_layrnorm(self.embeddings(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding))
         if pooled_only and not (output_attentions or output_hidden_states):
             index = tf.zeros(tf.shape(x)[:1], tf.int32)  # the class token
-            return BaseModelOutputWithPooling(None, normalize(self.post_layernorm, self.encoder.output_at(x, index, training=training)))
-        encoded = self.encoder(x, output_attentions=output_attentions, output_hidden_states=output_hidden_states, training=training)
+            return BaseModelOutputWithPooling(
+                None, normalize(self.post_layernorm, self.encoder.output_at(x, index, training=training))
+            )
+        encoded = self.encoder(
+            x, output_attentions=output_attentions, output_hidden_states=output_hidden_states, training=training
+        )
         last = encoded.last_hidden_state
         pooled = self.post_layernorm(last[:, 0])  # the class token, BD
         return BaseModelOutputWithPooling(last, pooled, encoded.hidden_states, encoded.attentions)

@@ -83,8 +83,14 @@ def candidate_checkpoints(out: str) -> tuple[list[str], list[str]]:
     complete step-N directories; notes on a damaged `latest` pointer)."""
     named, problem = _latest_pointer(out)
     root = os.path.join(out, CHECKPOINTS)
-    steps = sorted((d for d in os.listdir(root) if d.startswith(STEP_PREFIX) and os.path.isdir(os.path.join(root, d))),
-                   reverse=True) if os.path.isdir(root) else []
+    steps = (
+        sorted(
+            (d for d in os.listdir(root) if d.startswith(STEP_PREFIX) and os.path.isdir(os.path.join(root, d))),
+            reverse=True,
+        )
+        if os.path.isdir(root)
+        else []
+    )
     ordered = ([named] if named else []) + [os.path.join(root, d) for d in steps if os.path.join(root, d) != named]
     return ordered, [problem] if problem else []
 
@@ -100,8 +106,11 @@ def read_model_state(directory: str, shapes: dict) -> dict:
     missing = [n for n in shapes if n not in tensors]
     if missing:
         raise ValueError(f"{path}: {len(missing)} of the model's tensors are missing ({', '.join(missing[:3])}, ...)")
-    wrong = [f"{n} {tuple(tensors[n].shape)} instead of {tuple(s)}" for n, s in shapes.items()
-             if s is not None and tuple(tensors[n].shape) != tuple(s)]
+    wrong = [
+        f"{n} {tuple(tensors[n].shape)} instead of {tuple(s)}"
+        for n, s in shapes.items()
+        if s is not None and tuple(tensors[n].shape) != tuple(s)
+    ]
     if wrong:
         raise ValueError(f"{path}: tensors of the wrong shape: {'; '.join(wrong[:3])}")
     return {n: np.array(tensors[n]) for n in shapes}
@@ -135,7 +144,9 @@ def resume_from_checkpoints(out: str, load, report):
     so that a half-read damaged checkpoint leaves nothing behind once an older one is loaded."""
     candidates, notes = candidate_checkpoints(out)
     if not candidates:
-        raise ValueError(f"--resume: no checkpoint in {os.path.join(out, CHECKPOINTS)}" + (f" ({notes[0]})" if notes else ""))
+        raise ValueError(
+            f"--resume: no checkpoint in {os.path.join(out, CHECKPOINTS)}" + (f" ({notes[0]})" if notes else "")
+        )
     failures = list(notes)
     for i, directory in enumerate(candidates):
         try:
@@ -149,7 +160,9 @@ def resume_from_checkpoints(out: str, load, report):
         if failures and i == 0:
             report(f"clip train: {failures[0]}; resuming from {directory}")
         return directory, result
-    raise ValueError("--resume: no checkpoint in " + os.path.join(out, CHECKPOINTS) + " can be loaded:\n  " + "\n  ".join(failures))
+    raise ValueError(
+        "--resume: no checkpoint in " + os.path.join(out, CHECKPOINTS) + " can be loaded:\n  " + "\n  ".join(failures)
+    )
 
 
 def write_trainer_state(directory: str, state: dict):
@@ -173,20 +186,42 @@ def read_trainer_state(directory: str) -> dict:
     if state["step"] < 0 or state["micro_step"] < 0:
         raise ValueError(f"{path}: negative step {state['step']}")
     rng = state["rng"]
-    if not (isinstance(rng.get("python"), list) and len(rng["python"]) == 3 and isinstance(rng.get("numpy"), list) and len(rng["numpy"]) == 5):
+    if not (
+        isinstance(rng.get("python"), list)
+        and len(rng["python"]) == 3
+        and isinstance(rng.get("numpy"), list)
+        and len(rng["numpy"]) == 5
+    ):
         raise ValueError(f"{path}: 'rng' does not hold the python and numpy generator states")
     return state
 
 
 # Arguments that must match for --resume to continue the same run bit for bit.
-RESUME_KEYS = ("batch_size", "accum_steps", "lr", "warmup_steps", "weight_decay", "grad_clip", "precision", "seed",
-               "total_steps", "dataset_size", "world_size", "accumulation", "lock_image", "shards")
+RESUME_KEYS = (
+    "batch_size",
+    "accum_steps",
+    "lr",
+    "warmup_steps",
+    "weight_decay",
+    "grad_clip",
+    "precision",
+    "seed",
+    "total_steps",
+    "dataset_size",
+    "world_size",
+    "accumulation",
+    "lock_image",
+    "shards",
+)
 
 
 def check_resume_compatible(saved: dict, current: dict):
     changed = [f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in RESUME_KEYS if saved.get(k) != current.get(k)]
     if changed:
-        raise ValueError("--resume: the run's settings differ from the checkpoint's, so it cannot continue it exactly:\n  " + "\n  ".join(changed))
+        raise ValueError(
+            "--resume: the run's settings differ from the checkpoint's, so it cannot continue it exactly:\n  "
+            + "\n  ".join(changed)
+        )
 
 
 def python_numpy_rng_state() -> dict:

@@ -27,12 +27,27 @@ import numpy as np
 
 from clip.common.io import read_json_object
 from clip.train.checkpoints import (  # noqa: F401 - re-exported: the trainers use common.<name>
-    CHECKPOINTS, LATEST, MODEL_FILE, RESUME_KEYS, TRAINER_STATE, check_resume_compatible, checkpoint_dir, commit_checkpoint,
-    latest_checkpoint, python_numpy_rng_state, read_array_list, read_model_state, read_trainer_state, resume_from_checkpoints,
-    set_python_numpy_rng_state, staging_dir, write_array_list, write_trainer_state)
+    CHECKPOINTS,
+    LATEST,
+    MODEL_FILE,
+    RESUME_KEYS,
+    TRAINER_STATE,
+    check_resume_compatible,
+    checkpoint_dir,
+    commit_checkpoint,
+    latest_checkpoint,
+    python_numpy_rng_state,
+    read_array_list,
+    read_model_state,
+    read_trainer_state,
+    resume_from_checkpoints,
+    set_python_numpy_rng_state,
+    staging_dir,
+    write_array_list,
+    write_trainer_state,
+)
+from clip.train.inputs import BatchReader, build_datasets, build_model_and_processor, build_processor, chunked_encoders  # noqa: F401 - re-exported
 from clip.train.logs import RunLogs, reporter  # noqa: F401 - re-exported
-from clip.train.inputs import (  # noqa: F401 - re-exported
-    BatchReader, build_datasets, build_model_and_processor, build_processor, chunked_encoders)
 from clip.train.options import lock_settings
 
 LOGIT_SCALE_MAX = math.log(100.0)  # CLIP clamps the learned temperature at 100
@@ -42,25 +57,77 @@ LOGIT_SCALE_MAX = math.log(100.0)  # CLIP clamps the learned temperature at 100
 # embedding dominates the parameter count at these widths). "vit-b-32" is the paper's base model.
 SIZES = {
     "tiny": {
-        "text": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2, "max_position_embeddings": 16},
-        "vision": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2, "image_size": 32, "patch_size": 8},
+        "text": {
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "max_position_embeddings": 16,
+        },
+        "vision": {
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "image_size": 32,
+            "patch_size": 8,
+        },
         "projection_dim": 32,
     },
     "small": {
-        "text": {"hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4, "max_position_embeddings": 24},
-        "vision": {"hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 3, "num_attention_heads": 4, "image_size": 48, "patch_size": 8},
+        "text": {
+            "hidden_size": 64,
+            "intermediate_size": 256,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "max_position_embeddings": 24,
+        },
+        "vision": {
+            "hidden_size": 64,
+            "intermediate_size": 256,
+            "num_hidden_layers": 3,
+            "num_attention_heads": 4,
+            "image_size": 48,
+            "patch_size": 8,
+        },
         "projection_dim": 64,
     },
     # the embedded default model (clip/models/default): "small" with 16 text positions (the synthetic
     # captions need at most 13 tokens), which cuts the text tower's work by a third
     "shapes": {
-        "text": {"hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4, "max_position_embeddings": 16},
-        "vision": {"hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 3, "num_attention_heads": 4, "image_size": 48, "patch_size": 8},
+        "text": {
+            "hidden_size": 64,
+            "intermediate_size": 256,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "max_position_embeddings": 16,
+        },
+        "vision": {
+            "hidden_size": 64,
+            "intermediate_size": 256,
+            "num_hidden_layers": 3,
+            "num_attention_heads": 4,
+            "image_size": 48,
+            "patch_size": 8,
+        },
         "projection_dim": 64,
     },
     "base": {
-        "text": {"hidden_size": 128, "intermediate_size": 512, "num_hidden_layers": 4, "num_attention_heads": 4, "max_position_embeddings": 32},
-        "vision": {"hidden_size": 192, "intermediate_size": 768, "num_hidden_layers": 6, "num_attention_heads": 6, "image_size": 96, "patch_size": 8},
+        "text": {
+            "hidden_size": 128,
+            "intermediate_size": 512,
+            "num_hidden_layers": 4,
+            "num_attention_heads": 4,
+            "max_position_embeddings": 32,
+        },
+        "vision": {
+            "hidden_size": 192,
+            "intermediate_size": 768,
+            "num_hidden_layers": 6,
+            "num_attention_heads": 6,
+            "image_size": 96,
+            "patch_size": 8,
+        },
         "projection_dim": 128,
     },
     "vit-b-32": {"text": {}, "vision": {}, "projection_dim": 512},
@@ -71,7 +138,11 @@ def build_config_dict(size_or_path: str) -> dict:
     """A CLIPConfig dict from a name in SIZES or a JSON file (a full config.json or the same layout)."""
     if size_or_path in SIZES:
         spec = SIZES[size_or_path]
-        return {"text_config": dict(spec["text"]), "vision_config": dict(spec["vision"]), "projection_dim": spec["projection_dim"]}
+        return {
+            "text_config": dict(spec["text"]),
+            "vision_config": dict(spec["vision"]),
+            "projection_dim": spec["projection_dim"],
+        }
     if not os.path.isfile(size_or_path):
         raise ValueError(f"--config {size_or_path!r} is neither a size ({', '.join(SIZES)}) nor a JSON file")
     return read_json_object(size_or_path)
@@ -105,7 +176,9 @@ def applies_weight_decay(name: str, table: dict) -> bool:
 def split_weight_decay(names, table: dict) -> tuple[list[str], list[str]]:
     """(names with decay, names without), each in the order given."""
     names = list(names)
-    return [n for n in names if applies_weight_decay(n, table)], [n for n in names if not applies_weight_decay(n, table)]
+    return [n for n in names if applies_weight_decay(n, table)], [
+        n for n in names if not applies_weight_decay(n, table)
+    ]
 
 
 # -- float16 loss scaling --------------------------------------------------------------------------
@@ -294,7 +367,11 @@ class Progress:
             self._bar.update(step - self.step)
             self._bar.set_postfix(fields, refresh=False)
         elif step % self.every == 0 or step == self.total:
-            print(f"step {step}/{self.total}  " + "  ".join(f"{k} {v}" for k, v in fields.items()), file=self.stream, flush=True)
+            print(
+                f"step {step}/{self.total}  " + "  ".join(f"{k} {v}" for k, v in fields.items()),
+                file=self.stream,
+                flush=True,
+            )
         self.step = step
 
     def log(self, message: str):
@@ -317,9 +394,19 @@ def run_settings(args, steps: int, warmup: int, dataset_size: int, world: int) -
     (which accumulated each micro-batch as its own contrastive batch) resume when --accum-steps is 1
     and are refused with the reason otherwise.
     """
-    settings = {"batch_size": args.batch_size, "accum_steps": args.accum_steps, "lr": args.lr, "warmup_steps": warmup,
-                "weight_decay": args.weight_decay, "grad_clip": args.grad_clip, "precision": args.precision,
-                "seed": args.seed, "total_steps": steps, "dataset_size": dataset_size, "world_size": world}
+    settings = {
+        "batch_size": args.batch_size,
+        "accum_steps": args.accum_steps,
+        "lr": args.lr,
+        "warmup_steps": warmup,
+        "weight_decay": args.weight_decay,
+        "grad_clip": args.grad_clip,
+        "precision": args.precision,
+        "seed": args.seed,
+        "total_steps": steps,
+        "dataset_size": dataset_size,
+        "world_size": world,
+    }
     if args.accum_steps > 1:
         settings["accumulation"] = "whole-batch"  # the loss over all accum_steps x batch_size pairs (GradCache)
     if lock_settings(args) is not None:

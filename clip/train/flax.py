@@ -63,8 +63,10 @@ def _initialized():
 # -- parameters by canonical name --------------------------------------------------------------------
 def param_paths(config, model_class: str = "CLIPModel") -> dict[str, tuple[str, ...]]:
     """{canonical name: path of its leaf in the params tree} (LEAF_RULES' "flax" names)."""
-    return {name: tuple(weights.backend_name(name, kind, "flax").split("."))
-            for name, (_, kind) in weights.expected_parameters(config, model_class).items()}
+    return {
+        name: tuple(weights.backend_name(name, kind, "flax").split("."))
+        for name, (_, kind) in weights.expected_parameters(config, model_class).items()
+    }
 
 
 def tree_from_names(paths: dict, values: dict) -> dict:
@@ -96,14 +98,26 @@ def decay_mask(config) -> dict:
     return tree_from_names(paths, {name: common.applies_weight_decay(name, table) for name in paths})
 
 
-def build_optimizer(config, steps: int, base_lr: float, warmup: int, weight_decay: float, grad_clip: float,
-                    min_lr_ratio: float = 0.0, betas=(0.9, 0.98), eps=1e-6, lock=None):
+def build_optimizer(
+    config,
+    steps: int,
+    base_lr: float,
+    warmup: int,
+    weight_decay: float,
+    grad_clip: float,
+    min_lr_ratio: float = 0.0,
+    betas=(0.9, 0.98),
+    eps=1e-6,
+    lock=None,
+):
     """Global-norm clipping, then optax.adamw with common.learning_rate per step and decay on matrices only.
 
     The schedule is tabulated from common.learning_rate (the same numbers as pt) and indexed by
     adam's step count, which lives in the optimizer state: resuming restores it with the rest.
     """
-    table = jnp.asarray([common.learning_rate(s, base_lr, warmup, steps, min_lr_ratio) for s in range(max(1, steps))], jnp.float32)
+    table = jnp.asarray(
+        [common.learning_rate(s, base_lr, warmup, steps, min_lr_ratio) for s in range(max(1, steps))], jnp.float32
+    )
     schedule = lambda count: table[jnp.minimum(count, table.shape[0] - 1)]  # noqa: E731
     adamw = optax.adamw(schedule, b1=betas[0], b2=betas[1], eps=eps, weight_decay=weight_decay, mask=decay_mask(config))
     tx = optax.chain(optax.clip_by_global_norm(grad_clip), adamw) if grad_clip and grad_clip > 0 else adamw
@@ -124,7 +138,9 @@ class Placement:
         devices = jax.devices()
         self.mesh = Mesh(np.array(devices), ("data",))
         if (local_batch * jax.process_count()) % len(devices):
-            raise ValueError(f"--batch-size {local_batch * jax.process_count()} must be divisible by the {len(devices)} JAX devices")
+            raise ValueError(
+                f"--batch-size {local_batch * jax.process_count()} must be divisible by the {len(devices)} JAX devices"
+            )
         self.replicated = NamedSharding(self.mesh, P())
         self.batch = NamedSharding(self.mesh, P(None, "data"))  # (A, B, ...): micro-steps, then pairs
 
@@ -138,7 +154,9 @@ class Placement:
 
 def to_host(tree):
     """A (replicated) tree -> numpy, on any process (reads the first local replica)."""
-    return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)) if isinstance(x, jax.Array) else np.asarray(x), tree)
+    return jax.tree.map(
+        lambda x: np.asarray(x.addressable_data(0)) if isinstance(x, jax.Array) else np.asarray(x), tree
+    )
 
 
 # -- data ---------------------------------------------------------------------------------------------
@@ -212,9 +230,13 @@ def write_checkpoint(directory, model, params, opt_state):
     from clip.flax import loading
 
     expected = loading.expected_parameters(model)
-    state = {n: np.array(a, order="C") for n, a in loading.from_params(to_host(params), expected).items()}  # (ascontiguousarray makes 0-d 1-d)
+    state = {
+        n: np.array(a, order="C") for n, a in loading.from_params(to_host(params), expected).items()
+    }  # (ascontiguousarray makes 0-d 1-d)
     write_safetensors(state, os.path.join(directory, common.MODEL_FILE))
-    common.write_array_list([np.asarray(x) for x in jax.tree.leaves(to_host(opt_state))], os.path.join(directory, OPTIMIZER_FILE))
+    common.write_array_list(
+        [np.asarray(x) for x in jax.tree.leaves(to_host(opt_state))], os.path.join(directory, OPTIMIZER_FILE)
+    )
 
 
 def load_checkpoint(directory, model, opt_state_template):
@@ -251,15 +273,21 @@ class Trainer:
         self.rank, self.world = init_distributed()
         np.random.seed(options.seed % 2**32)
         random.seed(options.seed)
-        dtype = {"bf16": jnp.bfloat16, "fp16": jnp.float16}.get(options.precision, jnp.float32)  # compute dtype; params stay float32
+        dtype = {"bf16": jnp.bfloat16, "fp16": jnp.float16}.get(
+            options.precision, jnp.float32
+        )  # compute dtype; params stay float32
         self.model, self.processor = common.build_model_and_processor(
-            options, lambda path: FlaxCLIPModel.from_pretrained(path, dtype=dtype),
-            lambda config: FlaxCLIPModel(config, seed=options.seed, dtype=dtype))
+            options,
+            lambda path: FlaxCLIPModel.from_pretrained(path, dtype=dtype),
+            lambda config: FlaxCLIPModel(config, seed=options.seed, dtype=dtype),
+        )
         self.loss_scale = None
 
     def build_optimizer(self, steps: int, warmup: int):
         o, config = self.options, self.model.config
-        self.tx = build_optimizer(config, steps, o.lr, warmup, o.weight_decay, o.grad_clip, o.min_lr_ratio, lock=common.lock_settings(o))
+        self.tx = build_optimizer(
+            config, steps, o.lr, warmup, o.weight_decay, o.grad_clip, o.min_lr_ratio, lock=common.lock_settings(o)
+        )
         self.params = jax.tree.map(lambda x: np.asarray(x, np.float32), self.model.params)
         self.opt_state = jax.jit(self.tx.init)(self.params)  # one compilation, not one per leaf shape
         if o.grad_checkpointing:
@@ -275,7 +303,9 @@ class Trainer:
         self.params, self.opt_state = self.place.params(self.params), self.place.params(self.opt_state)
         config = self.model.config
         dropout = any(c.attention_dropout > 0 for c in (config.text_config, config.vision_config))
-        self.step_fn = make_train_step(self.model, self.tx, self.options.seed, dropout, loss_scaling=loss_scale is not None)
+        self.step_fn = make_train_step(
+            self.model, self.tx, self.options.seed, dropout, loss_scaling=loss_scale is not None
+        )
 
     def batches(self, reader, order, start: int, stop: int):
         self.next_step = start
@@ -287,7 +317,9 @@ class Trainer:
             self.params, self.opt_state, loss = self.step_fn(self.params, self.opt_state, inputs, micro)
         else:
             state = (jnp.float32(self.loss_scale.scale), jnp.int32(self.loss_scale.good_steps))
-            self.params, self.opt_state, loss, (scale, good) = self.step_fn(self.params, self.opt_state, inputs, micro, state)
+            self.params, self.opt_state, loss, (scale, good) = self.step_fn(
+                self.params, self.opt_state, inputs, micro, state
+            )
             self.loss_scale = common.DynamicLossScale(float(scale), int(good))
         self.next_step += 1
         return float(loss)
@@ -307,9 +339,13 @@ class Trainer:
         image_fn = jax.jit(lambda p, x: model.get_image_features(x, params=p).astype(jnp.float32))
         text_fn = jax.jit(lambda p, i, m: model.get_text_features(i, m, params=p).astype(jnp.float32))
         yield common.chunked_encoders(
-            self.processor, model.config.text_config.max_position_embeddings,
+            self.processor,
+            model.config.text_config.max_position_embeddings,
             lambda pixels: image_fn(params, jax.device_put(pixels, device)),
-            lambda ids, mask: text_fn(params, jax.device_put(ids, device), jax.device_put(mask, device)), batch_size, pad=True)
+            lambda ids, mask: text_fn(params, jax.device_put(ids, device), jax.device_put(mask, device)),
+            batch_size,
+            pad=True,
+        )
 
     def write_checkpoint(self, directory):
         write_checkpoint(directory, self.model, self.params, self.opt_state)

@@ -29,8 +29,14 @@ def _normalize(x):
 def embed(model, params, batch, dropout_rng=None):
     """Unit-norm (image, text) features of one micro-batch, float32."""
     image_rng, text_rng = (None, None) if dropout_rng is None else tuple(jax.random.split(dropout_rng))
-    image = _normalize(model.get_image_features(batch["pixel_values"], params=params, dropout_rng=image_rng, train=True))
-    text = _normalize(model.get_text_features(batch["input_ids"], batch["attention_mask"], params=params, dropout_rng=text_rng, train=True))
+    image = _normalize(
+        model.get_image_features(batch["pixel_values"], params=params, dropout_rng=image_rng, train=True)
+    )
+    text = _normalize(
+        model.get_text_features(
+            batch["input_ids"], batch["attention_mask"], params=params, dropout_rng=text_rng, train=True
+        )
+    )
     return image, text
 
 
@@ -53,6 +59,7 @@ def step_gradients(model, params, batches, micro_start, base_key, dropout: bool,
     key = (lambda m: jax.random.fold_in(base_key, m)) if dropout else (lambda m: None)
     if accum == 1:
         batch = jax.tree.map(lambda x: x[0], batches)
+
         def scaled_loss(p):
             loss = contrastive_loss(model, p, batch, key(steps[0]))
             return loss * loss_scale, loss  # the loss itself as well: loss * scale may overflow
@@ -65,12 +72,14 @@ def step_gradients(model, params, batches, micro_start, base_key, dropout: bool,
         return None, embed(model, jax.lax.stop_gradient(params), batch, key(m))
 
     _, (images, texts) = jax.lax.scan(first, None, (batches, steps))  # (A, B, E) each
+
     def scaled(i, t, s):
         loss = pair_loss(i.reshape(-1, i.shape[-1]), t.reshape(-1, t.shape[-1]), s)
         return loss * loss_scale, loss
 
     (_, loss), (grad_images, grad_texts, grad_scale) = jax.value_and_grad(scaled, argnums=(0, 1, 2), has_aux=True)(
-        images, texts, params["logit_scale"])
+        images, texts, params["logit_scale"]
+    )
 
     def second(grads, inputs):
         batch, m, g_image, g_text = inputs
@@ -113,8 +122,11 @@ def make_train_step(model, tx, seed: int, dropout: bool, loss_scaling: bool = Fa
         keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)  # noqa: E731
         good = jnp.where(finite, good + 1, 0)
         grow = good >= common.DynamicLossScale.GROWTH_INTERVAL
-        scale = jnp.where(finite, jnp.where(grow, scale * common.DynamicLossScale.FACTOR, scale),
-                          jnp.maximum(scale / common.DynamicLossScale.FACTOR, 1.0))
+        scale = jnp.where(
+            finite,
+            jnp.where(grow, scale * common.DynamicLossScale.FACTOR, scale),
+            jnp.maximum(scale / common.DynamicLossScale.FACTOR, 1.0),
+        )
         return keep(new_params, params), keep(new_state, opt_state), loss, (scale, jnp.where(grow, 0, good))
 
     return jax.jit(scaled_step if loss_scaling else step, donate_argnums=(0, 1))

@@ -25,7 +25,9 @@ def build_datasets(args, image_size: int) -> tuple:
         tasks[f"zero_shot_{os.path.basename(os.path.normpath(args.zero_shot_eval))}"] = folder_task(args.zero_shot_eval)
     sources = [bool(args.train), bool(args.synthetic), bool(args.digits), bool(getattr(args, "train_shards", None))]
     if sum(sources) != 1:
-        raise ValueError("give exactly one data source: --train FILE_OR_DIR, --train-shards SHARDS, --synthetic N or --digits")
+        raise ValueError(
+            "give exactly one data source: --train FILE_OR_DIR, --train-shards SHARDS, --synthetic N or --digits"
+        )
     if getattr(args, "train_shards", None):
         from clip.train.shards import ShardStream, expand_shards
 
@@ -36,9 +38,15 @@ def build_datasets(args, image_size: int) -> tuple:
         n_val = int(round(args.synthetic * args.val_fraction))
         val = data.SyntheticShapes(n_val, seed=args.seed + 1_000_003, image_size=image_size) if n_val else None
         seen = [c for c in data.zero_shot_labels()[1] if c not in data.HELD_OUT_COMBOS]
-        tasks["zero_shot_seen_combos"] = data.zero_shot_set(10 * len(seen), seed=args.seed + 2_000_003, image_size=image_size, combos=seen)
+        tasks["zero_shot_seen_combos"] = data.zero_shot_set(
+            10 * len(seen), seed=args.seed + 2_000_003, image_size=image_size, combos=seen
+        )
         tasks["zero_shot_held_out_combos"] = data.zero_shot_set(
-            40 * len(data.HELD_OUT_COMBOS), seed=args.seed + 3_000_003, image_size=image_size, combos=data.HELD_OUT_COMBOS)
+            40 * len(data.HELD_OUT_COMBOS),
+            seed=args.seed + 3_000_003,
+            image_size=image_size,
+            combos=data.HELD_OUT_COMBOS,
+        )
         return train, val, tasks
     full = data.DigitsDataset(image_size=image_size) if args.digits else data.load_captions(args.train)
     train_idx, val_idx = data.split_indices(len(full), args.val_fraction, args.seed)
@@ -58,7 +66,9 @@ def build_processor(config):
 
     size = config.vision_config.image_size
     image_processor = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
-    return CLIPProcessor(image_processor, CLIPTokenizerFast(model_max_length=config.text_config.max_position_embeddings))
+    return CLIPProcessor(
+        image_processor, CLIPTokenizerFast(model_max_length=config.text_config.max_position_embeddings)
+    )
 
 
 def build_model_and_processor(options, load, create):
@@ -99,7 +109,9 @@ def chunked_encoders(processor, max_length: int, image_fn, text_fn, batch_size: 
     def texts(items):
         out = []
         for chunk, rows in chunks(items):
-            tok = processor.tokenizer(chunk, padding="max_length", truncation=True, max_length=max_length, return_tensors="np")
+            tok = processor.tokenizer(
+                chunk, padding="max_length", truncation=True, max_length=max_length, return_tensors="np"
+            )
             ids, mask = (padded(np.asarray(tok[k], np.int32), rows) for k in ("input_ids", "attention_mask"))
             out.append(np.asarray(text_fn(ids, mask))[: len(chunk)])
         return np.concatenate(out)
@@ -134,7 +146,9 @@ class BatchReader:
             except Exception as err:  # noqa: BLE001 - any unreadable row is skipped, whatever the reason
                 if j not in self.problems:
                     self.problems[j] = f"{type(err).__name__}: {err}"
-                    self.report(f"clip train: item {j} is unreadable ({self.problems[j]}); using the next readable item")
+                    self.report(
+                        f"clip train: item {j} is unreadable ({self.problems[j]}); using the next readable item"
+                    )
         raise ValueError("clip train: no item of the training set can be read")
 
     def __call__(self, indices) -> dict:
@@ -149,7 +163,9 @@ class BatchReader:
     def encode(self, images, captions) -> dict:
         pixels = self.processor.image_processor(images, return_tensors="np")["pixel_values"]
         with self._tokenizer_lock:
-            text = self.processor.tokenizer(captions, padding="max_length", truncation=True, max_length=self.max_length, return_tensors="np")
+            text = self.processor.tokenizer(
+                captions, padding="max_length", truncation=True, max_length=self.max_length, return_tensors="np"
+            )
         return {
             "input_ids": np.asarray(text["input_ids"], dtype=np.int32),
             "attention_mask": np.asarray(text["attention_mask"], dtype=np.int32),

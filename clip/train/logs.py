@@ -45,7 +45,9 @@ class RunLogs:
         self._last = None
         if not enabled:
             return
-        directory = getattr(args, "log_dir", None) or (os.path.join(args.out, "logs") if getattr(args, "tensorboard", False) else None)
+        directory = getattr(args, "log_dir", None) or (
+            os.path.join(args.out, "logs") if getattr(args, "tensorboard", False) else None
+        )
         if directory:
             try:
                 self.writers.append(TensorBoardWriter(directory))
@@ -56,7 +58,9 @@ class RunLogs:
                 import wandb
             except ImportError:
                 raise ValueError("--wandb needs the wandb package (pip install wandb)") from None
-            self._wandb = wandb.init(project=args.wandb_project, config={k: v for k, v in vars(args).items() if k != "run"})
+            self._wandb = wandb.init(
+                project=args.wandb_project, config={k: v for k, v in vars(args).items() if k != "run"}
+            )
             self.writers.append(self)
 
     def scalars(self, step, values):  # the wandb writer
@@ -71,7 +75,9 @@ class RunLogs:
             writer.scalars(step, {f"train/{k}": v for k, v in values.items()})
 
     def metrics(self, step: int, metrics: dict):
-        numbers = {f"eval/{k}": v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        numbers = {
+            f"eval/{k}": v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
         for writer in self.writers:
             writer.scalars(step, numbers)
 

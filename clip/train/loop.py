@@ -71,11 +71,15 @@ def fit(options: TrainOptions | None = None, /, *, callbacks: Iterable[Callback]
     elif fields:
         options = options.replace(**fields)
     options = check(options)
-    earlier = [name for name in (common.CHECKPOINTS, "model.safetensors") if os.path.exists(os.path.join(options.out, name))]
+    earlier = [
+        name for name in (common.CHECKPOINTS, "model.safetensors") if os.path.exists(os.path.join(options.out, name))
+    ]
     if earlier and not (options.resume or options.overwrite):
         # a fresh run would replace the trained model at its end and leave the old checkpoints beside its own
-        raise ValueError(f"{options.out} holds an earlier run ({', '.join(earlier)}); pass --resume to continue it, "
-                         "--overwrite to replace it, or choose another --out")
+        raise ValueError(
+            f"{options.out} holds an earlier run ({', '.join(earlier)}); pass --resume to continue it, "
+            "--overwrite to replace it, or choose another --out"
+        )
     if options.overwrite:
         shutil.rmtree(os.path.join(options.out, common.CHECKPOINTS), ignore_errors=True)
     return run(options, _trainer_class(options.backend)(options), list(callbacks))
@@ -104,7 +108,9 @@ def run(options: TrainOptions, trainer, callbacks: list) -> dict:
     order = common.make_order(train_set, options.batch_size, options.seed, trainer.world, rank)
     steps = common.total_steps(options.steps, options.epochs, len(train_set), options.batch_size, options.accum_steps)
     warmup = min(options.warmup_steps, steps)
-    run_info = common.run_settings(options, steps, warmup, len(train_set), trainer.world) | common.data_settings(train_set)
+    run_info = common.run_settings(options, steps, warmup, len(train_set), trainer.world) | common.data_settings(
+        train_set
+    )
     trainer.build_optimizer(steps, warmup)
 
     start, history, saved = 0, [], {}
@@ -116,22 +122,35 @@ def run(options: TrainOptions, trainer, callbacks: list) -> dict:
     trainer.start(common.DynamicLossScale.from_state(saved.get("loss_scale")) if fp16 else None)
 
     progress = common.Progress(steps, start, every=options.log_every, enabled=first and not options.quiet)
-    reader = common.BatchReader(train_set, trainer.processor, max_length, report=progress.log if first else (lambda m: None))
+    reader = common.BatchReader(
+        train_set, trainer.processor, max_length, report=progress.log if first else (lambda m: None)
+    )
     batches = trainer.batches(reader, order, start, steps)
     logs = common.RunLogs(options, enabled=first)
     pairs = options.batch_size * options.accum_steps
     if first and not options.quiet:
-        progress.log(f"clip train: {trainer.describe()}, {len(train_set)} training pairs, {steps} steps of "
-                     f"{options.batch_size} x {options.accum_steps} pairs {trainer.placement()}, {options.precision}")
+        progress.log(
+            f"clip train: {trainer.describe()}, {len(train_set)} training pairs, {steps} steps of "
+            f"{options.batch_size} x {options.accum_steps} pairs {trainer.placement()}, {options.precision}"
+        )
 
     def save_checkpoint(at: int) -> str:
         staged = common.staging_dir(options.out, at)
         os.makedirs(staged, exist_ok=True)
         trainer.write_checkpoint(staged)
         scale = trainer.loss_scale_state()
-        common.write_trainer_state(staged, {"step": at, "micro_step": at * options.accum_steps, "run": run_info,
-                                            "history": history, "rng": common.python_numpy_rng_state(),
-                                            "backend": options.backend, **({"loss_scale": scale} if scale is not None else {})})
+        common.write_trainer_state(
+            staged,
+            {
+                "step": at,
+                "micro_step": at * options.accum_steps,
+                "run": run_info,
+                "history": history,
+                "rng": common.python_numpy_rng_state(),
+                "backend": options.backend,
+                **({"loss_scale": scale} if scale is not None else {}),
+            },
+        )
         return common.commit_checkpoint(options.out, at)
 
     def evaluate(at: int) -> dict:
@@ -155,7 +174,10 @@ def run(options: TrainOptions, trainer, callbacks: list) -> dict:
                 info.checkpoint = save_checkpoint(step)
             if options.eval_every and step % options.eval_every == 0 and not last and first:
                 info.metrics = evaluate(step)
-                progress.log(f"step {step}: " + "  ".join(f"{k} {v:.4f}" for k, v in info.metrics.items() if isinstance(v, float)))
+                progress.log(
+                    f"step {step}: "
+                    + "  ".join(f"{k} {v:.4f}" for k, v in info.metrics.items() if isinstance(v, float))
+                )
             stop = [bool(callback(info)) for callback in callbacks]  # every callback sees every step
             if any(stop) and not last:
                 if info.checkpoint is None and first:
@@ -183,18 +205,27 @@ def evaluate_with(encode_images, encode_texts, val, tasks, max_items: int = 2000
     metrics = {}
     if val is not None and len(val):
         items = [val[i] for i in range(min(len(val), max_items))]
-        metrics.update(common.retrieval_metrics(encode_images([im for im, _ in items]), encode_texts([c for _, c in items])))
+        metrics.update(
+            common.retrieval_metrics(encode_images([im for im, _ in items]), encode_texts([c for _, c in items]))
+        )
         metrics["val_pairs"] = len(items)
     for name, (images, labels, targets) in tasks.items():
         metrics[name] = common.zero_shot_accuracy(encode_images(list(images)), encode_texts(list(labels)), targets)
     return metrics
 
 
-def finish_run(options, out_metrics: dict, history, steps: int, start: int, step: int, elapsed: float, run_info: dict) -> dict:
+def finish_run(
+    options, out_metrics: dict, history, steps: int, start: int, step: int, elapsed: float, run_info: dict
+) -> dict:
     """metrics.json and the printed summary at the end of a run."""
-    result = {"steps": steps, "final_loss": history[-1][1] if history else None, "train_seconds_this_run": round(elapsed, 1),
-              "pairs_per_second": round((step - start) * options.batch_size * options.accum_steps / max(elapsed, 1e-9), 1),
-              **out_metrics, "run": run_info}
+    result = {
+        "steps": steps,
+        "final_loss": history[-1][1] if history else None,
+        "train_seconds_this_run": round(elapsed, 1),
+        "pairs_per_second": round((step - start) * options.batch_size * options.accum_steps / max(elapsed, 1e-9), 1),
+        **out_metrics,
+        "run": run_info,
+    }
     atomic_write_json(os.path.join(options.out, "metrics.json"), result)
     if not options.quiet:
         print(json.dumps({k: v for k, v in result.items() if k != "run"}, indent=2))

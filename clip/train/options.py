@@ -148,4 +148,7 @@ def lock_settings(options) -> dict | None:
     """The lock_image options as stored in the run's settings (None: nothing locked)."""
     if not getattr(options, "lock_image", False):
         return None
-    return {"unlocked_groups": int(options.lock_image_unlocked_groups), "freeze_norm": bool(options.lock_image_freeze_norm)}
+    return {
+        "unlocked_groups": int(options.lock_image_unlocked_groups),
+        "freeze_norm": bool(options.lock_image_freeze_norm),
+    }

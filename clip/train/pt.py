@@ -74,8 +74,13 @@ class _Steps(torch.utils.data.Dataset):
 
 def make_loader(reader, order, start: int, stop: int, accum: int, workers: int):
     """A DataLoader over optimizer steps start..stop-1, each {key: (accum, b, ...) tensor} in common.DataOrder's order."""
-    return torch.utils.data.DataLoader(_Steps(reader, order, accum), sampler=range(start, stop), batch_size=None,
-                                       num_workers=workers, prefetch_factor=4 if workers else None)
+    return torch.utils.data.DataLoader(
+        _Steps(reader, order, accum),
+        sampler=range(start, stop),
+        batch_size=None,
+        num_workers=workers,
+        prefetch_factor=4 if workers else None,
+    )
 
 
 # -- checkpoints -----------------------------------------------------------------------------------
@@ -101,8 +106,10 @@ def _read_rng_states(directory):
     path = os.path.join(directory, RNG_FILE)
     if os.path.exists(path):
         arrays = read_safetensors(path, mmap=False)
-        cuda = [torch.from_numpy(np.array(arrays[k])) for k in sorted((k for k in arrays if k.startswith("cuda.")),
-                                                                     key=lambda k: int(k.split(".")[1]))]
+        cuda = [
+            torch.from_numpy(np.array(arrays[k]))
+            for k in sorted((k for k in arrays if k.startswith("cuda.")), key=lambda k: int(k.split(".")[1]))
+        ]
         return {"torch": torch.from_numpy(np.array(arrays["torch"])), "cuda": cuda}
     legacy = weight_files.torch_load(os.path.join(directory, "rng.pt"))
     return {"torch": legacy["torch"], "cuda": list(legacy.get("cuda", []))}
@@ -118,9 +125,14 @@ def load_checkpoint(directory, model, optimizer):
     current = model.state_dict()
     tensors = common.read_model_state(directory, {n: tuple(t.shape) for n, t in current.items()})
     saved_optimizer = weight_files.torch_load(os.path.join(directory, "optimizer.pt"))
-    if not (isinstance(saved_optimizer, dict) and isinstance(saved_optimizer.get("state"), dict)
-            and isinstance(saved_optimizer.get("param_groups"), list)):
-        raise ValueError(f"{os.path.join(directory, 'optimizer.pt')}: not an optimizer state (no 'state' and 'param_groups')")
+    if not (
+        isinstance(saved_optimizer, dict)
+        and isinstance(saved_optimizer.get("state"), dict)
+        and isinstance(saved_optimizer.get("param_groups"), list)
+    ):
+        raise ValueError(
+            f"{os.path.join(directory, 'optimizer.pt')}: not an optimizer state (no 'state' and 'param_groups')"
+        )
     rng = _read_rng_states(directory)
     try:
         optimizer.load_state_dict(saved_optimizer)
@@ -143,8 +155,6 @@ def save_model(model, processor, out, dtype=None):
         state = {n: t.to(dtype) for n, t in state.items()}
     model.save_pretrained(out, state_dict=state)
     processor.save_pretrained(out)
-
-
 
 
 def apply_lock(model, lock):
@@ -173,7 +183,8 @@ class Trainer:
         if options.threads:
             torch.set_num_threads(options.threads)
         self.model, self.processor = common.build_model_and_processor(
-            options, lambda path: CLIPModel.from_pretrained(path, dtype=torch.float32), CLIPModel)
+            options, lambda path: CLIPModel.from_pretrained(path, dtype=torch.float32), CLIPModel
+        )
         self.model.to(self.device).train()
         if options.grad_checkpointing:
             self.model.gradient_checkpointing_enable()
@@ -182,7 +193,9 @@ class Trainer:
         self.loss_scale = None
 
     def build_optimizer(self, steps: int, warmup: int):
-        self.optimizer = build_optimizer(self.model, self.options.lr, self.options.weight_decay, fused=self.options.fused_adamw)
+        self.optimizer = build_optimizer(
+            self.model, self.options.lr, self.options.weight_decay, fused=self.options.fused_adamw
+        )
 
     def load_checkpoint(self, directory) -> dict:
         return load_checkpoint(directory, self.model, self.optimizer)
@@ -193,7 +206,9 @@ class Trainer:
         if self.options.compile:
             objective.compile()  # in place: the module keeps its type and parameters, and DDP wraps it as before
         if self.world > 1:
-            objective = nn.parallel.DistributedDataParallel(objective, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            objective = nn.parallel.DistributedDataParallel(
+                objective, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
         self.objective = objective
         half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.options.precision)
         self.autocast = (lambda: torch.autocast(self.device.type, dtype=half)) if half is not None else nullcontext
@@ -204,9 +219,22 @@ class Trainer:
     def step(self, inputs, lr: float) -> float:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        micro = [{k: (v[a] if k == "pixel_values" else v[a].long()).to(self.device, non_blocking=True) for k, v in inputs.items()}
-                 for a in range(self.options.accum_steps)]
-        loss = optimizer_step(self.objective, self.optimizer, self.trainable, micro, self.autocast, self.options.grad_clip, self.loss_scale)
+        micro = [
+            {
+                k: (v[a] if k == "pixel_values" else v[a].long()).to(self.device, non_blocking=True)
+                for k, v in inputs.items()
+            }
+            for a in range(self.options.accum_steps)
+        ]
+        loss = optimizer_step(
+            self.objective,
+            self.optimizer,
+            self.trainable,
+            micro,
+            self.autocast,
+            self.options.grad_clip,
+            self.loss_scale,
+        )
         clamp_logit_scale(self.model)
         return loss
 
@@ -233,7 +261,9 @@ class Trainer:
         was_training = model.training
         model.eval()
         try:
-            yield common.chunked_encoders(self.processor, model.config.text_config.max_position_embeddings, images, texts)
+            yield common.chunked_encoders(
+                self.processor, model.config.text_config.max_position_embeddings, images, texts
+            )
         finally:
             model.train(was_training)
 

@@ -160,7 +160,9 @@ def backward_step(objective, micro_batches, autocast=nullcontext, loss_scale: fl
     return loss.detach()
 
 
-def optimizer_step(objective, optimizer, parameters, micro_batches, autocast=nullcontext, grad_clip: float = 0.0, loss_scale=None):
+def optimizer_step(
+    objective, optimizer, parameters, micro_batches, autocast=nullcontext, grad_clip: float = 0.0, loss_scale=None
+):
     """One optimizer step over the micro-batches: gradients, global-norm clipping, the update; returns the loss.
 
     loss_scale (float16): a common.DynamicLossScale; the gradients are unscaled before clipping, and a

@@ -46,7 +46,9 @@ def expand_shards(spec: str) -> list[str]:
                 paths.extend(sorted(glob.glob(name)) if any(c in name for c in "*?[") else [name])
     missing = [p for p in paths if not os.path.isfile(p)]
     if not paths or missing:
-        raise ValueError(f"--train-shards {spec}: " + (f"no such shard {missing[0]}" if missing else "names no .tar shard"))
+        raise ValueError(
+            f"--train-shards {spec}: " + (f"no such shard {missing[0]}" if missing else "names no .tar shard")
+        )
     return paths
 
 
@@ -68,7 +70,13 @@ def index_shard(path: str) -> list[tuple[tuple[int, int], tuple[int, int]]]:
                 if key not in samples:
                     samples[key] = {}
                     order.append(key)
-                kind = "image" if ext.lower() in IMAGE_EXTENSIONS else "caption" if ext.lower() in CAPTION_EXTENSIONS else None
+                kind = (
+                    "image"
+                    if ext.lower() in IMAGE_EXTENSIONS
+                    else "caption"
+                    if ext.lower() in CAPTION_EXTENSIONS
+                    else None
+                )
                 if kind:
                     samples[key][kind] = (member.offset_data, member.size)
     except (tarfile.TarError, OSError) as err:

@@ -52,7 +52,9 @@ def local_clip_loss(image_embeds, text_embeds, logit_scale, local: bool = True):
     per_image = scale * tf.matmul(rows_images, all_texts, transpose_b=True)  # rows, B
     per_text = scale * tf.matmul(rows_texts, all_images, transpose_b=True)  # rows, B
     ce = tf.nn.sparse_softmax_cross_entropy_with_logits
-    return (tf.reduce_mean(ce(labels=targets, logits=per_image)) + tf.reduce_mean(ce(labels=targets, logits=per_text))) / 2.0
+    return (
+        tf.reduce_mean(ce(labels=targets, logits=per_image)) + tf.reduce_mean(ce(labels=targets, logits=per_text))
+    ) / 2.0
 
 
 def embed(model, batch, training=True):
@@ -113,15 +115,18 @@ def replica_gradients(model, batches, variables, local: bool = True, loss_scale=
         _restore_seed_states(model, states[a])
         with tf.GradientTape() as tape:
             image, text = embed(model, batch)
-            surrogate = (tf.reduce_sum(image * grad_images[a * rows : (a + 1) * rows])
-                         + tf.reduce_sum(text * grad_texts[a * rows : (a + 1) * rows]))
+            surrogate = tf.reduce_sum(image * grad_images[a * rows : (a + 1) * rows]) + tf.reduce_sum(
+                text * grad_texts[a * rows : (a + 1) * rows]
+            )
         grads = [g + s for g, s in zip(grads, _dense(tape.gradient(surrogate, variables), variables))]
     _restore_seed_states(model, after)
     grads = [g + tf.convert_to_tensor(grad_scale) if v is model.logit_scale else g for g, v in zip(grads, variables)]
     return loss / replicas, grads
 
 
-def make_train_step(strategy, model, optimizer, variables, local: bool = True, jit_compile: bool = False, loss_scale=None):
+def make_train_step(
+    strategy, model, optimizer, variables, local: bool = True, jit_compile: bool = False, loss_scale=None
+):
     """tf.function: gradients over replicas and micro-steps, AdamW (clipped), logit_scale clamp
     (XLA-compiled with jit_compile, `clip train --compile`).
 
@@ -137,7 +142,9 @@ def make_train_step(strategy, model, optimizer, variables, local: bool = True, j
         loss = strategy.reduce(tf.distribute.ReduceOp.SUM, per_loss, axis=None)
         grads = [strategy.reduce(tf.distribute.ReduceOp.SUM, g, axis=None) / scale for g in per_grads]
         if loss_scale is None:
-            optimizer.apply(grads, variables)  # cross-replica context: no second all-reduce, clipping sees the global norm
+            optimizer.apply(
+                grads, variables
+            )  # cross-replica context: no second all-reduce, clipping sees the global norm
         else:
             finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
 
@@ -164,7 +171,9 @@ class LossScaleState:
         good = tf.where(finite, self.good_steps + 1, tf.zeros_like(self.good_steps))
         grow = good >= common.DynamicLossScale.GROWTH_INTERVAL
         factor = common.DynamicLossScale.FACTOR
-        self.scale.assign(tf.where(finite, tf.where(grow, self.scale * factor, self.scale), tf.maximum(self.scale / factor, 1.0)))
+        self.scale.assign(
+            tf.where(finite, tf.where(grow, self.scale * factor, self.scale), tf.maximum(self.scale / factor, 1.0))
+        )
         self.good_steps.assign(tf.where(grow, tf.zeros_like(good), good))
 
     def state(self) -> dict:

@@ -33,7 +33,14 @@ from clip.common.io import read_safetensors, write_safetensors
 from clip.tf import loading
 from clip.train import common
 from clip.train.tf_step import (  # noqa: F401 - the step's pieces stay importable from here
-    LossScaleState, clamp_logit_scale, local_clip_loss, make_gradient_fn, make_train_step, objective, replica_gradients)
+    LossScaleState,
+    clamp_logit_scale,
+    local_clip_loss,
+    make_gradient_fn,
+    make_train_step,
+    objective,
+    replica_gradients,
+)
 
 KEYS = ("input_ids", "attention_mask", "pixel_values")
 
@@ -76,20 +83,38 @@ class TableSchedule(keras.optimizers.schedules.LearningRateSchedule):
         return {"values": self.values}
 
 
-def build_optimizer(model, steps: int, base_lr: float, warmup: int, weight_decay: float, grad_clip: float,
-                    min_lr_ratio: float = 0.0, betas=(0.9, 0.98), eps=1e-6, lock=None):
+def build_optimizer(
+    model,
+    steps: int,
+    base_lr: float,
+    warmup: int,
+    weight_decay: float,
+    grad_clip: float,
+    min_lr_ratio: float = 0.0,
+    betas=(0.9, 0.98),
+    eps=1e-6,
+    lock=None,
+):
     """keras AdamW with common.learning_rate per step, decay on matrix weights only, global-norm clipping;
     returns it and the variables it trains (all but those --lock-image freezes: common.is_frozen).
 
     Build it under the strategy's scope (its slots are mirrored like the model's variables).
     """
     table = TableSchedule([common.learning_rate(s, base_lr, warmup, steps, min_lr_ratio) for s in range(max(1, steps))])
-    optimizer = keras.optimizers.AdamW(learning_rate=table, weight_decay=weight_decay, beta_1=betas[0], beta_2=betas[1],
-                                       epsilon=eps, global_clipnorm=grad_clip if grad_clip and grad_clip > 0 else None)
+    optimizer = keras.optimizers.AdamW(
+        learning_rate=table,
+        weight_decay=weight_decay,
+        beta_1=betas[0],
+        beta_2=betas[1],
+        epsilon=eps,
+        global_clipnorm=grad_clip if grad_clip and grad_clip > 0 else None,
+    )
     layers = model.config.vision_config.num_hidden_layers
     canonical = {n: v for n, v in model.canonical_variables().items() if not common.is_frozen(n, lock, layers)}
     table = params.parameter_table(model.config, model.canonical_class)
-    optimizer.exclude_from_weight_decay(var_list=[v for name, (v, _) in canonical.items() if not common.applies_weight_decay(name, table)])
+    optimizer.exclude_from_weight_decay(
+        var_list=[v for name, (v, _) in canonical.items() if not common.applies_weight_decay(name, table)]
+    )
     variables = [v for v, _ in canonical.values()]
     optimizer.build(variables)
     return optimizer, variables
@@ -110,8 +135,11 @@ def make_dataset(reader, order, start: int, stop: int, accum: int, parallel: int
         return {k: tf.ensure_shape(a, s) for k, a, s in zip(KEYS, arrays, shapes)}
 
     ds = tf.data.Dataset.range(start, stop)
-    ds = ds.map(lambda s: tf.numpy_function(load, [s], dtypes, stateful=False),
-                num_parallel_calls=parallel or tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.map(
+        lambda s: tf.numpy_function(load, [s], dtypes, stateful=False),
+        num_parallel_calls=parallel or tf.data.AUTOTUNE,
+        deterministic=True,
+    )
     ds = ds.map(to_dict).prefetch(tf.data.AUTOTUNE)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF  # DataOrder shards
@@ -152,7 +180,9 @@ def write_checkpoint(directory, model, optimizer):
     """Canonical float32 weights, the optimizer's variables and the dropout seed states into a staged checkpoint."""
     write_safetensors(loading.canonical_state(model), os.path.join(directory, common.MODEL_FILE))
     common.write_array_list([np.array(v.numpy()) for v in optimizer.variables], os.path.join(directory, OPTIMIZER_FILE))
-    write_safetensors({p: np.array(v.numpy()) for p, v in _rng_variables(model).items()}, os.path.join(directory, RNG_FILE))
+    write_safetensors(
+        {p: np.array(v.numpy()) for p, v in _rng_variables(model).items()}, os.path.join(directory, RNG_FILE)
+    )
 
 
 def load_checkpoint(directory, model, optimizer):
@@ -163,7 +193,9 @@ def load_checkpoint(directory, model, optimizer):
     """
     state = common.read_trainer_state(directory)
     tensors = common.read_model_state(directory, dict.fromkeys(model.canonical_variables()))
-    saved = common.read_array_list(os.path.join(directory, OPTIMIZER_FILE), [tuple(v.shape) for v in optimizer.variables])
+    saved = common.read_array_list(
+        os.path.join(directory, OPTIMIZER_FILE), [tuple(v.shape) for v in optimizer.variables]
+    )
     rng = read_safetensors(os.path.join(directory, RNG_FILE))
     loading.assign_canonical(model, tensors)
     for variable, value in zip(optimizer.variables, saved):
@@ -184,8 +216,6 @@ def save_model(model, processor, out, dtype=None):
     processor.save_pretrained(out)
 
 
-
-
 # -- the backend of clip.train.loop ------------------------------------------------------------------
 class Trainer:
     """TensorFlow's model, optimizer, distributed step and state I/O for clip.train.loop.run (see its docstring)."""
@@ -197,22 +227,37 @@ class Trainer:
         configure_devices(options.threads)
         keras.utils.set_random_seed(options.seed)  # python, numpy and TensorFlow: the initial weights
         self.strategy, self.rank, self.world = make_strategy()
-        policy = {"bf16": "mixed_bfloat16", "fp16": "mixed_float16"}.get(options.precision, "float32")  # variables stay float32
+        policy = {"bf16": "mixed_bfloat16", "fp16": "mixed_float16"}.get(
+            options.precision, "float32"
+        )  # variables stay float32
         with self.strategy.scope():
             self.model, self.processor = common.build_model_and_processor(
-                options, lambda path: TFCLIPModel.from_pretrained(path, dtype=policy), lambda config: TFCLIPModel(config, dtype=policy))
+                options,
+                lambda path: TFCLIPModel.from_pretrained(path, dtype=policy),
+                lambda config: TFCLIPModel(config, dtype=policy),
+            )
         if options.grad_checkpointing:
             self.model.gradient_checkpointing_enable()
         replicas = self.strategy.num_replicas_in_sync
         if options.batch_size % replicas:
-            raise ValueError(f"--batch-size {options.batch_size} must be divisible by the {replicas} TensorFlow replicas")
+            raise ValueError(
+                f"--batch-size {options.batch_size} must be divisible by the {replicas} TensorFlow replicas"
+            )
         self.loss_scale = None
 
     def build_optimizer(self, steps: int, warmup: int):
         o = self.options
         with self.strategy.scope():
-            self.optimizer, self.variables = build_optimizer(self.model, steps, o.lr, warmup, o.weight_decay, o.grad_clip,
-                                                             o.min_lr_ratio, lock=common.lock_settings(o))
+            self.optimizer, self.variables = build_optimizer(
+                self.model,
+                steps,
+                o.lr,
+                warmup,
+                o.weight_decay,
+                o.grad_clip,
+                o.min_lr_ratio,
+                lock=common.lock_settings(o),
+            )
 
     def load_checkpoint(self, directory) -> dict:
         return load_checkpoint(directory, self.model, self.optimizer)
@@ -221,8 +266,15 @@ class Trainer:
         if loss_scale is not None:
             with self.strategy.scope():
                 self.loss_scale = LossScaleState(loss_scale.scale, loss_scale.good_steps)
-        self.step_fn = make_train_step(self.strategy, self.model, self.optimizer, self.variables, local=self.options.local_loss,
-                                       jit_compile=self.options.compile, loss_scale=self.loss_scale)
+        self.step_fn = make_train_step(
+            self.strategy,
+            self.model,
+            self.optimizer,
+            self.variables,
+            local=self.options.local_loss,
+            jit_compile=self.options.compile,
+            loss_scale=self.loss_scale,
+        )
 
     def batches(self, reader, order, start: int, stop: int):
         return iter(make_dataset(reader, order, start, stop, self.options.accum_steps, self.options.workers))
@@ -242,9 +294,12 @@ class Trainer:
         model = self.model
         image_fn = tf.function(lambda x: tf.cast(model.get_image_features(x), tf.float32), reduce_retracing=True)
         text_fn = tf.function(lambda i, m: tf.cast(model.get_text_features(i, m), tf.float32), reduce_retracing=True)
-        yield common.chunked_encoders(self.processor, model.config.text_config.max_position_embeddings,
-                                      lambda pixels: image_fn(tf.constant(pixels)).numpy(),
-                                      lambda ids, mask: text_fn(tf.constant(ids), tf.constant(mask)).numpy())
+        yield common.chunked_encoders(
+            self.processor,
+            model.config.text_config.max_position_embeddings,
+            lambda pixels: image_fn(tf.constant(pixels)).numpy(),
+            lambda ids, mask: text_fn(tf.constant(ids), tf.constant(mask)).numpy(),
+        )
 
     def write_checkpoint(self, directory):
         write_checkpoint(directory, self.model, self.optimizer)

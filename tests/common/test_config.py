@@ -9,11 +9,7 @@ from clip.common.config import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
 
 
 @pytest.mark.parametrize(
-    "ours, theirs",
-    [
-        (CLIPTextConfig, transformers.CLIPTextConfig),
-        (CLIPVisionConfig, transformers.CLIPVisionConfig),
-    ],
+    "ours, theirs", [(CLIPTextConfig, transformers.CLIPTextConfig), (CLIPVisionConfig, transformers.CLIPVisionConfig)]
 )
 def test_tower_defaults_equal_transformers(ours, theirs):
     reference = theirs()

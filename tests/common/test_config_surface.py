@@ -12,15 +12,27 @@ PAIRS = [
     (ours.CLIPTextConfig, transformers.CLIPTextConfig),
     (ours.CLIPVisionConfig, transformers.CLIPVisionConfig),
 ]
-SMALL = dict(text_config={"hidden_size": 64, "num_attention_heads": 4, "pad_token_id": 0},
-             vision_config={"patch_size": 8, "image_size": 32}, projection_dim=24)
+SMALL = dict(
+    text_config={"hidden_size": 64, "num_attention_heads": 4, "pad_token_id": 0},
+    vision_config={"patch_size": 8, "image_size": 32},
+    projection_dim=24,
+)
 
 
 @pytest.mark.parametrize("mine, theirs", PAIRS)
 def test_generic_flags_and_sub_configs(mine, theirs):
     a, b = mine(), theirs()
-    for name in ("is_encoder_decoder", "use_return_dict", "return_dict", "output_attentions", "output_hidden_states",
-                 "torchscript", "tie_word_embeddings", "problem_type", "_attn_implementation"):
+    for name in (
+        "is_encoder_decoder",
+        "use_return_dict",
+        "return_dict",
+        "output_attentions",
+        "output_hidden_states",
+        "torchscript",
+        "tie_word_embeddings",
+        "problem_type",
+        "_attn_implementation",
+    ):
         assert getattr(a, name) == getattr(b, name), name
     assert {k: v.__name__ for k, v in a.sub_configs.items()} == {k: v.__name__ for k, v in b.sub_configs.items()}
     a.torchscript = b.torchscript = True
@@ -41,12 +53,18 @@ def test_attn_implementation_reaches_the_sub_configs():
     a, b = ours.CLIPConfig(**SMALL), transformers.CLIPConfig(**SMALL)
     for config in (a, b):
         config._attn_implementation = "eager"
-    assert (a._attn_implementation, a.text_config._attn_implementation, a.vision_config._attn_implementation) == \
-        (b._attn_implementation, b.text_config._attn_implementation, b.vision_config._attn_implementation) == ("eager",) * 3
+    assert (
+        (a._attn_implementation, a.text_config._attn_implementation, a.vision_config._attn_implementation)
+        == (b._attn_implementation, b.text_config._attn_implementation, b.vision_config._attn_implementation)
+        == ("eager",) * 3
+    )
     for config in (a, b):
         config._attn_implementation = {"text_config": "sdpa"}
-    assert (a.text_config._attn_implementation, a.vision_config._attn_implementation) == \
-        (b.text_config._attn_implementation, b.vision_config._attn_implementation) == ("sdpa", "eager")
+    assert (
+        (a.text_config._attn_implementation, a.vision_config._attn_implementation)
+        == (b.text_config._attn_implementation, b.vision_config._attn_implementation)
+        == ("sdpa", "eager")
+    )
     built = ours.CLIPTextConfig(attn_implementation="eager")
     assert built._attn_implementation == transformers.CLIPTextConfig(attn_implementation="eager")._attn_implementation
     assert "_attn_implementation" not in built.to_dict() and "attn_implementation" not in built.to_dict()
@@ -73,7 +91,9 @@ def test_to_diff_dict_keeps_what_transformers_keeps(mine, theirs):
     for key, value in diff.items():
         if key in a.sub_configs:  # the fields transformers writes for a sub-config, ours too
             theirs_sub = {k: v for k, v in their_diff[key].items() if k != "transformers_version"}
-            assert {k: value[k] for k in theirs_sub if k in value} == {k: theirs_sub[k] for k in theirs_sub if k in value}
+            assert {k: value[k] for k in theirs_sub if k in value} == {
+                k: theirs_sub[k] for k in theirs_sub if k in value
+            }
         elif key in their_diff:
             assert their_diff[key] == value, key
     assert mine.from_dict(diff) == a  # the diff alone rebuilds the config

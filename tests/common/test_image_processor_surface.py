@@ -22,10 +22,16 @@ from hypothesis import strategies as st  # noqa: E402
 from clip.common.image_processor import CLIPImageProcessor  # noqa: E402
 
 # The settings transformers' CLIP image-processing tests use.
-TESTER = {"do_resize": True, "size": {"shortest_edge": 20}, "do_center_crop": True,
-          "crop_size": {"height": 18, "width": 18}, "do_normalize": True,
-          "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711],
-          "do_convert_rgb": True}
+TESTER = {
+    "do_resize": True,
+    "size": {"shortest_edge": 20},
+    "do_center_crop": True,
+    "crop_size": {"height": 18, "width": 18},
+    "do_normalize": True,
+    "image_mean": [0.48145466, 0.4578275, 0.40821073],
+    "image_std": [0.26862954, 0.26130258, 0.27577711],
+    "do_convert_rgb": True,
+}
 RNG = np.random.default_rng(0)
 U8 = RNG.integers(0, 256, (40, 50, 3), dtype=np.uint8)
 F01 = (U8.astype(np.float32) / 255).astype(np.float32) + np.float32(1e-4)
@@ -52,8 +58,12 @@ def norm(value):
 
 def same(a, b) -> bool:
     if isinstance(a, tuple) and a and a[0] == "array":
-        return (isinstance(b, tuple) and b[0] == "array" and a[1:3] == b[1:3]
-                and bool(np.allclose(a[3], b[3], rtol=0, atol=1e-5)))
+        return (
+            isinstance(b, tuple)
+            and b[0] == "array"
+            and a[1:3] == b[1:3]
+            and bool(np.allclose(a[3], b[3], rtol=0, atol=1e-5))
+        )
     if isinstance(a, dict):
         return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
     if isinstance(a, list):
@@ -97,10 +107,29 @@ def _saved_and_reloaded(p):
 
 
 def _properties(p):
-    names = ["do_resize", "size", "do_center_crop", "center_crop", "do_normalize", "image_mean", "image_std",
-             "do_convert_rgb", "resize", "rescale", "normalize", "to_dict", "to_json_string", "to_json_file",
-             "from_dict", "from_json_file", "save_pretrained", "from_pretrained", "preprocess", "is_fast",
-             "model_input_names"]
+    names = [
+        "do_resize",
+        "size",
+        "do_center_crop",
+        "center_crop",
+        "do_normalize",
+        "image_mean",
+        "image_std",
+        "do_convert_rgb",
+        "resize",
+        "rescale",
+        "normalize",
+        "to_dict",
+        "to_json_string",
+        "to_json_file",
+        "from_dict",
+        "from_json_file",
+        "save_pretrained",
+        "from_pretrained",
+        "preprocess",
+        "is_fast",
+        "model_input_names",
+    ]
     return [hasattr(p, n) for n in names]
 
 
@@ -125,22 +154,32 @@ CALLS = {
     "call_numpy": lambda p: p(U8, return_tensors="np")["pixel_values"],
     "call_numpy_batch": lambda p: p(UNEQUAL, return_tensors="np")["pixel_values"],
     "call_pytorch": lambda p: p(torch.from_numpy(CHW), return_tensors="pt")["pixel_values"],
-    "call_pytorch_batch": lambda p: p([torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
-                                       for x in UNEQUAL], return_tensors="pt")["pixel_values"],
-    "call_numpy_4_channels": lambda p: p(HWC4, return_tensors="pt",
-                                         input_data_format="channels_last", image_mean=0, image_std=1)["pixel_values"],
-    "call_numpy_4_channels_batch": lambda p: p([x for x in np.random.default_rng(1).integers(0, 256, (2, 4, 30, 40),
-                                                                                          dtype=np.uint8)],
-                                               return_tensors="pt", input_data_format="channels_first",
-                                               image_mean=0, image_std=1)["pixel_values"],
+    "call_pytorch_batch": lambda p: p(
+        [torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1))) for x in UNEQUAL], return_tensors="pt"
+    )["pixel_values"],
+    "call_numpy_4_channels": lambda p: p(
+        HWC4, return_tensors="pt", input_data_format="channels_last", image_mean=0, image_std=1
+    )["pixel_values"],
+    "call_numpy_4_channels_batch": lambda p: p(
+        [x for x in np.random.default_rng(1).integers(0, 256, (2, 4, 30, 40), dtype=np.uint8)],
+        return_tensors="pt",
+        input_data_format="channels_first",
+        image_mean=0,
+        image_std=1,
+    )["pixel_values"],
     "call_4_channels_no_format": lambda p: p(HWC4, return_tensors="np"),
-    "call_4_channels_3_means": lambda p: p(HWC4, return_tensors="np",
-                                           input_data_format="channels_last"),
-    "call_2_channels": lambda p: p(HWC2, return_tensors="np",
-                                   input_data_format="channels_last", image_mean=0.5, image_std=0.5),
-    "call_4_channels_float": lambda p: p(np.random.default_rng(2).random((30, 40, 4)).astype(np.float32),
-                                         return_tensors="np", input_data_format="channels_last", image_mean=0,
-                                         image_std=1, do_rescale=False),
+    "call_4_channels_3_means": lambda p: p(HWC4, return_tensors="np", input_data_format="channels_last"),
+    "call_2_channels": lambda p: p(
+        HWC2, return_tensors="np", input_data_format="channels_last", image_mean=0.5, image_std=0.5
+    ),
+    "call_4_channels_float": lambda p: p(
+        np.random.default_rng(2).random((30, 40, 4)).astype(np.float32),
+        return_tensors="np",
+        input_data_format="channels_last",
+        image_mean=0,
+        image_std=1,
+        do_rescale=False,
+    ),
     "data_format_last": lambda p: p(U8, return_tensors="np", data_format="channels_last")["pixel_values"],
     "return_list": lambda p: p(UNEQUAL)["pixel_values"],
     "rescale_factor_none": lambda p: type(p)(rescale_factor=None)(U8),
@@ -201,8 +240,9 @@ def test_we_load_transformers_saved_processor(tmp_path):
     reference.save_pretrained(tmp_path)
     ours = CLIPImageProcessor.from_pretrained(tmp_path)
     assert ours.to_dict()["image_processor_type"] == "CLIPImageProcessor"
-    assert same(norm(ours(U8, return_tensors="np")["pixel_values"]),
-                norm(reference(U8, return_tensors="np")["pixel_values"]))
+    assert same(
+        norm(ours(U8, return_tensors="np")["pixel_values"]), norm(reference(U8, return_tensors="np")["pixel_values"])
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -236,8 +276,7 @@ def test_non_finite_pixels_raise_naming_the_image():
     # Finite input whose normalization overflows float32 is refused too, not returned as inf.
     with pytest.raises(ValueError, match=r"images: pixel values overflow float32"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        processor(np.full((4, 4, 3), 3e38, dtype=np.float32), do_resize=False, do_center_crop=False,
-                  do_rescale=False)
+        processor(np.full((4, 4, 3), 3e38, dtype=np.float32), do_resize=False, do_center_crop=False, do_rescale=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -256,13 +295,19 @@ def images(draw):
         return base.convert(mode) if mode not in ("I;16", "F") else base.convert("L").convert(mode), {}
     layout = draw(st.sampled_from(["HW", "HWC1", "HWC3", "HWC4", "CHW3", "CHW1"]))
     channels = {"HW": None, "HWC1": 1, "HWC3": 3, "HWC4": 4, "CHW3": 3, "CHW1": 1}[layout]
-    shape = (height, width) if channels is None else \
-        (channels, height, width) if layout.startswith("CHW") else (height, width, channels)
+    shape = (
+        (height, width)
+        if channels is None
+        else (channels, height, width)
+        if layout.startswith("CHW")
+        else (height, width, channels)
+    )
     if kind == "uint8":
         array = rng.integers(0, 256, shape, dtype=np.uint8)
     else:
-        array = draw(st.sampled_from([rng.random(shape), rng.integers(0, 256, shape) * 1.0,
-                                      rng.normal(0, 100, shape)])).astype(np.float32)
+        array = draw(
+            st.sampled_from([rng.random(shape), rng.integers(0, 256, shape) * 1.0, rng.normal(0, 100, shape)])
+        ).astype(np.float32)
     options = {}
     if layout != "HW" and draw(st.booleans()):
         options["input_data_format"] = "channels_first" if layout.startswith("CHW") else "channels_last"
@@ -289,8 +334,10 @@ def test_fuzzed_images_match_transformers(image, do_resize, do_rescale):
         # channel axis, the 3 means do not fit); ours read them as gray and make it RGB as PIL's L ->
         # RGB does, so the reference gets the same pixels as 3 channels.
         hwc = array[:, :, None] if array.ndim == 2 else array
-        if array.ndim == 3 and (kwargs.get("input_data_format") == "channels_first" or
-                                (kwargs.get("input_data_format") is None and array.shape[0] == 1)):
+        if array.ndim == 3 and (
+            kwargs.get("input_data_format") == "channels_first"
+            or (kwargs.get("input_data_format") is None and array.shape[0] == 1)
+        ):
             hwc = array.transpose(1, 2, 0)
         if hwc.shape[2] == 1:
             reference_input = np.repeat(hwc, 3, axis=2)

@@ -130,7 +130,10 @@ def test_read_checkpoint_merges_shards_and_rejects_duplicates(tmp_path):
 def test_resolve_weight_files_expands_a_sharded_index(tmp_path):
     io.write_safetensors({"a": np.zeros(2, np.float32)}, tmp_path / "model-00001-of-00002.safetensors")
     io.write_safetensors({"b": np.zeros(2, np.float32)}, tmp_path / "model-00002-of-00002.safetensors")
-    index = {"metadata": {}, "weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}
+    index = {
+        "metadata": {},
+        "weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"},
+    }
     (tmp_path / hub.SAFETENSORS_INDEX_NAME).write_text(json.dumps(index))
     name, paths = hub.resolve_weight_files(tmp_path, [hub.SAFETENSORS_NAME, hub.SAFETENSORS_INDEX_NAME])
     assert name == hub.SAFETENSORS_INDEX_NAME

@@ -19,7 +19,9 @@ from clip.common.config import CLIPConfig
 
 torch = pytest.importorskip("torch")  # the library's "pt" view reads every dtype we read (bfloat16, uint16, ...)
 
-FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 
 
 def _base_tensors():
@@ -51,9 +53,21 @@ def _same_bytes(ours: np.ndarray, theirs) -> bool:
     return np.ascontiguousarray(ours).tobytes() == theirs_bytes and tuple(ours.shape) == tuple(theirs.shape)
 
 
-TORCH_DTYPES = {"float64": torch.float64, "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
-                "int64": torch.int64, "int32": torch.int32, "int16": torch.int16, "int8": torch.int8, "uint8": torch.uint8,
-                "uint16": torch.uint16, "uint32": torch.uint32, "uint64": torch.uint64, "bool": torch.bool}
+TORCH_DTYPES = {
+    "float64": torch.float64,
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "int64": torch.int64,
+    "int32": torch.int32,
+    "int16": torch.int16,
+    "int8": torch.int8,
+    "uint8": torch.uint8,
+    "uint16": torch.uint16,
+    "uint32": torch.uint32,
+    "uint64": torch.uint64,
+    "bool": torch.bool,
+}
 
 
 def _check_against_library(path):
@@ -92,17 +106,32 @@ def _with_header(tmp_path, change) -> str:
     return path
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda h: h["a.weight"].update(data_offsets=[-8, 40]), r"tensor 'a\.weight': data_offsets \[-8, 40\] are not two non-negative integers"),
-    (lambda h: h["a.weight"].update(data_offsets=[0, 48]), r"tensor 'a\.weight': its bytes 0\.\.48 overlap the tensor before them"),
-    (lambda h: h.pop("b.bias"), r"tensor 'e\.mask': its bytes \d+\.\.\d+ leave a gap of 10 bytes before them"),
-    (lambda h: h.update({"b.bias": "F16"}), r"tensor 'b\.bias': its header entry is a str, not an object"),
-    (lambda h: h["b.bias"].pop("shape"), r"tensor 'b\.bias': its header entry must have exactly dtype, shape and data_offsets \(missing shape\)"),
-    (lambda h: h["b.bias"].update(shape=[5.0]), r"tensor 'b\.bias': shape \[5\.0\] is not a list of non-negative integers"),
-    (lambda h: h["b.bias"].update(shape=[True, 5]), r"tensor 'b\.bias': shape \[True, 5\]"),
-    (lambda h: h["b.bias"].update(dtype="F8_E4M3"), r"tensor 'b\.bias' has unsupported dtype 'F8_E4M3'"),
-    (lambda h: h.update({"__metadata__": {"format": 1}}), r"__metadata__ must map names to strings"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            lambda h: h["a.weight"].update(data_offsets=[-8, 40]),
+            r"tensor 'a\.weight': data_offsets \[-8, 40\] are not two non-negative integers",
+        ),
+        (
+            lambda h: h["a.weight"].update(data_offsets=[0, 48]),
+            r"tensor 'a\.weight': its bytes 0\.\.48 overlap the tensor before them",
+        ),
+        (lambda h: h.pop("b.bias"), r"tensor 'e\.mask': its bytes \d+\.\.\d+ leave a gap of 10 bytes before them"),
+        (lambda h: h.update({"b.bias": "F16"}), r"tensor 'b\.bias': its header entry is a str, not an object"),
+        (
+            lambda h: h["b.bias"].pop("shape"),
+            r"tensor 'b\.bias': its header entry must have exactly dtype, shape and data_offsets \(missing shape\)",
+        ),
+        (
+            lambda h: h["b.bias"].update(shape=[5.0]),
+            r"tensor 'b\.bias': shape \[5\.0\] is not a list of non-negative integers",
+        ),
+        (lambda h: h["b.bias"].update(shape=[True, 5]), r"tensor 'b\.bias': shape \[True, 5\]"),
+        (lambda h: h["b.bias"].update(dtype="F8_E4M3"), r"tensor 'b\.bias' has unsupported dtype 'F8_E4M3'"),
+        (lambda h: h.update({"__metadata__": {"format": 1}}), r"__metadata__ must map names to strings"),
+    ],
+)
 def test_header_cases_refused_like_the_library(tmp_path, change, message):
     path = _with_header(tmp_path, change)
     with pytest.raises(ValueError, match=message):
@@ -114,7 +143,10 @@ def test_header_cases_refused_like_the_library(tmp_path, change, message):
 def test_an_entry_with_an_unknown_key_is_refused(tmp_path):
     # (stricter than the library, which ignores unknown keys: the format has exactly three)
     path = _with_header(tmp_path, lambda h: h["b.bias"].update(extra=1))
-    with pytest.raises(ValueError, match=r"tensor 'b\.bias': its header entry must have exactly dtype, shape and data_offsets \(unknown extra\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"tensor 'b\.bias': its header entry must have exactly dtype, shape and data_offsets \(unknown extra\)",
+    ):
         io.read_safetensors(path)
 
 
@@ -125,7 +157,9 @@ def test_bytes_after_the_last_tensor_and_a_deep_header(tmp_path):
         io.read_safetensors(path)
     blob = b'{"x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
     path.write_bytes(struct.pack("<Q", len(blob)) + blob)
-    with pytest.raises(ValueError, match=r"m\.safetensors: not a safetensors file \(header is not valid JSON: nested deeper than 64"):
+    with pytest.raises(
+        ValueError, match=r"m\.safetensors: not a safetensors file \(header is not valid JSON: nested deeper than 64"
+    ):
         io.read_safetensors(path)
 
 
@@ -145,12 +179,15 @@ def test_a_tensor_name_given_twice_is_refused(tmp_path):
 
 
 JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=True) | st.text(max_size=8),
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=True) | st.text(max_size=8),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4),
     max_leaves=12,
 )
-ENTRY_VALUES = JSON_VALUES | st.sampled_from(["F32", "F16", "F64", "BF16", "I64", "U8", "BOOL", "U16", "I8"]) | st.lists(
-    st.integers(-4, 80), max_size=3)
+ENTRY_VALUES = (
+    JSON_VALUES
+    | st.sampled_from(["F32", "F16", "F64", "BF16", "I64", "U8", "BOOL", "U16", "I8"])
+    | st.lists(st.integers(-4, 80), max_size=3)
+)
 
 
 @FUZZ
@@ -195,19 +232,58 @@ def test_fuzz_mutated_bytes(tmp_path, data):
 
 
 CONFIG_KEYS = [
-    ("projection_dim",), ("logit_scale_init_value",), ("id2label",), ("text_config",), ("vision_config",),
-    *[("text_config", k) for k in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-                                   "max_position_embeddings", "hidden_act", "layer_norm_eps", "attention_dropout", "eos_token_id",
-                                   "pad_token_id", "projection_dim")],
-    *[("vision_config", k) for k in ("hidden_size", "image_size", "patch_size", "num_channels", "num_attention_heads", "hidden_act",
-                                     "layer_norm_eps", "attention_dropout", "num_hidden_layers")],
+    ("projection_dim",),
+    ("logit_scale_init_value",),
+    ("id2label",),
+    ("text_config",),
+    ("vision_config",),
+    *[
+        ("text_config", k)
+        for k in (
+            "vocab_size",
+            "hidden_size",
+            "intermediate_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "max_position_embeddings",
+            "hidden_act",
+            "layer_norm_eps",
+            "attention_dropout",
+            "eos_token_id",
+            "pad_token_id",
+            "projection_dim",
+        )
+    ],
+    *[
+        ("vision_config", k)
+        for k in (
+            "hidden_size",
+            "image_size",
+            "patch_size",
+            "num_channels",
+            "num_attention_heads",
+            "hidden_act",
+            "layer_norm_eps",
+            "attention_dropout",
+            "num_hidden_layers",
+        )
+    ],
 ]
 
 
 def _small_config() -> dict:
-    return CLIPConfig(text_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=2),
-                      vision_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=2,
-                                         image_size=32, patch_size=8), projection_dim=16).to_dict()
+    return CLIPConfig(
+        text_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=2),
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=37,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+        ),
+        projection_dim=16,
+    ).to_dict()
 
 
 @FUZZ
@@ -261,14 +337,20 @@ def test_a_deeply_nested_config_json_names_the_file(tmp_path):
         CLIPConfig.from_pretrained(tmp_path)
 
 
-@pytest.mark.parametrize("weight_map, message", [
-    ({"a": "../../etc/passwd"}, r"shard '\.\./\.\./etc/passwd' is not a file name beside the index"),
-    ({"a": "/dev/zero"}, r"shard '/dev/zero' is not a file name beside the index"),
-    ({"a": "./x/../model.safetensors"}, r"shard '\./x/\.\./model\.safetensors' is not a file name beside the index"),
-    ({"a": 1}, r"'weight_map' must map tensor names to shard file names"),
-    ([], r"'weight_map' must map tensor names to shard file names"),
-    ({}, r"the index lists no shards"),
-])
+@pytest.mark.parametrize(
+    "weight_map, message",
+    [
+        ({"a": "../../etc/passwd"}, r"shard '\.\./\.\./etc/passwd' is not a file name beside the index"),
+        ({"a": "/dev/zero"}, r"shard '/dev/zero' is not a file name beside the index"),
+        (
+            {"a": "./x/../model.safetensors"},
+            r"shard '\./x/\.\./model\.safetensors' is not a file name beside the index",
+        ),
+        ({"a": 1}, r"'weight_map' must map tensor names to shard file names"),
+        ([], r"'weight_map' must map tensor names to shard file names"),
+        ({}, r"the index lists no shards"),
+    ],
+)
 def test_a_hostile_shard_index_opens_nothing_else(tmp_path, weight_map, message):
     from clip.common import hub
 

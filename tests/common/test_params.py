@@ -17,15 +17,33 @@ torch = pytest.importorskip("torch")
 def test_init_rules_match_transformers_init_weights():
     """Every row's rule against the parameters transformers' CLIP draws (factors differ per tower)."""
     transformers = pytest.importorskip("transformers")
-    text = dict(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
-                max_position_embeddings=24, initializer_factor=1.5)
-    vision = dict(hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, image_size=32,
-                  patch_size=4, initializer_range=0.05, initializer_factor=0.7)
+    text = dict(
+        vocab_size=300,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        max_position_embeddings=24,
+        initializer_factor=1.5,
+    )
+    vision = dict(
+        hidden_size=48,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=32,
+        patch_size=4,
+        initializer_range=0.05,
+        initializer_factor=0.7,
+    )
     top = dict(projection_dim=40, logit_scale_init_value=2.0, id2label={i: str(i) for i in range(10)})
     torch.manual_seed(0)
     for model_class in ("CLIPModel", "CLIPForImageClassification"):
-        theirs = dict(getattr(transformers, model_class)(transformers.CLIPConfig(text_config=text, vision_config=vision, **top))
-                      .named_parameters())
+        theirs = dict(
+            getattr(transformers, model_class)(
+                transformers.CLIPConfig(text_config=text, vision_config=vision, **top)
+            ).named_parameters()
+        )
         table = params.parameter_table(CLIPConfig(text_config=text, vision_config=vision, **top), model_class)
         assert list(table) == list(theirs)
         for name, row in table.items():
@@ -48,8 +66,13 @@ def test_hand_computed_rules_and_decay_flags():
     assert table["vision_model.embeddings.patch_embedding.weight"].shape == (32, 3, 8, 8)
     decayed = {name for name, row in table.items() if row.decay}
     assert "visual_projection.weight" in decayed and "vision_model.embeddings.patch_embedding.weight" in decayed
-    assert not decayed & {"logit_scale", "vision_model.embeddings.class_embedding", "vision_model.pre_layrnorm.weight",
-                          "text_model.embeddings.position_embedding.weight", "text_model.encoder.layers.0.mlp.fc1.bias"}
+    assert not decayed & {
+        "logit_scale",
+        "vision_model.embeddings.class_embedding",
+        "vision_model.pre_layrnorm.weight",
+        "text_model.embeddings.position_embedding.weight",
+        "text_model.encoder.layers.0.mlp.fc1.bias",
+    }
     assert set(weights.LEAF_RULES) == set(params.KINDS)  # every kind has its per-backend names and layouts
     with pytest.raises(ValueError, match="unknown model class 'CLIPThing'"):
         params.parameter_table(make_config("gelu", "CLIPModel"), "CLIPThing")
@@ -73,6 +96,7 @@ def test_init_arrays_follow_table_order_and_name_unknown_parameters():
     with pytest.raises(KeyError, match="'text_model.nothing'"):
         params.init_arrays(table, 0, ["text_model.nothing"])
 
+
 def test_large_parameters_are_drawn_in_independent_blocks(monkeypatch):
     table = params.parameter_table(make_config("quick_gelu", "CLIPTextModel"), "CLIPTextModel")
     name = max(table, key=lambda n: np.prod(table[n].shape))
@@ -92,7 +116,10 @@ def canonical_arrays(model) -> dict:
     if isinstance(model, torch.nn.Module):
         return {n: t.detach().numpy() for n, t in model.state_dict().items()}
     if hasattr(model, "canonical_variables"):  # tf
-        return {n: weights.from_backend_layout(v.numpy(), kind, "tf") for n, (v, kind) in model.canonical_variables().items()}
+        return {
+            n: weights.from_backend_layout(v.numpy(), kind, "tf")
+            for n, (v, kind) in model.canonical_variables().items()
+        }
     from clip.flax import loading
 
     return {n: np.asarray(a) for n, a in loading.from_params(model.params, loading.expected_parameters(model)).items()}
@@ -127,7 +154,9 @@ def test_three_backends_initialize_identically_from_a_seed():
     table = params.parameter_table(config, "CLIPModel")
     assert arrays.keys() == table.keys()
     fc1 = arrays["text_model.encoder.layers.1.mlp.fc1.weight"]
-    assert fc1.std() == pytest.approx((2 * 32) ** -0.5, rel=0.1) and np.all(arrays["text_model.final_layer_norm.weight"] == 1)
+    assert fc1.std() == pytest.approx((2 * 32) ** -0.5, rel=0.1) and np.all(
+        arrays["text_model.final_layer_norm.weight"] == 1
+    )
 
 
 def test_pt_initialization_is_reproducible_under_torch_manual_seed():
@@ -193,7 +222,9 @@ def test_a_table_row_is_all_it_takes_to_add_a_parameter(projection_bias, tmp_pat
     groups = pt_trainer.build_optimizer(pt_model, lr=1e-3, weight_decay=0.1).param_groups
     assert any(p is pt_model.visual_projection.bias for p in groups[0]["params"]) and groups[0]["weight_decay"] == 0.1
     assert flax_trainer.decay_mask(config)["visual_projection"]["bias"] is True
-    optimizer, _ = tf_trainer.build_optimizer(models["tf"], steps=2, base_lr=1e-3, warmup=1, weight_decay=0.1, grad_clip=0)
+    optimizer, _ = tf_trainer.build_optimizer(
+        models["tf"], steps=2, base_lr=1e-3, warmup=1, weight_decay=0.1, grad_clip=0
+    )
     assert optimizer._use_weight_decay(models["tf"].visual_projection.bias)
     assert not optimizer._use_weight_decay(models["tf"].vision_model.post_layernorm.beta)
 
@@ -206,9 +237,11 @@ def test_a_table_row_is_all_it_takes_to_add_a_parameter(projection_bias, tmp_pat
     import clip.pt
     import clip.tf
 
-    loaded = {"pt": clip.pt.CLIPModel.from_pretrained(saved, output_loading_info=True),
-              "tf": clip.tf.TFCLIPModel.from_pretrained(saved, output_loading_info=True),
-              "flax": clip.flax.FlaxCLIPModel.from_pretrained(saved, output_loading_info=True)}
+    loaded = {
+        "pt": clip.pt.CLIPModel.from_pretrained(saved, output_loading_info=True),
+        "tf": clip.tf.TFCLIPModel.from_pretrained(saved, output_loading_info=True),
+        "flax": clip.flax.FlaxCLIPModel.from_pretrained(saved, output_loading_info=True),
+    }
     for backend, (model, info) in loaded.items():
         assert not info["missing_keys"] and not info["unexpected_keys"], backend
     reloaded = assert_same_arrays({backend: model for backend, (model, _) in loaded.items()})
@@ -219,11 +252,18 @@ def test_a_table_row_is_all_it_takes_to_add_a_parameter(projection_bias, tmp_pat
         assert np.array_equal(from_backend.visual_projection.bias.detach().numpy(), reloaded[BIAS]), backend
 
     with pytest.warns(UserWarning, match=BIAS):
-        model, info = clip.pt.CLIPModel.from_pretrained(None, config=config, output_loading_info=True,
-                                                    state_dict={n: t for n, t in pt_model.state_dict().items() if n != BIAS})
+        model, info = clip.pt.CLIPModel.from_pretrained(
+            None,
+            config=config,
+            output_loading_info=True,
+            state_dict={n: t for n, t in pt_model.state_dict().items() if n != BIAS},
+        )
     assert info["missing_keys"] == [BIAS] and np.all(model.visual_projection.bias.detach().numpy() == BIAS_INIT)
     wrong = dict(pt_model.state_dict(), **{BIAS: torch.zeros(3)})
-    with pytest.raises(ValueError, match=rf"{re.escape(BIAS)}: the model expects \({config.projection_dim},\), the checkpoint has \(3,\)"):
+    with pytest.raises(
+        ValueError,
+        match=rf"{re.escape(BIAS)}: the model expects \({config.projection_dim},\), the checkpoint has \(3,\)",
+    ):
         clip.pt.CLIPModel.from_pretrained(None, config=config, state_dict=wrong)
 
     # conversion: canonical -> transformers' Flax layout -> canonical keeps it
@@ -242,7 +282,9 @@ def test_a_table_row_is_all_it_takes_to_add_a_parameter(projection_bias, tmp_pat
     from clip.tasks.backends import load_encoder
 
     processor = CLIPProcessor.from_pretrained(default_model_path())
-    prints = {b: load_encoder(str(saved), b, processor=processor, device="cpu").fingerprint for b in ("pt", "tf", "flax")}
+    prints = {
+        b: load_encoder(str(saved), b, processor=processor, device="cpu").fingerprint for b in ("pt", "tf", "flax")
+    }
     assert len(set(prints.values())) == 1
     with torch.no_grad():
         pt_model.visual_projection.bias.add_(1.0)

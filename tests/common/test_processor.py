@@ -41,8 +41,9 @@ def write_reference_vocab(directory: pathlib.Path):
     tokens = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in merges]
     tokens += ["<|startoftext|>", "<|endoftext|>"]
     (directory / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}), encoding="utf-8")
-    (directory / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n",
-                                          encoding="utf-8")
+    (directory / "merges.txt").write_text(
+        "#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n", encoding="utf-8"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +51,10 @@ def reference(tmp_path_factory):
     directory = tmp_path_factory.mktemp("reference_vocab")
     write_reference_vocab(directory)
     tokenizer = transformers.CLIPTokenizerFast(
-        vocab_file=str(directory / "vocab.json"), merges_file=str(directory / "merges.txt"),
-        pad_token="<|endoftext|>", model_max_length=77,
+        vocab_file=str(directory / "vocab.json"),
+        merges_file=str(directory / "merges.txt"),
+        pad_token="<|endoftext|>",
+        model_max_length=77,
     )
     return transformers.CLIPProcessor(image_processor=transformers.CLIPImageProcessor(), tokenizer=tokenizer)
 
@@ -112,8 +115,11 @@ def test_defaults(processor):
     ],
 )
 def test_text_only(processor, reference, kwargs):
-    assert_same(processor(text=TEXTS, **kwargs), call_reference(reference, text=TEXTS, **kwargs),
-                ["input_ids", "attention_mask"])
+    assert_same(
+        processor(text=TEXTS, **kwargs),
+        call_reference(reference, text=TEXTS, **kwargs),
+        ["input_ids", "attention_mask"],
+    )
     single = processor(text=TEXTS[0])
     assert single["input_ids"] == call_reference(reference, text=TEXTS[0])["input_ids"]
 
@@ -204,10 +210,17 @@ def test_processor_surface_matches_transformers(processor, reference, tmp_path):
         assert processor.image_processor_class == reference.image_processor_class
         assert processor.tokenizer_class == reference.tokenizer_class
         assert type(processor.feature_extractor).__name__ == type(reference.feature_extractor).__name__
-        options = {"return_token_type_ids": True, "padding": True, "return_length": True,
-                   "return_special_tokens_mask": True}
-        assert_same(processor(text=TEXTS, **options), call_reference(reference, text=TEXTS, **options),
-                    ["input_ids", "attention_mask", "token_type_ids", "length", "special_tokens_mask"])
+        options = {
+            "return_token_type_ids": True,
+            "padding": True,
+            "return_length": True,
+            "return_special_tokens_mask": True,
+        }
+        assert_same(
+            processor(text=TEXTS, **options),
+            call_reference(reference, text=TEXTS, **options),
+            ["input_ids", "attention_mask", "token_type_ids", "length", "special_tokens_mask"],
+        )
     conversation = [{"role": "user", "content": "a photo of a cat"}]
     for ours_or_theirs in (processor, reference):
         with pytest.raises(ValueError, match="chat template"):

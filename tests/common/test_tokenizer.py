@@ -105,8 +105,22 @@ def plain(encoding) -> dict:
 def test_corpus_covers_the_cases():
     assert len(CORPUS) >= 1000 and CORPUS == build_corpus()
     joined = "\n".join(CORPUS)
-    for needle in ["'s", "'S", "&amp;", "&amp;amp;", "&#39;", "&nbsp;", "\u3000", "\xa0", "\t", "\x1b",
-                   "\u00c3\u00a9", "\U0001f600", "\u732b", "<|endoftext|>"]:
+    for needle in [
+        "'s",
+        "'S",
+        "&amp;",
+        "&amp;amp;",
+        "&#39;",
+        "&nbsp;",
+        "\u3000",
+        "\xa0",
+        "\t",
+        "\x1b",
+        "\u00c3\u00a9",
+        "\U0001f600",
+        "\u732b",
+        "<|endoftext|>",
+    ]:
         assert needle in joined, needle
     assert "" in CORPUS
     assert any(len(t.split()) > 100 for t in CORPUS)
@@ -283,8 +297,12 @@ def test_return_tensors_match_transformers(pairs, kind, return_tensors):
     if return_tensors == "pt":
         pytest.importorskip("torch")
     ours, ref = pairs[kind]
-    for text, options in ((MIXED, {"padding": True}), (MIXED, {"padding": "max_length", "truncation": True}),
-                          ("a photo of a cat", {}), (["one"], {"padding": "max_length", "max_length": 9})):
+    for text, options in (
+        (MIXED, {"padding": True}),
+        (MIXED, {"padding": "max_length", "truncation": True}),
+        ("a photo of a cat", {}),
+        (["one"], {"padding": "max_length", "max_length": 9}),
+    ):
         got = ours(text, return_tensors=return_tensors, **options)
         want = ref(text, return_tensors=return_tensors, **options)
         assert list(got) == list(want)
@@ -302,8 +320,10 @@ def test_return_tensors_match_transformers(pairs, kind, return_tensors):
 def _random_id_rows(count, seed=3):
     rng = random.Random(seed)
     # Byte tokens (ids < 512) glued at random form invalid UTF-8 too.
-    return [[rng.choice([rng.randrange(512), rng.randrange(49408)]) for _ in range(rng.randint(0, 20))]
-            for _ in range(count)]
+    return [
+        [rng.choice([rng.randrange(512), rng.randrange(49408)]) for _ in range(rng.randint(0, 20))]
+        for _ in range(count)
+    ]
 
 
 @pytest.mark.parametrize("kind", ["slow", "fast"])
@@ -338,8 +358,19 @@ def test_batch_decode_of_arrays_and_tensors(pairs, kind):
 def test_special_token_helpers_match_transformers(pairs, ref_slow, kind):
     ours, ref = pairs[kind]
     a, b = [320, 1125], [2368]
-    for name in ("bos_token", "eos_token", "unk_token", "pad_token", "bos_token_id", "eos_token_id",
-                 "unk_token_id", "pad_token_id", "model_max_length", "all_special_tokens", "all_special_ids"):
+    for name in (
+        "bos_token",
+        "eos_token",
+        "unk_token",
+        "pad_token",
+        "bos_token_id",
+        "eos_token_id",
+        "unk_token_id",
+        "pad_token_id",
+        "model_max_length",
+        "all_special_tokens",
+        "all_special_ids",
+    ):
         assert getattr(ours, name) == getattr(ref, name), name
     assert ours.pad_token_id == 49407
     for args in ((a,), (a, b)):
@@ -348,8 +379,9 @@ def test_special_token_helpers_match_transformers(pairs, ref_slow, kind):
         # transformers' fast tokenizer refuses this form (AssertionError); its slow one defines it.
         assert ours.get_special_tokens_mask(*args) == ref_slow.get_special_tokens_mask(*args)
     with_specials = [49406, 320, 49407, 49407]
-    assert ours.get_special_tokens_mask(with_specials, already_has_special_tokens=True) == \
-        ref.get_special_tokens_mask(with_specials, already_has_special_tokens=True)
+    assert ours.get_special_tokens_mask(with_specials, already_has_special_tokens=True) == ref.get_special_tokens_mask(
+        with_specials, already_has_special_tokens=True
+    )
     tokens = ["a</w>", "photo</w>", "<|endoftext|>", "not-a-token", "\u0120"]
     assert ours.convert_tokens_to_ids(tokens) == ref.convert_tokens_to_ids(tokens)
     assert ours.convert_tokens_to_ids("cat</w>") == ref.convert_tokens_to_ids("cat</w>")
@@ -409,8 +441,10 @@ def test_from_pretrained_reads_transformers_files(pairs, kind, tmp_path):
     ref.save_pretrained(tmp_path)
     loaded = type(ours).from_pretrained(tmp_path)
     texts = CORPUS[::3]
-    assert loaded(texts, padding="max_length", truncation=True)["input_ids"] == \
-        ref(texts, padding="max_length", truncation=True)["input_ids"]
+    assert (
+        loaded(texts, padding="max_length", truncation=True)["input_ids"]
+        == ref(texts, padding="max_length", truncation=True)["input_ids"]
+    )
     assert loaded.model_max_length == 77 and loaded.pad_token == "<|endoftext|>"
     assert loaded.decode(ref(texts[5])["input_ids"]) == ref.decode(ref(texts[5])["input_ids"])
 
@@ -433,8 +467,10 @@ def test_pad_token_from_config(ref_files, tmp_path):
     # Some checkpoints (e.g. LAION's) pad with "!" instead of <|endoftext|>.
     kwargs = {"pad_token": "!", "model_max_length": 77}
     texts = ["a dog!!", "wow! a cat", "x"]
-    for ours, ref in ((CLIPTokenizer(*ref_files, **kwargs), transformers.CLIPTokenizer(*ref_files, **kwargs)),
-                      (CLIPTokenizerFast(*ref_files, **kwargs), transformers.CLIPTokenizerFast(*ref_files, **kwargs))):
+    for ours, ref in (
+        (CLIPTokenizer(*ref_files, **kwargs), transformers.CLIPTokenizer(*ref_files, **kwargs)),
+        (CLIPTokenizerFast(*ref_files, **kwargs), transformers.CLIPTokenizerFast(*ref_files, **kwargs)),
+    ):
         assert ours.pad_token_id == ref.pad_token_id == 0
         options = {"padding": "max_length", "max_length": 10}
         assert plain(ours(texts, **options)) == plain(ref(texts, **options))

@@ -202,9 +202,35 @@ def test_lone_surrogates_read_as_replacement_character(ours, refs, kind):
 # Letters, digits, punctuation, every kind of whitespace, emoji, combining marks, CJK, RTL,
 # special-token fragments and lone surrogates.
 _PIECES = st.sampled_from(
-    list("aZé9 .,'!?-_/\\<>|&;") + ["\t", "\n", "\r", "\u00a0", "\u2003", "\u3000", "\u200b", "\u0301", "\u0308",
-                                   "\u20dd", "😀", "👍🏽", "👨‍👩‍👧", "東京", "مرحبا", "ﬁ", "Ⅻ", "²", "ſ",
-                                   "<|endoftext|>", "<|startoftext|>", "'s", "'ll", "&amp;", "\ud800", "\udfff"]
+    list("aZé9 .,'!?-_/\\<>|&;")
+    + [
+        "\t",
+        "\n",
+        "\r",
+        "\u00a0",
+        "\u2003",
+        "\u3000",
+        "\u200b",
+        "\u0301",
+        "\u0308",
+        "\u20dd",
+        "😀",
+        "👍🏽",
+        "👨‍👩‍👧",
+        "東京",
+        "مرحبا",
+        "ﬁ",
+        "Ⅻ",
+        "²",
+        "ſ",
+        "<|endoftext|>",
+        "<|startoftext|>",
+        "'s",
+        "'ll",
+        "&amp;",
+        "\ud800",
+        "\udfff",
+    ]
 )
 _TEXTS = st.one_of(st.text(max_size=40), st.lists(_PIECES, max_size=25).map("".join))
 
@@ -250,9 +276,16 @@ _OPTIONS = st.fixed_dictionaries(
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
-@given(texts=st.lists(st.lists(_PIECES.filter(lambda p: "\ud800" not in p and "\udfff" not in p), max_size=12)
-                      .map("".join), min_size=1, max_size=4),
-       options=_OPTIONS, kind=st.sampled_from(["slow", "fast"]), single=st.booleans())
+@given(
+    texts=st.lists(
+        st.lists(_PIECES.filter(lambda p: "\ud800" not in p and "\udfff" not in p), max_size=12).map("".join),
+        min_size=1,
+        max_size=4,
+    ),
+    options=_OPTIONS,
+    kind=st.sampled_from(["slow", "fast"]),
+    single=st.booleans(),
+)
 def test_fuzzed_call_options_match_transformers(ours, refs, texts, options, kind, single):
     """Random combinations of the call keywords give transformers' fields, or its exception type."""
     from test_tokenizer_surface import norm, outcome

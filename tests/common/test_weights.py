@@ -17,14 +17,19 @@ def _state(seed=0):
 
 def test_backend_layouts_and_order_do_not_change_it():
     state = _state()
-    kinds = {"text_model.encoder.layers.0.mlp.fc1.weight": "linear_weight",
-             "vision_model.embeddings.patch_embedding.weight": "conv_weight",
-             "vision_model.pre_layrnorm.weight": "layer_norm_weight", "logit_scale": "variable"}
+    kinds = {
+        "text_model.encoder.layers.0.mlp.fc1.weight": "linear_weight",
+        "vision_model.embeddings.patch_embedding.weight": "conv_weight",
+        "vision_model.pre_layrnorm.weight": "layer_norm_weight",
+        "logit_scale": "variable",
+    }
     expected = weights.fingerprint(state.items())
     for backend in ("tf", "flax"):
         # the backend's own (contiguous) arrays, seen back in the canonical layout as transposed views
         stored = {name: weights.to_backend_layout(a, kinds[name], backend).copy(order="C") for name, a in state.items()}
-        views = [(name, weights.from_backend_layout(stored[name], kinds[name], backend)) for name in reversed(list(state))]
+        views = [
+            (name, weights.from_backend_layout(stored[name], kinds[name], backend)) for name in reversed(list(state))
+        ]
         assert not views[-1][1].flags.c_contiguous or views[-1][1].ndim < 2
         assert weights.fingerprint(views) == expected
 
@@ -39,7 +44,9 @@ def test_any_changed_tensor_name_or_shape_changes_it():
         assert weights.fingerprint(stepped.items()) != base, name
     renamed = {("x." + name if name == "logit_scale" else name): a for name, a in state.items()}
     assert weights.fingerprint(renamed.items()) != base
-    reshaped = dict(state, **{"vision_model.pre_layrnorm.weight": state["vision_model.pre_layrnorm.weight"].reshape(4, 8)})
+    reshaped = dict(
+        state, **{"vision_model.pre_layrnorm.weight": state["vision_model.pre_layrnorm.weight"].reshape(4, 8)}
+    )
     assert weights.fingerprint(reshaped.items()) != base
 
 

@@ -27,13 +27,25 @@ from clip.common import io  # noqa: E402
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 TF_FIXTURE = os.path.join(ROOT, "tests", "fixtures", "transformers_tf")
 FLAX_FIXTURE = os.path.join(ROOT, "tests", "fixtures", "transformers_flax")
-FILE_TARGETS = {"keras": "model.keras", "flax-params": "params.msgpack", "openai": "model.pt", "open_clip": "open_clip_model.pt"}
-SOURCE_OF = {"canonical": "transformers-pt", "pytorch-bin": "transformers-pt"}  # target name -> the source format reading it
+FILE_TARGETS = {
+    "keras": "model.keras",
+    "flax-params": "params.msgpack",
+    "openai": "model.pt",
+    "open_clip": "open_clip_model.pt",
+}
+SOURCE_OF = {
+    "canonical": "transformers-pt",
+    "pytorch-bin": "transformers-pt",
+}  # target name -> the source format reading it
 
 
 def target_path(directory, fmt):
     """Where a format is written: a directory, or a file in a directory with config.json (flax-params needs it)."""
-    return os.path.join(directory, fmt) if fmt not in FILE_TARGETS else os.path.join(directory, fmt + "_file", FILE_TARGETS[fmt])
+    return (
+        os.path.join(directory, fmt)
+        if fmt not in FILE_TARGETS
+        else os.path.join(directory, fmt + "_file", FILE_TARGETS[fmt])
+    )
 
 
 def overrides(fmt):
@@ -42,7 +54,10 @@ def overrides(fmt):
         return None
     with open(os.path.join(TF_FIXTURE, "config.json")) as f:
         config = json.load(f)
-    return {f"{tower}.num_attention_heads": config[tower]["num_attention_heads"] for tower in ("text_config", "vision_config")}
+    return {
+        f"{tower}.num_attention_heads": config[tower]["num_attention_heads"]
+        for tower in ("text_config", "vision_config")
+    }
 
 
 def read(path, fmt):
@@ -54,7 +69,14 @@ def write(src, directory, fmt, config_dir, src_fmt=None):
     if fmt in FILE_TARGETS:
         os.makedirs(os.path.dirname(dst), exist_ok=True)
         shutil.copyfile(os.path.join(config_dir, "config.json"), os.path.join(os.path.dirname(dst), "config.json"))
-    convert.convert(src, dst, from_format=SOURCE_OF.get(src_fmt, src_fmt), to_format=fmt, processor=False, config_overrides=overrides(src_fmt))
+    convert.convert(
+        src,
+        dst,
+        from_format=SOURCE_OF.get(src_fmt, src_fmt),
+        to_format=fmt,
+        processor=False,
+        config_overrides=overrides(src_fmt),
+    )
     return dst
 
 
@@ -81,7 +103,13 @@ def every_format(canonical, tmp_path_factory):
 
 def test_canonical_directory(canonical):
     names = sorted(os.listdir(canonical))
-    assert {"config.json", "model.safetensors", "preprocessor_config.json", "tokenizer.json", "tokenizer_config.json"} <= set(names)
+    assert {
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    } <= set(names)
     assert io.read_safetensors_metadata(os.path.join(canonical, "model.safetensors")) == {"format": "pt"}
     with open(os.path.join(canonical, "config.json")) as f:
         assert json.load(f)["architectures"] == ["CLIPModel"]
@@ -108,7 +136,11 @@ def test_round_trip_through_every_format_is_exact(canonical, every_format, fmt, 
 
 def _reference():
     ref = np.load(os.path.join(TF_FIXTURE, "reference.npz"))
-    return ref, dict(input_ids=ref["input_ids"].astype(np.int64), attention_mask=ref["attention_mask"].astype(np.int64), pixel_values=ref["pixel_values"])
+    return ref, dict(
+        input_ids=ref["input_ids"].astype(np.int64),
+        attention_mask=ref["attention_mask"].astype(np.int64),
+        pixel_values=ref["pixel_values"],
+    )
 
 
 @pytest.mark.parametrize("fmt", ["canonical", "pytorch-bin"])
@@ -144,7 +176,14 @@ def test_transformers_flax_loads(every_format):
 
     # _do_init=False: no random init (slow, eager); the call jitted, as eager JAX is slow on tiny shapes
     model, params = transformers.FlaxCLIPModel.from_pretrained(every_format["transformers-flax"], _do_init=False)
-    run = jax.jit(lambda p: model(input_ids=inputs["input_ids"], pixel_values=inputs["pixel_values"], attention_mask=inputs["attention_mask"], params=p))
+    run = jax.jit(
+        lambda p: model(
+            input_ids=inputs["input_ids"],
+            pixel_values=inputs["pixel_values"],
+            attention_mask=inputs["attention_mask"],
+            params=p,
+        )
+    )
     out = run(params)
     np.testing.assert_allclose(np.asarray(out.logits_per_image), ref["logits_per_image"], atol=1e-5, rtol=0)
 
@@ -156,10 +195,15 @@ def test_all_three_backends_load_the_converted_directory(canonical):
 
     ref, inputs = _reference()
     with torch.no_grad():
-        pt_logits = clip.pt.CLIPModel.from_pretrained(canonical)(**{k: torch.from_numpy(v) for k, v in inputs.items()}).logits_per_image.numpy()
+        pt_logits = clip.pt.CLIPModel.from_pretrained(canonical)(
+            **{k: torch.from_numpy(v) for k, v in inputs.items()}
+        ).logits_per_image.numpy()
     tf_logits = clip.tf.TFCLIPModel.from_pretrained(canonical)(**inputs).logits_per_image.numpy()
-    flax_logits = np.asarray(clip.flax.FlaxCLIPModel.from_pretrained(canonical)(
-        inputs["input_ids"], inputs["pixel_values"], attention_mask=inputs["attention_mask"]).logits_per_image)
+    flax_logits = np.asarray(
+        clip.flax.FlaxCLIPModel.from_pretrained(canonical)(
+            inputs["input_ids"], inputs["pixel_values"], attention_mask=inputs["attention_mask"]
+        ).logits_per_image
+    )
     for logits in (pt_logits, tf_logits, flax_logits):
         np.testing.assert_allclose(logits, ref["logits_per_image"], atol=1e-5, rtol=0)
 
@@ -250,7 +294,9 @@ def test_config_mismatch_names_the_file_and_tensor(canonical, tmp_path):
     (src / "config.json").write_text(json.dumps(config))
     with pytest.raises(convert.ConversionError) as err:
         convert.convert(src, tmp_path / "out")
-    assert str(src / "model.safetensors") in str(err.value) and "vision_model.encoder.layers.0.mlp.fc1.weight" in str(err.value)
+    assert str(src / "model.safetensors") in str(err.value) and "vision_model.encoder.layers.0.mlp.fc1.weight" in str(
+        err.value
+    )
     assert not (tmp_path / "out").exists()
 
 
@@ -266,11 +312,17 @@ def test_cli_main_and_errors(canonical, tmp_path, capsys):
 def test_add_parser_and_script(canonical, tmp_path):
     parser = argparse.ArgumentParser(prog="clip")
     convert_cli.add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["convert", canonical, str(tmp_path / "a"), "--to", "pytorch-bin", "--set", "text_config.hidden_act=gelu"])
+    args = parser.parse_args(
+        ["convert", canonical, str(tmp_path / "a"), "--to", "pytorch-bin", "--set", "text_config.hidden_act=gelu"]
+    )
     assert args.run(args) == 0
     with open(tmp_path / "a" / "config.json") as f:
         assert json.load(f)["text_config"]["hidden_act"] == "gelu"
     script = os.path.join(ROOT, "tools", "convert_weights.py")
-    done = subprocess.run([sys.executable, script, str(tmp_path / "a"), str(tmp_path / "b"), "--no-processor"], capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, script, str(tmp_path / "a"), str(tmp_path / "b"), "--no-processor"],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
     assert_same_arrays(convert.load(tmp_path / "b").arrays, convert.load(tmp_path / "a").arrays)

@@ -47,13 +47,19 @@ def _bin_source(tmp_path, content):
     return tmp_path / "src"
 
 
-@pytest.mark.parametrize("content, message", [
-    (garbage_bytes(), r"pytorch_model\.bin: not a readable PyTorch weights file"),
-    (lambda good: good[: len(good) // 2], r"pytorch_model\.bin: not a readable PyTorch weights file.*central directory"),
-    (LFS_POINTER, r"pytorch_model\.bin: a Git LFS pointer"),
-    ([torch.ones(2)], r"pytorch_model\.bin: holds a list, not a state dict"),
-    ({"a": 1}, r"pytorch_model\.bin: holds no tensors"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (garbage_bytes(), r"pytorch_model\.bin: not a readable PyTorch weights file"),
+        (
+            lambda good: good[: len(good) // 2],
+            r"pytorch_model\.bin: not a readable PyTorch weights file.*central directory",
+        ),
+        (LFS_POINTER, r"pytorch_model\.bin: a Git LFS pointer"),
+        ([torch.ones(2)], r"pytorch_model\.bin: holds a list, not a state dict"),
+        ({"a": 1}, r"pytorch_model\.bin: holds no tensors"),
+    ],
+)
 def test_malformed_bin(tmp_path, content, message):
     src = _bin_source(tmp_path, content)
     with pytest.raises(convert.ConversionError, match=message):
@@ -61,13 +67,36 @@ def test_malformed_bin(tmp_path, content, message):
     _nothing_written(tmp_path, tmp_path / "out")
 
 
-@pytest.mark.parametrize("fixture, name, content, message", [
-    ("transformers_tf", "tf_model.h5", garbage_bytes(), r"tf_model\.h5: not a readable HDF5 weights file"),
-    ("transformers_tf", "tf_model.h5", lambda good: good[: len(good) // 2], r"tf_model\.h5: not a readable HDF5 weights file.*truncated"),
-    ("transformers_flax", "flax_model.msgpack", garbage_bytes(), r"flax_model\.msgpack: not a readable msgpack params file"),
-    ("transformers_flax", "flax_model.msgpack", lambda good: good + b"\x00", r"flax_model\.msgpack: not a readable msgpack params file \(ExtraData"),
-    ("transformers_flax", "flax_model.msgpack", serialization.msgpack_serialize({"a": "b"}), r"flax_model\.msgpack: params entry 'a' is not a numeric array"),
-])
+@pytest.mark.parametrize(
+    "fixture, name, content, message",
+    [
+        ("transformers_tf", "tf_model.h5", garbage_bytes(), r"tf_model\.h5: not a readable HDF5 weights file"),
+        (
+            "transformers_tf",
+            "tf_model.h5",
+            lambda good: good[: len(good) // 2],
+            r"tf_model\.h5: not a readable HDF5 weights file.*truncated",
+        ),
+        (
+            "transformers_flax",
+            "flax_model.msgpack",
+            garbage_bytes(),
+            r"flax_model\.msgpack: not a readable msgpack params file",
+        ),
+        (
+            "transformers_flax",
+            "flax_model.msgpack",
+            lambda good: good + b"\x00",
+            r"flax_model\.msgpack: not a readable msgpack params file \(ExtraData",
+        ),
+        (
+            "transformers_flax",
+            "flax_model.msgpack",
+            serialization.msgpack_serialize({"a": "b"}),
+            r"flax_model\.msgpack: params entry 'a' is not a numeric array",
+        ),
+    ],
+)
 def test_corrupt_h5_and_msgpack(tmp_path, fixture, name, content, message):
     src = tmp_path / "src"
     shutil.copytree(os.path.join(FIXTURES, fixture), src)
@@ -106,13 +135,19 @@ def _without_config(good: bytes) -> bytes:
     return out.getvalue()
 
 
-@pytest.mark.parametrize("damage, message", [
-    (lambda good: garbage_bytes(), r"model\.keras: not a readable \.keras file \(a zip archive\) \(BadZipFile"),
-    (lambda good: good[: len(good) // 2], r"model\.keras: not a readable \.keras file \(a zip archive\)"),
-    (lambda good: b"", r"model\.keras: the file is empty"),
-    (_crc_broken, r"model\.keras: a damaged \.keras file \(the archive member 'model\.weights\.h5' fails its checksum\)"),
-    (_without_config, r"model\.keras: not a \.keras file \(the zip archive lacks config\.json\)"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda good: garbage_bytes(), r"model\.keras: not a readable \.keras file \(a zip archive\) \(BadZipFile"),
+        (lambda good: good[: len(good) // 2], r"model\.keras: not a readable \.keras file \(a zip archive\)"),
+        (lambda good: b"", r"model\.keras: the file is empty"),
+        (
+            _crc_broken,
+            r"model\.keras: a damaged \.keras file \(the archive member 'model\.weights\.h5' fails its checksum\)",
+        ),
+        (_without_config, r"model\.keras: not a \.keras file \(the zip archive lacks config\.json\)"),
+    ],
+)
 def test_corrupt_keras_file(tmp_path, keras_file, damage, message):
     path = tmp_path / "model.keras"
     path.write_bytes(damage(keras_file.read_bytes()))

@@ -28,7 +28,11 @@ import make_conversion_fixtures as reference  # noqa: E402
 SOURCES = {
     "openai_state_dict": (os.path.join(FIXTURES, "openai_vit.pt"), "openai", "openai"),
     "openai_torchscript": (os.path.join(FIXTURES, "openai_vit_jit.pt"), "openai", "openai"),
-    "open_clip_checkpoint": (os.path.join(FIXTURES, "open_clip", "open_clip_pytorch_model.bin"), "open_clip", "open_clip"),
+    "open_clip_checkpoint": (
+        os.path.join(FIXTURES, "open_clip", "open_clip_pytorch_model.bin"),
+        "open_clip",
+        "open_clip",
+    ),
 }
 
 
@@ -80,9 +84,21 @@ def test_inferred_config(converted):
         config = json.load(f)
     spec = reference.OPENAI
     text, vision = config["text_config"], config["vision_config"]
-    assert (text["hidden_size"], text["num_hidden_layers"], text["num_attention_heads"]) == (spec["transformer_width"], spec["transformer_layers"], 1)
-    assert (text["vocab_size"], text["max_position_embeddings"], text["eos_token_id"]) == (spec["vocab_size"], spec["context_length"], spec["vocab_size"] - 1)
-    assert (vision["image_size"], vision["patch_size"], vision["intermediate_size"]) == (spec["image_resolution"], spec["vision_patch_size"], spec["vision_mlp"])
+    assert (text["hidden_size"], text["num_hidden_layers"], text["num_attention_heads"]) == (
+        spec["transformer_width"],
+        spec["transformer_layers"],
+        1,
+    )
+    assert (text["vocab_size"], text["max_position_embeddings"], text["eos_token_id"]) == (
+        spec["vocab_size"],
+        spec["context_length"],
+        spec["vocab_size"] - 1,
+    )
+    assert (vision["image_size"], vision["patch_size"], vision["intermediate_size"]) == (
+        spec["image_resolution"],
+        spec["vision_patch_size"],
+        spec["vision_mlp"],
+    )
     assert config["projection_dim"] == spec["embed_dim"] and text["hidden_act"] == vision["hidden_act"] == "quick_gelu"
     with open(os.path.join(converted["open_clip_checkpoint"], "config.json")) as f:
         config = json.load(f)
@@ -97,8 +113,18 @@ def test_bigger_model_all_outputs(tmp_path, act):
     """Two layers, two heads of 64, 4x MLP: embeddings of both towers, via clip.pt and transformers."""
     import transformers
 
-    spec = dict(reference.OPENAI, vision_width=128, vision_heads=2, vision_mlp=512, transformer_width=128,
-                transformer_heads=2, transformer_layers=2, vision_layers=2, text_mlp=512, act=act)
+    spec = dict(
+        reference.OPENAI,
+        vision_width=128,
+        vision_heads=2,
+        vision_mlp=512,
+        transformer_width=128,
+        transformer_heads=2,
+        transformer_layers=2,
+        vision_layers=2,
+        text_mlp=512,
+        act=act,
+    )
     module = reference.build(spec, seed=5).float()
     src = tmp_path / ("open_clip_model.pt" if act == "gelu" else "ViT-tiny.pt")
     torch.save(module.state_dict(), src)
@@ -113,8 +139,15 @@ def test_bigger_model_all_outputs(tmp_path, act):
     theirs = transformers.CLIPModel.from_pretrained(tmp_path / "out")
     for model in (ours, theirs):
         with torch.no_grad():
-            np.testing.assert_allclose(model.get_image_features(pixel_values=torch.from_numpy(pixels)).numpy(), image.numpy(), atol=1e-5, rtol=0)
-            np.testing.assert_allclose(model.get_text_features(input_ids=torch.from_numpy(ids)).numpy(), text.numpy(), atol=1e-5, rtol=0)
+            np.testing.assert_allclose(
+                model.get_image_features(pixel_values=torch.from_numpy(pixels)).numpy(),
+                image.numpy(),
+                atol=1e-5,
+                rtol=0,
+            )
+            np.testing.assert_allclose(
+                model.get_text_features(input_ids=torch.from_numpy(ids)).numpy(), text.numpy(), atol=1e-5, rtol=0
+            )
             out = model(input_ids=torch.from_numpy(ids), pixel_values=torch.from_numpy(pixels))
         np.testing.assert_allclose(out.logits_per_image.numpy(), logits.numpy(), atol=1e-4, rtol=1e-5)
 
@@ -152,14 +185,23 @@ def test_qkv_split_and_transposes_are_data():
 
 def test_open_clip_known_head_widths_and_config():
     # ViT-H-14's image tower: width 1280, heads of 80 (16 heads), not 1280 // 64 = 20
-    shapes = {"visual.conv1.weight": (1280, 3, 14, 14), "visual.positional_embedding": (257, 1280), "text_projection": (1024, 1024),
-              "positional_embedding": (77, 1024), "token_embedding.weight": (49408, 1024), "ln_final.weight": (1024,),
-              "visual.transformer.resblocks.0.mlp.c_fc.weight": (5120, 1280), "transformer.resblocks.0.mlp.c_fc.weight": (4096, 1024)}
+    shapes = {
+        "visual.conv1.weight": (1280, 3, 14, 14),
+        "visual.positional_embedding": (257, 1280),
+        "text_projection": (1024, 1024),
+        "positional_embedding": (77, 1024),
+        "token_embedding.weight": (49408, 1024),
+        "ln_final.weight": (1024,),
+        "visual.transformer.resblocks.0.mlp.c_fc.weight": (5120, 1280),
+        "transformer.resblocks.0.mlp.c_fc.weight": (4096, 1024),
+    }
     state = {k: np.empty(v, np.float16) for k, v in shapes.items()}
     config = open_clip.infer_config(state)
     assert config["vision_config"]["num_attention_heads"] == 16 and config["text_config"]["num_attention_heads"] == 16
     assert config["vision_config"]["image_size"] == 224 and config["vision_config"]["hidden_act"] == "gelu"
-    quick = open_clip.infer_config(state, model_cfg={"model_cfg": {"quick_gelu": True, "vision_cfg": {"head_width": 64}}})
+    quick = open_clip.infer_config(
+        state, model_cfg={"model_cfg": {"quick_gelu": True, "vision_cfg": {"head_width": 64}}}
+    )
     assert quick["vision_config"]["num_attention_heads"] == 20 and quick["text_config"]["hidden_act"] == "quick_gelu"
     # the same shapes as OpenAI's layout: OpenAI's rule
     assert openai.infer_config(state)["vision_config"]["num_attention_heads"] == 20
@@ -170,7 +212,9 @@ def test_custom_text_prefix(tmp_path):
     state = {k.removeprefix("module."): v for k, v in checkpoint["state_dict"].items()}
     custom = {("text." + k if not k.startswith(("visual.", "logit_scale")) else k): v for k, v in state.items()}
     torch.save(custom, tmp_path / "model.pt")
-    (tmp_path / "open_clip_config.json").write_bytes(open(os.path.join(FIXTURES, "open_clip", "open_clip_config.json"), "rb").read())
+    (tmp_path / "open_clip_config.json").write_bytes(
+        open(os.path.join(FIXTURES, "open_clip", "open_clip_config.json"), "rb").read()
+    )
     convert.convert(tmp_path / "model.pt", tmp_path / "out", processor=False)
     ref = np.load(os.path.join(FIXTURES, "reference.npz"))
     logits = run_pt(tmp_path / "out", ref["open_clip_input_ids"], ref["open_clip_pixel_values"])
@@ -194,7 +238,12 @@ def test_wrong_shape_names_file_and_tensor(tmp_path):
     with pytest.raises(convert.ConversionError) as err:
         convert.convert(tmp_path / "bad.pt", tmp_path / "out")
     message = str(err.value)
-    assert "bad.pt" in message and "transformer.resblocks.0.ln_2.weight" in message and "(63,)" in message and "(64,)" in message
+    assert (
+        "bad.pt" in message
+        and "transformer.resblocks.0.ln_2.weight" in message
+        and "(63,)" in message
+        and "(64,)" in message
+    )
     _assert_nothing_written(tmp_path, tmp_path / "out")
 
 
@@ -209,12 +258,24 @@ def test_unknown_tensor_is_an_error(tmp_path):
     _assert_nothing_written(tmp_path, tmp_path / "out")
 
 
-@pytest.mark.parametrize("content, match", [
-    ({"encoder.layer.0.attention.self.query.weight": torch.zeros(4, 4)}, r"not a CLIP checkpoint.*visual\.conv1\.weight"),
-    ({"visual.layer1.0.conv1.weight": torch.zeros(4, 4, 1, 1), "visual.attnpool.c_proj.weight": torch.zeros(4, 4)}, r"ResNet image tower"),
-    ([1, 2, 3], r"holds a list"),
-    ({"logit_scale": torch.zeros(()), "logit_bias": torch.zeros(())}, r"logit_bias.*SigLIP"),
-])
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        (
+            {"encoder.layer.0.attention.self.query.weight": torch.zeros(4, 4)},
+            r"not a CLIP checkpoint.*visual\.conv1\.weight",
+        ),
+        (
+            {
+                "visual.layer1.0.conv1.weight": torch.zeros(4, 4, 1, 1),
+                "visual.attnpool.c_proj.weight": torch.zeros(4, 4),
+            },
+            r"ResNet image tower",
+        ),
+        ([1, 2, 3], r"holds a list"),
+        ({"logit_scale": torch.zeros(()), "logit_bias": torch.zeros(())}, r"logit_bias.*SigLIP"),
+    ],
+)
 def test_not_clip_sources(tmp_path, content, match):
     torch.save(content, tmp_path / "open_clip_x.bin" if "logit_bias" in str(content) else tmp_path / "x.bin")
     src = next(p for p in tmp_path.iterdir() if p.suffix == ".bin")

@@ -93,8 +93,12 @@ def test_tf_h5_holds_transformers_weights(canonical, tmp_path):
     attrs, names, arrays = h5_contents(tmp_path / "tf" / "tf_model.h5")
     theirs_attrs, theirs_names, theirs = h5_contents(os.path.join(TF_FIXTURE, "tf_model.h5"))
     # backend and layer_names; keras_version is the installed tf-keras', whichever wrote the fixture
-    assert {k: v for k, v in attrs.items() if k != "keras_version"} == {k: v for k, v in theirs_attrs.items() if k != "keras_version"}
+    assert {k: v for k, v in attrs.items() if k != "keras_version"} == {
+        k: v for k, v in theirs_attrs.items() if k != "keras_version"
+    }
     assert sorted(names) == sorted(theirs_names) and len(names) == len(set(names))
     for name in names:
         ours, expected = arrays[name], theirs[name]
-        assert (ours.dtype, ours.shape) == (expected.dtype, expected.shape) and ours.tobytes() == expected.tobytes(), name
+        assert (ours.dtype, ours.shape) == (expected.dtype, expected.shape) and ours.tobytes() == expected.tobytes(), (
+            name
+        )

@@ -36,25 +36,89 @@ ATOL = 1e-5  # float32, every output and gradient
 # width, batch size and padding (pad == eos in one), interpolate_pos_encoding at another image size.
 CASES = {
     "quick_gelu_p4": dict(
-        text=dict(vocab_size=99, hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-                  max_position_embeddings=16, projection_dim=24, eos_token_id=98, pad_token_id=0, hidden_act="quick_gelu"),
-        vision=dict(hidden_size=48, intermediate_size=40, num_hidden_layers=2, num_attention_heads=4,
-                    image_size=16, patch_size=4, projection_dim=24, hidden_act="quick_gelu"),
-        projection_dim=24, lengths=(9, 5, 2), pixels=16, interpolate=False,
+        text=dict(
+            vocab_size=99,
+            hidden_size=32,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=16,
+            projection_dim=24,
+            eos_token_id=98,
+            pad_token_id=0,
+            hidden_act="quick_gelu",
+        ),
+        vision=dict(
+            hidden_size=48,
+            intermediate_size=40,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            image_size=16,
+            patch_size=4,
+            projection_dim=24,
+            hidden_act="quick_gelu",
+        ),
+        projection_dim=24,
+        lengths=(9, 5, 2),
+        pixels=16,
+        interpolate=False,
     ),
     "gelu_p8_pad_eos": dict(
-        text=dict(vocab_size=80, hidden_size=64, intermediate_size=96, num_hidden_layers=1, num_attention_heads=2,
-                  max_position_embeddings=12, projection_dim=40, eos_token_id=79, pad_token_id=79, hidden_act="gelu"),
-        vision=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                    image_size=32, patch_size=8, projection_dim=40, hidden_act="gelu"),
-        projection_dim=40, logit_scale_init_value=3.0, lengths=(7, 7), pixels=32, interpolate=False,
+        text=dict(
+            vocab_size=80,
+            hidden_size=64,
+            intermediate_size=96,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            max_position_embeddings=12,
+            projection_dim=40,
+            eos_token_id=79,
+            pad_token_id=79,
+            hidden_act="gelu",
+        ),
+        vision=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+            projection_dim=40,
+            hidden_act="gelu",
+        ),
+        projection_dim=40,
+        logit_scale_init_value=3.0,
+        lengths=(7, 7),
+        pixels=32,
+        interpolate=False,
     ),
     "interpolate_p8": dict(
-        text=dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                  max_position_embeddings=8, projection_dim=16, eos_token_id=63, pad_token_id=1, hidden_act="quick_gelu"),
-        vision=dict(hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=2,
-                    image_size=16, patch_size=8, projection_dim=16, hidden_act="gelu"),
-        projection_dim=16, lengths=(8, 3, 5, 1), pixels=24, interpolate=True,
+        text=dict(
+            vocab_size=64,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            max_position_embeddings=8,
+            projection_dim=16,
+            eos_token_id=63,
+            pad_token_id=1,
+            hidden_act="quick_gelu",
+        ),
+        vision=dict(
+            hidden_size=32,
+            intermediate_size=48,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            image_size=16,
+            patch_size=8,
+            projection_dim=16,
+            hidden_act="gelu",
+        ),
+        projection_dim=16,
+        lengths=(8, 3, 5, 1),
+        pixels=24,
+        interpolate=True,
     ),
 }
 
@@ -95,8 +159,11 @@ def make_inputs(name, seed=0):
 def flatten_output(out) -> dict[str, np.ndarray]:
     """CLIPOutput -> {name: float32 numpy}: logits, embeds, loss, each tower's states and attentions."""
     result = {
-        "loss": out.loss, "logits_per_image": out.logits_per_image, "logits_per_text": out.logits_per_text,
-        "text_embeds": out.text_embeds, "image_embeds": out.image_embeds,
+        "loss": out.loss,
+        "logits_per_image": out.logits_per_image,
+        "logits_per_text": out.logits_per_text,
+        "text_embeds": out.text_embeds,
+        "image_embeds": out.image_embeds,
     }
     for tower, sub in (("text", out.text_model_output), ("vision", out.vision_model_output)):
         result[f"{tower}.last_hidden_state"] = sub.last_hidden_state
@@ -131,11 +198,17 @@ class Case:
             "pt": clip.pt.CLIPModel.from_pretrained(self.directory, dtype=torch.bfloat16 if bf16 else torch.float32),
             "tf": clip.tf.TFCLIPModel.from_pretrained(self.directory, **({"dtype": "bfloat16"} if bf16 else {})),
             "flax": clip.flax.FlaxCLIPModel.from_pretrained(
-                self.directory, **({"dtype": jnp.bfloat16, "param_dtype": jnp.bfloat16} if bf16 else {})),
+                self.directory, **({"dtype": jnp.bfloat16, "param_dtype": jnp.bfloat16} if bf16 else {})
+            ),
         }
 
     def _kwargs(self):
-        return dict(return_loss=True, output_hidden_states=True, output_attentions=True, interpolate_pos_encoding=self.spec["interpolate"])
+        return dict(
+            return_loss=True,
+            output_hidden_states=True,
+            output_attentions=True,
+            interpolate_pos_encoding=self.spec["interpolate"],
+        )
 
     @functools.cache
     def results(self, backend) -> dict:
@@ -144,11 +217,23 @@ class Case:
         if backend == "pt":
             with torch.no_grad():
                 pixel_values = torch.from_numpy(pixels).to(model.dtype)
-                out = model(input_ids=torch.from_numpy(ids).long(), pixel_values=pixel_values, attention_mask=torch.from_numpy(mask), **self._kwargs())
+                out = model(
+                    input_ids=torch.from_numpy(ids).long(),
+                    pixel_values=pixel_values,
+                    attention_mask=torch.from_numpy(mask),
+                    **self._kwargs(),
+                )
         elif backend == "tf":
-            out = model(input_ids=tf.constant(ids), pixel_values=tf.constant(pixels), attention_mask=tf.constant(mask), **self._kwargs())
+            out = model(
+                input_ids=tf.constant(ids),
+                pixel_values=tf.constant(pixels),
+                attention_mask=tf.constant(mask),
+                **self._kwargs(),
+            )
         else:  # jitted: eager JAX dispatches op by op and is many times slower on these tiny shapes
-            out = jax.jit(lambda params: model(ids, pixels, attention_mask=mask, params=params, **self._kwargs()))(model.params)
+            out = jax.jit(lambda params: model(ids, pixels, attention_mask=mask, params=params, **self._kwargs()))(
+                model.params
+            )
         return flatten_output(out)
 
     @functools.cache
@@ -159,15 +244,30 @@ class Case:
         kwargs = dict(return_loss=True, interpolate_pos_encoding=self.spec["interpolate"])
         if backend == "pt":
             model.zero_grad()
-            model(input_ids=torch.from_numpy(ids).long(), pixel_values=torch.from_numpy(pixels), attention_mask=torch.from_numpy(mask), **kwargs).loss.backward()
+            model(
+                input_ids=torch.from_numpy(ids).long(),
+                pixel_values=torch.from_numpy(pixels),
+                attention_mask=torch.from_numpy(mask),
+                **kwargs,
+            ).loss.backward()
             return {name: p.grad.numpy().copy() for name, p in model.named_parameters()}
         if backend == "tf":
             variables = model.canonical_variables()
             with tf.GradientTape() as tape:
-                loss = model(input_ids=tf.constant(ids), pixel_values=tf.constant(pixels), attention_mask=tf.constant(mask), **kwargs).loss
+                loss = model(
+                    input_ids=tf.constant(ids),
+                    pixel_values=tf.constant(pixels),
+                    attention_mask=tf.constant(mask),
+                    **kwargs,
+                ).loss
             grads = tape.gradient(loss, [v for v, _ in variables.values()])
-            return {name: weights.from_backend_layout(tf.convert_to_tensor(g).numpy(), kind, "tf") for (name, (_, kind)), g in zip(variables.items(), grads)}
-        grads = jax.jit(jax.grad(lambda params: model(ids, pixels, attention_mask=mask, params=params, **kwargs).loss))(model.params)
+            return {
+                name: weights.from_backend_layout(tf.convert_to_tensor(g).numpy(), kind, "tf")
+                for (name, (_, kind)), g in zip(variables.items(), grads)
+            }
+        grads = jax.jit(jax.grad(lambda params: model(ids, pixels, attention_mask=mask, params=params, **kwargs).loss))(
+            model.params
+        )
         canonical = flax_loading.from_params(grads, flax_loading.expected_parameters(model))
         return {name: np.asarray(g) for name, g in canonical.items()}
 

@@ -26,11 +26,23 @@ from clip.pt import adapter as pt_adapter  # noqa: E402
 from clip.tf import adapter as tf_adapter  # noqa: E402
 
 DEFAULT_MODEL = os.path.join(os.path.dirname(__file__), "..", "..", "clip", "models", "default")
-BACKENDS = {"pt": (pt_adapter, pt_models, ""), "tf": (tf_adapter, tf_models, "TF"), "flax": (flax_adapter, flax_models, "Flax")}
+BACKENDS = {
+    "pt": (pt_adapter, pt_models, ""),
+    "tf": (tf_adapter, tf_models, "TF"),
+    "flax": (flax_adapter, flax_models, "Flax"),
+}
 TINY = CLIPConfig(
-    text_config=dict(vocab_size=99, hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=4,
-                     max_position_embeddings=16),
-    vision_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=4, image_size=16, patch_size=8),
+    text_config=dict(
+        vocab_size=99,
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        max_position_embeddings=16,
+    ),
+    vision_config=dict(
+        hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=4, image_size=16, patch_size=8
+    ),
     projection_dim=24,
 )
 
@@ -38,7 +50,10 @@ TINY = CLIPConfig(
 def random_canonical(config, seed=0) -> dict:
     """Every CLIPModel parameter drawn from a seeded numpy generator, in the canonical layout."""
     rng = np.random.default_rng(seed)
-    return {name: rng.standard_normal(shape).astype(np.float32) for name, (shape, _) in weights.expected_parameters(config, "CLIPModel").items()}
+    return {
+        name: rng.standard_normal(shape).astype(np.float32)
+        for name, (shape, _) in weights.expected_parameters(config, "CLIPModel").items()
+    }
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -94,8 +109,15 @@ def test_fingerprint_is_one_value_in_every_backend_and_the_files():
 def test_a_save_removes_the_weight_files_of_every_other_format(tmp_path, backend):
     adapter, models, prefix = BACKENDS[backend]
     model = getattr(models, prefix + "CLIPTextModel")(TINY.text_config)
-    stale = ["pytorch_model.bin", "pytorch_model-00001-of-00002.bin", "pytorch_model.bin.index.json", "tf_model.h5",
-             "flax_model.msgpack", "model-00001-of-00002.safetensors", "model.safetensors.index.json"]
+    stale = [
+        "pytorch_model.bin",
+        "pytorch_model-00001-of-00002.bin",
+        "pytorch_model.bin.index.json",
+        "tf_model.h5",
+        "flax_model.msgpack",
+        "model-00001-of-00002.safetensors",
+        "model.safetensors.index.json",
+    ]
     for name in stale + ["notes.txt"]:
         (tmp_path / name).write_bytes(b"stale")
     model.save_pretrained(tmp_path)

@@ -40,7 +40,10 @@ def test_outputs_match(case, pair):
     assert sorted(a) == sorted(b)
     expected_states = case.spec["text"]["num_hidden_layers"] + 1 + case.spec["vision"]["num_hidden_layers"] + 1
     assert sum(".hidden_states." in k for k in a) == expected_states
-    assert sum(".attentions." in k for k in a) == case.spec["text"]["num_hidden_layers"] + case.spec["vision"]["num_hidden_layers"]
+    assert (
+        sum(".attentions." in k for k in a)
+        == case.spec["text"]["num_hidden_layers"] + case.spec["vision"]["num_hidden_layers"]
+    )
     diffs = {name: max_abs_diff(a[name], b[name]) for name in a}
     worst = max(diffs, key=diffs.get)
     assert diffs[worst] <= ATOL, f"{case.name} {pair}: {worst} differs by {diffs[worst]:.2e} (all: {diffs})"
@@ -79,6 +82,8 @@ def test_bfloat16(bf16_case):
     for a, b in PAIRS:
         for name in ("text_embeds", "image_embeds"):
             assert max_abs_diff(results[a][name], results[b][name]) <= BF16_ATOL, (a, b, name)
-        assert max_abs_diff(results[a]["logits_per_image"], results[b]["logits_per_image"]) <= BF16_LOGIT_RTOL * scale, (a, b)
+        assert (
+            max_abs_diff(results[a]["logits_per_image"], results[b]["logits_per_image"]) <= BF16_LOGIT_RTOL * scale
+        ), (a, b)
     # and bfloat16 really ran: not bit-identical to float32
     assert max_abs_diff(results["pt"]["text_embeds"], reference["text_embeds"]) > 0

@@ -36,16 +36,27 @@ def _tree(path):
     return serialization.msgpack_restore(path.read_bytes())
 
 
-@pytest.mark.parametrize("case, error, message", [
-    ("random bytes", OSError, r"flax_model\.msgpack: not a readable msgpack params file"),
-    ("truncated", OSError, r"flax_model\.msgpack: not a readable msgpack params file \(ValueError: .*incomplete"),
-    ("extra data", OSError, r"flax_model\.msgpack: not a readable msgpack params file \(ExtraData"),
-    ("git lfs pointer", OSError, r"flax_model\.msgpack: a Git LFS pointer"),
-    ("a list", ValueError, r"flax_model\.msgpack: the msgpack file holds a list, not a params tree"),
-    ("a string leaf", ValueError, r"flax_model\.msgpack: params entry 'logit_scale' is not a numeric array \(found str\)"),
-    ("deep nesting", ValueError, r"flax_model\.msgpack: the params tree nests deeper than"),
-    ("int64 weight", ValueError, rf"flax_model\.msgpack: tensor '{LN_A}' has dtype int64; model weights must be floating point"),
-])
+@pytest.mark.parametrize(
+    "case, error, message",
+    [
+        ("random bytes", OSError, r"flax_model\.msgpack: not a readable msgpack params file"),
+        ("truncated", OSError, r"flax_model\.msgpack: not a readable msgpack params file \(ValueError: .*incomplete"),
+        ("extra data", OSError, r"flax_model\.msgpack: not a readable msgpack params file \(ExtraData"),
+        ("git lfs pointer", OSError, r"flax_model\.msgpack: a Git LFS pointer"),
+        ("a list", ValueError, r"flax_model\.msgpack: the msgpack file holds a list, not a params tree"),
+        (
+            "a string leaf",
+            ValueError,
+            r"flax_model\.msgpack: params entry 'logit_scale' is not a numeric array \(found str\)",
+        ),
+        ("deep nesting", ValueError, r"flax_model\.msgpack: the params tree nests deeper than"),
+        (
+            "int64 weight",
+            ValueError,
+            rf"flax_model\.msgpack: tensor '{LN_A}' has dtype int64; model weights must be floating point",
+        ),
+    ],
+)
 def test_corrupt_msgpack_names_the_file(tmp_path, case, error, message):
     path = _msgpack_directory(tmp_path)
     good = path.read_bytes()
@@ -64,8 +75,13 @@ def test_corrupt_msgpack_names_the_file(tmp_path, case, error, message):
         node["scale"] = node["scale"].astype(np.int64)
         content = serialization.msgpack_serialize(tree)
     else:
-        content = {"random bytes": garbage_bytes(), "truncated": good[: len(good) // 2], "extra data": good + b"\x00\x01",
-                   "git lfs pointer": LFS_POINTER, "a list": serialization.msgpack_serialize([1, 2])}[case]
+        content = {
+            "random bytes": garbage_bytes(),
+            "truncated": good[: len(good) // 2],
+            "extra data": good + b"\x00\x01",
+            "git lfs pointer": LFS_POINTER,
+            "a list": serialization.msgpack_serialize([1, 2]),
+        }[case]
     path.write_bytes(content)
     with pytest.raises(error, match=message):
         ours.FlaxCLIPModel.from_pretrained(tmp_path)

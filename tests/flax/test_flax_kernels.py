@@ -34,7 +34,9 @@ def test_narrow_dtypes_accumulate_in_float32_and_round_once(dtype):
     y = layer(x)
     assert y.dtype == dtype and y.shape == (5, 7, 64)
     # the exact sum of the same (narrow) operands, rounded once to the dtype
-    exact = np.asarray(x, np.float64) @ np.asarray(layer.kernel[...], np.float64) + np.asarray(layer.bias[...], np.float64)
+    exact = np.asarray(x, np.float64) @ np.asarray(layer.kernel[...], np.float64) + np.asarray(
+        layer.bias[...], np.float64
+    )
     once = np.asarray(jnp.asarray(exact, jnp.float32).astype(dtype), np.float64)
     # a narrow dot plus a narrow bias add rounds twice and misses `once` in ~30% of the entries
     assert (np.asarray(y, np.float64) != once).mean() <= 0.01

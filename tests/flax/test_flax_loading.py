@@ -56,7 +56,9 @@ def test_msgpack_into_a_sub_model_reports_unexpected(reference, caplog):
     with caplog.at_level(logging.WARNING):
         model, info = ours.FlaxCLIPTextModelWithProjection.from_pretrained(FIXTURE, output_loading_info=True)
     assert info["missing_keys"] == [] and info["mismatched_keys"] == []
-    assert info["unexpected_keys"] and all(k.startswith(("vision_model.", "visual_projection", "logit_scale")) for k in info["unexpected_keys"])
+    assert info["unexpected_keys"] and all(
+        k.startswith(("vision_model.", "visual_projection", "logit_scale")) for k in info["unexpected_keys"]
+    )
     assert "were not used" in caplog.text
     out = jit_call(model, input_ids=reference["input_ids"], attention_mask=reference["attention_mask"])
     embeds = out.text_embeds / jnp.linalg.norm(out.text_embeds, axis=-1, keepdims=True)  # CLIPModel's are normalized
@@ -120,7 +122,9 @@ def test_missing_and_mismatched_keys(tmp_path):
     del arrays["text_projection.weight"]
     arrays["visual_projection.weight"] = np.zeros((5, 48), np.float32)
     io.write_safetensors(arrays, tmp_path / "model.safetensors")
-    with pytest.raises(ValueError, match=r"visual_projection.weight: the model expects \(24, 48\), the checkpoint has \(5, 48\)"):
+    with pytest.raises(
+        ValueError, match=r"visual_projection.weight: the model expects \(24, 48\), the checkpoint has \(5, 48\)"
+    ):
         ours.FlaxCLIPModel.from_pretrained(tmp_path)
     loaded, info = ours.FlaxCLIPModel.from_pretrained(tmp_path, ignore_mismatched_sizes=True, output_loading_info=True)
     assert info["missing_keys"] == ["text_projection.weight"]
@@ -135,7 +139,10 @@ def test_bfloat16_params_round_trip(tmp_path):
     low = ours.FlaxCLIPVisionModel.from_pretrained(tmp_path, param_dtype=jnp.bfloat16, dtype=jnp.bfloat16)
     assert {x.dtype for x in jax.tree.leaves(low.params)} == {jnp.dtype(jnp.bfloat16)}
     low.save_pretrained(tmp_path / "bf16")
-    assert io.read_safetensors(tmp_path / "bf16" / "model.safetensors")["vision_model.pre_layrnorm.weight"].dtype.name == "bfloat16"
+    assert (
+        io.read_safetensors(tmp_path / "bf16" / "model.safetensors")["vision_model.pre_layrnorm.weight"].dtype.name
+        == "bfloat16"
+    )
 
 
 def test_load_errors(tmp_path):

@@ -19,7 +19,9 @@ def test_logits_dtype_follows_transformers(dtype, half_params):
     config = make_config("quick_gelu", "CLIPModel")
     compute = jnp.dtype(dtype)
     mine = ours.FlaxCLIPModel(config, dtype=compute)
-    theirs = transformers.FlaxCLIPModel(transformers.CLIPConfig.from_dict(config.to_dict()), dtype=compute, _do_init=False)
+    theirs = transformers.FlaxCLIPModel(
+        transformers.CLIPConfig.from_dict(config.to_dict()), dtype=compute, _do_init=False
+    )
     params = mine.params
     if half_params:
         params = mine.to_bf16(params) if dtype == "bfloat16" else mine.to_fp16(params)

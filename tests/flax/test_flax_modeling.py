@@ -84,7 +84,12 @@ def test_attentions_and_tuples_match_pt(model_class):
 
 @pytest.mark.parametrize(
     "model_class, image_size",
-    [("CLIPModel", (24, 32)), ("CLIPModel", 16), ("CLIPVisionModelWithProjection", 24), ("CLIPVisionModelWithProjection", (8, 12))],
+    [
+        ("CLIPModel", (24, 32)),
+        ("CLIPModel", 16),
+        ("CLIPVisionModelWithProjection", 24),
+        ("CLIPVisionModelWithProjection", (8, 12)),
+    ],
 )
 def test_interpolate_pos_encoding(model_class, image_size):
     model, ref = make_pair("quick_gelu", model_class)
@@ -96,7 +101,9 @@ def test_interpolate_pos_encoding(model_class, image_size):
     if model_class == "CLIPModel":
         features = model.get_image_features(inputs["pixel_values"], interpolate_pos_encoding=True)
         with torch.no_grad():
-            ref_features = ref.get_image_features(torch.from_numpy(inputs["pixel_values"]), interpolate_pos_encoding=True)
+            ref_features = ref.get_image_features(
+                torch.from_numpy(inputs["pixel_values"]), interpolate_pos_encoding=True
+            )
         assert_close(features, ref_features)
 
 
@@ -133,7 +140,9 @@ def test_text_model_is_jittable_without_host_reads():
     # the pooled index and the padding mask are computed with jnp ops: a fully traced call works
     model, ref = make_pair("legacy_eos", "CLIPTextModelWithProjection")
     inputs = inputs_for("CLIPTextModelWithProjection", make_inputs("legacy_eos"))
-    out = jax.jit(lambda p, ids, mask: model(ids, mask, params=p).text_embeds)(model.params, inputs["input_ids"], inputs["attention_mask"])
+    out = jax.jit(lambda p, ids, mask: model(ids, mask, params=p).text_embeds)(
+        model.params, inputs["input_ids"], inputs["attention_mask"]
+    )
     with torch.no_grad():
         assert_close(out, ref(**torch_inputs(inputs)).text_embeds)
 
@@ -168,7 +177,10 @@ def test_training_dropout_and_gradient_checkpointing():
     dropped.params = model.params
     with pytest.raises(ValueError, match="dropout_rng"):
         dropped(**inputs, train=True)
-    run = jax.jit(lambda p, rng, train: dropped(**inputs, params=p, train=train, dropout_rng=rng).logits_per_image, static_argnums=2)
+    run = jax.jit(
+        lambda p, rng, train: dropped(**inputs, params=p, train=train, dropout_rng=rng).logits_per_image,
+        static_argnums=2,
+    )
     a, b = run(dropped.params, jax.random.key(0), True), run(dropped.params, jax.random.key(1), True)
     c = run(dropped.params, jax.random.key(0), False)  # deterministic unless train=True
     reference = jax.jit(lambda p: model(**inputs, params=p).logits_per_image)(model.params)
@@ -188,7 +200,9 @@ def test_init_follows_init_spec():
     params = model.params
     assert float(params["logit_scale"]) == pytest.approx(3.0)
     layer = params["text_model"]["encoder"]["layers"]["0"]
-    assert np.all(np.asarray(layer["layer_norm1"]["scale"]) == 1) and np.all(np.asarray(layer["mlp"]["fc1"]["bias"]) == 0)
+    assert np.all(np.asarray(layer["layer_norm1"]["scale"]) == 1) and np.all(
+        np.asarray(layer["mlp"]["fc1"]["bias"]) == 0
+    )
     std = np.asarray(layer["mlp"]["fc1"]["kernel"]).std()
     assert std == pytest.approx((2 * 64) ** -0.5, rel=0.1)
 
@@ -196,7 +210,10 @@ def test_init_follows_init_spec():
 ERROR_CASES = {
     "float ids": (lambda x: {**x, "input_ids": x["input_ids"].astype(np.float32)}, "integer token ids"),
     "1-D ids": (lambda x: {**x, "input_ids": x["input_ids"][0], "attention_mask": None}, "batch_size, sequence_length"),
-    "too long": (lambda x: {**x, "input_ids": np.ones((3, 17), np.int64), "attention_mask": None}, "max_position_embeddings"),
+    "too long": (
+        lambda x: {**x, "input_ids": np.ones((3, 17), np.int64), "attention_mask": None},
+        "max_position_embeddings",
+    ),
     "mask shape": (lambda x: {**x, "attention_mask": x["attention_mask"][:, :3]}, "attention_mask"),
     "position_ids": (lambda x: {**x, "position_ids": np.ones((2, 7), np.int64)}, "position_ids"),
     "NHWC": (lambda x: {**x, "pixel_values": x["pixel_values"].transpose(0, 2, 3, 1)}, "channels"),
@@ -214,7 +231,9 @@ def test_errors_match_pt(case):
     kwargs = make(make_inputs("quick_gelu"))
     with pytest.raises(ValueError, match=match) as ours_error:
         model(**kwargs)
-    as_torch = {k: torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) else v for k, v in kwargs.items()}
+    as_torch = {
+        k: torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) else v for k, v in kwargs.items()
+    }
     with pytest.raises(ValueError, match=match) as pt_error:
         ref(**as_torch)
     assert str(ours_error.value) == str(pt_error.value)
@@ -270,7 +289,9 @@ def test_jax_export_serializes_with_a_symbolic_batch():
     text_fn = jax.jit(lambda p, ids, mask: model.get_text_features(ids, mask, params=p))
     params_spec = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), model.params)
     length = inputs["input_ids"].shape[1]
-    exported_image = export.export(image_fn)(params_spec, jax.ShapeDtypeStruct((batch, 3, vision.image_size, vision.image_size), jnp.float32))
+    exported_image = export.export(image_fn)(
+        params_spec, jax.ShapeDtypeStruct((batch, 3, vision.image_size, vision.image_size), jnp.float32)
+    )
     exported_text = export.export(text_fn)(params_spec, *[jax.ShapeDtypeStruct((batch, length), jnp.int32)] * 2)
     image_back = export.deserialize(exported_image.serialize())
     text_back = export.deserialize(exported_text.serialize())

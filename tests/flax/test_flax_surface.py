@@ -18,8 +18,11 @@ MODELS = ["CLIPModel", "CLIPTextModel", "CLIPVisionModel"]
 
 
 def _their_config(our_config):
-    cls = {"CLIPConfig": transformers.CLIPConfig, "CLIPTextConfig": transformers.CLIPTextConfig,
-           "CLIPVisionConfig": transformers.CLIPVisionConfig}[type(our_config).__name__]
+    cls = {
+        "CLIPConfig": transformers.CLIPConfig,
+        "CLIPTextConfig": transformers.CLIPTextConfig,
+        "CLIPVisionConfig": transformers.CLIPVisionConfig,
+    }[type(our_config).__name__]
     return cls(**our_config.to_dict())
 
 
@@ -32,7 +35,9 @@ def _shapes(tree):
 def test_models_take_transformers_configs_and_dicts(model_class, form):
     model, _ = make_pair("quick_gelu", model_class)
     their_config = _their_config(model.config)
-    built = getattr(ours, "Flax" + model_class)(their_config if form == "transformers" else their_config.to_dict(), _do_init=False)
+    built = getattr(ours, "Flax" + model_class)(
+        their_config if form == "transformers" else their_config.to_dict(), _do_init=False
+    )
     assert type(built.config).__module__ == "clip.common.config"
     inputs = inputs_for(model_class, make_inputs("quick_gelu"))
     run = jax.jit(lambda m, p, x: m(**x, params=p), static_argnums=0)  # eager JAX is slow on tiny shapes
@@ -80,8 +85,10 @@ def test_dtype_casts_with_and_without_a_mask(cast):
     theirs = transformers.FlaxCLIPModel(_their_config(model.config), _do_init=False)
     params = model.params if cast != "to_fp32" else model.to_bf16(model.params)
     # transformers' documented use: a mask leaving the LayerNorm scales/biases alone
-    mask = jax.tree_util.tree_map_with_path(lambda path, _: "layer_norm" not in jax.tree_util.keystr(path)
-                                            and "layrnorm" not in jax.tree_util.keystr(path), params)
+    mask = jax.tree_util.tree_map_with_path(
+        lambda path, _: "layer_norm" not in jax.tree_util.keystr(path) and "layrnorm" not in jax.tree_util.keystr(path),
+        params,
+    )
     for kwargs in ({}, {"mask": mask}):
         mine, their = getattr(model, cast)(params, **kwargs), getattr(theirs, cast)(params, **kwargs)
         their = jax.tree.map(np.asarray, dict(their))
@@ -89,14 +96,21 @@ def test_dtype_casts_with_and_without_a_mask(cast):
         for a, b in zip(jax.tree.leaves(mine), jax.tree.leaves(their)):
             np.testing.assert_array_equal(np.asarray(a, np.float32), np.asarray(b, np.float32))
     masked = getattr(model, cast)(params, mask=mask)
-    assert masked["text_model"]["final_layer_norm"]["scale"].dtype == params["text_model"]["final_layer_norm"]["scale"].dtype
+    assert (
+        masked["text_model"]["final_layer_norm"]["scale"].dtype
+        == params["text_model"]["final_layer_norm"]["scale"].dtype
+    )
 
 
 def test_from_pretrained_with_bfloat16_compute_matches_transformers():
     mine = ours.FlaxCLIPModel.from_pretrained(FIXTURE, dtype=jnp.bfloat16)
     theirs, their_params = transformers.FlaxCLIPModel.from_pretrained(FIXTURE, dtype=jnp.bfloat16, _do_init=False)
     assert mine.dtype == theirs.dtype == jnp.bfloat16
-    assert {x.dtype for x in jax.tree.leaves(mine.params)} == {x.dtype for x in jax.tree.leaves(their_params)} == {jnp.dtype("float32")}
+    assert (
+        {x.dtype for x in jax.tree.leaves(mine.params)}
+        == {x.dtype for x in jax.tree.leaves(their_params)}
+        == {jnp.dtype("float32")}
+    )
     config = mine.config
     rng = np.random.default_rng(0)
     ids = rng.integers(1, config.text_config.vocab_size - 1, (2, 6))
@@ -106,7 +120,10 @@ def test_from_pretrained_with_bfloat16_compute_matches_transformers():
     a = jax.jit(lambda p: mine(ids, pixels, params=p).logits_per_image)(mine.params)
     b = jax.jit(lambda p: theirs(ids, pixels, params=p).logits_per_image)(their_params)
     full = jax.jit(lambda p: mine(ids, pixels, params=p).logits_per_image)(mine.to_bf16(mine.params))
-    assert np.abs(np.asarray(a, np.float32) - np.asarray(b, np.float32)).max() <= 0.1 + 0.05 * np.abs(np.asarray(full)).max()
+    assert (
+        np.abs(np.asarray(a, np.float32) - np.asarray(b, np.float32)).max()
+        <= 0.1 + 0.05 * np.abs(np.asarray(full)).max()
+    )
 
 
 def test_sharded_save_pretrained_loads_in_transformers(tmp_path):

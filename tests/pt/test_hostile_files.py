@@ -44,11 +44,17 @@ def test_unreadable_bin_is_an_oserror_naming_the_file(tmp_path, case):
         ours.CLIPModel.from_pretrained(tmp_path)
 
 
-@pytest.mark.parametrize("content, message", [
-    ([torch.ones(2)], r"pytorch_model\.bin: holds a list, not a state dict"),
-    ({"a": 1}, r"pytorch_model\.bin: entry 'a' is not a named tensor \(found int\)"),
-    ({LN_A: torch.ones(32, dtype=torch.int64)}, rf"pytorch_model\.bin: tensor '{LN_A}' has dtype torch\.int64; model weights must be floating point"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ([torch.ones(2)], r"pytorch_model\.bin: holds a list, not a state dict"),
+        ({"a": 1}, r"pytorch_model\.bin: entry 'a' is not a named tensor \(found int\)"),
+        (
+            {LN_A: torch.ones(32, dtype=torch.int64)},
+            rf"pytorch_model\.bin: tensor '{LN_A}' has dtype torch\.int64; model weights must be floating point",
+        ),
+    ],
+)
 def test_bin_holding_something_else_is_a_valueerror(tmp_path, content, message):
     tiny_checkpoint(tmp_path)
     os.unlink(tmp_path / "model.safetensors")

@@ -80,7 +80,11 @@ def onednn_width_pair(layers=2):
     import clip.pt as ours
 
     tower = {"hidden_size": 512, "intermediate_size": 1024, "num_hidden_layers": layers, "num_attention_heads": 8}
-    config = CLIPConfig(text_config={**tower, "max_position_embeddings": 20}, vision_config={**tower, "image_size": 64, "patch_size": 16}, projection_dim=512)
+    config = CLIPConfig(
+        text_config={**tower, "max_position_embeddings": 20},
+        vision_config={**tower, "image_size": 64, "patch_size": 16},
+        projection_dim=512,
+    )
     torch.manual_seed(0)
     model = ours.CLIPModel(config).eval()
     with torch.no_grad():
@@ -109,9 +113,17 @@ def test_inference_at_onednn_widths_matches_transformers():
     ids, mask = text_batch(model.config.text_config.eos_token_id, [9, 12, 12])
     with torch.inference_mode():
         assert kernels.uses_onednn(pixels, model.visual_projection.weight)
-        assert (model.get_image_features(pixel_values=pixels) - ref.get_image_features(pixel_values=pixels)).abs().max() <= 1e-5
-        assert (model.get_text_features(input_ids=ids, attention_mask=mask) - ref.get_text_features(input_ids=ids, attention_mask=mask)).abs().max() <= 1e-5
-        out, expected = model(input_ids=ids, attention_mask=mask, pixel_values=pixels), ref(input_ids=ids, attention_mask=mask, pixel_values=pixels)
+        assert (
+            model.get_image_features(pixel_values=pixels) - ref.get_image_features(pixel_values=pixels)
+        ).abs().max() <= 1e-5
+        assert (
+            model.get_text_features(input_ids=ids, attention_mask=mask)
+            - ref.get_text_features(input_ids=ids, attention_mask=mask)
+        ).abs().max() <= 1e-5
+        out, expected = (
+            model(input_ids=ids, attention_mask=mask, pixel_values=pixels),
+            ref(input_ids=ids, attention_mask=mask, pixel_values=pixels),
+        )
         assert (out.logits_per_image - expected.logits_per_image).abs().max() <= 1e-5
 
 

@@ -62,7 +62,9 @@ def test_transformers_checkpoints_load(tmp_path, save_kwargs, files):
 def test_bin_loading_refuses_pickled_code(tmp_path):
     _, ref = make_pair("quick_gelu", "CLIPTextModel")
     ref.config.save_pretrained(tmp_path)
-    torch.save({"text_model.final_layer_norm.weight": torch.ones(32), "evil": os.system}, tmp_path / "pytorch_model.bin")
+    torch.save(
+        {"text_model.final_layer_norm.weight": torch.ones(32), "evil": os.system}, tmp_path / "pytorch_model.bin"
+    )
     with pytest.raises(Exception, match="weights_only|Unsupported|unpickl|global"):
         ours.CLIPTextModel.from_pretrained(tmp_path)
 
@@ -208,8 +210,17 @@ def test_peak_memory_of_loading_stays_near_one_copy(tmp_path):
     from clip.common.config import CLIPConfig
 
     config = CLIPConfig(
-        text_config=dict(vocab_size=8000, hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=4),
-        vision_config=dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=4, image_size=64, patch_size=16),
+        text_config=dict(
+            vocab_size=8000, hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=4
+        ),
+        vision_config=dict(
+            hidden_size=256,
+            intermediate_size=1024,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            image_size=64,
+            patch_size=16,
+        ),
         projection_dim=128,
     )
     ours.CLIPModel(config).save_pretrained(tmp_path)
@@ -254,8 +265,13 @@ def test_transformers_loading_arguments_work_unchanged(tmp_path):
     _, ref = make_pair("quick_gelu", "CLIPModel")
     ref.save_pretrained(tmp_path)
     # a call as written for transformers (device_map there needs accelerate: checked on ours below)
-    kwargs = dict(low_cpu_mem_usage=True, trust_remote_code=False, attn_implementation="eager", use_safetensors=True,
-                  torch_dtype=torch.float32)
+    kwargs = dict(
+        low_cpu_mem_usage=True,
+        trust_remote_code=False,
+        attn_implementation="eager",
+        use_safetensors=True,
+        torch_dtype=torch.float32,
+    )
     theirs = transformers.CLIPModel.from_pretrained(tmp_path, **kwargs).eval()
     for device_map in (None, "cpu", {"": "cpu"}, "auto" if not torch.cuda.is_available() else "cpu"):
         model = ours.CLIPModel.from_pretrained(tmp_path, device_map=device_map, **kwargs)
@@ -273,20 +289,27 @@ def test_use_safetensors_takes_the_file_transformers_takes(tmp_path):
         return m.text_model.embeddings.token_embedding.weight
 
     for flag, expected in ((None, a), (True, a), (False, b)):
-        assert torch.equal(embedding(ours.CLIPTextModel.from_pretrained(tmp_path, use_safetensors=flag)), embedding(expected)), flag
-        assert torch.equal(embedding(transformers.CLIPTextModel.from_pretrained(tmp_path, use_safetensors=flag)), embedding(expected)), flag
+        assert torch.equal(
+            embedding(ours.CLIPTextModel.from_pretrained(tmp_path, use_safetensors=flag)), embedding(expected)
+        ), flag
+        assert torch.equal(
+            embedding(transformers.CLIPTextModel.from_pretrained(tmp_path, use_safetensors=flag)), embedding(expected)
+        ), flag
     os.unlink(tmp_path / "pytorch_model.bin")
     with pytest.raises(OSError, match="pytorch_model.bin"):
         ours.CLIPTextModel.from_pretrained(tmp_path, use_safetensors=False)
 
 
-@pytest.mark.parametrize("kwargs, error, match", [
-    (dict(attn_implementation="flash"), ValueError, "attn_implementation must be one of"),
-    (dict(device_map={"text_model": "cpu", "vision_model": "cuda:0"}), ValueError, "onto one device"),
-    (dict(device="cpu", device_map="cuda:1"), ValueError, "disagree"),
-    (dict(use_safetensors="yes"), TypeError, "use_safetensors must be"),
-    (dict(trust_remote_code="yes"), TypeError, "trust_remote_code must be"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(attn_implementation="flash"), ValueError, "attn_implementation must be one of"),
+        (dict(device_map={"text_model": "cpu", "vision_model": "cuda:0"}), ValueError, "onto one device"),
+        (dict(device="cpu", device_map="cuda:1"), ValueError, "disagree"),
+        (dict(use_safetensors="yes"), TypeError, "use_safetensors must be"),
+        (dict(trust_remote_code="yes"), TypeError, "trust_remote_code must be"),
+    ],
+)
 def test_bad_loading_arguments_name_themselves(tmp_path, kwargs, error, match):
     model, _ = make_pair("quick_gelu", "CLIPTextModel")
     model.save_pretrained(tmp_path)

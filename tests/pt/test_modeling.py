@@ -9,16 +9,7 @@ import clip.pt as ours
 from clip.common import weights
 from clip.common.config import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
 
-from pt_helpers import (
-    CLASSES,
-    CONFIGS,
-    assert_close_outputs,
-    flatten,
-    inputs_for,
-    make_configs,
-    make_inputs,
-    make_pair,
-)
+from pt_helpers import CLASSES, CONFIGS, assert_close_outputs, flatten, inputs_for, make_configs, make_inputs, make_pair
 
 
 def scalar_of(out):
@@ -34,7 +25,9 @@ def run(model, model_class, inputs, **kwargs):
     if model_class == "CLIPModel":
         kwargs.setdefault("return_loss", True)
     if model_class == "CLIPForImageClassification":
-        kwargs.setdefault("labels", torch.tensor([0, 2, 1])[: inputs["pixel_values"].shape[0]] % max(model.config.num_labels, 1))
+        kwargs.setdefault(
+            "labels", torch.tensor([0, 2, 1])[: inputs["pixel_values"].shape[0]] % max(model.config.num_labels, 1)
+        )
     return model(**inputs_for(model_class, inputs), **kwargs)
 
 
@@ -97,8 +90,12 @@ def test_interpolate_pos_encoding(model_class, image_size):
     expected = ref(**inputs, interpolate_pos_encoding=True, output_hidden_states=True)
     assert_close_outputs(out, expected)
     assert torch.allclose(
-        model.get_image_features(inputs["pixel_values"], interpolate_pos_encoding=True) if model_class == "CLIPModel" else out.image_embeds,
-        ref.get_image_features(inputs["pixel_values"], interpolate_pos_encoding=True) if model_class == "CLIPModel" else expected.image_embeds,
+        model.get_image_features(inputs["pixel_values"], interpolate_pos_encoding=True)
+        if model_class == "CLIPModel"
+        else out.image_embeds,
+        ref.get_image_features(inputs["pixel_values"], interpolate_pos_encoding=True)
+        if model_class == "CLIPModel"
+        else expected.image_embeds,
         atol=1e-5,
     )
 
@@ -260,7 +257,10 @@ def tiny():
         (lambda i: i.update(pixel_values=torch.randn(3, 1, 16, 16)), "channels"),
         (lambda i: i.update(pixel_values=torch.zeros(3, 3, 16, 16, dtype=torch.uint8)), "floating"),
         (lambda i: i.update(input_ids=i["input_ids"].float()), "integer"),
-        (lambda i: i.update(input_ids=torch.ones(3, 17, dtype=torch.long), attention_mask=None), "max_position_embeddings"),
+        (
+            lambda i: i.update(input_ids=torch.ones(3, 17, dtype=torch.long), attention_mask=None),
+            "max_position_embeddings",
+        ),
         (lambda i: i.update(input_ids=i["input_ids"][0]), "batch_size, sequence_length"),
         (lambda i: i.update(attention_mask=i["attention_mask"][:, :5]), "attention_mask"),
         (lambda i: i.update(pixel_values=i["pixel_values"][:2]), "2 images"),
@@ -292,10 +292,25 @@ def test_wrong_config_type():
 def test_initialization_statistics_match_transformers(model_class):
     import transformers
 
-    text = dict(vocab_size=1000, hidden_size=128, intermediate_size=256, num_hidden_layers=3, num_attention_heads=4,
-                max_position_embeddings=32, initializer_factor=1.5)
-    vision = dict(hidden_size=96, intermediate_size=192, num_hidden_layers=2, num_attention_heads=4, image_size=32,
-                  patch_size=4, initializer_range=0.05, initializer_factor=0.7)
+    text = dict(
+        vocab_size=1000,
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        max_position_embeddings=32,
+        initializer_factor=1.5,
+    )
+    vision = dict(
+        hidden_size=96,
+        intermediate_size=192,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=32,
+        patch_size=4,
+        initializer_range=0.05,
+        initializer_factor=0.7,
+    )
     # transformers' CLIPConfig forces its own initializer_factor to 1.0: keep the default here
     top = dict(projection_dim=64, logit_scale_init_value=2.0, id2label={i: str(i) for i in range(10)})
     torch.manual_seed(0)
@@ -309,14 +324,18 @@ def test_initialization_statistics_match_transformers(model_class):
             continue
         # std and mean of n ~ N(0, s) samples: relative error ~ 1/sqrt(2n), abs mean ~ s/sqrt(n)
         tol_std = 6 / (2 * q.numel()) ** 0.5 * q.std().item() + 1e-7
-        assert abs(p.std().item() - q.std().item()) <= tol_std, f"{name}: std {p.std().item():.4g} vs {q.std().item():.4g}"
+        assert abs(p.std().item() - q.std().item()) <= tol_std, (
+            f"{name}: std {p.std().item():.4g} vs {q.std().item():.4g}"
+        )
         assert abs(p.mean().item() - q.mean().item()) <= 6 * (q.std().item() + 1e-7) / q.numel() ** 0.5 + 1e-7, name
 
 
 def test_model_initializer_factor_scales_the_heads():
     text, vision = CONFIGS["gelu"]["text"], CONFIGS["gelu"]["vision"]
     torch.manual_seed(0)
-    model = ours.CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=256, initializer_factor=3.0))
+    model = ours.CLIPModel(
+        CLIPConfig(text_config=text, vision_config=vision, projection_dim=256, initializer_factor=3.0)
+    )
     expected = 3.0 * text["hidden_size"] ** -0.5
     assert model.text_projection.weight.std().item() == pytest.approx(expected, rel=0.05)
 

@@ -9,7 +9,17 @@ import json
 import pytest
 
 from clip.common import config as our_configs
-from pt_helpers import CLASSES, TEXT_CLASSES, inputs_for, make_configs, make_inputs, make_pair, ours, torch, transformers
+from pt_helpers import (
+    CLASSES,
+    TEXT_CLASSES,
+    inputs_for,
+    make_configs,
+    make_inputs,
+    make_pair,
+    ours,
+    torch,
+    transformers,
+)
 
 SHARD = "20KB"  # a few shards for the tiny configs
 
@@ -131,8 +141,10 @@ def test_pretrained_model_attributes_and_methods(model_class):
     _same_outcome(lambda: kind(model.get_input_embeddings()), lambda: kind(ref.get_input_embeddings()))
     _same_outcome(model.get_position_embeddings, ref.get_position_embeddings)
     _same_outcome(lambda: model.resize_position_embeddings(4), lambda: ref.resize_position_embeddings(4))
-    _same_outcome(lambda: model.set_input_embeddings(torch.nn.Embedding(3, 3)),
-                  lambda: ref.set_input_embeddings(torch.nn.Embedding(3, 3)))
+    _same_outcome(
+        lambda: model.set_input_embeddings(torch.nn.Embedding(3, 3)),
+        lambda: ref.set_input_embeddings(torch.nn.Embedding(3, 3)),
+    )
 
 
 @pytest.mark.parametrize("model_class", TEXT_CLASSES)
@@ -158,7 +170,9 @@ def test_eager_and_sdpa_are_both_real_and_switchable(model_class, monkeypatch):
     inputs = make_inputs("gelu")
     fused_calls = []
     real_sdpa = torch.nn.functional.scaled_dot_product_attention
-    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", lambda *a, **k: fused_calls.append(1) or real_sdpa(*a, **k))
+    monkeypatch.setattr(
+        torch.nn.functional, "scaled_dot_product_attention", lambda *a, **k: fused_calls.append(1) or real_sdpa(*a, **k)
+    )
     eager = _run(model, model_class, inputs)
     assert not fused_calls  # eager: the explicit softmax only
     _outputs_close(eager, _run(ref, model_class, inputs))
@@ -204,8 +218,9 @@ def test_sharded_save_pretrained_reads_both_ways(tmp_path, safe):
     index = "model.safetensors.index.json" if safe else "pytorch_model.bin.index.json"
     mine, theirs = (json.loads((tmp_path / d / index).read_text()) for d in ("ours", "theirs"))
     assert mine == theirs  # the same shards, names and metadata as transformers writes
-    assert sorted(p.name for p in (tmp_path / "ours").iterdir() if p.name != "config.json") == \
-        sorted(p.name for p in (tmp_path / "theirs").iterdir() if p.name not in ("config.json", "generation_config.json"))
+    assert sorted(p.name for p in (tmp_path / "ours").iterdir() if p.name != "config.json") == sorted(
+        p.name for p in (tmp_path / "theirs").iterdir() if p.name not in ("config.json", "generation_config.json")
+    )
     inputs = make_inputs("gelu")
     loaded_by_them = transformers.CLIPModel.from_pretrained(tmp_path / "ours").eval()
     loaded_by_us = ours.CLIPModel.from_pretrained(tmp_path / "theirs")
@@ -222,7 +237,9 @@ def test_ignore_mismatched_sizes_reinitializes_the_classification_head(tmp_path)
         with pytest.raises(RuntimeError):  # transformers' type; ours is also a ValueError
             cls.from_pretrained(tmp_path, num_labels=5)
     mine = ours.CLIPForImageClassification.from_pretrained(tmp_path, num_labels=5, ignore_mismatched_sizes=True)
-    theirs = transformers.CLIPForImageClassification.from_pretrained(tmp_path, num_labels=5, ignore_mismatched_sizes=True)
+    theirs = transformers.CLIPForImageClassification.from_pretrained(
+        tmp_path, num_labels=5, ignore_mismatched_sizes=True
+    )
     assert mine.classifier.weight.shape == theirs.classifier.weight.shape == (5, ref.config.vision_config.hidden_size)
     assert mine.config.num_labels == theirs.config.num_labels == 5
     mine_state, their_state = mine.state_dict(), theirs.state_dict()

@@ -56,7 +56,9 @@ def test_leaf_rules_round_trip():
     assert weights.to_backend_layout(np.zeros(table[conv][0]), "conv_weight", "flax").shape == (4, 4, 3, 48)  # HWIO
     assert weights.backend_name("vision_model.pre_layrnorm.weight", "layer_norm_weight", "flax").endswith("scale")
     assert weights.backend_name("vision_model.pre_layrnorm.bias", "layer_norm_bias", "tf").endswith("beta")
-    assert weights.backend_name("text_model.embeddings.token_embedding.weight", "embedding", "flax").endswith("embedding.embedding")
+    assert weights.backend_name("text_model.embeddings.token_embedding.weight", "embedding", "flax").endswith(
+        "embedding.embedding"
+    )
     assert weights.backend_name("logit_scale", "variable", "tf") == "logit_scale"
 
 
@@ -94,6 +96,10 @@ def test_problem_type_rule_matches_transformers():
 
 def test_package_exports():
     assert set(ours.__all__) >= {
-        "CLIPModel", "CLIPTextModel", "CLIPTextModelWithProjection", "CLIPVisionModel",
-        "CLIPVisionModelWithProjection", "CLIPForImageClassification",
+        "CLIPModel",
+        "CLIPTextModel",
+        "CLIPTextModelWithProjection",
+        "CLIPVisionModel",
+        "CLIPVisionModelWithProjection",
+        "CLIPForImageClassification",
     }

@@ -25,15 +25,32 @@ def write_dir(path, vectors, kind="text", chunk=4, storage="npy", weights="w0", 
 
             save_file({"embeddings": np.ascontiguousarray(part)}, os.path.join(path, name + ".safetensors"))
         ids = range(first + start, first + start + len(part))
-        side = {"keys": [str(i) for i in ids], "texts": [f"t{i}" for i in ids]} if kind == "text" else \
-            {"keys": [f"img{i}.png" for i in ids]}
+        side = (
+            {"keys": [str(i) for i in ids], "texts": [f"t{i}" for i in ids]}
+            if kind == "text"
+            else {"keys": [f"img{i}.png" for i in ids]}
+        )
         with open(os.path.join(path, name + ".json"), "w") as f:
             json.dump(side, f)
         chunks.append({"file": f"{name}.{storage}", "keys": f"{name}.json", "count": len(part)})
-    manifest = {"format_version": 1, "kind": kind, "root": root, "model": None, "weights": weights, "backend": "pt",
-                "dim": int(vectors.shape[1]), "dtype": "float32", "compute_dtype": "float32", "normalized": True,
-                "storage": storage, "shard": [0, 1], "complete": True, "count": len(vectors), "chunks": chunks,
-                "skipped": []}
+    manifest = {
+        "format_version": 1,
+        "kind": kind,
+        "root": root,
+        "model": None,
+        "weights": weights,
+        "backend": "pt",
+        "dim": int(vectors.shape[1]),
+        "dtype": "float32",
+        "compute_dtype": "float32",
+        "normalized": True,
+        "storage": storage,
+        "shard": [0, 1],
+        "complete": True,
+        "count": len(vectors),
+        "chunks": chunks,
+        "skipped": [],
+    }
     write_manifest(path, manifest)
     return manifest
 

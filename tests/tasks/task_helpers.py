@@ -25,7 +25,11 @@ def run_clip(*args, env=None, check=True, subprocess_=False, kill_after_chunks=N
     args = [str(a) for a in args]
     if subprocess_:
         full_env = dict(os.environ, HF_HUB_OFFLINE="1", TF_CPP_MIN_LOG_LEVEL="2", **(env or {}))
-        command = [sys.executable, "-m", "clip"] if kill_after_chunks is None else [sys.executable, KILL_SCRIPT, str(kill_after_chunks)]
+        command = (
+            [sys.executable, "-m", "clip"]
+            if kill_after_chunks is None
+            else [sys.executable, KILL_SCRIPT, str(kill_after_chunks)]
+        )
         proc = subprocess.run([*command, *args], capture_output=True, text=True, env=full_env, cwd=ROOT)
     else:
         assert not env and kill_after_chunks is None, "environment variables and kills need subprocess_=True"

@@ -17,8 +17,9 @@ needs_flax = pytest.mark.skipif(importlib.util.find_spec("flax") is None, reason
 
 def _padded_tokens(encoder):
     """Texts padded to the model's full length, as a caller with fixed-size batches sends them."""
-    return encoder.processor(text=TEXTS, padding="max_length", truncation=True, max_length=encoder.max_text_length,
-                             return_tensors="np")
+    return encoder.processor(
+        text=TEXTS, padding="max_length", truncation=True, max_length=encoder.max_text_length, return_tensors="np"
+    )
 
 
 def test_trim_texts_keeps_up_to_the_last_pooled_token(encoder):
@@ -52,8 +53,9 @@ def test_text_vectors_of_full_length_padding_match_transformers(encoder):
     reference = transformers.CLIPModel.from_pretrained(default_model_path(), dtype=torch.float32).eval()
     tokens = _padded_tokens(encoder)
     with torch.no_grad():
-        expected = reference.get_text_features(input_ids=torch.from_numpy(tokens["input_ids"]),
-                                               attention_mask=torch.from_numpy(tokens["attention_mask"]))
+        expected = reference.get_text_features(
+            input_ids=torch.from_numpy(tokens["input_ids"]), attention_mask=torch.from_numpy(tokens["attention_mask"])
+        )
     expected = getattr(expected, "pooler_output", expected).numpy()
     expected /= np.linalg.norm(expected, axis=1, keepdims=True)
     got = encoder.encode_texts(tokens["input_ids"], tokens["attention_mask"])
@@ -67,8 +69,11 @@ def test_compiled_pt_encoder_matches_eager(encoder):
         pixels = RNG.standard_normal((batch, 3, 48, 48)).astype(np.float32)
         np.testing.assert_allclose(fast.encode_images(pixels), encoder.encode_images(pixels), atol=1e-5)
     tokens = _padded_tokens(encoder)
-    np.testing.assert_allclose(fast.encode_texts(tokens["input_ids"], tokens["attention_mask"]),
-                               encoder.encode_texts(tokens["input_ids"], tokens["attention_mask"]), atol=1e-5)
+    np.testing.assert_allclose(
+        fast.encode_texts(tokens["input_ids"], tokens["attention_mask"]),
+        encoder.encode_texts(tokens["input_ids"], tokens["attention_mask"]),
+        atol=1e-5,
+    )
 
 
 @needs_flax
@@ -84,15 +89,21 @@ def test_flax_attention_kernels_match_the_matmul_path(implementation, monkeypatc
     pixels = RNG.standard_normal((3, 3, 48, 48)).astype(np.float32)
     np.testing.assert_allclose(fused.encode_images(pixels), plain.encode_images(pixels), atol=1e-5)
     tokens = plain.tokenize(TEXTS)  # padded to the longest: a mask-ful batch
-    np.testing.assert_allclose(fused.encode_texts(tokens["input_ids"], tokens["attention_mask"]),
-                               plain.encode_texts(tokens["input_ids"], tokens["attention_mask"]), atol=1e-5)
+    np.testing.assert_allclose(
+        fused.encode_texts(tokens["input_ids"], tokens["attention_mask"]),
+        plain.encode_texts(tokens["input_ids"], tokens["attention_mask"]),
+        atol=1e-5,
+    )
     assert traced and set(traced) == {implementation}  # every layer of both towers (the plain encoder: none)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"backend": "tf", "compile": True}, "compile is for the pt backend"),
-    ({"flax_attention": "fast"}, "unknown flax_attention 'fast'"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"backend": "tf", "compile": True}, "compile is for the pt backend"),
+        ({"flax_attention": "fast"}, "unknown flax_attention 'fast'"),
+    ],
+)
 def test_bad_fast_path_options_are_task_errors(kwargs, message):
     with pytest.raises(TaskError, match=message):
         load_encoder(**kwargs)

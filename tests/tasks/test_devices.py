@@ -28,13 +28,16 @@ def _gpus(backend) -> int:
         return 0
 
 
-BACKENDS = ["pt"] + [pytest.param(b, marks=pytest.mark.skipif(importlib.util.find_spec(m) is None, reason=f"{m} not installed"))
-                      for b, m in (("tf", "tensorflow"), ("flax", "flax"))]
+BACKENDS = ["pt"] + [
+    pytest.param(b, marks=pytest.mark.skipif(importlib.util.find_spec(m) is None, reason=f"{m} not installed"))
+    for b, m in (("tf", "tensorflow"), ("flax", "flax"))
+]
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("auto", None), ("cpu", ("cpu", 0)), ("CUDA", ("gpu", 0)), ("cuda:1", ("gpu", 1)), ("gpu:0", ("gpu", 0)),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [("auto", None), ("cpu", ("cpu", 0)), ("CUDA", ("gpu", 0)), ("cuda:1", ("gpu", 1)), ("gpu:0", ("gpu", 0))],
+)
 def test_device_names(text, expected):
     assert parse_device(text) == expected
 

@@ -14,7 +14,9 @@ from clip.tasks.embed import embed_images, load_embeddings
 
 def test_embed_folder_writes_chunks_manifest_and_lists_skipped_files(photos_with_junk, tmp_path, encoder):
     out = tmp_path / "photos.emb"
-    summary = run_json("embed", photos_with_junk, "--out", out, "--chunk-size", "4", "--batch-size", "3", subprocess_=True)
+    summary = run_json(
+        "embed", photos_with_junk, "--out", out, "--chunk-size", "4", "--batch-size", "3", subprocess_=True
+    )
     assert summary["count"] == 6 and summary["embedded"] == 6 and summary["reused"] == 0
     # notes.txt is not an image name: not an input, not listed
     assert sorted(e["source"] for e in summary["skipped"]) == ["sub/empty.png", "sub/truncated.jpg"]
@@ -52,8 +54,10 @@ def test_embed_texts_to_npy(tmp_path, encoder):
 
 
 def _chunk_stats(out):
-    return {name: (os.stat(out / "chunks" / name).st_mtime_ns, os.stat(out / "chunks" / name).st_ino)
-            for name in os.listdir(out / "chunks")}
+    return {
+        name: (os.stat(out / "chunks" / name).st_mtime_ns, os.stat(out / "chunks" / name).st_ino)
+        for name in os.listdir(out / "chunks")
+    }
 
 
 def test_resume_after_a_kill_recomputes_nothing(tmp_path):
@@ -102,10 +106,9 @@ def test_resume_refuses_a_different_input_kind_or_format(tmp_path, shapes_dir):
     assert run_json("embed", shapes_dir, "--out", out, "--format", "npy", "--overwrite")["embedded"] == 4
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda p: p.mkdir(), "holds no image files"),
-    (lambda p: None, "no such file or directory"),
-])
+@pytest.mark.parametrize(
+    "make, message", [(lambda p: p.mkdir(), "holds no image files"), (lambda p: None, "no such file or directory")]
+)
 def test_empty_or_missing_input_is_one_line(tmp_path, make, message):
     source = tmp_path / "input"
     make(source)
@@ -115,7 +118,9 @@ def test_empty_or_missing_input_is_one_line(tmp_path, make, message):
 
 
 def test_missing_model_is_one_line(tmp_path, shapes_dir):
-    proc = run_clip("embed", shapes_dir, "--out", tmp_path / "out", "--model", "/no/such/model", check=False, subprocess_=True)
+    proc = run_clip(
+        "embed", shapes_dir, "--out", tmp_path / "out", "--model", "/no/such/model", check=False, subprocess_=True
+    )
     assert proc.returncode == 2 and "no such directory" in proc.stderr and "Traceback" not in proc.stderr
 
 
@@ -124,7 +129,9 @@ def test_in_memory_embedding_keeps_order_and_lists_failures(encoder, photos_with
     result = embed_images(encoder, paths, batch_size=1, workers=3)
     assert result.sources == [str(paths[0]), str(paths[2])]
     assert [e["source"] for e in result.skipped] == [str(paths[1])]
-    np.testing.assert_allclose(result.vectors, encoder.encode_images(encoder.preprocess([paths[0], paths[2]])), atol=1e-5)
+    np.testing.assert_allclose(
+        result.vectors, encoder.encode_images(encoder.preprocess([paths[0], paths[2]])), atol=1e-5
+    )
 
 
 def test_embed_then_search_round_trip(tmp_path, shapes_dir, encoder):
@@ -255,7 +262,10 @@ def test_shards_cover_the_input_once_and_search_together(tmp_path, eleven_shapes
 
     # a new file lands in one shard only: the others have nothing to add
     spare.save(folder / "new.png")
-    assert sum(run_json("embed", folder, "--out", part, "--shard", f"{k}/3")["embedded"] for k, part in enumerate(parts)) == 1
+    assert (
+        sum(run_json("embed", folder, "--out", part, "--shard", f"{k}/3")["embedded"] for k, part in enumerate(parts))
+        == 1
+    )
 
 
 def test_overlapping_or_mismatched_shards_are_refused(tmp_path, eleven_shapes):

@@ -22,8 +22,14 @@ def _read(path) -> bytes:
         return f.read()
 
 
-CAPTIONS = {"astronaut": "a woman in a space suit", "camera": "a man with a camera", "chelsea": "a cat",
-            "coffee": "a cup of coffee", "horse": "a horse drawing", "rocket": "a rocket on a launch pad"}
+CAPTIONS = {
+    "astronaut": "a woman in a space suit",
+    "camera": "a man with a camera",
+    "chelsea": "a cat",
+    "coffee": "a cup of coffee",
+    "horse": "a horse drawing",
+    "rocket": "a rocket on a launch pad",
+}
 
 
 @pytest.fixture(scope="module")
@@ -40,14 +46,19 @@ def collection(tmp_path_factory):
         for number, name in enumerate(names):
             stem, ext = os.path.splitext(name)
             key = f"{number:09d}"
-            members = {f"{key}{ext}": _read(os.path.join(PHOTOS, name)),
-                       f"{key}.txt": CAPTIONS[stem].encode(),
-                       f"{key}.json": json.dumps({"url": f"https://example.org/{name}", "similarity": 0.3}).encode()}
+            members = {
+                f"{key}{ext}": _read(os.path.join(PHOTOS, name)),
+                f"{key}.txt": CAPTIONS[stem].encode(),
+                f"{key}.json": json.dumps({"url": f"https://example.org/{name}", "similarity": 0.3}).encode(),
+            }
             for member, data in members.items():
                 info = tarfile.TarInfo(member)
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
-    rows = [{"image_path": f"folder/{name}", "caption": CAPTIONS[os.path.splitext(name)[0]], "id": i} for i, name in enumerate(names)]
+    rows = [
+        {"image_path": f"folder/{name}", "caption": CAPTIONS[os.path.splitext(name)[0]], "id": i}
+        for i, name in enumerate(names)
+    ]
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -72,7 +83,9 @@ def test_uint8_crops_normalized_on_the_device_equal_both_processors(backend, enc
     reference = transformers.CLIPImageProcessor.from_pretrained(default_model_path())
     spec = crop_spec(processor)
     rng = np.random.default_rng(0)
-    images = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in ((37, 90), (300, 41), (8, 8))]
+    images = [
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in ((37, 90), (300, 41), (8, 8))
+    ]
     images += [Image.open(os.path.join(PHOTOS, n)).convert("RGB") for n in sorted(os.listdir(PHOTOS))]
     crops = np.zeros((len(images), *spec.shape), np.uint8)
     for image, out in zip(images, crops):
@@ -85,7 +98,9 @@ def test_uint8_crops_normalized_on_the_device_equal_both_processors(backend, enc
         for expected in (reference(images, return_tensors="np")["pixel_values"], on_device.preprocess(images)):
             assert pixels.dtype == np.float32 and pixels.shape == expected.shape
             assert np.abs(pixels - expected).max() <= 1e-6, gather
-    np.testing.assert_allclose(on_device.encode_crops(crops), on_device.encode_images(on_device.preprocess(images)), atol=1e-6)
+    np.testing.assert_allclose(
+        on_device.encode_crops(crops), on_device.encode_images(on_device.preprocess(images)), atol=1e-6
+    )
     with pytest.raises(ValueError, match=r"crops must be \(N, 48, 48, 3\) uint8"):
         on_device.encode_crops(crops.astype(np.float32))
 
@@ -97,8 +112,10 @@ def _by_key(out, sources_to_names):
 
 def test_shards_and_tables_embed_to_the_same_vectors_as_the_folder(encoder, collection, tmp_path):
     base, names = collection
-    folder = _by_key(embed_to_dir(encoder, base / "folder", tmp_path / "folder.emb", decode="process", workers=2)["out"],
-                     os.path.basename)
+    folder = _by_key(
+        embed_to_dir(encoder, base / "folder", tmp_path / "folder.emb", decode="process", workers=2)["out"],
+        os.path.basename,
+    )
     assert sorted(folder) == names
     reference = np.stack([folder[n] for n in names])
     direct = encoder.encode_images(encoder.preprocess([os.path.join(PHOTOS, n) for n in names]))
@@ -128,8 +145,12 @@ def test_clip_retrieval_layout_is_read_by_embedding_reader(encoder, collection, 
     embed_to_dir(encoder, base / "shard-00000.tar", out, chunk_size=4, texts_too=True)
     assert sorted(os.listdir(out / "img_emb")) == ["img_emb_000000.npy", "img_emb_000001.npy"]
     assert sorted(os.listdir(out / "metadata")) == ["metadata_000000.parquet", "metadata_000001.parquet"]
-    reader = EmbeddingReader(str(out / "img_emb"), file_format="parquet_npy", metadata_folder=str(out / "metadata"),
-                             meta_columns=["key", "image_path", "caption", "width", "height", "url", "similarity"])
+    reader = EmbeddingReader(
+        str(out / "img_emb"),
+        file_format="parquet_npy",
+        metadata_folder=str(out / "metadata"),
+        meta_columns=["key", "image_path", "caption", "width", "height", "url", "similarity"],
+    )
     assert reader.count == len(names)
     vectors, metadata = [], []
     for batch, meta in reader(batch_size=100, show_progress=False):
@@ -160,8 +181,15 @@ def test_a_named_pipe_in_a_folder_is_skipped_and_listed_never_read(tmp_path, enc
     summary = embed_to_dir(encoder, folder, tmp_path / "e.emb")
     assert summary["count"] == 2
     assert [(e["source"], "named pipe" in e["reason"]) for e in summary["skipped"]] == [("pipe.jpg", True)]
-    proc = subprocess.run([sys.executable, "-m", "clip", "zero-shot", str(folder), "--labels", "a cat,a rocket", "--json"],
-                          capture_output=True, text=True, cwd=ROOT, timeout=120, check=False, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "clip", "zero-shot", str(folder), "--labels", "a cat,a rocket", "--json"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        check=False,
+        env=dict(os.environ, HF_HUB_OFFLINE="1"),
+    )
     assert proc.returncode == 0, proc.stderr
     assert "pipe.jpg" in proc.stdout + proc.stderr
 
@@ -181,7 +209,9 @@ def test_bad_collections_are_one_line_errors_or_skipped_entries(tmp_path, collec
     (tmp_path / "garbage.tar").write_bytes(b"this is not a tar file" * 40)
     _tar(tmp_path / "members.tar", {})
     errors = {
-        "empty.tar": "empty.tar", "garbage.tar": "not a readable tar", "members.tar": "empty",
+        "empty.tar": "empty.tar",
+        "garbage.tar": "not a readable tar",
+        "members.tar": "empty",
         "missing.tar": "no such file",
     }
     for name, message in errors.items():
@@ -199,7 +229,11 @@ def test_bad_collections_are_one_line_errors_or_skipped_entries(tmp_path, collec
     assert "no image" in reasons["mixed.tar/b.*"] and "not an image" in reasons["mixed.tar/c.jpg"]
     (tmp_path / "missing.csv").write_text("image_path\nno/such.jpg\n")
     proc = run_clip("embed", tmp_path / "missing.csv", "--out", tmp_path / "m.emb", check=False)
-    assert proc.returncode == 2 and "nothing could be embedded" in proc.stderr and "no such file: no/such.jpg" in proc.stderr
+    assert (
+        proc.returncode == 2
+        and "nothing could be embedded" in proc.stderr
+        and "no such file: no/such.jpg" in proc.stderr
+    )
 
 
 def test_a_damaged_directory_is_verified_and_repaired_on_resume(tmp_path, encoder):
@@ -216,14 +250,14 @@ def test_a_damaged_directory_is_verified_and_repaired_on_resume(tmp_path, encode
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["chunk_ranges"] == [[0, 4]]
     files = [out / "chunks" / f"{i:06d}.npy" for i in range(4)]
-    os.unlink(files[0])                                          # a chunk deleted
+    os.unlink(files[0])  # a chunk deleted
     data = files[1].read_bytes()
-    files[2].write_bytes(data[: len(data) // 2])                 # a chunk truncated
-    (out / "img_emb" / "img_emb_000001.npy").write_bytes(b"")    # a chunk emptied
+    files[2].write_bytes(data[: len(data) // 2])  # a chunk truncated
+    (out / "img_emb" / "img_emb_000001.npy").write_bytes(b"")  # a chunk emptied
     keys_file = out / "chunks" / "000003.json"
     keys = json.loads(keys_file.read_text())
     keys_file.write_text(json.dumps({**keys, "keys": keys["keys"][:1]}))  # a shortened keys file
-    manifest["count"] = 99                                       # a count edited
+    manifest["count"] = 99  # a count edited
     (out / "manifest.json").write_text(json.dumps(manifest))
     (out / "chunks" / ".000009.npy.abc.tmp").write_bytes(b"left by a killed run")
     (out / ".manifest.json.xyz.tmp").write_text("{")

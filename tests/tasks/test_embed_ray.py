@@ -52,7 +52,9 @@ def inputs(tmp_path_factory):
             key = f"{number:09d}"
             members[f"{key}{os.path.splitext(name)[1]}"] = _read(os.path.join(PHOTOS, name))
             members[f"{key}.txt"] = f"caption {number}".encode()
-            members[f"{key}.json"] = json.dumps({"url": f"https://example.org/{name}", "similarity": 0.25 + number}).encode()
+            members[f"{key}.json"] = json.dumps(
+                {"url": f"https://example.org/{name}", "similarity": 0.25 + number}
+            ).encode()
         members["999999999.txt"] = b"a caption without an image"
         for member, data in members.items():
             info = tarfile.TarInfo(member)
@@ -71,7 +73,9 @@ def inputs(tmp_path_factory):
 
     pq.write_table(pa.Table.from_pylist(rows), base / "table.parquet")
     (base / "table.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (base / "table.csv").write_text("filepath,text,id\n" + "".join(f"{r['image_path']},{r['caption']},{r['id']}\n" for r in rows))
+    (base / "table.csv").write_text(
+        "filepath,text,id\n" + "".join(f"{r['image_path']},{r['caption']},{r['id']}\n" for r in rows)
+    )
     return base
 
 
@@ -82,8 +86,9 @@ def _metadata(out):
     return table.sort_values("key").reset_index(drop=True)
 
 
-@pytest.mark.parametrize("source", ["folder", "folder/rocket.jpg", "shard-{00000..00001}.tar", "table.parquet", "table.csv",
-                                    "table.jsonl"])
+@pytest.mark.parametrize(
+    "source", ["folder", "folder/rocket.jpg", "shard-{00000..00001}.tar", "table.parquet", "table.csv", "table.jsonl"]
+)
 def test_ray_data_reads_each_input_kind_as_a_local_run_does(source, inputs, ray_address, encoder, tmp_path):
     from clip.tasks.embed.ray_job import embed_to_dir_ray
 
@@ -92,7 +97,8 @@ def test_ray_data_reads_each_input_kind_as_a_local_run_does(source, inputs, ray_
     ray_run = embed_to_dir_ray(encoder, inputs / source, tmp_path / f"{name}.ray", chunk_size=4, batch_size=4)
     assert ray_run["count"] == local["count"] > 0
     assert sorted((e["source"], e["reason"]) for e in ray_run["skipped"]) == sorted(
-        (e["source"], e["reason"]) for e in local["skipped"])
+        (e["source"], e["reason"]) for e in local["skipped"]
+    )
     # each collection holds one input that cannot be embedded; the shards also a repeated key
     assert len(local["skipped"]) == (0 if source == "folder/rocket.jpg" else 2 if "{" in source else 1)
     by_ray, by_local = load_embeddings(ray_run["out"]), load_embeddings(local["out"])
@@ -132,9 +138,29 @@ def test_ray_job_gives_the_local_vectors_and_a_killed_run_resumes_losing_nothing
     local = load_embeddings(embed_to_dir(encoder, folder, tmp_path / "local.emb", chunk_size=2)["out"])
     out = tmp_path / "ray.emb"
     env = dict(os.environ, HF_HUB_OFFLINE="1")
-    killed = subprocess.run([sys.executable, KILL_SCRIPT, "2", "embed", str(folder), "--out", str(out), "--ray", ray_address,
-                             "--chunk-size", "2", "--batch-size", "2"], check=False, capture_output=True, text=True, env=env,
-                            cwd=ROOT, timeout=300)
+    killed = subprocess.run(
+        [
+            sys.executable,
+            KILL_SCRIPT,
+            "2",
+            "embed",
+            str(folder),
+            "--out",
+            str(out),
+            "--ray",
+            ray_address,
+            "--chunk-size",
+            "2",
+            "--batch-size",
+            "2",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert json.loads((out / "manifest.json").read_text())["count"] == 4
 

@@ -34,9 +34,24 @@ def _embed(folder, out, chunk_size, kill_after=None):
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     command = [sys.executable, "-m", "clip"] if not kill_after else [sys.executable, KILL_SCRIPT, str(kill_after)]
     with open(out.parent / f"{out.name}.stderr", "ab") as stderr:
-        child = subprocess.Popen([*command, "embed", str(folder), "--out", str(out), "--chunk-size",
-                                  str(chunk_size), "--batch-size", "256", "--json"], env=env, cwd=ROOT,
-                                 stdout=subprocess.DEVNULL, stderr=stderr)
+        child = subprocess.Popen(
+            [
+                *command,
+                "embed",
+                str(folder),
+                "--out",
+                str(out),
+                "--chunk-size",
+                str(chunk_size),
+                "--batch-size",
+                "256",
+                "--json",
+            ],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
         _, status, usage = os.wait4(child.pid, 0)
     child.returncode = os.waitstatus_to_exitcode(status)
     return child.returncode, usage.ru_maxrss * 1024
@@ -61,8 +76,10 @@ def test_many_small_images_flat_memory_small_manifest_and_a_resume_that_loses_no
     # memory and manifest do not grow with the number of images (within 2x)
     small_manifest = os.path.getsize(tmp_path / "small.emb" / "manifest.json")
     big_manifest = os.path.getsize(tmp_path / "big.emb" / "manifest.json")
-    print(f"N={small_n}: peak {small_peak / 2**20:.0f} MiB, manifest {small_manifest} B; N={SCALE_N}: peak "
-          f"{killed_peak / 2**20:.0f} MiB (killed), {resumed_peak / 2**20:.0f} MiB (resumed), manifest {big_manifest} B")
+    print(
+        f"N={small_n}: peak {small_peak / 2**20:.0f} MiB, manifest {small_manifest} B; N={SCALE_N}: peak "
+        f"{killed_peak / 2**20:.0f} MiB (killed), {resumed_peak / 2**20:.0f} MiB (resumed), manifest {big_manifest} B"
+    )
     assert max(killed_peak, resumed_peak) <= 2 * small_peak, (small_peak, killed_peak, resumed_peak)
     assert big_manifest <= 2 * small_manifest, (small_manifest, big_manifest)
 
@@ -73,5 +90,7 @@ def test_many_small_images_flat_memory_small_manifest_and_a_resume_that_loses_no
     reference = load_embeddings(tmp_path / "small.emb")  # the same generator: the first images are the same pixels
     by_source = dict(zip(loaded.sources, loaded.vectors))
     for source, vector in zip(reference.sources[:50], reference.vectors[:50]):
-        np.testing.assert_allclose(by_source[source.replace(f"{os.sep}small{os.sep}", f"{os.sep}big{os.sep}")], vector, atol=1e-6)
+        np.testing.assert_allclose(
+            by_source[source.replace(f"{os.sep}small{os.sep}", f"{os.sep}big{os.sep}")], vector, atol=1e-6
+        )
     assert len(os.listdir(tmp_path / "big.emb" / "img_emb")) == chunks

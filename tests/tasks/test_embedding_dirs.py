@@ -35,20 +35,23 @@ def _edit(emb, change):
     write_manifest(emb, manifest)
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda m: m.pop("chunks"), "'chunks' must be a list"),
-    (lambda m: m.update(chunks={"a": 1}), "'chunks' must be a list"),
-    (lambda m: m["chunks"].__setitem__(0, "chunks/000000.npy"), "chunk 0 must be an object"),
-    (lambda m: m["chunks"][0].pop("file"), "chunk 0 must be an object"),
-    (lambda m: m.update(format_version=99), "unknown format_version 99"),
-    (lambda m: m.update(kind="banana"), "'kind' must be one of image, text"),
-    (lambda m: m.update(dim="512"), "'dim' must be a positive integer"),
-    (lambda m: m.update(count=11), "count is 11 but its chunks hold 10"),
-    (lambda m: (m["chunks"].append(m["chunks"][0]), m.update(count=14)), "listed twice"),
-    (lambda m: m["chunks"][0].update(file="../../../etc/passwd"), "points outside the directory"),
-    (lambda m: m["chunks"][0].update(file="/dev/zero"), "absolute path"),
-    (lambda m: m["chunks"][0].update(keys="../x.json"), "points outside the directory"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda m: m.pop("chunks"), "'chunks' must be a list"),
+        (lambda m: m.update(chunks={"a": 1}), "'chunks' must be a list"),
+        (lambda m: m["chunks"].__setitem__(0, "chunks/000000.npy"), "chunk 0 must be an object"),
+        (lambda m: m["chunks"][0].pop("file"), "chunk 0 must be an object"),
+        (lambda m: m.update(format_version=99), "unknown format_version 99"),
+        (lambda m: m.update(kind="banana"), "'kind' must be one of image, text"),
+        (lambda m: m.update(dim="512"), "'dim' must be a positive integer"),
+        (lambda m: m.update(count=11), "count is 11 but its chunks hold 10"),
+        (lambda m: (m["chunks"].append(m["chunks"][0]), m.update(count=14)), "listed twice"),
+        (lambda m: m["chunks"][0].update(file="../../../etc/passwd"), "points outside the directory"),
+        (lambda m: m["chunks"][0].update(file="/dev/zero"), "absolute path"),
+        (lambda m: m["chunks"][0].update(keys="../x.json"), "points outside the directory"),
+    ],
+)
 def test_damaged_manifest_is_one_clear_error(emb, change, message):
     _edit(emb, change)
     with pytest.raises(TaskError, match=message):
@@ -82,12 +85,15 @@ def test_damaged_chunks_name_the_file(emb):
         load_embeddings(emb)
 
 
-@pytest.mark.parametrize("rows, message", [
-    (np.full((4, 16), np.nan, np.float32), "row 0 is not finite"),
-    (unit(4) * 3, "row 0 has length 3.0000, not 1"),
-    (unit(3), "expected 4 x 16 vectors, found shape \\(3, 16\\)"),
-    (unit(4).astype(np.int32), "expected floating-point vectors"),
-])
+@pytest.mark.parametrize(
+    "rows, message",
+    [
+        (np.full((4, 16), np.nan, np.float32), "row 0 is not finite"),
+        (unit(4) * 3, "row 0 has length 3.0000, not 1"),
+        (unit(3), "expected 4 x 16 vectors, found shape \\(3, 16\\)"),
+        (unit(4).astype(np.int32), "expected floating-point vectors"),
+    ],
+)
 def test_bad_vectors_are_refused(emb, rows, message):
     np.save(emb / "chunks" / "000000.npy", rows)
     with pytest.raises(TaskError, match=f"000000.npy: {message}"):
@@ -107,12 +113,15 @@ def test_safetensors_chunk_without_its_tensor(tmp_path):
         load_embeddings(emb)
 
 
-@pytest.mark.parametrize("side, message", [
-    ([1, 2, 3], "must hold a JSON object"),
-    ({"keys": "abc", "texts": "abc"}, "'texts' must list 4 strings"),
-    ({"keys": ["0"], "texts": ["t0"]}, "'texts' must list 4 strings .* found 1 entries"),
-    ({"keys": ["0", "1", "2", "3"], "texts": [1, 2, 3, 4]}, "'texts' must list 4 strings"),
-])
+@pytest.mark.parametrize(
+    "side, message",
+    [
+        ([1, 2, 3], "must hold a JSON object"),
+        ({"keys": "abc", "texts": "abc"}, "'texts' must list 4 strings"),
+        ({"keys": ["0"], "texts": ["t0"]}, "'texts' must list 4 strings .* found 1 entries"),
+        ({"keys": ["0", "1", "2", "3"], "texts": [1, 2, 3, 4]}, "'texts' must list 4 strings"),
+    ],
+)
 def test_keys_file_of_the_wrong_type(emb, side, message):
     (emb / "chunks" / "000000.json").write_text(json.dumps(side))
     with pytest.raises(TaskError, match=f"000000.json.*{message}"):
@@ -152,8 +161,10 @@ def _clip_retrieval_dir(path, parts=((0, 3), (1, 2)), with_text=True):
         np.save(path / "img_emb" / f"img_emb_{number}.npy", unit(rows, seed=number).astype(np.float16))
         if with_text:
             np.save(path / "text_emb" / f"text_emb_{number}.npy", unit(rows, seed=10 + number).astype(np.float16))
-        pq.write_table(pa.table({"image_path": [f"/imgs/{i}.jpg" for i in ids], "caption": [f"caption {i}" for i in ids]}),
-                       path / "metadata" / f"metadata_{number}.parquet")
+        pq.write_table(
+            pa.table({"image_path": [f"/imgs/{i}.jpg" for i in ids], "caption": [f"caption {i}" for i in ids]}),
+            path / "metadata" / f"metadata_{number}.parquet",
+        )
         start += rows
 
 
@@ -161,7 +172,9 @@ def test_clip_retrieval_layout_loads(tmp_path):
     _clip_retrieval_dir(tmp_path / "cr")
     images = load_embeddings(tmp_path / "cr")
     assert images.kind == "image" and images.sources == [f"/imgs/{i}.jpg" for i in range(5)]
-    expected = np.concatenate([unit(3, seed=0).astype(np.float16), unit(2, seed=1).astype(np.float16)]).astype(np.float32)
+    expected = np.concatenate([unit(3, seed=0).astype(np.float16), unit(2, seed=1).astype(np.float16)]).astype(
+        np.float32
+    )
     np.testing.assert_array_equal(images.vectors, expected)
     assert images.columns["captions"] == [f"caption {i}" for i in range(5)]
     texts = load_embeddings(tmp_path / "cr", kind="text")
@@ -194,10 +207,16 @@ def test_fuzzed_manifests_raise_only_task_errors(tmp_path_factory):
 
     base = tmp_path_factory.mktemp("fuzz") / "e.emb"
     original = write_dir(base, unit(6), chunk=3)
-    json_values = st.recursive(st.none() | st.booleans() | st.integers(-3, 10**12) | st.floats(allow_nan=True)
-                               | st.text(max_size=20) | st.sampled_from(["chunks/000000.npy", "../x", "/dev/zero", "text"]),
-                               lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
-                               max_leaves=10)
+    json_values = st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers(-3, 10**12)
+        | st.floats(allow_nan=True)
+        | st.text(max_size=20)
+        | st.sampled_from(["chunks/000000.npy", "../x", "/dev/zero", "text"]),
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+        max_leaves=10,
+    )
     paths = [(k,) for k in original] + [("chunks", i, k) for i in range(2) for k in ("file", "keys", "count")]
 
     @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
@@ -240,8 +259,10 @@ def test_clip_search_and_index_read_clip_retrieval_layout(tmp_path, shapes_dir, 
     for d in ("img_emb", "metadata"):
         (tmp_path / "cr" / d).mkdir(parents=True)
     np.save(tmp_path / "cr" / "img_emb" / "img_emb_0.npy", embedded.vectors.astype(np.float16))
-    pq.write_table(pa.table({"image_path": embedded.sources, "caption": [os.path.basename(p) for p in paths]}),
-                   tmp_path / "cr" / "metadata" / "metadata_0.parquet")
+    pq.write_table(
+        pa.table({"image_path": embedded.sources, "caption": [os.path.basename(p) for p in paths]}),
+        tmp_path / "cr" / "metadata" / "metadata_0.parquet",
+    )
     top = run_json("search", tmp_path / "cr", "--text", "a red circle", "--top-k", "1")[0]["results"][0]
     assert top["source"].endswith("red_circle.png")
     run_json("index", tmp_path / "cr", "--kind", "flat")

@@ -17,13 +17,15 @@ COMBOS = [("red", "circle"), ("blue", "square"), ("green", "triangle"), ("yellow
 
 def test_metrics_by_hand():
     # 3 classes, 5 images; scores rank the classes per image as written in the comments
-    scores = np.array([
-        [0.9, 0.05, 0.05],  # true 0: predicted 0
-        [0.2, 0.7, 0.1],    # true 0: predicted 1, 0 second
-        [0.1, 0.8, 0.1],    # true 1: predicted 1
-        [0.6, 0.3, 0.1],    # true 2: predicted 0, 2 last
-        [0.3, 0.2, 0.5],    # true 2: predicted 2
-    ])
+    scores = np.array(
+        [
+            [0.9, 0.05, 0.05],  # true 0: predicted 0
+            [0.2, 0.7, 0.1],  # true 0: predicted 1, 0 second
+            [0.1, 0.8, 0.1],  # true 1: predicted 1
+            [0.6, 0.3, 0.1],  # true 2: predicted 0, 2 last
+            [0.3, 0.2, 0.5],  # true 2: predicted 2
+        ]
+    )
     targets = [0, 0, 1, 2, 2]
     found = classification_metrics(scores, targets, k=2)
     assert found["acc1"] == pytest.approx(3 / 5)
@@ -70,24 +72,37 @@ def test_every_layout_gives_the_same_numbers(encoder, small_set, tmp_path):
 
     root, _, _ = small_set
     folder = evaluate_zero_shot(encoder, root, templates="label", cache=None)
-    files = sorted((os.path.relpath(os.path.join(d, f), root), os.path.basename(d)) for d, _, fs in os.walk(root) for f in fs)
+    files = sorted(
+        (os.path.relpath(os.path.join(d, f), root), os.path.basename(d)) for d, _, fs in os.walk(root) for f in fs
+    )
     classes = sorted({name for _, name in files})
     (root / "classes.txt").write_text("\n".join(c.replace("_", " ") for c in classes) + "\n")
     # CSV of names, JSONL of indices into the mapping, and webdataset shards with a cls field
     (root / "labels.csv").write_text("image,label\n" + "".join(f"{p},{n.replace('_', ' ')}\n" for p, n in files))
-    (root / "labels.jsonl").write_text("".join(json.dumps({"path": p, "label": classes.index(n)}) + "\n" for p, n in files))
+    (root / "labels.jsonl").write_text(
+        "".join(json.dumps({"path": p, "label": classes.index(n)}) + "\n" for p, n in files)
+    )
     shards = tmp_path / "shards"
     shards.mkdir()
     for part in range(2):
         with wds.TarWriter(str(shards / f"val-{part:06d}.tar")) as sink:
             for i, (path, name) in enumerate(files[part::2]):
-                sink.write({"__key__": f"{part}_{i:04d}", "png": (root / path).read_bytes(), "cls": str(classes.index(name))})
+                sink.write(
+                    {"__key__": f"{part}_{i:04d}", "png": (root / path).read_bytes(), "cls": str(classes.index(name))}
+                )
     results = [
         evaluate_zero_shot(encoder, root / "labels.csv", templates="label", cache=None),
-        evaluate_zero_shot(encoder, root / "labels.jsonl", templates="label", classnames=root / "classes.txt", cache=None),
+        evaluate_zero_shot(
+            encoder, root / "labels.jsonl", templates="label", classnames=root / "classes.txt", cache=None
+        ),
         evaluate_zero_shot(encoder, shards, templates="label", classnames=root / "classes.txt", cache=None),
-        evaluate_zero_shot(encoder, str(shards / "val-{000000..000001}.tar"), templates="label",
-                           classnames=root / "classes.txt", cache=None),
+        evaluate_zero_shot(
+            encoder,
+            str(shards / "val-{000000..000001}.tar"),
+            templates="label",
+            classnames=root / "classes.txt",
+            cache=None,
+        ),
     ]
     assert [r.dataset for r in (folder, *results)] == ["shapes", "labels", "labels", "shards", "val"]
     for result in results:
@@ -100,11 +115,14 @@ def test_hf_datasets_directory(encoder, small_set, tmp_path):
     datasets = pytest.importorskip("datasets")
     root, _, _ = small_set
     folder = evaluate_zero_shot(encoder, root, templates="label", cache=None)
-    files = sorted((os.path.join(d, f), os.path.basename(d)) for d, _, fs in os.walk(root) for f in fs if f.endswith(".png"))
+    files = sorted(
+        (os.path.join(d, f), os.path.basename(d)) for d, _, fs in os.walk(root) for f in fs if f.endswith(".png")
+    )
     classes = sorted({name for _, name in files})
     features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=classes)})
-    data = datasets.Dataset.from_dict({"image": [p for p, _ in files], "label": [classes.index(n) for _, n in files]},
-                                      features=features)
+    data = datasets.Dataset.from_dict(
+        {"image": [p for p, _ in files], "label": [classes.index(n) for _, n in files]}, features=features
+    )
     data.save_to_disk(str(tmp_path / "hf"))
     result = evaluate_zero_shot(encoder, tmp_path / "hf", templates="label", cache=None)
     assert result.metrics == pytest.approx(folder.metrics)
@@ -136,34 +154,60 @@ def test_command_writes_benchmark_json_and_confusion_png(small_set, tmp_path):
     root, _, _ = small_set
     out, png = tmp_path / "result.json", tmp_path / "confusion.png"
     env_cache = ["--cache-dir", tmp_path / "cache"]
-    table = run_clip("eval-zero-shot", root, "--templates", "label", "--output", out, "--confusion", png, *env_cache).stdout
+    table = run_clip(
+        "eval-zero-shot", root, "--templates", "label", "--output", out, "--confusion", png, *env_cache
+    ).stdout
     assert "top-1" in table and "red circle" in table and f"wrote {png}" in table
     result = json.loads(out.read_text())
     assert set(result) == {"dataset", "model", "pretrained", "task", "metrics", "language"}
-    assert result["task"] == "zeroshot_classification" and set(result["metrics"]) == {"acc1", "acc5", "mean_per_class_recall"}
+    assert result["task"] == "zeroshot_classification" and set(result["metrics"]) == {
+        "acc1",
+        "acc5",
+        "mean_per_class_recall",
+    }
     with Image.open(png) as image:
         assert image.format == "PNG" and min(image.size) > 200
     full = run_json("eval-zero-shot", root, "--templates", "label", *env_cache)
-    assert full["metrics"] == result["metrics"] and len(full["per_class"]) == 4 and np.array(full["confusion"]).shape == (4, 4)
+    assert (
+        full["metrics"] == result["metrics"]
+        and len(full["per_class"]) == 4
+        and np.array(full["confusion"]).shape == (4, 4)
+    )
 
 
 def test_class_name_files(tmp_path):
     (tmp_path / "a.json").write_text('{"1": "dog", "0": "cat"}')
     (tmp_path / "b.json").write_text('["cat", "dog"]')
     (tmp_path / "c.txt").write_text("cat\n\ndog\n")
-    assert read_classnames(tmp_path / "a.json") == read_classnames(tmp_path / "b.json") == read_classnames(tmp_path / "c.txt") == ["cat", "dog"]
+    assert (
+        read_classnames(tmp_path / "a.json")
+        == read_classnames(tmp_path / "b.json")
+        == read_classnames(tmp_path / "c.txt")
+        == ["cat", "dog"]
+    )
     (tmp_path / "d.json").write_text('{"0": "cat", "2": "dog"}')
     with pytest.raises(TaskError, match="without gaps"):
         read_classnames(tmp_path / "d.json")
 
 
-@pytest.mark.parametrize("setup, args, message", [
-    (lambda d: None, ["--templates", "none"], "templates 'none'"),
-    (lambda d: (d / "t.csv").write_text("image,label\n../../etc/passwd,cat\n"), ["t.csv"], "no usable (image, label) rows"),
-    (lambda d: (d / "e.jsonl").write_text('{"path": "x.png", "label": "7"}\n'), ["e.jsonl", "--classnames", "c.txt"], "label '7'"),
-    (lambda d: None, ["missing_dir"], "no such file or directory"),
-    (lambda d: None, ["--output", "r.txt"], "name it .json"),
-])
+@pytest.mark.parametrize(
+    "setup, args, message",
+    [
+        (lambda d: None, ["--templates", "none"], "templates 'none'"),
+        (
+            lambda d: (d / "t.csv").write_text("image,label\n../../etc/passwd,cat\n"),
+            ["t.csv"],
+            "no usable (image, label) rows",
+        ),
+        (
+            lambda d: (d / "e.jsonl").write_text('{"path": "x.png", "label": "7"}\n'),
+            ["e.jsonl", "--classnames", "c.txt"],
+            "label '7'",
+        ),
+        (lambda d: None, ["missing_dir"], "no such file or directory"),
+        (lambda d: None, ["--output", "r.txt"], "name it .json"),
+    ],
+)
 def test_command_errors_are_one_line(small_set, tmp_path, setup, args, message):
     root, _, _ = small_set
     work = tmp_path

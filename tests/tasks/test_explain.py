@@ -19,9 +19,15 @@ def _save_model(path, layers, seed):
     from clip.common.tokenizer import CLIPTokenizerFast
     from clip.pt import CLIPModel
 
-    tower = dict(hidden_size=8, intermediate_size=12, num_hidden_layers=layers, num_attention_heads=2, hidden_act="quick_gelu")
-    config = CLIPConfig(text_config=dict(tower, max_position_embeddings=16), vision_config=dict(tower, image_size=16, patch_size=8),
-                        projection_dim=4, logit_scale_init_value=float(np.log(10.0)))
+    tower = dict(
+        hidden_size=8, intermediate_size=12, num_hidden_layers=layers, num_attention_heads=2, hidden_act="quick_gelu"
+    )
+    config = CLIPConfig(
+        text_config=dict(tower, max_position_embeddings=16),
+        vision_config=dict(tower, image_size=16, patch_size=8),
+        projection_dim=4,
+        logit_scale_init_value=float(np.log(10.0)),
+    )
     model = CLIPModel(config)
     rng = np.random.default_rng(seed)
     state = {}
@@ -34,8 +40,9 @@ def _save_model(path, layers, seed):
             state[name] = torch.from_numpy(0.5 * rng.standard_normal(value.shape).astype(np.float32))
     model.load_state_dict(state)
     model.save_pretrained(path)
-    CLIPProcessor(CLIPImageProcessor(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16}),
-                  CLIPTokenizerFast()).save_pretrained(path)
+    CLIPProcessor(
+        CLIPImageProcessor(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16}), CLIPTokenizerFast()
+    ).save_pretrained(path)
     return path
 
 
@@ -76,14 +83,19 @@ def _sigmoid(x):
 
 def _one_layer(w, prefix, x, row, heads):
     """x (L, D) into the layer; returns (A (heads, L, L), the backward from the output at `row`)."""
+
     def p(name):
         return w[f"{prefix}.encoder.layers.0.{name}"]
 
     length, width = x.shape
     d = width // heads
     h, _ = _layer_norm(x, p("layer_norm1.weight"), p("layer_norm1.bias"))
-    q, k, v = ((h @ p(f"self_attn.{n}_proj.weight").T + p(f"self_attn.{n}_proj.bias")).reshape(length, heads, d).transpose(1, 0, 2)
-               for n in "qkv")
+    q, k, v = (
+        (h @ p(f"self_attn.{n}_proj.weight").T + p(f"self_attn.{n}_proj.bias"))
+        .reshape(length, heads, d)
+        .transpose(1, 0, 2)
+        for n in "qkv"
+    )
     scores = q @ k.transpose(0, 2, 1) / np.sqrt(d)
     scores = scores + np.triu(np.full((length, length), -np.inf), 1) if prefix == "text_model" else scores
     weights = np.exp(scores - scores.max(-1, keepdims=True))
@@ -112,18 +124,31 @@ def _reference(w, pixels, ids, heads=2):
     # vision: patches as the conv computes them, the class token, positions, pre-LN
     conv = w["vision_model.embeddings.patch_embedding.weight"]  # D,C,p,p
     size = conv.shape[-1]
-    patches = [np.einsum("dcab,cab->d", conv, pixels[:, i:i + size, j:j + size])
-               for i in range(0, pixels.shape[1], size) for j in range(0, pixels.shape[2], size)]
-    x = np.vstack([w["vision_model.embeddings.class_embedding"][None], patches]) + w["vision_model.embeddings.position_embedding.weight"]
+    patches = [
+        np.einsum("dcab,cab->d", conv, pixels[:, i : i + size, j : j + size])
+        for i in range(0, pixels.shape[1], size)
+        for j in range(0, pixels.shape[2], size)
+    ]
+    x = (
+        np.vstack([w["vision_model.embeddings.class_embedding"][None], patches])
+        + w["vision_model.embeddings.position_embedding.weight"]
+    )
     x, _ = _layer_norm(x, w["vision_model.pre_layrnorm.weight"], w["vision_model.pre_layrnorm.bias"])
     image_attention, image_out, image_backward = _one_layer(w, "vision_model", x, 0, heads)
-    pooled, post = _layer_norm(image_out, w["vision_model.post_layernorm.weight"], w["vision_model.post_layernorm.bias"])
+    pooled, post = _layer_norm(
+        image_out, w["vision_model.post_layernorm.weight"], w["vision_model.post_layernorm.bias"]
+    )
     image_embed = w["visual_projection.weight"] @ pooled
     # text: up to the end token (causal: later tokens cannot reach its row)
     end = int(np.argmax(ids == 49407))
-    t = w["text_model.embeddings.token_embedding.weight"][ids[: end + 1]] + w["text_model.embeddings.position_embedding.weight"][: end + 1]
+    t = (
+        w["text_model.embeddings.token_embedding.weight"][ids[: end + 1]]
+        + w["text_model.embeddings.position_embedding.weight"][: end + 1]
+    )
     text_attention, text_out, text_backward = _one_layer(w, "text_model", t, end, heads)
-    pooled_text, final = _layer_norm(text_out, w["text_model.final_layer_norm.weight"], w["text_model.final_layer_norm.bias"])
+    pooled_text, final = _layer_norm(
+        text_out, w["text_model.final_layer_norm.weight"], w["text_model.final_layer_norm.bias"]
+    )
     text_embed = w["text_projection.weight"] @ pooled_text
     # S = s <e/|e|, t/|t|>; dS/de = s (t^ - (e^.t^) e^) / |e|, and the same with e and t swapped
     scale = np.exp(w["logit_scale"])
@@ -191,8 +216,16 @@ def test_three_backends_give_the_same_maps(two_layer_model, photo):
 def _one_shape(colour, x, y):
     from clip.data.synthetic import COLOURS, render
 
-    shape = {"colour": colour, "shape": "circle", "size": "large", "rgb": COLOURS[colour], "radius": 0.2,
-             "x": x, "y": y, "angle": 0.0}
+    shape = {
+        "colour": colour,
+        "shape": "circle",
+        "size": "large",
+        "rgb": COLOURS[colour],
+        "radius": 0.2,
+        "x": x,
+        "y": y,
+        "angle": 0.0,
+    }
     background = {"kind": "plain", "low": 120, "high": 150, "period": 4, "vertical": False, "noise_seed": 0}
     return render({"shapes": [shape], "background": background}, 48)
 
@@ -238,11 +271,14 @@ def test_command_writes_the_panels_and_prints_the_maps(encoder, tmp_path):
     assert "a red circle" in table and "red " in table and f"wrote {out}" in table
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--text", "a"], "nothing to do"),
-    (["--text", "a", "--out", "map.jpg"], "name it .png"),
-    (["--text", " ", "--json"], "--text is empty"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--text", "a"], "nothing to do"),
+        (["--text", "a", "--out", "map.jpg"], "name it .png"),
+        (["--text", " ", "--json"], "--text is empty"),
+    ],
+)
 def test_command_errors_are_one_line(tmp_path, args, message):
     from task_helpers import run_clip
 

@@ -99,7 +99,13 @@ def test_files_a_gpu_decoder_must_not_take_go_straight_to_the_cpu():
     with open(os.path.join(PHOTOS, "horse.png"), "rb") as f:
         png = f.read()
     assert [gpu_decode.jpeg_components(d) for d in (rgb, gray, cmyk, png)] == [3, 1, 4, None]
-    assert [gpu_decode.gpu_may_decode(d) for d in (rgb, gray, cmyk, png, rgb[:-200])] == [True, True, False, False, False]
+    assert [gpu_decode.gpu_may_decode(d) for d in (rgb, gray, cmyk, png, rgb[:-200])] == [
+        True,
+        True,
+        False,
+        False,
+        False,
+    ]
     decoder = FakeDecoder()
     crops, skipped = gpu_decode.decode_batch([cmyk, rgb, png, gray], 24, decoder=decoder)
     assert skipped == [] and decoder.calls == [2]  # one batch: the RGB and the gray JPEG

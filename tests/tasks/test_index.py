@@ -101,15 +101,18 @@ def test_shards_build_one_index(tmp_path):
     assert index.search(unit(20, seed=2)[5:6], 1)[0][0].source == "t35"
 
 
-@pytest.mark.parametrize("damage, message", [
-    (lambda ix: _edit_json(ix, format_version=99), "unknown format_version 99"),
-    (lambda ix: _edit_json(ix, kind="banana"), "bad or missing 'kind'"),
-    (lambda ix: _edit_json(ix, count="many"), "bad or missing 'count'"),
-    (lambda ix: (ix / "vectors.npy").unlink(), "vectors.npy: missing"),
-    (lambda ix: (ix / "sources.bin").write_bytes(b"xx"), "sources.bin: holds 2 bytes"),
-    (lambda ix: (ix / "index.json").write_text("{" * 1000), "nested deeper"),
-    (lambda ix: _edit_json(ix, count=7), "holds 10 x 16 vectors but index.json says 7 x 16"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda ix: _edit_json(ix, format_version=99), "unknown format_version 99"),
+        (lambda ix: _edit_json(ix, kind="banana"), "bad or missing 'kind'"),
+        (lambda ix: _edit_json(ix, count="many"), "bad or missing 'count'"),
+        (lambda ix: (ix / "vectors.npy").unlink(), "vectors.npy: missing"),
+        (lambda ix: (ix / "sources.bin").write_bytes(b"xx"), "sources.bin: holds 2 bytes"),
+        (lambda ix: (ix / "index.json").write_text("{" * 1000), "nested deeper"),
+        (lambda ix: _edit_json(ix, count=7), "holds 10 x 16 vectors but index.json says 7 x 16"),
+    ],
+)
 def test_damaged_index_is_one_clear_error(tmp_path, damage, message):
     write_dir(tmp_path / "e", unit(10))
     build_index(tmp_path / "e", tmp_path / "ix", kind="flat")
@@ -127,8 +130,10 @@ def _edit_json(ix, **changes):
 def test_budget_rule():
     gib = 1 << 30
     # hand-computed: HNSW f16 needs (512*2 + 16*2*4 + 16) * (1 + 1.5/16) = 1277.5 bytes a vector
-    assert choose(1_000_000, 512, 4 * gib)[0:2] == ("hnsw", {"dtype": "f16", "connectivity": 16, "expansion_add": 128,
-                                                              "expansion_search": 64})
+    assert choose(1_000_000, 512, 4 * gib)[0:2] == (
+        "hnsw",
+        {"dtype": "f16", "connectivity": 16, "expansion_add": 128, "expansion_search": 64},
+    )
     assert choose(1_000_000, 512, gib)[1]["dtype"] == "i8"  # 1.19 GiB in f16, 0.67 GiB in i8
     kind, params = choose(1_000_000, 512, 300 << 20)
     assert kind == "ivfpq" and params["pq_bytes"] == 64 and params["nlist"] == 4096
@@ -137,7 +142,9 @@ def test_budget_rule():
         choose(1_000_000, 512, 10 << 20)
     with pytest.raises(TaskError, match="too small"):
         choose(1_000_000, 512, gib, kind="flat")
-    assert parse_memory("4GB") == 4 * gib and parse_memory("512MB") == 512 << 20 and parse_memory("1.5GiB") == 3 * gib // 2
+    assert (
+        parse_memory("4GB") == 4 * gib and parse_memory("512MB") == 512 << 20 and parse_memory("1.5GiB") == 3 * gib // 2
+    )
     for bad in ("", "-1GB", "4 parsecs", "GB"):
         with pytest.raises(TaskError, match="--memory"):
             parse_memory(bad)

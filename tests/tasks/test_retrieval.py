@@ -13,12 +13,15 @@ from task_helpers import PHOTOS, run_clip, run_json
 def test_metrics_by_hand():
     # 3 images (unit axes), 4 captions; caption j describes image text_to_image[j]
     images = np.eye(3, dtype=np.float32)
-    texts = np.array([
-        [0.9, 0.1, 0.0],   # image 0: rank 1
-        [0.5, 0.2, 0.3],   # image 1: scores 0.5, 0.2, 0.3 -> rank 3
-        [0.1, 0.6, 0.3],   # image 2: scores 0.1, 0.6, 0.3 -> rank 2
-        [0.0, 0.2, 0.8],   # image 2: rank 1
-    ], dtype=np.float32)
+    texts = np.array(
+        [
+            [0.9, 0.1, 0.0],  # image 0: rank 1
+            [0.5, 0.2, 0.3],  # image 1: scores 0.5, 0.2, 0.3 -> rank 3
+            [0.1, 0.6, 0.3],  # image 2: scores 0.1, 0.6, 0.3 -> rank 2
+            [0.0, 0.2, 0.8],  # image 2: rank 1
+        ],
+        dtype=np.float32,
+    )
     result = retrieval_metrics(images, texts, [0, 1, 2, 2], ks=(1, 2))
     t2i = result["text_to_image"]
     assert t2i["R@1"] == pytest.approx(2 / 4) and t2i["R@2"] == pytest.approx(3 / 4)
@@ -39,14 +42,21 @@ def test_ranks_with_several_targets():
 
 
 def test_command_on_a_captions_file(tmp_path, encoder):
-    rows = [("chelsea.png", "a red circle"), ("rocket.jpg", "a blue square"), ("horse.png", "a green star"),
-            ("horse.png", "a yellow cross"), ("coffee.png", "a purple triangle"), ("missing.png", "gone")]
+    rows = [
+        ("chelsea.png", "a red circle"),
+        ("rocket.jpg", "a blue square"),
+        ("horse.png", "a green star"),
+        ("horse.png", "a yellow cross"),
+        ("coffee.png", "a purple triangle"),
+        ("missing.png", "gone"),
+    ]
     path = tmp_path / "captions.csv"
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["image", "caption"])
-        writer.writerows((os.path.join(PHOTOS, image) if image != "missing.png" else image, caption)
-                         for image, caption in rows)
+        writer.writerows(
+            (os.path.join(PHOTOS, image) if image != "missing.png" else image, caption) for image, caption in rows
+        )
     result = run_json("eval-retrieval", path, "--ks", "1,2")
     assert [s["source"] for s in result["skipped"]] == [f"{path}:7"]
 

@@ -53,7 +53,9 @@ def test_image_queries_base64_upload_and_vector(served, shapes_dir):
     url, embeddings, _ = served
     data = (shapes_dir / "blue_circle.png").read_bytes()
     by_b64 = httpx.post(f"{url}/search", json={"image": base64.b64encode(data).decode(), "k": 2}).json()["results"]
-    by_upload = httpx.post(f"{url}/search/image", files={"file": ("q.png", data, "image/png")}, data={"k": "2"}).json()["results"]
+    by_upload = httpx.post(f"{url}/search/image", files={"file": ("q.png", data, "image/png")}, data={"k": "2"}).json()[
+        "results"
+    ]
     assert by_b64[0]["source"].endswith("blue_circle.png") and by_b64[0]["score"] == pytest.approx(1.0, abs=2e-3)
     assert [r["id"] for r in by_upload] == [r["id"] for r in by_b64]
     vector = embeddings.vectors[2]
@@ -64,9 +66,22 @@ def test_image_queries_base64_upload_and_vector(served, shapes_dir):
 def test_knn_service_as_clip_client_sends_it(served):
     """The body ClipClient builds, posted as it posts it: json.dumps(...) as data, no content type."""
     url, embeddings, encoder = served
-    body = {"text": "a yellow circle", "image": None, "image_url": None, "embedding_input": None, "deduplicate": False,
-            "use_safety_model": True, "use_violence_detector": True, "indice_name": "shapes", "use_mclip": False,
-            "aesthetic_score": 9, "aesthetic_weight": 0.5, "modality": "image", "num_images": 3, "num_result_ids": 3}
+    body = {
+        "text": "a yellow circle",
+        "image": None,
+        "image_url": None,
+        "embedding_input": None,
+        "deduplicate": False,
+        "use_safety_model": True,
+        "use_violence_detector": True,
+        "indice_name": "shapes",
+        "use_mclip": False,
+        "aesthetic_score": 9,
+        "aesthetic_weight": 0.5,
+        "modality": "image",
+        "num_images": 3,
+        "num_result_ids": 3,
+    }
     response = httpx.post(f"{url}/knn-service", content=json.dumps(body))
     assert response.status_code == 200
     results = response.json()
@@ -97,7 +112,10 @@ def test_dedup_drops_near_copies(tmp_path, encoder, shapes_dir):
     assert sorted(plain[:2]) == ["copy_red_circle.png", "red_circle.png"]
     assert len({name.removeprefix("copy_") for name in deduped}) == len(deduped) == 4
     with running(create_app(searcher)) as url:  # the same through /knn-service's default deduplicate=true
-        ids = [r["image_path"] for r in httpx.post(f"{url}/knn-service", json={"text": "a red circle", "num_images": 4}).json()]
+        ids = [
+            r["image_path"]
+            for r in httpx.post(f"{url}/knn-service", json={"text": "a red circle", "num_images": 4}).json()
+        ]
     assert len({os.path.basename(p).removeprefix("copy_") for p in ids}) == 4
 
 
@@ -106,25 +124,34 @@ def test_images_only_from_the_index(served, shapes_dir):
     first = embeddings.sources.index(os.path.join(shapes_dir, "green_circle.png"))
     response = httpx.get(f"{url}/image/{first}")
     assert response.status_code == 200 and response.content == (shapes_dir / "green_circle.png").read_bytes()
-    for bad in ("/image/99", "/image/-1", "/image/..%2F..%2Fetc%2Fpasswd", "/image/%2Fetc%2Fpasswd", "/../../etc/passwd"):
+    for bad in (
+        "/image/99",
+        "/image/-1",
+        "/image/..%2F..%2Fetc%2Fpasswd",
+        "/image/%2Fetc%2Fpasswd",
+        "/../../etc/passwd",
+    ):
         response = httpx.get(url + bad)
         assert 400 <= response.status_code < 500, bad
         assert "root:" not in response.text
 
 
-@pytest.mark.parametrize("body, status, message", [
-    ({"text": "x", "k": 0}, 400, "k must be an integer from 1 to 50"),
-    ({"text": "x", "k": 10**9}, 400, "k must be an integer from 1 to 50"),
-    ({"text": "x", "k": "5"}, 400, "k must be an integer"),
-    ({"k": 3}, 400, "exactly one of text"),
-    ({"text": "x", "vector": [1.0]}, 400, "exactly one of text"),
-    ({"text": ""}, 400, "text must be a non-empty string"),
-    ({"image": "not base64!"}, 400, "image is not valid base64"),
-    ({"image": base64.b64encode(b"GIF89a garbage").decode()}, 400, "image is not an image PIL can read"),
-    ({"vector": [1.0, 2.0]}, 400, "the vector has 2 numbers but the index holds"),
-    ({"vector": ["a"]}, 400, "a vector query must be a list of numbers"),
-    ([1, 2], 400, "must be a JSON object"),
-])
+@pytest.mark.parametrize(
+    "body, status, message",
+    [
+        ({"text": "x", "k": 0}, 400, "k must be an integer from 1 to 50"),
+        ({"text": "x", "k": 10**9}, 400, "k must be an integer from 1 to 50"),
+        ({"text": "x", "k": "5"}, 400, "k must be an integer"),
+        ({"k": 3}, 400, "exactly one of text"),
+        ({"text": "x", "vector": [1.0]}, 400, "exactly one of text"),
+        ({"text": ""}, 400, "text must be a non-empty string"),
+        ({"image": "not base64!"}, 400, "image is not valid base64"),
+        ({"image": base64.b64encode(b"GIF89a garbage").decode()}, 400, "image is not an image PIL can read"),
+        ({"vector": [1.0, 2.0]}, 400, "the vector has 2 numbers but the index holds"),
+        ({"vector": ["a"]}, 400, "a vector query must be a list of numbers"),
+        ([1, 2], 400, "must be a JSON object"),
+    ],
+)
 def test_bad_requests_get_one_line_4xx(served, body, status, message):
     url, _, _ = served
     response = httpx.post(f"{url}/search", json=body)
@@ -139,9 +166,11 @@ def test_malformed_bodies_and_limits(served):
         assert response.status_code == 400 and "error" in response.json(), raw[:10]
     response = httpx.post(f"{url}/search", content=b"{" + b" " * (2 << 20) + b"}")
     assert response.status_code == 413 and "over" in response.json()["error"]
-    for body, message in (({"image_url": "http://example.com/a.jpg"}, "never fetches"),
-                          ({"text": "x", "modality": "text"}, "holds image embeddings"),
-                          ({"text": "x", "num_images": 51}, "k must be")):
+    for body, message in (
+        ({"image_url": "http://example.com/a.jpg"}, "never fetches"),
+        ({"text": "x", "modality": "text"}, "holds image embeddings"),
+        ({"text": "x", "num_images": 51}, "k must be"),
+    ):
         response = httpx.post(f"{url}/knn-service", json=body)
         assert response.status_code == 400 and message in response.json()["error"]
     upload = httpx.post(f"{url}/search/image", files={"file": ("x.png", b"not an image", "image/png")})

@@ -10,8 +10,15 @@ pytest.importorskip("fastapi")
 from serve_helpers import running
 
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def test_page_shows_thumbnails_for_a_typed_query(tmp_path, shapes_dir, encoder):
@@ -33,8 +40,10 @@ def test_page_shows_thumbnails_for_a_typed_query(tmp_path, shapes_dir, encoder):
             page.fill("#k", "3")
             page.click("#go")
             page.wait_for_selector("figure.result img", timeout=30_000)
-            page.wait_for_function("() => [...document.querySelectorAll('figure.result img')].every(i => i.complete && i.naturalWidth > 0)",
-                                   timeout=30_000)
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('figure.result img')].every(i => i.complete && i.naturalWidth > 0)",
+                timeout=30_000,
+            )
             figures = page.query_selector_all("figure.result")
             captions = [f.query_selector("figcaption").inner_text() for f in figures]
             links = [f.query_selector("a").get_attribute("href") for f in figures]

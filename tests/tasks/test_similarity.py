@@ -23,7 +23,9 @@ def test_heatmap_png_and_values(tmp_path, encoder):
     np.testing.assert_allclose(result["similarity"], expected, atol=1e-5)
 
     out2 = tmp_path / "big.png"
-    table = run_clip("similarity", images[0], "--texts", "a cat", "--out", out2, "--cell", "128", subprocess_=True).stdout
+    table = run_clip(
+        "similarity", images[0], "--texts", "a cat", "--out", out2, "--cell", "128", subprocess_=True
+    ).stdout
     assert "wrote" in table and "T1: a cat" in table
     with Image.open(out2) as png:
         assert png.size == (320 + 128 + 96, 24 + 128 + 128 + 24)
@@ -33,7 +35,9 @@ def test_texts_file_and_unreadable_image_in_a_folder(tmp_path, photos_with_junk)
     texts = tmp_path / "texts.txt"
     texts.write_text("a dog\na rocket\n")
     result = run_json("similarity", photos_with_junk, "--texts-file", texts, "--out", tmp_path / "m.png")
-    assert np.array(result["similarity"]).shape == (6, 2) and len(result["skipped"]) == 2  # truncated.jpg, empty.png (notes.txt is no image name)
+    assert (
+        np.array(result["similarity"]).shape == (6, 2) and len(result["skipped"]) == 2
+    )  # truncated.jpg, empty.png (notes.txt is no image name)
 
 
 def test_unreadable_named_image_is_one_line(tmp_path):

@@ -65,11 +65,15 @@ def test_classifier_matches_a_hand_computation(encoder, shapes_dir):
 def test_command_table_and_templates(shapes_dir):
     labels = [f"a {colour} circle" for colour, _ in COLOUR_COMBOS]
     red = str(shapes_dir / "red_circle.png")
-    table = run_clip("zero-shot", red, "--labels", ",".join(labels), "--templates", "label", "--top-k", "2", subprocess_=True).stdout
+    table = run_clip(
+        "zero-shot", red, "--labels", ",".join(labels), "--templates", "label", "--top-k", "2", subprocess_=True
+    ).stdout
     lines = table.splitlines()
     assert lines[0] == red and lines[1].strip().endswith("a red circle") and "%" in lines[1] and len(lines) == 3
     # colour words, ensembled over the paper's templates: the red one still comes first
-    result = run_json("zero-shot", red, "--labels", "red,blue,yellow,green", "--templates", "a {} circle", "--top-k", "1")
+    result = run_json(
+        "zero-shot", red, "--labels", "red,blue,yellow,green", "--templates", "a {} circle", "--top-k", "1"
+    )
     assert result[0]["labels"][0]["label"] == "red"
 
 
@@ -83,11 +87,14 @@ def test_folder_with_unreadable_files_is_classified_and_they_are_listed(photos_w
     assert "Traceback" not in proc.stderr
 
 
-@pytest.mark.parametrize("args, message, subprocess_", [
-    (["--labels", ","], "--labels is empty", False),
-    (["--labels", "a", "--model", "/no/such/model"], "no such directory", True),
-    (["--labels", "a", "--templates", "nonsense"], "templates 'nonsense'", False),
-])
+@pytest.mark.parametrize(
+    "args, message, subprocess_",
+    [
+        (["--labels", ","], "--labels is empty", False),
+        (["--labels", "a", "--model", "/no/such/model"], "no such directory", True),
+        (["--labels", "a", "--templates", "nonsense"], "templates 'nonsense'", False),
+    ],
+)
 def test_bad_input_is_one_line(args, message, subprocess_):
     proc = run_clip("zero-shot", PHOTOS, *args, check=False, subprocess_=subprocess_)
     assert proc.returncode == 2 and message in proc.stderr
@@ -100,9 +107,21 @@ def test_same_probabilities_from_all_three_backends(shapes_dir):
     labels = ",".join(f"a {colour} circle" for colour, _ in COLOUR_COMBOS)
     probs = {}
     for backend in ("pt", "tf", "flax"):
-        results = run_json("zero-shot", shapes_dir, "--labels", labels, "--templates", "simple", "--top-k", "4",
-                           "--backend", backend, subprocess_=True)
-        probs[backend] = np.array([[x["probability"] for x in sorted(r["labels"], key=lambda x: x["label"])]
-                                   for r in results])
+        results = run_json(
+            "zero-shot",
+            shapes_dir,
+            "--labels",
+            labels,
+            "--templates",
+            "simple",
+            "--top-k",
+            "4",
+            "--backend",
+            backend,
+            subprocess_=True,
+        )
+        probs[backend] = np.array(
+            [[x["probability"] for x in sorted(r["labels"], key=lambda x: x["label"])] for r in results]
+        )
     np.testing.assert_allclose(probs["tf"], probs["pt"], atol=1e-4)
     np.testing.assert_allclose(probs["flax"], probs["pt"], atol=1e-4)

@@ -12,7 +12,9 @@ from tf_helpers import as_tf, assert_close_outputs, make_inputs, make_pair
 
 def graphs(model):
     """The traced graphs (a first call of a kind only marks its key)."""
-    return {k: v for k, v in model.__dict__.get("_eager_graphs", {}).items() if hasattr(v, "experimental_get_tracing_count")}
+    return {
+        k: v for k, v in model.__dict__.get("_eager_graphs", {}).items() if hasattr(v, "experimental_get_tracing_count")
+    }
 
 
 def op_by_op(model, fn):
@@ -28,12 +30,21 @@ def test_eager_calls_equal_op_by_op_and_trace_once_per_argument_set(tmp_path):
     model, _ = make_pair("quick_gelu", "CLIPModel", tmp_path)
     for batch, length in ((3, 7), (1, 7), (4, 5), (2, 3)):  # new batch sizes and lengths: no retrace
         inputs = as_tf(make_inputs("quick_gelu", batch=batch))
-        inputs["input_ids"], inputs["attention_mask"] = inputs["input_ids"][:, :length], inputs["attention_mask"][:, :length]
+        inputs["input_ids"], inputs["attention_mask"] = (
+            inputs["input_ids"][:, :length],
+            inputs["attention_mask"][:, :length],
+        )
         image = model.get_image_features(pixel_values=inputs["pixel_values"])
         text = model.get_text_features(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
         out = model(**inputs, output_hidden_states=True)
-        np.testing.assert_allclose(image, op_by_op(model, lambda: model.get_image_features(pixel_values=inputs["pixel_values"])), atol=1e-5)
-        np.testing.assert_allclose(text, op_by_op(model, lambda: model.get_text_features(**{k: inputs[k] for k in ("input_ids", "attention_mask")})), atol=1e-5)
+        np.testing.assert_allclose(
+            image, op_by_op(model, lambda: model.get_image_features(pixel_values=inputs["pixel_values"])), atol=1e-5
+        )
+        np.testing.assert_allclose(
+            text,
+            op_by_op(model, lambda: model.get_text_features(**{k: inputs[k] for k in ("input_ids", "attention_mask")})),
+            atol=1e-5,
+        )
         assert_close_outputs(out, op_by_op(model, lambda: model(**inputs, output_hidden_states=True)), atol=1e-5)
     assert len(graphs(model)) == 3
     assert all(fn.experimental_get_tracing_count() == 1 for fn in graphs(model).values())
@@ -43,7 +54,11 @@ def test_numpy_inputs_and_sub_models(tmp_path):
     for model_class in ("CLIPTextModelWithProjection", "CLIPVisionModel"):
         model, ref = make_pair("gelu", model_class, tmp_path / model_class)
         inputs = make_inputs("gelu")
-        args = {"pixel_values": inputs["pixel_values"]} if "Vision" in model_class else {k: inputs[k] for k in ("input_ids", "attention_mask")}
+        args = (
+            {"pixel_values": inputs["pixel_values"]}
+            if "Vision" in model_class
+            else {k: inputs[k] for k in ("input_ids", "attention_mask")}
+        )
         model(**args)
         assert not graphs(model), "a one-off call runs op by op"
         out = model(**args)
@@ -70,7 +85,9 @@ def test_interpolated_sizes_each_get_their_graph(tmp_path):
     for size in ((24, 24), (20, 28), (24, 24), (20, 28)):
         pixels = tf.random.normal((2, 3, *size))
         out = model(pixel_values=pixels, interpolate_pos_encoding=True)
-        assert_close_outputs(out, op_by_op(model, lambda: model(pixel_values=pixels, interpolate_pos_encoding=True)), atol=1e-5)
+        assert_close_outputs(
+            out, op_by_op(model, lambda: model(pixel_values=pixels, interpolate_pos_encoding=True)), atol=1e-5
+        )
     assert len(graphs(model)) == 2
 
 

@@ -32,15 +32,20 @@ def _h5_directory(tmp_path):
     return tmp_path / "tf_model.h5"
 
 
-@pytest.mark.parametrize("case, message", [
-    ("random bytes", r"tf_model\.h5: not a readable HDF5 weights file \(OSError: .*signature"),
-    ("truncated", r"tf_model\.h5: not a readable HDF5 weights file \(OSError: .*truncated"),
-    ("git lfs pointer", r"tf_model\.h5: a Git LFS pointer"),
-])
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("random bytes", r"tf_model\.h5: not a readable HDF5 weights file \(OSError: .*signature"),
+        ("truncated", r"tf_model\.h5: not a readable HDF5 weights file \(OSError: .*truncated"),
+        ("git lfs pointer", r"tf_model\.h5: a Git LFS pointer"),
+    ],
+)
 def test_corrupt_h5_is_an_oserror_naming_the_file(tmp_path, case, message):
     path = _h5_directory(tmp_path)
     good = path.read_bytes()
-    path.write_bytes({"random bytes": garbage_bytes(), "truncated": good[: len(good) // 2], "git lfs pointer": LFS_POINTER}[case])
+    path.write_bytes(
+        {"random bytes": garbage_bytes(), "truncated": good[: len(good) // 2], "git lfs pointer": LFS_POINTER}[case]
+    )
     with pytest.raises(OSError, match=message):
         ours.TFCLIPModel.from_pretrained(tmp_path)
 
@@ -62,5 +67,7 @@ def test_h5_with_an_integer_weight_names_it(tmp_path):
         values = np.asarray(group[name])
         del group[name]
         group.create_dataset(name, data=values.astype(np.int64))
-    with pytest.raises(ValueError, match=rf"tf_model\.h5: tensor '{LN_A}' has dtype int64; model weights must be floating point"):
+    with pytest.raises(
+        ValueError, match=rf"tf_model\.h5: tensor '{LN_A}' has dtype int64; model weights must be floating point"
+    ):
         ours.TFCLIPModel.from_pretrained(tmp_path)

@@ -19,7 +19,11 @@ def test_patch_matmul_equals_the_conv_including_remainders(size, jit):
     conv.build((None, None, None, 3))
     pixels = tf.random.normal((2, 3, *size))  # NCHW, as the processor gives
     expected = tf.reshape(conv(tf.transpose(pixels, (0, 2, 3, 1))), (2, -1, 16))
-    fn = tf.function(lambda x: kernels.patch_tokens(x, conv), jit_compile=True) if jit else (lambda x: kernels.patch_tokens(x, conv))
+    fn = (
+        tf.function(lambda x: kernels.patch_tokens(x, conv), jit_compile=True)
+        if jit
+        else (lambda x: kernels.patch_tokens(x, conv))
+    )
     got = fn(pixels)
     assert got.shape == expected.shape == (2, (size[0] // 8) * (size[1] // 8), 16)
     np.testing.assert_allclose(got, expected, atol=1e-5)

@@ -46,12 +46,16 @@ def test_transformers_tf_h5_gives_transformers_outputs(reference):
 
 def test_h5_names_map_onto_the_canonical_layout():
     arrays = loading.read_h5(os.path.join(FIXTURE, "tf_model.h5"))
-    assert any("layers_._1" in name for name in arrays) and any(name.endswith("token_embedding/weight:0") for name in arrays)
+    assert any("layers_._1" in name for name in arrays) and any(
+        name.endswith("token_embedding/weight:0") for name in arrays
+    )
     canonical = transformers_tf.to_canonical(arrays)
     config = ours.TFCLIPModel.config_class.from_pretrained(FIXTURE)
     expected = weights.expected_parameters(config, "CLIPModel")
     assert weights.match_checkpoint(expected, {n: a.shape for n, a in canonical.items()}) == {
-        "missing_keys": [], "unexpected_keys": [], "mismatched_keys": []
+        "missing_keys": [],
+        "unexpected_keys": [],
+        "mismatched_keys": [],
     }
     assert canonical["logit_scale"].shape == ()
 
@@ -59,7 +63,10 @@ def test_h5_names_map_onto_the_canonical_layout():
 def test_h5_into_a_sub_model_reports_the_other_parts(reference):
     model, info = ours.TFCLIPTextModel.from_pretrained(FIXTURE, output_loading_info=True)
     assert info["missing_keys"] == [] and "logit_scale" in info["unexpected_keys"]
-    assert all(k.startswith(("vision_model.", "visual_projection", "text_projection", "logit_scale")) for k in info["unexpected_keys"])
+    assert all(
+        k.startswith(("vision_model.", "visual_projection", "text_projection", "logit_scale"))
+        for k in info["unexpected_keys"]
+    )
     out = model(tf.constant(reference["input_ids"]), tf.constant(reference["attention_mask"]))
     np.testing.assert_allclose(out.last_hidden_state.numpy(), reference["text_last_hidden_state"], atol=1e-5, rtol=0)
 
@@ -88,8 +95,18 @@ def test_save_pretrained_loads_in_clip_pt_and_transformers(tmp_path, model_class
 
 def test_missing_keys_are_reported_and_initialized(tmp_path):
     _, ref = make_pair("quick_gelu", "CLIPTextModelWithProjection", tmp_path)
-    config = transformers.CLIPConfig(text_config=ref.config.to_dict(), vision_config={"hidden_size": 32, "intermediate_size": 37,
-                                     "num_hidden_layers": 1, "num_attention_heads": 4, "image_size": 16, "patch_size": 8}, projection_dim=24)
+    config = transformers.CLIPConfig(
+        text_config=ref.config.to_dict(),
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 37,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 4,
+            "image_size": 16,
+            "patch_size": 8,
+        },
+        projection_dim=24,
+    )
     config.save_pretrained(tmp_path)  # a full config over a text-only checkpoint
     model, info = ours.TFCLIPModel.from_pretrained(tmp_path, output_loading_info=True)
     assert "logit_scale" in info["missing_keys"] and "vision_model.pre_layrnorm.weight" in info["missing_keys"]
@@ -103,18 +120,29 @@ def test_mismatched_shapes_name_the_tensor(tmp_path):
     config = ref.config.to_dict()
     config["image_size"] = 24  # more positions than the checkpoint has
     config = type(ref.config).from_dict(config)
-    with pytest.raises(ValueError, match=r"vision_model.embeddings.position_embedding.weight: the model expects \(37, 48\), the checkpoint has \(17, 48\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"vision_model.embeddings.position_embedding.weight: the model expects \(37, 48\), the checkpoint has \(17, 48\)",
+    ):
         ours.TFCLIPVisionModel.from_pretrained(tmp_path, config=config)
-    model, info = ours.TFCLIPVisionModel.from_pretrained(tmp_path, config=config, ignore_mismatched_sizes=True, output_loading_info=True)
+    model, info = ours.TFCLIPVisionModel.from_pretrained(
+        tmp_path, config=config, ignore_mismatched_sizes=True, output_loading_info=True
+    )
     assert [n for n, _, _ in info["mismatched_keys"]] == ["vision_model.embeddings.position_embedding.weight"]
     with pytest.raises(ValueError, match="q_proj.weight.*shape"):
-        loading.assign_canonical(model, {"vision_model.encoder.layers.0.self_attn.q_proj.weight": np.zeros((48, 47), np.float32)})
+        loading.assign_canonical(
+            model, {"vision_model.encoder.layers.0.self_attn.q_proj.weight": np.zeros((48, 47), np.float32)}
+        )
 
 
 def test_no_weights_and_bad_arguments(tmp_path):
     from clip.common.hub import CheckpointNotFoundError
 
-    ref = pt.CLIPTextModel(ours.TFCLIPTextModel.config_class(hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=4))
+    ref = pt.CLIPTextModel(
+        ours.TFCLIPTextModel.config_class(
+            hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=4
+        )
+    )
     ref.save_pretrained(tmp_path, safe_serialization=False)
     with pytest.raises(CheckpointNotFoundError, match="pytorch_model.bin needs clip.pt"):
         ours.TFCLIPTextModel.from_pretrained(tmp_path)
@@ -130,7 +158,10 @@ def test_transformers_loading_arguments_pick_the_file(tmp_path):
     # the fixture holds tf_model.h5 only: use_safetensors=False (and transformers' from_pt) read it
     model = ours.TFCLIPModel.from_pretrained(FIXTURE, use_safetensors=False, from_pt=False, trust_remote_code=False)
     reference = ours.TFCLIPModel.from_pretrained(FIXTURE)
-    assert all(np.array_equal(a, b) for a, b in zip(loading.canonical_state(model).values(), loading.canonical_state(reference).values()))
+    assert all(
+        np.array_equal(a, b)
+        for a, b in zip(loading.canonical_state(model).values(), loading.canonical_state(reference).values())
+    )
     with pytest.raises(OSError, match="model.safetensors"):
         ours.TFCLIPModel.from_pretrained(FIXTURE, use_safetensors=True)
     model.save_pretrained(tmp_path)

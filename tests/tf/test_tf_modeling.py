@@ -24,7 +24,11 @@ def run_both(model, ref, model_class, inputs, compiled=False, **kwargs):
     inputs = inputs_for(model_class, inputs)
     with torch.no_grad():
         expected = ref(**as_torch(inputs), **kwargs)
-    call = tf.function(lambda **kw: model(**kw, **kwargs), jit_compile=True) if compiled else (lambda **kw: model(**kw, **kwargs))
+    call = (
+        tf.function(lambda **kw: model(**kw, **kwargs), jit_compile=True)
+        if compiled
+        else (lambda **kw: model(**kw, **kwargs))
+    )
     return call(**as_tf(inputs)), expected
 
 
@@ -34,7 +38,9 @@ def run_both(model, ref, model_class, inputs, compiled=False, **kwargs):
 def test_outputs_match_pt(tmp_path, name, model_class, compiled):
     model, ref = make_pair(name, model_class, tmp_path)
     inputs = make_inputs(name)
-    out, expected = run_both(model, ref, model_class, inputs, compiled, output_hidden_states=True, output_attentions=True)
+    out, expected = run_both(
+        model, ref, model_class, inputs, compiled, output_hidden_states=True, output_attentions=True
+    )
     assert assert_close_outputs(out, expected) >= 5
     out, expected = run_both(model, ref, model_class, inputs, compiled, return_dict=False)
     assert isinstance(out, tuple)
@@ -47,7 +53,9 @@ def test_interpolate_pos_encoding(tmp_path, model_class, image_size):
     model, ref = make_pair("quick_gelu", model_class, tmp_path)
     inputs = make_inputs("quick_gelu", image_size=image_size)
     for compiled in (False, True):
-        out, expected = run_both(model, ref, model_class, inputs, compiled, interpolate_pos_encoding=True, output_hidden_states=True)
+        out, expected = run_both(
+            model, ref, model_class, inputs, compiled, interpolate_pos_encoding=True, output_hidden_states=True
+        )
         assert_close_outputs(out, expected)
 
 
@@ -56,7 +64,10 @@ def test_features_position_ids_and_padding(tmp_path):
     inputs = make_inputs("gelu")
     t, tt = as_tf(inputs), as_torch(inputs)
     with torch.no_grad():
-        assert_close_outputs(model.get_text_features(t["input_ids"], t["attention_mask"]), ref.get_text_features(tt["input_ids"], tt["attention_mask"]))
+        assert_close_outputs(
+            model.get_text_features(t["input_ids"], t["attention_mask"]),
+            ref.get_text_features(tt["input_ids"], tt["attention_mask"]),
+        )
         assert_close_outputs(model.get_image_features(t["pixel_values"]), ref.get_image_features(tt["pixel_values"]))
         unpadded = make_inputs("gelu", padded=False)
         del unpadded["attention_mask"]  # the causal bias alone
@@ -66,7 +77,9 @@ def test_features_position_ids_and_padding(tmp_path):
         ids, mask = inputs["input_ids"].copy(), np.ones_like(inputs["input_ids"])
         mask[0, :3] = 0  # left padding: rows 0..2 of sequence 0 see no key at all
         text_out = model.text_model(tf.constant(ids), tf.constant(mask), output_hidden_states=True)
-        assert_close_outputs(text_out, ref.text_model(torch.from_numpy(ids), torch.from_numpy(mask), output_hidden_states=True))
+        assert_close_outputs(
+            text_out, ref.text_model(torch.from_numpy(ids), torch.from_numpy(mask), output_hidden_states=True)
+        )
 
 
 def test_dict_batch_and_output_access(tmp_path):
@@ -87,7 +100,9 @@ def test_fit_one_sgd_step_matches_torch(tmp_path):
     ref(**as_torch(inputs), return_loss=True).loss.backward()
     optimizer.step()
     # keras: compile + fit on a tf.data pipeline of (input_ids, attention_mask, pixel_values)
-    data = tf.data.Dataset.from_tensor_slices((inputs["input_ids"], inputs["attention_mask"], inputs["pixel_values"])).batch(3)
+    data = tf.data.Dataset.from_tensor_slices(
+        (inputs["input_ids"], inputs["attention_mask"], inputs["pixel_values"])
+    ).batch(3)
     model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.5))
     history = model.fit(data, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
@@ -98,7 +113,9 @@ def test_fit_one_sgd_step_matches_torch(tmp_path):
         assert diff <= 1e-5, f"{name}: max abs diff {diff:.3g} after one SGD step"
         moved += 1
     assert moved == len(expected)
-    assert model.evaluate(data, verbose=0) == pytest.approx(float(ref.eval()(**as_torch(inputs), return_loss=True).loss), abs=1e-5)
+    assert model.evaluate(data, verbose=0) == pytest.approx(
+        float(ref.eval()(**as_torch(inputs), return_loss=True).loss), abs=1e-5
+    )
 
 
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
@@ -111,7 +128,11 @@ def test_mixed_precision_logits_finite(tmp_path, policy):
     compute = policy.split("_")[1]
     assert out.text_model_output.last_hidden_state.dtype == compute and out.text_embeds.dtype == compute
     assert model.logit_scale.dtype == "float32" and model.text_projection.kernel.dtype == "float32"
-    assert out.logits_per_image.dtype == tf.float32 and np.isfinite(out.logits_per_image.numpy()).all() and np.isfinite(out.loss.numpy())
+    assert (
+        out.logits_per_image.dtype == tf.float32
+        and np.isfinite(out.logits_per_image.numpy()).all()
+        and np.isfinite(out.loss.numpy())
+    )
     model.logit_scale.assign(4.6052)
     full = ours.TFCLIPModel.from_pretrained(tmp_path)
     full.logit_scale.assign(4.6052)
@@ -269,7 +290,10 @@ def test_pooled_only_features_match_pt(tmp_path, name):
     for compiled in (False, True):
         text = tf.function(model.get_text_features, jit_compile=True) if compiled else model.get_text_features
         with torch.no_grad():
-            assert_close_outputs(text(tf.constant(ids), tf.constant(mask)), ref.get_text_features(torch.from_numpy(ids), torch.from_numpy(mask)))
+            assert_close_outputs(
+                text(tf.constant(ids), tf.constant(mask)),
+                ref.get_text_features(torch.from_numpy(ids), torch.from_numpy(mask)),
+            )
             assert_close_outputs(text(tf.constant(ids)), ref.get_text_features(torch.from_numpy(ids)))
             image = model.get_image_features(tf.constant(inputs["pixel_values"]))
             assert_close_outputs(image, ref.get_image_features(torch.from_numpy(inputs["pixel_values"])))

@@ -85,7 +85,9 @@ def test_inputs_as_the_first_positional_argument(checkpoints, model_class):
 def test_input_signature_dummy_inputs_and_serving(checkpoints, model_class):
     model, theirs, _ = checkpoints[model_class]
     mine, their_spec = model.input_signature, theirs.input_signature
-    assert {k: (tuple(v.shape), v.dtype) for k, v in mine.items()} == {k: (tuple(v.shape), v.dtype) for k, v in their_spec.items()}
+    assert {k: (tuple(v.shape), v.dtype) for k, v in mine.items()} == {
+        k: (tuple(v.shape), v.dtype) for k, v in their_spec.items()
+    }
     dummies, their_dummies = model.dummy_inputs, theirs.dummy_inputs
     assert {k: v.dtype for k, v in dummies.items()} == {k: v.dtype for k, v in their_dummies.items()}
     assert np.abs(_first(model(dummies)) - _first(theirs(dummies))).max() <= 1e-5
@@ -111,7 +113,11 @@ def test_attributes_and_parameter_counts(checkpoints, model_class):
 
 def test_text_input_embeddings_get_and_set(checkpoints):
     model, theirs, _ = checkpoints["CLIPTextModel"]
-    table = np.random.default_rng(0).standard_normal(tuple(model.get_input_embeddings().embeddings.shape)).astype(np.float32)
+    table = (
+        np.random.default_rng(0)
+        .standard_normal(tuple(model.get_input_embeddings().embeddings.shape))
+        .astype(np.float32)
+    )
     before = _first(model(**as_tf(inputs_for("CLIPTextModel", make_inputs("quick_gelu")))))
     model.set_input_embeddings(table)
     np.testing.assert_array_equal(model.get_input_embeddings().embeddings.numpy(), table)

@@ -147,7 +147,9 @@ def test_tf_micro_batches_give_the_whole_batch_loss_and_gradients():
 @pytest.mark.slow  # a fresh TensorFlow with 2 logical CPUs: ~30 s of start-up and tracing
 def test_tf_two_replicas_accumulating_equal_one_whole_batch(tmp_path):
     pytest.importorskip("tensorflow")
-    code = TF_GRADIENTS + """
+    code = (
+        TF_GRADIENTS
+        + """
 import json, numpy as np
 from train_backends_helpers import use_logical_cpus
 use_logical_cpus(2)
@@ -160,6 +162,7 @@ np.savez(OUT, **grads)
 np.savez(OUT.replace(".npz", "-global.npz"), **global_grads)
 print(json.dumps({"loss": loss, "global_loss": global_loss}))
 """.replace("OUT", repr(str(tmp_path / "tf.npz")))
+    )
     result = run_script(code, {"TF_CPP_MIN_LOG_LEVEL": "2"})
     namespace = {}
     exec(TF_GRADIENTS, namespace)  # noqa: S102
@@ -206,12 +209,15 @@ def test_flax_micro_batches_give_the_whole_batch_loss_and_gradients():
 @pytest.mark.slow  # a fresh JAX with 4 host devices
 def test_flax_mesh_of_four_devices_accumulating_equals_one_whole_batch(tmp_path):
     pytest.importorskip("jax")
-    code = FLAX_GRADIENTS + """
+    code = (
+        FLAX_GRADIENTS
+        + """
 import json, numpy as np
 loss, grads = flax_gradients(2, sharded=True)
 np.savez(OUT, **grads)
 print(json.dumps({"loss": loss}))
 """.replace("OUT", repr(str(tmp_path / "flax.npz")))
+    )
     result = run_script(code, {"XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"})
     namespace = {}
     exec(FLAX_GRADIENTS, namespace)  # noqa: S102
@@ -226,7 +232,9 @@ def test_the_run_records_whole_batch_accumulation_and_refuses_older_accumulating
 
     from clip.train import common
 
-    args = SimpleNamespace(batch_size=8, accum_steps=2, lr=1e-3, weight_decay=0.1, grad_clip=1.0, precision="fp32", seed=0)
+    args = SimpleNamespace(
+        batch_size=8, accum_steps=2, lr=1e-3, weight_decay=0.1, grad_clip=1.0, precision="fp32", seed=0
+    )
     settings = common.run_settings(args, 4, 1, 96, 1)
     assert settings["accumulation"] == "whole-batch"
     older = {k: v for k, v in settings.items() if k != "accumulation"}  # an earlier version's run: micro-batches apart

@@ -63,12 +63,7 @@ def test_weight_decay_rule_covers_a_whole_model():
 
 def test_recall_at_k_hand_computed():
     # query i's match is candidate i; ranks of the matches: 0, 2, 1, 3
-    sim = np.array([
-        [0.9, 0.1, 0.2, 0.0],
-        [0.8, 0.5, 0.7, 0.0],
-        [0.1, 0.9, 0.3, 0.0],
-        [0.5, 0.6, 0.7, 0.4],
-    ])
+    sim = np.array([[0.9, 0.1, 0.2, 0.0], [0.8, 0.5, 0.7, 0.0], [0.1, 0.9, 0.3, 0.0], [0.5, 0.6, 0.7, 0.4]])
     assert common.recall_at_k(sim, ks=(1, 2, 3, 4)) == {1: 0.25, 2: 0.5, 3: 0.75, 4: 1.0}
 
 

@@ -8,7 +8,14 @@ pytest.importorskip("torch")
 pytest.importorskip("tensorflow")
 pytest.importorskip("jax")
 
-from train_backends_helpers import flax_sgd_step, initial_weights, max_differences, pt_sgd_step, random_batch, tf_sgd_step  # noqa: E402
+from train_backends_helpers import (
+    flax_sgd_step,
+    initial_weights,
+    max_differences,
+    pt_sgd_step,
+    random_batch,
+    tf_sgd_step,
+)  # noqa: E402
 
 
 @pytest.fixture(scope="module")

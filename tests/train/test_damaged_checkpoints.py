@@ -22,8 +22,33 @@ def run(request, tmp_path_factory):
     tmp = tmp_path_factory.mktemp(f"damaged-{backend}")
     (tmp / "tiny.json").write_text(json.dumps(TINY_CONFIG))
     out = tmp / "run"
-    assert main(["train", "--backend", backend, "--config", str(tmp / "tiny.json"), "--synthetic", "40", "--val-fraction", "0.1",
-                 "--batch-size", "8", "--steps", "2", "--warmup-steps", "1", "--save-every", "1", "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--backend",
+                backend,
+                "--config",
+                str(tmp / "tiny.json"),
+                "--synthetic",
+                "40",
+                "--val-fraction",
+                "0.1",
+                "--batch-size",
+                "8",
+                "--steps",
+                "2",
+                "--warmup-steps",
+                "1",
+                "--save-every",
+                "1",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     return backend, out, _loader(backend)
 
 
@@ -69,7 +94,9 @@ def _resume(copy, load):
     return directory, reports
 
 
-@pytest.mark.parametrize("content", [b"[]", b"{}", b'{"step": "2"}', b"\x00garbage"], ids=["list", "empty-object", "wrong-type", "bytes"])
+@pytest.mark.parametrize(
+    "content", [b"[]", b"{}", b'{"step": "2"}', b"\x00garbage"], ids=["list", "empty-object", "wrong-type", "bytes"]
+)
 def test_a_damaged_trainer_state_falls_back_to_the_previous_checkpoint(run, tmp_path, content):
     _, out, load = run
     copy = _damaged_copy(out, tmp_path, {"step-00000002/trainer_state.json": content})
@@ -109,9 +136,34 @@ def test_the_command_reports_the_fallback_and_continues(run, tmp_path, capsys):
     from clip.cli import main
 
     copy = _damaged_copy(out, tmp_path, {"step-00000002/trainer_state.json": b"[]"})
-    assert main(["train", "--config", str(out.parent / "tiny.json"), "--synthetic", "40", "--val-fraction", "0.1",
-                 "--batch-size", "8", "--steps", "2", "--warmup-steps", "1", "--save-every", "1", "--out", str(copy),
-                 "--quiet", "--resume"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(out.parent / "tiny.json"),
+                "--synthetic",
+                "40",
+                "--val-fraction",
+                "0.1",
+                "--batch-size",
+                "8",
+                "--steps",
+                "2",
+                "--warmup-steps",
+                "1",
+                "--save-every",
+                "1",
+                "--out",
+                str(copy),
+                "--quiet",
+                "--resume",
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert "step-00000002 is damaged" in err and "must hold a JSON object, found list" in err and "falling back" in err
-    assert json.loads((copy / "checkpoints" / "step-00000002" / "trainer_state.json").read_text())["step"] == 2  # redone
+    assert (
+        json.loads((copy / "checkpoints" / "step-00000002" / "trainer_state.json").read_text())["step"] == 2
+    )  # redone

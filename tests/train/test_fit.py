@@ -68,23 +68,70 @@ def test_fit_from_python_equals_the_command(tmp_path):
     from clip.cli import main
 
     config, pairs = _config(tmp_path), _captions(tmp_path, 24)
-    assert main(["train", "--config", config, "--train", pairs, "--batch-size", "8", "--accum-steps", "2", "--steps", "3",
-                 "--warmup-steps", "1", "--lr", "1e-3", "--save-every", "2", "--out", str(tmp_path / "cli"), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                config,
+                "--train",
+                pairs,
+                "--batch-size",
+                "8",
+                "--accum-steps",
+                "2",
+                "--steps",
+                "3",
+                "--warmup-steps",
+                "1",
+                "--lr",
+                "1e-3",
+                "--save-every",
+                "2",
+                "--out",
+                str(tmp_path / "cli"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     seen = []
-    result = fit(out=str(tmp_path / "api"), config=config, train=pairs, batch_size=8, accum_steps=2, steps=3, warmup_steps=1,
-                 lr=1e-3, save_every=2, quiet=True, callbacks=[seen.append])
+    result = fit(
+        out=str(tmp_path / "api"),
+        config=config,
+        train=pairs,
+        batch_size=8,
+        accum_steps=2,
+        steps=3,
+        warmup_steps=1,
+        lr=1e-3,
+        save_every=2,
+        quiet=True,
+        callbacks=[seen.append],
+    )
     _assert_same_weights(tmp_path / "cli" / "model.safetensors", tmp_path / "api" / "model.safetensors")
     assert [info.step for info in seen] == [1, 2, 3] and isinstance(seen[0], StepInfo)
     assert seen[1].checkpoint.endswith("step-00000002") and seen[0].checkpoint is None
-    history = json.loads((tmp_path / "api" / "checkpoints" / "step-00000003" / "trainer_state.json").read_text())["history"]
+    history = json.loads((tmp_path / "api" / "checkpoints" / "step-00000003" / "trainer_state.json").read_text())[
+        "history"
+    ]
     assert [[info.step, round(info.loss, 6)] for info in seen] == history
     assert result["final_loss"] == history[-1][1] and "image_to_text_MRR" in result
 
 
 def test_a_callback_stops_the_run_with_a_checkpoint_off_the_cadence_and_it_resumes_exactly(tmp_path):
     pytest.importorskip("torch")
-    options = TrainOptions(out=str(tmp_path / "full"), config=_config(tmp_path), train=_captions(tmp_path, 24), batch_size=8, steps=4,
-                           warmup_steps=1, lr=1e-3, save_every=0, quiet=True)
+    options = TrainOptions(
+        out=str(tmp_path / "full"),
+        config=_config(tmp_path),
+        train=_captions(tmp_path, 24),
+        batch_size=8,
+        steps=4,
+        warmup_steps=1,
+        lr=1e-3,
+        save_every=0,
+        quiet=True,
+    )
     fit(options)
     stopped = options.replace(out=str(tmp_path / "split"))
     assert fit(stopped, callbacks=[stop_at(1)]) == {}
@@ -119,8 +166,18 @@ def test_an_image_that_becomes_unreadable_after_listing_is_skipped(tmp_path, bac
         return dataset
 
     monkeypatch.setattr(data, "load_captions", list_then_break)
-    result = fit(out=str(tmp_path / "run"), backend=backend, config=_config(tmp_path), train=pairs,
-                 val_fraction=0.0, batch_size=12, steps=1, warmup_steps=1, save_every=0, log_every=1)
+    result = fit(
+        out=str(tmp_path / "run"),
+        backend=backend,
+        config=_config(tmp_path),
+        train=pairs,
+        val_fraction=0.0,
+        batch_size=12,
+        steps=1,
+        warmup_steps=1,
+        save_every=0,
+        log_every=1,
+    )
     assert result["steps"] == 1 and (tmp_path / "run" / "model.safetensors").exists()
     err = capsys.readouterr().err
     assert err.count("is unreadable") == 1 and "using the next readable item" in err

@@ -113,10 +113,17 @@ def test_resume_reproduces_an_uninterrupted_run_bitwise_and_loads_in_pt(tmp_path
     from clip.pt import CLIPModel
 
     processor = CLIPProcessor.from_pretrained(tmp_path / "full")
-    inputs = processor(text=["a red circle", "a blue square"], images=[np.zeros((40, 40, 3), np.uint8)] * 2,
-                       padding=True, return_tensors="np")
-    ours = FlaxCLIPModel.from_pretrained(tmp_path / "full")(**{k: np.asarray(v) for k, v in inputs.items()}).logits_per_image
+    inputs = processor(
+        text=["a red circle", "a blue square"],
+        images=[np.zeros((40, 40, 3), np.uint8)] * 2,
+        padding=True,
+        return_tensors="np",
+    )
+    ours = FlaxCLIPModel.from_pretrained(tmp_path / "full")(
+        **{k: np.asarray(v) for k, v in inputs.items()}
+    ).logits_per_image
     with torch.no_grad():
-        pt_logits = CLIPModel.from_pretrained(tmp_path / "full")(**{k: torch.from_numpy(np.asarray(v)) for k, v in inputs.items()}).logits_per_image
+        pt_logits = CLIPModel.from_pretrained(tmp_path / "full")(
+            **{k: torch.from_numpy(np.asarray(v)) for k, v in inputs.items()}
+        ).logits_per_image
     np.testing.assert_allclose(np.asarray(ours), pt_logits.numpy(), rtol=1e-4, atol=1e-4)
-

@@ -41,7 +41,9 @@ def test_pt_same_gradients_with_checkpointing():
     from clip.pt import CLIPModel
     from clip.train import pt_step
 
-    batch = {k: torch.from_numpy(v).long() if k != "pixel_values" else torch.from_numpy(v) for k, v in random_batch().items()}
+    batch = {
+        k: torch.from_numpy(v).long() if k != "pixel_values" else torch.from_numpy(v) for k, v in random_batch().items()
+    }
     weights, grads = initial_weights(), []
     for enable in (False, True):
         model = CLIPModel(config()).train()

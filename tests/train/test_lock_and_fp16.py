@@ -21,10 +21,17 @@ def test_lock_groups_follow_open_clips_vit_lock():
     frozen = {n for n in names if common.is_frozen(n, FROZEN_ALL, LAYERS)}
     assert frozen == {n for n in names if n.startswith("vision_model.") or n == "visual_projection.weight"}
     head = {n for n in names if common.is_frozen(n, {"unlocked_groups": 1, "freeze_norm": True}, LAYERS)}
-    assert head == frozen - {"visual_projection.weight", "vision_model.post_layernorm.weight", "vision_model.post_layernorm.bias"}
+    assert head == frozen - {
+        "visual_projection.weight",
+        "vision_model.post_layernorm.weight",
+        "vision_model.post_layernorm.bias",
+    }
     norms = {n for n in names if common.is_frozen(n, {"unlocked_groups": 0, "freeze_norm": False}, LAYERS)}
     assert norms == {n for n in frozen if "norm" not in n and "layrnorm" not in n}
-    assert "vision_model.pre_layrnorm.weight" not in norms and "vision_model.encoder.layers.0.layer_norm1.bias" not in norms
+    assert (
+        "vision_model.pre_layrnorm.weight" not in norms
+        and "vision_model.encoder.layers.0.layer_norm1.bias" not in norms
+    )
     assert not any(common.is_frozen(n, None, LAYERS) for n in names)
 
 
@@ -40,7 +47,9 @@ def _check_lock(before: dict, after: dict, lock: dict):
     return moved
 
 
-@pytest.mark.parametrize("lock", [FROZEN_ALL, {"unlocked_groups": 1, "freeze_norm": False}], ids=["all", "head-and-norms"])
+@pytest.mark.parametrize(
+    "lock", [FROZEN_ALL, {"unlocked_groups": 1, "freeze_norm": False}], ids=["all", "head-and-norms"]
+)
 def test_pt_locked_tower_is_bit_identical_after_training(lock):
     torch = pytest.importorskip("torch")
     from clip.pt import CLIPModel
@@ -53,7 +62,9 @@ def test_pt_locked_tower_is_bit_identical_after_training(lock):
             tensor.copy_(torch.from_numpy(weights[name]))
     pt.apply_lock(model, lock)
     optimizer = pt.build_optimizer(model, lr=1e-2, weight_decay=0.5)
-    batch = {k: torch.from_numpy(v).long() if k != "pixel_values" else torch.from_numpy(v) for k, v in random_batch().items()}
+    batch = {
+        k: torch.from_numpy(v).long() if k != "pixel_values" else torch.from_numpy(v) for k, v in random_batch().items()
+    }
     trainable = [p for p in model.parameters() if p.requires_grad]
     for _ in range(2):
         pt_step.optimizer_step(pt_step.ContrastiveObjective(model), optimizer, trainable, [batch], grad_clip=1.0)
@@ -90,7 +101,11 @@ def test_flax_locked_tower_is_bit_identical_after_training():
     state, batch = tx.init(params), {k: v[None] for k, v in random_batch().items()}
     for _ in range(2):
         params, state, _ = step(params, state, batch, 0)
-    _check_lock(initial_weights(), {n: np.asarray(a) for n, a in loading.from_params(trainer.to_host(params), expected).items()}, FROZEN_ALL)
+    _check_lock(
+        initial_weights(),
+        {n: np.asarray(a) for n, a in loading.from_params(trainer.to_host(params), expected).items()},
+        FROZEN_ALL,
+    )
     assert jax is not None
 
 
@@ -111,18 +126,24 @@ def test_pt_fp16_overflow_step_is_skipped_and_the_scale_halved():
     torch.manual_seed(0)
     model = CLIPModel(config())
     optimizer = pt.build_optimizer(model, lr=1e-3, weight_decay=0.1)
-    batch = {k: torch.from_numpy(v).long() if k != "pixel_values" else torch.from_numpy(v) for k, v in random_batch().items()}
+    batch = {
+        k: torch.from_numpy(v).long() if k != "pixel_values" else torch.from_numpy(v) for k, v in random_batch().items()
+    }
     autocast = lambda: torch.autocast("cpu", dtype=torch.float16)  # noqa: E731
     before = {n: t.clone() for n, t in model.state_dict().items()}
     scale = common.DynamicLossScale(3e38)  # the scaled gradients overflow (float32's max is 3.4e38)
-    loss = pt_step.optimizer_step(pt_step.ContrastiveObjective(model), optimizer, list(model.parameters()), [batch], autocast, 1.0, scale)
+    loss = pt_step.optimizer_step(
+        pt_step.ContrastiveObjective(model), optimizer, list(model.parameters()), [batch], autocast, 1.0, scale
+    )
     assert np.isfinite(loss) and scale.scale == 1.5e38 and scale.good_steps == 0
     assert all(torch.equal(before[n], t) for n, t in model.state_dict().items())  # skipped
     assert not optimizer.state  # AdamW never stepped
     # a scale the float16 backward cannot overflow on these random weights (the default 2**15 may: that
     # step would be skipped too, rightly, but this line checks that a finite step trains)
     scale = common.DynamicLossScale(16.0)
-    pt_step.optimizer_step(pt_step.ContrastiveObjective(model), optimizer, list(model.parameters()), [batch], autocast, 1.0, scale)
+    pt_step.optimizer_step(
+        pt_step.ContrastiveObjective(model), optimizer, list(model.parameters()), [batch], autocast, 1.0, scale
+    )
     assert scale.good_steps == 1 and not all(torch.equal(before[n], t) for n, t in model.state_dict().items())
 
 
@@ -147,7 +168,9 @@ def test_flax_fp16_overflow_step_is_skipped_and_the_scale_halved():
     # a scale the float16 backward holds (these random weights' gradients reach ~20: 2**15 would overflow too)
     moved, state, loss, (scale, good) = step(new, state, batch, 0, (jnp.float32(2.0**7), jnp.int32(0)))
     assert int(good) == 1 and float(scale) == 2.0**7 and np.isfinite(float(loss))
-    assert not all(jax.tree.leaves(jax.tree.map(lambda a, b: bool(np.array_equal(np.asarray(a), np.asarray(b))), moved, new)))
+    assert not all(
+        jax.tree.leaves(jax.tree.map(lambda a, b: bool(np.array_equal(np.asarray(a), np.asarray(b))), moved, new))
+    )
 
 
 def test_tf_fp16_overflow_step_is_skipped_and_the_scale_halved():

@@ -37,8 +37,11 @@ def test_folder_task_reads_classes_prompts_and_targets(tmp_path):
     table.write_text("image,label\nred_thing/0.png,red thing\nblue_thing/1.png,blue thing\nred_thing/2.png,red thing\n")
     images, labels, targets = folder_task(str(table))
     assert len(images) == 3 and sorted(labels) == ["This is a photo of blue thing.", "This is a photo of red thing."]
-    assert [labels[t] for t in targets] == ["This is a photo of red thing.", "This is a photo of blue thing.",
-                                            "This is a photo of red thing."]
+    assert [labels[t] for t in targets] == [
+        "This is a photo of red thing.",
+        "This is a photo of blue thing.",
+        "This is a photo of red thing.",
+    ]
 
 
 def test_tensorboard_event_files_hold_the_run(tmp_path):
@@ -51,14 +54,47 @@ def test_tensorboard_event_files_hold_the_run(tmp_path):
     (tmp_path / "tiny.json").write_text(json.dumps(TINY_CONFIG))
     folder = _folder(tmp_path / "colours")
     out = tmp_path / "run"
-    assert main(["train", "--config", str(tmp_path / "tiny.json"), "--synthetic", "48", "--val-fraction", "0.25", "--batch-size", "8",
-                 "--steps", "3", "--warmup-steps", "1", "--save-every", "0", "--eval-every", "2", "--tensorboard",
-                 "--zero-shot-eval", str(folder), "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(tmp_path / "tiny.json"),
+                "--synthetic",
+                "48",
+                "--val-fraction",
+                "0.25",
+                "--batch-size",
+                "8",
+                "--steps",
+                "3",
+                "--warmup-steps",
+                "1",
+                "--save-every",
+                "0",
+                "--eval-every",
+                "2",
+                "--tensorboard",
+                "--zero-shot-eval",
+                str(folder),
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     logs = EventAccumulator(str(out / "logs"))
     logs.Reload()
     tags = set(logs.Tags()["scalars"])
-    assert {"train/loss", "train/lr", "train/temperature", "train/pairs_per_second", "eval/image_to_text_R@1",
-            "eval/zero_shot_colours"} <= tags
+    assert {
+        "train/loss",
+        "train/lr",
+        "train/temperature",
+        "train/pairs_per_second",
+        "eval/image_to_text_R@1",
+        "eval/zero_shot_colours",
+    } <= tags
     losses = [e.value for e in logs.Scalars("train/loss")]
     history = json.loads((out / "metrics.json").read_text())
     assert [e.step for e in logs.Scalars("train/loss")] == [1, 2, 3]
@@ -82,6 +118,24 @@ def test_wandb_without_the_package_is_a_clear_error(tmp_path, capsys, monkeypatc
 
     monkeypatch.setattr(builtins, "__import__", no_wandb)
     (tmp_path / "tiny.json").write_text(json.dumps(TINY_CONFIG))
-    assert main(["train", "--config", str(tmp_path / "tiny.json"), "--synthetic", "16", "--batch-size", "8", "--steps", "1",
-                 "--wandb", "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(tmp_path / "tiny.json"),
+                "--synthetic",
+                "16",
+                "--batch-size",
+                "8",
+                "--steps",
+                "1",
+                "--wandb",
+                "--out",
+                str(tmp_path / "run"),
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     assert "--wandb needs the wandb package" in capsys.readouterr().err

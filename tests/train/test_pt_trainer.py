@@ -16,8 +16,10 @@ from clip.train import pt  # noqa: E402
 from train_helpers import TINY_CONFIG  # noqa: E402
 
 # A smaller vocabulary for the pure-tensor tests (random token ids, no tokenizer involved).
-TENSOR_CONFIG = {**TINY_CONFIG, "text_config": {**TINY_CONFIG["text_config"], "vocab_size": 500, "bos_token_id": 498,
-                                                "eos_token_id": 499}}
+TENSOR_CONFIG = {
+    **TINY_CONFIG,
+    "text_config": {**TINY_CONFIG["text_config"], "vocab_size": 500, "bos_token_id": 498, "eos_token_id": 499},
+}
 GLOBAL_BATCH = 8
 
 
@@ -100,7 +102,9 @@ def _ddp_worker(rank, world, port, out_path):
     dist.all_reduce(mean_loss)
     mean_loss /= world
     if rank == 0:
-        torch.save({"loss": mean_loss, "params": {n: p.detach().clone() for n, p in model.named_parameters()}}, out_path)
+        torch.save(
+            {"loss": mean_loss, "params": {n: p.detach().clone() for n, p in model.named_parameters()}}, out_path
+        )
     # every rank reaches teardown together: a rank that leaves early aborts gloo on its peer
     dist.barrier()
     dist.destroy_process_group()
@@ -142,8 +146,28 @@ def _train(tmp_path, out, *extra, expect=0, data=("--synthetic", "96"), stop_aft
 
     config = tmp_path / "tiny.json"
     config.write_text(json.dumps(TINY_CONFIG))
-    args = ["train", "--config", str(config), *data, "--val-fraction", "0.25", "--batch-size", "16",
-            "--steps", "6", "--warmup-steps", "2", "--lr", "1e-3", "--save-every", "3", "--out", str(out), "--quiet", *extra]
+    args = [
+        "train",
+        "--config",
+        str(config),
+        *data,
+        "--val-fraction",
+        "0.25",
+        "--batch-size",
+        "16",
+        "--steps",
+        "6",
+        "--warmup-steps",
+        "2",
+        "--lr",
+        "1e-3",
+        "--save-every",
+        "3",
+        "--out",
+        str(out),
+        "--quiet",
+        *extra,
+    ]
     run_cli(args, stop_after=stop_after, expect=expect)
 
 
@@ -180,10 +204,16 @@ def test_resume_reproduces_an_uninterrupted_run_bitwise(tmp_path):
     processor = CLIPProcessor.from_pretrained(tmp_path / "full")
     their_processor = transformers.CLIPProcessor.from_pretrained(tmp_path / "full")
     assert processor.tokenizer.model_max_length == their_processor.tokenizer.model_max_length == 16
-    inputs = their_processor(text=["a red circle", "a small blue square left of a large green cross"],
-                             images=[np.zeros((40, 40, 3), np.uint8)] * 2, padding=True, return_tensors="pt")
+    inputs = their_processor(
+        text=["a red circle", "a small blue square left of a large green cross"],
+        images=[np.zeros((40, 40, 3), np.uint8)] * 2,
+        padding=True,
+        return_tensors="pt",
+    )
     with torch.no_grad():
-        torch.testing.assert_close(ours(**inputs).logits_per_image, theirs(**inputs).logits_per_image, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            ours(**inputs).logits_per_image, theirs(**inputs).logits_per_image, rtol=1e-5, atol=1e-5
+        )
     metrics = __import__("json").loads((tmp_path / "full" / "metrics.json").read_text())
     assert {"image_to_text_R@1", "text_to_image_R@10", "zero_shot_held_out_combos"} <= metrics.keys()
 

@@ -57,9 +57,29 @@ def _train(tmp_path, out, shards, *extra, expect=0, stop_after=None):
     from train_backends_helpers import run_cli
 
     (tmp_path / "tiny.json").write_text(json.dumps(TINY_CONFIG))
-    run_cli(["train", "--config", str(tmp_path / "tiny.json"), "--train-shards", str(shards), "--batch-size", "8",
-             "--steps", "6", "--warmup-steps", "1", "--save-every", "3", "--out", str(out), "--quiet", *extra],
-            stop_after=stop_after, expect=expect)
+    run_cli(
+        [
+            "train",
+            "--config",
+            str(tmp_path / "tiny.json"),
+            "--train-shards",
+            str(shards),
+            "--batch-size",
+            "8",
+            "--steps",
+            "6",
+            "--warmup-steps",
+            "1",
+            "--save-every",
+            "3",
+            "--out",
+            str(out),
+            "--quiet",
+            *extra,
+        ],
+        stop_after=stop_after,
+        expect=expect,
+    )
     return True
 
 

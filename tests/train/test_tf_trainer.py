@@ -27,7 +27,9 @@ def _model():
 
 def test_optimizer_excludes_gains_biases_and_embeddings_from_decay():
     model = _model()
-    optimizer, variables = trainer.build_optimizer(model, steps=4, base_lr=1e-3, warmup=1, weight_decay=0.2, grad_clip=1.0)
+    optimizer, variables = trainer.build_optimizer(
+        model, steps=4, base_lr=1e-3, warmup=1, weight_decay=0.2, grad_clip=1.0
+    )
     assert len(variables) == len(model.canonical_variables())
     from clip.common import params
 
@@ -42,7 +44,9 @@ def test_a_few_adamw_steps_reduce_the_loss_and_clamp_logit_scale():
     model = _model()
     model.logit_scale.assign(9.0)
     strategy = tf.distribute.get_strategy()
-    optimizer, variables = trainer.build_optimizer(model, steps=8, base_lr=2e-3, warmup=1, weight_decay=0.1, grad_clip=1.0)
+    optimizer, variables = trainer.build_optimizer(
+        model, steps=8, base_lr=2e-3, warmup=1, weight_decay=0.1, grad_clip=1.0
+    )
     step = trainer.make_train_step(strategy, model, optimizer, variables)
     batch = {k: tf.constant(v[None]) for k, v in random_batch().items()}
     losses = []
@@ -87,8 +91,11 @@ def test_tf_data_reads_in_data_order_and_skips_unreadable_items():
     class Reader(common.BatchReader):
         def encode(self, images, captions):
             n = len(images)
-            return {"input_ids": np.asarray(images, np.int32)[:, None], "attention_mask": np.ones((n, 1), np.int32),
-                    "pixel_values": np.zeros((n, 1), np.float32)}
+            return {
+                "input_ids": np.asarray(images, np.int32)[:, None],
+                "attention_mask": np.ones((n, 1), np.int32),
+                "pixel_values": np.zeros((n, 1), np.float32),
+            }
 
     reports = []
     order = common.DataOrder(12, 4, seed=1)
@@ -112,8 +119,17 @@ def test_resume_continues_exactly_and_the_output_loads_in_flax(tmp_path):
     from clip.tf import TFCLIPModel
 
     processor = CLIPProcessor.from_pretrained(tmp_path / "full")
-    inputs = {k: np.asarray(v) for k, v in processor(text=["a red circle", "a blue square"], images=[np.zeros((40, 40, 3), np.uint8)] * 2,
-                                                     padding=True, return_tensors="np").items()}
-    ours = TFCLIPModel.from_pretrained(tmp_path / "full")(**{k: tf.constant(v) for k, v in inputs.items()}).logits_per_image
+    inputs = {
+        k: np.asarray(v)
+        for k, v in processor(
+            text=["a red circle", "a blue square"],
+            images=[np.zeros((40, 40, 3), np.uint8)] * 2,
+            padding=True,
+            return_tensors="np",
+        ).items()
+    }
+    ours = TFCLIPModel.from_pretrained(tmp_path / "full")(
+        **{k: tf.constant(v) for k, v in inputs.items()}
+    ).logits_per_image
     theirs = FlaxCLIPModel.from_pretrained(tmp_path / "full")(**inputs).logits_per_image
     np.testing.assert_allclose(ours.numpy(), np.asarray(theirs), rtol=1e-4, atol=1e-4)

@@ -17,8 +17,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 
 # A smaller vocabulary for the pure-tensor tests (random token ids, no tokenizer involved).
-TENSOR_CONFIG = {**TINY_CONFIG, "text_config": {**TINY_CONFIG["text_config"], "vocab_size": 500, "bos_token_id": 498,
-                                                "eos_token_id": 499}}
+TENSOR_CONFIG = {
+    **TINY_CONFIG,
+    "text_config": {**TINY_CONFIG["text_config"], "vocab_size": 500, "bos_token_id": 498, "eos_token_id": 499},
+}
 GLOBAL_BATCH = 8
 SGD_LR = 0.1  # updates of up to ~2 on the embeddings: float32 differences stay far below 1e-5
 
@@ -68,8 +70,12 @@ def pt_sgd_step(initial, batch, lr=SGD_LR):
         for name, tensor in model.state_dict().items():
             tensor.copy_(torch.from_numpy(initial[name]))
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
-    loss = pt.ContrastiveObjective(model)(*(torch.from_numpy(batch[k]).long() if k != "pixel_values" else torch.from_numpy(batch[k])
-                                            for k in ("input_ids", "attention_mask", "pixel_values")))
+    loss = pt.ContrastiveObjective(model)(
+        *(
+            torch.from_numpy(batch[k]).long() if k != "pixel_values" else torch.from_numpy(batch[k])
+            for k in ("input_ids", "attention_mask", "pixel_values")
+        )
+    )
     loss.backward()
     optimizer.step()
     pt.clamp_logit_scale(model)
@@ -132,7 +138,9 @@ def max_differences(a: dict, b: dict) -> dict:
 def run_script(code: str, env: dict, timeout=240) -> dict:
     """Run `code` in a new Python with `env` added; it prints one JSON line last, returned parsed."""
     full_env = {**os.environ, **env, "PYTHONPATH": os.pathsep.join([ROOT, HERE, os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, "-c", code], env=full_env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=full_env, capture_output=True, text=True, timeout=timeout, cwd=ROOT
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -142,9 +150,33 @@ def train_tiny(tmp_path, out, backend, *extra, stop_after=None):
     stop_after=N: the same run interrupted after step N (clip.train.fit with a callback that stops it)."""
     cfg = tmp_path / "tiny.json"
     cfg.write_text(json.dumps(TINY_CONFIG))
-    args = ["train", "--backend", backend, "--config", str(cfg), "--synthetic", "96", "--val-fraction", "0.25",
-            "--batch-size", "8", "--accum-steps", "2", "--steps", "4", "--warmup-steps", "2", "--lr", "1e-3",
-            "--save-every", "2", "--out", str(out), "--quiet", *extra]
+    args = [
+        "train",
+        "--backend",
+        backend,
+        "--config",
+        str(cfg),
+        "--synthetic",
+        "96",
+        "--val-fraction",
+        "0.25",
+        "--batch-size",
+        "8",
+        "--accum-steps",
+        "2",
+        "--steps",
+        "4",
+        "--warmup-steps",
+        "2",
+        "--lr",
+        "1e-3",
+        "--save-every",
+        "2",
+        "--out",
+        str(out),
+        "--quiet",
+        *extra,
+    ]
     run_cli(args, stop_after=stop_after)
 
 
@@ -189,10 +221,11 @@ def assert_resume_is_exact(tmp_path, backend, optimizer_file):
     train_tiny(tmp_path, tmp_path / "split", backend, "--resume", "--workers", "2")
     step = os.path.join("checkpoints", "step-00000004")
     for name in ("model.safetensors", optimizer_file):
-        full, split = ({k: np.array(v) for k, v in read_safetensors(tmp_path / d / step / name).items()} for d in ("full", "split"))
+        full, split = (
+            {k: np.array(v) for k, v in read_safetensors(tmp_path / d / step / name).items()} for d in ("full", "split")
+        )
         assert full.keys() == split.keys()
         for key in full:
             assert full[key].shape == split[key].shape and np.array_equal(full[key], split[key]), (name, key)
     states = [common.read_trainer_state(tmp_path / d / step) for d in ("full", "split")]
     assert states[0]["history"] == states[1]["history"]
-

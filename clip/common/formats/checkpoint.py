@@ -19,8 +19,14 @@ from clip.errors import ConversionError
 
 # Files of the tokenizer and the image processor that a converted directory carries along.
 PROCESSOR_FILES = (
-    "preprocessor_config.json", "processor_config.json", "tokenizer.json", "tokenizer_config.json",
-    "vocab.json", "merges.txt", "special_tokens_map.json", "added_tokens.json",
+    "preprocessor_config.json",
+    "processor_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.json",
+    "merges.txt",
+    "special_tokens_map.json",
+    "added_tokens.json",
 )
 
 
@@ -71,20 +77,36 @@ def check(arrays: dict, spec: dict, model_class: str, where: str, names: dict) -
     report = weights.match_checkpoint(spec, found)
     label = lambda n: n if names.get(n, n) == n else f"{names[n]} (canonical {n})"  # noqa: E731
     if report["mismatched_keys"]:
-        lines = [f"  tensor {label(n)}: found shape {f}, the config expects {e}" for n, e, f in report["mismatched_keys"]]
-        raise ConversionError(f"{where}: {len(lines)} tensor(s) with the wrong shape for a {model_class}:\n" + "\n".join(lines))
+        lines = [
+            f"  tensor {label(n)}: found shape {f}, the config expects {e}" for n, e, f in report["mismatched_keys"]
+        ]
+        raise ConversionError(
+            f"{where}: {len(lines)} tensor(s) with the wrong shape for a {model_class}:\n" + "\n".join(lines)
+        )
     if report["unexpected_keys"] and not report["missing_keys"]:
-        raise ConversionError(f"{where}: tensor(s) that are not part of a {model_class}: {', '.join(map(label, report['unexpected_keys'][:8]))}")
+        raise ConversionError(
+            f"{where}: tensor(s) that are not part of a {model_class}: {', '.join(map(label, report['unexpected_keys'][:8]))}"
+        )
     if report["missing_keys"]:
         if len(report["missing_keys"]) == len(spec):
-            raise ConversionError(f"{where}: not a CLIP checkpoint (none of the {len(spec)} tensors of a {model_class}, "
-                                  f"e.g. {next(iter(spec))!r}, is in it)")
-        raise ConversionError(f"{where}: missing tensor(s) of a {model_class}: {', '.join(report['missing_keys'][:8])}"
-                              + (f"; and tensors it does not have: {', '.join(report['unexpected_keys'][:8])}" if report["unexpected_keys"] else ""))
+            raise ConversionError(
+                f"{where}: not a CLIP checkpoint (none of the {len(spec)} tensors of a {model_class}, "
+                f"e.g. {next(iter(spec))!r}, is in it)"
+            )
+        raise ConversionError(
+            f"{where}: missing tensor(s) of a {model_class}: {', '.join(report['missing_keys'][:8])}"
+            + (
+                f"; and tensors it does not have: {', '.join(report['unexpected_keys'][:8])}"
+                if report["unexpected_keys"]
+                else ""
+            )
+        )
     for name, array in arrays.items():
         if not np.issubdtype(np.asarray(array).dtype, np.floating) and np.asarray(array).dtype.name != "bfloat16":
-            raise ConversionError(f"{where}: tensor {label(name)} has dtype {np.asarray(array).dtype}; "
-                                  "model weights must be floating point (float16, bfloat16, float32 or float64)")
+            raise ConversionError(
+                f"{where}: tensor {label(name)} has dtype {np.asarray(array).dtype}; "
+                "model weights must be floating point (float16, bfloat16, float32 or float64)"
+            )
     return {name: arrays[name] for name in spec}  # state_dict order, as clip.pt writes it
 
 
@@ -95,7 +117,8 @@ def cast(arrays: dict, dtype: str) -> dict:
 
 def has_processor_files(directory) -> bool:
     return bool(directory) and any(
-        os.path.isfile(os.path.join(directory, n)) for n in ("preprocessor_config.json", "tokenizer_config.json", "tokenizer.json")
+        os.path.isfile(os.path.join(directory, n))
+        for n in ("preprocessor_config.json", "tokenizer_config.json", "tokenizer.json")
     )
 
 

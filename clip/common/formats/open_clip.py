@@ -68,8 +68,13 @@ def to_openai_names(state: dict, where: str = "checkpoint") -> dict:
     for name in state:
         for marker, what in UNSUPPORTED.items():
             if marker in name:
-                raise ValueError(f"{where}: tensor {name!r} belongs to {what}, which has no canonical (transformers CLIPModel) form")
-    return {name[len(CUSTOM_TEXT_PREFIX) :] if name.startswith(CUSTOM_TEXT_PREFIX) else name: value for name, value in state.items()}
+                raise ValueError(
+                    f"{where}: tensor {name!r} belongs to {what}, which has no canonical (transformers CLIPModel) form"
+                )
+    return {
+        name[len(CUSTOM_TEXT_PREFIX) :] if name.startswith(CUSTOM_TEXT_PREFIX) else name: value
+        for name, value in state.items()
+    }
 
 
 def to_canonical(state: dict, where: str = "checkpoint") -> tuple[dict, dict]:
@@ -130,9 +135,14 @@ def canonical_checkpoint(state: dict, where: str = "checkpoint", **heads) -> tup
     """(arrays, config, {canonical name: open_clip name}, notes) of an unwrapped open_clip state dict
     read from `where`; the notes say what was assumed for lack of open_clip_config.json."""
     model_cfg = read_model_config(where)
-    notes = [] if model_cfg is not None else [
-        f"no {CONFIG_NAME} beside the file: assumed open_clip's defaults (GELU, head width 64 or "
-        "the released ViT-H/g/bigG widths); set text_config.hidden_act=quick_gelu for -quickgelu models"]
+    notes = (
+        []
+        if model_cfg is not None
+        else [
+            f"no {CONFIG_NAME} beside the file: assumed open_clip's defaults (GELU, head width 64 or "
+            "the released ViT-H/g/bigG widths); set text_config.hidden_act=quick_gelu for -quickgelu models"
+        ]
+    )
     config = infer_config(state, where, model_cfg, **heads)
     arrays, names = to_canonical(state, where)
     return arrays, config, names, notes

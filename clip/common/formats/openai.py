@@ -35,7 +35,11 @@ from clip.common import io, weight_files
 # (foreign name, canonical name(s), operation); "{i}" stands for a layer index. Operations:
 # None: unchanged, "transpose": a 2-d transpose, "split3": axis 0 cut in three (q, k, v) / concatenated back.
 BLOCK = (
-    ("attn.in_proj_weight", ("self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"), "split3"),
+    (
+        "attn.in_proj_weight",
+        ("self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"),
+        "split3",
+    ),
     ("attn.in_proj_bias", ("self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias"), "split3"),
     ("attn.out_proj.weight", "self_attn.out_proj.weight", None),
     ("attn.out_proj.bias", "self_attn.out_proj.bias", None),
@@ -125,11 +129,15 @@ def to_canonical(state: dict, where: str = "checkpoint") -> tuple[dict, dict]:
         array = np.asarray(array)
         if op == "split3":
             if array.ndim < 1 or array.shape[0] % 3:
-                raise ValueError(f"{where}: tensor {name!r} of shape {array.shape} cannot be split into q, k, v (axis 0 not a multiple of 3)")
+                raise ValueError(
+                    f"{where}: tensor {name!r} of shape {array.shape} cannot be split into q, k, v (axis 0 not a multiple of 3)"
+                )
             parts = np.split(array, 3, axis=0)
         elif op == "transpose":
             if array.ndim != 2:
-                raise ValueError(f"{where}: tensor {name!r} should be 2-d (width, embed_dim), found shape {array.shape}")
+                raise ValueError(
+                    f"{where}: tensor {name!r} should be 2-d (width, embed_dim), found shape {array.shape}"
+                )
             parts = [array.T]
         else:
             parts = [array]
@@ -140,7 +148,9 @@ def to_canonical(state: dict, where: str = "checkpoint") -> tuple[dict, dict]:
             sources[target] = name
     if unknown:
         shown = ", ".join(sorted(unknown)[:8]) + (", ..." if len(unknown) > 8 else "")
-        raise ValueError(f"{where}: {len(unknown)} tensor(s) that are not part of a ViT CLIP in OpenAI's layout: {shown}")
+        raise ValueError(
+            f"{where}: {len(unknown)} tensor(s) that are not part of a ViT CLIP in OpenAI's layout: {shown}"
+        )
     return out, sources
 
 
@@ -199,9 +209,15 @@ def _shape(state, name, where, ndim):
     return shape
 
 
-def infer_config(state: dict, where: str = "checkpoint", vision_head_width: int = HEAD_WIDTH,
-                 text_head_width: int = HEAD_WIDTH, text_heads: int | None = None, vision_heads: int | None = None,
-                 hidden_act: str = ACTIVATION) -> dict:
+def infer_config(
+    state: dict,
+    where: str = "checkpoint",
+    vision_head_width: int = HEAD_WIDTH,
+    text_head_width: int = HEAD_WIDTH,
+    text_heads: int | None = None,
+    vision_heads: int | None = None,
+    hidden_act: str = ACTIVATION,
+) -> dict:
     """A CLIPConfig dict read off the tensor shapes of an OpenAI-layout state dict."""
     if any(n.startswith(RESNET_MARKERS) for n in state):
         to_canonical({n: None for n in state if n.startswith(RESNET_MARKERS)}, where)  # raises the ResNet error
@@ -211,27 +227,43 @@ def infer_config(state: dict, where: str = "checkpoint", vision_head_width: int 
     positions = _shape(state, "visual.positional_embedding", where, 2)[0]
     grid = round(math.sqrt(positions - 1))
     if grid * grid + 1 != positions:
-        raise ValueError(f"{where}: tensor 'visual.positional_embedding' has {positions} rows, not a square grid plus the class token")
+        raise ValueError(
+            f"{where}: tensor 'visual.positional_embedding' has {positions} rows, not a square grid plus the class token"
+        )
     embed_dim = _shape(state, "text_projection", where, 2)[1]
     context_length, text_width = _shape(state, "positional_embedding", where, 2)
     vocab_size = _shape(state, "token_embedding.weight", where, 2)[0]
     vision_layers = _count_layers(state, "visual.transformer.resblocks.")
     text_layers = _count_layers(state, "transformer.resblocks.")
     if not vision_layers or not text_layers:
-        raise ValueError(f"{where}: not a CLIP checkpoint in OpenAI's layout (no transformer blocks in the {'image' if not vision_layers else 'text'} tower)")
+        raise ValueError(
+            f"{where}: not a CLIP checkpoint in OpenAI's layout (no transformer blocks in the {'image' if not vision_layers else 'text'} tower)"
+        )
     vision_mlp = _shape(state, "visual.transformer.resblocks.0.mlp.c_fc.weight", where, 2)[0]
     text_mlp = _shape(state, "transformer.resblocks.0.mlp.c_fc.weight", where, 2)[0]
     text = dict(
-        vocab_size=vocab_size, hidden_size=text_width, intermediate_size=text_mlp, num_hidden_layers=text_layers,
+        vocab_size=vocab_size,
+        hidden_size=text_width,
+        intermediate_size=text_mlp,
+        num_hidden_layers=text_layers,
         num_attention_heads=text_heads or _heads(text_width, text_head_width, where, "text"),
-        max_position_embeddings=context_length, projection_dim=embed_dim, hidden_act=hidden_act,
+        max_position_embeddings=context_length,
+        projection_dim=embed_dim,
+        hidden_act=hidden_act,
         # the end-of-text token is the vocabulary's last id: pooling at its first occurrence is OpenAI's argmax
-        eos_token_id=vocab_size - 1, bos_token_id=vocab_size - 2,
+        eos_token_id=vocab_size - 1,
+        bos_token_id=vocab_size - 2,
     )
     vision = dict(
-        hidden_size=width, intermediate_size=vision_mlp, num_hidden_layers=vision_layers,
+        hidden_size=width,
+        intermediate_size=vision_mlp,
+        num_hidden_layers=vision_layers,
         num_attention_heads=vision_heads or _heads(width, vision_head_width, where, "vision"),
-        num_channels=channels, image_size=patch * grid, patch_size=patch, projection_dim=embed_dim, hidden_act=hidden_act,
+        num_channels=channels,
+        image_size=patch * grid,
+        patch_size=patch,
+        projection_dim=embed_dim,
+        hidden_act=hidden_act,
     )
     return {"text_config": text, "vision_config": vision, "projection_dim": embed_dim, "architectures": ["CLIPModel"]}
 
@@ -245,7 +277,9 @@ def check_buffers(state: dict, config: dict, where: str = "checkpoint"):
     }
     for name, value in expected.items():
         if name in state and np.size(state[name]) == 1 and int(np.asarray(state[name]).reshape(())) != value:
-            raise ValueError(f"{where}: buffer {name!r} says {int(np.asarray(state[name]).reshape(()))}, the tensor shapes say {value}")
+            raise ValueError(
+                f"{where}: buffer {name!r} says {int(np.asarray(state[name]).reshape(()))}, the tensor shapes say {value}"
+            )
 
 
 def read_file(path) -> dict:

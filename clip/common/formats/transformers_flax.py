@@ -93,7 +93,9 @@ def write(arrays: dict, kinds: dict, path):
     """{canonical name: array}, {canonical name: leaf kind} as transformers' flax_model.msgpack, atomically."""
     from flax import serialization
 
-    tree = _map_tree(from_canonical(arrays, kinds), lambda a: np.asarray(a, order="C"))  # (ascontiguousarray makes 0-d arrays 1-d)
+    tree = _map_tree(
+        from_canonical(arrays, kinds), lambda a: np.asarray(a, order="C")
+    )  # (ascontiguousarray makes 0-d arrays 1-d)
     with io.atomic_path(path) as tmp, open(tmp, "wb") as f:
         f.write(serialization.msgpack_serialize(tree))
 

@@ -37,7 +37,9 @@ SPECIAL = {
     "logit_scale": ("logit_scale", "variable", ()),  # stored as (1,)
 }
 # The same exceptions the other way: canonical name -> (TF path, TF shape or None = unchanged).
-SPECIAL_FROM_CANONICAL = {canonical: (path, (1,) if shape == () else None) for path, (canonical, _, shape) in SPECIAL.items()}
+SPECIAL_FROM_CANONICAL = {
+    canonical: (path, (1,) if shape == () else None) for path, (canonical, _, shape) in SPECIAL.items()
+}
 
 
 def canonical_name(tf_name: str, ndim: int) -> tuple[str, str, tuple | None]:

@@ -46,8 +46,9 @@ def crop_spec(image_processor, draft: bool = False) -> CropSpec | None:
     p = image_processor
     if not (p.do_resize and p.do_center_crop and p.do_convert_rgb):
         return None
-    return CropSpec(tuple(sorted(p.size.items())), int(p.resample), (p.crop_size["height"], p.crop_size["width"]),
-                    draft)
+    return CropSpec(
+        tuple(sorted(p.size.items())), int(p.resample), (p.crop_size["height"], p.crop_size["width"]), draft
+    )
 
 
 def pixel_table(image_processor) -> np.ndarray:
@@ -110,8 +111,9 @@ def decode_crop(path, data, spec: CropSpec, out: np.ndarray) -> tuple[int, int]:
         src_top, src_left = max(top, 0), max(left, 0)
         dst_top, dst_left = src_top - top, src_left - left
         rows, cols = min(target_h - src_top, crop_h - dst_top), min(target_w - src_left, crop_w - dst_left)
-        out[dst_top : dst_top + rows, dst_left : dst_left + cols] = \
-            resized[src_top : src_top + rows, src_left : src_left + cols]
+        out[dst_top : dst_top + rows, dst_left : dst_left + cols] = resized[
+            src_top : src_top + rows, src_left : src_left + cols
+        ]
     return width, height
 
 
@@ -188,9 +190,12 @@ class Decoder:
 
             self.memory = shared_memory.SharedMemory(create=True, size=max(1, slots * int(np.prod(spec.shape))))
             self.ring = np.ndarray((slots, *spec.shape), np.uint8, buffer=self.memory.buf)
-            self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(_start_method()),
-                                            initializer=_start_worker,
-                                            initargs=(self.memory.name, slots, spec, os.getpid()))
+            self.pool = ProcessPoolExecutor(
+                workers,
+                mp_context=multiprocessing.get_context(_start_method()),
+                initializer=_start_worker,
+                initargs=(self.memory.name, slots, spec, os.getpid()),
+            )
         elif mode == "thread":
             from concurrent.futures import ThreadPoolExecutor
 

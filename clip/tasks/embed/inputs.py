@@ -21,8 +21,25 @@ from clip.tasks.backends import TaskError
 
 MANIFEST = "manifest.json"  # what marks a directory as an embedding directory (skipped when listing a folder)
 TEXT_SUFFIXES = (".txt", ".text", ".lines")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff",
-                  ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".ico", ".dib")
+IMAGE_SUFFIXES = (
+    ".jpg",
+    ".jpeg",
+    ".jpe",
+    ".jfif",
+    ".png",
+    ".webp",
+    ".bmp",
+    ".gif",
+    ".tif",
+    ".tiff",
+    ".ppm",
+    ".pgm",
+    ".pbm",
+    ".pnm",
+    ".tga",
+    ".ico",
+    ".dib",
+)
 TABLE_SUFFIXES = (".parquet", ".csv", ".tsv", ".jsonl", ".ndjson")
 TAR_SUFFIXES = (".tar",)
 # img2dataset / clip-retrieval column names, in the order they are tried
@@ -114,8 +131,12 @@ def _not_regular(path) -> str | None:
         return "a broken link" if os.path.islink(path) else f"cannot read it ({err.strerror})"
     if stat.S_ISREG(mode):
         return None
-    for test, what in ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+    for test, what in (
+        (stat.S_ISFIFO, "a named pipe"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
         if test(mode):
             return f"not a regular file ({what}); not read"
     return "not a regular file; not read"
@@ -155,7 +176,7 @@ def is_shard_spec(source: str) -> bool:
 
 
 def detect_kind(source) -> str:
-    """"image" for a folder, an image file, webdataset shards or a table; "text" for a .txt file of lines."""
+    """ "image" for a folder, an image file, webdataset shards or a table; "text" for a .txt file of lines."""
     source = os.fspath(source)
     if os.path.isdir(source):
         return "image"
@@ -166,8 +187,9 @@ def detect_kind(source) -> str:
     return "text" if source.lower().endswith(TEXT_SUFFIXES) else "image"
 
 
-def open_collection(source, kind: str = "auto", out=None, image_column=None, caption_column=None,
-                    listing: bool = True) -> Collection:
+def open_collection(
+    source, kind: str = "auto", out=None, image_column=None, caption_column=None, listing: bool = True
+) -> Collection:
     """Resolve `source` (see the module docstring) into a Collection; a bad input is a TaskError.
 
     listing=False: check what the user named (the folder exists, the table's columns, the shards
@@ -219,5 +241,6 @@ def parse_meta(data: bytes, label: str) -> dict:
         return {}
     if not isinstance(value, dict):
         return {}
-    return {str(k): v if isinstance(v, (str, int, float, bool)) or v is None else json.dumps(v)
-            for k, v in value.items()}
+    return {
+        str(k): v if isinstance(v, (str, int, float, bool)) or v is None else json.dumps(v) for k, v in value.items()
+    }

@@ -19,12 +19,7 @@ import numpy as np
 from clip.common.io import read_json_object
 from clip.tasks.backends import TaskError
 from clip.tasks.embed.inputs import open_collection
-from clip.tasks.embed.pipeline import (
-    encode_batch,
-    finite_rows,
-    image_batches,
-    progress_bar,
-)
+from clip.tasks.embed.pipeline import encode_batch, finite_rows, image_batches, progress_bar
 from clip.tasks.embed.store import (
     EMB_DTYPES,
     MANIFEST,
@@ -38,7 +33,7 @@ from clip.tasks.embed.store import (
 
 
 def parse_shard(text) -> tuple[int, int]:
-    """"K/N" -> (K, N), 0 <= K < N: the K-th of N disjoint parts of the input."""
+    """ "K/N" -> (K, N), 0 <= K < N: the K-th of N disjoint parts of the input."""
     k, sep, n = str(text).partition("/")
     if sep and k.strip().isdigit() and n.strip().isdigit() and int(k) < int(n):
         return int(k), int(n)
@@ -103,9 +98,22 @@ class Job:
     checks the input and the directory, holds the lock, knows what is done, buffers vectors into
     chunks and commits them. Use as a context manager; feed it with add(), then finish()."""
 
-    def __init__(self, encoder, source, out, kind="auto", chunk_size=1024, storage="safetensors", overwrite=False,
-                 shard=(0, 1), image_column=None, caption_column=None, texts_too=False, emb_dtype="float16",
-                 listing=True):
+    def __init__(
+        self,
+        encoder,
+        source,
+        out,
+        kind="auto",
+        chunk_size=1024,
+        storage="safetensors",
+        overwrite=False,
+        shard=(0, 1),
+        image_column=None,
+        caption_column=None,
+        texts_too=False,
+        emb_dtype="float16",
+        listing=True,
+    ):
         if isinstance(source, (list, tuple)):
             source = "::".join(os.fspath(s) for s in source)
         self.source, self.out = os.fspath(source), os.fspath(out)
@@ -120,11 +128,20 @@ class Job:
         # listing=False: Ray Data lists and reads the inputs (clip.tasks.embed.ray_readers), not this process
         self.collection = open_collection(self.source, kind, self.out, image_column, caption_column, listing)
         if texts_too and (self.collection.kind != "image" or not self.collection.has_captions):
-            raise TaskError(f"{self.source}: --texts-too needs captions (webdataset .txt members or a table's caption "
-                            "column)")
+            raise TaskError(
+                f"{self.source}: --texts-too needs captions (webdataset .txt members or a table's caption column)"
+            )
         self.encoder, self.chunk_size, self.shard, self.texts_too = encoder, chunk_size, tuple(shard), texts_too
-        self.wanted = settings(encoder, self.collection.kind, self.collection.input, self.collection.root, storage,
-                               shard, emb_dtype, texts_too)
+        self.wanted = settings(
+            encoder,
+            self.collection.kind,
+            self.collection.input,
+            self.collection.root,
+            storage,
+            shard,
+            emb_dtype,
+            texts_too,
+        )
         self.overwrite = overwrite
         check_out(self.out, overwrite)
         self.embedded, self.skipped = 0, []
@@ -147,8 +164,9 @@ class Job:
 
     def todo(self):
         """The items of this shard that no chunk holds yet."""
-        return (item for item in self.collection.iterate()
-                if item.key not in self.done and in_shard(item.key, self.shard))
+        return (
+            item for item in self.collection.iterate() if item.key not in self.done and in_shard(item.key, self.shard)
+        )
 
     def add_images(self, finished, vectors, failures, captions=None):
         """finished: [(item, (width, height))] with their vectors; failures: [(item, reason)]."""
@@ -174,18 +192,42 @@ class Job:
         _write(self.writer, self.buffer, len(self.buffer), self.collection)
         if self.manifest["count"] == 0 and self.skipped:
             first = self.skipped[0]
-            raise TaskError(f"{self.source}: nothing could be embedded; {len(self.skipped)} input(s) skipped "
-                            f"(first: {first['source']}: {first['reason']})")
-        return {"out": self.out, "kind": self.collection.kind, "count": self.manifest["count"],
-                "embedded": self.embedded, "reused": self.reused, "skipped": self.skipped, "repaired": self.repairs,
-                "manifest": os.path.join(self.out, MANIFEST)}
+            raise TaskError(
+                f"{self.source}: nothing could be embedded; {len(self.skipped)} input(s) skipped "
+                f"(first: {first['source']}: {first['reason']})"
+            )
+        return {
+            "out": self.out,
+            "kind": self.collection.kind,
+            "count": self.manifest["count"],
+            "embedded": self.embedded,
+            "reused": self.reused,
+            "skipped": self.skipped,
+            "repaired": self.repairs,
+            "manifest": os.path.join(self.out, MANIFEST),
+        }
 
 
-def embed_to_dir(encoder, source, out, kind: str = "auto", batch_size: int = 64, chunk_size: int = 1024,
-                 storage: str = "safetensors", overwrite: bool = False, workers: int | None = None,
-                 progress: bool = False, shard: tuple[int, int] = (0, 1), image_column: str | None = None,
-                 caption_column: str | None = None, texts_too: bool = False, emb_dtype: str = "float16",
-                 decode: str = "auto", draft: bool = False, prefetch: int | None = None) -> dict:
+def embed_to_dir(
+    encoder,
+    source,
+    out,
+    kind: str = "auto",
+    batch_size: int = 64,
+    chunk_size: int = 1024,
+    storage: str = "safetensors",
+    overwrite: bool = False,
+    workers: int | None = None,
+    progress: bool = False,
+    shard: tuple[int, int] = (0, 1),
+    image_column: str | None = None,
+    caption_column: str | None = None,
+    texts_too: bool = False,
+    emb_dtype: str = "float16",
+    decode: str = "auto",
+    draft: bool = False,
+    prefetch: int | None = None,
+) -> dict:
     """Embed a folder of images, one image, a text file of lines, webdataset shards (a .tar, a
     brace pattern, a `::`-separated list, or a list of them) or a parquet/CSV/JSONL table of image
     paths into the directory `out`.
@@ -199,16 +241,29 @@ def embed_to_dir(encoder, source, out, kind: str = "auto", batch_size: int = 64,
     (vectors stored), "embedded" (this run), "reused" (from earlier runs), "skipped" (this run's
     unreadable inputs), "repaired" (what a resume fixed), "manifest"}.
     """
-    job = Job(encoder, source, out, kind, chunk_size, storage, overwrite, shard, image_column, caption_column,
-              texts_too, emb_dtype)
+    job = Job(
+        encoder,
+        source,
+        out,
+        kind,
+        chunk_size,
+        storage,
+        overwrite,
+        shard,
+        image_column,
+        caption_column,
+        texts_too,
+        emb_dtype,
+    )
     with job:
         collection = job.collection
         total = collection.total
         initial = min(len(job.done), total or 0)
         with progress_bar(total, progress, f"embedding {collection.kind}s", initial=initial) as bar:
             if collection.kind == "image":
-                for finished, images, failures in image_batches(encoder, job.todo(), batch_size, workers, prefetch,
-                                                                decode, draft, total):
+                for finished, images, failures in image_batches(
+                    encoder, job.todo(), batch_size, workers, prefetch, decode, draft, total
+                ):
                     captions = encoder.embed_texts([item.caption or "" for item, _ in finished]) if texts_too else None
                     vectors = encode_batch(encoder, images) if finished else np.zeros((0, encoder.dim), np.float32)
                     good, bad = finite_rows(encoder, vectors, list(range(len(finished))))
@@ -227,8 +282,10 @@ def embed_to_dir(encoder, source, out, kind: str = "auto", batch_size: int = 64,
 
 
 def _image_row(item, size, collection) -> dict:
-    row = {"key": item.key,
-           "image_path": item.path if collection.input in ("folder", "image", "table") else item.source}
+    row = {
+        "key": item.key,
+        "image_path": item.path if collection.input in ("folder", "image", "table") else item.source,
+    }
     if collection.has_captions:
         row["caption"] = item.caption
     row["width"], row["height"] = size

@@ -1,7 +1,7 @@
 """The in-memory pipeline: items -> decode workers (uint8 crops) -> encoder (normalize on its device), batch by batch.
 
-    result = embed_images(encoder, ["a.jpg", "b.png"])   # Embeddings(vectors, sources, skipped)
-    vectors = embed_texts(encoder, ["a dog", "a cat"])      # (2, D) numpy, as encoder.embed_texts
+result = embed_images(encoder, ["a.jpg", "b.png"])   # Embeddings(vectors, sources, skipped)
+vectors = embed_texts(encoder, ["a dog", "a cat"])      # (2, D) numpy, as encoder.embed_texts
 """
 
 from __future__ import annotations
@@ -75,8 +75,9 @@ def image_from_array(array, name: str = "image array") -> Image.Image:
         elif low >= 0 and high <= 1:
             array = np.round(array * 255).astype(np.uint8)
         else:
-            raise InputError(f"{name}: pixel values must be integers in [0, 255] or fractions in [0, 1], got [{low}, "
-                             f"{high}]")
+            raise InputError(
+                f"{name}: pixel values must be integers in [0, 255] or fractions in [0, 1], got [{low}, {high}]"
+            )
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
     return Image.fromarray(np.ascontiguousarray(array)).convert("RGB")
@@ -105,8 +106,16 @@ def choose_mode(decode: str, count: int | None, batch_size: int) -> str:
     return "process" if count is None or count > max(PROCESS_THRESHOLD, 2 * batch_size) else "thread"
 
 
-def image_batches(encoder, items, batch_size: int = 64, workers: int | None = None, prefetch: int | None = None,
-                  decode: str = "auto", draft: bool = False, count: int | None = None):
+def image_batches(
+    encoder,
+    items,
+    batch_size: int = 64,
+    workers: int | None = None,
+    prefetch: int | None = None,
+    decode: str = "auto",
+    draft: bool = False,
+    count: int | None = None,
+):
     """Yield (done, images, failures) per batch of `items` (Item objects), in order.
 
     done: [(item, (width, height))] for the rows of images: (n, H, W, 3) uint8 crops (resized and
@@ -239,12 +248,27 @@ def progress_bar(total, enabled, description, initial=0):
         return _NoProgress()
     if not enabled:
         return _NoProgress()
-    return tqdm(total=total, initial=initial, disable=not enabled, desc=description, unit="item",
-                dynamic_ncols=True, leave=False)
+    return tqdm(
+        total=total,
+        initial=initial,
+        disable=not enabled,
+        desc=description,
+        unit="item",
+        dynamic_ncols=True,
+        leave=False,
+    )
 
 
-def embed_images(encoder, images, batch_size: int = 64, workers: int | None = None, progress: bool = False,
-                 names=None, decode: str = "auto", draft: bool = False) -> Embeddings:
+def embed_images(
+    encoder,
+    images,
+    batch_size: int = 64,
+    workers: int | None = None,
+    progress: bool = False,
+    names=None,
+    decode: str = "auto",
+    draft: bool = False,
+) -> Embeddings:
     """Embed image paths, PIL images or numpy HxWxC arrays; unreadable ones are skipped and listed, never raised.
 
     names: what to call each image in `sources` (default: the path, or "image <i>" for images and arrays).
@@ -258,8 +282,9 @@ def embed_images(encoder, images, batch_size: int = 64, workers: int | None = No
     in_memory = [i for i, image in enumerate(images) if not isinstance(image, (str, os.PathLike))]
     with progress_bar(len(images), progress, "embedding images") as bar:
         items = (_path_item(i, images[i]) for i in paths)
-        for done, batch, failures in image_batches(encoder, items, batch_size, workers, decode=decode, draft=draft,
-                                                   count=len(paths)):
+        for done, batch, failures in image_batches(
+            encoder, items, batch_size, workers, decode=decode, draft=draft, count=len(paths)
+        ):
             rows = [int(item.key) for item, _ in done]
             failures = [(int(item.key), reason) for item, reason in failures]
             if rows:

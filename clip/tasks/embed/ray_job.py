@@ -51,8 +51,10 @@ class _Encode:
 
         self.encoder = load_encoder(model, backend, device=device, dtype=dtype)
         if fingerprint is not None and self.encoder.fingerprint != fingerprint:
-            raise TaskError(f"a Ray worker loaded other weights for {model!r} (fingerprint {self.encoder.fingerprint}, "
-                            f"expected {fingerprint}); every node must see the same checkpoint")
+            raise TaskError(
+                f"a Ray worker loaded other weights for {model!r} (fingerprint {self.encoder.fingerprint}, "
+                f"expected {fingerprint}); every node must see the same checkpoint"
+            )
 
     def __call__(self, batch: dict) -> dict:
         ok = np.array([not e for e in batch["error"]], bool)
@@ -64,11 +66,26 @@ class _Encode:
         return out
 
 
-def embed_to_dir_ray(encoder, source, out, address: str | None = "local", kind: str = "auto", batch_size: int = 64,
-                     chunk_size: int = 1024, storage: str = "safetensors", overwrite: bool = False,
-                     workers: int | None = None, progress: bool = False, shard: tuple[int, int] = (0, 1),
-                     image_column: str | None = None, caption_column: str | None = None, texts_too: bool = False,
-                     emb_dtype: str = "float16", draft: bool = False, actors: int | None = None) -> dict:
+def embed_to_dir_ray(
+    encoder,
+    source,
+    out,
+    address: str | None = "local",
+    kind: str = "auto",
+    batch_size: int = 64,
+    chunk_size: int = 1024,
+    storage: str = "safetensors",
+    overwrite: bool = False,
+    workers: int | None = None,
+    progress: bool = False,
+    shard: tuple[int, int] = (0, 1),
+    image_column: str | None = None,
+    caption_column: str | None = None,
+    texts_too: bool = False,
+    emb_dtype: str = "float16",
+    draft: bool = False,
+    actors: int | None = None,
+) -> dict:
     """embed_to_dir on Ray (same arguments and summary). address: a cluster ("auto", "ray://host:10001",
     "host:6379"), or "local"/None to start one here; a Ray already initialised in this process is used
     as it is. actors: encoder actors (default: one per GPU of the cluster, else one). workers: CPUs per
@@ -79,17 +96,36 @@ def embed_to_dir_ray(encoder, source, out, address: str | None = "local", kind: 
         raise TaskError("--ray needs Ray Data: pip install 'clip[ray]'") from None
     spec = crop_spec(encoder.processor.image_processor, draft)
     if spec is None:
-        raise TaskError("--ray needs a processor that resizes, center-crops and converts to RGB (every CLIP checkpoint's)")
+        raise TaskError(
+            "--ray needs a processor that resizes, center-crops and converts to RGB (every CLIP checkpoint's)"
+        )
     started = not ray.is_initialized()
     if started:
         try:
-            ray.init(address=None if address in (None, "local") else address, log_to_driver=False,
-                     include_dashboard=False, configure_logging=False)
+            ray.init(
+                address=None if address in (None, "local") else address,
+                log_to_driver=False,
+                include_dashboard=False,
+                configure_logging=False,
+            )
         except (ConnectionError, ValueError, RuntimeError) as err:
             raise TaskError(f"cannot reach the Ray cluster at {address!r}: {str(err).splitlines()[0]}") from None
     try:
-        job = Job(encoder, source, out, kind, chunk_size, storage, overwrite, shard, image_column, caption_column,
-                  texts_too, emb_dtype, listing=False)
+        job = Job(
+            encoder,
+            source,
+            out,
+            kind,
+            chunk_size,
+            storage,
+            overwrite,
+            shard,
+            image_column,
+            caption_column,
+            texts_too,
+            emb_dtype,
+            listing=False,
+        )
         if job.collection.kind != "image":
             raise TaskError(f"{source}: --ray embeds images; embed a text file without it")
         with job:
@@ -106,10 +142,18 @@ def _run(ray, job, encoder, spec, batch_size, actors, texts_too):
     dataset = input_dataset(ray, job.collection, job.out, job.done, job.shard)
     dataset = dataset.map_batches(_decode, fn_kwargs={"spec": spec}, batch_size=batch_size, batch_format="numpy")
     dataset = dataset.map_batches(
-        _Encode, batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=actors), num_gpus=1 if gpus else 0,
+        _Encode,
+        batch_size=batch_size,
+        compute=ray.data.ActorPoolStrategy(size=actors),
+        num_gpus=1 if gpus else 0,
         batch_format="numpy",
-        fn_constructor_args=(None if encoder.model is None else str(encoder.model), encoder.backend,
-                             "cuda" if gpus else "cpu", encoder.dtype, encoder.fingerprint),
+        fn_constructor_args=(
+            None if encoder.model is None else str(encoder.model),
+            encoder.backend,
+            "cuda" if gpus else "cpu",
+            encoder.dtype,
+            encoder.fingerprint,
+        ),
     )
     context = ray.data.DataContext.get_current()
     ordered, context.execution_options.preserve_order = context.execution_options.preserve_order, True
@@ -123,7 +167,10 @@ def _run(ray, job, encoder, spec, batch_size, actors, texts_too):
                 if job.collection.input == "webdataset":  # as shards._item: a repeated key, whatever the sample holds
                     if item.key in seen:
                         shard_name = item.source.rsplit("/", 1)[0]
-                        item.key, item.error = f"{item.key}@{shard_name}", f"duplicate key {item.key!r}: an earlier sample has it"
+                        item.key, item.error = (
+                            f"{item.key}@{shard_name}",
+                            f"duplicate key {item.key!r}: an earlier sample has it",
+                        )
                     else:
                         seen.add(item.key)
                 if item.error:  # the reader's or the decoder's reason
@@ -131,9 +178,12 @@ def _run(ray, job, encoder, spec, batch_size, actors, texts_too):
                 else:
                     finished.append((item, (int(batch["width"][row]), int(batch["height"][row]))))
                     vectors.append(batch["vector"][row])
-            captions = encoder.embed_texts([item.caption or "" for item, _ in finished]) if texts_too and finished else None
-            job.add_images(finished, np.stack(vectors) if vectors else np.zeros((0, encoder.dim), np.float32), failures,
-                           captions)
+            captions = (
+                encoder.embed_texts([item.caption or "" for item, _ in finished]) if texts_too and finished else None
+            )
+            job.add_images(
+                finished, np.stack(vectors) if vectors else np.zeros((0, encoder.dim), np.float32), failures, captions
+            )
     except ray.exceptions.RayError as err:  # a reader or an actor failed on the cluster: one line naming the input
         cause = getattr(err, "cause", None)
         lines = str(cause).strip().splitlines()[:1] if cause is not None else str(err).strip().splitlines()[-1:]

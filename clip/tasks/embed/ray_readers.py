@@ -32,8 +32,17 @@ ROW_NUMBER = "__clip_row_number__"  # the column zipped onto a table's rows
 def _schema():
     import pyarrow as pa
 
-    return pa.schema([("key", pa.string()), ("source", pa.string()), ("path", pa.string()), ("data", pa.binary()),
-                      ("caption", pa.string()), ("meta", pa.string()), ("error", pa.string())])
+    return pa.schema(
+        [
+            ("key", pa.string()),
+            ("source", pa.string()),
+            ("path", pa.string()),
+            ("data", pa.binary()),
+            ("caption", pa.string()),
+            ("meta", pa.string()),
+            ("error", pa.string()),
+        ]
+    )
 
 
 def _records(items, done, shard):
@@ -42,22 +51,39 @@ def _records(items, done, shard):
 
     from clip.tasks.embed.job import in_shard
 
-    rows = [{"key": item.key, "source": item.source, "path": item.path or "", "data": item.data or b"",
-             "caption": item.caption, "meta": json.dumps(item.meta) if item.meta else "", "error": item.error or ""}
-            for item in items if item.key not in done and in_shard(item.key, shard)]
+    rows = [
+        {
+            "key": item.key,
+            "source": item.source,
+            "path": item.path or "",
+            "data": item.data or b"",
+            "caption": item.caption,
+            "meta": json.dumps(item.meta) if item.meta else "",
+            "error": item.error or "",
+        }
+        for item in items
+        if item.key not in done and in_shard(item.key, shard)
+    ]
     return pa.Table.from_pylist(rows, schema=_schema())
 
 
 def item_of(row: dict) -> Item:
     """The Item a record (or a result row carrying its fields) stands for, without its bytes.
     Only strings count: a column that is null in a whole block may come back as NaN floats."""
+
     def text(name):
         value = row.get(name)
         return value if isinstance(value, str) else None
 
     meta = text("meta")
-    return Item(str(row["key"]), str(row["source"]), path=text("path") or None, caption=text("caption"),
-                meta=json.loads(meta) if meta else None, error=text("error") or None)
+    return Item(
+        str(row["key"]),
+        str(row["source"]),
+        path=text("path") or None,
+        caption=text("caption"),
+        meta=json.loads(meta) if meta else None,
+        error=text("error") or None,
+    )
 
 
 # --------------------------------------------------------------------- folders and single images
@@ -90,8 +116,10 @@ def _folder_records(batch, root, out_real, done, shard):
 
 
 def _image_records(batch, done, shard):
-    items = [Item(os.path.basename(path), os.path.basename(path), path=os.path.abspath(path), data=data)
-             for path, data in zip(batch["path"].to_pylist(), batch["bytes"].to_pylist())]
+    items = [
+        Item(os.path.basename(path), os.path.basename(path), path=os.path.abspath(path), data=data)
+        for path, data in zip(batch["path"].to_pylist(), batch["bytes"].to_pylist())
+    ]
     return _records(items, done, shard)
 
 
@@ -146,9 +174,12 @@ def input_dataset(ray, collection, out, done, shard):
     if collection.input == "folder":
         root = collection.root
         out_real = os.path.realpath(out) if out else None
-        files = ray.data.read_binary_files(root, include_paths=True, file_extensions=[s.lstrip(".") for s in IMAGE_SUFFIXES])
-        return files.map_batches(_folder_records, fn_kwargs={"root": root, "out_real": out_real, "done": done, "shard": shard},
-                                 **options)
+        files = ray.data.read_binary_files(
+            root, include_paths=True, file_extensions=[s.lstrip(".") for s in IMAGE_SUFFIXES]
+        )
+        return files.map_batches(
+            _folder_records, fn_kwargs={"root": root, "out_real": out_real, "done": done, "shard": shard}, **options
+        )
     if collection.input == "image":
         path = os.path.join(collection.root, collection.items[0].key)
         files = ray.data.read_binary_files(path, include_paths=True)
@@ -158,12 +189,15 @@ def input_dataset(ray, collection, out, done, shard):
 
         urls = expand_shards(collection.root)
         if any(url.startswith("pipe:") for url in urls):
-            raise TaskError(f"{collection.root}: --ray reads shards through pyarrow's file systems (local, s3://, "
-                            "gs://, https://); a pipe: command is for a local run")
+            raise TaskError(
+                f"{collection.root}: --ray reads shards through pyarrow's file systems (local, s3://, "
+                "gs://, https://); a pipe: command is for a local run"
+            )
         samples = ray.data.read_webdataset(urls, decoder=None, file_extensions=None)
         # pandas: the reader's own block format, whose NaN for a member some samples lack has no arrow type
-        return samples.map_batches(_shard_records, fn_kwargs={"done": done, "shard": shard},
-                                   **{**options, "batch_format": "pandas"})
+        return samples.map_batches(
+            _shard_records, fn_kwargs={"done": done, "shard": shard}, **{**options, "batch_format": "pandas"}
+        )
     if collection.input == "table":
         image_column, caption_column = collection.columns
         table = _read_table(ray, collection.root)
@@ -175,7 +209,15 @@ def input_dataset(ray, collection, out, done, shard):
             warnings.simplefilter("ignore")
             table = table.zip(numbers)
         base = os.path.dirname(collection.root)
-        return table.map_batches(_table_records, fn_kwargs={"base": base, "image_column": image_column,
-                                                            "caption_column": caption_column, "done": done,
-                                                            "shard": shard}, **options)
+        return table.map_batches(
+            _table_records,
+            fn_kwargs={
+                "base": base,
+                "image_column": image_column,
+                "caption_column": caption_column,
+                "done": done,
+                "shard": shard,
+            },
+            **options,
+        )
     raise TaskError(f"{collection.root}: --ray embeds images (a folder, an image, webdataset shards or a table)")

@@ -18,8 +18,9 @@ def expand_shards(spec: str) -> list[str]:
     try:
         from webdataset.shardlists import expand_urls
     except ImportError:
-        raise TaskError(f"{spec}: reading webdataset shards needs the webdataset package: "
-                        "pip install 'clip[data]'") from None
+        raise TaskError(
+            f"{spec}: reading webdataset shards needs the webdataset package: pip install 'clip[data]'"
+        ) from None
     return list(expand_urls(spec))
 
 
@@ -106,8 +107,13 @@ def _item(sample: dict, shard_name: str, seen: set) -> Item:
     caption = caption.decode("utf-8", errors="replace").strip() if isinstance(caption, bytes) else None
     meta = parse_meta(sample["json"], f"{shard_name}/{key}.json") if "json" in sample else {}
     if key in seen:
-        return Item(f"{key}@{shard_name}", source, caption=caption, meta=meta,
-                    error=f"duplicate key {key!r}: an earlier sample has it")
+        return Item(
+            f"{key}@{shard_name}",
+            source,
+            caption=caption,
+            meta=meta,
+            error=f"duplicate key {key!r}: an earlier sample has it",
+        )
     seen.add(key)
     if field is None:
         fields = ", ".join(sorted(f for f in sample if not f.startswith("__"))) or "none"

@@ -41,16 +41,36 @@ EMB_DTYPES = ("float16", "float32")
 LAYOUT_DIRS = ("chunks", "img_emb", "text_emb", "metadata")
 # what must match for a run to continue a directory (not the model's name: the same weights under
 # another path or hub id may go on)
-RESUME_KEYS = ("format_version", "kind", "input", "dim", "storage", "root", "compute_dtype", "shard", "emb_dtype",
-               "texts_too")
+RESUME_KEYS = (
+    "format_version",
+    "kind",
+    "input",
+    "dim",
+    "storage",
+    "root",
+    "compute_dtype",
+    "shard",
+    "emb_dtype",
+    "texts_too",
+)
 
 
 def settings(encoder, kind, input_type, root, storage, shard, emb_dtype="float16", texts_too=False) -> dict:
     return {
-        "format_version": FORMAT_VERSION, "kind": kind, "input": input_type, "root": root,
-        "model": None if encoder.model is None else os.fspath(encoder.model), "weights": encoder.fingerprint,
-        "backend": encoder.backend, "dim": encoder.dim, "dtype": "float32", "compute_dtype": encoder.dtype,
-        "normalized": True, "storage": storage, "shard": list(shard), "emb_dtype": emb_dtype,
+        "format_version": FORMAT_VERSION,
+        "kind": kind,
+        "input": input_type,
+        "root": root,
+        "model": None if encoder.model is None else os.fspath(encoder.model),
+        "weights": encoder.fingerprint,
+        "backend": encoder.backend,
+        "dim": encoder.dim,
+        "dtype": "float32",
+        "compute_dtype": encoder.dtype,
+        "normalized": True,
+        "storage": storage,
+        "shard": list(shard),
+        "emb_dtype": emb_dtype,
         "texts_too": bool(texts_too),
         # clip-retrieval's metadata parquet needs pyarrow (clip[data]); without it the npy files are still written
         "parquet": _have_pyarrow(),
@@ -104,8 +124,10 @@ def exclusive(out):
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
-            raise TaskError(f"{out} is being written by another `clip embed` ({holder}); "
-                            "wait for it to finish or choose another --out") from None
+            raise TaskError(
+                f"{out} is being written by another `clip embed` ({holder}); "
+                "wait for it to finish or choose another --out"
+            ) from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()}")
@@ -131,8 +153,15 @@ def open_manifest(out, wanted: dict, overwrite: bool) -> tuple[dict, list[str]]:
     if not os.path.isfile(path):
         for name in LAYOUT_DIRS:
             os.makedirs(os.path.join(out, name), exist_ok=True)
-        fresh = {**wanted, "complete": False, "count": 0, "skipped": [], "skipped_count": 0, "next_chunk": 0,
-                 "chunks": []}
+        fresh = {
+            **wanted,
+            "complete": False,
+            "count": 0,
+            "skipped": [],
+            "skipped_count": 0,
+            "next_chunk": 0,
+            "chunks": [],
+        }
         return fresh, []
     advice = "pass --overwrite to start again, or choose another --out"
     try:
@@ -140,21 +169,28 @@ def open_manifest(out, wanted: dict, overwrite: bool) -> tuple[dict, list[str]]:
     except (ValueError, OSError) as err:
         raise TaskError(f"{out}: the manifest is damaged ({err}); {advice}") from None
     check_same_weights(manifest, wanted["weights"], out, advice)
-    defaults = {"compute_dtype": "float32", "shard": [0, 1], "emb_dtype": None, "texts_too": False,
-                "input": {"text": "lines"}.get(str(manifest.get("kind")), "folder")}
+    defaults = {
+        "compute_dtype": "float32",
+        "shard": [0, 1],
+        "emb_dtype": None,
+        "texts_too": False,
+        "input": {"text": "lines"}.get(str(manifest.get("kind")), "folder"),
+    }
     for key, value in defaults.items():  # written before these options existed
         manifest.setdefault(key, value)
     if manifest["emb_dtype"] is None:
         manifest["emb_dtype"] = wanted["emb_dtype"]  # no clip-retrieval files yet: take this run's
     for key in RESUME_KEYS:
         if manifest.get(key) != wanted[key]:
-            raise TaskError(f"{out} holds embeddings made with {key}={manifest.get(key)!r}, not {wanted[key]!r}; "
-                            f"{advice}")
+            raise TaskError(
+                f"{out} holds embeddings made with {key}={manifest.get(key)!r}, not {wanted[key]!r}; {advice}"
+            )
     if not isinstance(manifest.get("skipped", []), list):
         raise TaskError(f"{out}: the manifest's skipped entry is not a list; {advice}")
     try:
-        manifest["chunks"] = [chunk_entry(manifest, index, _count_or_none(out, index))
-                              for index in chunk_numbers(manifest)]
+        manifest["chunks"] = [
+            chunk_entry(manifest, index, _count_or_none(out, index)) for index in chunk_numbers(manifest)
+        ]
     except ValueError as err:
         raise TaskError(f"{out}: {err}; {advice}") from None
     repairs = _verify(out, manifest)
@@ -174,8 +210,12 @@ def chunk_numbers(manifest: dict) -> list[int]:
         raise InputError(f"the manifest's chunk_ranges is {type(ranges).__name__}, not a list of [start, stop] pairs")
     numbers, last = [], 0  # type: list[int], int
     for pair in ranges:
-        if (not isinstance(pair, list) or len(pair) != 2 or not all(type(v) is int for v in pair)
-                or not last <= pair[0] < pair[1] <= MAX_CHUNKS):
+        if (
+            not isinstance(pair, list)
+            or len(pair) != 2
+            or not all(type(v) is int for v in pair)
+            or not last <= pair[0] < pair[1] <= MAX_CHUNKS
+        ):
             raise InputError(f"the manifest's chunk_ranges entry {pair!r} is not an ascending [start, stop] pair")
         numbers.extend(range(*pair))
         last = pair[1]
@@ -237,8 +277,9 @@ def _verify(out, manifest) -> list[str]:
     if manifest.get("count") != count:
         repairs.append(f"the manifest's count {manifest.get('count')!r} is corrected to {count}")
     next_chunk = manifest.get("next_chunk") if type(manifest.get("next_chunk")) is int else 0
-    manifest.update(chunks=kept, count=count,
-                    next_chunk=max([next_chunk, *[entry["index"] + 1 for entry in manifest["chunks"]]]))
+    manifest.update(
+        chunks=kept, count=count, next_chunk=max([next_chunk, *[entry["index"] + 1 for entry in manifest["chunks"]]])
+    )
     manifest["skipped_count"] = manifest.get("skipped_count") if isinstance(manifest.get("skipped_count"), int) else 0
     return repairs
 
@@ -271,8 +312,12 @@ def _chunk_problem(out, manifest, entry, seen_keys, seen_files) -> str | None:
         return f"its keys file does not hold {count} texts"
     if seen_keys.intersection(keys):
         return "it holds inputs an earlier chunk holds"
-    for name, shape in ((entry["file"], (count, dim)), (entry.get("img_emb"), (count, dim)),
-                        (entry.get("text_emb"), (count, dim)), (entry.get("text_file"), (count, dim))):
+    for name, shape in (
+        (entry["file"], (count, dim)),
+        (entry.get("img_emb"), (count, dim)),
+        (entry.get("text_emb"), (count, dim)),
+        (entry.get("text_file"), (count, dim)),
+    ):
         if name:
             problem = _array_problem(paths[name], shape)
             if problem:
@@ -381,7 +426,8 @@ def write_parquet(path, rows: list[dict]):
         table = pa.Table.from_pylist(rows)
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         fixed = ("key", "image_path", "caption", "width", "height")
-        table = pa.Table.from_pylist([{k: v if k in fixed or v is None else str(v) for k, v in row.items()}
-                                      for row in rows])
+        table = pa.Table.from_pylist(
+            [{k: v if k in fixed or v is None else str(v) for k, v in row.items()} for row in rows]
+        )
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)

@@ -11,13 +11,7 @@ from __future__ import annotations
 import os
 
 from clip.tasks.backends import TaskError
-from clip.tasks.embed.inputs import (
-    CAPTION_COLUMNS,
-    IMAGE_COLUMNS,
-    Collection,
-    Item,
-    regular_file_error,
-)
+from clip.tasks.embed.inputs import CAPTION_COLUMNS, IMAGE_COLUMNS, Collection, Item, regular_file_error
 
 
 def read_table(path: str):
@@ -42,7 +36,9 @@ def read_table(path: str):
 
         return pjson.read_json(path)
     except (pa.ArrowException, OSError, ValueError) as err:
-        raise TaskError(f"{path}: not a readable table ({str(err).splitlines()[0] if str(err) else type(err).__name__})") from None
+        raise TaskError(
+            f"{path}: not a readable table ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
+        ) from None
 
 
 def read_schema(path: str):
@@ -67,7 +63,9 @@ def read_schema(path: str):
         with pjson.open_json(path) as reader:
             return reader.schema
     except (pa.ArrowException, OSError, ValueError) as err:
-        raise TaskError(f"{path}: not a readable table ({str(err).splitlines()[0] if str(err) else type(err).__name__})") from None
+        raise TaskError(
+            f"{path}: not a readable table ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
+        ) from None
 
 
 def _column(table, path: str, wanted, candidates, what: str, required: bool):
@@ -78,8 +76,10 @@ def _column(table, path: str, wanted, candidates, what: str, required: bool):
         return wanted
     found = next((name for name in candidates if name in names), None)
     if found is None and required:
-        raise TaskError(f"{path}: no {what} column (looked for {', '.join(candidates)}; columns: "
-                        f"{', '.join(names) or 'none'}); name it with --image-column")
+        raise TaskError(
+            f"{path}: no {what} column (looked for {', '.join(candidates)}; columns: "
+            f"{', '.join(names) or 'none'}); name it with --image-column"
+        )
     return found
 
 
@@ -96,8 +96,15 @@ def table_collection(path: str, image_column=None, caption_column=None, listing:
     base = os.path.dirname(os.path.abspath(path))
     rows = table.to_pylist() if listing else []
     items = [row_item(number, row, image_column, caption_column, base) for number, row in enumerate(rows)]
-    return Collection("image", "table", os.path.abspath(path), items, len(items) if listing else None,
-                      has_captions=caption_column is not None, columns=(image_column, caption_column))
+    return Collection(
+        "image",
+        "table",
+        os.path.abspath(path),
+        items,
+        len(items) if listing else None,
+        has_captions=caption_column is not None,
+        columns=(image_column, caption_column),
+    )
 
 
 def row_item(number: int, row: dict, image_column: str, caption_column, base: str) -> Item:
@@ -108,8 +115,13 @@ def row_item(number: int, row: dict, image_column: str, caption_column, base: st
     meta = {k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool)) or v is None}
     key = str(number)
     if not isinstance(value, str) or not value.strip():
-        return Item(key, f"row {number}", caption=_text(caption), meta=meta,
-                    error=f"row {number}: no path in column {image_column!r}")
+        return Item(
+            key,
+            f"row {number}",
+            caption=_text(caption),
+            meta=meta,
+            error=f"row {number}: no path in column {image_column!r}",
+        )
     if "://" in value:
         return Item(key, value, path=value, caption=_text(caption), meta=meta)
     full = value if os.path.isabs(value) else os.path.join(base, value)
