@@ -266,8 +266,8 @@ def load_clip_retrieval_dir(path: str | os.PathLike, kind: str | None = None) ->
         "root": os.path.abspath(path),
     }
     embeddings = Embeddings(np.concatenate(arrays), sources, [], kind, manifest)
-    # clip-retrieval's extra columns, an attribute only these embeddings have
-    embeddings.columns = {name: values for name, values in columns.items() if any(values)}  # type: ignore[attr-defined]
+    # clip-retrieval's extra columns: only these embeddings have them
+    embeddings.columns = {name: values for name, values in columns.items() if any(values)}
     return embeddings
 
 
@@ -323,9 +323,10 @@ def _load_several(paths, kind=None) -> Embeddings:
         parts[0].kind,
         first,
     )
-    if all(getattr(p, "columns", None) for p in parts):
+    part_columns = [p.columns for p in parts]
+    if all(part_columns):
         combined.columns = {
-            name: [v for p in parts for v in p.columns.get(name, [""] * len(p))]  # type: ignore[attr-defined]
-            for name in parts[0].columns
-        }  # type: ignore[attr-defined]
+            name: [v for p, columns in zip(parts, part_columns) for v in (columns or {}).get(name, [""] * len(p))]
+            for name in part_columns[0] or {}
+        }
     return combined

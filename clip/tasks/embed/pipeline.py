@@ -33,6 +33,8 @@ class Embeddings:
     skipped: list = dataclasses.field(default_factory=list)  # [{"source": ..., "reason": ...}]
     kind: str = "image"
     manifest: dict | None = None
+    # clip-retrieval's string columns ("captions", "urls") when a directory of that layout holds them
+    columns: dict[str, list[str]] | None = None
 
     def __len__(self):
         return len(self.sources)
