@@ -1,5 +1,5 @@
 """The encoder's model calls on fast paths: host-side text trimming, torch.compile, CUDA graphs,
-and the Flax attention kernel choice. clip.tasks.backends builds its calls from these.
+and the Flax attention kernel choice. clip.tasks.framework_loaders builds its calls from these.
 
 Every path here gives the eager path's numbers (to float rounding): tests/tasks/test_compiled.py
 compares them on the CPU; bench/bench_gpu.py measures what they buy on a GPU.

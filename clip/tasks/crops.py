@@ -106,7 +106,7 @@ def _jax_pixels(encoder, table):
 
 
 def _jax_device(encoder):
-    """The device the encoder's parameters were committed to (clip.tasks.backends._load_flax)."""
+    """The device the encoder's parameters were committed to (clip.tasks.framework_loaders._load_flax)."""
     import jax
 
     return next(iter(jax.tree.leaves(encoder.network.params)[0].devices()))
