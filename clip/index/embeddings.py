@@ -105,7 +105,7 @@ def _read_manifest(path) -> dict:
 
 
 def _chunks_of_ranges(path, manifest_path, manifest) -> list[dict]:
-    from clip.tasks.embed.store import chunk_entry, chunk_numbers
+    from clip.tasks.embed.layout import chunk_entry, chunk_numbers
 
     _field(manifest_path, manifest, "storage", lambda v: v in ("safetensors", "npy"), "safetensors or npy")
     try:

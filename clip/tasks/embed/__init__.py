@@ -5,13 +5,13 @@ In memory:
     result = embed_images(encoder, ["a.jpg", "b.png"])   # Embeddings(vectors, sources, skipped)
     vectors = embed_texts(encoder, ["a dog", "a cat"])      # (2, D) numpy, as encoder.embed_texts
 
-To disk (`clip embed`): `embed_to_dir(encoder, "photos/", "photos.emb")`; see store.py for the
+To disk (`clip embed`): `embed_to_dir(encoder, "photos/", "photos.emb")`; see layout.py for the
 layout (our resumable chunks + manifest, and clip-retrieval's img_emb/text_emb/metadata beside them).
 
 The stages, one module each: inputs (folder, text lines), shards (webdataset), tables (parquet,
 CSV, JSONL) -> decode (worker processes, uint8 crops through shared memory) -> pipeline
-(normalize, the encoder) -> store (chunks, manifest, clip-retrieval files) -> job (resume,
-shards of the input); ray_job runs the same job on a Ray cluster; loading reads a directory back.
+(normalize, the encoder) -> store and chunk_writer (manifest, chunks, clip-retrieval files) ->
+job (resume, shards of the input); ray_job runs the same job on a Ray cluster; loading reads a directory back.
 An input that cannot be read is skipped and listed, never fatal.
 """
 

@@ -1,7 +1,7 @@
 """The job: an input collection -> the pipeline -> chunks in a resumable embedding directory.
 
 `embed_to_dir(encoder, "photos/", "photos.emb")` embeds a folder (or one image, a text file of
-lines, webdataset shards, a table of image paths) into the directory layout of clip.tasks.embed.store.
+lines, webdataset shards, a table of image paths) into the directory layout of clip.tasks.embed.layout.
 At most `prefetch` images are in flight and at most one chunk of vectors is held, so memory stays
 flat however many images there are. Running again continues with the inputs no chunk holds yet
 (new files added to the folder included), after verifying and repairing what the manifest names,
@@ -18,18 +18,10 @@ import numpy as np
 
 from clip.common.io import read_json_object
 from clip.tasks.backends import TaskError
+from clip.tasks.embed.chunk_writer import ChunkWriter
 from clip.tasks.embed.inputs import open_collection
 from clip.tasks.embed.pipeline import encode_batch, finite_rows, image_batches, progress_bar
-from clip.tasks.embed.store import (
-    EMB_DTYPES,
-    MANIFEST,
-    STORAGES,
-    ChunkWriter,
-    check_out,
-    exclusive,
-    open_manifest,
-    settings,
-)
+from clip.tasks.embed.store import EMB_DTYPES, MANIFEST, STORAGES, check_out, exclusive, open_manifest, settings
 
 
 def parse_shard(text) -> tuple[int, int]:
