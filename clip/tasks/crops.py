@@ -22,14 +22,19 @@ Like clip.tasks.backends, the framework is imported when the function is built, 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from clip.tasks.backends import Encoder
 
 # channel c's value of the uint8 value v is at c * 256 + v of the flattened table
 _CHANNEL_OFFSETS = (np.arange(3, dtype=np.int32) * 256).reshape(1, 3, 1, 1)
 
 
-def device_pixels(encoder, gather: str = "auto"):
+def device_pixels(encoder: Encoder, gather: str = "auto") -> Callable[[np.ndarray], Any]:
     """A function (N, H, W, 3) uint8 numpy crops -> (N, 3, H, W) float32 pixel values where the
     encoder's model runs (what its image call takes). gather: "numpy" (on the host), "framework"
     (the framework's gather on the model's device), or "auto": numpy for a model on a CPU."""
@@ -37,75 +42,89 @@ def device_pixels(encoder, gather: str = "auto"):
 
     table = pixel_table(encoder.processor.image_processor)
     if gather == "numpy" or (gather == "auto" and on_cpu(encoder)):
-        return functools.partial(_numpy_pixels, table=table)
+        return functools.partial(numpy_pixels, table=table)
     build = {"pt": _torch_pixels, "tf": _tf_pixels, "flax": _jax_pixels}[encoder.backend]
-    return build(encoder, table.reshape(-1))
+    return build(encoder, table)
 
 
-def on_cpu(encoder) -> bool:
+def on_cpu(encoder: Encoder) -> bool:
     """Whether the encoder's model runs on the host's CPU."""
     if encoder.backend == "flax":
         return _jax_device(encoder).platform == "cpu"
     return "cpu" in str(encoder.device).lower()  # torch "cpu", TensorFlow "/CPU:0"
 
 
-def _numpy_pixels(crops, table):
+def numpy_pixels(crops: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """(N, H, W, 3) uint8 crops -> (N, 3, H, W) float32: the (3, 256) table's values, on the host."""
     out = np.empty((len(crops), 3, *crops.shape[1:3]), np.float32)
     for channel in range(3):  # NHWC -> NCHW as it gathers
         np.take(table[channel], crops[..., channel], out=out[:, channel])
     return out
 
 
-def _torch_pixels(encoder, table):
+def torch_gather(table: np.ndarray, device: Any) -> Callable[[Any], Any]:
+    """A function (N, H, W, 3) uint8 torch crops on `device` -> (N, 3, H, W) float32 there: the
+    (3, 256) table's values in one gather (clip.tasks.gpu_decode's crops use it where they were decoded)."""
+    import torch
+
+    flat = torch.from_numpy(table.reshape(-1)).to(device)
+    offsets = torch.from_numpy(_CHANNEL_OFFSETS).to(device, torch.int64)
+
+    def gather(crops: Any) -> Any:
+        x = crops.permute(0, 3, 1, 2)  # NHWC -> NCHW, still uint8
+        return flat[x.long() + offsets]  # one gather: (N, 3, H, W) float32
+
+    return gather
+
+
+def _torch_pixels(encoder: Encoder, table: np.ndarray) -> Callable[[np.ndarray], Any]:
     import torch
 
     device = torch.device(encoder.device)
-    table = torch.from_numpy(table).to(device)
-    offsets = torch.from_numpy(_CHANNEL_OFFSETS).to(device, torch.int64)
+    gather = torch_gather(table, device)
 
-    def to_pixels(crops):
+    def to_pixels(crops: np.ndarray) -> Any:
         with torch.inference_mode():
             if not crops.flags.writeable:  # torch warns on read-only arrays (Ray hands those out)
                 crops = crops.copy()
-            x = torch.from_numpy(crops).to(device).permute(0, 3, 1, 2)  # NHWC -> NCHW, still uint8
-            return table[x.long() + offsets]  # one gather: (N, 3, H, W) float32
+            return gather(torch.from_numpy(crops).to(device))
 
     return to_pixels
 
 
-def _tf_pixels(encoder, table):
+def _tf_pixels(encoder: Encoder, table: np.ndarray) -> Callable[[np.ndarray], Any]:
     import tensorflow as tf
 
     with tf.device(encoder.device):
-        table = tf.constant(table)
+        flat = tf.constant(table.reshape(-1))
 
-    def to_pixels(crops):
+    def to_pixels(crops: np.ndarray) -> Any:
         with tf.device(encoder.device):
             x = tf.transpose(tf.convert_to_tensor(crops), (0, 3, 1, 2))  # NHWC -> NCHW, still uint8
-            return tf.gather(table, tf.cast(x, tf.int32) + _CHANNEL_OFFSETS)
+            return tf.gather(flat, tf.cast(x, tf.int32) + _CHANNEL_OFFSETS)
 
     return to_pixels
 
 
-def _jax_pixels(encoder, table):
+def _jax_pixels(encoder: Encoder, table: np.ndarray) -> Callable[[np.ndarray], Any]:
     import jax
     import jax.numpy as jnp
 
     device = _jax_device(encoder)
-    table = jax.device_put(table, device)
+    flat = jax.device_put(table.reshape(-1), device)
 
     @jax.jit
     def gather(table, crops):
         x = jnp.transpose(crops, (0, 3, 1, 2)).astype(jnp.int32) + _CHANNEL_OFFSETS  # NHWC -> NCHW
         return jnp.take(table, x, mode="clip")  # indices are in range: no fill value needed
 
-    def to_pixels(crops):
-        return gather(table, jax.device_put(crops, device))
+    def to_pixels(crops: np.ndarray) -> Any:
+        return gather(flat, jax.device_put(crops, device))
 
     return to_pixels
 
 
-def _jax_device(encoder):
+def _jax_device(encoder: Encoder) -> Any:
     """The device the encoder's parameters were committed to (clip.tasks.framework_loaders._load_flax)."""
     import jax
 

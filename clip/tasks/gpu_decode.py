@@ -33,12 +33,16 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Literal, Protocol, cast
 
 import numpy as np
 from PIL import Image
 
-from clip.common.image_processor import resize_output_size
+from clip.common.image_processor import CLIPImageProcessor, resize_output_size
 from clip.errors import InputError
+from clip.tasks.crops import numpy_pixels, torch_gather
+from clip.tasks.embed.decode import pixel_table
 
 DECODER_ORDER = ("torchvision", "nvimgcodec")
 _PIL_ERRORS = (OSError, SyntaxError, EOFError, ValueError, Image.DecompressionBombError)
@@ -107,16 +111,26 @@ def gpu_may_decode(data: bytes) -> bool:
 # --------------------------------------------------------------------- GPU decoders
 
 
+class CropDecoder(Protocol):
+    """What decode_batch takes as a decoder (the module docstring says how each method behaves)."""
+
+    name: str
+
+    def decode(self, datas: Sequence[bytes], size: int, crop: tuple[int, int]) -> list[Any]: ...
+
+    def stack(self, rows: Sequence[Any], crop: tuple[int, int]) -> Any: ...
+
+
 class _TorchResize:
     """Resize + crop of decoded (3, H, W) uint8 CUDA tensors, images of one size in one call."""
 
-    def __init__(self, torch, device):
+    def __init__(self, torch: Any, device: Any) -> None:
         self.torch, self.device = torch, device
 
-    def crops(self, images, size, crop):
+    def crops(self, images: Sequence[Any], size: int, crop: tuple[int, int]) -> list[Any]:
         torch = self.torch
-        out = [None] * len(images)
-        by_shape = {}
+        out: list[Any] = [None] * len(images)
+        by_shape: dict[tuple[int, ...], list[int]] = {}
         for i, image in enumerate(images):
             by_shape.setdefault(tuple(image.shape[-2:]), []).append(i)
         for (height, width), members in by_shape.items():
@@ -133,7 +147,7 @@ class _TorchResize:
                 out[i] = row
         return out
 
-    def stack(self, rows, crop):
+    def stack(self, rows: Sequence[Any], crop: tuple[int, int]) -> Any:
         torch = self.torch
         if not rows:
             return torch.zeros((0, *crop, 3), dtype=torch.uint8, device=self.device)
@@ -143,14 +157,14 @@ class _TorchResize:
 class TorchvisionDecoder(_TorchResize):
     name = "torchvision"
 
-    def __init__(self, device):
+    def __init__(self, device: str) -> None:
         import torch
         import torchvision.io  # type: ignore[import-not-found]  # optional: GPU builds of torch
 
         super().__init__(torch, torch.device(device))
         self.io = torchvision.io
 
-    def decode(self, datas, size, crop):
+    def decode(self, datas: Sequence[bytes], size: int, crop: tuple[int, int]) -> list[Any]:
         encoded = [self.torch.frombuffer(bytearray(d), dtype=self.torch.uint8) for d in datas]
         images = self.io.decode_jpeg(encoded, mode=self.io.ImageReadMode.RGB, device=self.device)
         return self.crops(images, size, crop)
@@ -159,7 +173,7 @@ class TorchvisionDecoder(_TorchResize):
 class NvImageCodecDecoder(_TorchResize):
     name = "nvimgcodec"
 
-    def __init__(self, device):
+    def __init__(self, device: str) -> None:
         import torch
         from nvidia import nvimgcodec  # type: ignore[import-not-found]  # optional
 
@@ -168,7 +182,7 @@ class NvImageCodecDecoder(_TorchResize):
         self.decoder = nvimgcodec.Decoder(device_id=index)
         self.params = nvimgcodec.DecodeParams(color_spec=nvimgcodec.ColorSpec.RGB, apply_exif_orientation=False)
 
-    def decode(self, datas, size, crop):
+    def decode(self, datas: Sequence[bytes], size: int, crop: tuple[int, int]) -> list[Any]:
         images = self.decoder.decode(list(datas), params=self.params)
         if any(image is None for image in images):
             raise InputError("nvImageCodec refused an image")
@@ -183,12 +197,12 @@ class PillowTorchDecoder(_TorchResize):
 
     name = "pil+torch-resize"
 
-    def __init__(self, device="cpu"):
+    def __init__(self, device: str = "cpu") -> None:
         import torch
 
         super().__init__(torch, torch.device(device))
 
-    def decode(self, datas, size, crop):
+    def decode(self, datas: Sequence[bytes], size: int, crop: tuple[int, int]) -> list[Any]:
         images = []
         for data in datas:
             with Image.open(io.BytesIO(data)) as image:
@@ -197,10 +211,13 @@ class PillowTorchDecoder(_TorchResize):
         return self.crops(images, size, crop)
 
 
-_DECODERS = {"torchvision": TorchvisionDecoder, "nvimgcodec": NvImageCodecDecoder}
+_DECODERS: dict[str, Callable[[str], CropDecoder]] = {
+    "torchvision": TorchvisionDecoder,
+    "nvimgcodec": NvImageCodecDecoder,
+}
 
 
-def select_decoder(device, order=DECODER_ORDER):
+def select_decoder(device: str, order: Iterable[str] = DECODER_ORDER) -> CropDecoder | None:
     """The first decoder of `order` that imports and has its CUDA device; None: the CPU path only."""
     if not str(device).startswith(("cuda", "gpu")):
         return None
@@ -231,40 +248,36 @@ def _probe_jpeg() -> bytes:
 # --------------------------------------------------------------------- crops -> model input
 
 
-def value_table(image_processor) -> np.ndarray:
-    """(3, 256) float32: the model input value of each uint8 pixel value per channel, computed with
-    the processor's arithmetic (float64 rescale, float32 normalize), so a lookup is bit-exact."""
-    x = (np.arange(256, dtype=np.float64) * image_processor.rescale_factor).astype(np.float32)
-    mean = np.asarray(image_processor.image_mean, np.float32)[:, None]
-    std = np.asarray(image_processor.image_std, np.float32)[:, None]
-    return np.ascontiguousarray((x[None, :] - mean) / std, dtype=np.float32)
-
-
-def pixels_from_crops(crops, image_processor):
+def pixels_from_crops(crops: Any, image_processor: CLIPImageProcessor) -> Any:
     """uint8 (N, H, W, 3) crops -> float32 (N, 3, H, W) model input, the processor's values exactly.
 
     A torch tensor stays on its device (a gather from a 768-entry table there); numpy stays numpy.
+    The table and the gathers are the embedding pipeline's (clip.tasks.embed.decode.pixel_table,
+    clip.tasks.crops).
     """
-    table = value_table(image_processor)
+    table = pixel_table(image_processor)
     if isinstance(crops, np.ndarray):
-        return np.stack([table[c][crops[..., c]] for c in range(3)], axis=1)
-    import torch
-
-    table = torch.from_numpy(table).to(crops.device)
-    return torch.stack([table[c][crops[..., c].long()] for c in range(3)], dim=1)
+        return numpy_pixels(crops, table)
+    return torch_gather(table, crops.device)(crops)
 
 
 # --------------------------------------------------------------------- the batch
 
 
-def _read(source) -> bytes:
+def _read(source: str | os.PathLike[str] | bytes | bytearray | memoryview) -> bytes:
     if isinstance(source, (bytes, bytearray, memoryview)):
         return bytes(source)
     with open(os.fspath(source), "rb") as f:
         return f.read()
 
 
-def decode_batch(sources, size: int, device="cuda", crop=None, decoder="auto"):
+def decode_batch(
+    sources: Iterable[str | os.PathLike[str] | bytes | bytearray | memoryview],
+    size: int,
+    device: str = "cuda",
+    crop: Sequence[int] | None = None,
+    decoder: CropDecoder | Literal["auto"] | None = "auto",
+) -> tuple[Any, list[tuple[int, str]]]:
     """(crops, skipped): `sources` (paths or encoded bytes) decoded to (N, crop_h, crop_w, 3) uint8.
 
     size: the shortest side after resizing; crop: (height, width) of the center crop (default
@@ -273,9 +286,8 @@ def decode_batch(sources, size: int, device="cuda", crop=None, decoder="auto"):
     crops: a torch tensor on the device when a GPU decoder ran, else a numpy array; its rows are
     the sources not skipped, in order. skipped: [(position, reason)] for what no path could read.
     """
-    crop = tuple(crop) if crop is not None else (size, size)
-    if decoder == "auto":
-        decoder = select_decoder(device)
+    crop = cast("tuple[int, int]", tuple(crop)) if crop is not None else (size, size)  # (height, width)
+    decoder = select_decoder(device) if decoder == "auto" else cast("CropDecoder | None", decoder)
     rows: dict = {}
     skipped: list[tuple[int, str]] = []
     datas: dict[int, bytes] = {}
@@ -285,7 +297,7 @@ def decode_batch(sources, size: int, device="cuda", crop=None, decoder="auto"):
         except OSError as err:
             skipped.append((i, f"cannot read the file ({err.strerror or err})"))
     gpu = [i for i, data in datas.items() if decoder is not None and gpu_may_decode(data)]
-    if gpu:
+    if gpu and decoder is not None:  # (gpu is empty without a decoder)
         try:
             rows.update(zip(gpu, decoder.decode([datas[i] for i in gpu], size, crop)))
         except Exception:  # noqa: BLE001 - any refusal of the batch: each image alone, then the CPU

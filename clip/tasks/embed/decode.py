@@ -21,6 +21,7 @@ import sys
 import numpy as np
 from PIL import Image
 
+from clip.common.image_processor import CLIPImageProcessor
 from clip.errors import InputError
 
 _PIL_ERRORS = (OSError, SyntaxError, EOFError, ValueError, Image.DecompressionBombError)
@@ -40,7 +41,7 @@ class CropSpec:
         return (*self.crop, 3)
 
 
-def crop_spec(image_processor, draft: bool = False) -> CropSpec | None:
+def crop_spec(image_processor: CLIPImageProcessor, draft: bool = False) -> CropSpec | None:
     """The spec of a processor that resizes, center-crops and converts to RGB (every CLIP checkpoint's);
     None for one configured otherwise (the caller then uses the processor itself)."""
     p = image_processor
@@ -51,7 +52,7 @@ def crop_spec(image_processor, draft: bool = False) -> CropSpec | None:
     )
 
 
-def pixel_table(image_processor) -> np.ndarray:
+def pixel_table(image_processor: CLIPImageProcessor) -> np.ndarray:
     """(3, 256) float32: the processor's output value of each uint8 value per channel."""
     p = image_processor
     x = np.arange(256, dtype=np.float32)
