@@ -10,12 +10,15 @@ import collections
 import dataclasses
 import os
 import sys
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, Literal
 
 import numpy as np
+from numpy.typing import ArrayLike
 from PIL import Image
 
 from clip.errors import InputError
-from clip.tasks.backends import TaskError, as_tensors, nonfinite_rows
+from clip.tasks.backends import Encoder, ImageSource, TaskError, as_tensors, nonfinite_rows
 from clip.tasks.embed.decode import Decoder, crop_spec, default_workers
 from clip.tasks.embed.inputs import Item, regular_file_error
 
@@ -40,7 +43,7 @@ class Embeddings:
         return len(self.sources)
 
 
-def load_image(source):
+def load_image(source: ImageSource) -> Image.Image:
     """A decoded RGB PIL image from a path, a PIL image or a numpy HxW / HxWxC array; errors say
     what is wrong with the file."""
     if isinstance(source, Image.Image):
@@ -61,7 +64,7 @@ def load_image(source):
         raise InputError(f"{os.fspath(source)}: {message}") from None
 
 
-def image_from_array(array, name: str = "image array") -> Image.Image:
+def image_from_array(array: ArrayLike, name: str = "image array") -> Image.Image:
     """An RGB PIL image from a numpy HxW or HxWxC (C = 1, 3 or 4) array: uint8 as it is, other
     numbers as transformers' to_pil_image reads them (integral values in [0, 255] as they are,
     fractions in [0, 1] times 255, here rounded rather than cut, so k / 255 gives k back)."""
@@ -85,12 +88,12 @@ def image_from_array(array, name: str = "image array") -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(array)).convert("RGB")
 
 
-def source_name(source, position: int) -> str:
+def source_name(source: ImageSource, position: int) -> str:
     """What to call an input image in results: its path, or "image <position>" for an image object or array."""
     return os.fspath(source) if isinstance(source, (str, os.PathLike)) else f"image {position}"
 
 
-def finite_rows(encoder, batch, indices):
+def finite_rows(encoder: Encoder, batch: np.ndarray, indices: Sequence[Any]) -> tuple[list[int], list[tuple[Any, str]]]:
     """(the rows of `batch` that are finite, [(index, reason)] for the others): a NaN or inf vector
     (a float16 overflow, damaged weights) is skipped and named, never written or ranked."""
     bad = set(nonfinite_rows(batch).tolist())
@@ -109,15 +112,15 @@ def choose_mode(decode: str, count: int | None, batch_size: int) -> str:
 
 
 def image_batches(
-    encoder,
-    items,
+    encoder: Encoder,
+    items: Iterable[Item],
     batch_size: int = 64,
     workers: int | None = None,
     prefetch: int | None = None,
     decode: str = "auto",
     draft: bool = False,
     count: int | None = None,
-):
+) -> Iterator[tuple[list[tuple[Item, tuple[int, int]]], np.ndarray, list[tuple[Item, str]]]]:
     """Yield (done, images, failures) per batch of `items` (Item objects), in order.
 
     done: [(item, (width, height))] for the rows of images: (n, H, W, 3) uint8 crops (resized and
@@ -180,7 +183,7 @@ def image_batches(
             yield done, crops, failures
 
 
-def encode_batch(encoder, images) -> np.ndarray:
+def encode_batch(encoder: Encoder, images: np.ndarray) -> np.ndarray:
     """The unit vectors of one image_batches batch: uint8 crops are rescaled and normalized on the
     model's device (encoder.encode_crops), float pixel values go in as they are."""
     if images.dtype == np.uint8:
@@ -232,17 +235,19 @@ def _image_from_bytes(data):
 
 
 class _NoProgress:
-    def __enter__(self):
+    """progress_bar's silent stand-in for tqdm."""
+
+    def __enter__(self) -> _NoProgress:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> Literal[False]:
         return False
 
-    def update(self, n=1):
+    def update(self, n: int = 1) -> None:
         pass
 
 
-def progress_bar(total, enabled, description, initial=0):
+def progress_bar(total: int | None, enabled: bool, description: str, initial: int = 0) -> Any:
     """A tqdm bar on stderr when enabled and tqdm is installed, otherwise a silent stand-in."""
     try:
         from tqdm import tqdm
@@ -262,12 +267,12 @@ def progress_bar(total, enabled, description, initial=0):
 
 
 def embed_images(
-    encoder,
-    images,
+    encoder: Encoder,
+    images: Iterable[ImageSource],
     batch_size: int = 64,
     workers: int | None = None,
     progress: bool = False,
-    names=None,
+    names: Iterable[str] | None = None,
     decode: str = "auto",
     draft: bool = False,
 ) -> Embeddings:
@@ -279,16 +284,16 @@ def embed_images(
     names = list(names) if names is not None else [source_name(image, i) for i, image in enumerate(images)]
     vectors = np.zeros((len(images), encoder.dim), np.float32)
     kept = np.zeros(len(images), bool)
-    skipped = []
-    paths = [i for i, image in enumerate(images) if isinstance(image, (str, os.PathLike))]
+    skipped: list[dict[str, str]] = []
+    paths = [(i, image) for i, image in enumerate(images) if isinstance(image, (str, os.PathLike))]
     in_memory = [i for i, image in enumerate(images) if not isinstance(image, (str, os.PathLike))]
     with progress_bar(len(images), progress, "embedding images") as bar:
-        items = (_path_item(i, images[i]) for i in paths)
-        for done, batch, failures in image_batches(
+        items = (_path_item(i, path) for i, path in paths)
+        for done, batch, item_failures in image_batches(
             encoder, items, batch_size, workers, decode=decode, draft=draft, count=len(paths)
         ):
             rows = [int(item.key) for item, _ in done]
-            failures = [(int(item.key), reason) for item, reason in failures]
+            failures = [(int(item.key), reason) for item, reason in item_failures]
             if rows:
                 _keep_finite(encoder, encode_batch(encoder, batch), rows, vectors, kept, failures)
             skipped += [{"source": names[i], "reason": reason} for i, reason in failures]
@@ -316,7 +321,7 @@ def _keep_finite(encoder, batch, rows, vectors, kept, failures):
     failures += failed
 
 
-def _path_item(index: int, path) -> Item:
+def _path_item(index: int, path: str | os.PathLike[str]) -> Item:
     path = os.fspath(path)
     error = None
     if not os.path.lexists(path):
@@ -326,7 +331,9 @@ def _path_item(index: int, path) -> Item:
     return Item(str(index), path, path=path, error=error)
 
 
-def embed_texts(encoder, texts, batch_size: int = 256, progress: bool = False, return_tensors: str = "np"):
+def embed_texts(
+    encoder: Encoder, texts: Iterable[str], batch_size: int = 256, progress: bool = False, return_tensors: str = "np"
+) -> Any:
     """Embed a list of strings (each cut to the model's text length): (M, D) unit float32 vectors,
     the same type as encoder.embed_texts returns (numpy, or the framework's tensor on request)."""
     texts = [str(t) for t in texts]
