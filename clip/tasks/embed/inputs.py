@@ -15,6 +15,7 @@ import dataclasses
 import json
 import os
 import stat
+from collections.abc import Callable, Iterator
 
 from clip.common.io import read_text
 from clip.tasks.backends import TaskError
@@ -69,19 +70,22 @@ class Collection:
     kind: str
     input: str  # "folder", "image", "lines", "webdataset" or "table"
     root: str  # recorded in the manifest: a resume must read the same input
-    items: object  # a list of Item, or a callable giving an iterator of them (streams)
+    items: list[Item] | Callable[[], Iterator[Item]]  # a list, or a callable giving an iterator of them (streams)
     total: int | None = None  # known in advance for lists (progress bars), None for streams
     has_captions: bool = False
     columns: tuple | None = None  # a table's (image column, caption column or None)
 
-    def iterate(self):
+    def iterate(self) -> Iterator[Item]:
+        """The items, in order (a stream is read anew)."""
         return iter(self.items) if isinstance(self.items, list) else self.items()
 
 
 # --------------------------------------------------------------------- folders
 
 
-def scan_folder(directory, exclude=None) -> tuple[list[str], list[dict]]:
+def scan_folder(
+    directory: str | os.PathLike[str], exclude: str | os.PathLike[str] | None = None
+) -> tuple[list[str], list[dict]]:
     """(keys, skipped): the image files under `directory` (recursively, sorted, hidden ones left out),
     and everything with an image name that is not a regular file (a named pipe, a socket, a device,
     a broken link), listed with its reason and never opened: reading a pipe would block forever.
@@ -142,12 +146,12 @@ def _not_regular(path) -> str | None:
     return "not a regular file; not read"
 
 
-def list_images(directory) -> list[str]:
+def list_images(directory: str | os.PathLike[str]) -> list[str]:
     """The image files under `directory`, as /-separated relative paths (see scan_folder)."""
     return scan_folder(directory)[0]
 
 
-def regular_file_error(path) -> str | None:
+def regular_file_error(path: str | os.PathLike[str]) -> str | None:
     """Why `path` must not be opened as an image (None when it is a regular file)."""
     return _not_regular(path)
 
@@ -155,7 +159,7 @@ def regular_file_error(path) -> str | None:
 # --------------------------------------------------------------------- text lines
 
 
-def read_lines(path) -> list[tuple[int, str]]:
+def read_lines(path: str | os.PathLike[str]) -> list[tuple[int, str]]:
     """(1-based line number, stripped text) for each non-blank line of a UTF-8 text file."""
     if _not_regular(path):
         raise TaskError(f"{path}: {_not_regular(path)}")
@@ -175,7 +179,7 @@ def is_shard_spec(source: str) -> bool:
     return all(part.split("?")[0].lower().endswith(TAR_SUFFIXES) for part in source.split("::"))
 
 
-def detect_kind(source) -> str:
+def detect_kind(source: str | os.PathLike[str]) -> str:
     """ "image" for a folder, an image file, webdataset shards or a table; "text" for a .txt file of lines."""
     source = os.fspath(source)
     if os.path.isdir(source):
@@ -188,7 +192,12 @@ def detect_kind(source) -> str:
 
 
 def open_collection(
-    source, kind: str = "auto", out=None, image_column=None, caption_column=None, listing: bool = True
+    source: str | os.PathLike[str],
+    kind: str = "auto",
+    out: str | None = None,
+    image_column: str | None = None,
+    caption_column: str | None = None,
+    listing: bool = True,
 ) -> Collection:
     """Resolve `source` (see the module docstring) into a Collection; a bad input is a TaskError.
 

@@ -13,18 +13,23 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator, Sequence
+from typing import Any, TypeAlias, cast
 
 import numpy as np
 
 from clip.common.io import read_json_object
-from clip.tasks.backends import TaskError
+from clip.tasks.backends import Encoder, TaskError
 from clip.tasks.embed.chunk_writer import ChunkWriter
-from clip.tasks.embed.inputs import open_collection
+from clip.tasks.embed.inputs import Item, open_collection
 from clip.tasks.embed.pipeline import encode_batch, finite_rows, image_batches, progress_bar
 from clip.tasks.embed.store import EMB_DTYPES, MANIFEST, STORAGES, check_out, exclusive, open_manifest, settings
 
+# what embed_to_dir reads: a folder, a file, a shard pattern, or a list of webdataset shards
+Sources: TypeAlias = "str | os.PathLike[str] | list[str | os.PathLike[str]] | tuple[str | os.PathLike[str], ...]"
 
-def parse_shard(text) -> tuple[int, int]:
+
+def parse_shard(text: str) -> tuple[int, int]:
     """ "K/N" -> (K, N), 0 <= K < N: the K-th of N disjoint parts of the input."""
     k, sep, n = str(text).partition("/")
     if sep and k.strip().isdigit() and n.strip().isdigit() and int(k) < int(n):
@@ -32,7 +37,7 @@ def parse_shard(text) -> tuple[int, int]:
     raise TaskError(f"--shard takes K/N with 0 <= K < N (e.g. 0/4), got {text!r}")
 
 
-def in_shard(key: str, shard) -> bool:
+def in_shard(key: str, shard: Sequence[int]) -> bool:
     """Whether `key` belongs to shard K of N: by a hash of its name, so a key keeps its shard when
     inputs are added or removed and N runs cover the input exactly once between them (a shard of a
     small input may be empty: its directory then holds no vectors)."""
@@ -92,20 +97,20 @@ class Job:
 
     def __init__(
         self,
-        encoder,
-        source,
-        out,
-        kind="auto",
-        chunk_size=1024,
-        storage="safetensors",
-        overwrite=False,
-        shard=(0, 1),
-        image_column=None,
-        caption_column=None,
-        texts_too=False,
-        emb_dtype="float16",
-        listing=True,
-    ):
+        encoder: Encoder,
+        source: Sources,
+        out: str | os.PathLike[str],
+        kind: str = "auto",
+        chunk_size: int = 1024,
+        storage: str = "safetensors",
+        overwrite: bool = False,
+        shard: Sequence[int] = (0, 1),
+        image_column: str | None = None,
+        caption_column: str | None = None,
+        texts_too: bool = False,
+        emb_dtype: str = "float16",
+        listing: bool = True,
+    ) -> None:
         if isinstance(source, (list, tuple)):
             source = "::".join(os.fspath(s) for s in source)
         self.source, self.out = os.fspath(source), os.fspath(out)
@@ -136,7 +141,8 @@ class Job:
         )
         self.overwrite = overwrite
         check_out(self.out, overwrite)
-        self.embedded, self.skipped = 0, []
+        self.embedded = 0
+        self.skipped: list[dict[str, str]] = []
 
     def __enter__(self):
         self._lock = exclusive(self.out)
@@ -154,13 +160,19 @@ class Job:
     def __exit__(self, *exc):
         return self._lock.__exit__(*exc)
 
-    def todo(self):
+    def todo(self) -> Iterator[Item]:
         """The items of this shard that no chunk holds yet."""
         return (
             item for item in self.collection.iterate() if item.key not in self.done and in_shard(item.key, self.shard)
         )
 
-    def add_images(self, finished, vectors, failures, captions=None):
+    def add_images(
+        self,
+        finished: Sequence[tuple[Item, tuple[int, int]]],
+        vectors: np.ndarray,
+        failures: Sequence[tuple[Item, str]],
+        captions: np.ndarray | None = None,
+    ) -> None:
         """finished: [(item, (width, height))] with their vectors; failures: [(item, reason)]."""
         skipped = [{"key": item.key, "source": item.source, "reason": reason} for item, reason in failures]
         rows = [_image_row(item, size, self.collection) for item, size in finished]
@@ -169,7 +181,8 @@ class Job:
         self.embedded += len(finished)
         self._flush(self.chunk_size)
 
-    def add_texts(self, items, vectors):
+    def add_texts(self, items: Sequence[Item], vectors: np.ndarray) -> None:
+        """Texts embedded: their items and vectors, in order."""
         self.buffer.add(vectors, [{"key": item.key, "caption": item.caption} for item in items], [])
         self.embedded += len(items)
         self._flush(self.chunk_size)
@@ -178,7 +191,8 @@ class Job:
         while len(self.buffer) >= size:
             _write(self.writer, self.buffer, size, self.collection)
 
-    def finish(self) -> dict:
+    def finish(self) -> dict[str, Any]:
+        """Write the last chunk and the final manifest; the summary embed_to_dir returns."""
         self.manifest["complete"] = True
         # the last, partial chunk and the final manifest
         _write(self.writer, self.buffer, len(self.buffer), self.collection)
@@ -201,9 +215,9 @@ class Job:
 
 
 def embed_to_dir(
-    encoder,
-    source,
-    out,
+    encoder: Encoder,
+    source: Sources,
+    out: str | os.PathLike[str],
     kind: str = "auto",
     batch_size: int = 64,
     chunk_size: int = 1024,
@@ -268,7 +282,8 @@ def embed_to_dir(
                 todo = list(job.todo())
                 for start in range(0, len(todo), batch_size):
                     part = todo[start : start + batch_size]
-                    job.add_texts(part, encoder.embed_texts([item.caption for item in part], batch_size))
+                    texts = cast("list[str]", [item.caption for item in part])  # a text input's items carry their line
+                    job.add_texts(part, encoder.embed_texts(texts, batch_size))
                     bar.update(len(part))
         return job.finish()
 

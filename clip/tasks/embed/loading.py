@@ -3,8 +3,17 @@ also reads clip-retrieval's img_emb/ + metadata/ layout)."""
 
 from __future__ import annotations
 
+import os
+from typing import TYPE_CHECKING
 
-def load_embeddings(path, kind: str | None = None):
+if TYPE_CHECKING:
+    from clip.tasks.embed.pipeline import Embeddings
+
+
+def load_embeddings(
+    path: str | os.PathLike[str] | list[str | os.PathLike[str]] | tuple[str | os.PathLike[str], ...],
+    kind: str | None = None,
+) -> Embeddings:
     """The vectors and sources of an embedding directory written by `embed_to_dir` / `clip embed` (or
     in clip-retrieval's img_emb/ + metadata/ layout), or of several (a list: the shards of one input),
     in the order given.
