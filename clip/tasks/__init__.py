@@ -10,6 +10,7 @@ Nothing here imports a deep-learning framework until an encoder is loaded.
 """
 
 import importlib
+from typing import Any
 
 _LAZY = {
     "BACKENDS": "clip.tasks.backends",
@@ -45,11 +46,11 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'clip.tasks' has no attribute {name!r}")
 
 
-def __dir__():
+def __dir__() -> list[str]:
     return sorted(list(globals()) + __all__)

@@ -32,7 +32,7 @@ from clip.common import checks
 from clip.tasks.backends import TaskError
 
 if TYPE_CHECKING:
-    from clip.tasks.backends import Encoder
+    from clip.tasks.backends import Encoder, ImageSource
 
 
 @dataclasses.dataclass
@@ -98,7 +98,9 @@ def scale_unit(values: np.ndarray) -> np.ndarray:
     return (values - low) / (high - low) if high > low else np.zeros_like(values)
 
 
-def explain(encoder: Encoder, image, texts: str | Sequence[str], start_layer: int = 0) -> list[Explanation]:
+def explain(
+    encoder: Encoder, image: ImageSource, texts: str | Sequence[str], start_layer: int = 0
+) -> list[Explanation]:
     """The relevance maps of `image` (a path, a PIL image or an HxWxC array) for each of `texts`.
 
     start_layer: the first layer whose attention counts (Chefer et al.'s notebook uses only the

@@ -15,10 +15,17 @@ each gradient is the gradient of similarity t alone: one backward pass serves ev
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
+if TYPE_CHECKING:
+    from clip.tasks.backends import Encoder
 
-def attention_gradients(encoder, pixel_values, input_ids, attention_mask):
+
+def attention_gradients(
+    encoder: Encoder, pixel_values: np.ndarray, input_ids: np.ndarray, attention_mask: np.ndarray
+) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]], list[tuple[np.ndarray, np.ndarray]]]:
     """(similarities (T,), vision [(A, dS/dA)] per layer, text [(A, dS/dA)] per layer), numpy float32."""
     run = {"pt": _pt, "tf": _tf, "flax": _flax}[encoder.backend]
     similarities, vision, text = run(encoder.network, pixel_values, input_ids, attention_mask)

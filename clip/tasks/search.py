@@ -79,7 +79,7 @@ class EmbeddingIndex:
 
     def __init__(
         self, vectors: ArrayLike, sources: Sequence[str] | None = None, normalize: bool = True, kind: str | None = None
-    ):
+    ) -> None:
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.ndim != 2:
             raise TaskError(f"an index needs a 2-d array of vectors, got shape {vectors.shape}")

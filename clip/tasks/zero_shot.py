@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -65,7 +66,7 @@ class ZeroShotClassifier:
         labels: Iterable[str],
         templates: Sequence[str] | str | None = None,
         batch_size: int = 256,
-    ):
+    ) -> None:
         labels = [str(label).strip() for label in labels]
         if not labels or not all(labels):
             raise TaskError("zero-shot classification needs at least one non-empty label")
@@ -84,7 +85,7 @@ class ZeroShotClassifier:
         labels: Iterable[str] = (),
         templates: Sequence[str] | str | None = None,
         backend: str = "pt",
-        **kwargs,
+        **kwargs: Any,
     ) -> ZeroShotClassifier:
         return cls(load_encoder(model, backend), labels, templates, **kwargs)
 

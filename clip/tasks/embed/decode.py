@@ -17,6 +17,9 @@ import io
 import multiprocessing
 import os
 import sys
+from concurrent.futures import Executor, Future
+from multiprocessing import shared_memory
+from typing import TypeAlias
 
 import numpy as np
 from PIL import Image
@@ -24,6 +27,10 @@ from PIL import Image
 from clip.common.image_processor import CLIPImageProcessor
 from clip.errors import InputError
 
+# a decode job: (ring slot, path, encoded bytes or None: read the path); its result: ((width, height), None)
+# for a crop now in the slot, or (None, the reason it could not be decoded)
+DecodeJob: TypeAlias = "tuple[int, str | None, bytes | None]"
+DecodeResult: TypeAlias = "tuple[tuple[int, int] | None, str | None]"
 _PIL_ERRORS = (OSError, SyntaxError, EOFError, ValueError, Image.DecompressionBombError)
 
 
@@ -75,9 +82,11 @@ def _resize_target(height: int, width: int, size: dict) -> tuple[int, int]:
     return edge, int(edge * width / height)
 
 
-def _open(path, data):
+def _open(path: str | None, data: bytes | None) -> Image.Image:
     if data is not None:
         return Image.open(io.BytesIO(data))
+    if path is None:  # every item has one or the other
+        raise InputError("neither a file nor encoded bytes to decode")
     if "://" in path:
         import fsspec
 
@@ -86,7 +95,7 @@ def _open(path, data):
     return Image.open(path)
 
 
-def decode_crop(path, data, spec: CropSpec, out: np.ndarray) -> tuple[int, int]:
+def decode_crop(path: str | None, data: bytes | None, spec: CropSpec, out: np.ndarray) -> tuple[int, int]:
     """Decode one image into `out` (H x W x 3 uint8); returns its (width, height). Raises ValueError(reason)."""
     size = dict(spec.size)
     try:
@@ -138,19 +147,17 @@ def _die_with_parent(parent: int):
             os._exit(1)
 
 
-def _start_worker(shm_name: str, slots: int, spec: CropSpec, parent: int):
-    from multiprocessing import shared_memory
-
+def _start_worker(shm_name: str, slots: int, spec: CropSpec, parent: int) -> None:
     _die_with_parent(parent)
 
     memory = shared_memory.SharedMemory(name=shm_name)
     _worker.update(memory=memory, ring=np.ndarray((slots, *spec.shape), np.uint8, buffer=memory.buf), spec=spec)
 
 
-def _decode_in_worker(jobs):
+def _decode_in_worker(jobs: list[DecodeJob]) -> list[DecodeResult]:
     """[(slot, path, data)] -> [((width, height), None) or (None, reason)]: several per call, as one
     message each way costs more than decoding a thumbnail."""
-    results = []
+    results: list[DecodeResult] = []
     for slot, path, data in jobs:
         try:
             results.append((decode_crop(path, data, _worker["spec"], _worker["ring"][slot]), None))
@@ -182,12 +189,13 @@ class Decoder:
     (slot, path, data) and returns a future of one ((width, height), None) or (None, reason) per
     member; a crop is then in ring[slot] until that slot is reused."""
 
-    def __init__(self, spec: CropSpec, slots: int, workers: int | None = None, mode: str = "process"):
+    def __init__(self, spec: CropSpec, slots: int, workers: int | None = None, mode: str = "process") -> None:
         self.spec, self.slots, self.mode = spec, slots, mode
         workers = workers or default_workers()
+        self.memory: shared_memory.SharedMemory | None = None  # threads share the ring without shared memory
+        self.pool: Executor
         if mode == "process":
             from concurrent.futures import ProcessPoolExecutor
-            from multiprocessing import shared_memory
 
             self.memory = shared_memory.SharedMemory(create=True, size=max(1, slots * int(np.prod(spec.shape))))
             self.ring = np.ndarray((slots, *spec.shape), np.uint8, buffer=self.memory.buf)
@@ -200,19 +208,18 @@ class Decoder:
         elif mode == "thread":
             from concurrent.futures import ThreadPoolExecutor
 
-            self.memory = None  # type: ignore[assignment]  # threads share the ring without shared memory
             self.ring = np.zeros((slots, *spec.shape), np.uint8)
-            self.pool = ThreadPoolExecutor(workers, thread_name_prefix="clip-decode")  # type: ignore[assignment]
+            self.pool = ThreadPoolExecutor(workers, thread_name_prefix="clip-decode")
         else:
             raise InputError(f"unknown decode mode {mode!r}; choose process or thread")
 
-    def submit(self, jobs: list):
+    def submit(self, jobs: list[DecodeJob]) -> Future[list[DecodeResult]]:
         if self.mode == "process":
             return self.pool.submit(_decode_in_worker, jobs)
         return self.pool.submit(self._decode_here, jobs)
 
-    def _decode_here(self, jobs):
-        results = []
+    def _decode_here(self, jobs: list[DecodeJob]) -> list[DecodeResult]:
+        results: list[DecodeResult] = []
         for slot, path, data in jobs:
             try:
                 results.append((decode_crop(path, data, self.spec, self.ring[slot]), None))
@@ -220,7 +227,7 @@ class Decoder:
                 results.append((None, str(err)))
         return results
 
-    def close(self):
+    def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
         if self.memory is not None:
             del self.ring

@@ -73,7 +73,7 @@ class Collection:
     items: list[Item] | Callable[[], Iterator[Item]]  # a list, or a callable giving an iterator of them (streams)
     total: int | None = None  # known in advance for lists (progress bars), None for streams
     has_captions: bool = False
-    columns: tuple | None = None  # a table's (image column, caption column or None)
+    columns: tuple[str, str | None] | None = None  # a table's (image column, caption column or None)
 
     def iterate(self) -> Iterator[Item]:
         """The items, in order (a stream is read anew)."""

@@ -13,11 +13,13 @@ directory); each actor loads the same weights itself and must find the same fing
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
-from clip.tasks.backends import TaskError
+from clip.tasks.backends import Encoder, TaskError
 from clip.tasks.embed.decode import crop_spec, decode_crop
-from clip.tasks.embed.job import Job
+from clip.tasks.embed.job import Job, Sources
 from clip.tasks.embed.ray_readers import RECORD_FIELDS, input_dataset, item_of
 
 
@@ -67,9 +69,9 @@ class _Encode:
 
 
 def embed_to_dir_ray(
-    encoder,
-    source,
-    out,
+    encoder: Encoder,
+    source: Sources,
+    out: str | os.PathLike[str],
     address: str | None = "local",
     kind: str = "auto",
     batch_size: int = 64,

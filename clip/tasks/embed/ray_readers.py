@@ -21,9 +21,11 @@ import functools
 import json
 import os
 import warnings
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from clip.tasks.backends import TaskError
-from clip.tasks.embed.inputs import IMAGE_SUFFIXES, MANIFEST, Item
+from clip.tasks.embed.inputs import IMAGE_SUFFIXES, MANIFEST, Collection, Item
 
 RECORD_FIELDS = ("key", "source", "path", "data", "caption", "meta", "error")
 ROW_NUMBER = "__clip_row_number__"  # the column zipped onto a table's rows
@@ -166,7 +168,7 @@ def _read_table(ray, path: str):
 # --------------------------------------------------------------------- the dataset
 
 
-def input_dataset(ray, collection, out, done, shard):
+def input_dataset(ray: Any, collection: Collection, out: str, done: Iterable[str], shard: Sequence[int]) -> Any:
     """A Ray Data dataset of RECORD_FIELDS rows: the collection's items still to embed. `collection`
     comes from open_collection(..., listing=False): checked, not listed; Ray lists and reads it."""
     options = {"batch_format": "pyarrow", "batch_size": None}
@@ -181,7 +183,7 @@ def input_dataset(ray, collection, out, done, shard):
             _folder_records, fn_kwargs={"root": root, "out_real": out_real, "done": done, "shard": shard}, **options
         )
     if collection.input == "image":
-        path = os.path.join(collection.root, collection.items[0].key)
+        path = os.path.join(collection.root, next(collection.iterate()).key)  # the one image
         files = ray.data.read_binary_files(path, include_paths=True)
         return files.map_batches(_image_records, fn_kwargs={"done": done, "shard": shard}, **options)
     if collection.input == "webdataset":
@@ -199,6 +201,7 @@ def input_dataset(ray, collection, out, done, shard):
             _shard_records, fn_kwargs={"done": done, "shard": shard}, **{**options, "batch_format": "pandas"}
         )
     if collection.input == "table":
+        assert collection.columns is not None  # a table's collection always names its columns
         image_column, caption_column = collection.columns
         table = _read_table(ray, collection.root)
         # a row's key is its number: Ray's readers carry no row index, so zip one on (same row count).

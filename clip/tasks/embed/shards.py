@@ -28,7 +28,7 @@ def _is_local(url: str) -> bool:
     return "://" not in url and not url.startswith("pipe:")
 
 
-def check_local_shard(path: str):
+def check_local_shard(path: str) -> None:
     """A local shard must exist and be a tar with at least one member: the user named it."""
     if not os.path.exists(path):
         raise TaskError(f"{path}: no such file")

@@ -9,12 +9,16 @@ columns travel into the metadata parquet.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from clip.tasks.backends import TaskError
 from clip.tasks.embed.inputs import CAPTION_COLUMNS, IMAGE_COLUMNS, Collection, Item, regular_file_error
 
+if TYPE_CHECKING:
+    import pyarrow as pa
 
-def read_table(path: str):
+
+def read_table(path: str) -> pa.Table:
     """The table as a pyarrow Table; a file that is not one is a TaskError naming it."""
     try:
         import pyarrow as pa
@@ -41,7 +45,7 @@ def read_table(path: str):
         ) from None
 
 
-def read_schema(path: str):
+def read_schema(path: str) -> pa.Schema:
     """The table's schema (its column names), reading as little as the format allows: a parquet
     footer, the first block of a CSV or JSONL file."""
     import pyarrow as pa
@@ -83,7 +87,9 @@ def _column(table, path: str, wanted, candidates, what: str, required: bool):
     return found
 
 
-def table_collection(path: str, image_column=None, caption_column=None, listing: bool = True) -> Collection:
+def table_collection(
+    path: str, image_column: str | None = None, caption_column: str | None = None, listing: bool = True
+) -> Collection:
     """The table's rows as items; listing=False checks the file and its columns only (the rows are
     read elsewhere, by Ray Data: clip.tasks.embed.ray_readers) and leaves the items empty."""
     if not os.path.isfile(path):
@@ -107,7 +113,7 @@ def table_collection(path: str, image_column=None, caption_column=None, listing:
     )
 
 
-def row_item(number: int, row: dict, image_column: str, caption_column, base: str) -> Item:
+def row_item(number: int, row: dict, image_column: str, caption_column: str | None, base: str) -> Item:
     """The item of row `number` (a dict of its values); `base`: the table's folder, for relative paths."""
     value = row.get(image_column)
     caption = row.get(caption_column) if caption_column else None
