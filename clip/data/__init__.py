@@ -5,6 +5,8 @@ and a string, deterministic in i, so any loader (PyTorch's DataLoader, tf.data, 
 any worker process can read any item. Nothing here imports a deep-learning framework.
 """
 
+from typing import Any
+
 from clip.data.captions import CaptionDataset, Subset, load_captions, split_indices
 from clip.data.synthetic import HELD_OUT_COMBOS, SyntheticShapes, zero_shot_labels, zero_shot_set
 
@@ -21,7 +23,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name):  # digits needs scikit-learn: import it only when asked for
+def __getattr__(name: str) -> Any:  # digits needs scikit-learn: import it only when asked for
     if name == "DigitsDataset":
         from clip.data.digits import DigitsDataset
 

@@ -18,6 +18,8 @@ import csv
 import io
 import os
 import warnings
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -33,7 +35,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".
 class CaptionDataset:
     """item i -> (PIL RGB image, caption) for rows [(image path, caption), ...]."""
 
-    def __init__(self, rows, problems=(), source: str = ""):
+    def __init__(self, rows: Iterable[tuple[str, str]], problems: Iterable[str] = (), source: str = "") -> None:
         self.rows = list(rows)
         self.problems = list(problems)
         self.source = source
@@ -50,7 +52,7 @@ class CaptionDataset:
             return image.convert("RGB"), caption
 
 
-def load_captions(source, verify: bool = True, report: bool = True) -> CaptionDataset:
+def load_captions(source: str | os.PathLike[str], verify: bool = True, report: bool = True) -> CaptionDataset:
     """A CaptionDataset from a .csv / .jsonl file or a folder of images with .txt captions.
 
     verify: decode-check every image now (PIL's verify), so that a broken file is reported here
@@ -178,7 +180,7 @@ def _resolve(base, path):
 class Subset:
     """The items of `dataset` at `indices`, in that order."""
 
-    def __init__(self, dataset, indices):
+    def __init__(self, dataset: Sequence[Any], indices: Iterable[int]) -> None:
         self.dataset, self.indices = dataset, [int(i) for i in indices]
 
     def __len__(self):
@@ -188,7 +190,7 @@ class Subset:
         return self.dataset[self.indices[index]]
 
 
-def split_indices(count: int, val_fraction: float, seed: int = 0):
+def split_indices(count: int, val_fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(train indices, val indices): a seeded shuffle cut at round(count * val_fraction)."""
     if not 0.0 <= val_fraction < 1.0:
         raise InputError(f"val_fraction must be in [0, 1), got {val_fraction}")

@@ -26,7 +26,7 @@ def _load_digits():
 class DigitsDataset:
     """item i -> (PIL RGB image, "a handwritten digit d"); `labels` holds d per item."""
 
-    def __init__(self, image_size: int = 64):
+    def __init__(self, image_size: int = 64) -> None:
         bunch = _load_digits()
         self.image_size = int(image_size)
         # 0..16 ink -> 255..0 grey (dark ink on light paper)

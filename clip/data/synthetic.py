@@ -14,6 +14,7 @@ and on never-seen combinations.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -51,7 +52,9 @@ PAIR_RADIUS = {"small": 0.11, "large": 0.19}
 SINGLE_SPREAD = 0.5
 
 
-def zero_shot_labels(colours=tuple(COLOURS), shapes=SHAPES) -> tuple[list[str], list[tuple[str, str]]]:
+def zero_shot_labels(
+    colours: Iterable[str] = tuple(COLOURS), shapes: Iterable[str] = SHAPES
+) -> tuple[list[str], list[tuple[str, str]]]:
     """The colour x shape label texts ("a red circle", ...) and their (colour, shape) pairs."""
     combos = [(c, s) for c in colours for s in shapes]
     return [f"a {c} {s}" for c, s in combos], combos
@@ -69,8 +72,8 @@ class SyntheticShapes:
         seed: int = 0,
         image_size: int = 64,
         two_shape_fraction: float = 0.3,
-        exclude=HELD_OUT_COMBOS,
-    ):
+        exclude: Iterable[tuple[str, str]] | None = HELD_OUT_COMBOS,
+    ) -> None:
         if size <= 0:
             raise InputError(f"SyntheticShapes needs a positive size, got {size}")
         if image_size < 16:
@@ -115,7 +118,9 @@ class SyntheticShapes:
         return {"shapes": items, "background": background, "caption": caption}
 
 
-def zero_shot_set(count: int, seed: int = 12345, image_size: int = 64, combos=None):
+def zero_shot_set(
+    count: int, seed: int = 12345, image_size: int = 64, combos: Iterable[tuple[str, str]] | None = None
+) -> tuple[list[Image.Image], list[str], np.ndarray]:
     """`count` single-shape images cycling over `combos` (default: all colour x shape pairs).
 
     Returns (images, labels, targets): the label texts of *all* colour x shape pairs and, per

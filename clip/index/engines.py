@@ -121,7 +121,7 @@ def open_engine(kind: str, directory: str | os.PathLike, count: int, dim: int, p
 
 
 class FlatEngine:
-    def __init__(self, path: str, params: dict):
+    def __init__(self, path: str, params: dict) -> None:
         self.array = load_npy(path, mmap=True)
         if self.array.ndim != 2 or self.array.dtype != np.float32:
             raise TaskError(f"{path}: expected a 2-d float32 array, found {self.array.dtype} {self.array.shape}")
@@ -135,7 +135,7 @@ class FlatEngine:
 
 
 class HnswEngine:
-    def __init__(self, path: str, params: dict):
+    def __init__(self, path: str, params: dict) -> None:
         Index = _require("usearch.index").Index
         try:
             self.index = Index.restore(path, view=True)
@@ -168,7 +168,7 @@ class HnswEngine:
 
 
 class IvfPqEngine:
-    def __init__(self, path: str, params: dict):
+    def __init__(self, path: str, params: dict) -> None:
         faiss = _require("faiss")
         try:
             self.index = faiss.read_index(path, faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)

@@ -40,7 +40,7 @@ def write_strings(directory: str | os.PathLike, name: str, strings: Iterable[str
 class StringTable:
     """A read-only sequence of strings over a memory-mapped table written by `write_strings`."""
 
-    def __init__(self, directory: str | os.PathLike, name: str, count: int):
+    def __init__(self, directory: str | os.PathLike, name: str, count: int) -> None:
         offsets_path = inside(directory, f"{name}.offsets.npy", "table")
         blob_path = inside(directory, f"{name}.bin", "table")
         self.offsets = load_npy(offsets_path, mmap=True)

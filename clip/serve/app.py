@@ -42,7 +42,7 @@ MAX_IMAGE_PIXELS = 40_000_000
 class BadRequest(ClipError):
     """A request the service cannot answer; `status` is the HTTP status it answers with instead."""
 
-    def __init__(self, message: str, status: int = 400):
+    def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
         self.status = status
 
@@ -53,7 +53,7 @@ class Searcher:
 
     def __init__(
         self, index: "EmbeddingIndex", encoder: "Encoder | None" = None, name: str = "index", max_k: int = 1000
-    ):
+    ) -> None:
         self.index, self.encoder, self.name, self.max_k = index, encoder, name, max_k
         self._encoder_lock = threading.Lock()
 
