@@ -21,9 +21,7 @@ from typing import Any
 
 from clip.errors import InputError
 
-LAYOUT_DIRS = ("chunks", "img_emb", "text_emb", "metadata")
-
-
+LAYOUT_DIRS = ("chunks", "img_emb", "text_emb", "metadata")  # the directory's folders, beside manifest.json
 MAX_CHUNKS = 10**9  # chunk numbers are six digits or more; a range beyond this is a damaged manifest
 
 
