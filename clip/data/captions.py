@@ -18,8 +18,8 @@ import csv
 import io
 import os
 import warnings
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image
@@ -177,10 +177,18 @@ def _resolve(base, path):
 
 
 # -- generic dataset helpers ----------------------------------------------------------------------
+class Indexable(Protocol):
+    """What Subset takes: any dataset of this package (a sized sequence, dataset[i] -> item)."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> Any: ...
+
+
 class Subset:
     """The items of `dataset` at `indices`, in that order."""
 
-    def __init__(self, dataset: Sequence[Any], indices: Iterable[int]) -> None:
+    def __init__(self, dataset: Indexable, indices: Iterable[int]) -> None:
         self.dataset, self.indices = dataset, [int(i) for i in indices]
 
     def __len__(self):
