@@ -10,7 +10,8 @@ Rows:
 
 - accumulation (GradCache) per backend: an effective contrastive batch of 256 built as 8 micro-batches
   of 32 against one batch of 256 (where it fits): pairs/s and peak memory, each in a fresh process
-  (`--accum` runs only these rows; `--accum --quick` a 2-layer config at 4 x 8 vs 32).
+  (`--accum` runs only these rows, `--backends=pt,tf` some backends; `--accum --quick` a 2-layer config at
+  4 x 8 vs 32). A variant that does not fit in memory is reported as such.
 - compiled steps (`--compile` runs only these rows): pt eager vs torch.compile, tf tf.function vs
   tf.function(jit_compile=True), steady-state step time after the compilation (its time in the note).
 
@@ -313,13 +314,15 @@ def _accum_rows(quick):
 
     k, m = (4, 8) if quick else (8, 32)
     size = "2-layer" if quick else "ViT-B/32"
+    chosen = [a.split("=", 1)[1] for a in sys.argv if a.startswith("--backends=")]
+    backends = chosen[0].split(",") if chosen else ("pt", "tf", "flax")
     out = []
-    for backend in ("pt", "tf", "flax"):
+    for backend in backends:
         results = {}
         for kk, mm in ((k, m), (1, k * m)):
             code = (
-                f"import json, sys; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r}); import bench_train; "
-                f"print(json.dumps(bench_train._accum_child({backend!r}, {kk}, {mm}, {quick})))"
+                f"import json, sys; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r}); "
+                f"import bench_train; print(json.dumps(bench_train._accum_child({backend!r}, {kk}, {mm}, {quick})))"
             )
             done = subprocess.run(
                 [sys.executable, "-c", code],
@@ -327,36 +330,36 @@ def _accum_rows(quick):
                 text=True,
                 env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
             )
-            results[kk] = (
-                json.loads(done.stdout.strip().splitlines()[-1])
-                if done.returncode == 0
-                else {"error": done.stderr[-300:]}
-            )
+            if done.returncode == 0:
+                results[kk] = json.loads(done.stdout.strip().splitlines()[-1])
+            elif done.returncode == -9 or "RESOURCE_EXHAUSTED" in done.stderr or "MemoryError" in done.stderr:
+                results[kk] = {"error": "does not fit in memory" + (" (killed)" if done.returncode == -9 else "")}
+            else:
+                results[kk] = {"error": done.stderr[-300:]}
         acc, whole = results[k], results[1]
-        if "error" in acc or "error" in whole:
-            out.append(
-                {
-                    "name": f"{backend} accumulation {k} x {m} vs {k * m}, {size}",
-                    "note": f"failed: {acc.get('error') or whole.get('error')}",
-                }
-            )
+        name = f"{backend} accumulation {k} x {m} vs one batch of {k * m}, {size}, fp32"
+        if "error" in acc:
+            out.append({"name": name, "note": f"accumulation failed: {acc['error']}"})
             continue
-        out.append(
-            {
-                "name": f"{backend} accumulation {k} x {m} vs one batch of {k * m}, {size}, fp32",
-                "ours_s": acc["seconds"],
-                "baseline_s": whole["seconds"],
-                "ratio": whole["seconds"] / acc["seconds"],
-                "target": "informative: ~0.75x (one extra forward) for memory ~ m",
-                "ours_pairs_per_s": k * m / acc["seconds"],
-                "baseline_pairs_per_s": k * m / whole["seconds"],
-                "note": (
-                    f"{k * m / acc['seconds']:.1f} vs {k * m / whole['seconds']:.1f} pairs/s; peak RSS {acc['peak_mib']:.0f} vs "
-                    f"{whole['peak_mib']:.0f} MiB (step's growth over setup {acc['peak_mib'] - acc['setup_mib']:.0f} vs "
-                    f"{whole['peak_mib'] - whole['setup_mib']:.0f} MiB)"
-                ),
-            }
-        )
+        row = {"name": name, "ours_s": acc["seconds"], "ours_pairs_per_s": k * m / acc["seconds"]}
+        row["target"] = "informative: ~0.75x (one extra forward) for memory ~ m"
+        if "error" in whole:
+            row["note"] = (
+                f"{k * m / acc['seconds']:.1f} pairs/s, peak RSS {acc['peak_mib']:.0f} MiB; one batch of "
+                f"{k * m}: {whole['error']}"
+            )
+        else:
+            row.update(
+                baseline_s=whole["seconds"],
+                ratio=whole["seconds"] / acc["seconds"],
+                baseline_pairs_per_s=k * m / whole["seconds"],
+            )
+            row["note"] = (
+                f"{k * m / acc['seconds']:.1f} vs {k * m / whole['seconds']:.1f} pairs/s; peak RSS {acc['peak_mib']:.0f} vs "
+                f"{whole['peak_mib']:.0f} MiB (step's growth over setup {acc['peak_mib'] - acc['setup_mib']:.0f} vs "
+                f"{whole['peak_mib'] - whole['setup_mib']:.0f} MiB)"
+            )
+        out.append(row)
     return out
 
 
