@@ -58,7 +58,10 @@ def model_class_of(config: dict) -> str:
 
 
 def apply_overrides(config: dict, overrides: dict) -> dict:
-    """A copy of `config` with `overrides`: {"text_config.hidden_act": "gelu", "projection_dim": 512, ...} (dotted keys)."""
+    """A copy of `config` with `overrides` applied.
+
+    `overrides` has dotted keys: {"text_config.hidden_act": "gelu", "projection_dim": 512, ...}.
+    """
     config = json.loads(json.dumps(config))
     for key, value in (overrides or {}).items():
         node = config
@@ -85,7 +88,8 @@ def check(arrays: dict, spec: dict, model_class: str, where: str, names: dict) -
         )
     if report["unexpected_keys"] and not report["missing_keys"]:
         raise ConversionError(
-            f"{where}: tensor(s) that are not part of a {model_class}: {', '.join(map(label, report['unexpected_keys'][:8]))}"
+            f"{where}: tensor(s) that are not part of a {model_class}: "
+            f"{', '.join(map(label, report['unexpected_keys'][:8]))}"
         )
     if report["missing_keys"]:
         if len(report["missing_keys"]) == len(spec):

@@ -1,8 +1,8 @@
 """open_clip state dicts of the standard ViT CLIP models <-> canonical names, as data.
 
-open_clip's `CLIP` class keeps OpenAI's attribute names (visual.conv1, visual.transformer.resblocks.N.attn.in_proj_weight,
-token_embedding, positional_embedding, ln_final, text_projection, logit_scale, ...), so the tensor
-map is clip.common.formats.openai's. What differs is around it:
+open_clip's `CLIP` class keeps OpenAI's attribute names (visual.conv1,
+visual.transformer.resblocks.N.attn.in_proj_weight, token_embedding, positional_embedding, ln_final,
+text_projection, logit_scale, ...), so the tensor map is clip.common.formats.openai's. What differs is around it:
 
 - training checkpoints wrap the weights: {"epoch", "name", "state_dict", "optimizer", ...}, and
   DistributedDataParallel prefixes every key with "module.";
