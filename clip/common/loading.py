@@ -148,7 +148,7 @@ def check_checkpoint(cls, name_or_path, expected: dict, shapes: dict, ignore_mis
 
 def read_canonical_safetensors(paths) -> tuple[dict, dict]:
     """({canonical name: array}, {canonical name: the file it came from}) of safetensors shards."""
-    origins = {}
+    origins: dict[str, str] = {}
     tensors = io.read_checkpoint(paths, origins)
     canonical = weights.normalize_checkpoint_keys(tensors)  # checkpoint name -> canonical name
     return {canon: tensors[name] for name, canon in canonical.items()}, {
@@ -288,7 +288,7 @@ def read_pretrained(
     """The config, then the weights of name_or_path (safetensors here, the backend's legacy format
     through adapter.read_legacy) or the given `state_dict`, by canonical name, every tensor checked
     (floating point, shape) against the model class before anything is assigned."""
-    files = {}  # canonical name -> its file, for messages
+    files: dict[str, str] = {}  # canonical name -> its file, for messages
     if name_or_path is None or state_dict is not None:
         config = config_without_files(cls, name_or_path, config, kwargs, adapter.BACKEND)
         tensors = dict(state_dict or {})

@@ -289,10 +289,14 @@ class CLIPTokenizerFast(CLIPTokenizerBase):
         self,
         save_directory,
         legacy_format=None,
-        filename_prefix: str | None = None,  # type: ignore[override]
+        filename_prefix: str | None = None,
+        push_to_hub: bool = False,
+        save_jinja_files: bool = True,
         **kwargs,
     ) -> tuple[str, ...]:
-        paths = super().save_pretrained(save_directory, legacy_format, filename_prefix, **kwargs)
+        paths = super().save_pretrained(
+            save_directory, legacy_format, filename_prefix, push_to_hub, save_jinja_files, **kwargs
+        )
         prefix = f"{filename_prefix}-" if filename_prefix else ""
         path = os.path.join(os.fspath(save_directory), prefix + TOKENIZER_FILE)
         atomic_write_text(path, json.dumps(self._tokenizer_json(), indent=2, ensure_ascii=False) + "\n")

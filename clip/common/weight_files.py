@@ -95,7 +95,7 @@ def torch_arrays(state, path, nested=WRAPPER_KEYS) -> dict:
 
     if not isinstance(state, dict):
         raise ValueError(f"{path}: holds a {type(state).__name__}, not a state dict of tensors")
-    out = {}
+    out: dict[str, np.ndarray | dict] = {}
     for name, value in state.items():
         if isinstance(value, torch.Tensor):
             out[name] = tensor_to_numpy(value)

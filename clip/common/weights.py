@@ -9,6 +9,8 @@ last name component and a transpose.
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 import numpy as np
 
 from clip.common import params
@@ -34,9 +36,15 @@ BASE_MODEL_PREFIX = "clip."
 # parameters; loaders drop them silently, as transformers does for non-persistent buffers.
 IGNORED_SUFFIXES = ("embeddings.position_ids",)
 
+
 # Per-leaf rules. "names" gives the last name component per backend, "transpose" the axis order
 # that turns the canonical (PyTorch) array into the backend's layout (None: unchanged).
-LEAF_RULES = {
+class LeafRule(TypedDict):
+    names: dict[str, str]  # backend -> the last name component there
+    transpose: dict[str, tuple[int, ...]]  # backend -> axis order of its layout
+
+
+LEAF_RULES: dict[str, LeafRule] = {
     "linear_weight": {
         "names": {"pt": "weight", "tf": "kernel", "flax": "kernel"},
         "transpose": {"tf": (1, 0), "flax": (1, 0)},

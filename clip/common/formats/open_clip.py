@@ -96,7 +96,7 @@ def config_overrides(model_cfg: dict | None) -> dict:
         return {"hidden_act": ACTIVATION}
     model_cfg = model_cfg.get("model_cfg", model_cfg)
     vision, text = model_cfg.get("vision_cfg", {}) or {}, model_cfg.get("text_cfg", {}) or {}
-    out = {"hidden_act": "quick_gelu" if model_cfg.get("quick_gelu") else ACTIVATION}
+    out: dict[str, str | int] = {"hidden_act": "quick_gelu" if model_cfg.get("quick_gelu") else ACTIVATION}
     if "head_width" in vision:
         out["vision_head_width"] = int(vision["head_width"])
     if "heads" in text:

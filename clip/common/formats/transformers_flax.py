@@ -14,6 +14,8 @@ same tree, so one reader and one writer serve both.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from clip.common import io, weight_files, weights
@@ -64,7 +66,7 @@ def to_canonical(tree) -> dict[str, np.ndarray]:
 
 def from_canonical(arrays: dict, kinds: dict) -> dict:
     """{canonical name: array}, {canonical name: leaf kind} -> transformers' nested Flax param tree."""
-    tree = {}
+    tree: dict[str, Any] = {}  # nested dicts of arrays
     for name, array in arrays.items():
         kind = kinds[name]
         node = tree
