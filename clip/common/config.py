@@ -138,6 +138,11 @@ class _TowerConfig(_ConfigSurface):
     hidden_act: str
     attention_dropout: float
     layer_norm_eps: float
+    intermediate_size: int
+    projection_dim: int
+    num_hidden_layers: int
+    initializer_range: float
+    initializer_factor: float
     # field -> default, in the order transformers writes them
     defaults: dict = {}
 
@@ -201,6 +206,11 @@ class _TowerConfig(_ConfigSurface):
 
 class CLIPTextConfig(_TowerConfig):
     model_type = "clip_text_model"
+    vocab_size: int
+    max_position_embeddings: int
+    pad_token_id: int
+    bos_token_id: int
+    eos_token_id: int
     _sub_attr = "text_config"
     defaults = {
         "vocab_size": 49408,
@@ -228,6 +238,7 @@ class CLIPVisionConfig(_TowerConfig):
     model_type = "clip_vision_model"
     image_size: int
     patch_size: int
+    num_channels: int
     _sub_attr = "vision_config"
     defaults = {
         "hidden_size": 768,
