@@ -21,6 +21,7 @@ SigLIP's logit_bias, timm towers, CoCa) stop with an error that names the first 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from clip.common import io, weight_files
 from clip.common.formats import openai
@@ -104,7 +105,7 @@ def config_overrides(model_cfg: dict | None) -> dict:
     return out
 
 
-def infer_config(state: dict, where: str = "checkpoint", model_cfg: dict | None = None, **overrides) -> dict:
+def infer_config(state: dict, where: str = "checkpoint", model_cfg: dict | None = None, **overrides: Any) -> dict:
     """A CLIPConfig dict for an unwrapped open_clip state dict; `model_cfg` from open_clip_config.json if any."""
     renamed = to_openai_names(state, where)
     kwargs = config_overrides(model_cfg)
@@ -125,13 +126,13 @@ def checkpoint_file(src: str) -> str:
     raise ValueError(f"{src}: a directory; pass the checkpoint file itself")
 
 
-def read_model_config(path) -> dict | None:
+def read_model_config(path: str | os.PathLike) -> dict | None:
     """open_clip_config.json beside the weight file `path`, or None."""
     config_path = os.path.join(os.path.dirname(os.path.abspath(path)), CONFIG_NAME)
     return io.read_json_object(config_path) if os.path.isfile(config_path) else None
 
 
-def canonical_checkpoint(state: dict, where: str = "checkpoint", **heads) -> tuple[dict, dict, dict, list]:
+def canonical_checkpoint(state: dict, where: str = "checkpoint", **heads: Any) -> tuple[dict, dict, dict, list]:
     """(arrays, config, {canonical name: open_clip name}, notes) of an unwrapped open_clip state dict
     read from `where`; the notes say what was assumed for lack of open_clip_config.json."""
     model_cfg = read_model_config(where)

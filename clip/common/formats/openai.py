@@ -26,7 +26,9 @@ files are read by the same `read_file`.
 from __future__ import annotations
 
 import math
+import os
 import re
+from typing import Any
 
 import numpy as np
 
@@ -271,7 +273,7 @@ def infer_config(
     return {"text_config": text, "vision_config": vision, "projection_dim": embed_dim, "architectures": ["CLIPModel"]}
 
 
-def check_buffers(state: dict, config: dict, where: str = "checkpoint"):
+def check_buffers(state: dict, config: dict, where: str = "checkpoint") -> None:
     """The TorchScript archives' integer buffers, where present, must agree with the inferred config."""
     expected = {
         "input_resolution": config["vision_config"]["image_size"],
@@ -286,7 +288,7 @@ def check_buffers(state: dict, config: dict, where: str = "checkpoint"):
             )
 
 
-def read_file(path) -> dict:
+def read_file(path: str | os.PathLike) -> dict:
     """{name: numpy array} of a checkpoint file in OpenAI's or open_clip's layout: a TorchScript archive,
     a torch.save state dict (read with weights_only=True; a training checkpoint's wrapper kept for
     open_clip.unwrap) or safetensors."""
@@ -296,7 +298,7 @@ def read_file(path) -> dict:
     return weight_files.torch_arrays(state, path)
 
 
-def canonical_checkpoint(state: dict, where: str = "checkpoint", **heads) -> tuple[dict, dict, dict]:
+def canonical_checkpoint(state: dict, where: str = "checkpoint", **heads: Any) -> tuple[dict, dict, dict]:
     """(arrays, config, {canonical name: OpenAI name}) of an OpenAI-layout state dict; `heads`:
     text_heads / vision_heads when the shapes cannot tell them."""
     config = infer_config(state, where, **heads)
@@ -305,6 +307,6 @@ def canonical_checkpoint(state: dict, where: str = "checkpoint", **heads) -> tup
     return arrays, config, names
 
 
-def write(arrays: dict, path):
+def write(arrays: dict, path: str | os.PathLike) -> None:
     """A CLIPModel's {canonical name: array} as an OpenAI-layout torch.save state dict."""
     weight_files.save_torch_arrays(from_canonical(arrays), path)
