@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
+from typing import Any
 
 from clip.errors import InputError
 
@@ -117,12 +118,12 @@ class FilesMixin(VocabularyMixin):
 
     def save_pretrained(
         self,
-        save_directory,
-        legacy_format=None,
+        save_directory: str | os.PathLike,
+        legacy_format: bool | None = None,
         filename_prefix: str | None = None,
         push_to_hub: bool = False,
         save_jinja_files: bool = True,
-        **kwargs,
+        **kwargs: Any,
     ) -> tuple[str, ...]:
         """Write the files transformers' tokenizers load (vocab.json, merges.txt, tokenizer_config.json,
         special_tokens_map.json, chat_template.jinja when there is a template, and tokenizer.json

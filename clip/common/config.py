@@ -11,6 +11,7 @@ import copy
 import json
 import os
 from collections.abc import Callable
+from typing import Any
 
 from clip.common import hub
 from clip.common.io import atomic_write_text, read_json_object
@@ -284,8 +285,8 @@ class CLIPConfig(_ConfigSurface):
         self,
         text_config: dict | CLIPTextConfig | None = None,
         vision_config: dict | CLIPVisionConfig | None = None,
-        **kwargs,
-    ):
+        **kwargs: Any,
+    ) -> None:
         attn_implementation = kwargs.pop("attn_implementation", None)
         # transformers <4.22 wrote `text_config_dict`/`vision_config_dict`; when both forms are
         # present the *_dict values win, as transformers resolves it.
@@ -319,7 +320,7 @@ class CLIPConfig(_ConfigSurface):
 
     @classmethod
     def from_text_vision_configs(
-        cls, text_config: CLIPTextConfig, vision_config: CLIPVisionConfig, **kwargs
+        cls, text_config: CLIPTextConfig, vision_config: CLIPVisionConfig, **kwargs: Any
     ) -> CLIPConfig:
         return cls(text_config=text_config.to_dict(), vision_config=vision_config.to_dict(), **kwargs)
 
@@ -345,7 +346,7 @@ class CLIPConfig(_ConfigSurface):
         return out
 
     @classmethod
-    def from_dict(cls, data: dict, **kwargs):
+    def from_dict(cls, data: dict, **kwargs: Any) -> CLIPConfig:
         data = {**copy.deepcopy(data), **kwargs}
         if "id2label" in data and data["id2label"] is not None:
             # JSON object keys are strings; transformers turns them back into ints.
@@ -358,7 +359,7 @@ class CLIPConfig(_ConfigSurface):
         return cls(**data)
 
     @classmethod
-    def from_pretrained(cls, name_or_path, **hub_kwargs):
+    def from_pretrained(cls, name_or_path: str | os.PathLike, **hub_kwargs: Any) -> CLIPConfig:
         data = _read_config_json(name_or_path, **hub_kwargs)
         if data.get("model_type") in ("clip_text_model", "clip_vision_model"):
             raise InputError(
