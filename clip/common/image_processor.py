@@ -23,9 +23,11 @@ import numpy as np
 from PIL import Image
 
 from clip.common import hub
-from clip.common._image_inputs import array_to_pil, flatten, is_array, load_repeated, needs_scaling_for_pil
+from clip.common._image_inputs import array_to_pil, flatten, load_repeated, needs_scaling_for_pil
+from clip.common._image_layout import FORMATS as _FORMATS
+from clip.common._image_layout import image_as_hwc, to_layout
 from clip.common._image_pixels import Pool, center_crop_hwc, per_channel, process, resize_output_size
-from clip.common.batch import BatchFeature, check_tensor_type, to_numpy, to_tensor
+from clip.common.batch import BatchFeature, check_tensor_type, to_tensor
 from clip.common.io import atomic_write_json, atomic_write_text, read_json_object
 from clip.errors import InputError, InputTypeError
 
@@ -57,7 +59,6 @@ _BOOL_OPTIONS = tuple(name for name in OPTIONS if name.startswith("do_"))
 _CALL_ONLY = ("input_data_format", "data_format")
 # Every keyword argument preprocess() takes besides images and return_tensors.
 PREPROCESS_KWARGS = frozenset((*OPTIONS, *_CALL_ONLY, "num_threads"))
-_FORMATS = ("channels_first", "channels_last")
 # Each setting and the step that needs it.
 _NEEDED_BY = {
     "size": "do_resize",
@@ -269,7 +270,7 @@ class CLIPImageProcessor:
         if not isinstance(size, dict):
             raise InputTypeError(f"size must be a dict (shortest_edge, or height and width), got {size!r}")
         size = _size_dict(size, "size", square=False)
-        array, fmt = _one_image(image, input_data_format)
+        array, fmt = image_as_hwc(image, input_data_format)
         pre_scaled = array.dtype != np.uint8 and needs_scaling_for_pil(array, "image")
         if pre_scaled:
             array = (array.astype(np.float64) * 255).astype(np.float32)
@@ -279,7 +280,7 @@ class CLIPImageProcessor:
         out = out[:, :, None] if out.ndim == 2 else out
         if pre_scaled:
             out = (out.astype(np.float64) / 255).astype(np.float32)
-        return _to_format(out, data_format or fmt)
+        return to_layout(out, data_format or fmt)
 
     def center_crop(
         self,
@@ -291,8 +292,8 @@ class CLIPImageProcessor:
     ) -> np.ndarray:
         """The central (height, width) of the image, zero-padded where the image is smaller."""
         size = _size_dict(size, "size", square=True)
-        array, fmt = _one_image(image, input_data_format)
-        return _to_format(center_crop_hwc(array, size["height"], size["width"]), data_format or fmt)
+        array, fmt = image_as_hwc(image, input_data_format)
+        return to_layout(center_crop_hwc(array, size["height"], size["width"]), data_format or fmt)
 
     def rescale(
         self,
@@ -303,8 +304,8 @@ class CLIPImageProcessor:
         **kwargs: Any,
     ) -> np.ndarray:
         """image * scale, computed in float64 and returned as float32 (transformers' arithmetic)."""
-        array, fmt = _one_image(image, input_data_format)
-        return _to_format((array.astype(np.float64) * scale).astype(np.float32), data_format or fmt)
+        array, fmt = image_as_hwc(image, input_data_format)
+        return to_layout((array.astype(np.float64) * scale).astype(np.float32), data_format or fmt)
 
     def normalize(
         self,
@@ -316,12 +317,12 @@ class CLIPImageProcessor:
         **kwargs: Any,
     ) -> np.ndarray:
         """(image - mean) / std per channel; float inputs keep their dtype, others become float32."""
-        array, fmt = _one_image(image, input_data_format)
+        array, fmt = image_as_hwc(image, input_data_format)
         dtype = array.dtype if np.issubdtype(array.dtype, np.floating) else np.float32
         channels = array.shape[2]
         mean_per_channel = per_channel(mean, "mean", channels, "image").astype(dtype)
         std_per_channel = per_channel(std, "std", channels, "image").astype(dtype)
-        return _to_format((array.astype(dtype) - mean_per_channel) / std_per_channel, data_format or fmt)
+        return to_layout((array.astype(dtype) - mean_per_channel) / std_per_channel, data_format or fmt)
 
     def convert_rgb(self, image: ImageLike) -> ImageLike:
         return convert_rgb(image)
@@ -382,31 +383,3 @@ def convert_rgb(image: ImageLike) -> ImageLike:
     if not isinstance(image, Image.Image) or image.mode == "RGB":
         return image
     return image.convert("RGB")
-
-
-def _one_image(image, input_data_format):
-    """One image as an HWC numpy array and the layout it came in."""
-    if isinstance(image, Image.Image):
-        image = np.asarray(image)
-    if not is_array(image):
-        raise InputTypeError(f"image must be a numpy array or a tensor, got {type(image).__name__}")
-    array = to_numpy(image)
-    if array.ndim == 2:
-        return array[:, :, None], "channels_last"
-    if array.ndim != 3:
-        raise InputError(f"image must have 2 or 3 dimensions, got shape {array.shape}")
-    fmt = input_data_format
-    if fmt is None:
-        fmt = "channels_first" if array.shape[0] in (1, 3) else "channels_last" if array.shape[2] in (1, 3) else None
-        if fmt is None:
-            raise InputError(f"cannot tell the channel axis of shape {array.shape}; pass input_data_format")
-    if fmt not in _FORMATS:
-        raise InputError(f"input_data_format must be one of {_FORMATS}, got {fmt!r}")
-    return (array.transpose(1, 2, 0) if fmt == "channels_first" else array), fmt
-
-
-def _to_format(array: np.ndarray, fmt) -> np.ndarray:
-    fmt = getattr(fmt, "value", fmt)
-    if fmt not in _FORMATS:
-        raise InputError(f"data_format must be one of {_FORMATS}, got {fmt!r}")
-    return np.ascontiguousarray(array.transpose(2, 0, 1)) if fmt == "channels_first" else array

@@ -57,12 +57,9 @@ WEIGHT_FILES = {
 # after a save, those the save did not write are stale, and the next load (here or in
 # transformers) could pick them up instead of what was just saved, so they are removed.
 WEIGHT_FILE_NAMES = (hub.SAFETENSORS_NAME, hub.PYTORCH_NAME, hub.TF_NAME, transformers_flax.FILE_NAME)
-# The arguments every backend passes: its model class (read by attribute: config_class, __name__),
-# a checkpoint's local directory or hub id (None: weights given as a state_dict), and a config
-# object (ours or transformers'; None: read from the checkpoint).
-ModelClass = type[Any]
-PathOrId = str | os.PathLike
-ConfigLike = Any
+ModelClass = type[Any]  # a backend's model class, read by attribute (config_class, __name__)
+PathOrId = str | os.PathLike  # a checkpoint's local directory or hub id
+ConfigLike = Any  # a config object, ours or transformers' (None where read from the checkpoint)
 
 NOT_GIVEN = object()  # a keyword left out (None is a value some callers pass)
 # transformers' save_pretrained keywords that clip cannot honour (per backend): refused when set

@@ -31,6 +31,7 @@ from clip.errors import InputError, InputTypeError
 
 from . import _bpe
 from ._tokenizer_base import CLIPTokenizerBase, rows_of
+from ._tokenizer_fast_backend import build_backend
 from ._tokenizer_files import MERGES_FILE, TOKENIZER_FILE, VOCAB_FILE
 from .hub import CheckpointNotFoundError, resolve_file
 from .io import atomic_write_text
@@ -253,7 +254,7 @@ class CLIPTokenizerFast(CLIPTokenizerBase):
                 vocab, merges = _bpe.embedded_vocabulary()
             else:
                 vocab, merges = _bpe.read_vocab_files(vocab_file, merges_file)
-            backend = _build_backend(vocab, merges, settings)
+            backend = build_backend(vocab, merges, settings)
         backend.no_padding()
         backend.no_truncation()
         self._backend = backend
@@ -373,40 +374,3 @@ class CLIPTokenizerFast(CLIPTokenizerBase):
             settings["additional_special_tokens"] = [*settings.get("additional_special_tokens", []), *extra]
         settings["model_max_length"] = self.model_max_length
         return type(self)(tokenizer_object=backend, **settings)
-
-
-def _build_backend(vocab, merges, settings):
-    """The Rust pipeline equivalent to transformers' conversion of the slow CLIP tokenizer."""
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-
-    bos, eos = settings["bos_token"], settings["eos_token"]
-    backend = Tokenizer(
-        models.BPE(
-            vocab=vocab,
-            merges=merges,
-            continuing_subword_prefix="",
-            end_of_word_suffix=_bpe.END_OF_WORD,
-            fuse_unk=False,
-            unk_token=settings["unk_token"],
-        )
-    )
-    backend.normalizer = normalizers.Sequence(
-        [normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()]
-    )
-    backend.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(_bpe.WORD_PATTERN), behavior="removed", invert=True),
-            pre_tokenizers.ByteLevel(add_prefix_space=False),
-        ]
-    )
-    backend.decoder = decoders.ByteLevel()
-    backend.post_processor = processors.TemplateProcessing(
-        single=f"{bos} $A {eos}",
-        pair=f"{bos} $A {eos} {eos} $B {eos}",
-        special_tokens=[(bos, vocab[bos]), (eos, vocab[eos])],
-    )
-    # normalized=True as transformers writes them: "<|ENDOFTEXT|>" is lower-cased, then matched.
-    backend.add_special_tokens(
-        [AddedToken(t, special=True, normalized=True) for t in dict.fromkeys((bos, eos, settings["unk_token"]))]
-    )
-    return backend
