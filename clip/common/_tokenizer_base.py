@@ -1,4 +1,4 @@
-"""What both CLIP tokenizers share: transformers' __call__, encode, pad and decode.
+"""What both CLIP tokenizers share: transformers' __call__, encode and pad (decode: _tokenizer_decode).
 
 A tokenizer subclass supplies `_content(texts, limit, from_end, with_offsets)` (the ids of each
 text without special tokens, and their character offsets when asked) and `_decode`; everything
@@ -11,18 +11,26 @@ from __future__ import annotations
 from clip.errors import InputError, InputTypeError
 
 from . import _tokenizer_encode as enc
+from ._tokenizer_decode import DecodingMixin, rows_of
 from ._tokenizer_files import FilesMixin
-from ._tokenizer_vocab import VocabularyMixin
-from .batch import BatchEncoding, to_numpy
+from ._tokenizer_inputs import as_batch, keep_offsets
+from .batch import BatchEncoding
+
+__all__ = ["CLIPTokenizerBase", "rows_of"]  # rows_of: imported from here by clip.common.tokenizer
+# MRO: CLIPTokenizerBase, DecodingMixin, FilesMixin, VocabularyMixin (no method name is defined in two of them).
 
 
-class CLIPTokenizerBase(VocabularyMixin, FilesMixin):
+class CLIPTokenizerBase(DecodingMixin, FilesMixin):
     """Everything but turning text into ids and ids into text, shared by both tokenizers."""
 
     model_input_names = ["input_ids", "attention_mask"]
     padding_side = "right"
     truncation_side = "right"
     is_fast = False
+
+    def _content(self, texts: list[str], limit: int | None, from_end: bool, with_offsets: bool) -> list[tuple]:
+        """[(ids, offsets or None)] of each text, no special tokens; at most `limit` ids, the last ones if from_end."""
+        raise NotImplementedError  # each tokenizer (slow BPE, fast `tokenizers` backend) tokenizes its own way
 
     def _setup(
         self,
@@ -127,10 +135,10 @@ class CLIPTokenizerBase(VocabularyMixin, FilesMixin):
         **kwargs,
     ) -> BatchEncoding:
         enc.warn_unknown(kwargs)
-        texts, batched = _as_batch(text, "text", is_split_into_words)
+        texts, batched = as_batch(text, "text", is_split_into_words)
         pairs = None
         if text_pair is not None:
-            pairs, pair_batched = _as_batch(text_pair, "text_pair", is_split_into_words)
+            pairs, pair_batched = as_batch(text_pair, "text_pair", is_split_into_words)
             if pair_batched != batched or len(pairs) != len(texts):
                 raise InputError(f"text_pair must match text: {len(texts)} text(s) but {len(pairs)} pair(s)")
         num_special = self.num_special_tokens_to_add(pair=pairs is not None) if add_special_tokens else 0
@@ -247,8 +255,8 @@ class CLIPTokenizerBase(VocabularyMixin, FilesMixin):
                 ids, pair_ids, dropped = enc.truncate_pair(
                     ids, pair_ids, remove, plan.strategy, plan.truncation_side, plan.stride
                 )
-                offsets = _keep(offsets, ids, plan.truncation_side)
-                pair_offsets = _keep(pair_offsets, pair_ids, plan.truncation_side)
+                offsets = keep_offsets(offsets, ids, plan.truncation_side)
+                pair_offsets = keep_offsets(pair_offsets, pair_ids, plan.truncation_side)
             self._add_row(fields, wanted, ids, pair_ids, offsets, pair_offsets, add_special_tokens)
             fields["overflowing_tokens"].append(dropped)
             fields["num_truncated_tokens"].append(total - (plan.truncate_to or 0))
@@ -376,81 +384,8 @@ class CLIPTokenizerBase(VocabularyMixin, FilesMixin):
         fields, _ = enc.pad_rows(fields, plan, self.pad_token_id)
         return enc.finish(fields, return_tensors, batched)
 
-    # -- decoding ------------------------------------------------------------------------------
-
-    def decode(self, token_ids, skip_special_tokens: bool = False, clean_up_tokenization_spaces=None, **kwargs) -> str:
-        text = self._decode(self._check_ids(token_ids), skip_special_tokens)
-        return self._clean_up(text, clean_up_tokenization_spaces)
-
-    def batch_decode(
-        self, sequences, skip_special_tokens=False, clean_up_tokenization_spaces=None, **kwargs
-    ) -> list[str]:
-        return [self.decode(seq, skip_special_tokens, clean_up_tokenization_spaces) for seq in rows_of(sequences)]
-
-    def convert_tokens_to_string(self, tokens) -> str:
-        return self._decode(self.convert_tokens_to_ids(list(tokens)), False)
-
-    def _clean_up(self, text, clean_up_tokenization_spaces):
-        if clean_up_tokenization_spaces is None:
-            clean_up_tokenization_spaces = self.clean_up_tokenization_spaces
-        if not clean_up_tokenization_spaces:
-            return text
-        # transformers' English clean-up of spaces before punctuation and contractions
-        for before, after in (
-            (" .", "."),
-            (" ?", "?"),
-            (" !", "!"),
-            (" ,", ","),
-            (" ' ", "'"),
-            (" n't", "n't"),
-            (" 'm", "'m"),
-            (" 's", "'s"),
-            (" 've", "'ve"),
-            (" 're", "'re"),
-        ):
-            text = text.replace(before, after)
-        return text
-
     def __repr__(self):
         return (
             f"{type(self).__name__}(vocab_size={self.vocab_size}, model_max_length={self.model_max_length}, "
             f"pad_token={self.pad_token!r})"
         )
-
-
-def _keep(offsets, kept_ids, side):
-    """The offsets of the ids truncation kept."""
-    if offsets is None or kept_ids is None:
-        return None
-    return offsets[len(offsets) - len(kept_ids) :] if side == "left" else offsets[: len(kept_ids)]
-
-
-def _as_batch(text, name: str, split_into_words: bool) -> tuple[list[str], bool]:
-    """(texts, batched). Pre-split words are joined by spaces: CLIP splits words at whitespace anyway."""
-    if split_into_words:
-        if isinstance(text, (list, tuple)) and text and all(isinstance(t, (list, tuple)) for t in text):
-            return [" ".join(_check_words(t, name)) for t in text], True
-        return [" ".join(_check_words(text, name))], False
-    if isinstance(text, str):
-        return [text], False
-    if isinstance(text, (list, tuple)) and all(isinstance(t, str) for t in text):
-        return list(text), True
-    kind = type(text).__name__
-    if isinstance(text, (list, tuple)):
-        kind = f"{kind} holding {sorted({type(t).__name__ for t in text if not isinstance(t, str)})}"
-    raise InputTypeError(f"{name} must be a string or a list of strings, got {kind}")
-
-
-def _check_words(words, name):
-    if not isinstance(words, (list, tuple)) or not all(isinstance(w, str) for w in words):
-        raise InputTypeError(f"{name} with is_split_into_words=True must be a list of strings (or a list of those)")
-    return words
-
-
-def rows_of(sequences) -> list:
-    if isinstance(sequences, (list, tuple)):
-        return list(sequences)
-    array = to_numpy(sequences)
-    if array.ndim != 2:
-        raise InputTypeError(f"sequences must be a list of id sequences or a 2-D array, got {array.ndim}-D")
-    return list(array)

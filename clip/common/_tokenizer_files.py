@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
+from typing import Any
 
 from clip.errors import InputError
 
 from . import _bpe
-from ._tokenizer_vocab import CLIP_TOKEN_NAMES, SPECIAL_TOKEN_NAMES
+from ._tokenizer_vocab import CLIP_TOKEN_NAMES, SPECIAL_TOKEN_NAMES, VocabularyMixin
+from .batch import BatchEncoding
 from .hub import resolve_file, split_hub_kwargs
 from .io import atomic_write_json, atomic_write_text, read_json_object
 
@@ -45,8 +48,23 @@ def _token_value(value):
     return value
 
 
-class FilesMixin:
-    """from_pretrained / save_pretrained / save_vocabulary and apply_chat_template."""
+class FilesMixin(VocabularyMixin):
+    """from_pretrained / save_pretrained / save_vocabulary and apply_chat_template.
+
+    It saves the vocabulary (VocabularyMixin, its base) and the settings that the
+    tokenizer sets in CLIPTokenizerBase._setup, declared here for the type checker.
+    """
+
+    clean_up_tokenization_spaces: bool
+    errors: str  # how invalid UTF-8 decodes (bytes.decode's errors)
+    model_max_length: int
+    padding_side: str
+    truncation_side: str
+    chat_template: str | None
+    __call__: Callable[..., BatchEncoding]  # CLIPTokenizerBase.__call__: apply_chat_template tokenizes with it
+
+    def _merges(self) -> list:
+        raise NotImplementedError  # the BPE merges: each tokenizer (slow, fast) keeps them its own way
 
     @classmethod
     def from_pretrained(cls, name_or_path, *init_inputs, **kwargs):
@@ -100,12 +118,12 @@ class FilesMixin:
 
     def save_pretrained(
         self,
-        save_directory,
-        legacy_format=None,
+        save_directory: str | os.PathLike,
+        legacy_format: bool | None = None,
         filename_prefix: str | None = None,
         push_to_hub: bool = False,
         save_jinja_files: bool = True,
-        **kwargs,
+        **kwargs: Any,
     ) -> tuple[str, ...]:
         """Write the files transformers' tokenizers load (vocab.json, merges.txt, tokenizer_config.json,
         special_tokens_map.json, chat_template.jinja when there is a template, and tokenizer.json
@@ -210,11 +228,7 @@ class FilesMixin:
         ]
         if not tokenize:
             return texts if batched else texts[0]
-        out = self(
-            texts if batched else texts[0],
-            add_special_tokens=False,  # type: ignore[operator]  # mixin
-            return_tensors=return_tensors,
-        )
+        out = self(texts if batched else texts[0], add_special_tokens=False, return_tensors=return_tensors)
         return out if return_dict else out["input_ids"]
 
 

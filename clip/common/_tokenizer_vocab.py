@@ -49,6 +49,8 @@ def _role_property(name: str):
 class VocabularyMixin:
     """Special and added tokens over a base vocabulary `self.encoder` (token -> id)."""
 
+    is_fast: bool  # set by the concrete tokenizer class: the fast one counts re-added tokens as added
+
     def _init_vocabulary(self, vocab: dict, special: dict):
         self.encoder = vocab
         self.decoder = {i: token for token, i in vocab.items()}

@@ -62,13 +62,13 @@ class BatchEncoding(dict):
         except KeyError:
             raise AttributeError(f"{type(self).__name__} has no field {name!r}; fields: {list(self)}") from None
 
-    def convert_to_tensors(self, return_tensors):
+    def convert_to_tensors(self, return_tensors: str | None) -> BatchEncoding:
         check_tensor_type(return_tensors)
         for key, value in self.items():
             self[key] = to_tensor(value, return_tensors)
         return self
 
-    def to(self, device):
+    def to(self, device: Any) -> BatchEncoding:  # device: a torch device or its name
         """Move torch tensors to `device` (as transformers' BatchEncoding.to)."""
         for key, value in self.items():
             if hasattr(value, "to") and type(value).__module__.startswith("torch"):

@@ -9,7 +9,17 @@ errors. Nothing here imports a deep-learning framework.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from clip.common.config import CLIPTextConfig, CLIPVisionConfig
+
+# A torch, TensorFlow, JAX or numpy array: the checks read its .shape and .dtype only.
+Array = Any
+ShapeOf = Callable[[Array, tuple[int, ...]], tuple[int, ...]]
 
 INTEGER_DTYPES = ("int64", "int32", "int16", "int8", "uint8", "uint16", "uint32", "uint64")
 FLOAT_DTYPES = ("float64", "float32", "float16", "bfloat16")
@@ -19,7 +29,7 @@ FLOAT_DTYPES = ("float64", "float32", "float16", "bfloat16")
 LEGACY_EOS_TOKEN_ID = 2
 
 
-def dtype_name(dtype) -> str:
+def dtype_name(dtype: object) -> str:
     """'torch.float32', tf.float32, np.dtype('float32'), jnp.float32 -> 'float32'."""
     name = getattr(dtype, "name", None)
     if not isinstance(name, str):
@@ -28,7 +38,7 @@ def dtype_name(dtype) -> str:
 
 
 # -- inputs ---------------------------------------------------------------------------------------
-def check_input_ids(shape, dtype, config):
+def check_input_ids(shape: Sequence[int], dtype: object, config: CLIPTextConfig) -> None:
     """input_ids: (batch, seq_len) integers, 1 <= seq_len <= max_position_embeddings."""
     shape, dtype = tuple(shape), dtype_name(dtype)
     if len(shape) != 2:
@@ -44,7 +54,7 @@ def check_input_ids(shape, dtype, config):
         )
 
 
-def check_attention_mask(shape, input_ids_shape):
+def check_attention_mask(shape: Sequence[int], input_ids_shape: Sequence[int]) -> None:
     """attention_mask: the shape of input_ids (1 = attend, 0 = padding)."""
     if tuple(shape) != tuple(input_ids_shape):
         raise ValueError(
@@ -52,7 +62,9 @@ def check_attention_mask(shape, input_ids_shape):
         )
 
 
-def check_position_ids(shape, dtype, input_ids_shape, config):
+def check_position_ids(
+    shape: Sequence[int], dtype: object, input_ids_shape: Sequence[int], config: CLIPTextConfig
+) -> None:
     """position_ids: (batch or 1, seq_len) integers below max_position_embeddings."""
     shape, dtype = tuple(shape), dtype_name(dtype)
     batch, length = input_ids_shape
@@ -62,7 +74,9 @@ def check_position_ids(shape, dtype, input_ids_shape, config):
         raise ValueError(f"position_ids must hold integers, got dtype {dtype}")
 
 
-def check_pixel_values(shape, config, interpolate_pos_encoding=False, dtype=None):
+def check_pixel_values(
+    shape: Sequence[int], config: CLIPVisionConfig, interpolate_pos_encoding: bool = False, dtype: object = None
+) -> None:
     """pixel_values: (batch, channels, height, width) floats, the model's size unless interpolating."""
     shape = tuple(shape)
     if len(shape) != 4:
@@ -90,11 +104,17 @@ def check_pixel_values(shape, config, interpolate_pos_encoding=False, dtype=None
         )
 
 
-def _shape(array, like):
+def _shape(array: Array, like: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(array.shape)
 
 
-def check_text_inputs(config, input_ids, attention_mask=None, position_ids=None, shape_of=_shape):
+def check_text_inputs(
+    config: CLIPTextConfig,
+    input_ids: Array,
+    attention_mask: Array = None,
+    position_ids: Array = None,
+    shape_of: ShapeOf = _shape,
+) -> None:
     """Every argument check of a text tower, on shapes and dtypes only (static under jit).
 
     shape_of(array, like): the array's shape as a tuple; a backend whose shapes may be partly
@@ -110,7 +130,9 @@ def check_text_inputs(config, input_ids, attention_mask=None, position_ids=None,
         check_position_ids(shape_of(position_ids, ids_shape), position_ids.dtype, ids_shape, config)
 
 
-def check_image_inputs(config, pixel_values, interpolate_pos_encoding=False, shape_of=_shape):
+def check_image_inputs(
+    config: CLIPVisionConfig, pixel_values: Array, interpolate_pos_encoding: bool = False, shape_of: ShapeOf = _shape
+) -> None:
     """Every argument check of a vision tower (shape_of as in check_text_inputs)."""
     if pixel_values is None:
         raise ValueError("pixel_values are required (float images of shape (batch_size, channels, height, width))")
@@ -119,7 +141,7 @@ def check_image_inputs(config, pixel_values, interpolate_pos_encoding=False, sha
     check_pixel_values(shape, config, interpolate_pos_encoding, pixel_values.dtype)
 
 
-def check_batch_sizes(text_batch: int, image_batch: int):
+def check_batch_sizes(text_batch: int, image_batch: int) -> None:
     """The contrastive loss pairs text i with image i, so both batches must have the same size."""
     if text_batch != image_batch:
         raise ValueError(
@@ -128,7 +150,7 @@ def check_batch_sizes(text_batch: int, image_batch: int):
         )
 
 
-def check_loss_inputs(return_loss, input_ids, pixel_values):
+def check_loss_inputs(return_loss: bool | None, input_ids: Array, pixel_values: Array) -> None:
     """With return_loss, the text and image batches of a CLIPModel call must pair up (static
     sizes only: a dimension a graph leaves open, None, passes)."""
     if not return_loss or input_ids is None or pixel_values is None or len(input_ids.shape) != 2:
@@ -139,7 +161,7 @@ def check_loss_inputs(return_loss, input_ids, pixel_values):
 
 
 # -- pooling --------------------------------------------------------------------------------------
-def text_pooling_rule(config) -> str:
+def text_pooling_rule(config: CLIPTextConfig) -> str:
     """How the text tower picks the token whose state is pooled.
 
     "argmax": the position of the highest token id (legacy configs with eos_token_id == 2);
@@ -148,7 +170,7 @@ def text_pooling_rule(config) -> str:
     return "argmax" if config.eos_token_id == LEGACY_EOS_TOKEN_ID else "first_eos"
 
 
-def pooled_token_positions(input_ids, config) -> np.ndarray:
+def pooled_token_positions(input_ids: Array, config: CLIPTextConfig) -> np.ndarray:
     """Reference (numpy) implementation of the pooling rule: one position per sequence."""
     ids = np.asarray(input_ids)
     if text_pooling_rule(config) == "argmax":
@@ -157,7 +179,7 @@ def pooled_token_positions(input_ids, config) -> np.ndarray:
 
 
 # -- classification -------------------------------------------------------------------------------
-def classification_problem_type(config, num_labels: int, labels_are_integers: bool) -> str:
+def classification_problem_type(config: object, num_labels: int, labels_are_integers: bool) -> str:
     """transformers' rule: config.problem_type, else regression / single- / multi-label."""
     problem = getattr(config, "problem_type", None)
     if problem is not None:

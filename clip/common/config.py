@@ -11,6 +11,7 @@ import copy
 import json
 import os
 from collections.abc import Callable
+from typing import Any
 
 from clip.common import hub
 from clip.common.io import atomic_write_text, read_json_object
@@ -138,6 +139,11 @@ class _TowerConfig(_ConfigSurface):
     hidden_act: str
     attention_dropout: float
     layer_norm_eps: float
+    intermediate_size: int
+    projection_dim: int
+    num_hidden_layers: int
+    initializer_range: float
+    initializer_factor: float
     # field -> default, in the order transformers writes them
     defaults: dict = {}
 
@@ -201,6 +207,11 @@ class _TowerConfig(_ConfigSurface):
 
 class CLIPTextConfig(_TowerConfig):
     model_type = "clip_text_model"
+    vocab_size: int
+    max_position_embeddings: int
+    pad_token_id: int
+    bos_token_id: int
+    eos_token_id: int
     _sub_attr = "text_config"
     defaults = {
         "vocab_size": 49408,
@@ -228,6 +239,7 @@ class CLIPVisionConfig(_TowerConfig):
     model_type = "clip_vision_model"
     image_size: int
     patch_size: int
+    num_channels: int
     _sub_attr = "vision_config"
     defaults = {
         "hidden_size": 768,
@@ -273,8 +285,8 @@ class CLIPConfig(_ConfigSurface):
         self,
         text_config: dict | CLIPTextConfig | None = None,
         vision_config: dict | CLIPVisionConfig | None = None,
-        **kwargs,
-    ):
+        **kwargs: Any,
+    ) -> None:
         attn_implementation = kwargs.pop("attn_implementation", None)
         # transformers <4.22 wrote `text_config_dict`/`vision_config_dict`; when both forms are
         # present the *_dict values win, as transformers resolves it.
@@ -308,7 +320,7 @@ class CLIPConfig(_ConfigSurface):
 
     @classmethod
     def from_text_vision_configs(
-        cls, text_config: CLIPTextConfig, vision_config: CLIPVisionConfig, **kwargs
+        cls, text_config: CLIPTextConfig, vision_config: CLIPVisionConfig, **kwargs: Any
     ) -> CLIPConfig:
         return cls(text_config=text_config.to_dict(), vision_config=vision_config.to_dict(), **kwargs)
 
@@ -334,7 +346,7 @@ class CLIPConfig(_ConfigSurface):
         return out
 
     @classmethod
-    def from_dict(cls, data: dict, **kwargs):
+    def from_dict(cls, data: dict, **kwargs: Any) -> CLIPConfig:
         data = {**copy.deepcopy(data), **kwargs}
         if "id2label" in data and data["id2label"] is not None:
             # JSON object keys are strings; transformers turns them back into ints.
@@ -347,7 +359,7 @@ class CLIPConfig(_ConfigSurface):
         return cls(**data)
 
     @classmethod
-    def from_pretrained(cls, name_or_path, **hub_kwargs):
+    def from_pretrained(cls, name_or_path: str | os.PathLike, **hub_kwargs: Any) -> CLIPConfig:
         data = _read_config_json(name_or_path, **hub_kwargs)
         if data.get("model_type") in ("clip_text_model", "clip_vision_model"):
             raise InputError(

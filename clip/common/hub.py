@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from typing import Any
 
 from clip.common.io import read_json_object
 from clip.errors import CheckpointNotFoundError, InputError  # noqa: F401  (also importable from here, its former home)
@@ -30,12 +31,12 @@ def split_hub_kwargs(kwargs: dict) -> dict:
 
 
 def resolve_file(
-    name_or_path,
+    name_or_path: str | os.PathLike,
     filename: str,
     *,
     revision: str | None = None,
     cache_dir: str | None = None,
-    token=None,
+    token: str | bool | None = None,
     local_files_only: bool = False,
     subfolder: str = "",
     force_download: bool = False,
@@ -126,7 +127,7 @@ def _looks_like_path(name: str) -> bool:
 
 
 def resolve_weight_files(
-    name_or_path: str | os.PathLike, candidates: Iterable[str], **hub_kwargs
+    name_or_path: str | os.PathLike, candidates: Iterable[str], **hub_kwargs: Any
 ) -> tuple[str, list[str]] | None:
     """First of `candidates` (weight file names) present; index files expand into their shards.
 

@@ -16,16 +16,25 @@ import copy
 import json
 import os
 import warnings
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from clip.common import hub
-from clip.common._image_inputs import array_to_pil, flatten, is_array, load_repeated, needs_scaling_for_pil
+from clip.common._image_inputs import array_to_pil, flatten, load_repeated, needs_scaling_for_pil
+from clip.common._image_layout import FORMATS as _FORMATS
+from clip.common._image_layout import image_as_hwc, to_layout
 from clip.common._image_pixels import Pool, center_crop_hwc, per_channel, process, resize_output_size
-from clip.common.batch import BatchFeature, check_tensor_type, to_numpy, to_tensor
+from clip.common.batch import BatchFeature, check_tensor_type, to_tensor
 from clip.common.io import atomic_write_json, atomic_write_text, read_json_object
 from clip.errors import InputError, InputTypeError
+
+# One image: a PIL image, or a numpy / torch / TensorFlow / JAX array (HWC or CHW).
+ImageLike = Any
+# An int (the shortest edge, or a square), or transformers' size dict.
+SizeLike = int | dict | None
 
 __all__ = ["CLIPFeatureExtractor", "CLIPImageProcessor", "convert_rgb", "resize_output_size"]
 
@@ -50,7 +59,6 @@ _BOOL_OPTIONS = tuple(name for name in OPTIONS if name.startswith("do_"))
 _CALL_ONLY = ("input_data_format", "data_format")
 # Every keyword argument preprocess() takes besides images and return_tensors.
 PREPROCESS_KWARGS = frozenset((*OPTIONS, *_CALL_ONLY, "num_threads"))
-_FORMATS = ("channels_first", "channels_last")
 # Each setting and the step that needs it.
 _NEEDED_BY = {
     "size": "do_resize",
@@ -97,19 +105,19 @@ class CLIPImageProcessor:
     def __init__(
         self,
         do_resize: bool = True,
-        size=None,
+        size: SizeLike = None,
         resample: int = Image.Resampling.BICUBIC,
         do_center_crop: bool = True,
-        crop_size=None,
+        crop_size: SizeLike = None,
         do_rescale: bool = True,
         rescale_factor: float = 1 / 255,
         do_normalize: bool = True,
-        image_mean=None,
-        image_std=None,
+        image_mean: float | Sequence[float] | None = None,
+        image_std: float | Sequence[float] | None = None,
         do_convert_rgb: bool = True,
         processor_class: str | None = None,
-        **kwargs,
-    ):
+        **kwargs: Any,
+    ) -> None:
         # Keys written by older or other tools: the type names are re-derived on save, the rest
         # is kept so that a load/save round trip loses nothing.
         kwargs.pop("feature_extractor_type", None)
@@ -202,7 +210,9 @@ class CLIPImageProcessor:
         return isinstance(other, CLIPImageProcessor) and self.to_dict() == other.to_dict()
 
     @classmethod
-    def from_dict(cls, image_processor_dict: dict, **kwargs) -> CLIPImageProcessor | tuple[CLIPImageProcessor, dict]:
+    def from_dict(
+        cls, image_processor_dict: dict, **kwargs: Any
+    ) -> CLIPImageProcessor | tuple[CLIPImageProcessor, dict]:
         """A processor from to_dict()'s form; keyword arguments override it. With
         return_unused_kwargs=True, (processor, the keyword arguments that are not options)."""
         return_unused = kwargs.pop("return_unused_kwargs", False)
@@ -214,7 +224,9 @@ class CLIPImageProcessor:
         return (processor, unused) if return_unused else processor
 
     @classmethod
-    def from_json_file(cls, path: str | os.PathLike, **kwargs) -> CLIPImageProcessor | tuple[CLIPImageProcessor, dict]:
+    def from_json_file(
+        cls, path: str | os.PathLike, **kwargs: Any
+    ) -> CLIPImageProcessor | tuple[CLIPImageProcessor, dict]:
         return cls.from_dict(read_json_object(path), **kwargs)
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> list[str]:
@@ -227,7 +239,7 @@ class CLIPImageProcessor:
         return [path]
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs) -> CLIPImageProcessor:
+    def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs: Any) -> CLIPImageProcessor:
         """Load preprocessor_config.json from a directory, a hub id or the JSON file itself.
 
         Hub arguments (revision, cache_dir, token, ...) select the file; other keyword
@@ -246,13 +258,19 @@ class CLIPImageProcessor:
     # (or data_format) and with transformers' dtypes.
 
     def resize(
-        self, image, size, resample=Image.Resampling.BICUBIC, data_format=None, input_data_format=None, **kwargs
+        self,
+        image: ImageLike,
+        size: SizeLike,
+        resample: int = Image.Resampling.BICUBIC,
+        data_format: str | None = None,
+        input_data_format: str | None = None,
+        **kwargs: Any,
     ) -> np.ndarray:
         """Resize through 8-bit PIL: uint8 and integral values give uint8, [0, 1] floats float32."""
         if not isinstance(size, dict):
             raise InputTypeError(f"size must be a dict (shortest_edge, or height and width), got {size!r}")
         size = _size_dict(size, "size", square=False)
-        array, fmt = _one_image(image, input_data_format)
+        array, fmt = image_as_hwc(image, input_data_format)
         pre_scaled = array.dtype != np.uint8 and needs_scaling_for_pil(array, "image")
         if pre_scaled:
             array = (array.astype(np.float64) * 255).astype(np.float32)
@@ -262,37 +280,61 @@ class CLIPImageProcessor:
         out = out[:, :, None] if out.ndim == 2 else out
         if pre_scaled:
             out = (out.astype(np.float64) / 255).astype(np.float32)
-        return _to_format(out, data_format or fmt)
+        return to_layout(out, data_format or fmt)
 
-    def center_crop(self, image, size, data_format=None, input_data_format=None, **kwargs) -> np.ndarray:
+    def center_crop(
+        self,
+        image: ImageLike,
+        size: SizeLike,
+        data_format: str | None = None,
+        input_data_format: str | None = None,
+        **kwargs: Any,
+    ) -> np.ndarray:
         """The central (height, width) of the image, zero-padded where the image is smaller."""
         size = _size_dict(size, "size", square=True)
-        array, fmt = _one_image(image, input_data_format)
-        return _to_format(center_crop_hwc(array, size["height"], size["width"]), data_format or fmt)
+        array, fmt = image_as_hwc(image, input_data_format)
+        return to_layout(center_crop_hwc(array, size["height"], size["width"]), data_format or fmt)
 
-    def rescale(self, image, scale: float, data_format=None, input_data_format=None, **kwargs) -> np.ndarray:
+    def rescale(
+        self,
+        image: ImageLike,
+        scale: float,
+        data_format: str | None = None,
+        input_data_format: str | None = None,
+        **kwargs: Any,
+    ) -> np.ndarray:
         """image * scale, computed in float64 and returned as float32 (transformers' arithmetic)."""
-        array, fmt = _one_image(image, input_data_format)
-        return _to_format((array.astype(np.float64) * scale).astype(np.float32), data_format or fmt)
+        array, fmt = image_as_hwc(image, input_data_format)
+        return to_layout((array.astype(np.float64) * scale).astype(np.float32), data_format or fmt)
 
-    def normalize(self, image, mean, std, data_format=None, input_data_format=None, **kwargs) -> np.ndarray:
+    def normalize(
+        self,
+        image: ImageLike,
+        mean: float | Sequence[float],
+        std: float | Sequence[float],
+        data_format: str | None = None,
+        input_data_format: str | None = None,
+        **kwargs: Any,
+    ) -> np.ndarray:
         """(image - mean) / std per channel; float inputs keep their dtype, others become float32."""
-        array, fmt = _one_image(image, input_data_format)
+        array, fmt = image_as_hwc(image, input_data_format)
         dtype = array.dtype if np.issubdtype(array.dtype, np.floating) else np.float32
         channels = array.shape[2]
-        mean = per_channel(mean, "mean", channels, "image").astype(dtype)
-        std = per_channel(std, "std", channels, "image").astype(dtype)
-        return _to_format((array.astype(dtype) - mean) / std, data_format or fmt)
+        mean_per_channel = per_channel(mean, "mean", channels, "image").astype(dtype)
+        std_per_channel = per_channel(std, "std", channels, "image").astype(dtype)
+        return to_layout((array.astype(dtype) - mean_per_channel) / std_per_channel, data_format or fmt)
 
-    def convert_rgb(self, image):
+    def convert_rgb(self, image: ImageLike) -> ImageLike:
         return convert_rgb(image)
 
     # ----------------------------------------------------------------- preprocessing
 
-    def __call__(self, images, return_tensors=None, **overrides) -> BatchFeature:
+    def __call__(self, images: Any, return_tensors: str | None = None, **overrides: Any) -> BatchFeature:
         return self.preprocess(images, return_tensors=return_tensors, **overrides)
 
-    def preprocess(self, images, return_tensors=None, num_threads=None, **overrides) -> BatchFeature:
+    def preprocess(
+        self, images: Any, return_tensors: str | None = None, num_threads: int | None = None, **overrides: Any
+    ) -> BatchFeature:
         """`pixel_values`: float32 (N, C, H, W); a list of (C, H, W) arrays when return_tensors is None.
 
         Images are processed on `num_threads` threads (default: one per available core, at most
@@ -327,7 +369,7 @@ class CLIPImageProcessor:
 class CLIPFeatureExtractor(CLIPImageProcessor):
     """Deprecated name of CLIPImageProcessor, kept for old code."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         warnings.warn(
             "CLIPFeatureExtractor is deprecated and will be removed; use CLIPImageProcessor instead",
             FutureWarning,
@@ -336,36 +378,8 @@ class CLIPFeatureExtractor(CLIPImageProcessor):
         super().__init__(*args, **kwargs)
 
 
-def convert_rgb(image):
+def convert_rgb(image: ImageLike) -> ImageLike:
     """A PIL image in RGB (other inputs are returned as they are), as transformers' convert_to_rgb."""
     if not isinstance(image, Image.Image) or image.mode == "RGB":
         return image
     return image.convert("RGB")
-
-
-def _one_image(image, input_data_format):
-    """One image as an HWC numpy array and the layout it came in."""
-    if isinstance(image, Image.Image):
-        image = np.asarray(image)
-    if not is_array(image):
-        raise InputTypeError(f"image must be a numpy array or a tensor, got {type(image).__name__}")
-    array = to_numpy(image)
-    if array.ndim == 2:
-        return array[:, :, None], "channels_last"
-    if array.ndim != 3:
-        raise InputError(f"image must have 2 or 3 dimensions, got shape {array.shape}")
-    fmt = input_data_format
-    if fmt is None:
-        fmt = "channels_first" if array.shape[0] in (1, 3) else "channels_last" if array.shape[2] in (1, 3) else None
-        if fmt is None:
-            raise InputError(f"cannot tell the channel axis of shape {array.shape}; pass input_data_format")
-    if fmt not in _FORMATS:
-        raise InputError(f"input_data_format must be one of {_FORMATS}, got {fmt!r}")
-    return (array.transpose(1, 2, 0) if fmt == "channels_first" else array), fmt
-
-
-def _to_format(array: np.ndarray, fmt) -> np.ndarray:
-    fmt = getattr(fmt, "value", fmt)
-    if fmt not in _FORMATS:
-        raise InputError(f"data_format must be one of {_FORMATS}, got {fmt!r}")
-    return np.ascontiguousarray(array.transpose(2, 0, 1)) if fmt == "channels_first" else array

@@ -14,7 +14,7 @@ import re
 import shutil
 import struct
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -84,7 +84,7 @@ def atomic_path(path: str | os.PathLike, keep_name: bool = False) -> Iterator[st
 
 
 @contextlib.contextmanager
-def atomic_directory(path, replace: bool = False):
+def atomic_directory(path: str | os.PathLike, replace: bool = False) -> Iterator[str]:
     """Yield a temporary directory beside `path`; on success it becomes `path` (renames only).
 
     An existing `path` is replaced only when empty or with `replace` (else FileExistsError); a crash
@@ -369,7 +369,9 @@ def write_safetensors(tensors: dict, path: str | os.PathLike, metadata: dict | N
                 f.write(np.ascontiguousarray(array).tobytes())
 
 
-def merge_shards(paths: Iterable[str | os.PathLike], read, origins: dict | None = None) -> dict:
+def merge_shards(
+    paths: Iterable[str | os.PathLike], read: Callable[[str | os.PathLike], dict], origins: dict | None = None
+) -> dict:
     """{name: value} of all shards, each read by `read(path)`; a name in two shards is an error.
 
     origins: when given, filled with {name: the file it came from} (for messages)."""

@@ -16,7 +16,9 @@ import logging
 import math
 import os
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from types import ModuleType
+from typing import Any
 
 from clip.common import hub, io, sharding, surface, weights
 from clip.common.formats import transformers_flax
@@ -55,6 +57,10 @@ WEIGHT_FILES = {
 # after a save, those the save did not write are stale, and the next load (here or in
 # transformers) could pick them up instead of what was just saved, so they are removed.
 WEIGHT_FILE_NAMES = (hub.SAFETENSORS_NAME, hub.PYTORCH_NAME, hub.TF_NAME, transformers_flax.FILE_NAME)
+ModelClass = type[Any]  # a backend's model class, read by attribute (config_class, __name__)
+PathOrId = str | os.PathLike  # a checkpoint's local directory or hub id
+ConfigLike = Any  # a config object, ours or transformers' (None where read from the checkpoint)
+
 NOT_GIVEN = object()  # a keyword left out (None is a value some callers pass)
 # transformers' save_pretrained keywords that clip cannot honour (per backend): refused when set
 UNSUPPORTED_SAVE_KWARGS = {
@@ -64,7 +70,7 @@ UNSUPPORTED_SAVE_KWARGS = {
 }
 
 
-def pop_no_op_kwargs(kwargs: dict, backend: str):
+def pop_no_op_kwargs(kwargs: dict, backend: str) -> None:
     """Remove the NO_OP_KWARGS of `backend` from a from_pretrained(**kwargs) call, checking their type."""
     for key in NO_OP_KWARGS[backend]:
         value = kwargs.pop(key, None)
@@ -72,7 +78,7 @@ def pop_no_op_kwargs(kwargs: dict, backend: str):
             raise TypeError(f"{key} must be True, False or None, got {value!r}")
 
 
-def weight_candidates(candidates: tuple, use_safetensors) -> tuple:
+def weight_candidates(candidates: tuple, use_safetensors: bool | None) -> tuple:
     """transformers' use_safetensors: None prefers safetensors, True takes nothing else, False never takes it."""
     if use_safetensors is None:
         return candidates
@@ -84,7 +90,9 @@ def weight_candidates(candidates: tuple, use_safetensors) -> tuple:
     return kept
 
 
-def resolve_config(cls, name_or_path, config, overrides: dict, hub_kwargs: dict):
+def resolve_config(
+    cls: ModelClass, name_or_path: PathOrId | None, config: ConfigLike, overrides: dict, hub_kwargs: dict
+) -> ConfigLike:
     """The model's config: given, or read from name_or_path; then keyword overrides applied."""
     if config is None:
         config = cls.config_class.from_pretrained(name_or_path, **hub_kwargs)
@@ -95,7 +103,14 @@ def resolve_config(cls, name_or_path, config, overrides: dict, hub_kwargs: dict)
     return surface.as_config(config, cls.config_class, cls.__name__)  # transformers' config objects too
 
 
-def locate(cls, name_or_path, config, kwargs: dict, backend: str, use_safetensors=None):
+def locate(
+    cls: ModelClass,
+    name_or_path: PathOrId,
+    config: ConfigLike,
+    kwargs: dict,
+    backend: str,
+    use_safetensors: bool | None = None,
+) -> tuple[ConfigLike, str, list[str]]:
     """The steps of every backend's from_pretrained before it reads weights: transformers' no-op
     keywords dropped, the hub's arguments split off, the config resolved with the remaining keyword
     overrides, the weight files found. Returns (config, the file name that matched, [local paths])."""
@@ -107,7 +122,9 @@ def locate(cls, name_or_path, config, kwargs: dict, backend: str, use_safetensor
     return config, kind, paths
 
 
-def config_without_files(cls, name_or_path, config, kwargs: dict, backend: str):
+def config_without_files(
+    cls: ModelClass, name_or_path: PathOrId | None, config: ConfigLike, kwargs: dict, backend: str
+) -> ConfigLike:
     """from_pretrained with the weights given (PyTorch's state_dict=): the config given, or read
     from name_or_path; no weight files are looked for."""
     pop_no_op_kwargs(kwargs, backend)
@@ -118,7 +135,9 @@ def config_without_files(cls, name_or_path, config, kwargs: dict, backend: str):
     return resolve_config(cls, name_or_path, config, kwargs, hub_kwargs)
 
 
-def find_weights(name_or_path, candidates, hub_kwargs: dict, hint: str = "") -> tuple[str, list[str]]:
+def find_weights(
+    name_or_path: PathOrId, candidates: Iterable[str], hub_kwargs: dict, hint: str = ""
+) -> tuple[str, list[str]]:
     """(the weight file name that matched, [local paths]); a clear error when none is there."""
     found = hub.resolve_weight_files(name_or_path, candidates, **hub_kwargs)
     if found is None:
@@ -128,7 +147,9 @@ def find_weights(name_or_path, candidates, hub_kwargs: dict, hint: str = "") -> 
     return found
 
 
-def check_checkpoint(cls, name_or_path, expected: dict, shapes: dict, ignore_mismatched_sizes: bool) -> dict:
+def check_checkpoint(
+    cls: ModelClass, name_or_path: PathOrId, expected: dict, shapes: dict, ignore_mismatched_sizes: bool
+) -> dict:
     """Compare a checkpoint's {canonical name: shape} with the model's before anything is assigned.
 
     Returns weights.match_checkpoint's report plus "mismatched" (the set of mismatched names);
@@ -146,9 +167,9 @@ def check_checkpoint(cls, name_or_path, expected: dict, shapes: dict, ignore_mis
     return report
 
 
-def read_canonical_safetensors(paths) -> tuple[dict, dict]:
+def read_canonical_safetensors(paths: Iterable[str | os.PathLike]) -> tuple[dict, dict]:
     """({canonical name: array}, {canonical name: the file it came from}) of safetensors shards."""
-    origins = {}
+    origins: dict[str, str] = {}
     tensors = io.read_checkpoint(paths, origins)
     canonical = weights.normalize_checkpoint_keys(tensors)  # checkpoint name -> canonical name
     return {canon: tensors[name] for name, canon in canonical.items()}, {
@@ -156,14 +177,14 @@ def read_canonical_safetensors(paths) -> tuple[dict, dict]:
     }
 
 
-def is_float_dtype(dtype) -> bool:
+def is_float_dtype(dtype: Any) -> bool:
     """A numpy (ml_dtypes' bfloat16 included) or torch dtype of floating-point numbers."""
     if hasattr(dtype, "is_floating_point"):  # torch.dtype
         return bool(dtype.is_floating_point)
     return dtype.kind == "f" or dtype.name == "bfloat16"
 
 
-def check_float_weights(arrays: dict, expected: dict, files: dict, default_file):
+def check_float_weights(arrays: dict, expected: dict, files: dict, default_file: str | os.PathLike) -> None:
     """Every tensor the model takes (a name of `expected`) holds floating-point numbers.
 
     A bool or integer "weight" would be cast silently (int64 gave -inf logits), so it is refused,
@@ -177,7 +198,7 @@ def check_float_weights(arrays: dict, expected: dict, files: dict, default_file)
             )
 
 
-def missing_weights_message(name_or_path, missing, total: int) -> str:
+def missing_weights_message(name_or_path: PathOrId, missing: Sequence[str], total: int) -> str:
     """'DIR lacks N of the M weights the model needs ...: a, b, c and K more' (what the tasks refuse
     with, what from_pretrained warns with)."""
     shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
@@ -187,7 +208,7 @@ def missing_weights_message(name_or_path, missing, total: int) -> str:
     )
 
 
-def loading_info(cls, name_or_path, report: dict) -> dict:
+def loading_info(cls: ModelClass, name_or_path: PathOrId, report: dict) -> dict:
     """Log what was not loaded, as transformers does, and return its output_loading_info dict."""
     if report["missing_keys"]:
         logger.warning(
@@ -216,7 +237,7 @@ def loading_info(cls, name_or_path, report: dict) -> dict:
     return {**info, "error_msgs": []}
 
 
-def start_save(save_directory, config, canonical_class: str) -> str:
+def start_save(save_directory: str | os.PathLike, config: ConfigLike, canonical_class: str) -> str:
     """The first steps of every backend's save_pretrained: the directory (refused when it is a file),
     then config.json naming the canonical class in `architectures`, as transformers writes it."""
     save_directory = os.fspath(save_directory)
@@ -227,13 +248,13 @@ def start_save(save_directory, config, canonical_class: str) -> str:
     return save_directory
 
 
-def check_safe_serialization(value):
+def check_safe_serialization(value: object) -> None:
     if not isinstance(value, bool):
         raise TypeError(f"safe_serialization must be True or False, got {value!r}")
 
 
 # -- model classes and canonical arrays ------------------------------------------------------------
-def canonical_class(model_or_cls, prefix: str = "") -> str:
+def canonical_class(model_or_cls: object, prefix: str = "") -> str:
     """A model (or its class, or a subclass) -> its name in clip.common.weights ("CLIPModel", ...):
     the first class of its MRO whose name, less the backend's `prefix` ("TF", "Flax"), is one."""
     cls = model_or_cls if isinstance(model_or_cls, type) else type(model_or_cls)
@@ -268,7 +289,7 @@ class LoadedCheckpoint:
     """What from_pretrained knows before it builds the model: everything checked, nothing assigned."""
 
     config: object
-    source: str  # name_or_path, or "the given state_dict": for messages
+    source: str | os.PathLike  # name_or_path, or "the given state_dict": for messages
     arrays: dict  # {canonical name: array} the model takes from the checkpoint, in the model's order
     fresh: list  # canonical names the checkpoint lacks or has in another shape: to be initialized
     report: dict  # check_checkpoint's, for loading_info
@@ -276,19 +297,19 @@ class LoadedCheckpoint:
 
 
 def read_pretrained(
-    cls,
-    name_or_path,
-    adapter,
-    config,
+    cls: ModelClass,
+    name_or_path: PathOrId | None,
+    adapter: ModuleType,
+    config: ConfigLike,
     kwargs: dict,
-    use_safetensors=None,
+    use_safetensors: bool | None = None,
     ignore_mismatched_sizes: bool = False,
-    state_dict=None,
+    state_dict: Mapping | None = None,
 ) -> LoadedCheckpoint:
     """The config, then the weights of name_or_path (safetensors here, the backend's legacy format
     through adapter.read_legacy) or the given `state_dict`, by canonical name, every tensor checked
     (floating point, shape) against the model class before anything is assigned."""
-    files = {}  # canonical name -> its file, for messages
+    files: dict[str, str] = {}  # canonical name -> its file, for messages
     if name_or_path is None or state_dict is not None:
         config = config_without_files(cls, name_or_path, config, kwargs, adapter.BACKEND)
         tensors = dict(state_dict or {})
@@ -313,7 +334,7 @@ def read_pretrained(
 
 
 # -- writing --------------------------------------------------------------------------------------
-def check_save_kwargs(kwargs: dict, backend: str):
+def check_save_kwargs(kwargs: dict, backend: str) -> None:
     """transformers' save_pretrained keywords: those clip cannot honour refused when set, the
     token dropped (nothing is pushed), anything else a TypeError."""
     for key in UNSUPPORTED_SAVE_KWARGS[backend]:
@@ -326,17 +347,17 @@ def check_save_kwargs(kwargs: dict, backend: str):
 
 
 def save_pretrained(
-    model,
-    save_directory,
-    adapter,
+    model: Any,  # a model of any backend, read by attribute (config)
+    save_directory: str | os.PathLike,
+    adapter: ModuleType,
     kwargs: dict,
-    arrays=None,
+    arrays: dict | None = None,
     safetensors: bool = True,
     legacy: bool = False,
-    max_shard_size=sharding.DEFAULT_MAX_SHARD_SIZE,
+    max_shard_size: int | str = sharding.DEFAULT_MAX_SHARD_SIZE,
     is_main_process: bool = True,
-    safe_serialization=NOT_GIVEN,
-):
+    safe_serialization: object = NOT_GIVEN,
+) -> str | None:
     """config.json, then the weights (`arrays`, default adapter.canonical_arrays(model)) as
     model.safetensors ({"format": "pt"}, canonical names; sharded beyond max_shard_size with
     transformers' index json) and/or the backend's legacy format (adapter.write_legacy); each file
@@ -366,11 +387,11 @@ def save_pretrained(
     return directory
 
 
-def write_safetensors(arrays: dict, path):
+def write_safetensors(arrays: dict, path: str | os.PathLike) -> None:
     io.write_safetensors(arrays, path, metadata={"format": "pt"})  # transformers' PyTorch marks its files so
 
 
-def remove_stale_weights(directory, written):
+def remove_stale_weights(directory: str, written: Iterable[str]) -> None:
     """Remove each weight file (single, shards, index) of WEIGHT_FILE_NAMES that this save did not write."""
     for base in WEIGHT_FILE_NAMES:
         stem = os.path.splitext(base)[0]

@@ -55,7 +55,7 @@ class ModelOutput:
         return cls(*components)
 
 
-def as_requested(output: ModelOutput, return_dict: bool):
+def as_requested(output: ModelOutput, return_dict: bool) -> ModelOutput | tuple:
     """What a public model call returns: the output itself, or with return_dict=False its
     to_tuple() form (transformers' rule, the same in every backend)."""
     return output if return_dict else output.to_tuple()

@@ -19,10 +19,17 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from numpy.typing import DTypeLike
+
+# A model's config, read by attribute: CLIPConfig, CLIPTextConfig or CLIPVisionConfig (which one
+# depends on the model class, a string) or transformers' equivalents.
+ConfigLike = Any
 
 MODEL_CLASSES = (
     "CLIPModel",
@@ -54,7 +61,7 @@ class Param:
     decay: bool
 
 
-def row(name: str, shape, kind: str, init: tuple, decay: bool | None = None) -> Param:
+def row(name: str, shape: tuple[int, ...], kind: str, init: tuple, decay: bool | None = None) -> Param:
     """A Param whose decay flag defaults to the kind's (DECAYED_KINDS)."""
     if kind not in KINDS:
         raise ValueError(f"unknown parameter kind {kind!r} for {name!r}; expected one of {', '.join(KINDS)}")
@@ -99,7 +106,7 @@ def _encoder(prefix: str, tower) -> list[Param]:
     return rows
 
 
-def text_tower(config) -> list[Param]:
+def text_tower(config: ConfigLike) -> list[Param]:
     width, factor = config.hidden_size, config.initializer_factor
     rows = [  # a fixed 0.02, not initializer_range, as transformers
         row(
@@ -118,7 +125,7 @@ def text_tower(config) -> list[Param]:
     return rows + _encoder("text_model", config) + _layer_norm("text_model.final_layer_norm", width)
 
 
-def vision_tower(config) -> list[Param]:
+def vision_tower(config: ConfigLike) -> list[Param]:
     width, patch, factor = config.hidden_size, config.patch_size, config.initializer_factor
     rows = [
         row("vision_model.embeddings.class_embedding", (width,), "variable", ("normal", width**-0.5 * factor)),
@@ -139,13 +146,13 @@ def vision_tower(config) -> list[Param]:
     return rows + _encoder("vision_model", config) + _layer_norm("vision_model.post_layernorm", width)
 
 
-def head(prefix: str, out_dim: int, tower, factor: float, bias: bool = False) -> list[Param]:
+def head(prefix: str, out_dim: int, tower: ConfigLike, factor: float, bias: bool = False) -> list[Param]:
     """A linear head on a tower (projection or classifier): std from the tower's width and the model's factor."""
     return _linear(prefix, out_dim, tower.hidden_size, tower.hidden_size**-0.5 * factor, bias)
 
 
 # -- the table -------------------------------------------------------------------------------------------
-def parameter_table(config, model_class: str) -> dict[str, Param]:
+def parameter_table(config: ConfigLike, model_class: str) -> dict[str, Param]:
     """{canonical name: Param} of `model_class` (a name of MODEL_CLASSES), in PyTorch's state_dict() order.
 
     `config` is the class's config: CLIPConfig for CLIPModel and CLIPForImageClassification, the
@@ -181,7 +188,12 @@ def parameter_table(config, model_class: str) -> dict[str, Param]:
 
 
 # -- initialization ---------------------------------------------------------------------------------
-def init_arrays(table: dict[str, Param], seed, names=None, dtype=np.float32) -> dict[str, np.ndarray]:
+def init_arrays(
+    table: dict[str, Param],
+    seed: int | np.random.Generator,
+    names: Iterable[str] | None = None,
+    dtype: DTypeLike = np.float32,
+) -> dict[str, np.ndarray]:
     """{name: array in the canonical layout} drawn by the rows' init rules, for `names` (default all),
     in table order.
 
@@ -236,7 +248,7 @@ def _fill_normal(key: list[int], start: int, out: np.ndarray, std: np.float32):
     out *= std
 
 
-def has_parameter(config, model_class: str, name: str) -> bool:
+def has_parameter(config: ConfigLike, model_class: str, name: str) -> bool:
     """Whether the table of `model_class` has `name`: how a module decides on an optional parameter
     (a head's bias), so that a row added to the table is all it takes to add the parameter."""
     return name in parameter_table(config, model_class)

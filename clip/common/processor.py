@@ -46,8 +46,8 @@ class CLIPProcessor:
         image_processor: CLIPImageProcessor | None = None,
         tokenizer: Any = None,
         chat_template: str | None = None,
-        **kwargs,
-    ):
+        **kwargs: Any,
+    ) -> None:
         if "feature_extractor" in kwargs:
             warnings.warn(
                 "the feature_extractor argument is deprecated; pass image_processor", FutureWarning, stacklevel=2
@@ -78,7 +78,7 @@ class CLIPProcessor:
     def to_json_file(self, json_file_path: str | os.PathLike) -> None:
         atomic_write_text(os.fspath(json_file_path), self.to_json_string())
 
-    def apply_chat_template(self, conversation, chat_template: str | None = None, **kwargs):
+    def apply_chat_template(self, conversation: list, chat_template: str | None = None, **kwargs: Any) -> Any:
         """Render a conversation with the processor's (or the given) Jinja template, as the tokenizer does."""
         template = chat_template if chat_template is not None else self.chat_template
         if template is None:
@@ -89,7 +89,14 @@ class CLIPProcessor:
         return self.tokenizer.apply_chat_template(conversation, chat_template=template, **kwargs)
 
     def __call__(
-        self, text=None, images=None, return_tensors=None, padding=False, truncation=None, max_length=None, **kwargs
+        self,
+        text: str | list[str] | None = None,
+        images: Any = None,
+        return_tensors: str | None = None,
+        padding: bool | str = False,
+        truncation: bool | str | None = None,
+        max_length: int | None = None,
+        **kwargs: Any,
     ) -> BatchEncoding:
         """Text -> input_ids and attention_mask; images -> pixel_values; both -> all three.
 
@@ -119,10 +126,10 @@ class CLIPProcessor:
             )
         return out
 
-    def batch_decode(self, *args, **kwargs):
+    def batch_decode(self, *args: Any, **kwargs: Any) -> list[str]:
         return self.tokenizer.batch_decode(*args, **kwargs)
 
-    def decode(self, *args, **kwargs):
+    def decode(self, *args: Any, **kwargs: Any) -> str:
         return self.tokenizer.decode(*args, **kwargs)
 
     @property
@@ -146,7 +153,7 @@ class CLIPProcessor:
         return paths
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike, use_fast: bool = True, **kwargs) -> CLIPProcessor:
+    def from_pretrained(cls, name_or_path: str | os.PathLike, use_fast: bool = True, **kwargs: Any) -> CLIPProcessor:
         """Load from a directory or hub id holding preprocessor_config.json and tokenizer files.
 
         Hub arguments (revision, cache_dir, token, ...) apply to both; image options override the

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
+from typing import Any
 
 import regex
 
@@ -29,6 +31,7 @@ from clip.errors import InputError, InputTypeError
 
 from . import _bpe
 from ._tokenizer_base import CLIPTokenizerBase, rows_of
+from ._tokenizer_fast_backend import build_backend
 from ._tokenizer_files import MERGES_FILE, TOKENIZER_FILE, VOCAB_FILE
 from .hub import CheckpointNotFoundError, resolve_file
 from .io import atomic_write_text
@@ -108,7 +111,13 @@ class CLIPTokenizer(CLIPTokenizerBase):
     in O(n log n), so a huge input costs little more than the ids it keeps.
     """
 
-    def __init__(self, vocab_file=None, merges_file=None, tokenizer_file=None, **kwargs):
+    def __init__(
+        self,
+        vocab_file: str | os.PathLike | None = None,
+        merges_file: str | os.PathLike | None = None,
+        tokenizer_file: str | os.PathLike | None = None,
+        **kwargs: Any,
+    ) -> None:
         settings = _default_settings(kwargs)
         if (vocab_file is None) != (merges_file is None):
             raise InputError("pass both vocab_file and merges_file, or neither (for the embedded CLIP vocabulary)")
@@ -174,7 +183,7 @@ class CLIPTokenizer(CLIPTokenizerBase):
     def _content(self, texts, limit, from_end, with_offsets):
         return [(self._text_ids(t, limit, from_end), None) for t in texts]
 
-    def tokenize(self, text: str, **kwargs) -> list[str]:
+    def tokenize(self, text: str, **kwargs: Any) -> list[str]:
         if not isinstance(text, str):
             raise InputTypeError(f"text must be a string, got {type(text).__name__}")
         out: list = []
@@ -217,7 +226,14 @@ class CLIPTokenizerFast(CLIPTokenizerBase):
 
     is_fast = True
 
-    def __init__(self, vocab_file=None, merges_file=None, tokenizer_file=None, tokenizer_object=None, **kwargs):
+    def __init__(
+        self,
+        vocab_file: str | os.PathLike | None = None,
+        merges_file: str | os.PathLike | None = None,
+        tokenizer_file: str | os.PathLike | None = None,
+        tokenizer_object: Any = None,  # a tokenizers.Tokenizer (imported when used)
+        **kwargs: Any,
+    ) -> None:
         from tokenizers import AddedToken, Tokenizer
 
         settings = _default_settings(kwargs)
@@ -238,7 +254,7 @@ class CLIPTokenizerFast(CLIPTokenizerBase):
                 vocab, merges = _bpe.embedded_vocabulary()
             else:
                 vocab, merges = _bpe.read_vocab_files(vocab_file, merges_file)
-            backend = _build_backend(vocab, merges, settings)
+            backend = build_backend(vocab, merges, settings)
         backend.no_padding()
         backend.no_truncation()
         self._backend = backend
@@ -255,7 +271,7 @@ class CLIPTokenizerFast(CLIPTokenizerBase):
         self._end_of_word = getattr(backend.model, "end_of_word_suffix", None) or _bpe.END_OF_WORD
 
     @property
-    def backend_tokenizer(self):
+    def backend_tokenizer(self) -> Any:  # a tokenizers.Tokenizer
         """The underlying `tokenizers.Tokenizer`."""
         return self._backend
 
@@ -287,18 +303,22 @@ class CLIPTokenizerFast(CLIPTokenizerBase):
 
     def save_pretrained(
         self,
-        save_directory,
-        legacy_format=None,
-        filename_prefix: str | None = None,  # type: ignore[override]
-        **kwargs,
+        save_directory: str | os.PathLike,
+        legacy_format: bool | None = None,
+        filename_prefix: str | None = None,
+        push_to_hub: bool = False,
+        save_jinja_files: bool = True,
+        **kwargs: Any,
     ) -> tuple[str, ...]:
-        paths = super().save_pretrained(save_directory, legacy_format, filename_prefix, **kwargs)
+        paths = super().save_pretrained(
+            save_directory, legacy_format, filename_prefix, push_to_hub, save_jinja_files, **kwargs
+        )
         prefix = f"{filename_prefix}-" if filename_prefix else ""
         path = os.path.join(os.fspath(save_directory), prefix + TOKENIZER_FILE)
         atomic_write_text(path, json.dumps(self._tokenizer_json(), indent=2, ensure_ascii=False) + "\n")
         return (*paths, path)
 
-    def tokenize(self, text: str, **kwargs) -> list[str]:
+    def tokenize(self, text: str, **kwargs: Any) -> list[str]:
         if not isinstance(text, str):
             raise InputTypeError(f"text must be a string, got {type(text).__name__}")
         return self._backend.encode(utf8_safe(text), add_special_tokens=False).tokens
@@ -323,15 +343,25 @@ class CLIPTokenizerFast(CLIPTokenizerBase):
         return text.replace(self._end_of_word, " ").strip()
 
     def batch_decode(
-        self, sequences, skip_special_tokens=False, clean_up_tokenization_spaces=None, **kwargs
+        self,
+        sequences: Any,
+        skip_special_tokens: bool = False,
+        clean_up_tokenization_spaces: bool | None = None,
+        **kwargs: Any,
     ) -> list[str]:
         rows = [self._check_ids(seq) for seq in rows_of(sequences)]
         texts = self._backend.decode_batch(rows, skip_special_tokens=skip_special_tokens)
         return [self._clean_up(self._finish_decode(t), clean_up_tokenization_spaces) for t in texts]
 
     def train_new_from_iterator(
-        self, text_iterator, vocab_size: int, length=None, new_special_tokens=None, special_tokens_map=None, **kwargs
-    ):
+        self,
+        text_iterator: Iterable,
+        vocab_size: int,
+        length: int | None = None,
+        new_special_tokens: list | None = None,
+        special_tokens_map: dict[str, str] | None = None,
+        **kwargs: Any,
+    ) -> CLIPTokenizerFast:
         """A new CLIPTokenizerFast with CLIP's pipeline and a BPE vocabulary learned from the texts."""
         from ._tokenizer_train import train_backend
 
@@ -344,40 +374,3 @@ class CLIPTokenizerFast(CLIPTokenizerBase):
             settings["additional_special_tokens"] = [*settings.get("additional_special_tokens", []), *extra]
         settings["model_max_length"] = self.model_max_length
         return type(self)(tokenizer_object=backend, **settings)
-
-
-def _build_backend(vocab, merges, settings):
-    """The Rust pipeline equivalent to transformers' conversion of the slow CLIP tokenizer."""
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-
-    bos, eos = settings["bos_token"], settings["eos_token"]
-    backend = Tokenizer(
-        models.BPE(
-            vocab=vocab,
-            merges=merges,
-            continuing_subword_prefix="",
-            end_of_word_suffix=_bpe.END_OF_WORD,
-            fuse_unk=False,
-            unk_token=settings["unk_token"],
-        )
-    )
-    backend.normalizer = normalizers.Sequence(
-        [normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()]
-    )
-    backend.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(_bpe.WORD_PATTERN), behavior="removed", invert=True),
-            pre_tokenizers.ByteLevel(add_prefix_space=False),
-        ]
-    )
-    backend.decoder = decoders.ByteLevel()
-    backend.post_processor = processors.TemplateProcessing(
-        single=f"{bos} $A {eos}",
-        pair=f"{bos} $A {eos} {eos} $B {eos}",
-        special_tokens=[(bos, vocab[bos]), (eos, vocab[eos])],
-    )
-    # normalized=True as transformers writes them: "<|ENDOFTEXT|>" is lower-cased, then matched.
-    backend.add_special_tokens(
-        [AddedToken(t, special=True, normalized=True) for t in dict.fromkeys((bos, eos, settings["unk_token"]))]
-    )
-    return backend

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import warnings
 import zipfile
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -86,7 +87,7 @@ def torch_state_dict(path: str | os.PathLike, mmap: bool = True) -> dict:
 WRAPPER_KEYS = ("state_dict", "model", "module")
 
 
-def torch_arrays(state, path, nested=WRAPPER_KEYS) -> dict:
+def torch_arrays(state: object, path: str | os.PathLike, nested: Iterable[str] = WRAPPER_KEYS) -> dict:
     """A loaded torch object -> {name: numpy array}, leniently: entries that are not tensors (a
     training checkpoint's epoch, name, ...) are dropped, the dicts under `nested` converted in turn
     and other dicts kept as they are (for the caller to unwrap). A non-dict, or a dict without
@@ -95,7 +96,7 @@ def torch_arrays(state, path, nested=WRAPPER_KEYS) -> dict:
 
     if not isinstance(state, dict):
         raise ValueError(f"{path}: holds a {type(state).__name__}, not a state dict of tensors")
-    out = {}
+    out: dict[str, np.ndarray | dict] = {}
     for name, value in state.items():
         if isinstance(value, torch.Tensor):
             out[name] = tensor_to_numpy(value)
@@ -109,7 +110,7 @@ def torch_arrays(state, path, nested=WRAPPER_KEYS) -> dict:
     return out
 
 
-def tensor_to_numpy(tensor) -> np.ndarray:
+def tensor_to_numpy(tensor: Any) -> np.ndarray:
     """A torch tensor as a numpy array on the CPU; bfloat16, which numpy lacks, bit for bit as
     ml_dtypes' bfloat16 (a view of the same bytes: no rounding through float32)."""
     import torch
@@ -120,7 +121,7 @@ def tensor_to_numpy(tensor) -> np.ndarray:
     return tensor.numpy()
 
 
-def numpy_to_tensor(array):
+def numpy_to_tensor(array: np.ndarray) -> Any:  # a torch.Tensor (torch is imported when called)
     """A numpy array as a torch tensor sharing its memory (bfloat16 bits reinterpreted). A read-only
     array (a memory-mapped file) is shared too: callers only read it or copy it."""
     import torch
@@ -133,7 +134,7 @@ def numpy_to_tensor(array):
         return torch.from_numpy(array)
 
 
-def save_torch(tensors: dict, path):
+def save_torch(tensors: dict, path: str | os.PathLike) -> None:
     """torch.save of {name: tensor}, atomically and under the file's own name (torch.save records it:
     the same tensors give the same bytes); each tensor cloned so that a view saves only its own
     elements, not the whole storage it views."""
@@ -143,12 +144,12 @@ def save_torch(tensors: dict, path):
         torch.save({name: tensor.clone() for name, tensor in tensors.items()}, tmp)
 
 
-def save_torch_arrays(arrays: dict, path):
+def save_torch_arrays(arrays: dict, path: str | os.PathLike) -> None:
     """{name: numpy array} as a torch.save state dict (what torch.load(weights_only=True) reads)."""
     save_torch({name: numpy_to_tensor(np.array(array, copy=True, order="C")) for name, array in arrays.items()}, path)
 
 
-def is_torchscript(path) -> bool:
+def is_torchscript(path: str | os.PathLike) -> bool:
     """A TorchScript archive: a zip with code/ and constants.pkl (torch.save zips have neither)."""
     if not zipfile.is_zipfile(path):
         return False
@@ -156,7 +157,7 @@ def is_torchscript(path) -> bool:
         return any(n.endswith("/constants.pkl") or "/code/" in n for n in archive.namelist())
 
 
-def torchscript_state(path) -> dict:
+def torchscript_state(path: str | os.PathLike) -> dict:
     """The state dict of a TorchScript archive (OpenAI's released checkpoints are ones)."""
     import torch
 

@@ -9,7 +9,11 @@ last name component and a transpose.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import TypedDict
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from clip.common import params
 
@@ -34,9 +38,15 @@ BASE_MODEL_PREFIX = "clip."
 # parameters; loaders drop them silently, as transformers does for non-persistent buffers.
 IGNORED_SUFFIXES = ("embeddings.position_ids",)
 
+
 # Per-leaf rules. "names" gives the last name component per backend, "transpose" the axis order
 # that turns the canonical (PyTorch) array into the backend's layout (None: unchanged).
-LEAF_RULES = {
+class LeafRule(TypedDict):
+    names: dict[str, str]  # backend -> the last name component there
+    transpose: dict[str, tuple[int, ...]]  # backend -> axis order of its layout
+
+
+LEAF_RULES: dict[str, LeafRule] = {
     "linear_weight": {
         "names": {"pt": "weight", "tf": "kernel", "flax": "kernel"},
         "transpose": {"tf": (1, 0), "flax": (1, 0)},
@@ -54,7 +64,7 @@ LEAF_RULES = {
 BACKENDS = ("pt", "tf", "flax")
 
 
-def expected_parameters(config, model_class: str) -> dict[str, tuple[tuple[int, ...], str]]:
+def expected_parameters(config: params.ConfigLike, model_class: str) -> dict[str, tuple[tuple[int, ...], str]]:
     """{canonical name: (shape, leaf kind)} for `model_class` (a name from MODEL_CLASSES): a view of
     clip.common.params.parameter_table, in the order of PyTorch's state_dict().
 
@@ -65,7 +75,7 @@ def expected_parameters(config, model_class: str) -> dict[str, tuple[tuple[int, 
 
 
 # -- checkpoint keys ------------------------------------------------------------------------------
-def normalize_checkpoint_keys(names) -> dict[str, str]:
+def normalize_checkpoint_keys(names: Iterable[str]) -> dict[str, str]:
     """{checkpoint name: canonical name} after the checkpoint-boundary rules.
 
     Drops the buffers in IGNORED_SUFFIXES and strips BASE_MODEL_PREFIX when every key has it.
@@ -100,12 +110,12 @@ def backend_name(name: str, kind: str, backend: str) -> str:
     return f"{head}.{leaf}"
 
 
-def to_backend_layout(array, kind: str, backend: str) -> np.ndarray:
+def to_backend_layout(array: ArrayLike, kind: str, backend: str) -> np.ndarray:
     perm = LEAF_RULES[kind]["transpose"].get(backend)
     return np.asarray(array) if perm is None else np.transpose(array, perm)
 
 
-def from_backend_layout(array, kind: str, backend: str) -> np.ndarray:
+def from_backend_layout(array: ArrayLike, kind: str, backend: str) -> np.ndarray:
     perm = LEAF_RULES[kind]["transpose"].get(backend)
     return np.asarray(array) if perm is None else np.transpose(array, np.argsort(perm))
 
@@ -114,7 +124,7 @@ def from_backend_layout(array, kind: str, backend: str) -> np.ndarray:
 FINGERPRINT_SAMPLES = 4096
 
 
-def fingerprint(tensors) -> str:
+def fingerprint(tensors: Iterable[tuple[str, ArrayLike]]) -> str:
     """A short hex digest that tells one set of weights from another, whatever backend holds them.
 
     `tensors`: (canonical name, array in the canonical layout) pairs, in any order; transposed

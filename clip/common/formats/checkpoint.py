@@ -30,13 +30,17 @@ PROCESSOR_FILES = (
 )
 
 
-def config_class(model_class: str):
+def config_class(
+    model_class: str,
+) -> type[config_module.CLIPConfig] | type[config_module.CLIPTextConfig] | type[config_module.CLIPVisionConfig]:
     if model_class in ("CLIPModel", "CLIPForImageClassification"):
         return config_module.CLIPConfig
     return config_module.CLIPTextConfig if model_class.startswith("CLIPText") else config_module.CLIPVisionConfig
 
 
-def config_object(config: dict, model_class: str, where: str):
+def config_object(
+    config: dict, model_class: str, where: str
+) -> config_module.CLIPConfig | config_module.CLIPTextConfig | config_module.CLIPVisionConfig:
     """The config class instance of `model_class` from the dict `config` (validates the config)."""
     try:
         return config_class(model_class).from_dict(config)
@@ -58,7 +62,10 @@ def model_class_of(config: dict) -> str:
 
 
 def apply_overrides(config: dict, overrides: dict) -> dict:
-    """A copy of `config` with `overrides`: {"text_config.hidden_act": "gelu", "projection_dim": 512, ...} (dotted keys)."""
+    """A copy of `config` with `overrides` applied.
+
+    `overrides` has dotted keys: {"text_config.hidden_act": "gelu", "projection_dim": 512, ...}.
+    """
     config = json.loads(json.dumps(config))
     for key, value in (overrides or {}).items():
         node = config
@@ -85,7 +92,8 @@ def check(arrays: dict, spec: dict, model_class: str, where: str, names: dict) -
         )
     if report["unexpected_keys"] and not report["missing_keys"]:
         raise ConversionError(
-            f"{where}: tensor(s) that are not part of a {model_class}: {', '.join(map(label, report['unexpected_keys'][:8]))}"
+            f"{where}: tensor(s) that are not part of a {model_class}: "
+            f"{', '.join(map(label, report['unexpected_keys'][:8]))}"
         )
     if report["missing_keys"]:
         if len(report["missing_keys"]) == len(spec):
@@ -115,17 +123,21 @@ def cast(arrays: dict, dtype: str) -> dict:
     return {name: np.asarray(array).astype(target) for name, array in arrays.items()}
 
 
-def has_processor_files(directory) -> bool:
-    return bool(directory) and any(
-        os.path.isfile(os.path.join(directory, n))
-        for n in ("preprocessor_config.json", "tokenizer_config.json", "tokenizer.json")
+def has_processor_files(directory: str | os.PathLike | None) -> bool:
+    return (
+        directory is not None
+        and bool(directory)
+        and any(
+            os.path.isfile(os.path.join(directory, n))
+            for n in ("preprocessor_config.json", "tokenizer_config.json", "tokenizer.json")
+        )
     )
 
 
-def write_processor_files(source_dir, config: dict, directory):
+def write_processor_files(source_dir: str | os.PathLike | None, config: dict, directory: str | os.PathLike) -> None:
     """The tokenizer and processor files of `source_dir` when it has them, else CLIP's defaults
     (the embedded vocabulary; resize and crop to the image size of `config`)."""
-    if has_processor_files(source_dir):
+    if source_dir is not None and has_processor_files(source_dir):
         for name in PROCESSOR_FILES:
             path = os.path.join(source_dir, name)
             if os.path.isfile(path):

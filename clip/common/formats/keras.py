@@ -8,13 +8,17 @@ layouts are the TF backend's own (clip.tf.loading.canonical_state / assign_canon
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from clip.common.config import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
 
 from clip.common import weight_files
 
 SUFFIX = ".keras"  # Keras refuses to save under any other name
 
 
-def read(path) -> tuple[dict, dict, str]:
+def read(path: str | os.PathLike) -> tuple[dict, dict, str]:
     """({canonical name: array}, config dict with "architectures", canonical model class) of a .keras
     file of a clip.tf model; anything else is an OSError or ValueError naming the file."""
     import keras
@@ -33,7 +37,7 @@ def read(path) -> tuple[dict, dict, str]:
     return loading.canonical_state(model), config, model.canonical_class
 
 
-def write(arrays: dict, config, model_class: str, path):
+def write(arrays: dict, config: CLIPConfig | CLIPTextConfig | CLIPVisionConfig, model_class: str, path: str) -> None:
     """A clip.tf model of `model_class` built from `config` (a config object) with `arrays`, saved at `path`."""
     import clip.tf
     from clip.tf import loading

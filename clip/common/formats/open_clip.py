@@ -1,8 +1,8 @@
 """open_clip state dicts of the standard ViT CLIP models <-> canonical names, as data.
 
-open_clip's `CLIP` class keeps OpenAI's attribute names (visual.conv1, visual.transformer.resblocks.N.attn.in_proj_weight,
-token_embedding, positional_embedding, ln_final, text_projection, logit_scale, ...), so the tensor
-map is clip.common.formats.openai's. What differs is around it:
+open_clip's `CLIP` class keeps OpenAI's attribute names (visual.conv1,
+visual.transformer.resblocks.N.attn.in_proj_weight, token_embedding, positional_embedding, ln_final,
+text_projection, logit_scale, ...), so the tensor map is clip.common.formats.openai's. What differs is around it:
 
 - training checkpoints wrap the weights: {"epoch", "name", "state_dict", "optimizer", ...}, and
   DistributedDataParallel prefixes every key with "module.";
@@ -21,6 +21,7 @@ SigLIP's logit_bias, timm towers, CoCa) stop with an error that names the first 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from clip.common import io, weight_files
 from clip.common.formats import openai
@@ -96,7 +97,7 @@ def config_overrides(model_cfg: dict | None) -> dict:
         return {"hidden_act": ACTIVATION}
     model_cfg = model_cfg.get("model_cfg", model_cfg)
     vision, text = model_cfg.get("vision_cfg", {}) or {}, model_cfg.get("text_cfg", {}) or {}
-    out = {"hidden_act": "quick_gelu" if model_cfg.get("quick_gelu") else ACTIVATION}
+    out: dict[str, str | int] = {"hidden_act": "quick_gelu" if model_cfg.get("quick_gelu") else ACTIVATION}
     if "head_width" in vision:
         out["vision_head_width"] = int(vision["head_width"])
     if "heads" in text:
@@ -104,7 +105,7 @@ def config_overrides(model_cfg: dict | None) -> dict:
     return out
 
 
-def infer_config(state: dict, where: str = "checkpoint", model_cfg: dict | None = None, **overrides) -> dict:
+def infer_config(state: dict, where: str = "checkpoint", model_cfg: dict | None = None, **overrides: Any) -> dict:
     """A CLIPConfig dict for an unwrapped open_clip state dict; `model_cfg` from open_clip_config.json if any."""
     renamed = to_openai_names(state, where)
     kwargs = config_overrides(model_cfg)
@@ -125,13 +126,13 @@ def checkpoint_file(src: str) -> str:
     raise ValueError(f"{src}: a directory; pass the checkpoint file itself")
 
 
-def read_model_config(path) -> dict | None:
+def read_model_config(path: str | os.PathLike) -> dict | None:
     """open_clip_config.json beside the weight file `path`, or None."""
     config_path = os.path.join(os.path.dirname(os.path.abspath(path)), CONFIG_NAME)
     return io.read_json_object(config_path) if os.path.isfile(config_path) else None
 
 
-def canonical_checkpoint(state: dict, where: str = "checkpoint", **heads) -> tuple[dict, dict, dict, list]:
+def canonical_checkpoint(state: dict, where: str = "checkpoint", **heads: Any) -> tuple[dict, dict, dict, list]:
     """(arrays, config, {canonical name: open_clip name}, notes) of an unwrapped open_clip state dict
     read from `where`; the notes say what was assumed for lack of open_clip_config.json."""
     model_cfg = read_model_config(where)

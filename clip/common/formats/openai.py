@@ -1,4 +1,4 @@
-"""OpenAI's CLIP checkpoints (`ViT-B-32.pt`, ... : TorchScript archives or plain state dicts) <-> canonical names, as data.
+"""OpenAI's CLIP checkpoints (`ViT-B-32.pt`, ...: TorchScript archives or state dicts) <-> canonical names, as data.
 
 OpenAI's ViT CLIP (openai/CLIP clip/model.py) names its tensors
 
@@ -26,7 +26,9 @@ files are read by the same `read_file`.
 from __future__ import annotations
 
 import math
+import os
 import re
+from typing import Any
 
 import numpy as np
 
@@ -94,7 +96,7 @@ def _pattern(template: str) -> re.Pattern:
 
 _COMPILED = [(_pattern(foreign), canonical, op) for foreign, canonical, op in RULES]
 _INVERSE = {}  # canonical pattern -> (rule index, part index)
-for _index, (_, _canonical, _) in enumerate(RULES):
+for _index, (_, _canonical, _op) in enumerate(RULES):
     for _part, _name in enumerate(_canonical if isinstance(_canonical, tuple) else (_canonical,)):
         _INVERSE[_pattern(_name)] = (_index, _part)
 
@@ -119,7 +121,7 @@ def to_canonical(state: dict, where: str = "checkpoint") -> tuple[dict, dict]:
     for name, array in state.items():
         if name in IGNORED:
             continue
-        for pattern, canonical, op in _COMPILED:
+        for pattern, canonical, op in _COMPILED:  # noqa: B007 (the matching rule's canonical and op are used below)
             match = pattern.match(name)
             if match:
                 break
@@ -130,7 +132,8 @@ def to_canonical(state: dict, where: str = "checkpoint") -> tuple[dict, dict]:
         if op == "split3":
             if array.ndim < 1 or array.shape[0] % 3:
                 raise ValueError(
-                    f"{where}: tensor {name!r} of shape {array.shape} cannot be split into q, k, v (axis 0 not a multiple of 3)"
+                    f"{where}: tensor {name!r} of shape {array.shape} cannot be split into q, k, v "
+                    "(axis 0 not a multiple of 3)"
                 )
             parts = np.split(array, 3, axis=0)
         elif op == "transpose":
@@ -158,7 +161,7 @@ def from_canonical(arrays: dict) -> dict:
     """{canonical name: array} of a CLIPModel -> {OpenAI name: array}, in RULES order."""
     parts: dict[tuple, dict] = {}
     for name, array in arrays.items():
-        for pattern, (index, part) in _INVERSE.items():
+        for pattern, (index, part) in _INVERSE.items():  # noqa: B007 (the matching rule's index and part are used below)
             match = pattern.match(name)
             if match:
                 break
@@ -228,7 +231,8 @@ def infer_config(
     grid = round(math.sqrt(positions - 1))
     if grid * grid + 1 != positions:
         raise ValueError(
-            f"{where}: tensor 'visual.positional_embedding' has {positions} rows, not a square grid plus the class token"
+            f"{where}: tensor 'visual.positional_embedding' has {positions} rows, "
+            "not a square grid plus the class token"
         )
     embed_dim = _shape(state, "text_projection", where, 2)[1]
     context_length, text_width = _shape(state, "positional_embedding", where, 2)
@@ -237,7 +241,8 @@ def infer_config(
     text_layers = _count_layers(state, "transformer.resblocks.")
     if not vision_layers or not text_layers:
         raise ValueError(
-            f"{where}: not a CLIP checkpoint in OpenAI's layout (no transformer blocks in the {'image' if not vision_layers else 'text'} tower)"
+            f"{where}: not a CLIP checkpoint in OpenAI's layout "
+            f"(no transformer blocks in the {'image' if not vision_layers else 'text'} tower)"
         )
     vision_mlp = _shape(state, "visual.transformer.resblocks.0.mlp.c_fc.weight", where, 2)[0]
     text_mlp = _shape(state, "transformer.resblocks.0.mlp.c_fc.weight", where, 2)[0]
@@ -268,7 +273,7 @@ def infer_config(
     return {"text_config": text, "vision_config": vision, "projection_dim": embed_dim, "architectures": ["CLIPModel"]}
 
 
-def check_buffers(state: dict, config: dict, where: str = "checkpoint"):
+def check_buffers(state: dict, config: dict, where: str = "checkpoint") -> None:
     """The TorchScript archives' integer buffers, where present, must agree with the inferred config."""
     expected = {
         "input_resolution": config["vision_config"]["image_size"],
@@ -278,11 +283,12 @@ def check_buffers(state: dict, config: dict, where: str = "checkpoint"):
     for name, value in expected.items():
         if name in state and np.size(state[name]) == 1 and int(np.asarray(state[name]).reshape(())) != value:
             raise ValueError(
-                f"{where}: buffer {name!r} says {int(np.asarray(state[name]).reshape(()))}, the tensor shapes say {value}"
+                f"{where}: buffer {name!r} says {int(np.asarray(state[name]).reshape(()))}, "
+                f"the tensor shapes say {value}"
             )
 
 
-def read_file(path) -> dict:
+def read_file(path: str | os.PathLike) -> dict:
     """{name: numpy array} of a checkpoint file in OpenAI's or open_clip's layout: a TorchScript archive,
     a torch.save state dict (read with weights_only=True; a training checkpoint's wrapper kept for
     open_clip.unwrap) or safetensors."""
@@ -292,7 +298,7 @@ def read_file(path) -> dict:
     return weight_files.torch_arrays(state, path)
 
 
-def canonical_checkpoint(state: dict, where: str = "checkpoint", **heads) -> tuple[dict, dict, dict]:
+def canonical_checkpoint(state: dict, where: str = "checkpoint", **heads: Any) -> tuple[dict, dict, dict]:
     """(arrays, config, {canonical name: OpenAI name}) of an OpenAI-layout state dict; `heads`:
     text_heads / vision_heads when the shapes cannot tell them."""
     config = infer_config(state, where, **heads)
@@ -301,6 +307,6 @@ def canonical_checkpoint(state: dict, where: str = "checkpoint", **heads) -> tup
     return arrays, config, names
 
 
-def write(arrays: dict, path):
+def write(arrays: dict, path: str | os.PathLike) -> None:
     """A CLIPModel's {canonical name: array} as an OpenAI-layout torch.save state dict."""
     weight_files.save_torch_arrays(from_canonical(arrays), path)

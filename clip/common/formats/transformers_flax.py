@@ -14,6 +14,10 @@ same tree, so one reader and one writer serve both.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any
+
 import numpy as np
 
 from clip.common import io, weight_files, weights
@@ -32,7 +36,7 @@ LEAVES = {
 }
 
 
-def flatten(tree, prefix=()) -> dict[tuple, object]:
+def flatten(tree: Mapping, prefix: tuple = ()) -> dict[tuple, object]:
     """A nested {name: {...: array}} dict -> {path tuple: array}."""
     out = {}
     for key, value in tree.items():
@@ -48,7 +52,7 @@ def leaf_kind(path: tuple, ndim: int) -> str:
     return LEAVES.get(path[-1], {}).get(ndim, "variable")
 
 
-def to_canonical(tree) -> dict[str, np.ndarray]:
+def to_canonical(tree: Mapping) -> dict[str, np.ndarray]:
     """transformers' Flax param tree -> {canonical name: array in the canonical (PyTorch) layout}."""
     out = {}
     for path, array in flatten(tree).items():
@@ -64,7 +68,7 @@ def to_canonical(tree) -> dict[str, np.ndarray]:
 
 def from_canonical(arrays: dict, kinds: dict) -> dict:
     """{canonical name: array}, {canonical name: leaf kind} -> transformers' nested Flax param tree."""
-    tree = {}
+    tree: dict[str, Any] = {}  # nested dicts of arrays
     for name, array in arrays.items():
         kind = kinds[name]
         node = tree
@@ -75,7 +79,7 @@ def from_canonical(arrays: dict, kinds: dict) -> dict:
     return tree
 
 
-def read(paths, origins: dict | None = None) -> dict[str, np.ndarray]:
+def read(paths: Iterable[str | os.PathLike], origins: dict | None = None) -> dict[str, np.ndarray]:
     """{canonical name: array in the canonical layout} of one or more (sharded) msgpack files;
     `origins`, when given, gets {canonical name: its file}. Errors name the file."""
     return io.merge_shards(paths, _read_shard, origins)
@@ -89,7 +93,7 @@ def _read_shard(path) -> dict[str, np.ndarray]:
         raise ValueError(f"{path}: {err}") from None
 
 
-def write(arrays: dict, kinds: dict, path):
+def write(arrays: dict, kinds: dict, path: str | os.PathLike) -> None:
     """{canonical name: array}, {canonical name: leaf kind} as transformers' flax_model.msgpack, atomically."""
     from flax import serialization
 

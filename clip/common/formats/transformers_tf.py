@@ -12,6 +12,8 @@ tf_keras' save_weights writes: one layer "clip" listing its weights), imported w
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from clip.common import io, weight_files, weights
@@ -83,7 +85,7 @@ def from_canonical(arrays: dict, kinds: dict) -> dict[str, np.ndarray]:
     return out
 
 
-def read(path) -> tuple[dict, dict]:
+def read(path: str | os.PathLike) -> tuple[dict, dict]:
     """({canonical name: array}, {canonical name: h5 weight name}) of a tf_model.h5; a file that is not
     one is an OSError or ValueError naming it."""
     raw = weight_files.read_h5(path)
@@ -94,7 +96,7 @@ def read(path) -> tuple[dict, dict]:
         raise ValueError(f"{path}: {err}") from None
 
 
-def write(arrays: dict, kinds: dict, path):
+def write(arrays: dict, kinds: dict, path: str | os.PathLike) -> None:
     """{canonical name: array} as transformers' tf_model.h5 at `path` (float16/32/64: HDF5 has no bfloat16)."""
     import h5py
 
