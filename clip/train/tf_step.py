@@ -84,6 +84,16 @@ def _restore_seed_states(model, states):
         variable.assign(value)
 
 
+def _after(batch: dict, previous: list) -> dict:
+    """`batch`, readable only once `previous` are computed. A graph runs every op whose inputs are
+    ready, so without this edge the micro-batches' forward passes would all run at once and hold
+    k x m activations: the memory accumulation exists to avoid. Eagerly it changes nothing."""
+    if not previous or tf.executing_eagerly():
+        return batch
+    with tf.control_dependencies(previous):
+        return {key: tf.identity(value) for key, value in batch.items()}
+
+
 def replica_gradients(model, batches, variables, local: bool = True, loss_scale=1.0):
     """(loss / replicas, gradients of loss_scale * loss / replicas) of one replica over the step's
     micro-batches (A, b, ...). The loss is over all A x b pairs of every replica together; summed
@@ -99,7 +109,7 @@ def replica_gradients(model, batches, variables, local: bool = True, loss_scale=
     states, images, texts = [], [], []
     for batch in micro:  # pass 1: the embeddings alone, no tape
         states.append(_seed_states(model))
-        image, text = embed(model, batch)
+        image, text = embed(model, _after(batch, images + texts))
         images.append(tf.stop_gradient(image))
         texts.append(tf.stop_gradient(text))
     after = _seed_states(model)
@@ -114,7 +124,7 @@ def replica_gradients(model, batches, variables, local: bool = True, loss_scale=
     for a, batch in enumerate(micro):  # pass 2: each micro-batch back-propagates its slice
         _restore_seed_states(model, states[a])
         with tf.GradientTape() as tape:
-            image, text = embed(model, batch)
+            image, text = embed(model, _after(batch, grads))
             surrogate = tf.reduce_sum(image * grad_images[a * rows : (a + 1) * rows]) + tf.reduce_sum(
                 text * grad_texts[a * rows : (a + 1) * rows]
             )
