@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from clip.train.common import SIZES
+from clip.train.sizes import SIZES
 from clip.train.options import BACKENDS as TRAIN_BACKENDS
 from clip.train.options import TrainOptions
 

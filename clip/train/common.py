@@ -8,8 +8,10 @@
 - `DataOrder`: which dataset indices each rank reads at each micro-step (seeded per epoch).
 - Checkpoint layout and resuming (clip.train.checkpoints, re-exported here).
 - `Progress`: a tqdm bar when tqdm is installed, plain lines otherwise.
-- `SIZES` / `build_config`: named small model sizes for training from scratch.
-- `is_frozen`: which image-tower parameters --lock-image keeps fixed (LiT), by canonical name.
+- `SIZES` / `build_config_dict`: named small model sizes for training from scratch (clip.train.sizes,
+  re-exported here).
+- `is_frozen`: which image-tower parameters --lock-image keeps fixed (LiT), by their parameter-table
+  rows (clip.train.locked_image, re-exported here).
 - Datasets, the batch reader and the chunked evaluation encoders (clip.train.inputs, re-exported here).
 
 The loop that uses them is clip.train.loop; a backend (train/pt.py, train/tf.py, train/flax.py)
@@ -19,13 +21,12 @@ owns only the model, the optimizer, the step and the I/O of its own state.
 from __future__ import annotations
 
 import math
-import os
 import sys
 import time
 
 import numpy as np
 
-from clip.common.io import read_json_object
+from clip.common.vectors import l2_normalize
 from clip.train.checkpoints import (  # noqa: F401 - re-exported: the trainers use common.<name>
     CHECKPOINTS,
     LATEST,
@@ -47,105 +48,12 @@ from clip.train.checkpoints import (  # noqa: F401 - re-exported: the trainers u
     write_trainer_state,
 )
 from clip.train.inputs import BatchReader, build_datasets, build_model_and_processor, build_processor, chunked_encoders  # noqa: F401 - re-exported
+from clip.train.locked_image import image_group, image_tower_groups, is_frozen  # noqa: F401 - re-exported
 from clip.train.logs import RunLogs, reporter  # noqa: F401 - re-exported
 from clip.train.options import lock_settings
+from clip.train.sizes import SIZES, build_config_dict  # noqa: F401 - re-exported
 
 LOGIT_SCALE_MAX = math.log(100.0)  # CLIP clamps the learned temperature at 100
-
-# -- model sizes -----------------------------------------------------------------------------------
-# Small sizes for training from scratch with the real CLIP vocabulary (49,408 tokens: the token
-# embedding dominates the parameter count at these widths). "vit-b-32" is the paper's base model.
-SIZES = {
-    "tiny": {
-        "text": {
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
-            "max_position_embeddings": 16,
-        },
-        "vision": {
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
-            "image_size": 32,
-            "patch_size": 8,
-        },
-        "projection_dim": 32,
-    },
-    "small": {
-        "text": {
-            "hidden_size": 64,
-            "intermediate_size": 256,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "max_position_embeddings": 24,
-        },
-        "vision": {
-            "hidden_size": 64,
-            "intermediate_size": 256,
-            "num_hidden_layers": 3,
-            "num_attention_heads": 4,
-            "image_size": 48,
-            "patch_size": 8,
-        },
-        "projection_dim": 64,
-    },
-    # the embedded default model (clip/models/default): "small" with 16 text positions (the synthetic
-    # captions need at most 13 tokens), which cuts the text tower's work by a third
-    "shapes": {
-        "text": {
-            "hidden_size": 64,
-            "intermediate_size": 256,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "max_position_embeddings": 16,
-        },
-        "vision": {
-            "hidden_size": 64,
-            "intermediate_size": 256,
-            "num_hidden_layers": 3,
-            "num_attention_heads": 4,
-            "image_size": 48,
-            "patch_size": 8,
-        },
-        "projection_dim": 64,
-    },
-    "base": {
-        "text": {
-            "hidden_size": 128,
-            "intermediate_size": 512,
-            "num_hidden_layers": 4,
-            "num_attention_heads": 4,
-            "max_position_embeddings": 32,
-        },
-        "vision": {
-            "hidden_size": 192,
-            "intermediate_size": 768,
-            "num_hidden_layers": 6,
-            "num_attention_heads": 6,
-            "image_size": 96,
-            "patch_size": 8,
-        },
-        "projection_dim": 128,
-    },
-    "vit-b-32": {"text": {}, "vision": {}, "projection_dim": 512},
-}
-
-
-def build_config_dict(size_or_path: str) -> dict:
-    """A CLIPConfig dict from a name in SIZES or a JSON file (a full config.json or the same layout)."""
-    if size_or_path in SIZES:
-        spec = SIZES[size_or_path]
-        return {
-            "text_config": dict(spec["text"]),
-            "vision_config": dict(spec["vision"]),
-            "projection_dim": spec["projection_dim"],
-        }
-    if not os.path.isfile(size_or_path):
-        raise ValueError(f"--config {size_or_path!r} is neither a size ({', '.join(SIZES)}) nor a JSON file")
-    return read_json_object(size_or_path)
 
 
 # -- schedule --------------------------------------------------------------------------------------
@@ -215,42 +123,7 @@ class DynamicLossScale:
         return cls(state.get("scale", cls.INITIAL), state.get("good_steps", 0))
 
 
-# -- locked image tower (LiT) ---------------------------------------------------------------------------
-def image_tower_groups(num_layers: int) -> int:
-    """How many groups --lock-image-unlocked-groups counts over: the embeddings (with pre_layrnorm), each
-    encoder layer, then the head (post_layernorm and visual_projection), as open_clip's ViT lock."""
-    return num_layers + 2
-
-
-def image_group(name: str, num_layers: int) -> int | None:
-    """The lock group of canonical parameter `name` (0 = embeddings ... num_layers + 1 = head), or None
-    for a parameter outside the image tower."""
-    if name.startswith("visual_projection.") or name.startswith("vision_model.post_layernorm."):
-        return num_layers + 1
-    if name.startswith("vision_model.encoder.layers."):
-        return 1 + int(name.split(".")[3])
-    if name.startswith("vision_model."):
-        return 0
-    return None
-
-
-def is_frozen(name: str, lock: dict | None, num_layers: int) -> bool:
-    """Whether canonical parameter `name` stays fixed under `lock` ({"unlocked_groups": N, "freeze_norm": bool}
-    from --lock-image, None when the image tower trains). The last N groups train; in the locked ones the
-    LayerNorm gains and biases train too unless freeze_norm (then the locked part is bit-for-bit fixed)."""
-    group = image_group(name, num_layers)
-    if lock is None or group is None or group >= image_tower_groups(num_layers) - lock["unlocked_groups"]:
-        return False
-    is_norm = "layer_norm" in name or "layrnorm" in name or "layernorm" in name
-    return lock["freeze_norm"] or not is_norm
-
-
 # -- metrics ---------------------------------------------------------------------------------------
-def _normalize(x):
-    x = np.asarray(x, dtype=np.float64)
-    return x / np.linalg.norm(x, axis=-1, keepdims=True)
-
-
 def recall_at_k(similarity, ks=(1, 5, 10)) -> dict[int, float]:
     """Recall@K for a square query x candidate similarity matrix where query i matches candidate i,
     from the ranks of clip.tasks.retrieval (a tie with the match counts in the query's favour)."""
@@ -270,13 +143,17 @@ def retrieval_metrics(image_embeds, text_embeds, ks=(1, 5, 10)) -> dict[str, flo
     from clip.tasks.retrieval import flat_metrics
     from clip.tasks.retrieval import retrieval_metrics as paired_metrics
 
-    images, texts = _normalize(image_embeds), _normalize(text_embeds)
+    # float64 and no floor under the norm, as these metrics have always been computed
+    images = l2_normalize(image_embeds, eps=0.0, dtype=np.float64)
+    texts = l2_normalize(text_embeds, eps=0.0, dtype=np.float64)
     return flat_metrics(paired_metrics(images, texts, np.arange(len(texts)), ks))
 
 
 def zero_shot_accuracy(image_embeds, label_embeds, targets) -> float:
     """Top-1 accuracy of classifying each image as its most similar label."""
-    sim = _normalize(image_embeds) @ _normalize(label_embeds).T
+    sim = (
+        l2_normalize(image_embeds, eps=0.0, dtype=np.float64) @ l2_normalize(label_embeds, eps=0.0, dtype=np.float64).T
+    )
     return float((sim.argmax(axis=1) == np.asarray(targets)).mean())
 
 

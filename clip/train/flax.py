@@ -126,7 +126,10 @@ def build_optimizer(
     # --lock-image: the frozen leaves get no update at all (not even weight decay); their zero
     # gradients still count in the clipping norm, as the other backends' (absent) ones do
     paths, layers = param_paths(config), config.vision_config.num_hidden_layers
-    labels = tree_from_names(paths, {n: "frozen" if common.is_frozen(n, lock, layers) else "train" for n in paths})
+    rows = params.parameter_table(config, "CLIPModel")
+    labels = tree_from_names(
+        paths, {n: "frozen" if common.is_frozen(n, lock, layers, rows) else "train" for n in paths}
+    )
     return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
 
 

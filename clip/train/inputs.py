@@ -76,7 +76,7 @@ def build_model_and_processor(options, load, create):
     options.config (a named size or a JSON file; "small" by default) and build_processor(config)."""
     from clip.common.config import CLIPConfig
     from clip.common.processor import CLIPProcessor
-    from clip.train.common import build_config_dict
+    from clip.train.sizes import build_config_dict
 
     if options.init:
         return load(options.init), CLIPProcessor.from_pretrained(options.init)

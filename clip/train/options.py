@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypedDict
 
 BACKENDS = ("pt", "tf", "flax")
 
@@ -144,7 +144,14 @@ def check(options: TrainOptions) -> TrainOptions:
     return options
 
 
-def lock_settings(options) -> dict | None:
+class LockSettings(TypedDict):
+    """--lock-image as the run's settings hold it (clip.train.locked_image.is_frozen reads it)."""
+
+    unlocked_groups: int
+    freeze_norm: bool
+
+
+def lock_settings(options: TrainOptions) -> LockSettings | None:
     """The lock_image options as stored in the run's settings (None: nothing locked)."""
     if not getattr(options, "lock_image", False):
         return None

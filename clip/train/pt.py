@@ -160,8 +160,8 @@ def save_model(model, processor, out, dtype=None):
 def apply_lock(model, lock):
     """--lock-image: parameters common.is_frozen names stop requiring gradients (before the optimizer is built,
     so AdamW neither updates nor decays them). Returns their names."""
-    layers = model.config.vision_config.num_hidden_layers
-    frozen = [n for n, p in model.named_parameters() if common.is_frozen(n, lock, layers)]
+    layers, table = model.config.vision_config.num_hidden_layers, params.parameter_table(model.config, "CLIPModel")
+    frozen = [n for n, p in model.named_parameters() if common.is_frozen(n, lock, layers, table)]
     for name, p in model.named_parameters():
         if name in frozen:
             p.requires_grad_(False)

@@ -100,9 +100,11 @@ def build_optimizer(
 
     Build it under the strategy's scope (its slots are mirrored like the model's variables).
     """
-    table = TableSchedule([common.learning_rate(s, base_lr, warmup, steps, min_lr_ratio) for s in range(max(1, steps))])
+    schedule = TableSchedule(
+        [common.learning_rate(s, base_lr, warmup, steps, min_lr_ratio) for s in range(max(1, steps))]
+    )
     optimizer = keras.optimizers.AdamW(
-        learning_rate=table,
+        learning_rate=schedule,
         weight_decay=weight_decay,
         beta_1=betas[0],
         beta_2=betas[1],
@@ -110,10 +112,10 @@ def build_optimizer(
         global_clipnorm=grad_clip if grad_clip and grad_clip > 0 else None,
     )
     layers = model.config.vision_config.num_hidden_layers
-    canonical = {n: v for n, v in model.canonical_variables().items() if not common.is_frozen(n, lock, layers)}
-    table = params.parameter_table(model.config, model.canonical_class)
+    rows = params.parameter_table(model.config, model.canonical_class)
+    canonical = {n: v for n, v in model.canonical_variables().items() if not common.is_frozen(n, lock, layers, rows)}
     optimizer.exclude_from_weight_decay(
-        var_list=[v for name, (v, _) in canonical.items() if not common.applies_weight_decay(name, table)]
+        var_list=[v for name, (v, _) in canonical.items() if not common.applies_weight_decay(name, rows)]
     )
     variables = [v for v, _ in canonical.values()]
     optimizer.build(variables)
