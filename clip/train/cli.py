@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from clip.train.sizes import SIZES
 from clip.train.options import BACKENDS as TRAIN_BACKENDS
 from clip.train.options import TrainOptions
+from clip.train.sizes import SIZES
 
 EPILOG = """examples:
   clip train --synthetic 20000 --steps 500 --out runs/shapes
@@ -27,7 +27,8 @@ def add_parser(subparsers):
         "train",
         help="train or fine-tune a CLIP model on captioned images",
         description="Train CLIP from scratch (--config) or from a checkpoint (--init) with the contrastive loss. "
-        "The output directory loads with CLIPModel.from_pretrained and CLIPProcessor.from_pretrained (ours or transformers').",
+        "The output directory loads with CLIPModel.from_pretrained and CLIPProcessor.from_pretrained "
+        "(ours or transformers').",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -68,7 +69,8 @@ def add_parser(subparsers):
         "--workers",
         type=int,
         default=0,
-        help="data loading workers: DataLoader processes (pt), decoding threads (flax), tf.data parallel calls (tf; 0: AUTOTUNE)",
+        help="data loading workers: DataLoader processes (pt), decoding threads (flax), "
+        "tf.data parallel calls (tf; 0: AUTOTUNE)",
     )
     opt = p.add_argument_group("optimization")
     opt.add_argument(

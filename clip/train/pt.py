@@ -73,7 +73,8 @@ class _Steps(torch.utils.data.Dataset):
 
 
 def make_loader(reader, order, start: int, stop: int, accum: int, workers: int):
-    """A DataLoader over optimizer steps start..stop-1, each {key: (accum, b, ...) tensor} in common.DataOrder's order."""
+    """A DataLoader over optimizer steps start..stop-1, each {key: (accum, b, ...) tensor}, in the order of
+    common.DataOrder."""
     return torch.utils.data.DataLoader(
         _Steps(reader, order, accum),
         sampler=range(start, stop),
