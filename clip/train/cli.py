@@ -22,7 +22,7 @@ EPILOG = """examples:
 """
 
 
-def add_parser(subparsers):
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "train",
         help="train or fine-tune a CLIP model on captioned images",
@@ -191,12 +191,12 @@ def add_parser(subparsers):
     return p
 
 
-def options_from_args(args) -> TrainOptions:
+def options_from_args(args: argparse.Namespace) -> TrainOptions:
     """The parsed `clip train` arguments as the TrainOptions that clip.train.fit takes."""
     return TrainOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainOptions)})
 
 
-def run_train(args) -> int:
+def run_train(args: argparse.Namespace) -> int:
     from clip.train.loop import fit
 
     fit(options_from_args(args))

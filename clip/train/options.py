@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass
-from typing import Literal, TypedDict
+from typing import Any, Literal, TypedDict
 
 BACKENDS = ("pt", "tf", "flax")
 
@@ -106,10 +106,10 @@ class TrainOptions:
     quiet: bool = False
     """No progress output."""
 
-    def replace(self, **changes) -> TrainOptions:
+    def replace(self, **changes: Any) -> TrainOptions:
         return dataclasses.replace(self, **changes)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
