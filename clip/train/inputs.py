@@ -73,7 +73,7 @@ def build_datasets(args: TrainOptions, image_size: int) -> tuple[Any, Any, dict[
 
 
 # -- shared by the trainers ------------------------------------------------------------
-def build_processor(config) -> CLIPProcessor:  # a CLIPConfig: untyped while CLIPTextConfig's fields are undeclared
+def build_processor(config) -> CLIPProcessor:  # a CLIPConfig: untyped while its max_position_embeddings is undeclared
     """The processor of a model trained from scratch: images at the config's size, CLIP's tokenizer."""
     from clip.common.image_processor import CLIPImageProcessor
     from clip.common.processor import CLIPProcessor
