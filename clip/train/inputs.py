@@ -66,7 +66,8 @@ def build_datasets(args: TrainOptions, image_size: int) -> tuple[Any, Any, dict[
     full = data.DigitsDataset(image_size=image_size) if args.digits else data.load_captions(args.train)
     train_idx, val_idx = data.split_indices(len(full), args.val_fraction, args.seed)
     held_out = data.Subset(full, val_idx) if len(val_idx) else None
-    if isinstance(full, data.DigitsDataset) and held_out is not None:  # --digits
+    # args.digits first: clip.data loads its digits module only when asked for it
+    if args.digits and isinstance(full, data.DigitsDataset) and held_out is not None:
         images = [held_out[i][0] for i in range(len(held_out))]
         tasks["zero_shot_digits"] = (images, full.zero_shot_labels(), full.labels[val_idx])
     return data.Subset(full, train_idx), held_out, tasks
