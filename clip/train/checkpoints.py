@@ -19,10 +19,14 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar, cast
 
 import numpy as np
 
 from clip.common.io import atomic_write_json, atomic_write_text, read_json, read_safetensors, write_safetensors
+
+Loaded = TypeVar("Loaded")
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
@@ -98,7 +102,7 @@ def candidate_checkpoints(out: str) -> tuple[list[str], list[str]]:
 MODEL_FILE = "model.safetensors"
 
 
-def read_model_state(directory: str, shapes: dict) -> dict:
+def read_model_state(directory: str, shapes: Mapping[str, Sequence[int] | None]) -> dict[str, np.ndarray]:
     """The checkpoint's model.safetensors, {canonical name: array}, checked against the model's
     {canonical name: shape} (a shape of None is not checked): a ValueError naming the file otherwise."""
     path = os.path.join(directory, MODEL_FILE)
@@ -116,12 +120,12 @@ def read_model_state(directory: str, shapes: dict) -> dict:
     return {n: np.array(tensors[n]) for n in shapes}
 
 
-def write_array_list(arrays, path: str):
+def write_array_list(arrays: Iterable[Any], path: str) -> None:
     """A list of arrays (an optimizer's state in its own order) as safetensors keys "00000", "00001", ..."""
     write_safetensors({f"{i:05d}": np.asarray(a) for i, a in enumerate(arrays)}, path)
 
 
-def read_array_list(path: str, shapes: list) -> list:
+def read_array_list(path: str, shapes: Sequence[Sequence[int]]) -> list[np.ndarray]:
     """write_array_list's arrays, checked against the expected count and shapes (a ValueError naming the file)."""
     saved = read_safetensors(path)
     if sorted(saved) != [f"{i:05d}" for i in range(len(shapes))]:
@@ -138,7 +142,9 @@ def read_array_list(path: str, shapes: list) -> list:
 DAMAGE = (ValueError, OSError, KeyError, TypeError, IndexError, RuntimeError)
 
 
-def resume_from_checkpoints(out: str, load, report):
+def resume_from_checkpoints(
+    out: str, load: Callable[[str], Loaded], report: Callable[[str], None]
+) -> tuple[str, Loaded]:
     """`load(directory)` of the newest checkpoint in OUT that loads, telling `report` about each damaged
     one passed over. `load` must restore everything (model, optimizer, RNG) from its directory alone,
     so that a half-read damaged checkpoint leaves nothing behind once an older one is loaded."""
@@ -165,14 +171,14 @@ def resume_from_checkpoints(out: str, load, report):
     )
 
 
-def write_trainer_state(directory: str, state: dict):
+def write_trainer_state(directory: str, state: Mapping[str, Any]) -> None:
     atomic_write_json(os.path.join(directory, TRAINER_STATE), state)
 
 
 _STATE_FIELDS = {"step": int, "micro_step": int, "run": dict, "history": list, "rng": dict}
 
 
-def read_trainer_state(directory: str) -> dict:
+def read_trainer_state(directory: str) -> dict[str, Any]:
     """trainer_state.json, checked field by field: a damaged file is a ValueError naming it."""
     path = os.path.join(directory, TRAINER_STATE)
     state = read_json(path)
@@ -215,7 +221,7 @@ RESUME_KEYS = (
 )
 
 
-def check_resume_compatible(saved: dict, current: dict):
+def check_resume_compatible(saved: Mapping[str, Any], current: Mapping[str, Any]) -> None:
     changed = [f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in RESUME_KEYS if saved.get(k) != current.get(k)]
     if changed:
         raise ValueError(
@@ -224,19 +230,21 @@ def check_resume_compatible(saved: dict, current: dict):
         )
 
 
-def python_numpy_rng_state() -> dict:
+def python_numpy_rng_state() -> dict[str, list]:
     import random
 
     state = random.getstate()
     return {"python": [state[0], list(state[1]), state[2]], "numpy": _numpy_state()}
 
 
-def _numpy_state():
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+def _numpy_state() -> list:
+    # the legacy tuple form (get_state's default; numpy's stub also allows its dict form)
+    state = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
+    kind, keys, pos, has_gauss, gauss = state
     return [kind, keys.tolist(), int(pos), int(has_gauss), float(gauss)]
 
 
-def set_python_numpy_rng_state(state: dict):
+def set_python_numpy_rng_state(state: Mapping[str, Any]) -> None:
     import random
 
     version, internal, gauss = state["python"]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from clip.train.common import SIZES
 from clip.train.options import BACKENDS as TRAIN_BACKENDS
 from clip.train.options import TrainOptions
+from clip.train.sizes import SIZES
 
 EPILOG = """examples:
   clip train --synthetic 20000 --steps 500 --out runs/shapes
@@ -22,12 +22,13 @@ EPILOG = """examples:
 """
 
 
-def add_parser(subparsers):
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "train",
         help="train or fine-tune a CLIP model on captioned images",
         description="Train CLIP from scratch (--config) or from a checkpoint (--init) with the contrastive loss. "
-        "The output directory loads with CLIPModel.from_pretrained and CLIPProcessor.from_pretrained (ours or transformers').",
+        "The output directory loads with CLIPModel.from_pretrained and CLIPProcessor.from_pretrained "
+        "(ours or transformers').",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -68,7 +69,8 @@ def add_parser(subparsers):
         "--workers",
         type=int,
         default=0,
-        help="data loading workers: DataLoader processes (pt), decoding threads (flax), tf.data parallel calls (tf; 0: AUTOTUNE)",
+        help="data loading workers: DataLoader processes (pt), decoding threads (flax), "
+        "tf.data parallel calls (tf; 0: AUTOTUNE)",
     )
     opt = p.add_argument_group("optimization")
     opt.add_argument(
@@ -189,12 +191,12 @@ def add_parser(subparsers):
     return p
 
 
-def options_from_args(args) -> TrainOptions:
+def options_from_args(args: argparse.Namespace) -> TrainOptions:
     """The parsed `clip train` arguments as the TrainOptions that clip.train.fit takes."""
     return TrainOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainOptions)})
 
 
-def run_train(args) -> int:
+def run_train(args: argparse.Namespace) -> int:
     from clip.train.loop import fit
 
     fit(options_from_args(args))

@@ -8,8 +8,10 @@
 - `DataOrder`: which dataset indices each rank reads at each micro-step (seeded per epoch).
 - Checkpoint layout and resuming (clip.train.checkpoints, re-exported here).
 - `Progress`: a tqdm bar when tqdm is installed, plain lines otherwise.
-- `SIZES` / `build_config`: named small model sizes for training from scratch.
-- `is_frozen`: which image-tower parameters --lock-image keeps fixed (LiT), by canonical name.
+- `SIZES` / `build_config_dict`: named small model sizes for training from scratch (clip.train.sizes,
+  re-exported here).
+- `is_frozen`: which image-tower parameters --lock-image keeps fixed (LiT), by their parameter-table
+  rows (clip.train.locked_image, re-exported here).
 - Datasets, the batch reader and the chunked evaluation encoders (clip.train.inputs, re-exported here).
 
 The loop that uses them is clip.train.loop; a backend (train/pt.py, train/tf.py, train/flax.py)
@@ -19,13 +21,16 @@ owns only the model, the optimizer, the step and the I/O of its own state.
 from __future__ import annotations
 
 import math
-import os
 import sys
 import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, TextIO
 
 import numpy as np
+from numpy.typing import ArrayLike
 
-from clip.common.io import read_json_object
+from clip.common.params import Param
+from clip.common.vectors import l2_normalize
 from clip.train.checkpoints import (  # noqa: F401 - re-exported: the trainers use common.<name>
     CHECKPOINTS,
     LATEST,
@@ -47,105 +52,12 @@ from clip.train.checkpoints import (  # noqa: F401 - re-exported: the trainers u
     write_trainer_state,
 )
 from clip.train.inputs import BatchReader, build_datasets, build_model_and_processor, build_processor, chunked_encoders  # noqa: F401 - re-exported
+from clip.train.locked_image import image_group, image_tower_groups, is_frozen  # noqa: F401 - re-exported
 from clip.train.logs import RunLogs, reporter  # noqa: F401 - re-exported
-from clip.train.options import lock_settings
+from clip.train.options import TrainOptions, lock_settings
+from clip.train.sizes import SIZES, build_config_dict  # noqa: F401 - re-exported
 
 LOGIT_SCALE_MAX = math.log(100.0)  # CLIP clamps the learned temperature at 100
-
-# -- model sizes -----------------------------------------------------------------------------------
-# Small sizes for training from scratch with the real CLIP vocabulary (49,408 tokens: the token
-# embedding dominates the parameter count at these widths). "vit-b-32" is the paper's base model.
-SIZES = {
-    "tiny": {
-        "text": {
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
-            "max_position_embeddings": 16,
-        },
-        "vision": {
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
-            "image_size": 32,
-            "patch_size": 8,
-        },
-        "projection_dim": 32,
-    },
-    "small": {
-        "text": {
-            "hidden_size": 64,
-            "intermediate_size": 256,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "max_position_embeddings": 24,
-        },
-        "vision": {
-            "hidden_size": 64,
-            "intermediate_size": 256,
-            "num_hidden_layers": 3,
-            "num_attention_heads": 4,
-            "image_size": 48,
-            "patch_size": 8,
-        },
-        "projection_dim": 64,
-    },
-    # the embedded default model (clip/models/default): "small" with 16 text positions (the synthetic
-    # captions need at most 13 tokens), which cuts the text tower's work by a third
-    "shapes": {
-        "text": {
-            "hidden_size": 64,
-            "intermediate_size": 256,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "max_position_embeddings": 16,
-        },
-        "vision": {
-            "hidden_size": 64,
-            "intermediate_size": 256,
-            "num_hidden_layers": 3,
-            "num_attention_heads": 4,
-            "image_size": 48,
-            "patch_size": 8,
-        },
-        "projection_dim": 64,
-    },
-    "base": {
-        "text": {
-            "hidden_size": 128,
-            "intermediate_size": 512,
-            "num_hidden_layers": 4,
-            "num_attention_heads": 4,
-            "max_position_embeddings": 32,
-        },
-        "vision": {
-            "hidden_size": 192,
-            "intermediate_size": 768,
-            "num_hidden_layers": 6,
-            "num_attention_heads": 6,
-            "image_size": 96,
-            "patch_size": 8,
-        },
-        "projection_dim": 128,
-    },
-    "vit-b-32": {"text": {}, "vision": {}, "projection_dim": 512},
-}
-
-
-def build_config_dict(size_or_path: str) -> dict:
-    """A CLIPConfig dict from a name in SIZES or a JSON file (a full config.json or the same layout)."""
-    if size_or_path in SIZES:
-        spec = SIZES[size_or_path]
-        return {
-            "text_config": dict(spec["text"]),
-            "vision_config": dict(spec["vision"]),
-            "projection_dim": spec["projection_dim"],
-        }
-    if not os.path.isfile(size_or_path):
-        raise ValueError(f"--config {size_or_path!r} is neither a size ({', '.join(SIZES)}) nor a JSON file")
-    return read_json_object(size_or_path)
 
 
 # -- schedule --------------------------------------------------------------------------------------
@@ -164,7 +76,7 @@ def learning_rate(step: int, base_lr: float, warmup_steps: int, total_steps: int
 
 
 # -- weight decay ----------------------------------------------------------------------------------
-def applies_weight_decay(name: str, table: dict) -> bool:
+def applies_weight_decay(name: str, table: Mapping[str, Param]) -> bool:
     """Whether canonical parameter `name` gets weight decay: the decay flag of its row in `table`
     (clip.common.params.parameter_table). Only matrix weights of linear and convolution layers
     decay; biases, LayerNorm gains, embeddings (token, position, class) and logit_scale do not, as
@@ -173,11 +85,11 @@ def applies_weight_decay(name: str, table: dict) -> bool:
     return table[name].decay
 
 
-def split_weight_decay(names, table: dict) -> tuple[list[str], list[str]]:
+def split_weight_decay(names: Iterable[str], table: Mapping[str, Param]) -> tuple[list[str], list[str]]:
     """(names with decay, names without), each in the order given."""
-    names = list(names)
-    return [n for n in names if applies_weight_decay(n, table)], [
-        n for n in names if not applies_weight_decay(n, table)
+    listed = list(names)
+    return [n for n in listed if applies_weight_decay(n, table)], [
+        n for n in listed if not applies_weight_decay(n, table)
     ]
 
 
@@ -192,7 +104,7 @@ class DynamicLossScale:
     GROWTH_INTERVAL = 2000
     FACTOR = 2.0
 
-    def __init__(self, scale: float = INITIAL, good_steps: int = 0):
+    def __init__(self, scale: float = INITIAL, good_steps: int = 0) -> None:
         self.scale, self.good_steps = float(scale), int(good_steps)
 
     def update(self, finite: bool) -> bool:
@@ -205,53 +117,18 @@ class DynamicLossScale:
             self.scale, self.good_steps = self.scale * self.FACTOR, 0
         return True
 
-    def state(self) -> dict:
+    def state(self) -> dict[str, float]:
         return {"scale": self.scale, "good_steps": self.good_steps}
 
     @classmethod
-    def from_state(cls, state) -> DynamicLossScale:
+    def from_state(cls, state: object) -> DynamicLossScale:
         if not isinstance(state, dict):
             return cls()  # a checkpoint written before float16 was used
         return cls(state.get("scale", cls.INITIAL), state.get("good_steps", 0))
 
 
-# -- locked image tower (LiT) ---------------------------------------------------------------------------
-def image_tower_groups(num_layers: int) -> int:
-    """How many groups --lock-image-unlocked-groups counts over: the embeddings (with pre_layrnorm), each
-    encoder layer, then the head (post_layernorm and visual_projection), as open_clip's ViT lock."""
-    return num_layers + 2
-
-
-def image_group(name: str, num_layers: int) -> int | None:
-    """The lock group of canonical parameter `name` (0 = embeddings ... num_layers + 1 = head), or None
-    for a parameter outside the image tower."""
-    if name.startswith("visual_projection.") or name.startswith("vision_model.post_layernorm."):
-        return num_layers + 1
-    if name.startswith("vision_model.encoder.layers."):
-        return 1 + int(name.split(".")[3])
-    if name.startswith("vision_model."):
-        return 0
-    return None
-
-
-def is_frozen(name: str, lock: dict | None, num_layers: int) -> bool:
-    """Whether canonical parameter `name` stays fixed under `lock` ({"unlocked_groups": N, "freeze_norm": bool}
-    from --lock-image, None when the image tower trains). The last N groups train; in the locked ones the
-    LayerNorm gains and biases train too unless freeze_norm (then the locked part is bit-for-bit fixed)."""
-    group = image_group(name, num_layers)
-    if lock is None or group is None or group >= image_tower_groups(num_layers) - lock["unlocked_groups"]:
-        return False
-    is_norm = "layer_norm" in name or "layrnorm" in name or "layernorm" in name
-    return lock["freeze_norm"] or not is_norm
-
-
 # -- metrics ---------------------------------------------------------------------------------------
-def _normalize(x):
-    x = np.asarray(x, dtype=np.float64)
-    return x / np.linalg.norm(x, axis=-1, keepdims=True)
-
-
-def recall_at_k(similarity, ks=(1, 5, 10)) -> dict[int, float]:
+def recall_at_k(similarity: ArrayLike, ks: Sequence[int] = (1, 5, 10)) -> dict[int, float]:
     """Recall@K for a square query x candidate similarity matrix where query i matches candidate i,
     from the ranks of clip.tasks.retrieval (a tie with the match counts in the query's favour)."""
     from clip.tasks.retrieval import ranks_of_targets
@@ -263,20 +140,26 @@ def recall_at_k(similarity, ks=(1, 5, 10)) -> dict[int, float]:
     return {k: float((ranks <= k).mean()) for k in ks}
 
 
-def retrieval_metrics(image_embeds, text_embeds, ks=(1, 5, 10)) -> dict[str, float]:
+def retrieval_metrics(
+    image_embeds: ArrayLike, text_embeds: ArrayLike, ks: Sequence[int] = (1, 5, 10)
+) -> dict[str, float]:
     """Image->text and text->image Recall@K and MRR of paired embeddings (row i of each is a pair), by
     clip.tasks.retrieval.retrieval_metrics (what `clip eval-retrieval` reports), under flat keys
     ("image_to_text_R@1", ..., "text_to_image_MRR")."""
     from clip.tasks.retrieval import flat_metrics
     from clip.tasks.retrieval import retrieval_metrics as paired_metrics
 
-    images, texts = _normalize(image_embeds), _normalize(text_embeds)
+    # float64 and no floor under the norm, as these metrics have always been computed
+    images = l2_normalize(image_embeds, eps=0.0, dtype=np.float64)
+    texts = l2_normalize(text_embeds, eps=0.0, dtype=np.float64)
     return flat_metrics(paired_metrics(images, texts, np.arange(len(texts)), ks))
 
 
-def zero_shot_accuracy(image_embeds, label_embeds, targets) -> float:
+def zero_shot_accuracy(image_embeds: ArrayLike, label_embeds: ArrayLike, targets: ArrayLike) -> float:
     """Top-1 accuracy of classifying each image as its most similar label."""
-    sim = _normalize(image_embeds) @ _normalize(label_embeds).T
+    sim = (
+        l2_normalize(image_embeds, eps=0.0, dtype=np.float64) @ l2_normalize(label_embeds, eps=0.0, dtype=np.float64).T
+    )
     return float((sim.argmax(axis=1) == np.asarray(targets)).mean())
 
 
@@ -289,17 +172,18 @@ class DataOrder:
     what an uninterrupted run would, whatever the number of loader workers.
     """
 
-    def __init__(self, dataset_size: int, global_batch: int, seed: int, world: int = 1, rank: int = 0):
+    def __init__(self, dataset_size: int, global_batch: int, seed: int, world: int = 1, rank: int = 0) -> None:
         if global_batch % world:
             raise ValueError(f"--batch-size {global_batch} must be divisible by the number of processes ({world})")
         if dataset_size < global_batch:
             raise ValueError(f"the training set has {dataset_size} items, fewer than one batch ({global_batch})")
         self.size, self.batch, self.seed, self.world, self.rank = dataset_size, global_batch, seed, world, rank
         self.batches_per_epoch = dataset_size // global_batch  # the last partial batch is dropped
-        self._epoch, self._perm = None, None
+        self._epoch: int | None = None
+        self._perm: np.ndarray | None = None
 
     def permutation(self, epoch: int) -> np.ndarray:
-        if epoch != self._epoch:
+        if self._perm is None or epoch != self._epoch:
             self._epoch, self._perm = epoch, np.random.default_rng([self.seed, epoch]).permutation(self.size)
         return self._perm
 
@@ -311,13 +195,13 @@ class DataOrder:
         per_rank = self.batch // self.world
         return self.global_indices(micro_step)[self.rank * per_rank : (self.rank + 1) * per_rank].tolist()
 
-    def batches(self, start: int, stop: int):
+    def batches(self, start: int, stop: int) -> Iterator[list[int]]:
         """Local index lists for micro-steps start..stop-1."""
         for m in range(start, stop):
             yield self.local_indices(m)
 
 
-def make_order(dataset, global_batch: int, seed: int, world: int = 1, rank: int = 0):
+def make_order(dataset: Any, global_batch: int, seed: int, world: int = 1, rank: int = 0) -> DataOrder:
     """The data order of a training set: DataOrder's seeded epochs, or a stream's own order (shards.StreamOrder)."""
     if getattr(dataset, "unbounded", False):
         from clip.train.shards import StreamOrder
@@ -343,7 +227,9 @@ class Progress:
     """Step progress with loss, lr and throughput: a tqdm bar on a terminal when tqdm is installed,
     else one plain line every `every` steps (and at the end)."""
 
-    def __init__(self, total: int, start: int = 0, every: int = 10, enabled: bool = True, stream=None):
+    def __init__(
+        self, total: int, start: int = 0, every: int = 10, enabled: bool = True, stream: TextIO | None = None
+    ) -> None:
         self.total, self.step, self.every, self.enabled = total, start, max(1, every), enabled
         self.stream = stream or sys.stderr
         self._bar = None
@@ -356,7 +242,7 @@ class Progress:
             except ImportError:
                 pass
 
-    def update(self, step: int, loss: float, lr: float, pairs: int):
+    def update(self, step: int, loss: float, lr: float, pairs: int) -> None:
         """Record optimizer step `step` (1-based count done) that consumed `pairs` image-text pairs."""
         self._pairs += pairs
         elapsed = max(1e-9, time.perf_counter() - self._t0)
@@ -374,7 +260,7 @@ class Progress:
             )
         self.step = step
 
-    def log(self, message: str):
+    def log(self, message: str) -> None:
         if not self.enabled:
             return
         if self._bar is not None:
@@ -382,19 +268,19 @@ class Progress:
         else:
             print(message, file=self.stream, flush=True)
 
-    def close(self):
+    def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
 
 
-def run_settings(args, steps: int, warmup: int, dataset_size: int, world: int) -> dict:
+def run_settings(args: TrainOptions, steps: int, warmup: int, dataset_size: int, world: int) -> dict[str, Any]:
     """The settings stored in checkpoints and compared by check_resume_compatible.
 
     "accumulation" and "lock_image" appear only when used, so the checkpoints of earlier versions
     (which accumulated each micro-batch as its own contrastive batch) resume when --accum-steps is 1
     and are refused with the reason otherwise.
     """
-    settings = {
+    settings: dict[str, Any] = {
         "batch_size": args.batch_size,
         "accum_steps": args.accum_steps,
         "lr": args.lr,
@@ -414,6 +300,6 @@ def run_settings(args, steps: int, warmup: int, dataset_size: int, world: int) -
     return settings
 
 
-def data_settings(train_set) -> dict:
+def data_settings(train_set: Any) -> dict[str, Any]:
     """What a resume must find unchanged about the training data beyond its size: a stream's shards."""
     return {"shards": train_set.fingerprint()} if hasattr(train_set, "fingerprint") else {}

@@ -27,7 +27,9 @@ import os
 import queue
 import random
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
@@ -39,13 +41,18 @@ from jax.sharding import PartitionSpec as P
 from clip.common import params, weights
 from clip.common.io import write_safetensors
 from clip.train import common
+from clip.train.inputs import BatchReader, EncodeFn
+from clip.train.options import LockSettings, TrainOptions
+
+if TYPE_CHECKING:
+    from clip.common.config import CLIPConfig
 from clip.train.flax_step import clamp_logit_scale, contrastive_loss, make_train_step, step_gradients  # noqa: F401 - public here
 
 
-def init_distributed():
+def init_distributed() -> tuple[int, int]:
     """(process index, process count): jax.distributed.initialize when a coordinator is configured."""
     if os.environ.get("JAX_COORDINATOR_ADDRESS") and not _initialized():
-        kwargs = {}
+        kwargs: dict[str, int] = {}
         if os.environ.get("JAX_NUM_PROCESSES"):
             kwargs["num_processes"] = int(os.environ["JAX_NUM_PROCESSES"])
         if os.environ.get("JAX_PROCESS_ID"):
@@ -54,14 +61,14 @@ def init_distributed():
     return jax.process_index(), jax.process_count()
 
 
-def _initialized():
+def _initialized() -> bool:
     from jax._src import distributed
 
     return distributed.global_state.client is not None
 
 
 # -- parameters by canonical name --------------------------------------------------------------------
-def param_paths(config, model_class: str = "CLIPModel") -> dict[str, tuple[str, ...]]:
+def param_paths(config: CLIPConfig, model_class: str = "CLIPModel") -> dict[str, tuple[str, ...]]:
     """{canonical name: path of its leaf in the params tree} (LEAF_RULES' "flax" names)."""
     return {
         name: tuple(weights.backend_name(name, kind, "flax").split("."))
@@ -69,9 +76,9 @@ def param_paths(config, model_class: str = "CLIPModel") -> dict[str, tuple[str, 
     }
 
 
-def tree_from_names(paths: dict, values: dict) -> dict:
+def tree_from_names(paths: Mapping[str, tuple[str, ...]], values: Mapping[str, Any]) -> dict[str, Any]:
     """{canonical name: value} -> a nested dict shaped like the params tree."""
-    tree = {}
+    tree: dict[str, Any] = {}
     for name, path in paths.items():
         node = tree
         for part in path[:-1]:
@@ -80,18 +87,18 @@ def tree_from_names(paths: dict, values: dict) -> dict:
     return tree
 
 
-def by_name(tree: dict, paths: dict) -> dict:
+def by_name(tree: Mapping[str, Any], paths: Mapping[str, tuple[str, ...]]) -> dict[str, Any]:
     """The params tree (or a gradient of it) -> {canonical name: leaf} (Flax layout)."""
-    out = {}
+    out: dict[str, Any] = {}
     for name, path in paths.items():
-        node = tree
+        node: Any = tree
         for part in path:
             node = node[part]
         out[name] = node
     return out
 
 
-def decay_mask(config) -> dict:
+def decay_mask(config: CLIPConfig) -> dict[str, Any]:
     """The params tree of bools: True where AdamW decays (common.applies_weight_decay)."""
     paths = param_paths(config)
     table = params.parameter_table(config, "CLIPModel")
@@ -99,17 +106,17 @@ def decay_mask(config) -> dict:
 
 
 def build_optimizer(
-    config,
+    config,  # a CLIPConfig: untyped while CLIPVisionConfig's num_hidden_layers is undeclared
     steps: int,
     base_lr: float,
     warmup: int,
     weight_decay: float,
     grad_clip: float,
     min_lr_ratio: float = 0.0,
-    betas=(0.9, 0.98),
-    eps=1e-6,
-    lock=None,
-):
+    betas: tuple[float, float] = (0.9, 0.98),
+    eps: float = 1e-6,
+    lock: LockSettings | None = None,
+) -> optax.GradientTransformation:
     """Global-norm clipping, then optax.adamw with common.learning_rate per step and decay on matrices only.
 
     The schedule is tabulated from common.learning_rate (the same numbers as pt) and indexed by
@@ -126,7 +133,10 @@ def build_optimizer(
     # --lock-image: the frozen leaves get no update at all (not even weight decay); their zero
     # gradients still count in the clipping norm, as the other backends' (absent) ones do
     paths, layers = param_paths(config), config.vision_config.num_hidden_layers
-    labels = tree_from_names(paths, {n: "frozen" if common.is_frozen(n, lock, layers) else "train" for n in paths})
+    rows = params.parameter_table(config, "CLIPModel")
+    labels = tree_from_names(
+        paths, {n: "frozen" if common.is_frozen(n, lock, layers, rows) else "train" for n in paths}
+    )
     return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
 
 
@@ -134,7 +144,7 @@ def build_optimizer(
 class Placement:
     """Where arrays live: replicated parameters, batches sharded on the batch axis over all devices."""
 
-    def __init__(self, local_batch: int):
+    def __init__(self, local_batch: int) -> None:
         devices = jax.devices()
         self.mesh = Mesh(np.array(devices), ("data",))
         if (local_batch * jax.process_count()) % len(devices):
@@ -144,15 +154,15 @@ class Placement:
         self.replicated = NamedSharding(self.mesh, P())
         self.batch = NamedSharding(self.mesh, P(None, "data"))  # (A, B, ...): micro-steps, then pairs
 
-    def params(self, tree):
+    def params(self, tree: Any) -> Any:
         return jax.device_put(tree, self.replicated)
 
-    def batches(self, local: dict):
+    def batches(self, local: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
         """This process's (A, b, ...) numpy slices -> global (A, B, ...) arrays sharded over the mesh."""
         return {k: jax.make_array_from_process_local_data(self.batch, v) for k, v in local.items()}
 
 
-def to_host(tree):
+def to_host(tree: Any) -> Any:
     """A (replicated) tree -> numpy, on any process (reads the first local replica)."""
     return jax.tree.map(
         lambda x: np.asarray(x.addressable_data(0)) if isinstance(x, jax.Array) else np.asarray(x), tree
@@ -166,18 +176,27 @@ class Prefetcher:
 
     _DONE = object()
 
-    def __init__(self, reader, order, start: int, stop: int, accum: int, workers: int = 0, depth: int = 4):
+    def __init__(
+        self,
+        reader: BatchReader,
+        order: common.DataOrder,
+        start: int,
+        stop: int,
+        accum: int,
+        workers: int = 0,
+        depth: int = 4,
+    ) -> None:
         self.reader, self.order, self.accum = reader, order, accum
-        self.queue = queue.Queue(maxsize=max(2, depth))
-        self.error = None
+        self.queue: queue.Queue[object] = queue.Queue(maxsize=max(2, depth))  # batches, then _DONE
+        self.error: BaseException | None = None
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._run, args=(start, stop, workers, depth), daemon=True)
         self.thread.start()
 
-    def _load(self, step):
+    def _load(self, step: int) -> dict[str, np.ndarray]:
         return self.reader.step(self.order, step, self.accum)
 
-    def _put(self, item):
+    def _put(self, item: object) -> bool:
         while not self._stop.is_set():
             try:
                 self.queue.put(item, timeout=0.1)
@@ -186,11 +205,11 @@ class Prefetcher:
                 continue
         return False
 
-    def _run(self, start, stop, workers, depth):
+    def _run(self, start: int, stop: int, workers: int, depth: int) -> None:
         try:
             if workers > 0:
                 with ThreadPoolExecutor(workers) as pool:
-                    pending = collections.deque()
+                    pending: collections.deque[Future[dict[str, np.ndarray]]] = collections.deque()
                     for step in range(start, stop):
                         pending.append(pool.submit(self._load, step))
                         if len(pending) >= depth and not self._put(pending.popleft().result()):
@@ -206,10 +225,10 @@ class Prefetcher:
             self.error = err
         self._put(self._DONE)
 
-    def __iter__(self):
+    def __iter__(self) -> Prefetcher:
         return self
 
-    def __next__(self):
+    def __next__(self) -> Any:
         item = self.queue.get()
         if item is self._DONE:
             if self.error is not None:
@@ -217,7 +236,7 @@ class Prefetcher:
             raise StopIteration
         return item
 
-    def close(self):
+    def close(self) -> None:
         self._stop.set()
 
 
@@ -225,7 +244,7 @@ class Prefetcher:
 OPTIMIZER_FILE = "optimizer.flax"  # safetensors: the optax state's leaves in tree order ("00000", ...)
 
 
-def write_checkpoint(directory, model, params, opt_state):
+def write_checkpoint(directory: str, model: Any, params: Any, opt_state: Any) -> None:
     """Canonical float32 weights and the optax state's leaves (in tree order) into a staged checkpoint."""
     from clip.flax import loading
 
@@ -239,7 +258,7 @@ def write_checkpoint(directory, model, params, opt_state):
     )
 
 
-def load_checkpoint(directory, model, opt_state_template):
+def load_checkpoint(directory: str, model: Any, opt_state_template: Any) -> tuple[Any, Any, dict[str, Any]]:
     """(params tree, optax state, trainer state) from a checkpoint written by write_checkpoint."""
     from clip.flax import loading
 
@@ -253,7 +272,7 @@ def load_checkpoint(directory, model, opt_state_template):
     return params, jax.tree.unflatten(treedef, leaves), state
 
 
-def save_model(model, params, processor, out, dtype=None):
+def save_model(model: Any, params: Any, processor: Any, out: str, dtype: type[np.floating] | None = None) -> None:
     """The loadable model: config.json + model.safetensors (canonical) + processor files in `out`."""
     host = to_host(params)
     if dtype is not None:
@@ -266,7 +285,7 @@ def save_model(model, params, processor, out, dtype=None):
 class Trainer:
     """JAX's params, optimizer, jitted step and state I/O for clip.train.loop.run (see its docstring)."""
 
-    def __init__(self, options):
+    def __init__(self, options: TrainOptions) -> None:
         from clip.flax import FlaxCLIPModel
 
         self.options = options
@@ -281,9 +300,9 @@ class Trainer:
             lambda path: FlaxCLIPModel.from_pretrained(path, dtype=dtype),
             lambda config: FlaxCLIPModel(config, seed=options.seed, dtype=dtype),
         )
-        self.loss_scale = None
+        self.loss_scale: common.DynamicLossScale | None = None
 
-    def build_optimizer(self, steps: int, warmup: int):
+    def build_optimizer(self, steps: int, warmup: int) -> None:
         o, config = self.options, self.model.config
         self.tx = build_optimizer(
             config, steps, o.lr, warmup, o.weight_decay, o.grad_clip, o.min_lr_ratio, lock=common.lock_settings(o)
@@ -293,11 +312,11 @@ class Trainer:
         if o.grad_checkpointing:
             self.model.gradient_checkpointing_enable()
 
-    def load_checkpoint(self, directory) -> dict:
+    def load_checkpoint(self, directory: str) -> dict[str, Any]:
         self.params, self.opt_state, state = load_checkpoint(directory, self.model, self.opt_state)
         return state
 
-    def start(self, loss_scale):
+    def start(self, loss_scale: common.DynamicLossScale | None) -> None:
         self.loss_scale = loss_scale
         self.place = Placement(self.options.batch_size // self.world)
         self.params, self.opt_state = self.place.params(self.params), self.place.params(self.opt_state)
@@ -307,11 +326,11 @@ class Trainer:
             self.model, self.tx, self.options.seed, dropout, loss_scaling=loss_scale is not None
         )
 
-    def batches(self, reader, order, start: int, stop: int):
+    def batches(self, reader: BatchReader, order: common.DataOrder, start: int, stop: int) -> Prefetcher:
         self.next_step = start
         return Prefetcher(reader, order, start, stop, self.options.accum_steps, workers=self.options.workers)
 
-    def step(self, inputs, lr: float) -> float:
+    def step(self, inputs: dict[str, np.ndarray], lr: float) -> float:
         inputs, micro = self.place.batches(inputs), self.next_step * self.options.accum_steps
         if self.loss_scale is None:
             self.params, self.opt_state, loss = self.step_fn(self.params, self.opt_state, inputs, micro)
@@ -324,15 +343,15 @@ class Trainer:
         self.next_step += 1
         return float(loss)
 
-    def scalars(self) -> dict:
+    def scalars(self) -> dict[str, float]:
         scale = {"loss_scale": self.loss_scale.scale} if self.loss_scale is not None else {}
         return {"temperature": float(np.exp(to_host(self.params["logit_scale"]))), **scale}
 
-    def loss_scale_state(self):
+    def loss_scale_state(self) -> dict[str, float] | None:
         return self.loss_scale.state() if self.loss_scale is not None else None
 
     @contextlib.contextmanager
-    def encoders(self, batch_size: int = 256):
+    def encoders(self, batch_size: int = 256) -> Iterator[tuple[EncodeFn, EncodeFn]]:
         """On the first local device, in chunks padded to a power of two (each encoder compiles once or twice)."""
         model, device = self.model, jax.local_devices()[0]
         params = jax.device_put(to_host(self.params), device)
@@ -347,10 +366,10 @@ class Trainer:
             pad=True,
         )
 
-    def write_checkpoint(self, directory):
+    def write_checkpoint(self, directory: str) -> None:
         write_checkpoint(directory, self.model, self.params, self.opt_state)
 
-    def save_model(self, out, float16: bool = False):
+    def save_model(self, out: str, float16: bool = False) -> None:
         save_model(self.model, self.params, self.processor, out, dtype=np.float16 if float16 else None)
 
     def describe(self) -> str:

@@ -13,6 +13,9 @@ keys are `fold_in(seed, micro_step)`, so both passes draw the same masks.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -21,12 +24,14 @@ from clip.flax.loss import clip_loss
 from clip.train import common
 
 
-def _normalize(x):
+def _normalize(x: jax.Array) -> jax.Array:
     x = x.astype(jnp.float32)
     return x / jnp.linalg.norm(x, axis=-1, keepdims=True)
 
 
-def embed(model, params, batch, dropout_rng=None):
+def embed(
+    model: Any, params: Any, batch: Mapping[str, jax.Array], dropout_rng: jax.Array | None = None
+) -> tuple[jax.Array, jax.Array]:
     """Unit-norm (image, text) features of one micro-batch, float32."""
     image_rng, text_rng = (None, None) if dropout_rng is None else tuple(jax.random.split(dropout_rng))
     image = _normalize(
@@ -40,19 +45,29 @@ def embed(model, params, batch, dropout_rng=None):
     return image, text
 
 
-def pair_loss(image, text, logit_scale):
+def pair_loss(image: jax.Array, text: jax.Array, logit_scale: jax.Array) -> jax.Array:
     """CLIP's symmetric loss of unit-norm (N, E) features, in float32."""
     logits_per_text = jnp.exp(logit_scale.astype(jnp.float32)) * text @ image.T  # T,I
     return clip_loss(logits_per_text)
 
 
-def contrastive_loss(model, params, batch, dropout_rng=None):
+def contrastive_loss(
+    model: Any, params: Any, batch: Mapping[str, jax.Array], dropout_rng: jax.Array | None = None
+) -> jax.Array:
     """CLIP's symmetric loss over the (global) batch from unit-norm projected features, in float32."""
     image, text = embed(model, params, batch, dropout_rng)
     return pair_loss(image, text, params["logit_scale"])
 
 
-def step_gradients(model, params, batches, micro_start, base_key, dropout: bool, loss_scale=1.0):
+def step_gradients(
+    model: Any,
+    params: Any,
+    batches: Mapping[str, jax.Array],
+    micro_start: int | jax.Array,
+    base_key: jax.Array,
+    dropout: bool,
+    loss_scale: float | jax.Array = 1.0,
+) -> tuple[jax.Array, Any]:
     """(loss, gradient of loss_scale * loss) over the step's micro-batches (A, B, ...) taken together."""
     accum = batches["input_ids"].shape[0]
     steps = micro_start + jnp.arange(accum)
@@ -97,7 +112,9 @@ def clamp_logit_scale(params: dict) -> dict:
     return {**params, "logit_scale": jnp.clip(params["logit_scale"], 0.0, common.LOGIT_SCALE_MAX)}
 
 
-def make_train_step(model, tx, seed: int, dropout: bool, loss_scaling: bool = False):
+def make_train_step(
+    model: Any, tx: optax.GradientTransformation, seed: int, dropout: bool, loss_scaling: bool = False
+) -> Callable[..., tuple]:
     """step(params, opt_state, batches (A, b, ...), first micro-step) -> (params, opt_state, loss), jitted.
 
     loss_scaling (float16): step(params, opt_state, batches, micro_start, (scale, good_steps)) ->

@@ -29,14 +29,39 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from clip.common.io import atomic_write_json
 from clip.train import common
+from clip.train.inputs import EncodeFn
 from clip.train.options import TrainOptions, check
 
 REQUIREMENTS = {"pt": "PyTorch", "tf": "TensorFlow and Keras 3", "flax": "JAX, Flax and optax"}
+
+
+class Backend(Protocol):
+    """What `run` uses of a backend's Trainer (the members of the module docstring)."""
+
+    rank: int
+    world: int
+    model: Any
+    processor: Any
+
+    def build_optimizer(self, steps: int, warmup: int) -> None: ...
+    def load_checkpoint(self, directory: str) -> dict[str, Any]: ...
+    def start(self, loss_scale: common.DynamicLossScale | None) -> None: ...
+    def batches(self, reader: common.BatchReader, order: common.DataOrder, start: int, stop: int) -> Iterator[Any]: ...
+    def step(self, inputs: Any, lr: float) -> float: ...
+    def scalars(self) -> dict[str, float]: ...
+    def loss_scale_state(self) -> dict[str, float] | None: ...
+    def encoders(self) -> AbstractContextManager[tuple[EncodeFn, EncodeFn]]: ...
+    def write_checkpoint(self, directory: str) -> None: ...
+    def save_model(self, out: str, float16: bool = False) -> None: ...
+    def describe(self) -> str: ...
+    def placement(self) -> str: ...
 
 
 @dataclass
@@ -62,7 +87,7 @@ already) and fit returns {} without the final evaluation and model, so that a la
 resume=True continues the run exactly. Returned after the last step, it changes nothing."""
 
 
-def fit(options: TrainOptions | None = None, /, *, callbacks: Iterable[Callback] = (), **fields) -> dict:
+def fit(options: TrainOptions | None = None, /, *, callbacks: Iterable[Callback] = (), **fields: Any) -> dict[str, Any]:
     """Train CLIP as `clip train` does: `fit(TrainOptions(out=..., synthetic=1000, steps=100))` or
     `fit(out=..., synthetic=1000, steps=100)`. Returns the final metrics (those of metrics.json) on
     the first process, {} on the others and when a callback stopped the run."""
@@ -85,7 +110,7 @@ def fit(options: TrainOptions | None = None, /, *, callbacks: Iterable[Callback]
     return run(options, _trainer_class(options.backend)(options), list(callbacks))
 
 
-def _trainer_class(backend: str):
+def _trainer_class(backend: str) -> Callable[[TrainOptions], Backend]:
     """The backend's Trainer class; importing it starts the framework (TensorFlow: after its log level is set)."""
     import importlib
 
@@ -99,7 +124,7 @@ def _trainer_class(backend: str):
         raise ImportError(f"clip train: the {backend} backend needs {REQUIREMENTS[backend]} ({err})") from None
 
 
-def run(options: TrainOptions, trainer, callbacks: list) -> dict:
+def run(options: TrainOptions, trainer: Backend, callbacks: Sequence[Callback]) -> dict[str, Any]:
     """The loop over `trainer` (a backend's Trainer built from the same options)."""
     rank, config = trainer.rank, trainer.model.config
     first = rank == 0
@@ -113,7 +138,9 @@ def run(options: TrainOptions, trainer, callbacks: list) -> dict:
     )
     trainer.build_optimizer(steps, warmup)
 
-    start, history, saved = 0, [], {}
+    start = 0
+    history: list[list[float]] = []  # [step, loss] per optimizer step
+    saved: dict[str, Any] = {}  # trainer_state.json of the checkpoint resumed from
     if options.resume:
         _, saved = common.resume_from_checkpoints(options.out, trainer.load_checkpoint, common.reporter(rank))
         common.check_resume_compatible(saved["run"], run_info)
@@ -153,7 +180,7 @@ def run(options: TrainOptions, trainer, callbacks: list) -> dict:
         )
         return common.commit_checkpoint(options.out, at)
 
-    def evaluate(at: int) -> dict:
+    def evaluate(at: int) -> dict[str, Any]:
         with trainer.encoders() as (images, texts):
             metrics = evaluate_with(images, texts, val_set, tasks, options.eval_max)
         logs.metrics(at, metrics)
@@ -189,7 +216,7 @@ def run(options: TrainOptions, trainer, callbacks: list) -> dict:
         progress.close()
     elapsed = time.perf_counter() - t_start
 
-    result = {}
+    result: dict[str, Any] = {}
     if first and not stopped:
         metrics = evaluate(step)
         trainer.save_model(options.out, float16=options.save_dtype == "float16")
@@ -199,10 +226,12 @@ def run(options: TrainOptions, trainer, callbacks: list) -> dict:
     return result
 
 
-def evaluate_with(encode_images, encode_texts, val, tasks, max_items: int = 2000) -> dict:
+def evaluate_with(
+    encode_images: EncodeFn, encode_texts: EncodeFn, val: Any, tasks: Mapping[str, tuple], max_items: int = 2000
+) -> dict[str, Any]:
     """Retrieval Recall@1/5/10 and MRR on (up to max_items of) the held-out set plus zero-shot accuracies,
     given a backend's encoders: list of images -> (n, E) array, list of texts -> (n, E) array."""
-    metrics = {}
+    metrics: dict[str, Any] = {}
     if val is not None and len(val):
         items = [val[i] for i in range(min(len(val), max_items))]
         metrics.update(
@@ -215,8 +244,15 @@ def evaluate_with(encode_images, encode_texts, val, tasks, max_items: int = 2000
 
 
 def finish_run(
-    options, out_metrics: dict, history, steps: int, start: int, step: int, elapsed: float, run_info: dict
-) -> dict:
+    options: TrainOptions,
+    out_metrics: Mapping[str, Any],
+    history: Sequence[Sequence[float]],
+    steps: int,
+    start: int,
+    step: int,
+    elapsed: float,
+    run_info: Mapping[str, Any],
+) -> dict[str, Any]:
     """metrics.json and the printed summary at the end of a run."""
     result = {
         "steps": steps,

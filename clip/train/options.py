@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, TypedDict
 
 BACKENDS = ("pt", "tf", "flax")
 
@@ -106,10 +106,10 @@ class TrainOptions:
     quiet: bool = False
     """No progress output."""
 
-    def replace(self, **changes) -> TrainOptions:
+    def replace(self, **changes: Any) -> TrainOptions:
         return dataclasses.replace(self, **changes)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
@@ -144,7 +144,14 @@ def check(options: TrainOptions) -> TrainOptions:
     return options
 
 
-def lock_settings(options) -> dict | None:
+class LockSettings(TypedDict):
+    """--lock-image as the run's settings hold it (clip.train.locked_image.is_frozen reads it)."""
+
+    unlocked_groups: int
+    freeze_norm: bool
+
+
+def lock_settings(options: TrainOptions) -> LockSettings | None:
     """The lock_image options as stored in the run's settings (None: nothing locked)."""
     if not getattr(options, "lock_image", False):
         return None

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import os
 import random
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,12 +23,14 @@ from torch import nn
 from clip.common import params, weight_files
 from clip.common.io import atomic_path, read_safetensors, write_safetensors
 from clip.train import common
+from clip.train.inputs import BatchReader, EncodeFn
+from clip.train.options import LockSettings, TrainOptions
 from clip.train.pt_step import ContrastiveObjective, backward_step, gather_with_grad, local_clip_loss, optimizer_step  # noqa: F401 - public here
 
 # -- distributed -----------------------------------------------------------------------------------
 
 
-def init_distributed():
+def init_distributed() -> tuple[int, int, torch.device]:
     """(rank, world size, device) from torchrun's environment; a single process otherwise."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
@@ -41,7 +45,14 @@ def init_distributed():
 
 
 # -- model -----------------------------------------------------------------------------------------
-def build_optimizer(model, lr: float, weight_decay: float, betas=(0.9, 0.98), eps=1e-6, fused: bool = False):
+def build_optimizer(
+    model: nn.Module,
+    lr: float,
+    weight_decay: float,
+    betas: tuple[float, float] = (0.9, 0.98),
+    eps: float = 1e-6,
+    fused: bool = False,
+) -> torch.optim.AdamW:
     """AdamW with decay on matrix weights only (common.applies_weight_decay); CLIP's betas and eps.
 
     fused: torch's fused AdamW kernel (the same update, several times faster on CPU for the large
@@ -55,7 +66,7 @@ def build_optimizer(model, lr: float, weight_decay: float, betas=(0.9, 0.98), ep
     return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, **({"fused": True} if fused else {}))
 
 
-def clamp_logit_scale(model):
+def clamp_logit_scale(model: nn.Module) -> None:
     with torch.no_grad():
         model.logit_scale.clamp_(0.0, common.LOGIT_SCALE_MAX)
 
@@ -65,15 +76,18 @@ class _Steps(torch.utils.data.Dataset):
     item by the next readable one, as in every backend); indexed by step, so DataLoader workers may read
     ahead in any number without changing what a step reads."""
 
-    def __init__(self, reader, order, accum: int):
+    def __init__(self, reader: BatchReader, order: common.DataOrder, accum: int) -> None:
         self.reader, self.order, self.accum = reader, order, accum
 
-    def __getitem__(self, step):
+    def __getitem__(self, step: int) -> dict[str, np.ndarray]:
         return self.reader.step(self.order, step, self.accum)
 
 
-def make_loader(reader, order, start: int, stop: int, accum: int, workers: int):
-    """A DataLoader over optimizer steps start..stop-1, each {key: (accum, b, ...) tensor} in common.DataOrder's order."""
+def make_loader(
+    reader: BatchReader, order: common.DataOrder, start: int, stop: int, accum: int, workers: int
+) -> torch.utils.data.DataLoader:
+    """A DataLoader over optimizer steps start..stop-1, each {key: (accum, b, ...) tensor}, in the order of
+    common.DataOrder."""
     return torch.utils.data.DataLoader(
         _Steps(reader, order, accum),
         sampler=range(start, stop),
@@ -87,7 +101,7 @@ def make_loader(reader, order, start: int, stop: int, accum: int, workers: int):
 RNG_FILE = "rng.safetensors"
 
 
-def write_checkpoint(directory, model, optimizer):
+def write_checkpoint(directory: str, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
     """The model (canonical float32), optimizer.pt and the RNG states into a staged checkpoint directory."""
     state = {n: t.detach().cpu().contiguous().numpy() for n, t in model.state_dict().items()}
     write_safetensors(state, os.path.join(directory, common.MODEL_FILE))
@@ -100,7 +114,7 @@ def write_checkpoint(directory, model, optimizer):
     write_safetensors(rng, os.path.join(directory, RNG_FILE))
 
 
-def _read_rng_states(directory):
+def _read_rng_states(directory: str) -> dict[str, Any]:
     """{"torch": ByteTensor, "cuda": [ByteTensor, ...]} from rng.safetensors, or from an older run's rng.pt
     read with weights_only=True (a byte tensor needs no pickle; a payload in the file is refused)."""
     path = os.path.join(directory, RNG_FILE)
@@ -115,7 +129,7 @@ def _read_rng_states(directory):
     return {"torch": legacy["torch"], "cuda": list(legacy.get("cuda", []))}
 
 
-def load_checkpoint(directory, model, optimizer):
+def load_checkpoint(directory: str, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     """Restore model, optimizer and RNG states; returns the trainer state dict.
 
     Every file is read and checked before anything is assigned, so a damaged checkpoint raises
@@ -148,7 +162,7 @@ def load_checkpoint(directory, model, optimizer):
     return state
 
 
-def save_model(model, processor, out, dtype=None):
+def save_model(model: nn.Module, processor: Any, out: str, dtype: torch.dtype | None = None) -> None:
     """The loadable model: config.json + model.safetensors + processor files in `out`."""
     state = model.state_dict()
     if dtype is not None:
@@ -157,11 +171,11 @@ def save_model(model, processor, out, dtype=None):
     processor.save_pretrained(out)
 
 
-def apply_lock(model, lock):
+def apply_lock(model: nn.Module, lock: LockSettings | None) -> list[str]:
     """--lock-image: parameters common.is_frozen names stop requiring gradients (before the optimizer is built,
     so AdamW neither updates nor decays them). Returns their names."""
-    layers = model.config.vision_config.num_hidden_layers
-    frozen = [n for n, p in model.named_parameters() if common.is_frozen(n, lock, layers)]
+    layers, table = model.config.vision_config.num_hidden_layers, params.parameter_table(model.config, "CLIPModel")
+    frozen = [n for n, p in model.named_parameters() if common.is_frozen(n, lock, layers, table)]
     for name, p in model.named_parameters():
         if name in frozen:
             p.requires_grad_(False)
@@ -172,7 +186,7 @@ def apply_lock(model, lock):
 class Trainer:
     """PyTorch's model, optimizer, step and state I/O for clip.train.loop.run (see its docstring)."""
 
-    def __init__(self, options):
+    def __init__(self, options: TrainOptions) -> None:
         from clip.pt import CLIPModel
 
         self.options = options
@@ -190,17 +204,17 @@ class Trainer:
             self.model.gradient_checkpointing_enable()
         apply_lock(self.model, common.lock_settings(options))
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
-        self.loss_scale = None
+        self.loss_scale: common.DynamicLossScale | None = None
 
-    def build_optimizer(self, steps: int, warmup: int):
+    def build_optimizer(self, steps: int, warmup: int) -> None:
         self.optimizer = build_optimizer(
             self.model, self.options.lr, self.options.weight_decay, fused=self.options.fused_adamw
         )
 
-    def load_checkpoint(self, directory) -> dict:
+    def load_checkpoint(self, directory: str) -> dict[str, Any]:
         return load_checkpoint(directory, self.model, self.optimizer)
 
-    def start(self, loss_scale):
+    def start(self, loss_scale: common.DynamicLossScale | None) -> None:
         self.loss_scale = loss_scale
         objective = ContrastiveObjective(self.model, self.rank, self.world, local=self.options.local_loss)
         if self.options.compile:
@@ -211,12 +225,14 @@ class Trainer:
             )
         self.objective = objective
         half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.options.precision)
-        self.autocast = (lambda: torch.autocast(self.device.type, dtype=half)) if half is not None else nullcontext
+        self.autocast: Callable[[], AbstractContextManager] = (
+            (lambda: torch.autocast(self.device.type, dtype=half)) if half is not None else nullcontext
+        )
 
-    def batches(self, reader, order, start: int, stop: int):
+    def batches(self, reader: BatchReader, order: common.DataOrder, start: int, stop: int) -> Iterator[Any]:
         return iter(make_loader(reader, order, start, stop, self.options.accum_steps, self.options.workers))
 
-    def step(self, inputs, lr: float) -> float:
+    def step(self, inputs: dict[str, torch.Tensor], lr: float) -> float:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         micro = [
@@ -238,23 +254,23 @@ class Trainer:
         clamp_logit_scale(self.model)
         return loss
 
-    def scalars(self) -> dict:
+    def scalars(self) -> dict[str, float]:
         scale = {"loss_scale": self.loss_scale.scale} if self.loss_scale is not None else {}
         return {"temperature": float(self.model.logit_scale.detach().exp()), **scale}
 
-    def loss_scale_state(self):
+    def loss_scale_state(self) -> dict[str, float] | None:
         return self.loss_scale.state() if self.loss_scale is not None else None
 
     @contextmanager
-    def encoders(self):
+    def encoders(self) -> Iterator[tuple[EncodeFn, EncodeFn]]:
         model, device = self.model, self.device
 
         @torch.no_grad()
-        def images(pixels):
+        def images(pixels: np.ndarray) -> np.ndarray:
             return model.get_image_features(torch.from_numpy(pixels).to(device)).float().cpu().numpy()
 
         @torch.no_grad()
-        def texts(ids, mask):
+        def texts(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
             ids, mask = (torch.from_numpy(a).long().to(device) for a in (ids, mask))
             return model.get_text_features(ids, mask).float().cpu().numpy()
 
@@ -267,10 +283,10 @@ class Trainer:
         finally:
             model.train(was_training)
 
-    def write_checkpoint(self, directory):
+    def write_checkpoint(self, directory: str) -> None:
         write_checkpoint(directory, self.model, self.optimizer)
 
-    def save_model(self, out, float16: bool = False):
+    def save_model(self, out: str, float16: bool = False) -> None:
         save_model(self.model, self.processor, out, dtype=torch.float16 if float16 else None)
 
     def describe(self) -> str:
@@ -279,7 +295,7 @@ class Trainer:
     def placement(self) -> str:
         return f"on {self.world} process(es), {self.device.type}"
 
-    def close(self):
+    def close(self) -> None:
         if dist.is_initialized():
             dist.barrier()
             dist.destroy_process_group()

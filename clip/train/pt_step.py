@@ -16,12 +16,22 @@ are kept for m pairs at a time.
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+
+if TYPE_CHECKING:
+    from clip.train.common import DynamicLossScale
+
+# torch.autocast's context (or nullcontext: full precision), entered around each forward
+Autocast = Callable[[], AbstractContextManager]
+# one micro-batch: input_ids, attention_mask, pixel_values
+MicroBatch = Mapping[str, torch.Tensor]
 
 
 class _AllGather(torch.autograd.Function):
@@ -32,27 +42,34 @@ class _AllGather(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x):
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
         ctx.rank, ctx.world, ctx.rows = dist.get_rank(), dist.get_world_size(), x.shape[0]
         parts = [torch.empty_like(x) for _ in range(ctx.world)]
         dist.all_gather(parts, x.contiguous())
         return torch.cat(parts, dim=0)  # (world * rows, ...)
 
     @staticmethod
-    def backward(ctx, grad):
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
         grad = grad.contiguous()
         dist.all_reduce(grad, op=dist.ReduceOp.SUM)  # gloo has no reduce_scatter; all_reduce + slice
         return grad[ctx.rank * ctx.rows : (ctx.rank + 1) * ctx.rows]
 
 
-def gather_with_grad(x):
+def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     """Concatenate `x` from every rank along dim 0 (rank order), keeping the autograd graph."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return x
     return _AllGather.apply(x)
 
 
-def local_clip_loss(image_embeds, text_embeds, logit_scale, rank: int = 0, world: int = 1, local: bool = True):
+def local_clip_loss(
+    image_embeds: torch.Tensor,
+    text_embeds: torch.Tensor,
+    logit_scale: torch.Tensor,
+    rank: int = 0,
+    world: int = 1,
+    local: bool = True,
+) -> torch.Tensor:
     """This rank's contrastive loss from its (b, E) unit-norm features, in float32 whatever the autocast dtype.
 
     local=True: rows are the local pairs, columns the global batch (b * world); local pair i is global
@@ -75,7 +92,7 @@ def local_clip_loss(image_embeds, text_embeds, logit_scale, rank: int = 0, world
     return (F.cross_entropy(per_image, targets) + F.cross_entropy(per_text, targets)) / 2.0
 
 
-def _normalize(x):
+def _normalize(x: torch.Tensor) -> torch.Tensor:
     return x / x.norm(dim=-1, keepdim=True)
 
 
@@ -83,11 +100,17 @@ class ContrastiveObjective(nn.Module):
     """CLIPModel -> this rank's loss (or, with embed_only, its unit-norm features and logit_scale);
     the module DDP wraps, so that its hooks see every forward."""
 
-    def __init__(self, model, rank: int = 0, world: int = 1, local: bool = True):
+    def __init__(self, model: nn.Module, rank: int = 0, world: int = 1, local: bool = True) -> None:
         super().__init__()
         self.model, self.rank, self.world, self.local = model, rank, world, local
 
-    def forward(self, input_ids, attention_mask, pixel_values, embed_only: bool = False):
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        pixel_values: torch.Tensor,
+        embed_only: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         image = _normalize(self.model.get_image_features(pixel_values))
         text = _normalize(self.model.get_text_features(input_ids, attention_mask))
         if embed_only:
@@ -96,21 +119,23 @@ class ContrastiveObjective(nn.Module):
         return local_clip_loss(image, text, self.model.logit_scale, self.rank, self.world, self.local)
 
 
-def _rng_states():
+def _rng_states() -> tuple[torch.Tensor, list[torch.Tensor] | None]:
     return torch.get_rng_state(), (torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
 
 
-def _set_rng_states(states):
+def _set_rng_states(states: tuple[torch.Tensor, list[torch.Tensor] | None]) -> None:
     torch.set_rng_state(states[0])
     if states[1] is not None:
         torch.cuda.set_rng_state_all(states[1])
 
 
-def _inputs(batch):
+def _inputs(batch: MicroBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return batch["input_ids"], batch["attention_mask"], batch["pixel_values"]
 
 
-def accumulate_whole_batch(objective, micro_batches, autocast=nullcontext, loss_scale: float = 1.0):
+def accumulate_whole_batch(
+    objective: nn.Module, micro_batches: Sequence[MicroBatch], autocast: Autocast = nullcontext, loss_scale: float = 1.0
+) -> torch.Tensor:
     """Backward of the contrastive loss over all the micro-batches' pairs together, one micro-batch
     of activations at a time; returns the loss (this rank's, as ContrastiveObjective's).
 
@@ -149,7 +174,9 @@ def accumulate_whole_batch(objective, micro_batches, autocast=nullcontext, loss_
     return loss.detach()
 
 
-def backward_step(objective, micro_batches, autocast=nullcontext, loss_scale: float = 1.0):
+def backward_step(
+    objective: nn.Module, micro_batches: Sequence[MicroBatch], autocast: Autocast = nullcontext, loss_scale: float = 1.0
+) -> torch.Tensor:
     """The gradient of one optimizer step: one micro-batch directly, several through
     accumulate_whole_batch; returns the loss over all of them."""
     if len(micro_batches) > 1:
@@ -161,8 +188,14 @@ def backward_step(objective, micro_batches, autocast=nullcontext, loss_scale: fl
 
 
 def optimizer_step(
-    objective, optimizer, parameters, micro_batches, autocast=nullcontext, grad_clip: float = 0.0, loss_scale=None
-):
+    objective: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    parameters: Sequence[torch.Tensor],
+    micro_batches: Sequence[MicroBatch],
+    autocast: Autocast = nullcontext,
+    grad_clip: float = 0.0,
+    loss_scale: DynamicLossScale | None = None,
+) -> float:
     """One optimizer step over the micro-batches: gradients, global-norm clipping, the update; returns the loss.
 
     loss_scale (float16): a common.DynamicLossScale; the gradients are unscaled before clipping, and a

@@ -23,10 +23,14 @@ import bisect
 import glob
 import os
 import tarfile
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from clip.train.common import DataOrder
+
+if TYPE_CHECKING:  # PIL is imported when a sample is read
+    from PIL import Image
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "ppm", "tif", "tiff")
 CAPTION_EXTENSIONS = ("txt", "caption", "text")
@@ -89,7 +93,7 @@ class ShardStream:
 
     unbounded = True  # common.BatchReader: indices run past len() (one pass's worth of samples)
 
-    def __init__(self, paths: list[str], seed: int):
+    def __init__(self, paths: list[str], seed: int) -> None:
         self.paths, self.seed = list(paths), int(seed)
         self.samples = [index_shard(p) for p in self.paths]
         empty = [p for p, s in zip(self.paths, self.samples) if not s]
@@ -122,7 +126,7 @@ class ShardStream:
         order = np.random.default_rng([self.seed, d, 1]).permutation(len(self.samples[shard]))
         return shard, int(order[n - start])
 
-    def __getitem__(self, n: int):
+    def __getitem__(self, n: int) -> tuple[Image.Image, str]:
         from io import BytesIO
 
         from PIL import Image
@@ -144,10 +148,11 @@ class StreamOrder(DataOrder):
     """common.DataOrder for a stream: micro-step m reads samples m*B .. (m+1)*B - 1 (the stream itself is
     resampled with the seed); rank slicing and batching are DataOrder's."""
 
-    def __init__(self, dataset_size: int, global_batch: int, world: int = 1, rank: int = 0):
+    def __init__(self, dataset_size: int, global_batch: int, world: int = 1, rank: int = 0) -> None:
         if global_batch % world:
             raise ValueError(f"--batch-size {global_batch} must be divisible by the number of processes ({world})")
-        self.size, self.batch, self.seed, self.world, self.rank = dataset_size, global_batch, None, world, rank
+        # no seed of its own: the stream (ShardStream) is resampled with the run's seed
+        self.size, self.batch, self.world, self.rank = dataset_size, global_batch, world, rank
         self.batches_per_epoch = max(1, dataset_size // global_batch)
 
     def global_indices(self, micro_step: int) -> np.ndarray:

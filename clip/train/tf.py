@@ -12,13 +12,13 @@ import os
 LOG_LEVEL_ENV = "TF_CPP_MIN_LOG_LEVEL"
 
 
-def start_tensorflow():
+def start_tensorflow() -> None:
     """Import TensorFlow for training, with TF_CPP_MIN_LOG_LEVEL=1 (no info lines) unless it is set already."""
     os.environ.setdefault(LOG_LEVEL_ENV, "1")
     import tensorflow  # noqa: F401
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> object:
     if name.startswith("__"):
         raise AttributeError(name)
     start_tensorflow()

@@ -15,22 +15,30 @@ gradient of one batch of A x b pairs with the activations of b.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
 import tensorflow as tf
 
 from clip.train import common
 
+if TYPE_CHECKING:  # annotations only: the step needs nothing of keras itself
+    import keras
 
-def _normalize(x):
+
+def _normalize(x: tf.Tensor) -> tf.Tensor:
     x = tf.cast(x, tf.float32)
     return x / tf.norm(x, axis=-1, keepdims=True)
 
 
-def _replicas():
+def _replicas() -> tuple[Any, int]:
     ctx = tf.distribute.get_replica_context()
     return ctx, (ctx.num_replicas_in_sync if ctx is not None else 1)
 
 
-def local_clip_loss(image_embeds, text_embeds, logit_scale, local: bool = True):
+def local_clip_loss(
+    image_embeds: tf.Tensor, text_embeds: tf.Tensor, logit_scale: tf.Variable, local: bool = True
+) -> tf.Tensor:
     """This replica's contrastive loss from its (b, E) unit-norm features, in float32.
 
     local=True: rows are the local pairs, columns the global batch gathered over replicas (replica
@@ -57,34 +65,36 @@ def local_clip_loss(image_embeds, text_embeds, logit_scale, local: bool = True):
     ) / 2.0
 
 
-def embed(model, batch, training=True):
+def embed(model: keras.Model, batch: Mapping[str, tf.Tensor], training: bool = True) -> tuple[tf.Tensor, tf.Tensor]:
     """Unit-norm (image, text) features of one micro-batch, float32."""
     image = _normalize(model.get_image_features(batch["pixel_values"], training=training))
     text = _normalize(model.get_text_features(batch["input_ids"], batch["attention_mask"], training=training))
     return image, text
 
 
-def objective(model, batch, training=True, local: bool = True):
+def objective(
+    model: keras.Model, batch: Mapping[str, tf.Tensor], training: bool = True, local: bool = True
+) -> tf.Tensor:
     image, text = embed(model, batch, training)
     return local_clip_loss(image, text, model.logit_scale, local)
 
 
-def _dense(gradients, variables):
+def _dense(gradients: Sequence[Any], variables: Sequence[tf.Variable]) -> list[tf.Tensor]:
     # embeddings' IndexedSlices -> dense; None (a variable the pass does not read, e.g. logit_scale) -> zeros
     return [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g) for g, v in zip(gradients, variables)]
 
 
-def _seed_states(model):
+def _seed_states(model: keras.Model) -> list[tf.Tensor]:
     # dropout's seed generators advance on every call: the re-run must start where the first pass did
     return [tf.identity(v.value) for v in model.non_trainable_variables]
 
 
-def _restore_seed_states(model, states):
+def _restore_seed_states(model: keras.Model, states: Sequence[tf.Tensor]) -> None:
     for variable, value in zip(model.non_trainable_variables, states):
         variable.assign(value)
 
 
-def _after(batch: dict, previous: list) -> dict:
+def _after(batch: dict[str, tf.Tensor], previous: list[tf.Tensor]) -> dict[str, tf.Tensor]:
     """`batch`, readable only once `previous` are computed. A graph runs every op whose inputs are
     ready, so without this edge the micro-batches' forward passes would all run at once and hold
     k x m activations: the memory accumulation exists to avoid. Eagerly it changes nothing."""
@@ -94,7 +104,13 @@ def _after(batch: dict, previous: list) -> dict:
         return {key: tf.identity(value) for key, value in batch.items()}
 
 
-def replica_gradients(model, batches, variables, local: bool = True, loss_scale=1.0):
+def replica_gradients(
+    model: keras.Model,
+    batches: Mapping[str, tf.Tensor],
+    variables: Sequence[tf.Variable],
+    local: bool = True,
+    loss_scale: float | tf.Tensor = 1.0,
+) -> tuple[tf.Tensor, list[tf.Tensor]]:
     """(loss / replicas, gradients of loss_scale * loss / replicas) of one replica over the step's
     micro-batches (A, b, ...). The loss is over all A x b pairs of every replica together; summed
     over replicas, the gradients are the global batch's gradient (scaled by loss_scale)."""
@@ -135,8 +151,14 @@ def replica_gradients(model, batches, variables, local: bool = True, loss_scale=
 
 
 def make_train_step(
-    strategy, model, optimizer, variables, local: bool = True, jit_compile: bool = False, loss_scale=None
-):
+    strategy: tf.distribute.Strategy,
+    model: keras.Model,
+    optimizer: keras.optimizers.Optimizer,
+    variables: Sequence[tf.Variable],
+    local: bool = True,
+    jit_compile: bool = False,
+    loss_scale: LossScaleState | None = None,
+) -> Callable[[Any], tf.Tensor]:
     """tf.function: gradients over replicas and micro-steps, AdamW (clipped), logit_scale clamp
     (XLA-compiled with jit_compile, `clip train --compile`).
 
@@ -173,11 +195,11 @@ def make_train_step(
 class LossScaleState:
     """common.DynamicLossScale's rule on TensorFlow variables, so that the jitted step updates it."""
 
-    def __init__(self, scale: float, good_steps: int):
+    def __init__(self, scale: float, good_steps: int) -> None:
         self.scale = tf.Variable(float(scale), dtype=tf.float32, trainable=False, name="loss_scale")
         self.good_steps = tf.Variable(int(good_steps), dtype=tf.int64, trainable=False, name="loss_scale_good_steps")
 
-    def update(self, finite):
+    def update(self, finite: tf.Tensor) -> None:
         good = tf.where(finite, self.good_steps + 1, tf.zeros_like(self.good_steps))
         grow = good >= common.DynamicLossScale.GROWTH_INTERVAL
         factor = common.DynamicLossScale.FACTOR
@@ -186,11 +208,13 @@ class LossScaleState:
         )
         self.good_steps.assign(tf.where(grow, tf.zeros_like(good), good))
 
-    def state(self) -> dict:
+    def state(self) -> dict[str, float]:
         return {"scale": float(self.scale.numpy()), "good_steps": int(self.good_steps.numpy())}
 
 
-def make_gradient_fn(strategy, model, variables, local: bool = True):
+def make_gradient_fn(
+    strategy: tf.distribute.Strategy, model: keras.Model, variables: Sequence[tf.Variable], local: bool = True
+) -> Callable[[Any], tuple[tf.Tensor, list[tf.Tensor]]]:
     """tf.function(distributed batches) -> (global loss, summed gradients): the step without the update."""
 
     @tf.function
@@ -202,5 +226,5 @@ def make_gradient_fn(strategy, model, variables, local: bool = True):
     return gradients
 
 
-def clamp_logit_scale(model):
+def clamp_logit_scale(model: keras.Model) -> None:
     model.logit_scale.assign(tf.clip_by_value(model.logit_scale, 0.0, common.LOGIT_SCALE_MAX))

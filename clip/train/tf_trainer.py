@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import keras
 import numpy as np
@@ -32,6 +34,8 @@ from clip.common import params
 from clip.common.io import read_safetensors, write_safetensors
 from clip.tf import loading
 from clip.train import common
+from clip.train.inputs import BatchReader, EncodeFn
+from clip.train.options import LockSettings, TrainOptions
 from clip.train.tf_step import (  # noqa: F401 - the step's pieces stay importable from here
     LossScaleState,
     clamp_logit_scale,
@@ -45,13 +49,13 @@ from clip.train.tf_step import (  # noqa: F401 - the step's pieces stay importab
 KEYS = ("input_ids", "attention_mask", "pixel_values")
 
 
-def configure_devices(threads: int = 0):
+def configure_devices(threads: int = 0) -> None:
     """Before TensorFlow initializes its devices: intra-op threads (0: TensorFlow's choice)."""
     if threads:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
 
 
-def make_strategy():
+def make_strategy() -> tuple[tf.distribute.Strategy, int, int]:
     """(strategy, worker index, worker count)."""
     if os.environ.get("TF_CONFIG"):
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
@@ -71,38 +75,40 @@ def make_strategy():
 class TableSchedule(keras.optimizers.schedules.LearningRateSchedule):
     """common.learning_rate tabulated per optimizer step, indexed by the optimizer's iterations."""
 
-    def __init__(self, values):
+    def __init__(self, values: Sequence[float]) -> None:
         self.values = [float(v) for v in values]
         self._table = tf.constant(self.values, tf.float32)
 
-    def __call__(self, step):
+    def __call__(self, step: tf.Tensor) -> tf.Tensor:
         index = tf.minimum(tf.cast(step, tf.int32), len(self.values) - 1)
         return tf.gather(self._table, index)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {"values": self.values}
 
 
 def build_optimizer(
-    model,
+    model: keras.Model,
     steps: int,
     base_lr: float,
     warmup: int,
     weight_decay: float,
     grad_clip: float,
     min_lr_ratio: float = 0.0,
-    betas=(0.9, 0.98),
-    eps=1e-6,
-    lock=None,
-):
+    betas: tuple[float, float] = (0.9, 0.98),
+    eps: float = 1e-6,
+    lock: LockSettings | None = None,
+) -> tuple[keras.optimizers.AdamW, list[tf.Variable]]:
     """keras AdamW with common.learning_rate per step, decay on matrix weights only, global-norm clipping;
     returns it and the variables it trains (all but those --lock-image freezes: common.is_frozen).
 
     Build it under the strategy's scope (its slots are mirrored like the model's variables).
     """
-    table = TableSchedule([common.learning_rate(s, base_lr, warmup, steps, min_lr_ratio) for s in range(max(1, steps))])
+    schedule = TableSchedule(
+        [common.learning_rate(s, base_lr, warmup, steps, min_lr_ratio) for s in range(max(1, steps))]
+    )
     optimizer = keras.optimizers.AdamW(
-        learning_rate=table,
+        learning_rate=schedule,
         weight_decay=weight_decay,
         beta_1=betas[0],
         beta_2=betas[1],
@@ -110,10 +116,10 @@ def build_optimizer(
         global_clipnorm=grad_clip if grad_clip and grad_clip > 0 else None,
     )
     layers = model.config.vision_config.num_hidden_layers
-    canonical = {n: v for n, v in model.canonical_variables().items() if not common.is_frozen(n, lock, layers)}
-    table = params.parameter_table(model.config, model.canonical_class)
+    rows = params.parameter_table(model.config, model.canonical_class)
+    canonical = {n: v for n, v in model.canonical_variables().items() if not common.is_frozen(n, lock, layers, rows)}
     optimizer.exclude_from_weight_decay(
-        var_list=[v for name, (v, _) in canonical.items() if not common.applies_weight_decay(name, table)]
+        var_list=[v for name, (v, _) in canonical.items() if not common.applies_weight_decay(name, rows)]
     )
     variables = [v for v, _ in canonical.values()]
     optimizer.build(variables)
@@ -121,17 +127,19 @@ def build_optimizer(
 
 
 # -- data ---------------------------------------------------------------------------------------------
-def make_dataset(reader, order, start: int, stop: int, accum: int, parallel: int = 0):
+def make_dataset(
+    reader: BatchReader, order: common.DataOrder, start: int, stop: int, accum: int, parallel: int = 0
+) -> tf.data.Dataset:
     """tf.data over optimizer steps start..stop-1: each element {key: (A, b, ...)} of this worker's slices."""
     probe = reader(order.local_indices(0))
     dtypes = [tf.as_dtype(probe[k].dtype) for k in KEYS]
     shapes = [(accum, *probe[k].shape) for k in KEYS]
 
-    def load(step):
+    def load(step: np.int64) -> tuple[np.ndarray, ...]:
         stacked = reader.step(order, int(step), accum)
         return tuple(stacked[k] for k in KEYS)
 
-    def to_dict(*arrays):
+    def to_dict(*arrays: tf.Tensor) -> dict[str, tf.Tensor]:
         return {k: tf.ensure_shape(a, s) for k, a, s in zip(KEYS, arrays, shapes)}
 
     ds = tf.data.Dataset.range(start, stop)
@@ -146,12 +154,12 @@ def make_dataset(reader, order, start: int, stop: int, accum: int, parallel: int
     return ds.with_options(options)
 
 
-def distribute(strategy, batches: dict):
+def distribute(strategy: tf.distribute.Strategy, batches: dict[str, tf.Tensor]) -> Any:
     """This worker's (A, b, ...) batches -> per-replica (A, b / local replicas, ...) slices, in replica order."""
     if strategy.num_replicas_in_sync == 1:
         return batches
 
-    def slice_for(ctx):
+    def slice_for(ctx: tf.distribute.experimental.ValueContext) -> dict[str, tf.Tensor]:
         local = ctx.num_replicas_in_sync // _workers(strategy)
         index = ctx.replica_id_in_sync_group % local
         rows = batches["input_ids"].shape[1] // local
@@ -160,7 +168,7 @@ def distribute(strategy, batches: dict):
     return strategy.experimental_distribute_values_from_function(slice_for)
 
 
-def _workers(strategy) -> int:
+def _workers(strategy: tf.distribute.Strategy) -> int:
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is None or not resolver.cluster_spec().as_dict():
         return 1
@@ -172,11 +180,11 @@ OPTIMIZER_FILE = "optimizer.tf"  # safetensors: optimizer.variables in order ("0
 RNG_FILE = "rng.tf"  # safetensors: the model's non-trainable variables (dropout seed states), by path
 
 
-def _rng_variables(model):
+def _rng_variables(model: keras.Model) -> dict[str, tf.Variable]:
     return {v.path: v for v in model.non_trainable_variables}
 
 
-def write_checkpoint(directory, model, optimizer):
+def write_checkpoint(directory: str, model: keras.Model, optimizer: keras.optimizers.Optimizer) -> None:
     """Canonical float32 weights, the optimizer's variables and the dropout seed states into a staged checkpoint."""
     write_safetensors(loading.canonical_state(model), os.path.join(directory, common.MODEL_FILE))
     common.write_array_list([np.array(v.numpy()) for v in optimizer.variables], os.path.join(directory, OPTIMIZER_FILE))
@@ -185,7 +193,7 @@ def write_checkpoint(directory, model, optimizer):
     )
 
 
-def load_checkpoint(directory, model, optimizer):
+def load_checkpoint(directory: str, model: keras.Model, optimizer: keras.optimizers.Optimizer) -> dict[str, Any]:
     """Restore the model's and the optimizer's variables exactly; returns the trainer state dict.
 
     Every file is read and checked before anything is assigned, so a damaged checkpoint raises
@@ -207,7 +215,7 @@ def load_checkpoint(directory, model, optimizer):
     return state
 
 
-def save_model(model, processor, out, dtype=None):
+def save_model(model: keras.Model, processor: Any, out: str, dtype: type[np.floating] | None = None) -> None:
     """The loadable model: config.json + model.safetensors (canonical) + processor files in `out`."""
     model.save_pretrained(out)
     if dtype is not None:
@@ -220,7 +228,7 @@ def save_model(model, processor, out, dtype=None):
 class Trainer:
     """TensorFlow's model, optimizer, distributed step and state I/O for clip.train.loop.run (see its docstring)."""
 
-    def __init__(self, options):
+    def __init__(self, options: TrainOptions) -> None:
         from clip.tf import TFCLIPModel
 
         self.options = options
@@ -243,9 +251,9 @@ class Trainer:
             raise ValueError(
                 f"--batch-size {options.batch_size} must be divisible by the {replicas} TensorFlow replicas"
             )
-        self.loss_scale = None
+        self.loss_scale: LossScaleState | None = None
 
-    def build_optimizer(self, steps: int, warmup: int):
+    def build_optimizer(self, steps: int, warmup: int) -> None:
         o = self.options
         with self.strategy.scope():
             self.optimizer, self.variables = build_optimizer(
@@ -259,10 +267,10 @@ class Trainer:
                 lock=common.lock_settings(o),
             )
 
-    def load_checkpoint(self, directory) -> dict:
+    def load_checkpoint(self, directory: str) -> dict[str, Any]:
         return load_checkpoint(directory, self.model, self.optimizer)
 
-    def start(self, loss_scale):
+    def start(self, loss_scale: common.DynamicLossScale | None) -> None:
         if loss_scale is not None:
             with self.strategy.scope():
                 self.loss_scale = LossScaleState(loss_scale.scale, loss_scale.good_steps)
@@ -276,21 +284,21 @@ class Trainer:
             loss_scale=self.loss_scale,
         )
 
-    def batches(self, reader, order, start: int, stop: int):
+    def batches(self, reader: BatchReader, order: common.DataOrder, start: int, stop: int) -> Iterator[Any]:
         return iter(make_dataset(reader, order, start, stop, self.options.accum_steps, self.options.workers))
 
-    def step(self, inputs, lr: float) -> float:
+    def step(self, inputs: dict[str, tf.Tensor], lr: float) -> float:
         return float(self.step_fn(distribute(self.strategy, inputs)))
 
-    def scalars(self) -> dict:
+    def scalars(self) -> dict[str, float]:
         scale = {"loss_scale": self.loss_scale.state()["scale"]} if self.loss_scale is not None else {}
         return {"temperature": float(np.exp(self.model.logit_scale.numpy())), **scale}
 
-    def loss_scale_state(self):
+    def loss_scale_state(self) -> dict[str, float] | None:
         return self.loss_scale.state() if self.loss_scale is not None else None
 
     @contextlib.contextmanager
-    def encoders(self):
+    def encoders(self) -> Iterator[tuple[EncodeFn, EncodeFn]]:
         model = self.model
         image_fn = tf.function(lambda x: tf.cast(model.get_image_features(x), tf.float32), reduce_retracing=True)
         text_fn = tf.function(lambda i, m: tf.cast(model.get_text_features(i, m), tf.float32), reduce_retracing=True)
@@ -301,10 +309,10 @@ class Trainer:
             lambda ids, mask: text_fn(tf.constant(ids), tf.constant(mask)).numpy(),
         )
 
-    def write_checkpoint(self, directory):
+    def write_checkpoint(self, directory: str) -> None:
         write_checkpoint(directory, self.model, self.optimizer)
 
-    def save_model(self, out, float16: bool = False):
+    def save_model(self, out: str, float16: bool = False) -> None:
         save_model(self.model, self.processor, out, dtype=np.float16 if float16 else None)
 
     def describe(self) -> str:

@@ -11,8 +11,11 @@ with the same template.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from typing import Any, cast
 
-def folder_task(source: str, max_per_class: int | None = None) -> tuple[list, list[str], list[int]]:
+
+def folder_task(source: str, max_per_class: int | None = None) -> tuple[list[Any], list[str], list[int]]:
     """(RGB images, one prompt per class, the class index of each image) from labelled images."""
     from clip.tasks.backends import TaskError
     from clip.tasks.embed import load_image
@@ -23,8 +26,12 @@ def folder_task(source: str, max_per_class: int | None = None) -> tuple[list, li
         data = open_labelled(source)
         if len(data.classnames) < 2:
             raise TaskError(f"{source}: needs at least two classes, found {len(data.classnames)}")
-        images, targets, per_class = [], [], {}
-        for name, image, label in data.samples():
+        images: list[Any] = []  # PIL images
+        targets: list[int] = []
+        per_class: dict[int, int] = {}
+        # LabelledImages declares `samples` as object (it is a callable returning an iterable of samples)
+        samples = cast(Callable[[], Iterable[tuple[str, Any, Any]]], data.samples)
+        for name, image, label in samples():
             if image is None:  # a sample the reader could not use: `label` holds why
                 raise TaskError(f"{name}: {label}")
             if max_per_class is not None and per_class.get(label, 0) >= max_per_class:
