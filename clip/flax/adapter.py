@@ -6,6 +6,7 @@ with the leaf names and layouts of clip.common.weights.LEAF_RULES' "flax" column
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -47,7 +48,8 @@ def assign_canonical(model, arrays: dict) -> list:
     for name, array in arrays.items():
         if tuple(np.shape(array)) != tuple(expected[name][0]):
             raise ValueError(
-                f"{name}: the model's parameter has shape {tuple(expected[name][0])}, the checkpoint gives {tuple(np.shape(array))}"
+                f"{name}: the model's parameter has shape {tuple(expected[name][0])}, "
+                f"the checkpoint gives {tuple(np.shape(array))}"
             )
     fresh = [name for name in expected if name not in arrays]
     kept = from_params(model.params, expected) if fresh else {}
@@ -86,7 +88,7 @@ def transpose(array, kind, inverse=False):
 
 def to_params(arrays: dict, expected: dict) -> dict:
     """{canonical name: array (PyTorch layout)} -> the nested params tree (Flax names and layouts)."""
-    tree = {}
+    tree: dict[str, Any] = {}  # nested: {module name: {... {leaf name: array}}}
     for name, array in arrays.items():
         kind = expected[name][1]
         *parents, leaf = weights.backend_name(name, kind, BACKEND).split(".")

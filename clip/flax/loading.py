@@ -10,6 +10,8 @@ model.safetensors in canonical names, and transformers' flax_model.msgpack on re
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -47,7 +49,7 @@ def init_params(model, rng, names=None, params=None) -> dict:
 def _present_leaves(params: dict, expected: dict):
     """(canonical name, array in the PyTorch layout) for each expected leaf `params` holds."""
     for name, (_, kind) in expected.items():
-        node = params
+        node: Any = params  # a nested dict, then the leaf array (or None where a level is missing)
         for part in weights.backend_name(name, kind, "flax").split("."):
             node = node.get(part) if hasattr(node, "get") else None
             if node is None:
@@ -84,7 +86,7 @@ def from_pretrained(
         model.params = params  # with _do_init=False the model keeps none, as in transformers
 
     info = loading.loading_info(cls, checkpoint.source, checkpoint.report)
-    result = (model,) if _do_init else (model, params)
+    result: tuple[Any, ...] = (model,) if _do_init else (model, params)
     result += (info,) if output_loading_info else ()
     return result if len(result) > 1 else model
 

@@ -1,11 +1,13 @@
 """CLIP in JAX (flax.nnx): a pre-LN transformer for text (causal) and images (ViT), joined by projections.
 
 A module-for-module translation of clip/pt/modeling.py (and of clip/pt/layers.py and towers.py in
-clip/flax/layers.py and towers.py): the same class names, attribute names and order, so the parameter tree is the canonical (PyTorch) names with Flax leaf names
+clip/flax/layers.py and towers.py): the same class names, attribute names and order, so the
+parameter tree is the canonical (PyTorch) names with Flax leaf names
 (clip.common.weights.LEAF_RULES) and equals transformers' FlaxCLIP layout. The public wrappers
 (FlaxCLIPModel, ...) hold `module`, `config` and `params` (a plain nested dict) and take
 `params=` for pure functional use under `jax.jit` / `jax.grad`, as transformers' Flax models do.
-Loading and saving live in clip.flax.loading, the contrastive loss in clip.flax.loss.
+Loading and saving live in clip.flax.loading, the contrastive loss in clip.flax.loss, the base
+class FlaxCLIPPreTrainedModel in clip.flax.pretrained.
 
 Training with optax, parameters sharded over a mesh::
 
@@ -39,6 +41,7 @@ Shapes: B batch, L tokens, N patches, D width, H heads, d head width (D = H * d)
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -46,11 +49,11 @@ from flax import nnx
 
 from clip.common import checks, outputs, params
 from clip.common.config import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
-from clip.common.outputs import CLIPOutput, CLIPTextModelOutput, CLIPVisionModelOutput, as_requested
+from clip.common.outputs import CLIPOutput, CLIPTextModelOutput, CLIPVisionModelOutput, ModelOutput, as_requested
 from clip.flax.kernels import Linear
 from clip.flax.layers import CLIPMLP, CLIPAttention, CLIPEncoder, CLIPEncoderLayer
 from clip.flax.loss import clip_loss
-from clip.flax.pretrained import FlaxPreTrainedSurface
+from clip.flax.pretrained import ArrayLike, FlaxCLIPPreTrainedModel
 from clip.flax.towers import CLIPTextEmbeddings, CLIPTextTransformer, CLIPVisionEmbeddings, CLIPVisionTransformer
 
 # the blocks and towers stay importable from here
@@ -250,142 +253,28 @@ class CLIPModule(nnx.Module):
 
 
 # -- public wrappers: config + module + params, functional calls ---------------------------------
-def _str_keys(tree):
-    return {str(k): _str_keys(v) if isinstance(v, dict) else v for k, v in tree.items()}
-
-
 def _as_array(x):
     # arrays (numpy, jax, tracers) pass as they are, so the checks see their real dtype
     return x if x is None or hasattr(x, "shape") else jnp.asarray(x)
 
 
-class FlaxCLIPPreTrainedModel(FlaxPreTrainedSurface):
-    """Config, module and params; init, from_pretrained/save_pretrained, `params=` calls;
-    transformers' FlaxPreTrainedModel surface in clip.flax.pretrained.
-
-    `params` is a plain nested dict (transformers' FlaxCLIP layout: "text_model" -> "encoder" ->
-    "layers" -> "0" -> ...); `model(..., params=p)` runs the module with `p` and nothing else, so
-    it can be jitted, differentiated and sharded like any pytree function. With `_do_init=False`
-    the model keeps no params (transformers' contract): pass params= to every call. Assigning
-    model.params afterwards is allowed here (transformers refuses it) and makes them the default.
-    """
-
-    config_class = CLIPConfig
-    module_class = CLIPModule
-    main_input_name = "input_ids"
-
-    def __init__(
-        self, config, input_shape=None, seed: int = 0, dtype=jnp.float32, _do_init: bool = True, param_dtype=jnp.float32
-    ):
-        config = self._take_config(config)
-        self.config, self.dtype, self.param_dtype = config, dtype, param_dtype
-        self.input_shape = input_shape if input_shape is not None else self.default_input_shape()
-        self.key = jax.random.PRNGKey(seed)
-        build = lambda: self.module_class(config, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(seed))  # noqa: E731
-        self.module = nnx.eval_shape(build)  # abstract: shapes only, no random numbers drawn
-        self.graphdef = nnx.split(self.module)[0]
-        self._param_shapes = _str_keys(nnx.to_pure_dict(nnx.state(self.module, nnx.Param)))
-        if _do_init:
-            self.params = self.init_weights(seed, self.input_shape)
-
-    def init_weights(self, rng, input_shape=None, params=None, names=None) -> dict:
-        """transformers' CLIP initialization (clip.common.params.init_arrays) as a params tree;
-        `rng` an int seed or a jax key. With `params`, only the leaves it lacks are drawn (as
-        transformers fills its missing keys); `names` (canonical) re-draws those, keeping the rest.
-        `input_shape` is accepted for transformers' signature: every shape follows from the config."""
-        from clip.flax import loading
-
-        return loading.init_params(self, rng, names, params)
-
-    def _abstract_params(self):
-        return self._param_shapes
-
-    @property
-    def params_shape_tree(self) -> dict:
-        return self._param_shapes
-
-    @property
-    def params(self) -> dict:
-        self._check_initialized(None)
-        return _str_keys(nnx.to_pure_dict(nnx.state(self.module, nnx.Param)))
-
-    @params.setter
-    def params(self, params):
-        self.module = self._bind(params)
-        self._is_initialized = True
-
-    def _bind(self, params):
-        """The module with `params` in it (traced values under jit); self.module when None."""
-        if params is None:
-            self._check_initialized(None)
-            return self.module
-        return nnx.merge(self.graphdef, nnx.State(nnx.restore_int_paths(params)))
-
-    def _dropout_rng(self, train, dropout_rng):
-        if not train:
-            return None
-        if dropout_rng is None and self._has_dropout():
-            raise ValueError("train=True with attention_dropout > 0 needs a dropout_rng (a jax.random key)")
-        return dropout_rng
-
-    def _has_dropout(self):
-        configs = [getattr(self.config, k) for k in ("text_config", "vision_config") if hasattr(self.config, k)] or [
-            self.config
-        ]
-        return any(c.attention_dropout > 0 for c in configs)
-
-    supports_gradient_checkpointing = True
-
-    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs=None):
-        self._set_gradient_checkpointing(True)
-
-    def enable_gradient_checkpointing(self):
-        """transformers' Flax name: each encoder layer under nnx.remat (recomputed in backward)."""
-        self._set_gradient_checkpointing(True)
-
-    def gradient_checkpointing_disable(self):
-        self._set_gradient_checkpointing(False)
-
-    @property
-    def is_gradient_checkpointing(self) -> bool:
-        return any(
-            node.gradient_checkpointing for _, node in nnx.iter_graph(self.module) if isinstance(node, CLIPEncoder)
-        )
-
-    def _set_gradient_checkpointing(self, enabled):
-        for _, node in nnx.iter_graph(self.module):
-            if isinstance(node, CLIPEncoder):
-                node.gradient_checkpointing = enabled
-        self.graphdef = nnx.split(self.module)[0]
-
-    @classmethod
-    def from_pretrained(cls, name_or_path, *args, **kwargs):
-        from clip.flax import loading
-
-        return loading.from_pretrained(cls, name_or_path, *args, **kwargs)
-
-    def save_pretrained(self, save_directory, params=None, **kwargs):
-        from clip.flax import loading
-
-        return loading.save_pretrained(self, save_directory, params=params, **kwargs)
-
-
 class FlaxCLIPTextModel(FlaxCLIPPreTrainedModel):
     config_class = CLIPTextConfig
+    config: CLIPTextConfig
     module_class = CLIPTextModule
 
     def __call__(
         self,
-        input_ids,
-        attention_mask=None,
-        position_ids=None,
-        params=None,
-        dropout_rng=None,
-        train=False,
-        output_attentions=None,
-        output_hidden_states=None,
-        return_dict=None,
-    ):
+        input_ids: ArrayLike,
+        attention_mask: ArrayLike | None = None,
+        position_ids: ArrayLike | None = None,
+        params: dict[str, Any] | None = None,
+        dropout_rng: jax.Array | None = None,
+        train: bool = False,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> ModelOutput | tuple[Any, ...]:
         input_ids, attention_mask, position_ids = map(_as_array, (input_ids, attention_mask, position_ids))
         attn, hidden, return_dict = self._output_flags(output_attentions, output_hidden_states, return_dict)
         module, rng = self._bind(params), self._dropout_rng(train, dropout_rng)
@@ -399,20 +288,21 @@ class FlaxCLIPTextModelWithProjection(FlaxCLIPTextModel):
 
 class FlaxCLIPVisionModel(FlaxCLIPPreTrainedModel):
     config_class = CLIPVisionConfig
+    config: CLIPVisionConfig
     module_class = CLIPVisionModule
     main_input_name = "pixel_values"
 
     def __call__(
         self,
-        pixel_values,
-        params=None,
-        dropout_rng=None,
-        train=False,
-        output_attentions=None,
-        output_hidden_states=None,
-        interpolate_pos_encoding=False,
-        return_dict=None,
-    ):
+        pixel_values: ArrayLike,
+        params: dict[str, Any] | None = None,
+        dropout_rng: jax.Array | None = None,
+        train: bool = False,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        interpolate_pos_encoding: bool = False,
+        return_dict: bool | None = None,
+    ) -> ModelOutput | tuple[Any, ...]:
         pixel_values = _as_array(pixel_values)
         attn, hidden, return_dict = self._output_flags(output_attentions, output_hidden_states, return_dict)
         module, rng = self._bind(params), self._dropout_rng(train, dropout_rng)
@@ -425,19 +315,31 @@ class FlaxCLIPVisionModelWithProjection(FlaxCLIPVisionModel):
 
 class FlaxCLIPModel(FlaxCLIPPreTrainedModel):
     config_class = CLIPConfig
+    config: CLIPConfig
     module_class = CLIPModule
 
     def get_text_features(
-        self, input_ids, attention_mask=None, position_ids=None, params=None, dropout_rng=None, train=False
-    ):
+        self,
+        input_ids: ArrayLike,
+        attention_mask: ArrayLike | None = None,
+        position_ids: ArrayLike | None = None,
+        params: dict[str, Any] | None = None,
+        dropout_rng: jax.Array | None = None,
+        train: bool = False,
+    ) -> jax.Array:
         """Projected (not normalized) text embeddings, (B, projection_dim)."""
         input_ids, attention_mask, position_ids = map(_as_array, (input_ids, attention_mask, position_ids))
         module, rng = self._bind(params), self._dropout_rng(train, dropout_rng)
         return module.get_text_features(input_ids, attention_mask, position_ids, rng)
 
     def get_image_features(
-        self, pixel_values, params=None, dropout_rng=None, train=False, interpolate_pos_encoding=False
-    ):
+        self,
+        pixel_values: ArrayLike,
+        params: dict[str, Any] | None = None,
+        dropout_rng: jax.Array | None = None,
+        train: bool = False,
+        interpolate_pos_encoding: bool = False,
+    ) -> jax.Array:
         """Projected (not normalized) image embeddings, (B, projection_dim)."""
         pixel_values = _as_array(pixel_values)
         module, rng = self._bind(params), self._dropout_rng(train, dropout_rng)
@@ -445,19 +347,19 @@ class FlaxCLIPModel(FlaxCLIPPreTrainedModel):
 
     def __call__(
         self,
-        input_ids,
-        pixel_values,
-        attention_mask=None,
-        position_ids=None,
-        params=None,
-        dropout_rng=None,
-        train=False,
-        return_loss=None,
-        output_attentions=None,
-        output_hidden_states=None,
-        interpolate_pos_encoding=False,
-        return_dict=None,
-    ):
+        input_ids: ArrayLike,
+        pixel_values: ArrayLike,
+        attention_mask: ArrayLike | None = None,
+        position_ids: ArrayLike | None = None,
+        params: dict[str, Any] | None = None,
+        dropout_rng: jax.Array | None = None,
+        train: bool = False,
+        return_loss: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        interpolate_pos_encoding: bool = False,
+        return_dict: bool | None = None,
+    ) -> CLIPOutput | tuple[Any, ...]:
         input_ids, pixel_values, attention_mask, position_ids = map(
             _as_array, (input_ids, pixel_values, attention_mask, position_ids)
         )

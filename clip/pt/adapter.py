@@ -54,7 +54,7 @@ def assign_canonical(model, arrays: dict, dtype=None, device=None) -> list:
 def read_legacy(kind, paths, files: dict) -> dict:
     """{canonical name: CPU tensor, memory-mapped} of transformers' pytorch_model.bin (or its shards)."""
     # weights_only: a pickle can run code; this loader only accepts tensors
-    origins = {}
+    origins: dict[str, str] = {}  # {checkpoint name: the file it came from}
     tensors = io.merge_shards(paths, lambda path: weight_files.torch_state_dict(path, mmap=True), origins)
     canonical = weights.normalize_checkpoint_keys(tensors)
     files.update({canon: origins[name] for name, canon in canonical.items()})

@@ -2,7 +2,8 @@
 
 Also the pooled-token shortcut of the last layer (`output_at`) and the in-place rules of CPU
 inference. The three backends share the blocks' names and argument order: (x, bias, is_causal,
-output_attentions, ...) with what only one framework needs last (here `inplace`). Towers in clip.pt.towers, public models in clip.pt.modeling.
+output_attentions, ...) with what only one framework needs last (here `inplace`). Towers in
+clip.pt.towers, public models in clip.pt.modeling.
 
 Shapes: B batch, L tokens, D width, H heads, d head width (D = H * d).
 """

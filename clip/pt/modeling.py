@@ -1,7 +1,8 @@
 """CLIP in PyTorch: a pre-LN transformer for text (causal) and images (ViT), joined by projections.
 
 Module and parameter names follow transformers' CLIP, so its checkpoints load unchanged. This
-file holds the public models; the transformer blocks live in clip.pt.layers, the two towers in
+file holds the public models (their base class, CLIPPreTrainedModel, is in clip.pt.pretrained);
+the transformer blocks live in clip.pt.layers, the two towers in
 clip.pt.towers, the fast CPU kernels under them in clip.pt.kernels. Argument checks and the pooling
 rule live in clip.common.checks; which parameters exist and how they are initialized in the
 parameter table (clip.common.params); loading and saving in clip.pt.loading; the contrastive loss
@@ -11,6 +12,8 @@ Shapes: B batch, E projection width.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import nn
@@ -22,12 +25,13 @@ from clip.common.outputs import (
     CLIPTextModelOutput,
     CLIPVisionModelOutput,
     ImageClassifierOutput,
+    ModelOutput,
     as_requested,
 )
 from clip.pt.kernels import Linear
 from clip.pt.layers import CLIPMLP, CLIPAttention, CLIPEncoder, CLIPEncoderLayer
 from clip.pt.loss import classification_loss, clip_loss
-from clip.pt.pretrained import PreTrainedSurface
+from clip.pt.pretrained import CLIPPreTrainedModel
 from clip.pt.towers import CLIPTextEmbeddings, CLIPTextTransformer, CLIPVisionEmbeddings, CLIPVisionTransformer
 
 # the blocks and towers stay importable from here (and pickles that name them here keep loading)
@@ -66,67 +70,9 @@ def scaled_similarity(text_embeds, image_embeds, logit_scale):
     return logits.clamp(-65504.0, 65504.0).to(torch.float16)
 
 
-class CLIPPreTrainedModel(PreTrainedSurface, nn.Module):
-    """Config handling, initialization, gradient checkpointing, from_pretrained/save_pretrained;
-    transformers' PreTrainedModel surface in clip.pt.pretrained."""
-
-    config_class = CLIPConfig
-    main_input_name = "input_ids"
-    supports_gradient_checkpointing = True
-
-    def __init__(self, config):
-        super().__init__()
-        self.config = self._take_config(config)
-
-    def init_weights(self, names=None, seed=None):
-        """transformers' CLIP initialization for all or some parameters: the arrays of the parameter
-        table (clip.common.params.init_arrays), drawn in numpy from `seed` (an int or a numpy
-        Generator). Without a seed, torch's generator picks it, so torch.manual_seed(s) before the
-        constructor keeps a model reproducible."""
-        from clip.common.loading import canonical_class
-
-        table = params.parameter_table(self.config, canonical_class(type(self)))
-        own = dict(self.named_parameters())
-        chosen = list(table) if names is None else list(names)
-        if not chosen or all(own[name].is_meta for name in chosen):
-            return  # nothing to draw (from_pretrained builds on the meta device, then fills what it lacks)
-        if seed is None:
-            seed = int(torch.randint(0, 2**31 - 1, (), device="cpu"))
-        with torch.no_grad():
-            for name, array in params.init_arrays(table, seed, chosen).items():
-                own[name].copy_(torch.from_numpy(array))
-
-    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs=None):
-        self._set_gradient_checkpointing(True)
-
-    def gradient_checkpointing_disable(self):
-        self._set_gradient_checkpointing(False)
-
-    @property
-    def is_gradient_checkpointing(self) -> bool:
-        return any(m.gradient_checkpointing for m in self.modules() if isinstance(m, CLIPEncoder))
-
-    def _set_gradient_checkpointing(self, enabled):
-        for module in self.modules():
-            if isinstance(module, CLIPEncoder):
-                module.gradient_checkpointing = enabled
-
-    @classmethod
-    def from_pretrained(cls, name_or_path, *args, **kwargs):
-        from clip.pt import loading
-
-        return loading.from_pretrained(cls, name_or_path, *args, **kwargs)
-
-    def save_pretrained(self, save_directory, safe_serialization=True, **kwargs):
-        """transformers' save_pretrained: safe_serialization, max_shard_size (sharded files plus an
-        index json), state_dict."""
-        from clip.pt import loading
-
-        return loading.save_pretrained(self, save_directory, safe_serialization=safe_serialization, **kwargs)
-
-
 class CLIPTextModel(CLIPPreTrainedModel):
     config_class = CLIPTextConfig
+    config: CLIPTextConfig
     _no_split_modules = ["CLIPTextEmbeddings", "CLIPEncoderLayer"]
 
     def __init__(self, config: CLIPTextConfig):
@@ -143,19 +89,20 @@ class CLIPTextModel(CLIPPreTrainedModel):
 
     def forward(
         self,
-        input_ids=None,
-        attention_mask=None,
-        position_ids=None,
-        output_attentions=None,
-        output_hidden_states=None,
-        return_dict=None,
-    ):
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> ModelOutput | tuple[Any, ...]:
         attn, hidden, return_dict = self._output_flags(output_attentions, output_hidden_states, return_dict)
         return as_requested(self.text_model(input_ids, attention_mask, position_ids, attn, hidden), return_dict)
 
 
 class CLIPTextModelWithProjection(CLIPPreTrainedModel):
     config_class = CLIPTextConfig
+    config: CLIPTextConfig
     _no_split_modules = ["CLIPTextEmbeddings", "CLIPEncoderLayer"]
 
     def __init__(self, config: CLIPTextConfig):
@@ -174,13 +121,13 @@ class CLIPTextModelWithProjection(CLIPPreTrainedModel):
 
     def forward(
         self,
-        input_ids=None,
-        attention_mask=None,
-        position_ids=None,
-        output_attentions=None,
-        output_hidden_states=None,
-        return_dict=None,
-    ):
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> ModelOutput | tuple[Any, ...]:
         attn, hidden, return_dict = self._output_flags(output_attentions, output_hidden_states, return_dict)
         out = self.text_model(input_ids, attention_mask, position_ids, attn, hidden)
         embeds = self.text_projection(out.pooler_output)
@@ -191,6 +138,7 @@ class CLIPTextModelWithProjection(CLIPPreTrainedModel):
 
 class CLIPVisionModel(CLIPPreTrainedModel):
     config_class = CLIPVisionConfig
+    config: CLIPVisionConfig
     main_input_name = "pixel_values"
     _supports_flash_attn = True
 
@@ -205,18 +153,19 @@ class CLIPVisionModel(CLIPPreTrainedModel):
 
     def forward(
         self,
-        pixel_values=None,
-        output_attentions=None,
-        output_hidden_states=None,
-        interpolate_pos_encoding=False,
-        return_dict=None,
-    ):
+        pixel_values: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        interpolate_pos_encoding: bool = False,
+        return_dict: bool | None = None,
+    ) -> ModelOutput | tuple[Any, ...]:
         attn, hidden, return_dict = self._output_flags(output_attentions, output_hidden_states, return_dict)
         return as_requested(self.vision_model(pixel_values, attn, hidden, interpolate_pos_encoding), return_dict)
 
 
 class CLIPVisionModelWithProjection(CLIPPreTrainedModel):
     config_class = CLIPVisionConfig
+    config: CLIPVisionConfig
     main_input_name = "pixel_values"
     _supports_flash_attn = True
     _no_split_modules = None
@@ -236,12 +185,12 @@ class CLIPVisionModelWithProjection(CLIPPreTrainedModel):
 
     def forward(
         self,
-        pixel_values=None,
-        output_attentions=None,
-        output_hidden_states=None,
-        interpolate_pos_encoding=False,
-        return_dict=None,
-    ):
+        pixel_values: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        interpolate_pos_encoding: bool = False,
+        return_dict: bool | None = None,
+    ) -> ModelOutput | tuple[Any, ...]:
         attn, hidden, return_dict = self._output_flags(output_attentions, output_hidden_states, return_dict)
         out = self.vision_model(pixel_values, attn, hidden, interpolate_pos_encoding)
         embeds = self.visual_projection(out.pooler_output)
@@ -252,6 +201,7 @@ class CLIPVisionModelWithProjection(CLIPPreTrainedModel):
 
 class CLIPModel(CLIPPreTrainedModel):
     config_class = CLIPConfig
+    config: CLIPConfig
     _no_split_modules = ["CLIPTextEmbeddings", "CLIPEncoderLayer", "CLIPVisionEmbeddings"]
 
     def __init__(self, config: CLIPConfig):
@@ -269,13 +219,20 @@ class CLIPModel(CLIPPreTrainedModel):
         )
         self.init_weights()
 
-    def get_text_features(self, input_ids=None, attention_mask=None, position_ids=None):
+    def get_text_features(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Projected (not normalized) text embeddings, (B, projection_dim)."""
         return self.text_projection(
             self.text_model(input_ids, attention_mask, position_ids, pooled_only=True).pooler_output
         )
 
-    def get_image_features(self, pixel_values=None, interpolate_pos_encoding=False):
+    def get_image_features(
+        self, pixel_values: torch.Tensor | None = None, interpolate_pos_encoding: bool = False
+    ) -> torch.Tensor:
         """Projected (not normalized) image embeddings, (B, projection_dim)."""
         pooled = self.vision_model(
             pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, pooled_only=True
@@ -284,16 +241,16 @@ class CLIPModel(CLIPPreTrainedModel):
 
     def forward(
         self,
-        input_ids=None,
-        pixel_values=None,
-        attention_mask=None,
-        position_ids=None,
-        return_loss=None,
-        output_attentions=None,
-        output_hidden_states=None,
-        interpolate_pos_encoding=False,
-        return_dict=None,
-    ):
+        input_ids: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        return_loss: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        interpolate_pos_encoding: bool = False,
+        return_dict: bool | None = None,
+    ) -> CLIPOutput | tuple[Any, ...]:
         attn, hidden, return_dict = self._output_flags(output_attentions, output_hidden_states, return_dict)
         checks.check_loss_inputs(return_loss, input_ids, pixel_values)
         vision = self.vision_model(pixel_values, attn, hidden, interpolate_pos_encoding)
@@ -308,6 +265,7 @@ class CLIPModel(CLIPPreTrainedModel):
 
 class CLIPForImageClassification(CLIPPreTrainedModel):
     config_class = CLIPConfig
+    config: CLIPConfig
     main_input_name = "pixel_values"
     _supports_flash_attn = True
     _no_split_modules = None
@@ -328,13 +286,13 @@ class CLIPForImageClassification(CLIPPreTrainedModel):
 
     def forward(
         self,
-        pixel_values=None,
-        labels=None,
-        output_attentions=None,
-        output_hidden_states=None,
-        return_dict=None,
-        interpolate_pos_encoding=False,
-    ):
+        pixel_values: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        interpolate_pos_encoding: bool = False,
+    ) -> ImageClassifierOutput | tuple[Any, ...]:
         attn, hidden, return_dict = self._output_flags(output_attentions, output_hidden_states, return_dict)
         out = self.vision_model(pixel_values, attn, hidden, interpolate_pos_encoding)
         logits = self.classifier(out.last_hidden_state[:, 1:].mean(dim=1))  # mean of the patch tokens

@@ -1,25 +1,45 @@
-"""transformers' PreTrainedModel surface for the PyTorch models, one mixin under CLIPPreTrainedModel.
+"""The base of the PyTorch models: CLIPPreTrainedModel, over transformers' PreTrainedModel surface (one mixin).
 
 The framework-neutral parts (config conversion, output-flag defaults, attention implementation
 names, parameter counting rules) come from clip.common.surface; this file holds only what touches
-torch modules. Loading and saving stay in clip.pt.loading.
+torch modules. Loading and saving stay in clip.pt.loading; the public model classes in clip.pt.modeling.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable, Iterator
+from typing import Any, Literal, TypeVar, cast, overload
+
 import torch
 from torch import nn
 
-from clip.common import surface
+from clip.common import params, surface
+from clip.common.config import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
+from clip.pt.layers import CLIPEncoder
+
+# the config of any of the model classes: the joint one or one tower's
+AnyCLIPConfig = CLIPConfig | CLIPTextConfig | CLIPVisionConfig
 
 # PyTorch runs both: "sdpa" torch's fused scaled_dot_product_attention, "eager" the explicit
 # softmax (transformers' eager path); "flash_attention_2" is accepted as sdpa, which picks torch's
 # flash kernel itself where the device has one.
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2")
 
+# from_pretrained returns the class it is called on
+ModelT = TypeVar("ModelT", bound="CLIPPreTrainedModel")
+
 
 class PreTrainedSurface(surface.ConfigSurface):
     """Mixed into an nn.Module whose subclasses set config_class (and main_input_name)."""
+
+    # what the mixin reads from the model it is mixed into: set by CLIPPreTrainedModel ...
+    config: AnyCLIPConfig
+    config_class: type[AnyCLIPConfig]
+    # ... and provided by nn.Module (annotations only: the lookup still reaches nn.Module's methods)
+    named_modules: Callable[[], Iterator[tuple[str, nn.Module]]]
+    named_parameters: Callable[[], Iterator[tuple[str, nn.Parameter]]]
+    parameters: Callable[[], Iterator[nn.Parameter]]
 
     base_model_prefix = "clip"
     main_input_name = "input_ids"
@@ -27,7 +47,7 @@ class PreTrainedSurface(surface.ConfigSurface):
     _supports_flash_attn = False  # transformers: True for the vision classes only
     _supports_flex_attn = True
     _supports_attention_backend = True
-    _no_split_modules = ["CLIPEncoderLayer"]
+    _no_split_modules: list[str] | None = ["CLIPEncoderLayer"]
 
     # -- class-level facts ------------------------------------------------------------------------
 
@@ -75,7 +95,8 @@ class PreTrainedSurface(surface.ConfigSurface):
     def dummy_inputs(self) -> dict:
         """A tiny batch of the main input (transformers' PyTorch models give token ids)."""
         if self.main_input_name == "pixel_values":
-            vision = getattr(self.config, "vision_config", self.config)
+            # pixel_values is the main input of the vision models and of CLIPForImageClassification
+            vision = cast(CLIPVisionConfig, getattr(self.config, "vision_config", self.config))
             return {"pixel_values": torch.ones(1, vision.num_channels, vision.image_size, vision.image_size)}
         return {"input_ids": torch.tensor([[3, 4, 5, 2], [6, 7, 2, 1]])}
 
@@ -107,3 +128,86 @@ class PreTrainedSurface(surface.ConfigSurface):
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
+
+
+class CLIPPreTrainedModel(PreTrainedSurface, nn.Module):
+    """Config handling, initialization, gradient checkpointing, from_pretrained/save_pretrained;
+    transformers' PreTrainedModel surface in the mixin above."""
+
+    config_class: type[AnyCLIPConfig] = CLIPConfig
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = True
+
+    def __init__(self, config: Any):  # ours, a dict of its fields or transformers' config: converted
+        super().__init__()
+        self.config = self._take_config(config)
+
+    def init_weights(self, names=None, seed=None):
+        """transformers' CLIP initialization for all or some parameters: the arrays of the parameter
+        table (clip.common.params.init_arrays), drawn in numpy from `seed` (an int or a numpy
+        Generator). Without a seed, torch's generator picks it, so torch.manual_seed(s) before the
+        constructor keeps a model reproducible."""
+        from clip.common.loading import canonical_class
+
+        table = params.parameter_table(self.config, canonical_class(type(self)))
+        own = dict(self.named_parameters())
+        chosen = list(table) if names is None else list(names)
+        if not chosen or all(own[name].is_meta for name in chosen):
+            return  # nothing to draw (from_pretrained builds on the meta device, then fills what it lacks)
+        if seed is None:
+            seed = int(torch.randint(0, 2**31 - 1, (), device="cpu"))
+        with torch.no_grad():
+            for name, array in params.init_arrays(table, seed, chosen).items():
+                own[name].copy_(torch.from_numpy(array))
+
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs=None):
+        self._set_gradient_checkpointing(True)
+
+    def gradient_checkpointing_disable(self):
+        self._set_gradient_checkpointing(False)
+
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        return any(m.gradient_checkpointing for m in self.modules() if isinstance(m, CLIPEncoder))
+
+    def _set_gradient_checkpointing(self, enabled):
+        for module in self.modules():
+            if isinstance(module, CLIPEncoder):
+                module.gradient_checkpointing = enabled
+
+    @overload
+    @classmethod
+    def from_pretrained(
+        cls: type[ModelT],
+        name_or_path: str | os.PathLike[str],
+        *args: Any,
+        output_loading_info: Literal[False] = False,
+        **kwargs: Any,
+    ) -> ModelT: ...
+    @overload
+    @classmethod
+    def from_pretrained(
+        cls: type[ModelT],
+        name_or_path: str | os.PathLike[str],
+        *args: Any,
+        output_loading_info: Literal[True],
+        **kwargs: Any,
+    ) -> tuple[ModelT, dict[str, Any]]: ...
+    @classmethod
+    def from_pretrained(
+        cls, name_or_path: str | os.PathLike[str], *args: Any, **kwargs: Any
+    ) -> CLIPPreTrainedModel | tuple[CLIPPreTrainedModel, dict[str, Any]]:
+        """The model of a hub id or directory (transformers' arguments); with output_loading_info=True
+        (model, its loading info: the missing, unexpected and mismatched keys)."""
+        from clip.pt import loading
+
+        return loading.from_pretrained(cls, name_or_path, *args, **kwargs)
+
+    def save_pretrained(
+        self, save_directory: str | os.PathLike[str], safe_serialization: bool = True, **kwargs: Any
+    ) -> None:
+        """transformers' save_pretrained: safe_serialization, max_shard_size (sharded files plus an
+        index json), state_dict."""
+        from clip.pt import loading
+
+        return loading.save_pretrained(self, save_directory, safe_serialization=safe_serialization, **kwargs)

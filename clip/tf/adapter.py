@@ -43,7 +43,8 @@ def assign_canonical(model, arrays: dict) -> list:
         value = weights.to_backend_layout(array, kind, BACKEND)
         if tuple(value.shape) != tuple(variable.shape):
             raise ValueError(
-                f"{name}: the model's variable has shape {tuple(variable.shape)}, the checkpoint gives {tuple(value.shape)} (Keras layout)"
+                f"{name}: the model's variable has shape {tuple(variable.shape)}, "
+                f"the checkpoint gives {tuple(value.shape)} (Keras layout)"
             )
         converted[name] = value
     for name, value in converted.items():

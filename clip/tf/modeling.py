@@ -6,26 +6,33 @@ path is its canonical (transformers PyTorch) name with the Keras leaf name
 (clip.common.weights.LEAF_RULES). Every variable's shape follows from the config, so models build
 all their weights when constructed. Argument checks and the pooling rule live in clip.common.checks;
 which parameters exist and how they are initialized in the parameter table (clip.common.params);
-loading and saving in clip.tf.loading; the contrastive loss in clip.tf.loss.
+loading and saving in clip.tf.loading; the contrastive loss in clip.tf.loss; the base class
+TFCLIPPreTrainedModel in clip.tf.pretrained.
 
 Shapes: B batch, E projection width.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from typing import Any
 
 import keras
 import tensorflow as tf
 
-from clip.common import checks, params, weights
+from clip.common import checks, params
 from clip.common.config import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
-from clip.common.outputs import CLIPOutput, CLIPTextModelOutput, CLIPVisionModelOutput, as_requested
+from clip.common.outputs import CLIPOutput, CLIPTextModelOutput, CLIPVisionModelOutput, ModelOutput, as_requested
 from clip.tf.eager import graph_when_eager
 from clip.tf.layers import CLIPMLP, CLIPAttention, CLIPEncoder, CLIPEncoderLayer
 from clip.tf.loss import clip_loss
-from clip.tf.pretrained import TFPreTrainedSurface, unpack_inputs
-from clip.tf.towers import CLIPTextEmbeddings, CLIPTextTransformer, CLIPVisionEmbeddings, CLIPVisionTransformer
+from clip.tf.pretrained import TFCLIPPreTrainedModel, TFInput, fit_batch_inputs, unpack_inputs
+from clip.tf.towers import (
+    CLIPTextEmbeddings,
+    CLIPTextTransformer,
+    CLIPVisionEmbeddings,
+    CLIPVisionTransformer,
+    set_embedding_table,
+)
 
 # the blocks and towers stay importable from here
 __all__ = [
@@ -70,107 +77,10 @@ def dense(units, name, dtype, use_bias=False):
     return keras.layers.Dense(units, use_bias=use_bias, name=name, dtype=dtype)
 
 
-class TFCLIPPreTrainedModel(TFPreTrainedSurface, keras.Model):
-    """Config handling, initialization, Keras serialization, training, from_pretrained/save_pretrained;
-    transformers' TFPreTrainedModel surface in clip.tf.pretrained."""
-
-    config_class = CLIPConfig
-    canonical_class = "CLIPModel"  # its name in clip.common.weights and in transformers' PyTorch
-    main_input_name = "input_ids"
-    supports_gradient_checkpointing = True
-
-    def __init__(self, config, **kwargs):
-        super().__init__(**kwargs)
-        self.config = self._take_config(config)
-
-    def _finish_init(self):
-        self.build()
-        self.init_weights()
-
-    def build(self, input_shape=None):
-        for sub in self._layers:
-            sub.build(input_shape)
-        self.built = True
-
-    def get_config(self):
-        return {**super().get_config(), "config": self.config.to_dict()}
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        return cls(cls.config_class.from_dict(config.pop("config")), **config)
-
-    def get_build_config(self):
-        return None  # every weight's shape follows from the config: built in __init__
-
-    # -- weights by canonical name ------------------------------------------------------------------
-    def canonical_variables(self) -> dict:
-        """{canonical name: (Keras variable, leaf kind)} in the order of clip.common.weights."""
-        out = {}
-        for name, (_, kind) in weights.expected_parameters(self.config, self.canonical_class).items():
-            obj = self
-            for part in weights.backend_name(name, kind, "tf").split("."):
-                obj = obj[int(part)] if part.isdigit() else getattr(obj, part)
-            out[name] = (obj, kind)
-        return out
-
-    def init_weights(self, names=None, seed=None):
-        """transformers' CLIP initialization for all or some weights: the arrays of the parameter table
-        (clip.common.params.init_arrays), drawn in numpy from `seed` (an int or a numpy Generator).
-        Without a seed, TensorFlow's random state picks it, so keras.utils.set_random_seed(s) before the
-        constructor keeps a model reproducible."""
-        variables = self.canonical_variables()
-        chosen = list(variables) if names is None else list(names)
-        if not chosen:
-            return
-        if seed is None:
-            seed = int(tf.random.uniform((), 0, 2**31 - 1, dtype=tf.int64))
-        table = params.parameter_table(self.config, self.canonical_class)
-        for name, array in params.init_arrays(table, seed, chosen).items():
-            variable, kind = variables[name]
-            variable.assign(tf.cast(weights.to_backend_layout(array, kind, "tf"), variable.dtype))
-
-    # -- gradient checkpointing (PyTorch's surface; each encoder layer through tf.recompute_grad) ----------
-    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs=None):
-        self._set_gradient_checkpointing(True)
-
-    def gradient_checkpointing_disable(self):
-        self._set_gradient_checkpointing(False)
-
-    @property
-    def is_gradient_checkpointing(self) -> bool:
-        return any(getattr(layer, "gradient_checkpointing", False) for layer in self._flatten_layers())
-
-    def _set_gradient_checkpointing(self, enabled):
-        for layer in self._flatten_layers():
-            if hasattr(layer, "gradient_checkpointing"):
-                layer.gradient_checkpointing = enabled
-
-    @classmethod
-    def from_pretrained(cls, name_or_path, *args, **kwargs):
-        from clip.tf import loading
-
-        return loading.from_pretrained(cls, name_or_path, *args, **kwargs)
-
-    def save_pretrained(self, save_directory, **kwargs):
-        from clip.tf import loading
-
-        return loading.save_pretrained(self, save_directory, **kwargs)
-
-
-def set_embedding_table(layer, value):
-    table = value.embeddings if isinstance(value, keras.layers.Embedding) else value
-    if tuple(table.shape) != tuple(layer.embeddings.shape):
-        raise ValueError(
-            f"set_input_embeddings: the table has shape {tuple(layer.embeddings.shape)}, got {tuple(table.shape)} "
-            "(resizing the vocabulary is not supported)"
-        )
-    layer.embeddings.assign(tf.cast(table, layer.embeddings.dtype))
-
-
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class TFCLIPTextModel(TFCLIPPreTrainedModel):
     config_class = CLIPTextConfig
+    config: CLIPTextConfig
     canonical_class = "CLIPTextModel"
 
     def __init__(self, config: CLIPTextConfig, **kwargs):
@@ -190,14 +100,14 @@ class TFCLIPTextModel(TFCLIPPreTrainedModel):
     @graph_when_eager
     def call(
         self,
-        input_ids=None,
-        attention_mask=None,
-        position_ids=None,
-        output_attentions=None,
-        output_hidden_states=None,
-        return_dict=None,
-        training=False,
-    ):
+        input_ids: TFInput = None,
+        attention_mask: TFInput = None,
+        position_ids: TFInput = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        training: bool = False,
+    ) -> ModelOutput | tuple[Any, ...]:
         attn, hidden, return_dict = self._output_flags(output_attentions, output_hidden_states, return_dict)
         return as_requested(
             self.text_model(
@@ -215,6 +125,7 @@ class TFCLIPTextModel(TFCLIPPreTrainedModel):
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class TFCLIPTextModelWithProjection(TFCLIPPreTrainedModel):
     config_class = CLIPTextConfig
+    config: CLIPTextConfig
     canonical_class = "CLIPTextModelWithProjection"
 
     def __init__(self, config: CLIPTextConfig, **kwargs):
@@ -241,14 +152,14 @@ class TFCLIPTextModelWithProjection(TFCLIPPreTrainedModel):
     @graph_when_eager
     def call(
         self,
-        input_ids=None,
-        attention_mask=None,
-        position_ids=None,
-        output_attentions=None,
-        output_hidden_states=None,
-        return_dict=None,
-        training=False,
-    ):
+        input_ids: TFInput = None,
+        attention_mask: TFInput = None,
+        position_ids: TFInput = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        training: bool = False,
+    ) -> ModelOutput | tuple[Any, ...]:
         attn, hidden, return_dict = self._output_flags(output_attentions, output_hidden_states, return_dict)
         out = self.text_model(
             input_ids,
@@ -267,6 +178,7 @@ class TFCLIPTextModelWithProjection(TFCLIPPreTrainedModel):
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class TFCLIPVisionModel(TFCLIPPreTrainedModel):
     config_class = CLIPVisionConfig
+    config: CLIPVisionConfig
     canonical_class = "CLIPVisionModel"
     main_input_name = "pixel_values"
 
@@ -283,13 +195,13 @@ class TFCLIPVisionModel(TFCLIPPreTrainedModel):
     @graph_when_eager
     def call(
         self,
-        pixel_values=None,
-        output_attentions=None,
-        output_hidden_states=None,
-        interpolate_pos_encoding=False,
-        return_dict=None,
-        training=False,
-    ):
+        pixel_values: TFInput = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        interpolate_pos_encoding: bool = False,
+        return_dict: bool | None = None,
+        training: bool = False,
+    ) -> ModelOutput | tuple[Any, ...]:
         attn, hidden, return_dict = self._output_flags(output_attentions, output_hidden_states, return_dict)
         out = self.vision_model(
             pixel_values,
@@ -304,6 +216,7 @@ class TFCLIPVisionModel(TFCLIPPreTrainedModel):
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class TFCLIPVisionModelWithProjection(TFCLIPPreTrainedModel):
     config_class = CLIPVisionConfig
+    config: CLIPVisionConfig
     canonical_class = "CLIPVisionModelWithProjection"
     main_input_name = "pixel_values"
 
@@ -327,13 +240,13 @@ class TFCLIPVisionModelWithProjection(TFCLIPPreTrainedModel):
     @graph_when_eager
     def call(
         self,
-        pixel_values=None,
-        output_attentions=None,
-        output_hidden_states=None,
-        interpolate_pos_encoding=False,
-        return_dict=None,
-        training=False,
-    ):
+        pixel_values: TFInput = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        interpolate_pos_encoding: bool = False,
+        return_dict: bool | None = None,
+        training: bool = False,
+    ) -> ModelOutput | tuple[Any, ...]:
         attn, hidden, return_dict = self._output_flags(output_attentions, output_hidden_states, return_dict)
         out = self.vision_model(
             pixel_values,
@@ -359,6 +272,7 @@ class TFCLIPModel(TFCLIPPreTrainedModel):
     """
 
     config_class = CLIPConfig
+    config: CLIPConfig
     canonical_class = "CLIPModel"
 
     def __init__(self, config: CLIPConfig, **kwargs):
@@ -386,7 +300,13 @@ class TFCLIPModel(TFCLIPPreTrainedModel):
 
     @unpack_inputs
     @graph_when_eager
-    def get_text_features(self, input_ids=None, attention_mask=None, position_ids=None, training=False):
+    def get_text_features(
+        self,
+        input_ids: TFInput = None,
+        attention_mask: TFInput = None,
+        position_ids: TFInput = None,
+        training: bool = False,
+    ) -> tf.Tensor:
         """Projected (not normalized) text embeddings, (B, projection_dim)."""
         return self.text_projection(
             self.text_model(input_ids, attention_mask, position_ids, pooled_only=True, training=training).pooler_output
@@ -394,7 +314,9 @@ class TFCLIPModel(TFCLIPPreTrainedModel):
 
     @unpack_inputs
     @graph_when_eager
-    def get_image_features(self, pixel_values=None, interpolate_pos_encoding=False, training=False):
+    def get_image_features(
+        self, pixel_values: TFInput = None, interpolate_pos_encoding: bool = False, training: bool = False
+    ) -> tf.Tensor:
         """Projected (not normalized) image embeddings, (B, projection_dim)."""
         out = self.vision_model(
             pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, pooled_only=True, training=training
@@ -405,17 +327,17 @@ class TFCLIPModel(TFCLIPPreTrainedModel):
     @graph_when_eager
     def call(
         self,
-        input_ids=None,
-        pixel_values=None,
-        attention_mask=None,
-        position_ids=None,
-        return_loss=None,
-        output_attentions=None,
-        output_hidden_states=None,
-        interpolate_pos_encoding=False,
-        return_dict=None,
-        training=False,
-    ):
+        input_ids: TFInput = None,
+        pixel_values: TFInput = None,
+        attention_mask: TFInput = None,
+        position_ids: TFInput = None,
+        return_loss: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        interpolate_pos_encoding: bool = False,
+        return_dict: bool | None = None,
+        training: bool = False,
+    ) -> CLIPOutput | tuple[Any, ...]:
         attn, hidden, return_dict = self._output_flags(output_attentions, output_hidden_states, return_dict)
         checks.check_loss_inputs(return_loss, input_ids, pixel_values)
         vision = self.vision_model(
@@ -443,26 +365,8 @@ class TFCLIPModel(TFCLIPPreTrainedModel):
         return as_requested(output, return_dict)
 
     # -- Keras training -----------------------------------------------------------------------------
-    @staticmethod
-    def _batch(data):
-        """A fit/evaluate batch -> call kwargs: a dict, or (input_ids, attention_mask, pixel_values)."""
-        if isinstance(data, (tuple, list)):  # Keras' adapters pass (x, y, sample_weight), y and weight None here
-            data = tuple(data)
-            while len(data) > 1 and data[-1] is None:
-                data = data[:-1]
-        if isinstance(data, Mapping):
-            return dict(data)
-        if isinstance(data, (tuple, list)) and len(data) == 1 and isinstance(data[0], dict):
-            return dict(data[0])  # (x,) as Keras' adapters may wrap it
-        if isinstance(data, (tuple, list)) and len(data) == 3:
-            return dict(zip(("input_ids", "attention_mask", "pixel_values"), data))
-        raise ValueError(
-            "TFCLIPModel trains on batches of {'input_ids', 'attention_mask', 'pixel_values'} or tuples "
-            f"(input_ids, attention_mask, pixel_values); got {type(data).__name__}"
-        )
-
     def train_step(self, data):
-        inputs = self._batch(data)
+        inputs = fit_batch_inputs(data)
         with tf.GradientTape() as tape:
             loss = self(**inputs, return_loss=True, training=True).loss
             total = loss + tf.add_n(self.losses) if self.losses else loss  # regularizers, if any
@@ -472,7 +376,7 @@ class TFCLIPModel(TFCLIPPreTrainedModel):
         return self._track_loss(loss)
 
     def test_step(self, data):
-        return self._track_loss(self(**self._batch(data), return_loss=True, training=False).loss)
+        return self._track_loss(self(**fit_batch_inputs(data), return_loss=True, training=False).loss)
 
     def _track_loss(self, loss):
         self.loss_tracker.update_state(loss)
@@ -481,6 +385,3 @@ class TFCLIPModel(TFCLIPPreTrainedModel):
     @property
     def metrics(self):
         return [self.loss_tracker]
-
-
-# -- tf.nest support for the output containers --------------------------------------------------------

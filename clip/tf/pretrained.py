@@ -1,21 +1,33 @@
-"""transformers' TFPreTrainedModel surface for the Keras models, one mixin under TFCLIPPreTrainedModel.
+"""The base of the Keras models: TFCLIPPreTrainedModel, over transformers' TFPreTrainedModel surface (one mixin).
 
 The Keras convention transformers' TF models follow: `model(inputs)` with a dict (or BatchEncoding /
 BatchFeature, or a list in the call's order) as the first positional argument, the same as keywords
 (`unpack_inputs`); `dummy_inputs`, `input_signature`, `serving` / `serving_output`;
-`prepare_tf_dataset`. Framework-neutral parts come from clip.common.surface.
+`prepare_tf_dataset`. Framework-neutral parts come from clip.common.surface; the public model
+classes are in clip.tf.modeling, loading and saving in clip.tf.loading.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Mapping
+import os
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, TypeAlias, TypeVar, cast, overload
 
+import keras
 import numpy as np
 import tensorflow as tf
 
-from clip.common import surface
+from clip.common import params, surface, weights
+from clip.common.config import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
+
+# the config of any of the model classes: the joint one or one tower's
+AnyCLIPConfig = CLIPConfig | CLIPTextConfig | CLIPVisionConfig
+# what the models' inputs may be: tensors or numpy arrays (Keras converts), None where not given
+TFInput: TypeAlias = "tf.Tensor | np.ndarray | None"
+# from_pretrained returns the class it is called on
+ModelT = TypeVar("ModelT", bound="TFCLIPPreTrainedModel")
 
 
 def unpack_inputs(method):
@@ -47,6 +59,16 @@ def unpack_inputs(method):
 
 class TFPreTrainedSurface(surface.ConfigSurface):
     """Mixed into keras.Model; subclasses set config_class, canonical_class, main_input_name."""
+
+    # what the mixin reads from the model it is mixed into: set by TFCLIPPreTrainedModel and the
+    # model classes ...
+    config: AnyCLIPConfig
+    config_class: type[AnyCLIPConfig]
+    canonical_class: str  # the class's name in clip.common.weights and in transformers' PyTorch
+    canonical_variables: Callable[[], dict[str, tuple[Any, str]]]
+    call: Callable[..., Any]
+    # ... and provided by keras.Model (an annotation only: the lookup still reaches Keras')
+    trainable_variables: list[Any]
 
     base_model_prefix = "clip"
     main_input_name = "input_ids"
@@ -80,15 +102,16 @@ class TFPreTrainedSurface(surface.ConfigSurface):
 
     # -- inputs a serving graph takes -----------------------------------------------------------------
     def _input_names(self) -> tuple:
-        names = ()
+        names: tuple[str, ...] = ()
         if "Vision" not in self.canonical_class:
             names += ("input_ids", "attention_mask")
         if "Text" not in self.canonical_class:
             names += ("pixel_values",)
         return names
 
-    def _vision_config(self):
-        return getattr(self.config, "vision_config", self.config)
+    def _vision_config(self) -> CLIPVisionConfig:
+        # called for models that take pixel_values: the vision models and TFCLIPModel
+        return cast(CLIPVisionConfig, getattr(self.config, "vision_config", self.config))
 
     @property
     def input_signature(self) -> dict:
@@ -173,6 +196,24 @@ class TFPreTrainedSurface(surface.ConfigSurface):
         return data.prefetch(tf.data.AUTOTUNE) if prefetch else data
 
 
+def fit_batch_inputs(data: Any) -> dict[str, Any]:
+    """A batch of TFCLIPModel.fit/evaluate -> its call kwargs: a dict, or (input_ids, attention_mask, pixel_values)."""
+    if isinstance(data, (tuple, list)):  # Keras' adapters pass (x, y, sample_weight), y and weight None here
+        data = tuple(data)
+        while len(data) > 1 and data[-1] is None:
+            data = data[:-1]
+    if isinstance(data, Mapping):
+        return dict(data)
+    if isinstance(data, (tuple, list)) and len(data) == 1 and isinstance(data[0], dict):
+        return dict(data[0])  # (x,) as Keras' adapters may wrap it
+    if isinstance(data, (tuple, list)) and len(data) == 3:
+        return dict(zip(("input_ids", "attention_mask", "pixel_values"), data))
+    raise ValueError(
+        "TFCLIPModel trains on batches of {'input_ids', 'attention_mask', 'pixel_values'} or tuples "
+        f"(input_ids, attention_mask, pixel_values); got {type(data).__name__}"
+    )
+
+
 def _plain_dict(output):
     if hasattr(output, "items") and hasattr(output, "to_tuple"):
         return {key: _plain_dict(value) for key, value in output.items()}
@@ -208,3 +249,113 @@ def _collate(collate_fn, collate_fn_args, tokenizer):
 
 def _as_numpy(batch) -> dict:
     return {k: np.asarray(v) for k, v in dict(batch).items()}
+
+
+class TFCLIPPreTrainedModel(TFPreTrainedSurface, keras.Model):
+    """Config handling, initialization, Keras serialization, training, from_pretrained/save_pretrained;
+    transformers' TFPreTrainedModel surface in the mixin above."""
+
+    config_class: type[AnyCLIPConfig] = CLIPConfig
+    canonical_class = "CLIPModel"  # its name in clip.common.weights and in transformers' PyTorch
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = True
+
+    def __init__(self, config: Any, **kwargs: Any):  # ours, a dict of its fields or transformers' config
+        super().__init__(**kwargs)
+        self.config = self._take_config(config)
+
+    def _finish_init(self):
+        self.build()
+        self.init_weights()
+
+    def build(self, input_shape=None):
+        for sub in self._layers:
+            sub.build(input_shape)
+        self.built = True
+
+    def get_config(self):
+        return {**super().get_config(), "config": self.config.to_dict()}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        return cls(cls.config_class.from_dict(config.pop("config")), **config)
+
+    def get_build_config(self):
+        return None  # every weight's shape follows from the config: built in __init__
+
+    # -- weights by canonical name ------------------------------------------------------------------
+    def canonical_variables(self) -> dict:
+        """{canonical name: (Keras variable, leaf kind)} in the order of clip.common.weights."""
+        out = {}
+        for name, (_, kind) in weights.expected_parameters(self.config, self.canonical_class).items():
+            obj = self
+            for part in weights.backend_name(name, kind, "tf").split("."):
+                obj = obj[int(part)] if part.isdigit() else getattr(obj, part)
+            out[name] = (obj, kind)
+        return out
+
+    def init_weights(self, names=None, seed=None):
+        """transformers' CLIP initialization for all or some weights: the arrays of the parameter table
+        (clip.common.params.init_arrays), drawn in numpy from `seed` (an int or a numpy Generator).
+        Without a seed, TensorFlow's random state picks it, so keras.utils.set_random_seed(s) before the
+        constructor keeps a model reproducible."""
+        variables = self.canonical_variables()
+        chosen = list(variables) if names is None else list(names)
+        if not chosen:
+            return
+        if seed is None:
+            seed = int(tf.random.uniform((), 0, 2**31 - 1, dtype=tf.int64))
+        table = params.parameter_table(self.config, self.canonical_class)
+        for name, array in params.init_arrays(table, seed, chosen).items():
+            variable, kind = variables[name]
+            variable.assign(tf.cast(weights.to_backend_layout(array, kind, "tf"), variable.dtype))
+
+    # -- gradient checkpointing (PyTorch's surface; each encoder layer through tf.recompute_grad) ----------
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs=None):
+        self._set_gradient_checkpointing(True)
+
+    def gradient_checkpointing_disable(self):
+        self._set_gradient_checkpointing(False)
+
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        return any(getattr(layer, "gradient_checkpointing", False) for layer in self._flatten_layers())
+
+    def _set_gradient_checkpointing(self, enabled):
+        for layer in self._flatten_layers():
+            if hasattr(layer, "gradient_checkpointing"):
+                layer.gradient_checkpointing = enabled
+
+    @overload
+    @classmethod
+    def from_pretrained(
+        cls: type[ModelT],
+        name_or_path: str | os.PathLike[str],
+        *args: Any,
+        output_loading_info: Literal[False] = False,
+        **kwargs: Any,
+    ) -> ModelT: ...
+    @overload
+    @classmethod
+    def from_pretrained(
+        cls: type[ModelT],
+        name_or_path: str | os.PathLike[str],
+        *args: Any,
+        output_loading_info: Literal[True],
+        **kwargs: Any,
+    ) -> tuple[ModelT, dict[str, Any]]: ...
+    @classmethod
+    def from_pretrained(
+        cls, name_or_path: str | os.PathLike[str], *args: Any, **kwargs: Any
+    ) -> TFCLIPPreTrainedModel | tuple[TFCLIPPreTrainedModel, dict[str, Any]]:
+        """The model of a hub id or directory (transformers' arguments); with output_loading_info=True
+        (model, its loading info: the missing, unexpected and mismatched keys)."""
+        from clip.tf import loading
+
+        return loading.from_pretrained(cls, name_or_path, *args, **kwargs)
+
+    def save_pretrained(self, save_directory: str | os.PathLike[str], **kwargs: Any) -> None:
+        from clip.tf import loading
+
+        return loading.save_pretrained(self, save_directory, **kwargs)

@@ -104,6 +104,17 @@ def _static_shape(tensor, fill):
     return tuple(d if d is not None else (fill[i] if i < len(fill) else 1) for i, d in enumerate(tensor.shape))
 
 
+# set_input_embeddings of the text models: a new table for the token embedding, same shape only
+def set_embedding_table(layer, value):
+    table = value.embeddings if isinstance(value, keras.layers.Embedding) else value
+    if tuple(table.shape) != tuple(layer.embeddings.shape):
+        raise ValueError(
+            f"set_input_embeddings: the table has shape {tuple(layer.embeddings.shape)}, got {tuple(table.shape)} "
+            "(resizing the vocabulary is not supported)"
+        )
+    layer.embeddings.assign(tf.cast(table, layer.embeddings.dtype))
+
+
 class CLIPTextTransformer(keras.layers.Layer):
     def __init__(self, config: CLIPTextConfig, **kwargs):
         super().__init__(**kwargs)
