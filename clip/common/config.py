@@ -278,6 +278,7 @@ class CLIPConfig(_ConfigSurface):
 
     model_type = "clip"
     projection_dim: int  # set from `defaults` in __init__, like every field
+    logit_scale_init_value: float
     sub_configs = {"text_config": CLIPTextConfig, "vision_config": CLIPVisionConfig}
     defaults = {"projection_dim": 512, "logit_scale_init_value": 2.6592, "initializer_factor": 1.0}
 

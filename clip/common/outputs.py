@@ -8,7 +8,7 @@ fields that are set (not None). `to_tuple()` gives the `return_dict=False` form.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, TypeVar
 
 
 class ModelOutput:
@@ -55,7 +55,10 @@ class ModelOutput:
         return cls(*components)
 
 
-def as_requested(output: ModelOutput, return_dict: bool) -> ModelOutput | tuple:
+OutputT = TypeVar("OutputT", bound=ModelOutput)  # the caller's own output class comes back
+
+
+def as_requested(output: OutputT, return_dict: bool) -> OutputT | tuple:
     """What a public model call returns: the output itself, or with return_dict=False its
     to_tuple() form (transformers' rule, the same in every backend)."""
     return output if return_dict else output.to_tuple()

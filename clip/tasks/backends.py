@@ -111,7 +111,7 @@ class Encoder:
 
     @property
     def image_size(self) -> tuple[int, int]:
-        crop = self.processor.image_processor.crop_size
+        crop = cast(dict[str, int], self.processor.image_processor.crop_size)  # normalized by the processor
         return crop["height"], crop["width"]
 
     def encode_images(self, pixel_values: ArrayLike) -> np.ndarray:

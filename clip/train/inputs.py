@@ -63,7 +63,7 @@ def build_datasets(args: TrainOptions, image_size: int) -> tuple[Any, Any, dict[
             combos=data.HELD_OUT_COMBOS,
         )
         return train, val, tasks
-    full = data.DigitsDataset(image_size=image_size) if args.digits else data.load_captions(args.train)
+    full = data.DigitsDataset(image_size=image_size) if args.digits else data.load_captions(str(args.train))
     train_idx, val_idx = data.split_indices(len(full), args.val_fraction, args.seed)
     held_out = data.Subset(full, val_idx) if len(val_idx) else None
     # args.digits first: clip.data loads its digits module only when asked for it

@@ -122,7 +122,9 @@ def replica_gradients(
             loss = objective(model, micro[0], local=local)
             scaled = loss * loss_scale / replicas
         return loss / replicas, _dense(tape.gradient(scaled, variables), variables)
-    states, images, texts = [], [], []
+    states: list[list[tf.Tensor]] = []
+    images: list[tf.Tensor] = []
+    texts: list[tf.Tensor] = []
     for batch in micro:  # pass 1: the embeddings alone, no tape
         states.append(_seed_states(model))
         image, text = embed(model, _after(batch, images + texts))

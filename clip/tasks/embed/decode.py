@@ -19,7 +19,7 @@ import os
 import sys
 from concurrent.futures import Executor, Future
 from multiprocessing import shared_memory
-from typing import TypeAlias
+from typing import TypeAlias, cast
 
 import numpy as np
 from PIL import Image
@@ -52,10 +52,11 @@ def crop_spec(image_processor: CLIPImageProcessor, draft: bool = False) -> CropS
     """The spec of a processor that resizes, center-crops and converts to RGB (every CLIP checkpoint's);
     None for one configured otherwise (the caller then uses the processor itself)."""
     p = image_processor
+    crop = cast(dict[str, int], p.crop_size)  # a {"height", "width"} dict once the processor has checked it
     if not (p.do_resize and p.do_center_crop and p.do_convert_rgb):
         return None
     return CropSpec(
-        tuple(sorted(p.size.items())), int(p.resample), (p.crop_size["height"], p.crop_size["width"]), draft
+        tuple(sorted(cast(dict[str, int], p.size).items())), int(p.resample), (crop["height"], crop["width"]), draft
     )
 
 
