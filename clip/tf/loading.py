@@ -14,7 +14,7 @@ import os
 import numpy as np
 
 from clip.common import loading, sharding, weight_files
-from clip.tf import adapter
+from clip.tf import adapter, pretrained
 
 assign_canonical = adapter.assign_canonical  # (its former home: the trainer, convert and tests call it here)
 read_h5 = weight_files.read_h5  # {weight name: array} of transformers' tf_model.h5
@@ -36,7 +36,8 @@ def from_pretrained(
     checkpoint = loading.read_pretrained(
         cls, name_or_path, adapter, config, kwargs, use_safetensors, ignore_mismatched_sizes
     )
-    model = cls(checkpoint.config, **({"dtype": dtype} if dtype is not None else {}))
+    with pretrained.building_for_load():
+        model = cls(checkpoint.config, **({"dtype": dtype} if dtype is not None else {}))
     fresh = adapter.assign_canonical(model, checkpoint.arrays)
     model.init_weights(fresh) if fresh else None  # only what the checkpoint did not provide (random so far)
 

@@ -9,10 +9,12 @@ classes are in clip.tf.modeling, loading and saving in clip.tf.loading.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import inspect
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Literal, TypeAlias, TypeVar, cast, overload
 
 import keras
@@ -55,6 +57,20 @@ def unpack_inputs(method):
         return method(self, *args, **kwargs)
 
     return wrapper
+
+
+# Set while from_pretrained builds a model: drawing the whole init in numpy only to overwrite it with
+# the checkpoint cost more than the load itself (ViT-B/32); the loader initializes what is missing.
+_LOADING: contextvars.ContextVar[bool] = contextvars.ContextVar("clip_tf_loading", default=False)
+
+
+@contextlib.contextmanager
+def building_for_load() -> Iterator[None]:
+    token = _LOADING.set(True)
+    try:
+        yield
+    finally:
+        _LOADING.reset(token)
 
 
 class TFPreTrainedSurface(surface.ConfigSurface):
@@ -266,7 +282,8 @@ class TFCLIPPreTrainedModel(TFPreTrainedSurface, keras.Model):
 
     def _finish_init(self):
         self.build()
-        self.init_weights()
+        if not _LOADING.get():  # from_pretrained overwrites every weight it has; it draws only the rest
+            self.init_weights()
 
     def build(self, input_shape=None):
         for sub in self._layers:

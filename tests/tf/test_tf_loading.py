@@ -168,3 +168,31 @@ def test_transformers_loading_arguments_pick_the_file(tmp_path):
     assert ours.TFCLIPModel.from_pretrained(tmp_path, from_pt=True, use_safetensors=True) is not None
     with pytest.raises(TypeError, match="from_pt must be"):
         ours.TFCLIPModel.from_pretrained(tmp_path, from_pt="yes")
+
+
+def test_from_pretrained_draws_only_the_weights_the_checkpoint_lacks(tmp_path, monkeypatch):
+    """A complete checkpoint: no init is drawn (it would only be overwritten); one weight missing:
+    only that one is drawn, and it follows the table's rule (a layer norm gain of ones)."""
+    from clip.common import params
+
+    model, ref = make_pair("quick_gelu", "CLIPModel", tmp_path)
+    drawn = []
+    real = params.init_arrays
+    monkeypatch.setattr(
+        params,
+        "init_arrays",
+        lambda table, seed, names=None, **kw: drawn.append(names) or real(table, seed, names, **kw),
+    )
+    loaded = ours.TFCLIPModel.from_pretrained(tmp_path)
+    assert drawn == []
+    state = {n: t.numpy() for n, t in ref.state_dict().items()}
+    assert all(np.array_equal(loading.canonical_state(loaded)[n], state[n]) for n in state)
+
+    missing = "text_model.final_layer_norm.weight"
+    io.write_safetensors(
+        {n: a for n, a in state.items() if n != missing}, tmp_path / "model.safetensors", metadata={"format": "pt"}
+    )
+    with pytest.warns(UserWarning, match=missing):
+        partial = ours.TFCLIPModel.from_pretrained(tmp_path)
+    assert drawn == [[missing]]
+    assert np.all(loading.canonical_state(partial)[missing] == 1.0)
