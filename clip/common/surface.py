@@ -8,9 +8,11 @@ attention implementations a class offers, parameter counting, and max_shard_size
 
 from __future__ import annotations
 
+import importlib
+import os
 import re
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, ClassVar, Literal, TypeVar, overload
 
 from clip.common.config import CLIPConfig
 from clip.errors import InputError, InputTypeError
@@ -146,3 +148,45 @@ class ConfigSurface:
     def _from_config(cls, config, **kwargs):
         """A randomly initialized model, as transformers' _from_config (the Auto classes' from_config)."""
         return cls(as_config(config, cls.config_class, cls.__name__), **kwargs)
+
+
+ModelT = TypeVar("ModelT", bound="PretrainedFiles")
+
+
+class PretrainedFiles:
+    """from_pretrained / save_pretrained of the PyTorch and TensorFlow base classes: typed once here,
+    carried out by the backend's loading module (`loading_module`, imported on first use so that a
+    model class does not import its loader)."""
+
+    loading_module: ClassVar[str]  # "clip.pt.loading", "clip.tf.loading"
+
+    @overload
+    @classmethod
+    def from_pretrained(
+        cls: type[ModelT],
+        name_or_path: str | os.PathLike[str],
+        *args: Any,
+        output_loading_info: Literal[False] = False,
+        **kwargs: Any,
+    ) -> ModelT: ...
+    @overload
+    @classmethod
+    def from_pretrained(
+        cls: type[ModelT],
+        name_or_path: str | os.PathLike[str],
+        *args: Any,
+        output_loading_info: Literal[True],
+        **kwargs: Any,
+    ) -> tuple[ModelT, dict[str, Any]]: ...
+    @classmethod
+    def from_pretrained(
+        cls, name_or_path: str | os.PathLike[str], *args: Any, **kwargs: Any
+    ) -> PretrainedFiles | tuple[PretrainedFiles, dict[str, Any]]:
+        """The model of a hub id or directory (transformers' arguments); with output_loading_info=True
+        (model, its loading info: the missing, unexpected and mismatched keys)."""
+        return importlib.import_module(cls.loading_module).from_pretrained(cls, name_or_path, *args, **kwargs)
+
+    def save_pretrained(self, save_directory: str | os.PathLike[str], **kwargs: Any) -> None:
+        """transformers' save_pretrained (the backend's keywords: safe_serialization, max_shard_size,
+        state_dict, ...)."""
+        return importlib.import_module(self.loading_module).save_pretrained(self, save_directory, **kwargs)

@@ -7,9 +7,8 @@ torch modules. Loading and saving stay in clip.pt.loading; the public model clas
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
-from typing import Any, Literal, TypeVar, cast, overload
+from typing import Any, TypeVar, cast
 
 import torch
 from torch import nn
@@ -130,11 +129,12 @@ class PreTrainedSurface(surface.ConfigSurface):
         return next(self.parameters()).device
 
 
-class CLIPPreTrainedModel(PreTrainedSurface, nn.Module):
+class CLIPPreTrainedModel(PreTrainedSurface, surface.PretrainedFiles, nn.Module):
     """Config handling, initialization, gradient checkpointing, from_pretrained/save_pretrained;
     transformers' PreTrainedModel surface in the mixin above."""
 
     config_class: type[AnyCLIPConfig] = CLIPConfig
+    loading_module = "clip.pt.loading"
     main_input_name = "input_ids"
     supports_gradient_checkpointing = True
 
@@ -174,40 +174,3 @@ class CLIPPreTrainedModel(PreTrainedSurface, nn.Module):
         for module in self.modules():
             if isinstance(module, CLIPEncoder):
                 module.gradient_checkpointing = enabled
-
-    @overload
-    @classmethod
-    def from_pretrained(
-        cls: type[ModelT],
-        name_or_path: str | os.PathLike[str],
-        *args: Any,
-        output_loading_info: Literal[False] = False,
-        **kwargs: Any,
-    ) -> ModelT: ...
-    @overload
-    @classmethod
-    def from_pretrained(
-        cls: type[ModelT],
-        name_or_path: str | os.PathLike[str],
-        *args: Any,
-        output_loading_info: Literal[True],
-        **kwargs: Any,
-    ) -> tuple[ModelT, dict[str, Any]]: ...
-    @classmethod
-    def from_pretrained(
-        cls, name_or_path: str | os.PathLike[str], *args: Any, **kwargs: Any
-    ) -> CLIPPreTrainedModel | tuple[CLIPPreTrainedModel, dict[str, Any]]:
-        """The model of a hub id or directory (transformers' arguments); with output_loading_info=True
-        (model, its loading info: the missing, unexpected and mismatched keys)."""
-        from clip.pt import loading
-
-        return loading.from_pretrained(cls, name_or_path, *args, **kwargs)
-
-    def save_pretrained(
-        self, save_directory: str | os.PathLike[str], safe_serialization: bool = True, **kwargs: Any
-    ) -> None:
-        """transformers' save_pretrained: safe_serialization, max_shard_size (sharded files plus an
-        index json), state_dict."""
-        from clip.pt import loading
-
-        return loading.save_pretrained(self, save_directory, safe_serialization=safe_serialization, **kwargs)

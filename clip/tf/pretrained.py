@@ -13,9 +13,8 @@ import contextlib
 import contextvars
 import functools
 import inspect
-import os
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, Literal, TypeAlias, TypeVar, cast, overload
+from typing import Any, TypeAlias, TypeVar, cast
 
 import keras
 import numpy as np
@@ -267,11 +266,12 @@ def _as_numpy(batch) -> dict:
     return {k: np.asarray(v) for k, v in dict(batch).items()}
 
 
-class TFCLIPPreTrainedModel(TFPreTrainedSurface, keras.Model):
+class TFCLIPPreTrainedModel(TFPreTrainedSurface, surface.PretrainedFiles, keras.Model):
     """Config handling, initialization, Keras serialization, training, from_pretrained/save_pretrained;
     transformers' TFPreTrainedModel surface in the mixin above."""
 
     config_class: type[AnyCLIPConfig] = CLIPConfig
+    loading_module = "clip.tf.loading"
     canonical_class = "CLIPModel"  # its name in clip.common.weights and in transformers' PyTorch
     main_input_name = "input_ids"
     supports_gradient_checkpointing = True
@@ -343,36 +343,3 @@ class TFCLIPPreTrainedModel(TFPreTrainedSurface, keras.Model):
         for layer in self._flatten_layers():
             if hasattr(layer, "gradient_checkpointing"):
                 layer.gradient_checkpointing = enabled
-
-    @overload
-    @classmethod
-    def from_pretrained(
-        cls: type[ModelT],
-        name_or_path: str | os.PathLike[str],
-        *args: Any,
-        output_loading_info: Literal[False] = False,
-        **kwargs: Any,
-    ) -> ModelT: ...
-    @overload
-    @classmethod
-    def from_pretrained(
-        cls: type[ModelT],
-        name_or_path: str | os.PathLike[str],
-        *args: Any,
-        output_loading_info: Literal[True],
-        **kwargs: Any,
-    ) -> tuple[ModelT, dict[str, Any]]: ...
-    @classmethod
-    def from_pretrained(
-        cls, name_or_path: str | os.PathLike[str], *args: Any, **kwargs: Any
-    ) -> TFCLIPPreTrainedModel | tuple[TFCLIPPreTrainedModel, dict[str, Any]]:
-        """The model of a hub id or directory (transformers' arguments); with output_loading_info=True
-        (model, its loading info: the missing, unexpected and mismatched keys)."""
-        from clip.tf import loading
-
-        return loading.from_pretrained(cls, name_or_path, *args, **kwargs)
-
-    def save_pretrained(self, save_directory: str | os.PathLike[str], **kwargs: Any) -> None:
-        from clip.tf import loading
-
-        return loading.save_pretrained(self, save_directory, **kwargs)
