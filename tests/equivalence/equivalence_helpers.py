@@ -24,6 +24,8 @@ import jax.numpy as jnp  # noqa: E402
 import clip.flax  # noqa: E402
 import clip.pt  # noqa: E402
 import clip.tf  # noqa: E402
+from backend_configs import CONFIGS  # noqa: E402  (the shared quick_gelu model)
+
 from clip.common import weights  # noqa: E402
 from clip.common.config import CLIPConfig  # noqa: E402
 from clip.flax import loading as flax_loading  # noqa: E402
@@ -35,34 +37,7 @@ ATOL = 1e-5  # float32, every output and gradient
 # The axes that change the computation: activation, depth, heads, patch and image size, projection
 # width, batch size and padding (pad == eos in one), interpolate_pos_encoding at another image size.
 CASES = {
-    "quick_gelu_p4": dict(
-        text=dict(
-            vocab_size=99,
-            hidden_size=32,
-            intermediate_size=37,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            max_position_embeddings=16,
-            projection_dim=24,
-            eos_token_id=98,
-            pad_token_id=0,
-            hidden_act="quick_gelu",
-        ),
-        vision=dict(
-            hidden_size=48,
-            intermediate_size=40,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            image_size=16,
-            patch_size=4,
-            projection_dim=24,
-            hidden_act="quick_gelu",
-        ),
-        projection_dim=24,
-        lengths=(9, 5, 2),
-        pixels=16,
-        interpolate=False,
-    ),
+    "quick_gelu_p4": dict(CONFIGS["quick_gelu"], lengths=(9, 5, 2), pixels=16, interpolate=False),
     "gelu_p8_pad_eos": dict(
         text=dict(
             vocab_size=80,
